@@ -1,0 +1,39 @@
+# The two commands of the README (`make demo`, `make test`) set up everything they need:
+# a virtual environment in .venv with photonflow installed in editable mode.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.photonflow-installed
+DETECTOR ?= simulator
+FRAMES ?=
+
+.PHONY: demo test bench up down panel venv clean
+
+$(INSTALLED): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[gui,test]" "setuptools<81"
+	touch $(INSTALLED)
+
+venv: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/photonflow demo --config config/demo.yaml $(if $(FRAMES),--frames $(FRAMES))
+
+test: $(INSTALLED)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests
+
+bench: $(INSTALLED)
+	$(BIN)/python benchmarks/recorder_bench.py
+
+up: $(INSTALLED)
+	$(BIN)/photonflow up --config config/demo.yaml
+
+down: $(INSTALLED)
+	$(BIN)/photonflow down
+
+panel: $(INSTALLED)
+	$(BIN)/photonflow-panel
+
+clean:
+	rm -rf var $(VENV)

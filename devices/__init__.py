@@ -1,0 +1,1 @@
+"""Thin Tango device classes over the photonflow core; installed as ``photonflow.devices``."""

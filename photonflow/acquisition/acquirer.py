@@ -1,0 +1,268 @@
+"""The Acquirer's logic, common to every detector vendor.
+
+A vendor module supplies a ``Camera`` (configure the hardware, deliver frames); this class
+owns the state machine (ON -> STANDBY -> RUNNING -> ON), the STINS series on the stream, the
+frame counter and the notifications the Tango device turns into events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+
+from photonflow import states
+from photonflow.errors import ConfigurationError, StateError
+from photonflow.stream.stins import StinsEncoder
+from photonflow.stream.transport import SendInterrupted
+from photonflow.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_COUNT = 2**31 - 1
+MAX_EXPOSURE = 3600.0
+
+
+@dataclass(frozen=True)
+class AcquisitionSettings:
+    """What one series asks of the detector."""
+
+    frame_count: int = 1
+    exposure: float = 0.001  # seconds of counting per frame
+    period: float = 0.002  # seconds from one frame's start to the next
+    trigger_mode: str = "internal"
+
+
+class Camera(Protocol):
+    """What a vendor module provides to the common Acquirer."""
+
+    trigger_modes: tuple[str, ...]
+    min_exposure: float
+
+    @property
+    def frame_shape(self) -> tuple[int, int]: ...
+
+    @property
+    def frame_dtype(self) -> str: ...
+
+    def describe(self, settings: AcquisitionSettings) -> dict[str, Any]:
+        """The STINS ``detector`` description, with NXdetector field names."""
+
+    def prepare(self, settings: AcquisitionSettings) -> None:
+        """Configure (arm) the hardware for a series."""
+
+    def frames(
+        self, settings: AcquisitionSettings, stop: threading.Event
+    ) -> Iterator[tuple[int, np.ndarray, float]]:
+        """Yield (frame_number, frame, UNIX timestamp) until done or ``stop`` is set."""
+
+
+class Sender(Protocol):
+    endpoint: str
+
+    def send(self, parts: list, stop: threading.Event | None = None) -> None: ...
+
+
+class AcquirerListener:
+    """Callbacks the device implements; the defaults ignore everything."""
+
+    def state_changed(self, state: str, status: str) -> None:
+        pass
+
+    def counters_changed(self, frames_acquired: int) -> None:
+        pass
+
+
+def validate_settings(settings: AcquisitionSettings, camera: Camera) -> None:
+    """Refuse settings the detector cannot honour, saying which limit was crossed."""
+    if isinstance(settings.frame_count, bool) or not isinstance(settings.frame_count, int):
+        raise ConfigurationError(f"frame count must be an integer, got {settings.frame_count!r}")
+    if not 1 <= settings.frame_count <= MAX_FRAME_COUNT:
+        raise ConfigurationError(
+            f"frame count must be between 1 and {MAX_FRAME_COUNT}, got {settings.frame_count}"
+        )
+    if not camera.min_exposure <= settings.exposure <= MAX_EXPOSURE:
+        raise ConfigurationError(
+            f"exposure must be between {camera.min_exposure} s and {MAX_EXPOSURE} s, "
+            f"got {settings.exposure} s"
+        )
+    if settings.period < settings.exposure:
+        raise ConfigurationError(
+            f"period ({settings.period} s) is shorter than the exposure ({settings.exposure} s); "
+            "set a period of at least the exposure time"
+        )
+    if settings.trigger_mode not in camera.trigger_modes:
+        raise ConfigurationError(
+            f"trigger mode {settings.trigger_mode!r} is not supported; "
+            f"choose one of {', '.join(camera.trigger_modes)}"
+        )
+
+
+class Acquirer:
+    """Runs series of frames from a camera onto a STINS stream."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        sender: Sender,
+        listener: AcquirerListener | None = None,
+        counter_interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.camera = camera
+        self.sender = sender
+        self.listener = listener or AcquirerListener()
+        self._encoder = StinsEncoder()
+        self._counter_throttle = Throttle(counter_interval, clock)
+        self._settings = AcquisitionSettings()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state = states.ON
+        self.status = "Idle: set exposure, period and frame count, then Prepare."
+        self.series_id = 1
+        self.frames_acquired = 0
+        self.last_end_reason = ""
+
+    @property
+    def settings(self) -> AcquisitionSettings:
+        return self._settings
+
+    @property
+    def stream_endpoint(self) -> str:
+        return self.sender.endpoint
+
+    def update_settings(self, **changes: Any) -> None:
+        """Change settings between series; the next Prepare validates the combination."""
+        with self._lock:
+            self._require_idle("change the settings")
+            self._settings = replace(self._settings, **changes)
+
+    def set_series_id(self, series_id: int) -> None:
+        with self._lock:
+            self._require_idle("change the series id")
+            if isinstance(series_id, bool) or not isinstance(series_id, int) or series_id < 0:
+                raise ConfigurationError(f"series id must be an integer >= 0, got {series_id!r}")
+            self.series_id = series_id
+
+    def _require_idle(self, action: str) -> None:
+        if self.state in (states.RUNNING,):
+            raise StateError(f"cannot {action} while acquiring; Stop or Abort first")
+
+    def _set_state(self, state: str, status: str) -> None:
+        self.state, self.status = state, status
+        self.listener.state_changed(state, status)
+
+    def prepare(self) -> None:
+        """Validate the settings and arm the camera; ON/STANDBY/FAULT -> STANDBY."""
+        with self._lock:
+            self._require_idle("Prepare")
+            validate_settings(self._settings, self.camera)
+            try:
+                self.camera.prepare(self._settings)
+            except Exception as error:
+                self._set_state(states.FAULT, f"Prepare failed: {error}")
+                raise
+            self.frames_acquired = 0
+            self.listener.counters_changed(0)
+            s = self._settings
+            self._set_state(
+                states.STANDBY,
+                f"Prepared series {self.series_id}: {s.frame_count} frames, "
+                f"exposure {s.exposure} s, period {s.period} s, trigger {s.trigger_mode}.",
+            )
+
+    def start(self) -> None:
+        """Begin the prepared series in the background; STANDBY -> RUNNING."""
+        with self._lock:
+            if self.state != states.STANDBY:
+                raise StateError(f"Start needs a prepared acquirer (STANDBY), it is {self.state}; call Prepare first")
+            self._stop.clear()
+            self._abort.clear()
+            self._set_state(states.RUNNING, f"Acquiring series {self.series_id}.")
+            self._thread = threading.Thread(
+                target=self._run_series, name=f"acquire-series-{self.series_id}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """End the series after the current frame; the stream still gets its series_end."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """End at once, whatever the state; a prepared series is dropped."""
+        with self._lock:
+            self._abort.set()
+            self._stop.set()
+            if self.state == states.STANDBY:
+                self._set_state(states.ON, "Aborted before start.")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a running series to end; True if it has."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _run_series(self) -> None:
+        settings = self._settings
+        series_id = self.series_id
+        sent = 0
+        end_reason = "completed"
+        try:
+            self.sender.send(
+                self._encoder.series_start(
+                    series_id,
+                    settings.frame_count,
+                    self.camera.frame_shape,
+                    self.camera.frame_dtype,
+                    self.camera.describe(settings),
+                ),
+                self._abort,
+            )
+            for frame_number, frame, timestamp in self.camera.frames(settings, self._stop):
+                self.frames_acquired += 1
+                self.sender.send(self._encoder.data(series_id, frame_number, frame, timestamp), self._abort)
+                sent += 1
+                if self._counter_throttle.ready():
+                    self.listener.counters_changed(self.frames_acquired)
+            if self._abort.is_set():
+                end_reason = "aborted"
+            elif self._stop.is_set() and sent < settings.frame_count:
+                end_reason = "stopped"
+        except SendInterrupted:
+            end_reason = "aborted"
+        except Exception as error:  # a camera or transport failure ends the series in FAULT
+            log.exception("series %s failed", series_id)
+            end_reason = "failed"
+            self._finish(series_id, sent, end_reason)
+            self._set_state(states.FAULT, f"Series {series_id} failed after {sent} frames: {error}")
+            return
+        self._finish(series_id, sent, end_reason)
+        self._set_state(
+            states.ON,
+            f"Series {series_id} {end_reason}: {self.frames_acquired} of "
+            f"{settings.frame_count} frames acquired.",
+        )
+
+    def _finish(self, series_id: int, sent: int, end_reason: str) -> None:
+        self.last_end_reason = end_reason
+        self.listener.counters_changed(self.frames_acquired)
+        give_up = threading.Event()
+        timer = threading.Timer(2.0, give_up.set)
+        timer.start()
+        try:
+            self.sender.send(
+                self._encoder.series_end(series_id, self.frames_acquired, sent, end_reason), give_up
+            )
+        except SendInterrupted:
+            log.warning("series_end of series %s not delivered: no receiver", series_id)
+        finally:
+            timer.cancel()
+        self.series_id = series_id + 1

@@ -1,0 +1,46 @@
+"""Domain exceptions of the core.
+
+Each carries a short ``reason`` (a stable, machine-readable word that the Tango layer puts
+in ``DevFailed.reason``) and a message that tells the operator what to fix.
+"""
+
+
+class PhotonflowError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    reason = "PhotonflowError"
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class ConfigurationError(PhotonflowError):
+    """A request or configuration value the operator must correct."""
+
+    reason = "InvalidConfiguration"
+
+
+class StateError(PhotonflowError):
+    """A command that is not allowed in the current state."""
+
+    reason = "NotAllowedInThisState"
+
+
+class FilePathError(PhotonflowError):
+    """A data file path that is outside the data root, or already exists."""
+
+    reason = "InvalidFilePath"
+
+
+class StreamMessageError(PhotonflowError):
+    """A stream message that does not follow the protocol; it is rejected and counted."""
+
+    reason = "MalformedStreamMessage"
+
+
+class RecordingError(PhotonflowError):
+    """Writing the data file failed (disk, permissions...)."""
+
+    reason = "RecordingFailed"
