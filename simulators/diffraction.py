@@ -29,7 +29,7 @@ class PatternSettings:
     seed: int = 0
     exposure: float = 0.001
     beam_centre: tuple[float, float] | None = None  # (row, column); None = near the middle
-    photon_flux: float = 2000.0  # photons per pixel per second on the brightest ring
+    photon_flux: float = 20000.0  # photons per pixel per second on the brightest ring
     bank_size: int = DEFAULT_BANK_SIZE
     bands: int = DEFAULT_BANDS
 

@@ -138,10 +138,13 @@ class Acquirer:
         return self.sender.endpoint
 
     def update_settings(self, **changes: Any) -> None:
-        """Change settings between series; the next Prepare validates the combination."""
+        """Change settings between series; each value is checked now, the combination
+        (period >= exposure) at Prepare, so settings may be written in any order."""
         with self._lock:
             self._require_idle("change the settings")
-            self._settings = replace(self._settings, **changes)
+            updated = replace(self._settings, **changes)
+            validate_settings(replace(updated, period=max(updated.period, updated.exposure)), self.camera)
+            self._settings = updated
 
     def set_series_id(self, series_id: int) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ reported, never fatal; a disk error puts the Recorder in FAULT naming the path a
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -41,6 +42,37 @@ class RecordingRequest:
     series_id: int
     endpoint: str
     file: str | None = None  # relative to the data root, or absolute under it; None = template
+
+
+def parse_recording_request(text: str) -> RecordingRequest:
+    """Validate the JSON of the Recorder's Arm command."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(
+            'Arm needs a JSON object such as {"frames": 100, "series_id": 1, '
+            f'"endpoint": "tcp://127.0.0.1:5555", "file": "scan1.h5"}}: {error}'
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigurationError("Arm needs a JSON object")
+    allowed = {"frames", "series_id", "endpoint", "file"}
+    unknown = sorted(raw.keys() - allowed)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            reason="UnknownConfigurationKey",
+        )
+    for key, kind in (("frames", int), ("series_id", int), ("endpoint", str)):
+        if key not in raw:
+            raise ConfigurationError(f"missing key '{key}'")
+        if isinstance(raw[key], bool) or not isinstance(raw[key], kind):
+            raise ConfigurationError(f"'{key}' must be {kind.__name__}, got {raw[key]!r}")
+    if raw["series_id"] < 0:
+        raise ConfigurationError(f"'series_id' must be >= 0, got {raw['series_id']}")
+    file = raw.get("file")
+    if file is not None and not isinstance(file, str):
+        raise ConfigurationError(f"'file' must be a string, got {file!r}")
+    return RecordingRequest(raw["frames"], raw["series_id"], raw["endpoint"], file)
 
 
 @dataclass
@@ -165,13 +197,12 @@ class Recorder:
             return path
 
     def stop(self, reason: str = "stopped") -> None:
-        """Close the file with what has arrived; the series counts as ended by the operator."""
+        """Close the file with what has arrived (within ~0.1 s, in the receiving thread)."""
         with self._lock:
-            thread = self._thread
+            if self._stop.is_set():
+                return
             self._stop_reason = reason
             self._stop.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(10)
 
     def abort(self) -> None:
         self.stop("aborted")

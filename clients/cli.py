@@ -1,0 +1,167 @@
+"""The ``photonflow`` command: deploy configuration, run the demo, start/stop the suite.
+
+    photonflow config apply FILE [--dry-run]   write a deployment to the Tango database
+    photonflow demo [--frames N]               one acquisition end to end, then SUMMARY {...}
+    photonflow up / photonflow down            the whole suite, for Jive, Taurus or Sardana
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import tango
+
+from photonflow.clients.demo import default_file_name, describe_file, run_acquisition
+from photonflow.clients.launcher import Suite, wait_for
+from photonflow.clients.tango_database import apply_deployment
+from photonflow.deployment import load_deployment_file
+from photonflow.errors import ConfigurationError
+
+
+def var_directory() -> Path:
+    return Path(os.environ.get("PHOTONFLOW_VAR", "var")).resolve()
+
+
+def _prepare_environment(var_dir: Path) -> None:
+    os.environ.setdefault("PHOTONFLOW_DATA_ROOT", str(var_dir / "data"))
+
+
+def _database(suite: Suite | None = None) -> tango.Database:
+    if suite is not None:
+        return suite.database()
+    if not os.environ.get("TANGO_HOST"):
+        raise ConfigurationError("TANGO_HOST is not set: say which Tango database to write to (host:port)")
+    return tango.Database()
+
+
+def command_config_apply(args) -> int:
+    _prepare_environment(var_directory())
+    deployment = load_deployment_file(args.file)
+    changes = apply_deployment(_database(), deployment, dry_run=args.dry_run)
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{args.file}: {verb} {len(changes)} item(s) in the Tango database at {os.environ['TANGO_HOST']}")
+    for change in changes:
+        print(f"  {change.describe()}")
+    return 0
+
+
+def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite, object]:
+    """Database (embedded unless TANGO_HOST is set), configuration, then every server."""
+    _prepare_environment(var_dir)
+    deployment = load_deployment_file(config)
+    suite = Suite(os.environ.get("TANGO_HOST", ""), var_dir)
+    try:
+        if not suite.tango_host:
+            suite.start_database(var_dir / "tango" / database_name)
+            print(f"Started an embedded Tango database (pytango-db, SQLite) at TANGO_HOST={suite.tango_host}")
+        else:
+            print(f"Using the Tango database at TANGO_HOST={suite.tango_host}")
+        changes = apply_deployment(suite.database(), deployment)
+        print(f"Applied {config}: {len(changes)} change(s)")
+        for change in changes:
+            print(f"  {change.describe()}")
+        started = time.monotonic()
+        suite.start_servers(deployment)
+        print(f"Started {len(deployment.servers)} device servers in {time.monotonic() - started:.1f} s: "
+              + ", ".join(s.name for s in deployment.servers))
+    except BaseException:
+        suite.stop()
+        raise
+    return suite, deployment
+
+
+def command_demo(args) -> int:
+    var_dir = var_directory()
+    suite, deployment = _start_suite(args.config, var_dir, "demo.db")
+    try:
+        controller = tango.DeviceProxy(deployment.device("PhotonflowController").name)
+        controller.set_timeout_millis(15000)
+        print(f"Acquiring {args.frames} frames through {controller.dev_name()} ...")
+        summary = run_acquisition(
+            controller, args.frames, args.exposure, args.period, args.file or default_file_name(), args.timeout
+        )
+        if summary["file"] and Path(summary["file"]).exists():
+            print("File written:")
+            for line in describe_file(summary["file"]):
+                print(line)
+        print(f"Controller: {summary.pop('status')}")
+    finally:
+        suite.stop()
+        print("Stopped every process the demo started.")
+    print("SUMMARY " + json.dumps(summary))
+    return 0 if summary["state"] == "ON" and summary["missing_frames"] == 0 else 1
+
+
+def command_up(args) -> int:
+    var_dir = var_directory()
+    state_file = var_dir / "run" / "suite.json"
+    if state_file.exists():
+        raise ConfigurationError(f"the suite seems to be up already ({state_file}); run 'make down' first")
+    suite, deployment = _start_suite(args.config, var_dir, "suite.db")
+    suite.save(state_file)
+    controller = deployment.device("PhotonflowController").name
+    print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
+          f"  photonflow-panel {controller}      (or jive, or a Taurus form)\nStop it with: make down")
+    return 0
+
+
+def command_down(args) -> int:
+    var_dir = var_directory()
+    state_file = var_dir / "run" / "suite.json"
+    if not state_file.exists():
+        print("Nothing to stop: the suite is not up.")
+        return 0
+    suite = Suite.load(state_file, var_dir)
+    suite.stop()
+    state_file.unlink()
+    print(f"Stopped {len(suite.processes) or 'all'} processes of the suite at TANGO_HOST={suite.tango_host}.")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="photonflow", description=__doc__.split("\n")[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    config = commands.add_parser("config", help="Tango database configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    apply = config_commands.add_parser("apply", help="write a deployment YAML to the database (idempotent)")
+    apply.add_argument("file")
+    apply.add_argument("--dry-run", action="store_true", help="only print what would change")
+    apply.set_defaults(handler=command_config_apply)
+
+    demo = commands.add_parser("demo", help="run one acquisition end to end")
+    demo.add_argument("--config", default="config/demo.yaml")
+    demo.add_argument("--frames", type=int, default=1000)
+    demo.add_argument("--exposure", type=float, default=0.001)
+    demo.add_argument("--period", type=float, default=0.002)
+    demo.add_argument("--file", help="data file, relative to the data root")
+    demo.add_argument("--timeout", type=float, default=600)
+    demo.set_defaults(handler=command_demo)
+
+    up = commands.add_parser("up", help="start the database and every server in the background")
+    up.add_argument("--config", default="config/demo.yaml")
+    up.set_defaults(handler=command_up)
+    down = commands.add_parser("down", help="stop what 'up' started")
+    down.set_defaults(handler=command_down)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigurationError, TimeoutError, RuntimeError, FileNotFoundError) as error:
+        print(f"photonflow: error: {error}", file=sys.stderr)
+        return 2
+    except tango.DevFailed as error:
+        print(f"photonflow: error: {error.args[0].reason}: {error.args[0].desc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

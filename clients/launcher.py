@@ -1,0 +1,177 @@
+"""Starts and stops the suite the way a beamline runs it: a Tango database (pytango-db,
+SQLite) and every device server as its own process.
+
+Used by ``photonflow demo``/``up``/``down`` and by the integration tests, so the tests run
+the servers exactly as the demo does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tango
+
+from photonflow.deployment import Deployment
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def executable(name: str) -> str:
+    """A console script of this environment (next to the running Python), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed; run 'make venv' (pip install -e .)")
+    return found
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result is not None and result is not False:
+                return result
+        except Exception as error:  # not ready yet
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout} s" + (f": {last_error}" if last_error else ""))
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    pid: int
+    log: str
+
+
+@dataclass
+class Suite:
+    """The processes started for one session, and the TANGO_HOST they use."""
+
+    tango_host: str
+    var_dir: Path
+    processes: list[ManagedProcess] = field(default_factory=list)
+    _popens: dict[int, subprocess.Popen] = field(default_factory=dict, repr=False)
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "TANGO_HOST": self.tango_host}
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log_dir = self.var_dir / "log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name.replace('/', '_')}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self.processes.append(ManagedProcess(name, process.pid, str(log_path)))
+        self._popens[process.pid] = process
+        return process
+
+    def _check_alive(self, process: subprocess.Popen, name: str) -> None:
+        if process.poll() is not None:
+            log = next(p.log for p in self.processes if p.pid == process.pid)
+            tail = Path(log).read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{name} exited with code {process.returncode}; end of {log}:\n{tail}")
+
+    def start_database(self, database_file: Path, port: int | None = None) -> None:
+        """Start pytango-db's DataBaseds on loopback; its content persists in ``database_file``."""
+        port = port or free_port()
+        database_file.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTANGO_DATABASE_NAME": str(database_file)}
+        env.pop("TANGO_HOST", None)
+        process = self._spawn(
+            "DataBaseds", [executable("PyDatabaseds"), "--host", "127.0.0.1", "--port", str(port), "2"], env
+        )
+        self.tango_host = f"127.0.0.1:{port}"
+
+        def answering():
+            self._check_alive(process, "the Tango database")
+            return tango.Database("127.0.0.1", port).get_info()
+
+        wait_for(answering, 30, f"Tango database on {self.tango_host}")
+
+    def database(self) -> tango.Database:
+        host, port = self.tango_host.rsplit(":", 1)
+        return tango.Database(host, int(port))
+
+    def start_servers(self, deployment: Deployment, timeout: float = 60) -> None:
+        """Start each server as its own process, then wait until all its devices answer."""
+        os.environ["TANGO_HOST"] = self.tango_host  # DeviceProxy below reads it
+        started = []
+        for server in deployment.servers:
+            process = self._spawn(server.name, [executable(server.executable), server.instance], self.environment())
+            started.append((server, process))
+        for server, process in started:
+            for device in server.devices:
+                def answering(name=device.name):
+                    self._check_alive(process, server.name)
+                    tango.DeviceProxy(name).ping()
+                    return True
+
+                wait_for(answering, timeout, f"device {device.name} of {server.name}", interval=0.2)
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop servers first, the database last; SIGKILL whatever ignores SIGTERM."""
+        for managed in reversed(self.processes):
+            _terminate(managed.pid, self._popens.get(managed.pid), timeout)
+        self.processes.clear()
+        self._popens.clear()
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "tango_host": self.tango_host,
+            "processes": [p.__dict__ for p in self.processes],
+        }, indent=2))
+
+    @classmethod
+    def load(cls, path: Path, var_dir: Path) -> "Suite":
+        data = json.loads(path.read_text())
+        return cls(data["tango_host"], var_dir, [ManagedProcess(**p) for p in data["processes"]])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _terminate(pid: int, popen: subprocess.Popen | None, timeout: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if popen is not None:
+            if popen.poll() is not None:
+                return
+        elif not _alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if popen is not None:
+        popen.wait(5)

@@ -1,0 +1,63 @@
+"""What every photonflow Tango device shares: core errors as DevFailed, core states as
+DevState, and pushing the change events the core's callbacks announce."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable
+
+import tango
+
+from photonflow.errors import PhotonflowError
+
+log = logging.getLogger(__name__)
+
+DEV_STATES = {name: getattr(tango.DevState, name) for name in ("ON", "STANDBY", "RUNNING", "ALARM", "FAULT", "UNKNOWN")}
+
+
+def to_dev_state(state: str) -> tango.DevState:
+    return DEV_STATES[state]
+
+
+def operator_errors(method: Callable) -> Callable:
+    """Turn core errors into DevFailed whose reason and description tell the operator what to fix."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except PhotonflowError as error:
+            tango.Except.throw_exception(error.reason, str(error), f"{type(self).__name__}.{method.__name__}")
+        except (OSError, ValueError) as error:
+            tango.Except.throw_exception(
+                type(error).__name__, str(error), f"{type(self).__name__}.{method.__name__}"
+            )
+
+    return wrapper
+
+
+class EventPushingMixin:
+    """Publishes State/Status and counters as change events pushed by the device itself."""
+
+    event_attributes: tuple[str, ...] = ()
+
+    def enable_events(self) -> None:
+        for name in ("State", "Status", *self.event_attributes):
+            self.set_change_event(name, True, False)
+
+    def publish_state(self, state: str, status: str) -> None:
+        dev_state = to_dev_state(state)
+        self.set_state(dev_state)
+        self.set_status(status)
+        try:
+            self.push_change_event("State", dev_state)
+            self.push_change_event("Status", status)
+        except tango.DevFailed as error:  # no subscriber problem must break the core's thread
+            log.debug("state event not pushed: %s", error)
+
+    def publish_value(self, attribute: str, value) -> None:
+        try:
+            self.push_change_event(attribute, value)
+        except tango.DevFailed as error:
+            log.debug("event on %s not pushed: %s", attribute, error)

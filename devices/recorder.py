@@ -1,0 +1,153 @@
+"""The Recorder device: a thin Tango face on ``photonflow.recording.recorder.Recorder``."""
+
+from __future__ import annotations
+
+import tango
+from tango import AttrWriteType
+from tango.server import Device, attribute, command, device_property
+
+from photonflow import states
+from photonflow.devices.common import EventPushingMixin, operator_errors
+from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
+from photonflow.recording.recorder import (
+    Recorder,
+    RecorderCounters,
+    RecorderListener,
+    parse_recording_request,
+)
+
+COUNTER_ATTRIBUTES = {
+    "FramesReceived": "frames_received",
+    "FramesWritten": "frames_written",
+    "MissingFrames": "missing_frames",
+    "DuplicateFrames": "duplicate_frames",
+    "MessagesRejected": "messages_rejected",
+    "WriteRate": "write_rate",
+    "DataRate": "data_rate",
+}
+
+
+class _DeviceListener(RecorderListener):
+    def __init__(self, device: "PhotonflowRecorder"):
+        self.device = device
+
+    def state_changed(self, state: str, status: str) -> None:
+        self.device.publish_state(state, status)
+        self.device.publish_value("CurrentFile", self.device.recorder.current_file)
+        self.device.publish_value("LastFile", self.device.recorder.last_file)
+
+    def counters_changed(self, counters: RecorderCounters) -> None:
+        for attribute_name, field_name in COUNTER_ATTRIBUTES.items():
+            self.device.publish_value(attribute_name, getattr(counters, field_name))
+
+
+class PhotonflowRecorder(EventPushingMixin, Device):
+    """Writes a STINS frame stream into HDF5/NeXus files under a data root."""
+
+    event_attributes = ("CurrentFile", "LastFile", *COUNTER_ATTRIBUTES)
+
+    DataRoot = device_property(dtype=str, mandatory=True, doc="Directory every data file must be under")
+    DefaultFilePathTemplate = device_property(
+        dtype=str, default_value=DEFAULT_FILE_TEMPLATE,
+        doc="FilePathTemplate at start-up: the file name used when Arm gives none; "
+        "fields {series_id} and {start} (a datetime)",
+    )
+    EventInterval = device_property(dtype=float, default_value=0.1, doc="Minimum seconds between counter events")
+
+    def init_device(self):
+        super().init_device()
+        self.enable_events()
+        self.recorder = None
+        try:
+            self.recorder = Recorder(
+                self.DataRoot, self.DefaultFilePathTemplate, _DeviceListener(self), counter_interval=self.EventInterval
+            )
+        except Exception as error:
+            self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
+            return
+        self.publish_state(self.recorder.state, self.recorder.status)
+
+    def delete_device(self):
+        if self.recorder is not None:
+            self.recorder.abort()
+            self.recorder.wait(5)
+
+    def _core(self) -> Recorder:
+        if self.recorder is None:
+            tango.Except.throw_exception("NotInitialised", self.get_status(), "PhotonflowRecorder")
+        return self.recorder
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, doc="File name pattern when none is given")
+    def FilePathTemplate(self):
+        return self._core().file_template
+
+    @FilePathTemplate.write
+    @operator_errors
+    def FilePathTemplate(self, value):
+        self._core().set_file_template(value)
+
+    @attribute(dtype=str, doc="Directory all data files are written under")
+    def DataRootPath(self):
+        return str(self._core().data_root.resolve())
+
+    @attribute(dtype=str, doc="File being written, empty when idle")
+    def CurrentFile(self):
+        return self._core().current_file
+
+    @attribute(dtype=str, doc="Last file closed")
+    def LastFile(self):
+        return self._core().last_file
+
+    @attribute(dtype=str, doc="Stream endpoint of the current or last series")
+    def StreamEndpoint(self):
+        return self._core().stream_endpoint
+
+    @attribute(dtype=int, doc="Data messages received in this series")
+    def FramesReceived(self):
+        return self._core().counters.frames_received
+
+    @attribute(dtype=int, doc="Frames written to the file in this series")
+    def FramesWritten(self):
+        return self._core().counters.frames_written
+
+    @attribute(dtype=int, doc="Frames the sender sent that never reached the file (known at series end)")
+    def MissingFrames(self):
+        return self._core().counters.missing_frames
+
+    @attribute(dtype=int, doc="Frames received twice and dropped")
+    def DuplicateFrames(self):
+        return self._core().counters.duplicate_frames
+
+    @attribute(dtype=int, doc="Malformed stream messages rejected")
+    def MessagesRejected(self):
+        return self._core().counters.messages_rejected
+
+    @attribute(dtype=float, unit="frames/s", format="%.1f", doc="Recent write rate")
+    def WriteRate(self):
+        return self._core().counters.write_rate
+
+    @attribute(dtype=float, unit="MB/s", format="%.1f", doc="Recent write rate in megabytes")
+    def DataRate(self):
+        return self._core().counters.data_rate
+
+    @command(dtype_in=str, dtype_out=str,
+             doc_in='JSON: {"frames": N, "series_id": ID, "endpoint": "tcp://...", "file": optional}',
+             doc_out="Absolute path of the file that will be written")
+    @operator_errors
+    def Arm(self, text):
+        return str(self._core().arm(parse_recording_request(text)))
+
+    @command(dtype_in=str, dtype_out=str, doc_in="File name to check", doc_out="Absolute path it resolves to")
+    @operator_errors
+    def CheckFile(self, name):
+        return str(self._core().resolve_file(name))
+
+    @command(doc_in="Close the file with the frames received so far")
+    @operator_errors
+    def Stop(self):
+        self._core().stop()
+
+    @command(doc_in="Close the file at once, marking the series aborted")
+    @operator_errors
+    def Abort(self):
+        self._core().abort()

@@ -1,0 +1,35 @@
+"""Entry points of the Tango device servers (console scripts with the ``Photonflow`` prefix,
+so Astor/Starter can start them and their names are unique at a facility).
+
+Usage, as for any Tango server:  PhotonflowRecorder <instance> [-v4]
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tango.server import run
+
+
+def _run(classes) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run(classes)
+
+
+def run_acquirer_server() -> None:
+    """Every Acquirer class in one server; the database says which class each device is."""
+    from photonflow.devices.simulator_acquirer import SimulatorAcquirer
+
+    _run((SimulatorAcquirer,))
+
+
+def run_recorder_server() -> None:
+    from photonflow.devices.recorder import PhotonflowRecorder
+
+    _run((PhotonflowRecorder,))
+
+
+def run_controller_server() -> None:
+    from photonflow.devices.controller import PhotonflowController
+
+    _run((PhotonflowController,))

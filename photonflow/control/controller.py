@@ -1,0 +1,393 @@
+"""The Controller's logic: drive an Acquirer and a Recorder as one, and prove the series
+complete (frames acquired = received = written).
+
+Peers are reached through two small ports (``AcquirerPort``, ``RecorderPort``); the Tango
+device implements them with DeviceProxy, unit tests with plain objects. Peer change events
+feed ``peer_state_changed`` and ``peer_counter_changed``; ``tick`` is the watchdog for
+series whose end never arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from photonflow import states
+from photonflow.errors import ConfigurationError, PhotonflowError, StateError
+
+log = logging.getLogger(__name__)
+
+ACQUIRER = "acquirer"
+RECORDER = "recorder"
+IDLE, STARTING, ACQUIRING, FINISHING = "idle", "starting", "acquiring", "finishing"
+BUSY_STATES = (states.RUNNING, states.STANDBY)
+
+
+@dataclass(frozen=True)
+class AcquisitionRequest:
+    """What the operator asked for with Configure."""
+
+    frames: int
+    exposure: float
+    period: float
+    trigger_mode: str = "internal"
+    file: str | None = None
+
+
+_REQUEST_KEYS: dict[str, tuple[type, ...]] = {
+    "frames": (int,),
+    "exposure": (int, float),
+    "period": (int, float),
+    "trigger_mode": (str,),
+    "file": (str,),
+}
+
+
+def parse_request(text: str) -> AcquisitionRequest:
+    """Validate a Configure JSON string; every error names the key and what to do."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(
+            f"Configure needs a JSON object, e.g. {{\"frames\": 100, \"exposure\": 0.001, "
+            f"\"period\": 0.002, \"file\": \"sample/scan1.h5\"}}: {error}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigurationError("Configure needs a JSON object of settings")
+    unknown = sorted(raw.keys() - _REQUEST_KEYS.keys())
+    if unknown:
+        raise ConfigurationError(
+            f"unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(_REQUEST_KEYS)}",
+            reason="UnknownConfigurationKey",
+        )
+    for key in ("frames", "exposure", "period"):
+        if key not in raw:
+            raise ConfigurationError(f"missing key '{key}'")
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, _REQUEST_KEYS[key]):
+            kind = " or ".join(t.__name__ for t in _REQUEST_KEYS[key])
+            raise ConfigurationError(f"'{key}' must be {kind}, got {value!r}")
+    if raw["frames"] < 1:
+        raise ConfigurationError(f"'frames' must be at least 1, got {raw['frames']}")
+    if raw["exposure"] <= 0:
+        raise ConfigurationError(f"'exposure' must be a positive number of seconds, got {raw['exposure']}")
+    if raw["period"] < raw["exposure"]:
+        raise ConfigurationError(
+            f"'period' ({raw['period']} s) is shorter than 'exposure' ({raw['exposure']} s); "
+            "the period must be at least the exposure time"
+        )
+    return AcquisitionRequest(
+        frames=raw["frames"],
+        exposure=float(raw["exposure"]),
+        period=float(raw["period"]),
+        trigger_mode=raw.get("trigger_mode", "internal"),
+        file=raw.get("file"),
+    )
+
+
+class AcquirerPort(Protocol):
+    def state(self) -> str: ...
+    def configure(self, request: AcquisitionRequest, series_id: int) -> None: ...
+    def prepare(self) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def abort(self) -> None: ...
+    def stream_endpoint(self) -> str: ...
+    def frames_acquired(self) -> int: ...
+
+
+class RecorderPort(Protocol):
+    def state(self) -> str: ...
+    def check_file(self, file: str) -> str: ...
+    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None) -> str: ...
+    def stop(self) -> None: ...
+    def abort(self) -> None: ...
+    def counters(self) -> dict[str, int]: ...
+
+
+class ControllerListener:
+    def state_changed(self, state: str, status: str) -> None:
+        pass
+
+    def counters_changed(self, counters: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class _Peer:
+    name: str
+    state: str = states.UNKNOWN
+    status: str = "not contacted yet"
+
+
+@dataclass
+class SeriesReport:
+    """The integrity check of the last series."""
+
+    series_id: int
+    frames_requested: int
+    frames_acquired: int
+    frames_received: int
+    frames_written: int
+    missing_frames: int
+    file: str
+
+    @property
+    def complete(self) -> bool:
+        return (
+            self.frames_acquired == self.frames_received == self.frames_written
+            and self.missing_frames == 0
+        )
+
+    def describe(self) -> str:
+        return (
+            f"series {self.series_id}: requested {self.frames_requested}, acquired "
+            f"{self.frames_acquired}, received {self.frames_received}, written "
+            f"{self.frames_written}, missing {self.missing_frames}"
+        )
+
+
+@dataclass
+class _Counters:
+    frames_requested: int = 0
+    frames_acquired: int = 0
+    frames_received: int = 0
+    frames_written: int = 0
+    missing_frames: int = 0
+    last_file: str = ""
+
+    def progress(self) -> float:
+        if not self.frames_requested:
+            return 0.0
+        return min(100.0, 100.0 * self.frames_written / self.frames_requested)
+
+
+class Controller:
+    """Sequences one series at a time and reports one combined state."""
+
+    def __init__(
+        self,
+        acquirer: AcquirerPort,
+        recorder: RecorderPort,
+        listener: ControllerListener | None = None,
+        finish_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.acquirer = acquirer
+        self.recorder = recorder
+        self.listener = listener or ControllerListener()
+        self.finish_timeout = finish_timeout
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._peers = {ACQUIRER: _Peer(ACQUIRER), RECORDER: _Peer(RECORDER)}
+        self.request: AcquisitionRequest | None = None
+        self.counters = _Counters()
+        self.series_id = 0
+        self.last_report: SeriesReport | None = None
+        self._phase = IDLE
+        self._finishing_since = 0.0
+        self._fault = ""
+        self._published: tuple[str, str] | None = None
+
+    # -- commands -------------------------------------------------------------------------
+    def configure(self, text: str) -> AcquisitionRequest:
+        with self._lock:
+            self._require_idle("Configure")
+            request = parse_request(text)
+            if request.file is not None:
+                self.recorder.check_file(request.file)
+            self.request = request
+            self._publish()
+            return request
+
+    def start(self) -> None:
+        """Arm the Recorder, configure the Acquirer, then prepare and start it in the background."""
+        with self._lock:
+            self._require_idle("Start")
+            if self.request is None:
+                raise StateError("nothing to start: call Configure with the acquisition settings first")
+            request = self.request
+            self.series_id += 1
+            series_id = self.series_id
+            self.acquirer.configure(request, series_id)
+            endpoint = self.acquirer.stream_endpoint()
+            path = self.recorder.arm(request.frames, series_id, endpoint, request.file)
+            self.counters = _Counters(frames_requested=request.frames, last_file=path)
+            self.last_report = None
+            self._fault = ""
+            self._phase = STARTING
+            self._publish_counters()
+            self._publish()
+            threading.Thread(target=self._launch, name=f"start-series-{series_id}", daemon=True).start()
+
+    def _launch(self) -> None:
+        try:
+            self.acquirer.prepare()
+            self.acquirer.start()
+        except Exception as error:
+            log.exception("starting the acquisition failed")
+            with self._lock:
+                self._fault = f"Start failed at the Acquirer: {error}"
+                self._phase = IDLE
+            self._safely(self.recorder.abort)
+            self._publish()
+            return
+        with self._lock:
+            if self._phase == STARTING:
+                self._phase = ACQUIRING
+        self.check_progress()
+
+    def stop(self) -> None:
+        """Stop after the current frame; the Recorder closes the file at the series end."""
+        self._safely(self.acquirer.stop, raise_errors=True)
+
+    def abort(self) -> None:
+        """Stop both at once; whatever was written stays readable."""
+        with self._lock:
+            if self._phase == STARTING:
+                self._phase = ACQUIRING
+        errors = [self._safely(self.acquirer.abort), self._safely(self.recorder.abort)]
+        self.check_progress()
+        failed = [e for e in errors if e]
+        if failed:
+            raise PhotonflowError("; ".join(failed), reason="AbortIncomplete")
+
+    # -- peers ----------------------------------------------------------------------------
+    def peer_state_changed(self, peer: str, state: str, status: str | None = None) -> None:
+        with self._lock:
+            self._peers[peer].state = state
+            if status is not None:
+                self._peers[peer].status = status
+        self.check_progress()
+        self._publish()
+
+    def peer_status_changed(self, peer: str, status: str) -> None:
+        with self._lock:
+            self._peers[peer].status = status
+        self._publish()
+
+    def peer_unreachable(self, peer: str, reason: str) -> None:
+        self.peer_state_changed(peer, states.UNKNOWN, reason)
+
+    def peer_counter_changed(self, name: str, value: int) -> None:
+        with self._lock:
+            setattr(self.counters, name, value)
+        self._publish_counters()
+
+    def tick(self) -> None:
+        """Called periodically: ends series whose Recorder never saw the end."""
+        self.check_progress()
+
+    def check_progress(self) -> None:
+        """Move through acquiring -> finishing -> idle, reading the peers' real state."""
+        with self._lock:
+            if self._phase == ACQUIRING:
+                if self._read_state(self.acquirer) in BUSY_STATES:
+                    return
+                self._phase = FINISHING
+                self._finishing_since = self._clock()
+            if self._phase != FINISHING:
+                return
+            if self._read_state(self.recorder) == states.RUNNING:
+                if self._clock() - self._finishing_since < self.finish_timeout:
+                    return
+                log.warning("recorder did not see the series end within %s s; stopping it", self.finish_timeout)
+                self._safely(self.recorder.stop)
+            self._conclude()
+        self._publish()
+
+    def _read_state(self, port) -> str:
+        try:
+            return port.state()
+        except Exception:
+            return states.UNKNOWN
+
+    def _conclude(self) -> None:
+        request = self.request
+        try:
+            acquired = self.acquirer.frames_acquired()
+            recorder = self.recorder.counters()
+        except Exception as error:
+            self._fault = f"could not read the final counters: {error}"
+            self._phase = IDLE
+            return
+        self.last_report = SeriesReport(
+            series_id=self.series_id,
+            frames_requested=request.frames if request else 0,
+            frames_acquired=acquired,
+            frames_received=recorder["frames_received"],
+            frames_written=recorder["frames_written"],
+            missing_frames=recorder["missing_frames"],
+            file=self.counters.last_file,
+        )
+        self.counters.frames_acquired = acquired
+        self.counters.frames_received = recorder["frames_received"]
+        self.counters.frames_written = recorder["frames_written"]
+        self.counters.missing_frames = recorder["missing_frames"]
+        self._phase = IDLE
+        self._publish_counters()
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._phase != IDLE
+
+    def _require_idle(self, action: str) -> None:
+        if self._phase != IDLE:
+            raise StateError(f"cannot {action} while a series is running; Stop or Abort it first")
+
+    def combined_state(self) -> tuple[str, str]:
+        with self._lock:
+            for peer in self._peers.values():
+                if peer.state == states.UNKNOWN:
+                    return states.FAULT, f"The {peer.name} is unreachable: {peer.status}"
+            for peer in self._peers.values():
+                if peer.state == states.FAULT:
+                    return states.FAULT, f"The {peer.name} is in FAULT: {peer.status}"
+            if self._fault:
+                return states.FAULT, self._fault
+            if self._phase != IDLE:
+                return states.RUNNING, f"Series {self.series_id} {self._phase}: {self.counters.frames_written} of {self.counters.frames_requested} frames written."
+            report = self.last_report
+            if report is not None and not report.complete:
+                return states.ALARM, f"Frames lost in {report.describe()}. File: {report.file}"
+            if report is not None:
+                return states.ON, f"Last {report.describe()}; all accounted for. File: {report.file}"
+            if self.request is None:
+                return states.ON, "Ready: Configure the acquisition, then Start."
+            return states.ON, "Configured; ready to Start."
+
+    def _publish(self) -> None:
+        state = self.combined_state()
+        if state != self._published:
+            self._published = state
+            self.listener.state_changed(*state)
+
+    def _publish_counters(self) -> None:
+        c = self.counters
+        self.listener.counters_changed(
+            {
+                "frames_requested": c.frames_requested,
+                "frames_acquired": c.frames_acquired,
+                "frames_received": c.frames_received,
+                "frames_written": c.frames_written,
+                "missing_frames": c.missing_frames,
+                "last_file": c.last_file,
+                "progress": c.progress(),
+            }
+        )
+
+    @staticmethod
+    def _safely(action: Callable[[], Any], raise_errors: bool = False) -> str:
+        try:
+            action()
+        except Exception as error:
+            if raise_errors:
+                raise
+            log.warning("%s failed: %s", getattr(action, "__name__", action), error)
+            return str(error)
+        return ""

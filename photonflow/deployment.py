@@ -1,0 +1,217 @@
+"""Configuration as data: which servers run which devices with which properties.
+
+The YAML follows the dsconfig layout beamline engineers know:
+
+    servers:
+      <Executable>/<instance>:
+        <TangoClass>:
+          <domain/family/member>:
+            properties: {Name: value, ...}
+
+Every problem is reported with the file, line and key before anything is written. Values
+may use ``${VAR}`` or ``${VAR:-default}`` from the environment (e.g. a data root).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from photonflow.errors import ConfigurationError
+
+# The servers photonflow installs and the Tango classes each one runs.
+SERVER_CLASSES: dict[str, tuple[str, ...]] = {
+    "PhotonflowAcquirer": ("SimulatorAcquirer",),
+    "PhotonflowRecorder": ("PhotonflowRecorder",),
+    "PhotonflowController": ("PhotonflowController",),
+}
+_DEVICE_NAME = re.compile(r"^[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+$")
+_INSTANCE = re.compile(r"^[A-Za-z0-9_\-.]+$")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    tango_class: str
+    properties: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    executable: str
+    instance: str
+    devices: tuple[DeviceSpec, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.executable}/{self.instance}"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    servers: tuple[ServerSpec, ...]
+
+    def device(self, tango_class: str) -> DeviceSpec:
+        """The first device of a class (e.g. the demo's Controller)."""
+        for server in self.servers:
+            for device in server.devices:
+                if device.tango_class == tango_class:
+                    return device
+        raise ConfigurationError(f"no device of class {tango_class} in the configuration")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write to the Tango database, described for the operator."""
+
+    kind: str  # "add_device" or "put_property"
+    server: str
+    device: str
+    tango_class: str = ""
+    property_name: str = ""
+    old: list[str] | None = None
+    new: list[str] | None = None
+
+    def describe(self) -> str:
+        if self.kind == "add_device":
+            return f"add device {self.device} (class {self.tango_class}) to server {self.server}"
+        old = "unset" if not self.old else ", ".join(self.old)
+        return f"set {self.device}->{self.property_name}: {old} -> {', '.join(self.new or [])}"
+
+
+class _Source:
+    """Turns YAML nodes into values, errors into 'file:line: key: message'."""
+
+    def __init__(self, path: str, environment: Mapping[str, str]):
+        self.path = path
+        self.environment = environment
+
+    def error(self, node: yaml.Node, message: str) -> ConfigurationError:
+        return ConfigurationError(f"{self.path}:{node.start_mark.line + 1}: {message}")
+
+    def mapping(self, node: yaml.Node, what: str) -> list[tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, f"{what} must be a mapping")
+        keys = set()
+        for key, _ in node.value:
+            if key.value in keys:
+                raise self.error(key, f"{what}: '{key.value}' appears twice")
+            keys.add(key.value)
+        return node.value
+
+    def scalar_text(self, node: yaml.Node, key: str) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, f"{key}: expected a single value")
+        return self.expand(node, node.value, key)
+
+    def expand(self, node: yaml.Node, text: str, key: str) -> str:
+        def substitute(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.environment:
+                return self.environment[name]
+            if default is not None:
+                return default
+            raise self.error(node, f"{key}: environment variable {name} is not set")
+
+        return _VARIABLE.sub(substitute, text)
+
+    def property_values(self, node: yaml.Node, key: str) -> list[str]:
+        if isinstance(node, yaml.SequenceNode):
+            return [self.scalar_text(item, key) for item in node.value]
+        return [self.scalar_text(node, key)]
+
+
+def load_deployment(text: str, path: str = "<config>", environment: Mapping[str, str] | None = None) -> Deployment:
+    """Parse and validate a deployment; raises ConfigurationError naming the line and key."""
+    source = _Source(path, os.environ if environment is None else environment)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise ConfigurationError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    if root is None:
+        raise ConfigurationError(f"{path}: the file is empty; it needs a 'servers' mapping")
+    top = dict((k.value, (k, v)) for k, v in source.mapping(root, "the file"))
+    unknown = sorted(top.keys() - {"servers"})
+    if unknown:
+        raise source.error(top[unknown[0]][0], f"unknown top-level key '{unknown[0]}'; expected 'servers'")
+    if "servers" not in top:
+        raise ConfigurationError(f"{path}: missing the top-level 'servers' mapping")
+    servers = []
+    devices_seen: dict[str, str] = {}
+    for server_key, classes_node in source.mapping(top["servers"][1], "servers"):
+        executable, _, instance = server_key.value.partition("/")
+        if executable not in SERVER_CLASSES:
+            raise source.error(
+                server_key,
+                f"servers: unknown server '{executable}'; photonflow provides {', '.join(SERVER_CLASSES)}",
+            )
+        if not _INSTANCE.match(instance):
+            raise source.error(server_key, f"servers: '{server_key.value}' must be Executable/instance")
+        devices = []
+        for class_key, devices_node in source.mapping(classes_node, server_key.value):
+            if class_key.value not in SERVER_CLASSES[executable]:
+                raise source.error(
+                    class_key,
+                    f"{server_key.value}: unknown class '{class_key.value}' for {executable}; "
+                    f"known: {', '.join(SERVER_CLASSES[executable])}",
+                )
+            for device_key, device_node in source.mapping(devices_node, class_key.value):
+                name = device_key.value
+                if not isinstance(name, str) or not _DEVICE_NAME.match(name):
+                    raise source.error(device_key, f"{class_key.value}: '{name}' is not a domain/family/member device name")
+                if name.lower() in devices_seen:
+                    raise source.error(device_key, f"device {name} is already defined in {devices_seen[name.lower()]}")
+                devices_seen[name.lower()] = server_key.value
+                properties: dict[str, list[str]] = {}
+                if not (isinstance(device_node, yaml.ScalarNode) and device_node.value in ("", "null", "~")):
+                    for section_key, section_node in source.mapping(device_node, name):
+                        if section_key.value != "properties":
+                            raise source.error(section_key, f"{name}: unknown key '{section_key.value}'; expected 'properties'")
+                        for prop_key, prop_node in source.mapping(section_node, f"{name} properties"):
+                            properties[prop_key.value] = source.property_values(prop_node, f"{name}->{prop_key.value}")
+                devices.append(DeviceSpec(name, class_key.value, properties))
+        servers.append(ServerSpec(executable, instance, tuple(devices)))
+    return Deployment(tuple(servers))
+
+
+def load_deployment_file(path: str | Path, environment: Mapping[str, str] | None = None) -> Deployment:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigurationError(f"cannot read {path}: {error.strerror}") from None
+    return load_deployment(text, str(path), environment)
+
+
+@dataclass
+class DatabaseView:
+    """What the Tango database holds now, for the devices a deployment names."""
+
+    device_servers: dict[str, tuple[str, str]] = field(default_factory=dict)  # device -> (server, class)
+    properties: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+
+def plan_changes(deployment: Deployment, current: DatabaseView) -> list[Change]:
+    """The writes that bring the database to the deployment; empty when it already matches."""
+    changes: list[Change] = []
+    for server in deployment.servers:
+        for device in server.devices:
+            registered = current.device_servers.get(device.name.lower())
+            if registered is None or registered[0].lower() != server.name.lower() or registered[1] != device.tango_class:
+                changes.append(Change("add_device", server.name, device.name, tango_class=device.tango_class))
+            existing = current.properties.get(device.name.lower(), {})
+            for name, value in device.properties.items():
+                if existing.get(name) != value:
+                    changes.append(
+                        Change("put_property", server.name, device.name, property_name=name,
+                               old=existing.get(name), new=value)
+                    )
+    return changes
