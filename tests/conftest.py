@@ -1,0 +1,65 @@
+"""Shared fixtures. The running suite is started exactly as `make demo` starts it: a real
+pytango-db database on a free loopback port and every server as its own process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPOSITORY / "config" / "demo.yaml"
+
+
+@dataclass(frozen=True)
+class SuiteDevices:
+    """Device names of the running suite, so tests never spell them out."""
+
+    tango_host: str
+    controller: str
+    acquirer: str
+    recorder: str
+    data_root: Path
+    var_dir: Path
+    suite: Any  # photonflow.clients.launcher.Suite: restart or kill servers through it
+    deployment: Any
+
+
+@pytest.fixture(scope="session")
+def running_suite(tmp_path_factory):
+    """The demo deployment on its own database, servers as separate processes."""
+    from photonflow.clients.launcher import Suite
+    from photonflow.clients.tango_database import apply_deployment
+    from photonflow.deployment import load_deployment_file
+
+    var_dir = tmp_path_factory.mktemp("suite")
+    data_root = var_dir / "data"
+    saved = {key: os.environ.get(key) for key in ("TANGO_HOST", "PHOTONFLOW_DATA_ROOT")}
+    os.environ.pop("TANGO_HOST", None)
+    os.environ["PHOTONFLOW_DATA_ROOT"] = str(data_root)
+    deployment = load_deployment_file(DEMO_CONFIG)
+    suite = Suite("", var_dir)
+    try:
+        suite.start_database(var_dir / "tango.db")
+        apply_deployment(suite.database(), deployment)
+        suite.start_servers(deployment)
+        yield SuiteDevices(
+            tango_host=suite.tango_host,
+            controller=deployment.device("PhotonflowController").name,
+            acquirer=deployment.device("SimulatorAcquirer").name,
+            recorder=deployment.device("PhotonflowRecorder").name,
+            data_root=data_root,
+            var_dir=var_dir,
+            suite=suite,
+            deployment=deployment,
+        )
+    finally:
+        suite.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
