@@ -176,12 +176,17 @@ class Controller:
         listener: ControllerListener | None = None,
         finish_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        run_in_background: Callable[[Callable[[], None]], None] | None = None,
     ):
         self.acquirer = acquirer
         self.recorder = recorder
         self.listener = listener or ControllerListener()
         self.finish_timeout = finish_timeout
         self._clock = clock
+        # Preparing a detector can take longer than a Tango client waits for a command.
+        self._run_in_background = run_in_background or (
+            lambda work: threading.Thread(target=work, name="start-series", daemon=True).start()
+        )
         self._lock = threading.RLock()
         self._peers = {ACQUIRER: _Peer(ACQUIRER), RECORDER: _Peer(RECORDER)}
         self.request: AcquisitionRequest | None = None
@@ -222,7 +227,7 @@ class Controller:
             self._phase = STARTING
             self._publish_counters()
             self._publish()
-            threading.Thread(target=self._launch, name=f"start-series-{series_id}", daemon=True).start()
+        self._run_in_background(self._launch)
 
     def _launch(self) -> None:
         try:

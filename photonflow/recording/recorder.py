@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from photonflow import states
-from photonflow.errors import ConfigurationError, StateError, StreamMessageError
+from photonflow.errors import ConfigurationError, RecordingError, StateError, StreamMessageError
 from photonflow.recording.nexus_writer import NexusFrameWriter
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE, render_template, resolve_data_file, validate_template
 from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, decode, utc_now_iso
@@ -175,7 +175,12 @@ class Recorder:
             if not request.endpoint:
                 raise ConfigurationError("no stream endpoint to record from; set StreamEndpoint")
             path = self.resolve_file(request.file, request.series_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise RecordingError(
+                    f"cannot create the directory {path.parent}: {error.strerror or error}"
+                ) from None
             receiver = self._receiver_factory(request.endpoint)
             self._series = _Series(request=request, path=path)
             self.counters = RecorderCounters()

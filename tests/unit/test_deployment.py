@@ -1,0 +1,88 @@
+"""Deployment YAML: parsed into servers/devices/properties, errors name file, line and key."""
+
+import pytest
+
+from photonflow.deployment import DatabaseView, load_deployment, load_deployment_file, plan_changes
+from photonflow.errors import ConfigurationError
+from tests.conftest import DEMO_CONFIG
+
+GOOD = """\
+servers:
+  PhotonflowRecorder/bl1:
+    PhotonflowRecorder:
+      bl1/pf/recorder:
+        properties:
+          DataRoot: ${ROOT}
+          Extra: [a, b]
+"""
+
+
+def test_the_demo_configuration_is_valid():
+    deployment = load_deployment_file(DEMO_CONFIG, {"PHOTONFLOW_DATA_ROOT": "/data"})
+    assert deployment.device("PhotonflowRecorder").properties["DataRoot"] == ["/data"]
+    controller = deployment.device("PhotonflowController")
+    assert controller.properties["Acquirer"] == [deployment.device("SimulatorAcquirer").name]
+
+
+def test_properties_become_string_lists_with_the_environment_expanded():
+    deployment = load_deployment(GOOD, "bl1.yaml", {"ROOT": "/gpfs/bl1"})
+    (server,) = deployment.servers
+    assert server.name == "PhotonflowRecorder/bl1"
+    assert server.devices[0].properties == {"DataRoot": ["/gpfs/bl1"], "Extra": ["a", "b"]}
+
+
+def test_a_default_applies_when_the_variable_is_unset():
+    deployment = load_deployment(GOOD.replace("${ROOT}", "${ROOT:-/tmp/data}"), "bl1.yaml", {})
+    assert deployment.servers[0].devices[0].properties["DataRoot"] == ["/tmp/data"]
+
+
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        (GOOD.replace("PhotonflowRecorder:\n", "RecorderX:\n"), "bl1.yaml:3: PhotonflowRecorder/bl1: unknown class 'RecorderX'"),
+        (GOOD.replace("PhotonflowRecorder/bl1", "Nonsense/bl1"), "bl1.yaml:2: servers: unknown server 'Nonsense'"),
+        (GOOD.replace("bl1/pf/recorder", "not-a-device-name"), "bl1.yaml:4: PhotonflowRecorder: 'not-a-device-name' is not a domain/family/member"),
+        (GOOD.replace("properties:", "propertys:"), "bl1.yaml:5: bl1/pf/recorder: unknown key 'propertys'"),
+        (GOOD + "  : [\n", "bl1.yaml:8: not valid YAML"),
+        ("servers:\n  - a\n", "bl1.yaml:2: servers must be a mapping"),
+        ("", "the file is empty"),
+        ("server:\n  {}\n", "bl1.yaml:1: unknown top-level key 'server'"),
+        (GOOD, "bl1.yaml:6: bl1/pf/recorder->DataRoot: environment variable ROOT is not set"),
+    ],
+)
+def test_errors_name_the_line_and_key(text, complaint):
+    with pytest.raises(ConfigurationError) as caught:
+        load_deployment(text, "bl1.yaml", {})
+    assert complaint in str(caught.value)
+
+
+def test_a_device_defined_twice_is_refused():
+    text = GOOD + GOOD.split("\n", 1)[1].replace("PhotonflowRecorder/bl1", "PhotonflowRecorder/bl2")
+    with pytest.raises(ConfigurationError, match="device bl1/pf/recorder is already defined"):
+        load_deployment(text, "bl1.yaml", {"ROOT": "/x"})
+
+
+def test_plan_is_empty_when_the_database_already_matches():
+    deployment = load_deployment(GOOD, "bl1.yaml", {"ROOT": "/x"})
+    current = DatabaseView(
+        device_servers={"bl1/pf/recorder": ("PhotonflowRecorder/bl1", "PhotonflowRecorder")},
+        properties={"bl1/pf/recorder": {"DataRoot": ["/x"], "Extra": ["a", "b"]}},
+    )
+    assert plan_changes(deployment, current) == []
+
+
+def test_plan_lists_only_what_differs():
+    deployment = load_deployment(GOOD, "bl1.yaml", {"ROOT": "/new"})
+    current = DatabaseView(
+        device_servers={"bl1/pf/recorder": ("PhotonflowRecorder/bl1", "PhotonflowRecorder")},
+        properties={"bl1/pf/recorder": {"DataRoot": ["/old"], "Extra": ["a", "b"]}},
+    )
+    (change,) = plan_changes(deployment, current)
+    assert change.describe() == "set bl1/pf/recorder->DataRoot: /old -> /new"
+
+
+def test_plan_adds_a_device_registered_elsewhere():
+    deployment = load_deployment(GOOD, "bl1.yaml", {"ROOT": "/x"})
+    current = DatabaseView(device_servers={"bl1/pf/recorder": ("PhotonflowRecorder/old", "PhotonflowRecorder")})
+    changes = plan_changes(deployment, current)
+    assert changes[0].describe() == "add device bl1/pf/recorder (class PhotonflowRecorder) to server PhotonflowRecorder/bl1"

@@ -1,0 +1,210 @@
+"""The Recorder core over a real ZeroMQ socket and real HDF5 files (no Tango)."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from photonflow import states
+from photonflow.errors import ConfigurationError, FilePathError, RecordingError, StateError
+from photonflow.recording.recorder import Recorder, RecordingRequest, parse_recording_request
+from photonflow.stream.stins import StinsEncoder
+from photonflow.stream.transport import StreamSender
+from tests.unit.fakes import EventLog
+
+SHAPE = (24, 40)
+DETECTOR = {"name": "sim", "model": "Test", "x_pixel_size": 75e-6, "count_time": 0.001, "trigger_mode": "internal"}
+
+
+def frame(n):
+    return (np.arange(SHAPE[0] * SHAPE[1], dtype=np.uint16).reshape(SHAPE) + n * 7).astype(np.uint16)
+
+
+@pytest.fixture
+def stream():
+    sender = StreamSender("tcp://127.0.0.1:*")
+    yield sender
+    sender.close()
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    events = EventLog()
+    return Recorder(tmp_path / "data", listener=events, counter_interval=0.0)
+
+
+def arm(recorder, stream, frames, name="scan.h5", series_id=1):
+    return recorder.arm(RecordingRequest(frames, series_id, stream.endpoint, name))
+
+
+def send_series(stream, frame_numbers, series_id=1, frame_count=None, end=True, encoder=None):
+    encoder = encoder or StinsEncoder()
+    frame_count = len(frame_numbers) if frame_count is None else frame_count
+    stream.send(encoder.series_start(series_id, frame_count, SHAPE, "uint16", DETECTOR))
+    for n in frame_numbers:
+        stream.send(encoder.data(series_id, n, frame(n), 1000.0 + n))
+    if end:
+        stream.send(encoder.series_end(series_id, len(frame_numbers), len(frame_numbers)))
+    return encoder
+
+
+def test_every_frame_sent_is_in_the_file_in_nexus_layout(recorder, stream):
+    path = arm(recorder, stream, 10)
+    send_series(stream, range(10))
+    assert recorder.wait(10)
+    assert recorder.state == states.ON
+    assert (recorder.counters.frames_received, recorder.counters.frames_written, recorder.counters.missing_frames) == (10, 10, 0)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["default"] == "entry"
+        entry = f["entry"]
+        assert entry.attrs["NX_class"] == "NXentry" and entry.attrs["default"] == "data"
+        detector = entry["instrument/sim"]
+        assert detector.attrs["NX_class"] == "NXdetector"
+        assert detector["x_pixel_size"][()] == 75e-6 and detector["x_pixel_size"].attrs["units"] == "m"
+        assert detector["detector_specific/trigger_mode"][()] == b"internal"
+        data = detector["data"]
+        assert data.chunks == (1, *SHAPE)
+        assert entry["data"].attrs["signal"] == "data"
+        assert entry["data/data"] == data  # the NXdata plot is the detector's data itself
+        for n in range(10):
+            np.testing.assert_array_equal(data[n], frame(n))
+        assert "start_time" in entry and "end_time" in entry
+        accounting = entry["accounting"]
+        assert accounting["frames_written"][()] == 10 and accounting["missing_frames"][()] == 0
+        assert accounting["end_reason"][()] == b"completed"
+
+
+def test_out_of_order_frames_land_at_their_index_and_duplicates_are_dropped(recorder, stream):
+    path = arm(recorder, stream, 4)
+    encoder = StinsEncoder()
+    stream.send(encoder.series_start(1, 4, SHAPE, "uint16", DETECTOR))
+    for n in (2, 0, 3, 0, 1):
+        stream.send(encoder.data(1, n, frame(n), 0.0))
+    stream.send(encoder.series_end(1, 4, 4))
+    recorder.wait(10)
+    assert recorder.counters.duplicate_frames == 1 and recorder.counters.frames_written == 4
+    assert recorder.counters.frames_received == 5
+    with h5py.File(path, "r") as f:
+        for n in range(4):
+            np.testing.assert_array_equal(f["entry/data/data"][n], frame(n))
+
+
+def test_a_missing_frame_is_listed_in_the_file_and_raises_alarm(recorder, stream):
+    path = arm(recorder, stream, 5)
+    encoder = StinsEncoder()
+    stream.send(encoder.series_start(1, 5, SHAPE, "uint16", DETECTOR))
+    for n in (0, 1, 3, 4):
+        stream.send(encoder.data(1, n, frame(n), 0.0))
+    stream.send(encoder.series_end(1, 5, 5))
+    recorder.wait(10)
+    assert recorder.state == states.ALARM and "1 frame(s) missing: [2]" in recorder.status
+    assert recorder.counters.missing_frames == 1
+    with h5py.File(path, "r") as f:
+        assert list(f["entry/accounting/missing_frame_numbers"][()]) == [2]
+        np.testing.assert_array_equal(f["entry/data/data"][3], frame(3))
+
+
+def test_a_malformed_message_mid_series_is_counted_and_reported_not_fatal(recorder, stream):
+    path = arm(recorder, stream, 3)
+    encoder = StinsEncoder()
+    stream.send(encoder.series_start(1, 3, SHAPE, "uint16", DETECTOR))
+    stream.send(encoder.data(1, 0, frame(0), 0.0))
+    stream.send([b"{broken"])
+    stream.send([json.dumps({"version": 9, "message_type": "data"}).encode()])
+    stream.send(encoder.data(1, 1, np.zeros((2, 2), np.uint16), 0.0))  # shape differs from series_start
+    stream.send(encoder.data(99, 1, frame(1), 0.0))  # another series
+    stream.send(encoder.data(1, 1, frame(1), 0.0))
+    stream.send(encoder.data(1, 2, frame(2), 0.0))
+    stream.send(encoder.series_end(1, 3, 3))
+    recorder.wait(10)
+    assert recorder.counters.messages_rejected == 4
+    assert recorder.counters.frames_written == 3 and recorder.state == states.ON
+    assert any("unsupported STINS version 9" in status for _, status in recorder.listener.states)
+    with h5py.File(path, "r") as f:
+        assert f["entry/accounting/messages_rejected"][()] == 4
+        np.testing.assert_array_equal(f["entry/data/data"][2], frame(2))
+
+
+def test_stop_without_series_end_leaves_a_readable_file(recorder, stream):
+    path = arm(recorder, stream, 100)
+    send_series(stream, range(3), frame_count=100, end=False)
+    recorder.listener.wait_for_state(states.RUNNING)
+    # wait until the three frames are in, then stop as an operator would
+    deadline_ok = False
+    for _ in range(100):
+        if recorder.counters.frames_written == 3:
+            deadline_ok = True
+            break
+        recorder.wait(0.05)
+    assert deadline_ok
+    recorder.stop()
+    assert recorder.wait(5)
+    with h5py.File(path, "r") as f:
+        assert f["entry/data/data"].shape == (3, *SHAPE)
+        assert f["entry/accounting/end_reason"][()] == b"stopped"
+
+
+def test_an_existing_file_is_refused_and_left_untouched(recorder, stream, tmp_path):
+    existing = tmp_path / "data" / "taken.h5"
+    existing.parent.mkdir(parents=True)
+    existing.write_bytes(b"precious")
+    with pytest.raises(FilePathError, match="already exists; photonflow never overwrites"):
+        arm(recorder, stream, 1, "taken.h5")
+    assert existing.read_bytes() == b"precious"
+    assert recorder.state == states.ON
+
+
+def test_a_file_created_behind_the_recorders_back_faults_without_damage(recorder, stream, tmp_path):
+    path = arm(recorder, stream, 2, "race.h5")
+    path.write_bytes(b"someone else's")
+    send_series(stream, range(2))
+    status = recorder.listener.wait_for_state(states.FAULT)
+    assert str(path) in status
+    assert path.read_bytes() == b"someone else's"
+
+
+def test_paths_outside_the_data_root_are_refused(recorder, stream):
+    with pytest.raises(FilePathError, match="outside the data root") as caught:
+        arm(recorder, stream, 1, "../escape.h5")
+    assert caught.value.reason == "FileOutsideDataRoot"
+    with pytest.raises(FilePathError, match="outside the data root"):
+        arm(recorder, stream, 1, "/etc/passwd.h5")
+
+
+def test_a_directory_that_cannot_be_made_is_reported(recorder, stream, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "blocker").write_text("a file, not a directory")
+    with pytest.raises(RecordingError, match="cannot create the directory"):
+        arm(recorder, stream, 1, "blocker/inner/scan.h5")
+
+
+def test_the_template_names_the_file_when_none_is_given(tmp_path, stream):
+    recorder = Recorder(tmp_path, "run_{series_id:03d}.h5")
+    path = recorder.arm(RecordingRequest(1, 12, stream.endpoint))
+    assert path == tmp_path.resolve() / "run_012.h5"
+    recorder.abort()
+    recorder.wait(5)
+
+
+def test_arming_twice_is_refused(recorder, stream):
+    arm(recorder, stream, 1, "one.h5")
+    with pytest.raises(StateError, match="already recording"):
+        arm(recorder, stream, 1, "two.h5")
+    recorder.abort()
+    recorder.wait(5)
+
+
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ("nope", "Arm needs a JSON object"),
+        ('{"frames": 1, "series_id": 1}', "missing key 'endpoint'"),
+        ('{"frames": "1", "series_id": 1, "endpoint": "tcp://x:1"}', "'frames' must be int"),
+        ('{"frames": 1, "series_id": 1, "endpoint": "tcp://x:1", "colour": 1}', "unknown key(s) colour"),
+    ],
+)
+def test_arm_requests_are_validated(text, complaint):
+    with pytest.raises(ConfigurationError) as caught:
+        parse_recording_request(text)
+    assert complaint in str(caught.value)
