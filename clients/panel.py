@@ -225,7 +225,7 @@ class ControllerPanel(QtWidgets.QWidget):
 
 def main(argv: list[str] | None = None) -> int:
     """Open the panel on a Controller (TANGO_HOST says which database) and run the Qt loop."""
-    parser = argparse.ArgumentParser(prog="photonflow-panel", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="photonflow-panel", description="Taurus operator panel for a photonflow Controller.")
     parser.add_argument("controller", nargs="?", default=DEFAULT_CONTROLLER,
                         help=f"Tango name of the Controller device (default {DEFAULT_CONTROLLER})")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -158,7 +158,8 @@ def test_an_existing_file_is_refused_and_left_untouched(recorder, stream, tmp_pa
 def test_a_file_created_behind_the_recorders_back_faults_without_damage(recorder, stream, tmp_path):
     path = arm(recorder, stream, 2, "race.h5")
     path.write_bytes(b"someone else's")
-    send_series(stream, range(2))
+    # Only series_start: once in FAULT the Recorder stops reading, and further sends would wait.
+    stream.send(StinsEncoder().series_start(1, 2, SHAPE, "uint16", DETECTOR))
     status = recorder.listener.wait_for_state(states.FAULT)
     assert str(path) in status
     assert path.read_bytes() == b"someone else's"
