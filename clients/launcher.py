@@ -20,7 +20,7 @@ from pathlib import Path
 
 import tango
 
-from photonflow.deployment import Deployment
+from photonflow.deployment import Deployment, ServerSpec
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -114,19 +114,35 @@ class Suite:
 
     def start_servers(self, deployment: Deployment, timeout: float = 60) -> None:
         """Start each server as its own process, then wait until all its devices answer."""
-        os.environ["TANGO_HOST"] = self.tango_host  # DeviceProxy below reads it
-        started = []
-        for server in deployment.servers:
-            process = self._spawn(server.name, [executable(server.executable), server.instance], self.environment())
-            started.append((server, process))
+        started = [(server, self._spawn_server(server)) for server in deployment.servers]
         for server, process in started:
-            for device in server.devices:
-                def answering(name=device.name):
-                    self._check_alive(process, server.name)
-                    tango.DeviceProxy(name).ping()
-                    return True
+            self._wait_for_devices(server, process, timeout)
 
-                wait_for(answering, timeout, f"device {device.name} of {server.name}", interval=0.2)
+    def start_server(self, server: ServerSpec, timeout: float = 60) -> None:
+        """(Re)start one server, e.g. after it was killed."""
+        self._wait_for_devices(server, self._spawn_server(server), timeout)
+
+    def _spawn_server(self, server: ServerSpec) -> subprocess.Popen:
+        os.environ["TANGO_HOST"] = self.tango_host  # DeviceProxy in this process reads it
+        return self._spawn(server.name, [executable(server.executable), server.instance], self.environment())
+
+    def _wait_for_devices(self, server: ServerSpec, process: subprocess.Popen, timeout: float) -> None:
+        for device in server.devices:
+            def answering(name=device.name):
+                self._check_alive(process, server.name)
+                tango.DeviceProxy(name).ping()
+                return True
+
+            wait_for(answering, timeout, f"device {device.name} of {server.name}", interval=0.2)
+
+    def kill(self, server_name: str) -> None:
+        """SIGKILL a server, as a crash would (for tests of recovery)."""
+        for managed in [p for p in self.processes if p.name == server_name]:
+            os.killpg(managed.pid, signal.SIGKILL)
+            popen = self._popens.pop(managed.pid, None)
+            if popen is not None:
+                popen.wait(10)
+            self.processes.remove(managed)
 
     def stop(self, timeout: float = 10) -> None:
         """Stop servers first, the database last; SIGKILL whatever ignores SIGTERM."""

@@ -201,9 +201,13 @@ class ControllerPanel(QtWidgets.QWidget):
         """Send the JSON to Configure; an operator error is shown in the panel, not raised."""
         text = self.configuration_edit.text()
         try:
-            device = taurus.Device(self.model)
+            device = taurus.Device(self.model)  # shared with the Taurus widgets: restore its timeout
+            previous_timeout = device.get_timeout_millis()
             device.set_timeout_millis(int(COMMAND_TIMEOUT_S * 1000))
-            device.command_inout("Configure", text)
+            try:
+                device.command_inout("Configure", text)
+            finally:
+                device.set_timeout_millis(previous_timeout)
         except Exception as error:  # DevFailed from the device, or no device at all
             self.show_message(f"Configure failed: {describe_error(error)}", error=True)
             return False
@@ -220,12 +224,15 @@ class ControllerPanel(QtWidgets.QWidget):
         self.message_label.setText(text)
 
     def message(self) -> str:
+        """The text of the last command's outcome (what the operator reads)."""
         return self.message_label.text()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Open the panel on a Controller (TANGO_HOST says which database) and run the Qt loop."""
-    parser = argparse.ArgumentParser(prog="photonflow-panel", description="Taurus operator panel for a photonflow Controller.")
+    parser = argparse.ArgumentParser(
+        prog="photonflow-panel", description="Taurus operator panel for a photonflow Controller."
+    )
     parser.add_argument("controller", nargs="?", default=DEFAULT_CONTROLLER,
                         help=f"Tango name of the Controller device (default {DEFAULT_CONTROLLER})")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -35,6 +35,7 @@ COUNTER_ATTRIBUTES = {
     "MissingFrames": "missing_frames",
     "LastFile": "last_file",
     "Progress": "progress",
+    "SeriesId": "series_id",
 }
 # (peer, attribute) -> what the core calls it
 PEER_COUNTERS = {
@@ -264,7 +265,7 @@ class PhotonflowController(EventPushingMixin, Device):
 
     @attribute(dtype=int, doc="Id of the current or last series")
     def SeriesId(self):
-        return self.controller.series_id
+        return self.counters["series_id"]
 
     @attribute(dtype=str, doc="The configuration the next Start uses, as JSON")
     def Configuration(self):

@@ -216,11 +216,14 @@ class Controller:
             if self.request is None:
                 raise StateError("nothing to start: call Configure with the acquisition settings first")
             request = self.request
-            self.series_id += 1
-            series_id = self.series_id
-            self.acquirer.configure(request, series_id)
-            endpoint = self.acquirer.stream_endpoint()
-            path = self.recorder.arm(request.frames, series_id, endpoint, request.file)
+            series_id = self.series_id + 1
+            path = self.recorder.arm(request.frames, series_id, self.acquirer.stream_endpoint(), request.file)
+            try:
+                self.acquirer.configure(request, series_id)
+            except Exception:
+                self._safely(self.recorder.abort)
+                raise
+            self.series_id = series_id
             self.counters = _Counters(frames_requested=request.frames, last_file=path)
             self.last_report = None
             self._fault = ""
@@ -383,6 +386,7 @@ class Controller:
                 "missing_frames": c.missing_frames,
                 "last_file": c.last_file,
                 "progress": c.progress(),
+                "series_id": self.series_id,
             }
         )
 

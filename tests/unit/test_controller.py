@@ -193,6 +193,20 @@ def test_a_failed_prepare_faults_and_releases_the_recorder(rig):
     assert "abort" in recorder.calls
 
 
+def test_a_refused_acquirer_setting_releases_the_recorder_and_keeps_the_series_id(rig):
+    controller, acquirer, recorder, _, _ = rig
+
+    def refuse(request, series_id):
+        raise ConfigurationError("trigger mode 'gate' is not supported")
+
+    acquirer.configure = refuse
+    controller.configure(json.dumps({"frames": 1, "exposure": 0.001, "period": 0.002}))
+    with pytest.raises(ConfigurationError, match="'gate'"):
+        controller.start()
+    assert "abort" in recorder.calls and controller.series_id == 0
+    assert controller.combined_state()[0] == states.ON
+
+
 def test_start_needs_a_configuration_and_refuses_a_second_start(rig):
     controller, acquirer, *_ = rig
     with pytest.raises(StateError, match="call Configure"):
