@@ -135,7 +135,11 @@ def load_deployment(text: str, path: str = "<config>", environment: Mapping[str,
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else path
-        raise ConfigurationError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+        message = f"{where}: not valid YAML: {getattr(error, 'problem', error)}"
+        context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and context_mark is not None:
+            message += f" ({context} started at line {context_mark.line + 1})"
+        raise ConfigurationError(message) from None
     if root is None:
         raise ConfigurationError(f"{path}: the file is empty; it needs a 'servers' mapping")
     top = dict((k.value, (k, v)) for k, v in source.mapping(root, "the file"))
