@@ -66,9 +66,13 @@ def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite,
         for change in changes:
             print(f"  {change.describe()}")
         started = time.monotonic()
-        suite.start_servers(deployment)
-        print(f"Started {len(deployment.servers)} device servers in {time.monotonic() - started:.1f} s: "
-              + ", ".join(s.name for s in deployment.servers))
+        already_running = suite.start_servers(deployment)
+        for server in already_running:
+            print(f"{server.name} is already running on this database: using it as it is "
+                  "(property changes reach it after Init or a restart)")
+        launched = [s.name for s in deployment.servers if s not in already_running]
+        if launched:
+            print(f"Started {len(launched)} device servers in {time.monotonic() - started:.1f} s: " + ", ".join(launched))
     except BaseException:
         suite.stop()
         raise

@@ -112,11 +112,18 @@ class Suite:
         host, port = self.tango_host.rsplit(":", 1)
         return tango.Database(host, int(port))
 
-    def start_servers(self, deployment: Deployment, timeout: float = 60) -> None:
-        """Start each server as its own process, then wait until all its devices answer."""
-        started = [(server, self._spawn_server(server)) for server in deployment.servers]
+    def start_servers(self, deployment: Deployment, timeout: float = 60) -> list[ServerSpec]:
+        """Start each server as its own process, then wait until all its devices answer.
+
+        A server whose devices already answer (on a shared TANGO_HOST) is left running and
+        not started twice; the servers skipped that way are returned.
+        """
+        os.environ["TANGO_HOST"] = self.tango_host
+        running = [server for server in deployment.servers if _answers(server)]
+        started = [(server, self._spawn_server(server)) for server in deployment.servers if server not in running]
         for server, process in started:
             self._wait_for_devices(server, process, timeout)
+        return running
 
     def start_server(self, server: ServerSpec, timeout: float = 60) -> None:
         """(Re)start one server, e.g. after it was killed."""
@@ -162,6 +169,16 @@ class Suite:
     def load(cls, path: Path, var_dir: Path) -> "Suite":
         data = json.loads(path.read_text())
         return cls(data["tango_host"], var_dir, [ManagedProcess(**p) for p in data["processes"]])
+
+
+def _answers(server: ServerSpec) -> bool:
+    """True when every device of the server is exported and answers a ping."""
+    try:
+        for device in server.devices:
+            tango.DeviceProxy(device.name).ping()
+    except tango.DevFailed:
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:
