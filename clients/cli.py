@@ -17,7 +17,7 @@ from pathlib import Path
 import tango
 
 from photonflow.clients.demo import default_file_name, describe_file, run_acquisition
-from photonflow.clients.launcher import Suite, wait_for
+from photonflow.clients.launcher import Suite
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import load_deployment_file
 from photonflow.errors import ConfigurationError
