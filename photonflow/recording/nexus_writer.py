@@ -11,6 +11,7 @@ into a numpy array nor touched by the HDF5 type conversion machinery.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -51,6 +52,16 @@ def detector_group_name(detector: dict[str, Any]) -> str:
     return name or "detector"
 
 
+def make_durable(path: Path) -> None:
+    """Flush a closed file and its directory entry to the disk."""
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+        descriptor = os.open(target, flags)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
 class NexusFrameWriter:
     """One open data file; ``close`` writes the accounting and the end time."""
 
@@ -86,10 +97,11 @@ class NexusFrameWriter:
         detector = instrument.create_group(detector_group_name(start.detector))
         detector.attrs["NX_class"] = "NXdetector"
         self._write_detector_description(detector, start.detector)
-        frames = max(start.frame_count, 1)
+        # Frames the dataset holds; kept here because h5py's Dataset.shape asks HDF5 each time.
+        self._capacity = max(start.frame_count, 1)
         self.data = detector.create_dataset(
             "data",
-            shape=(frames, *self.shape),
+            shape=(self._capacity, *self.shape),
             maxshape=(None, *self.shape),
             chunks=(1, *self.shape),
             dtype=self.dtype,
@@ -125,14 +137,21 @@ class NexusFrameWriter:
 
     def write_frame(self, frame_number: int, payload: Any) -> None:
         """Store one raw frame buffer as the chunk of index ``frame_number``."""
-        if frame_number >= self.data.shape[0]:
-            self.data.resize(max(frame_number + 1, 2 * self.data.shape[0]), axis=0)
+        if frame_number >= self._capacity:
+            self._capacity = max(frame_number + 1, 2 * self._capacity)
+            self.data.resize(self._capacity, axis=0)
         self._chunk_writer((frame_number, 0, 0), payload)
         if frame_number > self.highest_frame:
             self.highest_frame = frame_number
 
-    def close(self, end_time: str, accounting: dict[str, Any], missing_frames: Iterable[int]) -> None:
-        """Trim the data to the frames that exist, write the final counts, close the file."""
+    def close(
+        self, end_time: str, accounting: dict[str, Any], missing_frames: Iterable[int], durable: bool = True
+    ) -> None:
+        """Trim the data to the frames that exist, write the final counts, close the file.
+
+        With ``durable`` the file is on disk (fsync) when this returns, not just in the page
+        cache: a series the Recorder reports as written survives a power cut.
+        """
         try:
             self.data.resize(self.highest_frame + 1, axis=0)
             entry = self._file["entry"]
@@ -144,6 +163,8 @@ class NexusFrameWriter:
             group["missing_frame_numbers"] = np.asarray(sorted(missing_frames), dtype=np.int64)
         finally:
             self._file.close()
+        if durable:
+            make_durable(self.path)
 
     def abandon(self) -> None:
         """Close without accounting (after a write error), keeping what was written readable."""

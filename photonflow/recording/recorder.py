@@ -115,8 +115,10 @@ class Recorder:
         receiver_factory: Callable[[str], Receiver] = StreamReceiver,
         counter_interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        durable: bool = True,
     ):
         self.data_root = Path(data_root)
+        self.durable = durable  # fsync each file at close: "written" means on disk
         self.file_template = validate_template(file_template)
         self.listener = listener or RecorderListener()
         self._receiver_factory = receiver_factory
@@ -290,6 +292,12 @@ class Recorder:
                 f"series_start announced {list(start.shape)} {start.dtype}"
             )
             return False
+        if 0 < start.frame_count <= message.frame_number:
+            self._reject(
+                f"frame number {message.frame_number} is beyond the {start.frame_count} frames "
+                "series_start announced"
+            )
+            return False
         self.counters.frames_received += 1
         if message.frame_number in series.written:
             self.counters.duplicate_frames += 1
@@ -308,9 +316,13 @@ class Recorder:
 
     def _finish(self, series: _Series, end_reason: str, end: SeriesEnd | None) -> None:
         """Close the file with the final accounting and return to ON (or ALARM if frames are missing)."""
-        expected = end.frames_sent if end is not None else series.request.frame_count
-        missing = sorted(set(range(expected)) - series.written) if end is not None else []
-        if end is None and series.writer is not None:
+        missing: list[int] = []
+        if end is not None:
+            expected = end.frames_sent
+            if series.start is not None and series.start.frame_count > 0:
+                expected = min(expected, series.start.frame_count)  # never trust a count beyond it
+            missing = sorted(set(range(expected)) - series.written)
+        elif series.writer is not None:
             # Ended by the operator: frames below the highest written one never came.
             missing = sorted(set(range(series.writer.highest_frame + 1)) - series.written)
         self.counters.missing_frames = len(missing)
@@ -327,7 +339,7 @@ class Recorder:
             "messages_rejected": self.counters.messages_rejected,
         }
         if series.writer is not None:
-            series.writer.close(utc_now_iso(), accounting, missing)
+            series.writer.close(utc_now_iso(), accounting, missing, durable=self.durable)
         self.last_file = str(series.path) if series.writer is not None else self.last_file
         self.current_file = ""
         self._notify_counters(force=True)

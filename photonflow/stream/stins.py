@@ -27,6 +27,7 @@ MESSAGE_TYPES = (SERIES_START, DATA, SERIES_END)
 
 ENCODINGS = ("raw",)
 PIXEL_TYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
+_ITEM_SIZES = {name: np.dtype(name).itemsize for name in PIXEL_TYPES}
 END_REASONS = ("completed", "stopped", "aborted", "failed")
 
 _COMMON_KEYS = {"version", "message_type", "message_id", "series_id"}
@@ -212,11 +213,11 @@ def _parse_header(raw: Any) -> dict:
     if message_type not in MESSAGE_TYPES:
         _fail(f"'message_type' must be one of {', '.join(MESSAGE_TYPES)}, got {message_type!r}")
     required = _REQUIRED_KEYS[message_type]
-    missing = sorted(required - header.keys())
-    if missing:
-        _fail(f"{message_type} message lacks {', '.join(missing)}")
-    unknown = sorted(header.keys() - required)
-    if unknown:
+    if header.keys() != required:  # the usual case, exactly the required keys, costs one comparison
+        missing = sorted(required - header.keys())
+        if missing:
+            _fail(f"{message_type} message lacks {', '.join(missing)}")
+        unknown = sorted(header.keys() - required)
         _fail(f"top-level keys are reserved by STINS; unknown key(s) {', '.join(unknown)}")
     return header
 
@@ -268,7 +269,7 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
         _fail(f"'timestamp' must be a number of seconds, got {timestamp!r}")
     payload = parts[1]
     payload = payload.buffer if hasattr(payload, "buffer") else memoryview(payload)
-    expected_bytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    expected_bytes = shape[0] * shape[1] * _ITEM_SIZES[dtype]
     if payload.nbytes != expected_bytes:
         _fail(
             f"frame payload has {payload.nbytes} bytes; shape {list(shape)} of {dtype} "

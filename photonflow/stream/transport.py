@@ -59,6 +59,10 @@ class StreamReceiver:
 
     def receive(self, timeout_ms: int) -> list[zmq.Frame] | None:
         """The next message's parts (zero-copy frames), or None if none came in time."""
+        try:  # under load a message is already queued: take it without a poll
+            return self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass
         if not self._socket.poll(timeout_ms, zmq.POLLIN):
             return None
         return self._socket.recv_multipart(copy=False)

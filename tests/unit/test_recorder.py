@@ -114,15 +114,17 @@ def test_a_malformed_message_mid_series_is_counted_and_reported_not_fatal(record
     stream.send([json.dumps({"version": 9, "message_type": "data"}).encode()])
     stream.send(encoder.data(1, 1, np.zeros((2, 2), np.uint16), 0.0))  # shape differs from series_start
     stream.send(encoder.data(99, 1, frame(1), 0.0))  # another series
+    stream.send(encoder.data(1, 10**9, frame(1), 0.0))  # beyond the announced frame count
     stream.send(encoder.data(1, 1, frame(1), 0.0))
     stream.send(encoder.data(1, 2, frame(2), 0.0))
     stream.send(encoder.series_end(1, 3, 3))
     recorder.wait(10)
-    assert recorder.counters.messages_rejected == 4
+    assert recorder.counters.messages_rejected == 5
     assert recorder.counters.frames_written == 3 and recorder.state == states.ON
     assert any("unsupported STINS version 9" in status for _, status in recorder.listener.states)
     with h5py.File(path, "r") as f:
-        assert f["entry/accounting/messages_rejected"][()] == 4
+        assert f["entry/accounting/messages_rejected"][()] == 5
+        assert f["entry/data/data"].shape[0] == 3
         np.testing.assert_array_equal(f["entry/data/data"][2], frame(2))
 
 
