@@ -61,7 +61,7 @@ def run_acquisition(controller: tango.DeviceProxy, frames: int, exposure: float,
         written = controller.FramesWritten
         elapsed = time.monotonic() - started
         bar.update(written, f"written, {written / elapsed:6.1f} frames/s" if elapsed > 0 else "")
-        if state not in ("RUNNING",) and controller.Progress >= 0 and elapsed > 0.2:
+        if state != "RUNNING":  # Start returns with the Controller already RUNNING
             break
         if time.monotonic() > deadline:
             controller.Abort()
