@@ -22,6 +22,8 @@ COUNTER_ATTRIBUTES = {
     "MissingFrames": "missing_frames",
     "DuplicateFrames": "duplicate_frames",
     "MessagesRejected": "messages_rejected",
+    "FramesLost": "frames_lost",
+    "QueueDepth": "queue_depth",
     "WriteRate": "write_rate",
     "DataRate": "data_rate",
 }
@@ -53,6 +55,10 @@ class PhotonflowRecorder(EventPushingMixin, Device):
         "fields {series_id} and {start} (a datetime)",
     )
     EventInterval = device_property(dtype=float, default_value=0.1, doc="Minimum seconds between counter events")
+    QueueFrames = device_property(
+        dtype=int, default_value=256,
+        doc="Messages the queue between receiving and writing holds; when full, the sender waits",
+    )
 
     def init_device(self):
         super().init_device()
@@ -60,7 +66,8 @@ class PhotonflowRecorder(EventPushingMixin, Device):
         self.recorder = None
         try:
             self.recorder = Recorder(
-                self.DataRoot, self.DefaultFilePathTemplate, _DeviceListener(self), counter_interval=self.EventInterval
+                self.DataRoot, self.DefaultFilePathTemplate, _DeviceListener(self),
+                counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
             )
         except Exception as error:
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
@@ -122,6 +129,18 @@ class PhotonflowRecorder(EventPushingMixin, Device):
     def MessagesRejected(self):
         return self._core().counters.messages_rejected
 
+    @attribute(dtype=int, doc="Frames received but never written (dropped on Abort or a disk fault)")
+    def FramesLost(self):
+        return self._core().counters.frames_lost
+
+    @attribute(dtype=int, doc="Messages waiting between receiving and writing")
+    def QueueDepth(self):
+        return self._core().counters.queue_depth
+
+    @attribute(dtype=int, doc="Messages the queue can hold before the sender must wait")
+    def QueueCapacity(self):
+        return self._core().queue_frames
+
     @attribute(dtype=float, unit="frames/s", format="%.1f", doc="Recent write rate")
     def WriteRate(self):
         return self._core().counters.write_rate
@@ -131,7 +150,8 @@ class PhotonflowRecorder(EventPushingMixin, Device):
         return self._core().counters.data_rate
 
     @command(dtype_in=str, dtype_out=str,
-             doc_in='JSON: {"frames": N, "series_id": ID, "endpoint": "tcp://...", "file": optional}',
+             doc_in='JSON: {"frames": N, "series_id": ID, "endpoint": "tcp://..." or a list, '
+             '"file": optional, "protocol": "stins" (default), "dectris-v1", "dectris-v2" or "maxiv"}',
              doc_out="Absolute path of the file that will be written")
     @operator_errors
     def Arm(self, text):

@@ -1,31 +1,40 @@
 """The Recorder's logic: stream in, HDF5/NeXus file out, every frame accounted for.
 
-``arm`` validates the file path and connects to the stream; a receiving thread dispatches
-each message through a handler table (series_start opens the file, data writes a chunk,
-series_end closes it with the final counts). Malformed messages are rejected, counted and
-reported, never fatal; a disk error puts the Recorder in FAULT naming the path and cause.
+``arm`` validates the file path and connects to the stream inputs. Two threads do the work:
+the receiver takes messages off the sockets and decodes them; a bounded queue carries them
+to the writer, which dispatches each through a handler table (series_start opens the file,
+data writes a chunk, series_end closes it with the final counts). When the writer falls
+behind, the queue fills and the receiver waits, so the back-pressure reaches the sender
+through ZeroMQ instead of frames being dropped. Malformed messages are rejected, counted and
+reported, never fatal; a disk error puts the Recorder in FAULT naming the path and cause, and
+the frames still queued are counted as lost.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from photonflow import states
 from photonflow.errors import ConfigurationError, RecordingError, StateError, StreamMessageError
 from photonflow.recording.nexus_writer import NexusFrameWriter
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE, render_template, resolve_data_file, validate_template
-from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, decode, utc_now_iso
+from photonflow.stream.protocols import decoder_for
+from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, utc_now_iso
 from photonflow.stream.transport import StreamReceiver
 from photonflow.throttle import Throttle
 
 log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_FRAMES = 256
+FLUSH_INTERVAL = 0.2  # seconds between making progress visible to SWMR readers
 
 
 class Receiver(Protocol):
@@ -34,14 +43,29 @@ class Receiver(Protocol):
     def close(self) -> None: ...
 
 
+class FrameSink(Protocol):
+    """Something else that wants every accepted frame (live preview, fan-out); must not block."""
+
+    def series_started(self, start: SeriesStart) -> None: ...
+
+    def frame_written(self, message: DataMessage) -> None: ...
+
+    def series_ended(self, end: SeriesEnd | None, end_reason: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class RecordingRequest:
     """One series to record: how many frames, which series, from where, into which file."""
 
     frame_count: int
     series_id: int
-    endpoint: str
+    endpoints: tuple[str, ...]
     file: str | None = None  # relative to the data root, or absolute under it; None = template
+    protocol: str = "stins"
+
+    def __post_init__(self):
+        if isinstance(self.endpoints, str):  # one input, given as its endpoint
+            object.__setattr__(self, "endpoints", (self.endpoints,))
 
 
 def parse_recording_request(text: str) -> RecordingRequest:
@@ -55,24 +79,30 @@ def parse_recording_request(text: str) -> RecordingRequest:
         ) from None
     if not isinstance(raw, dict):
         raise ConfigurationError("Arm needs a JSON object")
-    allowed = {"frames", "series_id", "endpoint", "file"}
+    allowed = {"frames", "series_id", "endpoint", "file", "protocol"}
     unknown = sorted(raw.keys() - allowed)
     if unknown:
         raise ConfigurationError(
             f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
             reason="UnknownConfigurationKey",
         )
-    for key, kind in (("frames", int), ("series_id", int), ("endpoint", str)):
+    for key, kind in (("frames", int), ("series_id", int), ("endpoint", (str, list))):
         if key not in raw:
             raise ConfigurationError(f"missing key '{key}'")
         if isinstance(raw[key], bool) or not isinstance(raw[key], kind):
-            raise ConfigurationError(f"'{key}' must be {kind.__name__}, got {raw[key]!r}")
+            expected = "a string or a list of strings" if key == "endpoint" else kind.__name__
+            raise ConfigurationError(f"'{key}' must be {expected}, got {raw[key]!r}")
     if raw["series_id"] < 0:
         raise ConfigurationError(f"'series_id' must be >= 0, got {raw['series_id']}")
-    file = raw.get("file")
-    if file is not None and not isinstance(file, str):
-        raise ConfigurationError(f"'file' must be a string, got {file!r}")
-    return RecordingRequest(raw["frames"], raw["series_id"], raw["endpoint"], file)
+    endpoints = [raw["endpoint"]] if isinstance(raw["endpoint"], str) else raw["endpoint"]
+    if not endpoints or not all(isinstance(e, str) and e for e in endpoints):
+        raise ConfigurationError(f"'endpoint' must name at least one stream, got {raw['endpoint']!r}")
+    for key in ("file", "protocol"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ConfigurationError(f"'{key}' must be a string, got {raw[key]!r}")
+    protocol = raw.get("protocol", "stins")
+    decoder_for(protocol)  # refuse an unknown protocol now, not at the first message
+    return RecordingRequest(raw["frames"], raw["series_id"], tuple(endpoints), raw.get("file"), protocol)
 
 
 @dataclass
@@ -82,6 +112,8 @@ class RecorderCounters:
     missing_frames: int = 0
     duplicate_frames: int = 0
     messages_rejected: int = 0
+    frames_lost: int = 0  # received but never written: dropped on Abort or a disk fault
+    queue_depth: int = 0  # messages waiting between receiver and writer, at the last notification
     write_rate: float = 0.0  # frames per second, over the last notification interval
     data_rate: float = 0.0  # MB per second, same interval
 
@@ -101,34 +133,48 @@ class _Series:
     writer: NexusFrameWriter | None = None
     start: SeriesStart | None = None
     written: set[int] = field(default_factory=set)
-    last_error: str = ""
+    ends: list[SeriesEnd] = field(default_factory=list)
+
+
+_REJECTED = "rejected"  # queue item tag: a message the receiver could not decode
 
 
 class Recorder:
-    """Records one series at a time from a STINS stream into a NeXus file."""
+    """Records one series at a time from one or several stream inputs into a NeXus file."""
 
     def __init__(
         self,
         data_root: str | Path,
         file_template: str = DEFAULT_FILE_TEMPLATE,
         listener: RecorderListener | None = None,
-        receiver_factory: Callable[[str], Receiver] = StreamReceiver,
+        receiver_factory: Callable[[Sequence[str]], Receiver] = StreamReceiver,
         counter_interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         durable: bool = True,
+        queue_frames: int = DEFAULT_QUEUE_FRAMES,
+        wall_clock: Callable[[], float] = time.time,
+        sinks: Sequence[FrameSink] = (),
     ):
+        if queue_frames < 1:
+            raise ConfigurationError(f"the queue must hold at least one frame, got {queue_frames}")
         self.data_root = Path(data_root)
-        self.durable = durable  # fsync each file at close: "written" means on disk
         self.file_template = validate_template(file_template)
         self.listener = listener or RecorderListener()
+        self.durable = durable  # fsync each file at close: "written" means on disk
+        self.queue_frames = queue_frames
+        self.sinks = list(sinks)
         self._receiver_factory = receiver_factory
         self._clock = clock
+        self._wall_clock = wall_clock
         self._counter_throttle = Throttle(counter_interval, clock)
+        self._flush_throttle = Throttle(FLUSH_INTERVAL, clock)
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._series: _Series | None = None
+        self._stop = threading.Event()  # ends receiving; the writer drains what was received
+        self._abort = threading.Event()  # the writer drops what is still queued
         self._stop_reason = "stopped"
+        self._threads: list[threading.Thread] = []
+        self._queue: queue.Queue = queue.Queue(queue_frames)
+        self._series: _Series | None = None
         self._rate_mark = (clock(), 0)
         self.counters = RecorderCounters()
         self.state = states.ON
@@ -165,17 +211,20 @@ class Recorder:
             frame_bytes = self._series.writer.frame_bytes if self._series and self._series.writer else 0
             self.counters.data_rate = self.counters.write_rate * frame_bytes / 1e6
         self._rate_mark = (now, written)
+        self.counters.queue_depth = self._queue.qsize()
         self.listener.counters_changed(self.counters)
 
+    # -- commands ---------------------------------------------------------------------------
     def arm(self, request: RecordingRequest) -> Path:
-        """Get ready for a series: check the file, connect to the stream; ON/ALARM/FAULT -> RUNNING."""
+        """Get ready for a series: check the file, connect to the inputs; ON/ALARM/FAULT -> RUNNING."""
         with self._lock:
             if self.state == states.RUNNING:
                 raise StateError("the Recorder is already recording; Stop or Abort it first")
             if isinstance(request.frame_count, bool) or not isinstance(request.frame_count, int) or request.frame_count < 1:
                 raise ConfigurationError(f"frame count must be an integer >= 1, got {request.frame_count!r}")
-            if not request.endpoint:
+            if not request.endpoints or not all(request.endpoints):
                 raise ConfigurationError("no stream endpoint to record from; set StreamEndpoint")
+            decoder = decoder_for(request.protocol)
             path = self.resolve_file(request.file, request.series_id)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,70 +232,127 @@ class Recorder:
                 raise RecordingError(
                     f"cannot create the directory {path.parent}: {error.strerror or error}"
                 ) from None
-            receiver = self._receiver_factory(request.endpoint)
+            receiver = self._receiver_factory(request.endpoints)
             self._series = _Series(request=request, path=path)
+            self._queue = queue.Queue(self.queue_frames)
             self.counters = RecorderCounters()
             self._rate_mark = (self._clock(), 0)
             self.current_file = str(path)
-            self.stream_endpoint = request.endpoint
+            self.stream_endpoint = ",".join(request.endpoints)
             self._stop.clear()
+            self._abort.clear()
             self._stop_reason = "stopped"
             self._set_state(
                 states.RUNNING,
                 f"Armed for series {request.series_id} ({request.frame_count} frames) "
-                f"from {request.endpoint} into {path}.",
+                f"from {self.stream_endpoint} ({request.protocol}) into {path}.",
             )
             self._notify_counters(force=True)
-            self._thread = threading.Thread(
-                target=self._receive_loop, args=(receiver,), name="recorder-receive", daemon=True
-            )
-            self._thread.start()
+            self._threads = [
+                threading.Thread(target=self._receive_loop, args=(receiver, decoder), name="recorder-receive", daemon=True),
+                threading.Thread(target=self._write_loop, name="recorder-write", daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
             return path
 
     def stop(self, reason: str = "stopped") -> None:
-        """Close the file with what has arrived (within ~0.1 s, in the receiving thread)."""
+        """Stop receiving; what was received is written and the file closed (within ~0.1 s)."""
         with self._lock:
-            if self._stop.is_set():
-                return
-            self._stop_reason = reason
-            self._stop.set()
+            if not self._stop.is_set():
+                self._stop_reason = reason
+                self._stop.set()
 
     def abort(self) -> None:
+        """Stop at once: frames still queued are dropped and counted as lost."""
+        with self._lock:
+            self._abort.set()
         self.stop("aborted")
 
     def wait(self, timeout: float | None = None) -> bool:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
+        """Wait for the series' threads to end; True if they have."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
-    def _receive_loop(self, receiver: Receiver) -> None:
-        series = self._series
+    # -- receiving --------------------------------------------------------------------------
+    def _receive_loop(self, receiver: Receiver, decoder) -> None:
+        """Decode messages and queue them; waits (back-pressure) while the queue is full."""
         try:
             while not self._stop.is_set():
                 parts = receiver.receive(100)
                 if parts is None:
                     continue
                 try:
-                    message = decode(parts)
+                    item = (decoder(parts), self._wall_clock())
                 except StreamMessageError as error:
-                    self._reject(str(error))
+                    item = (_REJECTED, str(error))
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        finally:
+            receiver.close()
+
+    # -- writing ----------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        series = self._series
+        try:
+            while True:
+                try:
+                    message, detail = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self._stop.is_set() and not self._receiving():
+                        break
                     continue
-                if self._handlers[type(message)](message):
+                if self._abort.is_set():
+                    self._count_lost(message)
+                    continue
+                if message == _REJECTED:
+                    self._reject(detail)
+                elif self._handlers[type(message)](message, detail):
+                    self._stop.set()  # the series is complete: the receiver can go
                     return
+                if self._flush_throttle.ready() and series.writer is not None:
+                    series.writer.flush(self._live_counts())
+            self._drain_lost()
             self._finish(series, self._stop_reason, None)
         except OSError as error:
             self._fail(series, f"cannot write {series.path}: {error.strerror or error}")
         except Exception as error:
             log.exception("recording failed")
             self._fail(series, f"recording into {series.path} failed: {error}")
-        finally:
-            receiver.close()
+
+    def _receiving(self) -> bool:
+        return any(t.is_alive() for t in self._threads if t.name == "recorder-receive")
+
+    def _count_lost(self, message) -> None:
+        if isinstance(message, DataMessage):
+            self.counters.frames_lost += 1
+
+    def _drain_lost(self) -> None:
+        while True:
+            try:
+                message, _ = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._count_lost(message)
+
+    def _live_counts(self) -> dict[str, int]:
+        c = self.counters
+        return {
+            "frames_received": c.frames_received,
+            "frames_written": c.frames_written,
+            "duplicate_frames": c.duplicate_frames,
+            "messages_rejected": c.messages_rejected,
+            "frames_lost": c.frames_lost,
+        }
 
     def _reject(self, reason: str) -> None:
         self.counters.messages_rejected += 1
-        self._series.last_error = reason
         log.warning("rejected stream message: %s", reason)
         self._set_state(
             self.state,
@@ -266,19 +372,27 @@ class Recorder:
             return False
         return True
 
-    def _on_series_start(self, message: SeriesStart) -> bool:
+    def _on_series_start(self, message: SeriesStart, _received: float) -> bool:
         series = self._series
         if not self._check_series(message):
             return False
-        if series.writer is not None:
-            self._reject(f"second series_start for series {message.series_id}")
+        if series.start is not None:
+            # Every input announces the series; they must agree on what a frame is.
+            first = series.start
+            if (message.shape, message.dtype, message.encoding) != (first.shape, first.dtype, first.encoding):
+                self._reject(
+                    f"series_start of another input announces {list(message.shape)} {message.dtype} "
+                    f"{message.encoding}, the first announced {list(first.shape)} {first.dtype} {first.encoding}"
+                )
             return False
         series.start = message
         series.writer = NexusFrameWriter(series.path, message)
+        for sink in self.sinks:
+            sink.series_started(message)
         self._set_state(states.RUNNING, self._recording_status())
         return False
 
-    def _on_data(self, message: DataMessage) -> bool:
+    def _on_data(self, message: DataMessage, received: float) -> bool:
         series = self._series
         if not self._check_series(message):
             return False
@@ -286,10 +400,10 @@ class Recorder:
             self._reject(f"frame {message.frame_number} arrived before series_start")
             return False
         start = series.start
-        if message.shape != start.shape or message.dtype != start.dtype:
+        if (message.shape, message.dtype, message.encoding) != (start.shape, start.dtype, start.encoding):
             self._reject(
-                f"frame {message.frame_number} is {list(message.shape)} {message.dtype}, "
-                f"series_start announced {list(start.shape)} {start.dtype}"
+                f"frame {message.frame_number} is {list(message.shape)} {message.dtype} {message.encoding}, "
+                f"series_start announced {list(start.shape)} {start.dtype} {start.encoding}"
             )
             return False
         if 0 < start.frame_count <= message.frame_number:
@@ -302,23 +416,34 @@ class Recorder:
         if message.frame_number in series.written:
             self.counters.duplicate_frames += 1
             return False
-        series.writer.write_frame(message.frame_number, message.payload)
+        series.writer.write_frame(message.frame_number, message.payload, message.timestamp, received)
         series.written.add(message.frame_number)
         self.counters.frames_written += 1
+        for sink in self.sinks:
+            sink.frame_written(message)
         self._notify_counters()
         return False
 
-    def _on_series_end(self, message: SeriesEnd) -> bool:
+    def _on_series_end(self, message: SeriesEnd, _received: float) -> bool:
+        series = self._series
         if not self._check_series(message):
             return False
-        self._finish(self._series, message.end_reason, message)
+        series.ends.append(message)
+        if len(series.ends) < len(series.request.endpoints):
+            return False  # other inputs still sending
+        reasons = {end.end_reason for end in series.ends}
+        end_reason = next((r for r in ("failed", "aborted", "stopped") if r in reasons), "completed")
+        self._finish(series, end_reason, series.ends)
         return True
 
-    def _finish(self, series: _Series, end_reason: str, end: SeriesEnd | None) -> None:
+    def _finish(self, series: _Series, end_reason: str, ends: list[SeriesEnd] | None) -> None:
         """Close the file with the final accounting and return to ON (or ALARM if frames are missing)."""
         missing: list[int] = []
-        if end is not None:
-            expected = end.frames_sent
+        frames_sent = frames_acquired = -1
+        if ends:
+            frames_sent = sum(end.frames_sent for end in ends)
+            frames_acquired = sum(end.frames_acquired for end in ends)
+            expected = frames_sent
             if series.start is not None and series.start.frame_count > 0:
                 expected = min(expected, series.start.frame_count)  # never trust a count beyond it
             missing = sorted(set(range(expected)) - series.written)
@@ -326,20 +451,17 @@ class Recorder:
             # Ended by the operator: frames below the highest written one never came.
             missing = sorted(set(range(series.writer.highest_frame + 1)) - series.written)
         self.counters.missing_frames = len(missing)
-        accounting = {
-            "series_id": series.request.series_id,
-            "end_reason": end_reason,
+        counts = {
+            **self._live_counts(),
             "frames_requested": series.request.frame_count,
-            "frames_acquired": end.frames_acquired if end else -1,
-            "frames_sent": end.frames_sent if end else -1,
-            "frames_received": self.counters.frames_received,
-            "frames_written": self.counters.frames_written,
+            "frames_acquired": frames_acquired,
+            "frames_sent": frames_sent,
             "missing_frames": len(missing),
-            "duplicate_frames": self.counters.duplicate_frames,
-            "messages_rejected": self.counters.messages_rejected,
         }
         if series.writer is not None:
-            series.writer.close(utc_now_iso(), accounting, missing, durable=self.durable)
+            series.writer.close(utc_now_iso(), end_reason, counts, missing, durable=self.durable)
+        for sink in self.sinks:
+            sink.series_ended(ends[-1] if ends else None, end_reason)
         self.last_file = str(series.path) if series.writer is not None else self.last_file
         self.current_file = ""
         self._notify_counters(force=True)
@@ -347,14 +469,19 @@ class Recorder:
             f"Series {series.request.series_id} {end_reason}: {self.counters.frames_written} frames "
             f"written to {series.path if series.writer else 'no file (series_start never came)'}"
         )
+        if self.counters.frames_lost:
+            summary += f"; {self.counters.frames_lost} received frame(s) dropped unwritten"
         if missing:
             self._set_state(states.ALARM, f"{summary}; {len(missing)} frame(s) missing: {missing[:10]}")
         else:
             self._set_state(states.ON, summary + ".")
 
     def _fail(self, series: _Series, reason: str) -> None:
+        self._stop.set()
+        self._drain_lost()
         if series.writer is not None:
             series.writer.abandon()
         self.current_file = ""
         self._notify_counters(force=True)
-        self._set_state(states.FAULT, reason)
+        lost = f"; {self.counters.frames_lost} received frame(s) lost" if self.counters.frames_lost else ""
+        self._set_state(states.FAULT, reason + lost)

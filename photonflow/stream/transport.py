@@ -48,14 +48,19 @@ class StreamSender:
 
 
 class StreamReceiver:
-    """Connects a PULL socket to a sender's endpoint and hands out raw message parts."""
+    """Connects one PULL socket to one or several senders and hands out raw message parts.
 
-    def __init__(self, endpoint: str, high_water_mark: int = DEFAULT_HIGH_WATER_MARK):
-        self.endpoint = endpoint
+    With several endpoints (multi-module detectors, DCU workers fed round-robin) ZeroMQ
+    fair-queues between them, so one slow sender never starves the others.
+    """
+
+    def __init__(self, endpoints: str | Sequence[str], high_water_mark: int = DEFAULT_HIGH_WATER_MARK):
+        self.endpoints = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
         self._socket = zmq.Context.instance().socket(zmq.PULL)
         self._socket.setsockopt(zmq.RCVHWM, high_water_mark)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.connect(endpoint)
+        for endpoint in self.endpoints:
+            self._socket.connect(endpoint)
 
     def receive(self, timeout_ms: int) -> list[zmq.Frame] | None:
         """The next message's parts (zero-copy frames), or None if none came in time."""
