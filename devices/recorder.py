@@ -68,6 +68,7 @@ class PhotonflowRecorder(EventPushingMixin, Device):
             self.recorder = Recorder(
                 self.DataRoot, self.DefaultFilePathTemplate, _DeviceListener(self),
                 counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
+                journal_name=self.get_name().replace("/", "_"),
             )
         except Exception as error:
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")

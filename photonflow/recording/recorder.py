@@ -25,6 +25,7 @@ from typing import Callable, Protocol, Sequence
 from photonflow import states
 from photonflow.errors import ConfigurationError, RecordingError, StateError, StreamMessageError
 from photonflow.recording.nexus_writer import NexusFrameWriter
+from photonflow.recording.recovery import finalise_interrupted
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE, render_template, resolve_data_file, validate_template
 from photonflow.stream.protocols import decoder_for
 from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, utc_now_iso
@@ -154,6 +155,7 @@ class Recorder:
         queue_frames: int = DEFAULT_QUEUE_FRAMES,
         wall_clock: Callable[[], float] = time.time,
         sinks: Sequence[FrameSink] = (),
+        journal_name: str = "recorder",
     ):
         if queue_frames < 1:
             raise ConfigurationError(f"the queue must hold at least one frame, got {queue_frames}")
@@ -182,11 +184,37 @@ class Recorder:
         self.current_file = ""
         self.last_file = ""
         self.stream_endpoint = ""
+        # Names the file being written, so a Recorder restarted after a crash can repair it.
+        self._journal = self.data_root / f".photonflow-open-{journal_name}.json"
+        self.recovered = self._recover_interrupted()
         self._handlers = {
             SeriesStart: self._on_series_start,
             DataMessage: self._on_data,
             SeriesEnd: self._on_series_end,
         }
+
+    def _recover_interrupted(self) -> str:
+        """Repair the file an earlier run left open (killed mid-series); returns its path or ''."""
+        if not self._journal.exists():
+            return ""
+        try:
+            path = Path(json.loads(self._journal.read_text())["file"])
+            frames = finalise_interrupted(path) if path.exists() else 0
+        except (OSError, ValueError, KeyError) as error:
+            log.error("could not repair the file named in %s: %s", self._journal, error)
+            self.status = f"Idle. An interrupted file could not be repaired ({error}); see {self._journal}."
+            return ""
+        self._journal.unlink()
+        self.last_file = str(path)
+        self.status = f"Idle. Repaired {path} left open by an interrupted series: {frames} frames kept."
+        log.warning(self.status)
+        return str(path)
+
+    def _open_journal(self, path: Path) -> None:
+        self._journal.write_text(json.dumps({"file": str(path)}))
+
+    def _close_journal(self) -> None:
+        self._journal.unlink(missing_ok=True)
 
     def set_file_template(self, template: str) -> None:
         self.file_template = validate_template(template)
@@ -307,6 +335,7 @@ class Recorder:
                 except queue.Empty:
                     if self._stop.is_set() and not self._receiving():
                         break
+                    self._flush_if_due(series)  # a pause in the stream: show readers where we are
                     continue
                 if self._abort.is_set():
                     self._count_lost(message)
@@ -316,8 +345,7 @@ class Recorder:
                 elif self._handlers[type(message)](message, detail):
                     self._stop.set()  # the series is complete: the receiver can go
                     return
-                if self._flush_throttle.ready() and series.writer is not None:
-                    series.writer.flush(self._live_counts())
+                self._flush_if_due(series)
             self._drain_lost()
             self._finish(series, self._stop_reason, None)
         except OSError as error:
@@ -325,6 +353,10 @@ class Recorder:
         except Exception as error:
             log.exception("recording failed")
             self._fail(series, f"recording into {series.path} failed: {error}")
+
+    def _flush_if_due(self, series: _Series) -> None:
+        if series.writer is not None and self._flush_throttle.ready():
+            series.writer.flush(self._live_counts())
 
     def _receiving(self) -> bool:
         return any(t.is_alive() for t in self._threads if t.name == "recorder-receive")
@@ -387,6 +419,7 @@ class Recorder:
             return False
         series.start = message
         series.writer = NexusFrameWriter(series.path, message)
+        self._open_journal(series.path)
         for sink in self.sinks:
             sink.series_started(message)
         self._set_state(states.RUNNING, self._recording_status())
@@ -460,6 +493,7 @@ class Recorder:
         }
         if series.writer is not None:
             series.writer.close(utc_now_iso(), end_reason, counts, missing, durable=self.durable)
+            self._close_journal()
         for sink in self.sinks:
             sink.series_ended(ends[-1] if ends else None, end_reason)
         self.last_file = str(series.path) if series.writer is not None else self.last_file
@@ -481,6 +515,7 @@ class Recorder:
         self._drain_lost()
         if series.writer is not None:
             series.writer.abandon()
+            self._close_journal()
         self.current_file = ""
         self._notify_counters(force=True)
         lost = f"; {self.counters.frames_lost} received frame(s) lost" if self.counters.frames_lost else ""
