@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tango
 from tango import AttrWriteType
 from tango.server import Device, attribute, command, device_property
@@ -9,6 +10,7 @@ from tango.server import Device, attribute, command, device_property
 from photonflow import states
 from photonflow.devices.common import EventPushingMixin, operator_errors
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
+from photonflow.recording.sinks import FAN_OUT_MODES, LivePreview, StreamFanOut
 from photonflow.recording.recorder import (
     Recorder,
     RecorderCounters,
@@ -46,7 +48,7 @@ class _DeviceListener(RecorderListener):
 class PhotonflowRecorder(EventPushingMixin, Device):
     """Writes a STINS frame stream into HDF5/NeXus files under a data root."""
 
-    event_attributes = ("CurrentFile", "LastFile", *COUNTER_ATTRIBUTES)
+    event_attributes = ("CurrentFile", "LastFile", "Preview", "PreviewFrameNumber", *COUNTER_ATTRIBUTES)
 
     DataRoot = device_property(dtype=str, mandatory=True, doc="Directory every data file must be under")
     DefaultFilePathTemplate = device_property(
@@ -60,15 +62,36 @@ class PhotonflowRecorder(EventPushingMixin, Device):
         doc="Messages the queue between receiving and writing holds; when full, the sender waits",
     )
 
+    PreviewMaxRate = device_property(dtype=float, default_value=5.0, doc="Live previews per second, at most")
+    PreviewMaxPixels = device_property(
+        dtype=int, default_value=512 * 512, doc="Pixels in the live preview; frames are binned (summed) to fit"
+    )
+    FanOutAddress = device_property(
+        dtype=str, default_value="",
+        doc="ZeroMQ address of a second STINS output of the frames (e.g. tcp://0.0.0.0:*); empty: none",
+    )
+    FanOutMode = device_property(
+        dtype=str, default_value="pub", doc="push: deal frames to processing workers; pub: serve viewers"
+    )
+    FanOutEvery = device_property(dtype=int, default_value=1, doc="Forward every n-th frame")
+
     def init_device(self):
         super().init_device()
         self.enable_events()
         self.recorder = None
+        self.fan_out = None
         try:
+            self.preview = LivePreview(self.PreviewMaxRate, self.PreviewMaxPixels, on_preview=self._publish_preview)
+            sinks = [self.preview]
+            if self.FanOutAddress:
+                if self.FanOutMode not in FAN_OUT_MODES:
+                    raise ValueError(f"FanOutMode must be one of {', '.join(FAN_OUT_MODES)}, got {self.FanOutMode!r}")
+                self.fan_out = StreamFanOut(self.FanOutMode, self.FanOutEvery, self.FanOutAddress)
+                sinks.append(self.fan_out)
             self.recorder = Recorder(
                 self.DataRoot, self.DefaultFilePathTemplate, _DeviceListener(self),
                 counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
-                journal_name=self.get_name().replace("/", "_"),
+                journal_name=self.get_name().replace("/", "_"), sinks=sinks,
             )
         except Exception as error:
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
@@ -79,6 +102,12 @@ class PhotonflowRecorder(EventPushingMixin, Device):
         if self.recorder is not None:
             self.recorder.abort()
             self.recorder.wait(5)
+        if self.fan_out is not None:
+            self.fan_out.close()
+
+    def _publish_preview(self, image: np.ndarray, frame_number: int) -> None:
+        self.publish_value("Preview", image)
+        self.publish_value("PreviewFrameNumber", frame_number)
 
     def _core(self) -> Recorder:
         if self.recorder is None:
@@ -141,6 +170,28 @@ class PhotonflowRecorder(EventPushingMixin, Device):
     @attribute(dtype=int, doc="Messages the queue can hold before the sender must wait")
     def QueueCapacity(self):
         return self._core().queue_frames
+
+    @attribute(dtype=((np.float32,),), max_dim_x=4096, max_dim_y=4096,
+               doc="Latest frame, binned (summed) to PreviewMaxPixels, at most PreviewMaxRate times a second")
+    def Preview(self):
+        latest = self.preview.latest
+        return latest if latest is not None else np.zeros((0, 0), np.float32)
+
+    @attribute(dtype=int, doc="Frame number shown in Preview (-1: none yet)")
+    def PreviewFrameNumber(self):
+        return self.preview.latest_frame_number
+
+    @attribute(dtype=str, doc="Endpoint of the secondary STINS output, empty when none")
+    def FanOutEndpoint(self):
+        return self.fan_out.endpoint if self.fan_out else ""
+
+    @attribute(dtype=int, doc="Frames sent on the secondary output")
+    def FanOutFramesForwarded(self):
+        return self.fan_out.frames_forwarded if self.fan_out else 0
+
+    @attribute(dtype=int, doc="Frames the secondary output dropped (no worker, or workers full)")
+    def FanOutFramesDropped(self):
+        return self.fan_out.frames_dropped if self.fan_out else 0
 
     @attribute(dtype=float, unit="frames/s", format="%.1f", doc="Recent write rate")
     def WriteRate(self):

@@ -358,6 +358,14 @@ class Recorder:
         if series.writer is not None and self._flush_throttle.ready():
             series.writer.flush(self._live_counts())
 
+    def _tell_sinks(self, event: str, *args) -> None:
+        """Sinks are extras (live view, fan-out): their failure never costs a frame on disk."""
+        for sink in self.sinks:
+            try:
+                getattr(sink, event)(*args)
+            except Exception:
+                log.exception("%s failed in %s", event, type(sink).__name__)
+
     def _receiving(self) -> bool:
         return any(t.is_alive() for t in self._threads if t.name == "recorder-receive")
 
@@ -420,8 +428,7 @@ class Recorder:
         series.start = message
         series.writer = NexusFrameWriter(series.path, message)
         self._open_journal(series.path)
-        for sink in self.sinks:
-            sink.series_started(message)
+        self._tell_sinks("series_started", message)
         self._set_state(states.RUNNING, self._recording_status())
         return False
 
@@ -452,8 +459,7 @@ class Recorder:
         series.writer.write_frame(message.frame_number, message.payload, message.timestamp, received)
         series.written.add(message.frame_number)
         self.counters.frames_written += 1
-        for sink in self.sinks:
-            sink.frame_written(message)
+        self._tell_sinks("frame_written", message)
         self._notify_counters()
         return False
 
@@ -494,8 +500,7 @@ class Recorder:
         if series.writer is not None:
             series.writer.close(utc_now_iso(), end_reason, counts, missing, durable=self.durable)
             self._close_journal()
-        for sink in self.sinks:
-            sink.series_ended(ends[-1] if ends else None, end_reason)
+        self._tell_sinks("series_ended", ends[-1] if ends else None, end_reason)
         self.last_file = str(series.path) if series.writer is not None else self.last_file
         self.current_file = ""
         self._notify_counters(force=True)

@@ -165,3 +165,44 @@ def test_the_controller_recovers_when_a_peer_restarts(devices, controller):
     wait_for_state(controller, "ON", "ALARM", timeout=40)
     assert acquire(controller, frames=5, exposure=0.001, period=0.002) == "ON"
     assert controller.FramesWritten == 5
+
+
+def test_live_preview_and_fan_out_follow_the_series(devices, controller):
+    import zmq
+
+    from photonflow.stream.stins import DataMessage, decode
+
+    recorder = proxy(devices.recorder)
+    viewer = zmq.Context.instance().socket(zmq.SUB)
+    viewer.setsockopt(zmq.SUBSCRIBE, b"")
+    viewer.setsockopt(zmq.LINGER, 0)
+    viewer.connect(recorder.FanOutEndpoint)
+    previews = []
+    event_id = recorder.subscribe_event(
+        "Preview", tango.EventType.CHANGE_EVENT,
+        lambda event: previews.append(event.attr_value.value) if not event.err else None,
+    )
+    try:
+        wait_until(lambda: recorder.FanOutFramesForwarded >= 0, what="fan-out attribute")
+        import time
+
+        time.sleep(0.5)  # a SUB socket only gets what is published after it has joined
+        assert acquire(controller, frames=50, exposure=0.001, period=0.02) == "ON"
+        received = {}
+        while viewer.poll(2000):
+            message = decode(viewer.recv_multipart())
+            if isinstance(message, DataMessage):
+                received[message.frame_number] = message.to_array().copy()
+            elif message.__class__.__name__ == "SeriesEnd":
+                break
+    finally:
+        recorder.unsubscribe_event(event_id)
+        viewer.close()
+    assert sorted(received) == [0, 10, 20, 30, 40]
+    expected = demo_frames(devices, exposure=0.001)
+    for number, frame in received.items():
+        np.testing.assert_array_equal(frame, expected.frame(number))
+    images = [image for image in previews if image is not None and image.size]
+    assert images, "no live preview event"
+    assert images[-1].shape[0] * images[-1].shape[1] <= 512 * 512
+    assert recorder.PreviewFrameNumber >= 0
