@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +38,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_FRAMES = 256
 FLUSH_INTERVAL = 0.2  # seconds between making progress visible to SWMR readers
+
+
+def os_error_cause(error: OSError) -> str:
+    """The operating system's one-line reason (e.g. 'No space left on device'), also when
+    HDF5 wraps it in a long multi-line message."""
+    if error.errno:
+        return os.strerror(error.errno)
+    found = re.search(r"errno = (\d+)", str(error))
+    if found:
+        return os.strerror(int(found.group(1)))
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 class Receiver(Protocol):
@@ -349,7 +362,7 @@ class Recorder:
             self._drain_lost()
             self._finish(series, self._stop_reason, None)
         except OSError as error:
-            self._fail(series, f"cannot write {series.path}: {error.strerror or error}")
+            self._fail(series, f"cannot write {series.path}: {os_error_cause(error)}")
         except Exception as error:
             log.exception("recording failed")
             self._fail(series, f"recording into {series.path} failed: {error}")
