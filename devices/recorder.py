@@ -73,6 +73,9 @@ class PhotonflowRecorder(EventPushingMixin, Device):
     FanOutMode = device_property(
         dtype=str, default_value="pub", doc="push: deal frames to processing workers; pub: serve viewers"
     )
+    DefaultFramesPerFile = device_property(
+        dtype=int, default_value=0, doc="FramesPerFile at start-up (0: the whole series in one file)"
+    )
     FanOutEvery = device_property(dtype=int, default_value=1, doc="Forward every n-th frame")
 
     def init_device(self):
@@ -92,6 +95,7 @@ class PhotonflowRecorder(EventPushingMixin, Device):
                 self.DataRoot, self.DefaultFilePathTemplate, _DeviceListener(self),
                 counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
                 journal_name=self.get_name().replace("/", "_"), sinks=sinks,
+                frames_per_file=self.DefaultFramesPerFile,
             )
         except Exception as error:
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
@@ -122,6 +126,16 @@ class PhotonflowRecorder(EventPushingMixin, Device):
     @operator_errors
     def FilePathTemplate(self, value):
         self._core().set_file_template(value)
+
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, min_value=0,
+               doc="Frames per data file; the master file's virtual dataset spans them (0: one file)")
+    def FramesPerFile(self):
+        return self._core().frames_per_file
+
+    @FramesPerFile.write
+    @operator_errors
+    def FramesPerFile(self, value):
+        self._core().set_frames_per_file(int(value))
 
     @attribute(dtype=str, doc="Directory all data files are written under")
     def DataRootPath(self):

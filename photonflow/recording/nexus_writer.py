@@ -76,20 +76,119 @@ def make_durable(path: Path) -> None:
             os.close(descriptor)
 
 
-class NexusFrameWriter:
-    """One open data file; ``flush`` publishes progress to readers, ``close`` finalises it."""
+class FrameStack:
+    """A (frames, rows, columns) dataset, one frame per chunk, that grows as frames come."""
 
-    def __init__(self, path: Path, start: SeriesStart):
+    def __init__(self, group: h5py.Group, name: str, shape: tuple[int, int], dtype: np.dtype, encoding: str):
+        compression = hdf5plugin.Bitshuffle(nelems=0, cname="lz4") if encoding == "bslz4" else None
+        self.dataset = group.create_dataset(
+            name,
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            chunks=(1, *shape),
+            dtype=dtype,
+            fillvalue=0,
+            **(compression or {}),
+        )
+        self.dataset.attrs["long_name"] = "photon counts"
+        self.dataset.attrs["units"] = "counts"
+        self._write_chunk = self.dataset.id.write_direct_chunk
+        self.capacity = 0
+        self.highest = -1
+
+    def write(self, index: int, payload: Any) -> None:
+        if index >= self.capacity:
+            self.capacity = (index // GROWTH_FRAMES + 1) * GROWTH_FRAMES
+            self.dataset.resize(self.capacity, axis=0)
+        self._write_chunk((index, 0, 0), payload)
+        self.highest = max(self.highest, index)
+
+    def trim(self) -> int:
+        """Shrink to the frames written (up to the highest one); returns that count."""
+        self.dataset.resize(self.highest + 1, axis=0)
+        return self.highest + 1
+
+
+class DataFile:
+    """One file of a split series: frames ``first .. first + frames_per_file - 1``."""
+
+    def __init__(self, path: Path, first: int, shape, dtype, encoding: str):
+        self.path = path
+        self.first = first
+        self._file = h5py.File(path, "w-", libver=("v110", "latest"))
+        try:
+            self._file.attrs["creator"] = f"photonflow {photonflow.__version__}"
+            entry = self._file.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            data = entry.create_group("data")
+            data.attrs["NX_class"] = "NXdata"
+            data.attrs["signal"] = "data"
+            self.frames = FrameStack(data, "data", shape, dtype, encoding)
+            self.frames.dataset.attrs["image_nr_low"] = first + 1  # Dectris convention: 1-based
+            self._file.swmr_mode = True
+        except BaseException:
+            self._file.close()
+            raise
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> int:
+        try:
+            count = self.frames.trim()
+        finally:
+            self._file.close()
+        return count
+
+
+def data_file_path(master: Path, index: int) -> Path:
+    """Dectris-style name of the index-th (0-based) data file of a master file."""
+    return master.with_name(f"{master.stem}_data_{index + 1:06d}{master.suffix}")
+
+
+def build_virtual_dataset(group: h5py.Group, master: Path, frames: int, frames_per_file: int,
+                          shape, dtype) -> h5py.Dataset:
+    """``group/data``: a virtual dataset over the data files for frames ``0 .. frames-1``.
+
+    Sources are named relative to the master, so the series can move as a whole. A data
+    file not written yet reads as zeros (the fill value), so the master is valid while the
+    series runs as well as after.
+    """
+    layout = h5py.VirtualLayout(shape=(frames, *shape), dtype=dtype)
+    for index, first in enumerate(range(0, frames, frames_per_file)):
+        count = min(frames_per_file, frames - first)
+        source = h5py.VirtualSource(
+            "./" + data_file_path(master, index).name, "entry/data/data", shape=(count, *shape)
+        )
+        layout[first : first + count] = source
+    return group.create_virtual_dataset("data", layout, fillvalue=0)
+
+
+class NexusFrameWriter:
+    """One series on disk: a NeXus master file, plus data files when the series is split.
+
+    With ``frames_per_file`` > 0 (and a known frame count), frames go to data files of that
+    many frames each and the master's ``data`` is a virtual dataset spanning them; else the
+    frames are in the master itself. ``flush`` publishes progress to SWMR readers, ``close``
+    finalises.
+    """
+
+    def __init__(self, path: Path, start: SeriesStart, frames_per_file: int = 0):
         self.path = path
         self.shape = start.shape
         self.encoding = start.encoding
         self.dtype = np.dtype(start.dtype).newbyteorder("<")
         self.frame_bytes = self.shape[0] * self.shape[1] * self.dtype.itemsize
+        self.frames_per_file = frames_per_file if start.frame_count > 0 else 0
+        self.frame_count = start.frame_count
         self.highest_frame = -1
         self._capacity = 0
         self._receive_times = np.full(0, np.nan)
         self._timestamps = np.full(0, np.nan)
         self._dirty = [None, -1]  # lowest and highest frame index whose bookkeeping is not yet in the file
+        self._data_files: dict[int, DataFile] = {}
+        self.data_file_paths: list[Path] = []
+        self._stack: FrameStack | None = None
         # "w-" fails if the file exists: an existing file is never opened for writing.
         self._file = h5py.File(path, "w-", libver=("v110", "latest"))
         try:
@@ -118,23 +217,20 @@ class NexusFrameWriter:
         detector = instrument.create_group(detector_group_name(start.detector))
         detector.attrs["NX_class"] = "NXdetector"
         self._write_detector_description(detector, start.detector)
-        compression = hdf5plugin.Bitshuffle(nelems=0, cname="lz4") if self.encoding == "bslz4" else None
-        self.data = detector.create_dataset(
-            "data",
-            shape=(0, *self.shape),
-            maxshape=(None, *self.shape),
-            chunks=(1, *self.shape),
-            dtype=self.dtype,
-            fillvalue=0,
-            **(compression or {}),
-        )
+        if self.frames_per_file:
+            self.data = build_virtual_dataset(
+                detector, self.path, self.frame_count, self.frames_per_file, self.shape, self.dtype
+            )
+        else:
+            self._stack = FrameStack(detector, "data", self.shape, self.dtype, self.encoding)
+            self.data = self._stack.dataset
         self.data.attrs["long_name"] = "photon counts"
         self.data.attrs["units"] = "counts"
+        self._detector_path = detector.name
         nxdata = entry.create_group("data")
         nxdata.attrs["NX_class"] = "NXdata"
         nxdata.attrs["signal"] = "data"
         nxdata["data"] = self.data  # hard link: the same dataset, two NeXus roles
-        self._chunk_writer = self.data.id.write_direct_chunk
 
         accounting = entry.create_group("accounting")
         accounting.attrs["NX_class"] = "NXcollection"
@@ -174,7 +270,6 @@ class NexusFrameWriter:
 
     def _grow(self, frame_number: int) -> None:
         self._capacity = (frame_number // GROWTH_FRAMES + 1) * GROWTH_FRAMES
-        self.data.resize(self._capacity, axis=0)
         for name in ("_receive_times", "_timestamps"):
             old = getattr(self, name)
             grown = np.full(self._capacity, np.nan)
@@ -185,7 +280,11 @@ class NexusFrameWriter:
         """Store one frame buffer (raw or bslz4, as announced) as the chunk of index ``frame_number``."""
         if frame_number >= self._capacity:
             self._grow(frame_number)
-        self._chunk_writer((frame_number, 0, 0), payload)
+        if self._stack is not None:
+            self._stack.write(frame_number, payload)
+        else:
+            data_file = self._data_file(frame_number // self.frames_per_file)
+            data_file.frames.write(frame_number - data_file.first, payload)
         self._receive_times[frame_number] = receive_time
         self._timestamps[frame_number] = timestamp
         low, high = self._dirty
@@ -193,11 +292,29 @@ class NexusFrameWriter:
         if frame_number > self.highest_frame:
             self.highest_frame = frame_number
 
+    def _data_file(self, index: int) -> DataFile:
+        """The data file for frames of file ``index``, created on first use.
+
+        Frames arrive nearly in order, so a file is closed once a file two further on is
+        opened: at most two are open, and each is complete on disk soon after its last frame.
+        """
+        data_file = self._data_files.get(index)
+        if data_file is None:
+            path = data_file_path(self.path, index)
+            data_file = DataFile(path, index * self.frames_per_file, self.shape, self.dtype, self.encoding)
+            self._data_files[index] = data_file
+            self.data_file_paths.append(path)
+            for older in [i for i in self._data_files if i < index - 1]:
+                self._data_files.pop(older).close()
+        return data_file
+
     def flush(self, counts: dict[str, int]) -> None:
         """Make the frames and bookkeeping so far visible to SWMR readers."""
         self._write_bookkeeping()
         for name, value in counts.items():
             self._accounting[name][()] = value
+        for data_file in self._data_files.values():
+            data_file.flush()
         self._file.flush()
 
     def _write_bookkeeping(self) -> None:
@@ -223,7 +340,11 @@ class NexusFrameWriter:
         try:
             self._write_bookkeeping()
             frames = self.highest_frame + 1
-            self.data.resize(frames, axis=0)
+            if self._stack is not None:
+                self._stack.trim()
+            for data_file in self._data_files.values():
+                data_file.close()
+            self._data_files.clear()
             for name in ("receive_time", "timestamp"):
                 self._accounting[name].resize(frames, axis=0)
             missing = np.asarray(sorted(missing_frames), dtype=np.int64)
@@ -235,12 +356,39 @@ class NexusFrameWriter:
             self._file["entry/end_time"][()] = end_time
         finally:
             self._file.close()
+        if self.frames_per_file:
+            self._trim_virtual_dataset(self.highest_frame + 1)
         if durable:
-            make_durable(self.path)
+            for path in (*self.data_file_paths, self.path):
+                make_durable(path)
+
+    def _trim_virtual_dataset(self, frames: int) -> None:
+        """After the series: the virtual dataset spans exactly the frames that exist."""
+        with h5py.File(self.path, "r+") as f:
+            retrim_virtual_dataset(f, self._detector_path, self.path, frames, self.frames_per_file)
 
     def abandon(self) -> None:
         """Close without accounting (after a write error), keeping what was written readable."""
-        try:
-            self._file.close()
-        except Exception:
-            pass
+        for closable in (*self._data_files.values(), self._file):
+            try:
+                closable.close()
+            except Exception:
+                pass
+        self._data_files.clear()
+
+
+def retrim_virtual_dataset(f: h5py.File, detector_path: str, master: Path, frames: int, frames_per_file: int) -> None:
+    """Replace the master's virtual dataset (and its NXdata link) by one over ``frames`` frames."""
+    detector = f[detector_path]
+    old = detector["data"]
+    shape, dtype = old.shape[1:], old.dtype
+    attributes = dict(old.attrs)
+    del detector["data"]
+    entry_data = f["entry/data"]
+    if "data" in entry_data:
+        del entry_data["data"]
+    data = build_virtual_dataset(detector, master, frames, frames_per_file, shape, dtype) if frames else \
+        detector.create_dataset("data", shape=(0, *shape), dtype=dtype)
+    for key, value in attributes.items():
+        data.attrs[key] = value
+    entry_data["data"] = data

@@ -169,6 +169,7 @@ class Recorder:
         wall_clock: Callable[[], float] = time.time,
         sinks: Sequence[FrameSink] = (),
         journal_name: str = "recorder",
+        frames_per_file: int = 0,
     ):
         if queue_frames < 1:
             raise ConfigurationError(f"the queue must hold at least one frame, got {queue_frames}")
@@ -177,6 +178,7 @@ class Recorder:
         self.listener = listener or RecorderListener()
         self.durable = durable  # fsync each file at close: "written" means on disk
         self.queue_frames = queue_frames
+        self.frames_per_file = self._checked_frames_per_file(frames_per_file)
         self.sinks = list(sinks)
         self._receiver_factory = receiver_factory
         self._clock = clock
@@ -228,6 +230,16 @@ class Recorder:
 
     def _close_journal(self) -> None:
         self._journal.unlink(missing_ok=True)
+
+    @staticmethod
+    def _checked_frames_per_file(value: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigurationError(f"frames per file must be an integer >= 0 (0: one file), got {value!r}")
+        return value
+
+    def set_frames_per_file(self, value: int) -> None:
+        """Split the next series into data files of this many frames under a master file (0: don't)."""
+        self.frames_per_file = self._checked_frames_per_file(value)
 
     def set_file_template(self, template: str) -> None:
         self.file_template = validate_template(template)
@@ -439,7 +451,7 @@ class Recorder:
                 )
             return False
         series.start = message
-        series.writer = NexusFrameWriter(series.path, message)
+        series.writer = NexusFrameWriter(series.path, message, self.frames_per_file)
         self._open_journal(series.path)
         self._tell_sinks("series_started", message)
         self._set_state(states.RUNNING, self._recording_status())

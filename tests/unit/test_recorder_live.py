@@ -36,6 +36,7 @@ def watch_growth(path, until_frames, result):
     seen = []
     deadline = time.monotonic() + 30
     with h5py.File(path, "r", swmr=True) as f:
+        result.put(("opened",))
         written = f["entry/accounting/frames_written"]
         data = f["entry/data/data"]
         while time.monotonic() < deadline:
@@ -68,6 +69,7 @@ def test_a_reader_in_another_process_sees_frames_grow_while_the_series_runs(tmp_
     time.sleep(0.3)  # let the first flush reach the file before the reader opens it
     reader = context.Process(target=watch_growth, args=(str(path), 60, results))
     reader.start()
+    assert results.get(timeout=60) == ("opened",)  # the reader watches before the series goes on
     for n in range(1, 60):
         sender.send(encoder.data(1, n, frame(n), 0.0))
         time.sleep(0.02)  # a slow detector: the series lasts over a second
