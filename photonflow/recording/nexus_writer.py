@@ -237,6 +237,8 @@ class NexusFrameWriter:
         for name in ACCOUNTING_COUNTS:
             accounting.create_dataset(name, data=-1, dtype=np.int64)
         accounting["series_id"][()] = start.series_id
+        accounting["frames_per_file"] = self.frames_per_file  # 0: the frames are in this file
+        accounting["frames_per_file"].attrs["description"] = "frames in each data_NNNNNN file; 0: none"
         accounting.create_dataset("end_reason", data="running", dtype=TEXT)
         accounting.create_dataset("missing_frame_numbers", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
         for name, doc in (("receive_time", "UNIX time each frame reached the Recorder"),

@@ -17,6 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from photonflow.recording.nexus_writer import data_file_path, retrim_virtual_dataset
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MASK = 0xFFFFFFFF
 
@@ -85,14 +87,28 @@ def clear_write_flags(path: str | Path) -> bool:
 
 
 def finalise_interrupted(path: str | Path) -> int:
-    """Trim an interrupted series to the frames whose arrival was recorded; returns how many."""
+    """Trim an interrupted series to the frames whose arrival was recorded; returns how many.
+
+    For a split series the data files get the same treatment, and the master's virtual
+    dataset is rebuilt over the frames that exist.
+    """
+    path = Path(path)
     clear_write_flags(path)
     with h5py.File(path, "r+") as f:
         accounting = f["entry/accounting"]
         received = ~np.isnan(accounting["receive_time"][()])
         frames = int(np.flatnonzero(received)[-1]) + 1 if received.any() else 0
+        frames_per_file = int(accounting["frames_per_file"][()]) if "frames_per_file" in accounting else 0
         data = f["entry/data/data"]
-        data.resize(frames, axis=0)
+        if frames_per_file:
+            detector_path = next(
+                group.name for group in f["entry/instrument"].values()
+                if isinstance(group, h5py.Group) and group.attrs.get("NX_class") == "NXdetector"
+            )
+            _finalise_data_files(path, frames, frames_per_file)
+            retrim_virtual_dataset(f, detector_path, path, frames, frames_per_file)
+        else:
+            data.resize(frames, axis=0)
         for name in ("receive_time", "timestamp"):
             accounting[name].resize(frames, axis=0)
         missing = np.flatnonzero(~received[:frames]).astype(np.int64)
@@ -102,3 +118,14 @@ def finalise_interrupted(path: str | Path) -> int:
         accounting["missing_frames"][()] = missing.size
         accounting["end_reason"][()] = "interrupted"
     return int(received[:frames].sum())
+
+
+def _finalise_data_files(master: Path, frames: int, frames_per_file: int) -> None:
+    """Clear the flags of every data file of the series and trim each to its frames."""
+    for index, first in enumerate(range(0, max(frames, 1), frames_per_file)):
+        data_path = data_file_path(master, index)
+        if not data_path.exists():
+            continue
+        clear_write_flags(data_path)
+        with h5py.File(data_path, "r+") as f:
+            f["entry/data/data"].resize(max(0, min(frames_per_file, frames - first)), axis=0)

@@ -20,7 +20,7 @@ RECORDER_PROCESS = textwrap.dedent(
     """
     import sys, time
     from photonflow.recording.recorder import Recorder, RecordingRequest
-    recorder = Recorder(sys.argv[1], counter_interval=0.0)
+    recorder = Recorder(sys.argv[1], counter_interval=0.0, frames_per_file=int(sys.argv[4]))
     recorder.arm(RecordingRequest(1000, 1, sys.argv[2], "crash.h5"))
     while recorder.counters.frames_written < int(sys.argv[3]):
         time.sleep(0.01)
@@ -38,10 +38,11 @@ def test_lookup3_matches_the_published_test_vectors():
     assert lookup3(b"Four score and seven years ago", 1) == 0xCD628161
 
 
-def test_a_killed_recorder_leaves_a_file_the_next_recorder_repairs(tmp_path):
+@pytest.mark.parametrize("frames_per_file", [0, 8])
+def test_a_killed_recorder_leaves_a_file_the_next_recorder_repairs(tmp_path, frames_per_file):
     sender = StreamSender("tcp://127.0.0.1:*")
     process = subprocess.Popen(
-        [sys.executable, "-c", RECORDER_PROCESS, str(tmp_path), sender.endpoint, "30"],
+        [sys.executable, "-c", RECORDER_PROCESS, str(tmp_path), sender.endpoint, "30", str(frames_per_file)],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -72,6 +73,10 @@ def test_a_killed_recorder_leaves_a_file_the_next_recorder_repairs(tmp_path):
         assert data.shape[0] == 30
         for n in range(30):
             np.testing.assert_array_equal(data[n], frame(n))
+    for data_file in tmp_path.glob("crash_data_*.h5"):  # a split series: every file opens too
+        with h5py.File(data_file, "r") as f:
+            assert f["entry/data/data"].shape[0] <= frames_per_file
+    assert len(list(tmp_path.glob("crash_data_*.h5"))) == (4 if frames_per_file else 0)
     assert Recorder(tmp_path).recovered == ""  # repaired once, then forgotten
 
 
