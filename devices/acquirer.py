@@ -32,6 +32,7 @@ class AcquirerDevice(EventPushingMixin, Device):
     """Drives one detector and puts its frames on a STINS stream."""
 
     event_attributes = ("FramesAcquired",)
+    stream_protocol = "stins"  # a vendor whose detector streams its own format says which
 
     StreamBindAddress = device_property(
         dtype=str,
@@ -136,6 +137,10 @@ class AcquirerDevice(EventPushingMixin, Device):
     @attribute(dtype=str, doc="ZeroMQ endpoint the Recorder connects to for the frames")
     def StreamEndpoint(self):
         return self._core().stream_endpoint
+
+    @attribute(dtype=str, doc="Protocol of that stream (stins, dectris-v1, dectris-v2, maxiv)")
+    def StreamProtocol(self):
+        return self.stream_protocol
 
     # -- commands -----------------------------------------------------------------------
     @command(doc_in="Validate the settings and arm the detector (-> STANDBY)")

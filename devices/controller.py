@@ -88,6 +88,9 @@ class TangoAcquirer:
     def stream_endpoint(self) -> str:
         return self.proxy.StreamEndpoint
 
+    def stream_protocol(self) -> str:
+        return self.proxy.StreamProtocol
+
     def frames_acquired(self) -> int:
         return self.proxy.FramesAcquired
 
@@ -105,8 +108,8 @@ class TangoRecorder:
     def check_file(self, file: str) -> str:
         return self.proxy.CheckFile(file)
 
-    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None) -> str:
-        request = {"frames": frames, "series_id": series_id, "endpoint": endpoint}
+    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str) -> str:
+        request = {"frames": frames, "series_id": series_id, "endpoint": endpoint, "protocol": protocol}
         if file is not None:
             request["file"] = file
         return self.proxy.Arm(json.dumps(request))

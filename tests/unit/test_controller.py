@@ -46,6 +46,9 @@ class FakeAcquirer:
     def stream_endpoint(self):
         return "tcp://127.0.0.1:5000"
 
+    def stream_protocol(self):
+        return "stins"
+
     def frames_acquired(self):
         return self.acquired
 
@@ -64,8 +67,8 @@ class FakeRecorder:
             raise FilePathError(f"{file} is outside the data root")
         return "/data/" + file
 
-    def arm(self, frames, series_id, endpoint, file):
-        self.calls.append(("arm", frames, series_id, endpoint, file))
+    def arm(self, frames, series_id, endpoint, file, protocol):
+        self.calls.append(("arm", frames, series_id, endpoint, file, protocol))
         self.current_state = states.RUNNING
         return "/data/" + (file or "auto.h5")
 
@@ -118,7 +121,7 @@ def finish_series(controller, acquirer, recorder, acquired, received, written, m
 def test_start_arms_the_recorder_before_the_acquirer_starts(rig):
     controller, acquirer, recorder, events, _ = rig
     start_series(controller, acquirer)
-    assert recorder.calls == [("arm", 10, 1, "tcp://127.0.0.1:5000", "a.h5")]
+    assert recorder.calls == [("arm", 10, 1, "tcp://127.0.0.1:5000", "a.h5", "stins")]
     assert acquirer.calls == [("configure", 10, 1), "prepare", "start"]
     assert controller.combined_state()[0] == states.RUNNING
 
