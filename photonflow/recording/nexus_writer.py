@@ -311,13 +311,18 @@ class NexusFrameWriter:
         return data_file
 
     def flush(self, counts: dict[str, int]) -> None:
-        """Make the frames and bookkeeping so far visible to SWMR readers."""
+        """Make the frames and bookkeeping so far visible to SWMR readers.
+
+        Frames first, counts after: a count is plain data that reaches the file at once, so
+        written before the flush it could announce frames whose chunk index a reader cannot
+        see yet.
+        """
         self._write_bookkeeping()
-        for name, value in counts.items():
-            self._accounting[name][()] = value
         for data_file in self._data_files.values():
             data_file.flush()
         self._file.flush()
+        for name, value in counts.items():
+            self._accounting[name][()] = value
 
     def _write_bookkeeping(self) -> None:
         low, high = self._dirty

@@ -5,6 +5,12 @@ with the mandatory ``version`` (1), ``message_type`` and ``message_id`` (increme
 every message a sender emits). A ``data`` message carries its frame as a second ZeroMQ
 part. ``docs/stins.md`` defines every field used here; this module is the one place that
 encodes and validates them, so the Acquirer, the Recorder and any consumer agree.
+
+The three message classes are also photonflow's model of *any* detector stream: the
+decoders of the other protocols (``dectris``, ``maxiv``; see ``protocols``) produce them
+too, so the Recorder sees one model whatever the detector speaks. Those protocols do not
+carry every field; what one does not carry is ``UNKNOWN`` (integers) or ``None`` (the
+frame description of a start message), as each decoder's docstring says.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from photonflow.errors import StreamMessageError
+from photonflow.stream import bslz4
 
 STINS_VERSION = 1
 SERIES_START = "series_start"
@@ -25,10 +32,16 @@ DATA = "data"
 SERIES_END = "series_end"
 MESSAGE_TYPES = (SERIES_START, DATA, SERIES_END)
 
-ENCODINGS = ("raw",)
+RAW = "raw"
+BSLZ4 = "bslz4"
+ENCODINGS = (RAW, BSLZ4)
 PIXEL_TYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 _ITEM_SIZES = {name: np.dtype(name).itemsize for name in PIXEL_TYPES}
 END_REASONS = ("completed", "stopped", "aborted", "failed")
+# An id or count the sending protocol does not carry (never sent by STINS itself, whose
+# decoder refuses negative values): e.g. Dectris and MAX IV end messages have no frame
+# counts, MAX IV messages no series id. Same convention as the Recorder's accounting.
+UNKNOWN = -1
 
 _COMMON_KEYS = {"version", "message_type", "message_id", "series_id"}
 _FRAME_KEYS = {"shape", "dtype", "encoding"}
@@ -41,21 +54,30 @@ _REQUIRED_KEYS = {
 
 @dataclass(frozen=True)
 class SeriesStart:
-    """Announces a series: what the frames look like and which detector makes them."""
+    """Announces a series: what the frames look like and which detector makes them.
+
+    STINS always announces ``shape``, ``dtype`` and ``encoding``. Some other protocols do
+    not (MAX IV's header, the pixel type of a Dectris stream v2 start): they are then
+    None and the series' first frame says what they are. ``frame_count`` 0: not announced.
+    """
 
     message_id: int
     series_id: int
     frame_count: int
-    shape: tuple[int, int]
-    dtype: str
-    encoding: str
+    shape: tuple[int, int] | None
+    dtype: str | None
+    encoding: str | None
     detector: dict[str, Any]
     start_time: str
 
 
 @dataclass(frozen=True)
 class DataMessage:
-    """One frame; ``payload`` is the second ZeroMQ part, kept as a buffer, never copied."""
+    """One frame; ``payload`` is the second ZeroMQ part, kept as a buffer, never copied.
+
+    With ``bslz4`` encoding the payload is the compressed frame exactly as an HDF5 chunk of
+    the bitshuffle filter holds it (12-byte header included), ready for write_direct_chunk.
+    """
 
     message_id: int
     series_id: int
@@ -67,7 +89,9 @@ class DataMessage:
     payload: Any = field(repr=False)
 
     def to_array(self) -> np.ndarray:
-        """The frame as a numpy array (a view on the payload for raw encoding)."""
+        """The frame as a numpy array (a view on the payload for raw encoding, decompressed for bslz4)."""
+        if self.encoding == BSLZ4:
+            return bslz4.decompress(self.payload, self.shape, self.dtype)
         return np.frombuffer(self.payload, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(
             self.shape
         )
@@ -91,6 +115,32 @@ StinsMessage = SeriesStart | DataMessage | SeriesEnd
 def utc_now_iso() -> str:
     """An ISO 8601 UTC time stamp, the form NeXus ``NX_DATE_TIME`` fields take."""
     return datetime.now(timezone.utc).isoformat()
+
+
+def frame_payload(
+    frame: Any, encoding: str = RAW, shape: Sequence[int] | None = None, dtype: str | None = None
+) -> tuple[Any, tuple[int, int], str]:
+    """(payload, shape, dtype) of one frame, for the encoders of every protocol.
+
+    ``frame`` is either a numpy frame, sent raw (little-endian, C order, zero-copy when it
+    already is) or compressed here for bslz4; or bytes already in ``encoding`` (e.g. a
+    detector's bslz4 chunk), whose ``shape`` and ``dtype`` must then be given.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+    if isinstance(frame, np.ndarray):
+        if frame.ndim != 2:
+            raise ValueError(f"a frame has 2 dimensions, got shape {frame.shape}")
+        if frame.dtype.byteorder == ">":
+            frame = frame.astype(frame.dtype.newbyteorder("<"))
+        frame = np.ascontiguousarray(frame)
+        payload = bslz4.compress(frame) if encoding == BSLZ4 else frame
+        return payload, (frame.shape[0], frame.shape[1]), frame.dtype.name
+    if shape is None or dtype is None:
+        raise ValueError("a frame given as bytes needs its shape and dtype")
+    if len(shape) != 2:
+        raise ValueError(f"a frame has 2 dimensions, got shape {tuple(shape)}")
+    return frame, (int(shape[0]), int(shape[1])), np.dtype(dtype).name
 
 
 class StinsEncoder:
@@ -118,6 +168,7 @@ class StinsEncoder:
         dtype: str,
         detector: dict[str, Any],
         start_time: str | None = None,
+        encoding: str = RAW,
     ) -> list[bytes]:
         return [
             self._header(
@@ -126,27 +177,38 @@ class StinsEncoder:
                 frame_count=frame_count,
                 shape=list(shape),
                 dtype=dtype,
-                encoding="raw",
+                encoding=encoding,
                 detector=detector,
                 start_time=start_time or utc_now_iso(),
             )
         ]
 
-    def data(self, series_id: int, frame_number: int, frame: np.ndarray, timestamp: float) -> list:
-        """Header and frame; the frame goes out as its own buffer (zero-copy with ZeroMQ)."""
-        if frame.dtype.byteorder == ">":
-            frame = frame.astype(frame.dtype.newbyteorder("<"))
-        frame = np.ascontiguousarray(frame)
+    def data(
+        self,
+        series_id: int,
+        frame_number: int,
+        frame: Any,
+        timestamp: float,
+        encoding: str = RAW,
+        shape: Sequence[int] | None = None,
+        dtype: str | None = None,
+    ) -> list:
+        """Header and frame; the frame goes out as its own buffer (zero-copy with ZeroMQ).
+
+        ``frame``: a numpy frame (compressed here for bslz4), or bytes already in
+        ``encoding`` with ``shape`` and ``dtype`` given (see ``frame_payload``).
+        """
+        payload, shape, dtype = frame_payload(frame, encoding, shape, dtype)
         header = self._header(
             DATA,
             series_id,
             frame_number=frame_number,
-            shape=list(frame.shape),
-            dtype=frame.dtype.name,
-            encoding="raw",
+            shape=list(shape),
+            dtype=dtype,
+            encoding=encoding,
             timestamp=timestamp,
         )
-        return [header, frame]
+        return [header, payload]
 
     def series_end(
         self,
@@ -269,12 +331,15 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
         _fail(f"'timestamp' must be a number of seconds, got {timestamp!r}")
     payload = parts[1]
     payload = payload.buffer if hasattr(payload, "buffer") else memoryview(payload)
-    expected_bytes = shape[0] * shape[1] * _ITEM_SIZES[dtype]
-    if payload.nbytes != expected_bytes:
-        _fail(
-            f"frame payload has {payload.nbytes} bytes; shape {list(shape)} of {dtype} "
-            f"needs {expected_bytes}"
-        )
+    if encoding == BSLZ4:  # compressed: its size says nothing, its header must fit the frame
+        bslz4.check_header(payload, shape, dtype)
+    else:
+        expected_bytes = shape[0] * shape[1] * _ITEM_SIZES[dtype]
+        if payload.nbytes != expected_bytes:
+            _fail(
+                f"frame payload has {payload.nbytes} bytes; shape {list(shape)} of {dtype} "
+                f"needs {expected_bytes}"
+            )
     return DataMessage(
         frame_number=_integer(header, "frame_number"),
         shape=shape,

@@ -41,8 +41,8 @@ def watch_growth(path, until_frames, result):
         data = f["entry/data/data"]
         while time.monotonic() < deadline:
             written.refresh()
-            data.refresh()
             count = int(written[()])
+            data.refresh()
             if count > 0 and (not seen or count != seen[-1]):
                 seen.append(count)
                 # a frame the reader is told is written holds the frame that was sent
