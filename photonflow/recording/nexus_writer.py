@@ -357,6 +357,7 @@ class NexusFrameWriter:
             missing = np.asarray(sorted(missing_frames), dtype=np.int64)
             self._accounting["missing_frame_numbers"].resize(missing.size, axis=0)
             self._accounting["missing_frame_numbers"][:] = missing
+            self._file.flush()  # the frames first, then the counts that announce them (see flush)
             for name, value in counts.items():
                 self._accounting[name][()] = value
             self._accounting["end_reason"][()] = end_reason

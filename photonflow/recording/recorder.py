@@ -19,7 +19,7 @@ import queue
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -30,7 +30,7 @@ from photonflow.recording.nexus_writer import NexusFrameWriter
 from photonflow.recording.recovery import finalise_interrupted
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE, render_template, resolve_data_file, validate_template
 from photonflow.stream.protocols import decoder_for
-from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, utc_now_iso
+from photonflow.stream.stins import UNKNOWN, DataMessage, SeriesEnd, SeriesStart, utc_now_iso
 from photonflow.stream.transport import StreamReceiver
 from photonflow.throttle import Throttle
 
@@ -148,6 +148,21 @@ class _Series:
     start: SeriesStart | None = None
     written: set[int] = field(default_factory=set)
     ends: list[SeriesEnd] = field(default_factory=list)
+
+
+def _frame_disagreement(message, reference: SeriesStart) -> str:
+    """How a frame (or another input's series_start) differs from the series' frames, or ''."""
+    for field_name in ("shape", "dtype", "encoding"):
+        theirs, ours = getattr(message, field_name), getattr(reference, field_name)
+        if None not in (theirs, ours) and theirs != ours:
+            return f"{field_name} {theirs}, but the series has {field_name} {ours}"
+    return ""
+
+
+def _total(counts) -> int:
+    """Sum of per-input counts; UNKNOWN if any input did not say."""
+    counts = list(counts)
+    return UNKNOWN if any(c == UNKNOWN for c in counts) else sum(counts)
 
 
 _REJECTED = "rejected"  # queue item tag: a message the receiver could not decode
@@ -432,7 +447,7 @@ class Recorder:
 
     def _check_series(self, message) -> bool:
         expected = self._series.request.series_id
-        if message.series_id != expected:
+        if message.series_id not in (expected, UNKNOWN):  # some protocols carry no series id
             self._reject(f"message of series {message.series_id}, but armed for series {expected}")
             return False
         return True
@@ -443,34 +458,42 @@ class Recorder:
             return False
         if series.start is not None:
             # Every input announces the series; they must agree on what a frame is.
-            first = series.start
-            if (message.shape, message.dtype, message.encoding) != (first.shape, first.dtype, first.encoding):
-                self._reject(
-                    f"series_start of another input announces {list(message.shape)} {message.dtype} "
-                    f"{message.encoding}, the first announced {list(first.shape)} {first.dtype} {first.encoding}"
-                )
+            disagreement = _frame_disagreement(message, series.start)
+            if disagreement:
+                self._reject(f"series_start of another input announces {disagreement}")
             return False
         series.start = message
-        series.writer = NexusFrameWriter(series.path, message, self.frames_per_file)
-        self._open_journal(series.path)
-        self._tell_sinks("series_started", message)
-        self._set_state(states.RUNNING, self._recording_status())
+        if None not in (message.shape, message.dtype, message.encoding):
+            self._open_writer(series, message)
+        # else: this protocol describes frames only in the frames; the first one opens the file
         return False
+
+    def _open_writer(self, series: _Series, start: SeriesStart) -> None:
+        series.start = start
+        series.writer = NexusFrameWriter(series.path, start, self.frames_per_file)
+        self._open_journal(series.path)
+        self._tell_sinks("series_started", start)
+        self._set_state(states.RUNNING, self._recording_status())
 
     def _on_data(self, message: DataMessage, received: float) -> bool:
         series = self._series
         if not self._check_series(message):
             return False
-        if series.writer is None:
+        if series.start is None:
             self._reject(f"frame {message.frame_number} arrived before series_start")
             return False
-        start = series.start
-        if (message.shape, message.dtype, message.encoding) != (start.shape, start.dtype, start.encoding):
-            self._reject(
-                f"frame {message.frame_number} is {list(message.shape)} {message.dtype} {message.encoding}, "
-                f"series_start announced {list(start.shape)} {start.dtype} {start.encoding}"
-            )
+        disagreement = _frame_disagreement(message, series.start)
+        if disagreement:
+            self._reject(f"frame {message.frame_number} is {disagreement}")
             return False
+        if series.writer is None:
+            self._open_writer(series, replace(
+                series.start,
+                shape=series.start.shape or message.shape,
+                dtype=series.start.dtype or message.dtype,
+                encoding=series.start.encoding or message.encoding,
+            ))
+        start = series.start
         if 0 < start.frame_count <= message.frame_number:
             self._reject(
                 f"frame number {message.frame_number} is beyond the {start.frame_count} frames "
@@ -505,11 +528,14 @@ class Recorder:
         missing: list[int] = []
         frames_sent = frames_acquired = -1
         if ends:
-            frames_sent = sum(end.frames_sent for end in ends)
-            frames_acquired = sum(end.frames_acquired for end in ends)
-            expected = frames_sent
-            if series.start is not None and series.start.frame_count > 0:
-                expected = min(expected, series.start.frame_count)  # never trust a count beyond it
+            frames_sent = _total(end.frames_sent for end in ends)
+            frames_acquired = _total(end.frames_acquired for end in ends)
+            announced = series.start.frame_count if series.start is not None else 0
+            highest = series.writer.highest_frame if series.writer is not None else -1
+            if frames_sent == UNKNOWN:  # the protocol does not say: expect what was announced
+                expected = announced if announced > 0 else highest + 1
+            else:
+                expected = min(frames_sent, announced) if announced > 0 else frames_sent  # never beyond
             missing = sorted(set(range(expected)) - series.written)
         elif series.writer is not None:
             # Ended by the operator: frames below the highest written one never came.

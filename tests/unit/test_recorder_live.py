@@ -46,7 +46,8 @@ def watch_growth(path, until_frames, result):
             if count > 0 and (not seen or count != seen[-1]):
                 seen.append(count)
                 # a frame the reader is told is written holds the frame that was sent
-                result.put(("frame", count - 1, bool(np.array_equal(data[count - 1], frame(count - 1)))))
+                got = data[count - 1]
+                result.put(("frame", count - 1, bool(np.array_equal(got, frame(count - 1))), int(got.sum()), int(frame(count - 1).sum()), data.shape[0]))
             if count >= until_frames:
                 break
             time.sleep(0.02)
@@ -82,7 +83,8 @@ def test_a_reader_in_another_process_sees_frames_grow_while_the_series_runs(tmp_
     seen = next(m[1] for m in messages if m[0] == "seen")
     assert len(seen) >= 3, f"the reader saw too few steps: {seen}"
     assert seen == sorted(seen) and seen[-1] == 60
-    assert all(ok for kind, *rest in messages if kind == "frame" for _, ok in [rest])
+    bad = [m for m in messages if m[0] == "frame" and not m[2]]
+    assert not bad, bad
 
 
 def test_two_inputs_are_merged_into_one_file_in_frame_order(tmp_path, senders):
