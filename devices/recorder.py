@@ -76,6 +76,11 @@ class PhotonflowRecorder(EventPushingMixin, Device):
     DefaultFramesPerFile = device_property(
         dtype=int, default_value=0, doc="FramesPerFile at start-up (0: the whole series in one file)"
     )
+    Compression = device_property(
+        dtype=str, default_value="none",
+        doc="Compress frames that arrive raw: none or bslz4 (bitshuffle+LZ4, read through hdf5plugin)",
+    )
+    CompressionWorkers = device_property(dtype=int, default_value=0, doc="Compression threads (0: one per core)")
     FanOutEvery = device_property(dtype=int, default_value=1, doc="Forward every n-th frame")
 
     def init_device(self):
@@ -96,6 +101,7 @@ class PhotonflowRecorder(EventPushingMixin, Device):
                 counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
                 journal_name=self.get_name().replace("/", "_"), sinks=sinks,
                 frames_per_file=self.DefaultFramesPerFile,
+                compression=self.Compression, compression_workers=self.CompressionWorkers,
             )
         except Exception as error:
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")

@@ -26,6 +26,7 @@ from typing import Callable, Protocol, Sequence
 
 from photonflow import states
 from photonflow.errors import ConfigurationError, RecordingError, StateError, StreamMessageError
+from photonflow.recording.compression import COMPRESSIONS, CompressionPipeline
 from photonflow.recording.nexus_writer import NexusFrameWriter
 from photonflow.recording.recovery import finalise_interrupted
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE, render_template, resolve_data_file, validate_template
@@ -145,6 +146,7 @@ class _Series:
     request: RecordingRequest
     path: Path
     writer: NexusFrameWriter | None = None
+    compressor: CompressionPipeline | None = None
     start: SeriesStart | None = None
     written: set[int] = field(default_factory=set)
     ends: list[SeriesEnd] = field(default_factory=list)
@@ -185,6 +187,8 @@ class Recorder:
         sinks: Sequence[FrameSink] = (),
         journal_name: str = "recorder",
         frames_per_file: int = 0,
+        compression: str = "none",
+        compression_workers: int = 0,
     ):
         if queue_frames < 1:
             raise ConfigurationError(f"the queue must hold at least one frame, got {queue_frames}")
@@ -194,6 +198,10 @@ class Recorder:
         self.durable = durable  # fsync each file at close: "written" means on disk
         self.queue_frames = queue_frames
         self.frames_per_file = self._checked_frames_per_file(frames_per_file)
+        if compression not in COMPRESSIONS:
+            raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+        self.compression = compression  # applied to frames that arrive raw
+        self.compression_workers = compression_workers
         self.sinks = list(sinks)
         self._receiver_factory = receiver_factory
         self._clock = clock
@@ -470,7 +478,14 @@ class Recorder:
 
     def _open_writer(self, series: _Series, start: SeriesStart) -> None:
         series.start = start
-        series.writer = NexusFrameWriter(series.path, start, self.frames_per_file)
+        stored = start
+        if self.compression == "bslz4" and start.encoding == "raw":
+            stored = replace(start, encoding="bslz4")
+            series.compressor = CompressionPipeline(
+                lambda message, received, chunk: self._store(series, message, received, chunk),
+                self.compression_workers,
+            )
+        series.writer = NexusFrameWriter(series.path, stored, self.frames_per_file)
         self._open_journal(series.path)
         self._tell_sinks("series_started", start)
         self._set_state(states.RUNNING, self._recording_status())
@@ -504,12 +519,18 @@ class Recorder:
         if message.frame_number in series.written:
             self.counters.duplicate_frames += 1
             return False
-        series.writer.write_frame(message.frame_number, message.payload, message.timestamp, received)
         series.written.add(message.frame_number)
+        if series.compressor is not None:
+            series.compressor.submit(message, received)
+        else:
+            self._store(series, message, received, message.payload)
+        return False
+
+    def _store(self, series: _Series, message: DataMessage, received: float, payload) -> None:
+        series.writer.write_frame(message.frame_number, payload, message.timestamp, received)
         self.counters.frames_written += 1
         self._tell_sinks("frame_written", message)
         self._notify_counters()
-        return False
 
     def _on_series_end(self, message: SeriesEnd, _received: float) -> bool:
         series = self._series
@@ -525,6 +546,9 @@ class Recorder:
 
     def _finish(self, series: _Series, end_reason: str, ends: list[SeriesEnd] | None) -> None:
         """Close the file with the final accounting and return to ON (or ALARM if frames are missing)."""
+        if series.compressor is not None:
+            series.compressor.drain()
+            series.compressor.close()
         missing: list[int] = []
         frames_sent = frames_acquired = -1
         if ends:
@@ -569,6 +593,9 @@ class Recorder:
     def _fail(self, series: _Series, reason: str) -> None:
         self._stop.set()
         self._drain_lost()
+        if series.compressor is not None:
+            self.counters.frames_lost += series.compressor.discard()
+            series.compressor.close()
         if series.writer is not None:
             series.writer.abandon()
             self._close_journal()

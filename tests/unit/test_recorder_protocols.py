@@ -54,3 +54,31 @@ def test_maxiv_legacy_stream_without_series_ids_or_counts_is_recorded(tmp_path, 
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["entry/data/data"][3], FRAMES.frame(3))
         assert list(f["entry/accounting/missing_frame_numbers"][()]) == [2]
+
+
+def test_raw_frames_can_be_stored_compressed_by_the_worker_pool_in_order(tmp_path, sender):
+    from photonflow.stream.stins import StinsEncoder
+
+    recorder = Recorder(tmp_path, compression="bslz4", compression_workers=2)
+    path = recorder.arm(RecordingRequest(40, 1, sender.endpoint, "packed.h5"))
+    encoder = StinsEncoder()
+    sender.send(encoder.series_start(1, 40, (64, 80), "uint32", {"name": "sim"}))
+    for n in range(40):
+        sender.send(encoder.data(1, n, FRAMES.frame(n), 0.0))
+    sender.send(encoder.series_end(1, 40, 40))
+    assert recorder.wait(20)
+    assert recorder.state == states.ON and recorder.counters.frames_written == 40
+    with h5py.File(path, "r") as f:
+        data = f["entry/data/data"]
+        assert data.id.get_create_plist().get_filter(0)[0] == 32008
+        stored = sum(len(data.id.read_direct_chunk((n, 0, 0))[1]) for n in range(40))
+        assert stored < 40 * 64 * 80 * 4 / 2  # really compressed
+        for n in range(40):
+            np.testing.assert_array_equal(data[n], FRAMES.frame(n))
+
+
+def test_an_unknown_compression_is_refused(tmp_path):
+    from photonflow.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="compression must be one of none, bslz4"):
+        Recorder(tmp_path, compression="zstd")
