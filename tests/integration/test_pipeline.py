@@ -206,3 +206,24 @@ def test_live_preview_and_fan_out_follow_the_series(devices, controller):
     assert images, "no live preview event"
     assert images[-1].shape[0] * images[-1].shape[1] <= 512 * 512
     assert recorder.PreviewFrameNumber >= 0
+
+
+def test_a_series_split_over_data_files_through_the_controller(devices, controller):
+    recorder = proxy(devices.recorder)
+    assert recorder.QueueCapacity == 256 and recorder.QueueDepth >= 0
+    recorder.FramesPerFile = 100
+    try:
+        state = acquire(controller, frames=250, exposure=0.001, period=0.002, file="split/series.h5")
+    finally:
+        recorder.FramesPerFile = 0
+    assert state == "ON", controller.status()
+    data_files = sorted(p.name for p in (devices.data_root / "split").glob("series_data_*.h5"))
+    assert data_files == ["series_data_000001.h5", "series_data_000002.h5", "series_data_000003.h5"]
+    expected = demo_frames(devices, exposure=0.001)
+    with h5py.File(devices.data_root / "split" / "series.h5", "r") as f:
+        data = f["entry/data/data"]
+        assert data.is_virtual and data.shape == (250, 1065, 1030)
+        for n in (0, 99, 100, 199, 200, 249):
+            np.testing.assert_array_equal(data[n], expected.frame(n), err_msg=f"frame {n}")
+    error = devfailed(recorder.write_attribute, "FramesPerFile", -1)
+    assert "min" in error.desc.lower() or "below" in error.desc.lower()
