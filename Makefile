@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.photonflow-installed
 DETECTOR ?= simulator
 FRAMES ?=
 
-.PHONY: demo test bench up down panel venv clean
+.PHONY: demo test bench bench-pipeline bench-soak up down panel venv clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/recorder_bench.py
+
+bench-pipeline: $(INSTALLED)
+	$(BIN)/python benchmarks/pipeline_bench.py
+
+bench-soak: $(INSTALLED)
+	$(BIN)/python benchmarks/soak.py
 
 up: $(INSTALLED)
 	$(BIN)/photonflow up --config config/demo.yaml

@@ -271,7 +271,8 @@ class NexusFrameWriter:
                 specific[key] = value
 
     def _grow(self, frame_number: int) -> None:
-        self._capacity = (frame_number // GROWTH_FRAMES + 1) * GROWTH_FRAMES
+        # Doubling, not +64: copying ever longer arrays every 64 frames would cost O(n^2).
+        self._capacity = max(frame_number + 1, 2 * self._capacity, GROWTH_FRAMES)
         for name in ("_receive_times", "_timestamps"):
             old = getattr(self, name)
             grown = np.full(self._capacity, np.nan)
@@ -328,10 +329,11 @@ class NexusFrameWriter:
         low, high = self._dirty
         if low is None:
             return
+        extent = (self.highest_frame // GROWTH_FRAMES + 1) * GROWTH_FRAMES
         for name, values in (("receive_time", self._receive_times), ("timestamp", self._timestamps)):
             dataset = self._accounting[name]
-            if dataset.shape[0] < self._capacity:
-                dataset.resize(self._capacity, axis=0)
+            if dataset.shape[0] < extent:
+                dataset.resize(extent, axis=0)
             dataset[low : high + 1] = values[low : high + 1]
         self._dirty = [None, -1]
 

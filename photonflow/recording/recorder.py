@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
+
 from photonflow import states
 from photonflow.errors import ConfigurationError, RecordingError, StateError, StreamMessageError
 from photonflow.recording.compression import COMPRESSIONS, CompressionPipeline
@@ -148,8 +150,27 @@ class _Series:
     writer: NexusFrameWriter | None = None
     compressor: CompressionPipeline | None = None
     start: SeriesStart | None = None
-    written: set[int] = field(default_factory=set)
     ends: list[SeriesEnd] = field(default_factory=list)
+    # One byte per frame number (not a set: ~70 bytes each), so memory stays flat in long series.
+    accepted: np.ndarray = field(default_factory=lambda: np.zeros(1024, dtype=bool))
+
+    def accept(self, frame_number: int) -> bool:
+        """Mark a frame as taken; False if it already was (a duplicate)."""
+        if frame_number >= self.accepted.size:
+            grown = np.zeros(max(frame_number + 1, 2 * self.accepted.size), dtype=bool)
+            grown[: self.accepted.size] = self.accepted
+            self.accepted = grown
+        if self.accepted[frame_number]:
+            return False
+        self.accepted[frame_number] = True
+        return True
+
+    def missing_below(self, count: int) -> list[int]:
+        """Frame numbers under ``count`` that never came."""
+        taken = np.zeros(count, dtype=bool)
+        known = min(count, self.accepted.size)
+        taken[:known] = self.accepted[:known]
+        return np.flatnonzero(~taken).tolist()
 
 
 def _frame_disagreement(message, reference: SeriesStart) -> str:
@@ -308,6 +329,7 @@ class Recorder:
                 raise RecordingError(
                     f"cannot create the directory {path.parent}: {error.strerror or error}"
                 ) from None
+            self._end_previous_threads()
             receiver = self._receiver_factory(request.endpoints)
             self._series = _Series(request=request, path=path)
             self._queue = queue.Queue(self.queue_frames)
@@ -331,6 +353,15 @@ class Recorder:
             for thread in self._threads:
                 thread.start()
             return path
+
+    def _end_previous_threads(self) -> None:
+        """A receiver of the last series may still be within its poll: let it go first, or it
+        would stay connected, take frames of the new series and put them in the new queue."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+        if any(thread.is_alive() for thread in self._threads):
+            raise StateError("the previous series' threads did not end; try again, or Init the Recorder")
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop receiving; what was received is written and the file closed (within ~0.1 s)."""
@@ -391,7 +422,6 @@ class Recorder:
                 if message == _REJECTED:
                     self._reject(detail)
                 elif self._handlers[type(message)](message, detail):
-                    self._stop.set()  # the series is complete: the receiver can go
                     return
                 self._flush_if_due(series)
             self._drain_lost()
@@ -516,10 +546,9 @@ class Recorder:
             )
             return False
         self.counters.frames_received += 1
-        if message.frame_number in series.written:
+        if not series.accept(message.frame_number):
             self.counters.duplicate_frames += 1
             return False
-        series.written.add(message.frame_number)
         if series.compressor is not None:
             series.compressor.submit(message, received)
         else:
@@ -539,6 +568,7 @@ class Recorder:
         series.ends.append(message)
         if len(series.ends) < len(series.request.endpoints):
             return False  # other inputs still sending
+        self._stop.set()  # the series is complete: the receiver can go, before anyone re-arms
         reasons = {end.end_reason for end in series.ends}
         end_reason = next((r for r in ("failed", "aborted", "stopped") if r in reasons), "completed")
         self._finish(series, end_reason, series.ends)
@@ -560,10 +590,10 @@ class Recorder:
                 expected = announced if announced > 0 else highest + 1
             else:
                 expected = min(frames_sent, announced) if announced > 0 else frames_sent  # never beyond
-            missing = sorted(set(range(expected)) - series.written)
+            missing = series.missing_below(expected)
         elif series.writer is not None:
             # Ended by the operator: frames below the highest written one never came.
-            missing = sorted(set(range(series.writer.highest_frame + 1)) - series.written)
+            missing = series.missing_below(series.writer.highest_frame + 1)
         self.counters.missing_frames = len(missing)
         counts = {
             **self._live_counts(),

@@ -177,3 +177,21 @@ def test_abort_mid_series_leaves_a_file_that_opens_and_says_aborted(tmp_path, se
         assert data.shape[0] >= written
         for n in range(written):
             np.testing.assert_array_equal(data[n], frame(n))
+
+
+def test_series_armed_back_to_back_lose_nothing(tmp_path, senders):
+    """Re-arming the moment a series ends must not leave the old receiver taking frames."""
+    sender = senders()
+    recorder = Recorder(tmp_path)
+    for series_id in range(1, 6):
+        path = recorder.arm(RecordingRequest(50, series_id, sender.endpoint, f"s{series_id}.h5"))
+        send_all(sender, 50, series_id)
+        while recorder.state == states.RUNNING:
+            recorder.wait(0.001)
+        assert recorder.state == states.ON, recorder.status
+        assert recorder.counters.frames_written == 50
+        with h5py.File(path, "r") as f:
+            np.testing.assert_array_equal(f["entry/data/data"][49], frame(49))
+    recorder.wait(5)
+    alive = [t.name for t in threading.enumerate() if t.name == "recorder-receive"]
+    assert len(alive) <= 1
