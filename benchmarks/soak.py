@@ -28,8 +28,8 @@ What it measures
     25 % to 100 % is at most a tenth of the bound). ``mean_queue_depth`` (the Recorder's
     ``queue_depth`` between 10 % and 90 % of the series) shows whether the queue was full, i.e.
     whether the bound was actually reached. ``bookkeeping_mb`` estimates
-    what the Recorder keeps per frame by design (the set of written frame numbers, and the
-    ``receive_time``/``timestamp`` arrays, 8 + 8 bytes per frame) at the end of the series.
+    what the Recorder keeps per frame by design (a one-byte map of accepted frame numbers, and
+    the ``receive_time``/``timestamp`` arrays, 8 + 8 bytes per frame) at the end of the series.
 
 How to read it
     One JSON line for the case, then a summary line. MB are 10**6 bytes. A single run: the
@@ -151,22 +151,17 @@ def slope_bytes_per_frame(samples: np.ndarray, frames: int, low: float = 0.25) -
 def bookkeeping_bytes(frames: int, recorder: Recorder | None = None) -> dict:
     """What the Recorder keeps per frame by design, at the end of a series of ``frames``.
 
-    The set of written frame numbers (``_Series.written``: the hash table plus one int
-    object per frame number >= 257, CPython caches smaller ones) and the per-frame
-    ``receive_time``/``timestamp`` float64 arrays (8 + 8 bytes per frame of capacity, the
-    capacity being rounded up to 64 frames; ``_grow`` briefly holds old and new copies).
-    Measured on the Recorder's own objects when they can be reached, else rebuilt alike.
+    The map of accepted frame numbers (``_Series.accepted``: one byte per frame, grown by
+    doubling) and the per-frame ``receive_time``/``timestamp`` float64 arrays of the writer
+    (8 + 8 bytes per frame of capacity, also grown by doubling, so briefly held twice).
+    Measured on the Recorder's own objects when they can be reached, else estimated alike.
     """
-    written = None
-    if recorder is not None:
-        series = getattr(recorder, "_series", None)
-        written = getattr(series, "written", None)
-    if not isinstance(written, set) or len(written) != frames:
-        written = set(range(frames))
-    set_bytes = sys.getsizeof(written) + sum(sys.getsizeof(n) for n in written if n > 256)
-    capacity = -(-frames // 64) * 64
+    series = getattr(recorder, "_series", None) if recorder is not None else None
+    accepted = getattr(series, "accepted", None)
+    map_bytes = accepted.nbytes if accepted is not None else 1 << max(10, (frames - 1).bit_length())
+    capacity = 1 << max(6, (frames - 1).bit_length())
     arrays_bytes = 2 * 8 * capacity
-    return {"set_bytes": set_bytes, "arrays_bytes": arrays_bytes, "grow_transient_bytes": arrays_bytes}
+    return {"set_bytes": map_bytes, "arrays_bytes": arrays_bytes, "grow_transient_bytes": arrays_bytes}
 
 
 # ---------------------------------------------------------------------------- checks
@@ -303,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             "mean_queue_depth": round(float(middle[:, 3].mean()), 1) if len(middle) else None,
             "queue_frames": args.queue_frames,
             "bookkeeping_mb": round(bookkeeping_total / MB, 2),
-            "bookkeeping_written_set_mb": round(bookkeeping["set_bytes"] / MB, 2),
+            "bookkeeping_accepted_map_mb": round(bookkeeping["set_bytes"] / MB, 2),
             "bookkeeping_arrays_mb": round(bookkeeping["arrays_bytes"] / MB, 2),
             "bookkeeping_share_of_growth": round(bookkeeping_total / growth, 3) if growth > 0 else None,
             "bookkeeping_bytes_per_frame": round(bookkeeping_total / frames, 1),
