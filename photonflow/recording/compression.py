@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Callable
 
 from photonflow.stream import bslz4
 from photonflow.stream.stins import DataMessage

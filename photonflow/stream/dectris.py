@@ -97,6 +97,7 @@ from photonflow.errors import StreamMessageError
 from photonflow.stream import bslz4
 from photonflow.stream.stins import (
     BSLZ4,
+    check_frame_payload,
     PIXEL_TYPES,
     RAW,
     UNKNOWN,
@@ -421,12 +422,6 @@ def _unmap_detector(detector: dict[str, Any] | None, table: Sequence[tuple[str, 
     return fields
 
 
-def _check_raw_size(payload: memoryview, shape: tuple[int, int], dtype: str, where: str) -> None:
-    expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
-    if payload.nbytes != expected:
-        _fail(f"{where}: raw frame has {payload.nbytes} bytes; {list(shape)} of {dtype} needs {expected}")
-
-
 # ---------------------------------------------------------------------------------------------
 # Stream v2 (CBOR)
 
@@ -537,7 +532,7 @@ def _v2_frame(array: Any, where: str) -> tuple[tuple[int, int], str, str, memory
         _fail(f"{where}: pixels are {name}; photonflow takes {', '.join(PIXEL_TYPES)}, little-endian")
     content = typed.value
     if isinstance(content, memoryview):
-        _check_raw_size(content, shape, dtype, where)
+        check_frame_payload(content, shape, dtype, RAW, where)
         return shape, dtype, RAW, content
     if not isinstance(content, Tag) or content.number != _DECTRIS_COMPRESSION:
         _fail(f"{where}: typed array must hold a byte string or a compressed one (tag 56500), got {_show(content)}")
@@ -911,13 +906,7 @@ def _v1_image(header: dict, parts: Sequence[Any]) -> DataMessage:
     size = _field(description, "size", "unsigned", where)
     if payload.nbytes != size:
         _fail(f"{where}: data part has {payload.nbytes} bytes, dimage_d 'size' says {size}")
-    if encoding == RAW:
-        _check_raw_size(payload, shape, dtype, where)
-    else:
-        try:
-            bslz4.check_header(payload, shape, dtype)
-        except StreamMessageError as error:
-            _fail(f"{where}: {error}")
+    check_frame_payload(payload, shape, dtype, encoding, where)
     times = _json_part(parts, 3, IMAGE_TIMES, where)
     for key in ("start_time", "stop_time", "real_time"):
         _field(times, key, "number", f"{where} dconfig-1.0")

@@ -39,12 +39,11 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from photonflow.errors import StreamMessageError
-from photonflow.stream import bslz4
 from photonflow.stream.stins import (
     BSLZ4,
+    check_frame_payload,
     PIXEL_TYPES,
     RAW,
     UNKNOWN,
@@ -155,15 +154,7 @@ def _image(header: dict, parts: Sequence[Any]) -> DataMessage:
     encoding = COMPRESSIONS[compression]
     payload = _as_bytes(parts[1])
     shape = (shape[0], shape[1])
-    if encoding == BSLZ4:
-        try:
-            bslz4.check_header(payload, shape, dtype)
-        except StreamMessageError as error:
-            _fail(f"{where}: {error}")
-    else:
-        expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
-        if payload.nbytes != expected:
-            _fail(f"{where}: raw frame has {payload.nbytes} bytes; {list(shape)} of {dtype} needs {expected}")
+    check_frame_payload(payload, shape, dtype, encoding, where)
     return DataMessage(
         message_id=message_id,
         series_id=UNKNOWN,

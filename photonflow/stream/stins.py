@@ -284,6 +284,20 @@ def _parse_header(raw: Any) -> dict:
     return header
 
 
+def check_frame_payload(payload: memoryview, shape: Sequence[int], dtype: str, encoding: str, where: str) -> None:
+    """A frame's bytes must fit its description, whatever protocol carried it: a raw frame
+    has exactly rows x columns x itemsize bytes; a bslz4 one says so in its 12-byte header."""
+    if encoding == BSLZ4:  # compressed: its size says nothing, its header must fit the frame
+        try:
+            bslz4.check_header(payload, shape, dtype)
+        except StreamMessageError as error:
+            _fail(f"{where}: {error}")
+        return
+    expected = shape[0] * shape[1] * _ITEM_SIZES[dtype]
+    if payload.nbytes != expected:
+        _fail(f"{where}: raw frame has {payload.nbytes} bytes; {list(shape)} of {dtype} needs {expected}")
+
+
 def decode(parts: Sequence[Any]) -> StinsMessage:
     """Validate and decode the ZeroMQ parts of one message.
 
@@ -331,15 +345,7 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
         _fail(f"'timestamp' must be a number of seconds, got {timestamp!r}")
     payload = parts[1]
     payload = payload.buffer if hasattr(payload, "buffer") else memoryview(payload)
-    if encoding == BSLZ4:  # compressed: its size says nothing, its header must fit the frame
-        bslz4.check_header(payload, shape, dtype)
-    else:
-        expected_bytes = shape[0] * shape[1] * _ITEM_SIZES[dtype]
-        if payload.nbytes != expected_bytes:
-            _fail(
-                f"frame payload has {payload.nbytes} bytes; shape {list(shape)} of {dtype} "
-                f"needs {expected_bytes}"
-            )
+    check_frame_payload(payload, shape, dtype, encoding, "frame")
     return DataMessage(
         frame_number=_integer(header, "frame_number"),
         shape=shape,

@@ -62,7 +62,7 @@ def good_data_header(**changes):
         ([good_data_header(message_id=-1), bytes(8)], "'message_id' must be an integer >= 0"),
         ([good_data_header(custom=1), bytes(8)], "unknown key(s) custom"),
         ([good_data_header()], "must have 2 part(s)"),
-        ([good_data_header(), bytes(7)], "payload has 7 bytes"),
+        ([good_data_header(), bytes(7)], "raw frame has 7 bytes"),
         ([good_data_header(shape=[2]), bytes(8)], "'shape' must be [rows, columns]"),
         ([good_data_header(dtype="complex64"), bytes(8)], "'dtype' must be one of"),
         ([good_data_header(timestamp="noon"), bytes(8)], "'timestamp' must be a number"),
