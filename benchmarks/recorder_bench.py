@@ -1,45 +1,78 @@
 """Recorder throughput: a STINS stream in, an HDF5/NeXus file out, against a bare h5py loop.
 
 What it measures
-    ``recorder_<H>x<W>_uint16``: a producer in another process (multiprocessing, spawn)
-    pre-generates 16 distinct simulated diffraction frames, binds a ``StreamSender`` on
-    ``tcp://127.0.0.1:*`` and, on a go signal, sends series_start, N data messages (the 16
-    frames cycled) and series_end with the STINS encoder. This process has armed a
-    ``Recorder`` on that endpoint; the clock runs from the go until ``Recorder.wait()``
-    returns, i.e. until the recorder's thread has closed the file. Outside the clock the
-    run is checked: all N frames written, none missing, none rejected, and a few frames
-    read back from the file equal the bytes that were sent.
+    A list of cases (``CASES``), each a frame shape and pixel type, a stream encoding
+    (``raw`` or ``bslz4``), a number of frames per run, durable (fsync) or not, and the
+    ratio it must reach (or none: informational). Every case has two sides:
 
-    ``bare_h5py_<H>x<W>_uint16``: the same N frames (the same bytes, from memory) written by
-    a plain loop: ``h5py.File``, ``create_dataset`` with chunks (1, H, W),
-    ``dset.id.write_direct_chunk`` per frame, close. This is the ceiling for "frames into
-    an HDF5 file" on this machine and file system.
+    ``recorder_<case>``: a producer in another process (multiprocessing, spawn) makes 16
+    distinct simulated diffraction frames, and for ``bslz4`` compresses each of them once
+    with ``photonflow.stream.bslz4.compress`` (all outside the clock). For every run it
+    binds a ``StreamSender`` on ``tcp://127.0.0.1:*`` and, on a go signal, sends
+    series_start, N data messages (the 16 payloads cycled; bslz4 ones as STINS
+    ``encoding="bslz4"`` payloads, the bytes as they are) and series_end. This process has
+    armed a ``Recorder`` (``photonflow.recording.recorder``) on that endpoint; the clock
+    runs from the go until ``Recorder.wait()`` returns, i.e. until the recorder's thread
+    has closed the file (and fsynced it, for durable cases). A bslz4 series is written as
+    it comes, no recompression: the Recorder creates its dataset with the bitshuffle
+    filter and writes each payload as a chunk.
 
-    Each shape runs twice. The headline cases (no suffix) time until the file is *on
-    disk*: the Recorder fsyncs every file it closes (a series it reports written survives
-    a power cut), and the bare loop fsyncs too. The ``_page_cache`` cases skip the fsync
-    on both sides and time until the data is in the page cache only; on this 2-core VM
-    that shows the CPU cost of the two loopback TCP copies the stream adds, which the
-    bare loop does not pay (the producer shares the two cores with the Recorder).
+    ``bare_h5py_<case>``: the same N payloads (the same bytes, from memory) written by a
+    plain loop: ``h5py.File``, ``create_dataset`` with chunks (1, H, W) (for bslz4 with
+    ``compression=hdf5plugin.Bitshuffle(nelems=0, cname="lz4")``),
+    ``dset.id.write_direct_chunk`` per frame, close, then fsync for durable cases. This is
+    the ceiling for "these chunks into an HDF5 file" on this machine and file system.
+
+    Durable cases (no suffix) time until the file is *on disk*: the Recorder fsyncs every
+    file it closes (a series it reports written survives a power cut), and the bare loop
+    fsyncs too. ``_page_cache`` skips the fsync on both sides and times until the data is
+    in the page cache only; on this 2-core VM that shows the CPU cost of the loopback TCP
+    copies the stream adds, which the bare loop does not pay.
+
+    The cases: ``1065x1030_uint16`` (raw, durable), ``1065x1030_uint16_page_cache``
+    (informational), ``2162x2068_uint32`` (raw, durable: Eiger 4M geometry, 17.9 MB frames,
+    150 per run = 2.7 GB), ``1065x1030_uint16_bslz4`` (durable; ~0.4 MB chunks, ~5.5x
+    smaller than the frame) and ``256x256_uint16`` (raw, durable, informational: the
+    per-frame cost, with 10000 small frames).
+
+    Every run is checked outside the clock: the Recorder wrote all N frames, none missing,
+    duplicated or rejected, state ON; both files hold (N, H, W); sampled frames read back
+    through h5py (hdf5plugin loaded, so bslz4 chunks are decompressed by the HDF5 filter)
+    equal the original uncompressed frames; for bslz4 the on-disk chunk
+    (``dset.id.read_direct_chunk``) is byte for byte the payload that was sent.
 
 How to read it
-    One JSON line per case. ``seconds`` is the best (minimum) of ``--repeats`` timed runs
-    (``statistic`` says so; ``runs_seconds`` lists them all), after one untimed warm-up run
-    per case. ``ratio`` is the recorder's frames per second over the bare loop's for the
-    same frame shape (1.0 for the bare loop itself): 1.0 means streaming and bookkeeping
-    cost nothing on top of the HDF5 writes. The last line is the summary for the
-    1065x1030 uint16 frame: ``ratio`` (durable, the target being >= 0.8) and
-    ``ratio_page_cache``.
+    One JSON line per side and case. ``seconds`` is the best (minimum) of the timed runs
+    (``statistic`` says how many, after one untimed warm-up run per side; the 2162x2068
+    case does fewer, ``--big-repeats``, to keep the whole bench under ~4 minutes),
+    ``runs_seconds`` lists them all. ``ratio`` is the recorder's frames per second over the
+    bare loop's for the same case (1.0 for the bare loop itself): 1.0 means streaming and
+    bookkeeping cost nothing on top of the HDF5 writes. ``gb_per_s`` counts the bytes
+    written (the compressed chunks for bslz4), ``uncompressed_gb_per_s`` the frames they
+    hold. ``cpu_seconds`` is the CPU time (user + system, from ``/proc``) of the best run:
+    for the recorder side split into the producer process (its Python send loop and its
+    ZeroMQ I/O thread) and this process (ZeroMQ's receiving I/O thread, and the rest: the
+    Recorder's receive and write threads); ``cpu_cores`` is its total over ``seconds``.
+    ``target_ratio`` is the ratio the case must reach (null: informational) and ``met``
+    whether it did (null without a target); ``targets`` names the issue behind each target.
+
+    The targets: issue 2 asked ratio >= 0.8 for 1065x1030 uint16 (durable); issue 3 asks
+    >= 0.9 for 1065x1030 uint16 raw, 2162x2068 uint32 raw and 1065x1030 uint16 bslz4 (all
+    durable). The last line is the summary: every target with its case, ratio and
+    ``met``, then ``all_met``, and the informational ratios.
 
 Fairness: all cases write into the same directory (a temporary directory inside
-``--dir``, removed at the end) and no case reads a file another case wrote. Cases run
-interleaved, their order alternating from one repeat to the next, and each run's file
-is deleted just before the next run starts its clock (see ScratchDirectory for why).
-Timings on a small VM are noisy (runs 2-4 times slower than usual come and go with the
-host's memory management), hence the best of several runs; ``runs_seconds`` shows the
-spread. On a 2-core machine the recorder case shares the cores between the producer
-(its kernel TCP send), ZeroMQ's receiving I/O thread and the recorder's thread, while
-the bare loop has a core to itself: the ratio includes that cost.
+``--dir``, removed at the end) and no case reads a file another case wrote. The two sides
+of a case run interleaved, their order alternating from one repeat to the next, and each
+run's file is deleted just before the next run starts its clock (see ScratchDirectory for
+why). Timings on a small VM are noisy (runs 2-4 times slower than usual come and go with
+the host's memory management, and other processes may share the cores), hence the best of
+several runs; ``runs_seconds`` shows the spread. On a 2-core machine the recorder side
+shares the cores between the producer (its kernel TCP send), ZeroMQ's receiving I/O thread
+and the Recorder's threads, while the bare loop has a core to itself: the ratio includes
+that cost.
+
+Run:  .venv/bin/python benchmarks/recorder_bench.py [--repeats 5] [--cases NAME ...]
 """
 
 from __future__ import annotations
@@ -53,27 +86,82 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import hdf5plugin
 import numpy as np
 
 from photonflow import states
 from photonflow.recording.nexus_writer import make_durable
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.stream import bslz4
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
 
-TARGET_RATIO = 0.8
-TARGET_SHAPE = (1065, 1030)
-SMALL_SHAPE = (256, 256)
-DTYPE = "uint16"
 DISTINCT_FRAMES = 16
 SPOT_CHECKS = 6
 RECORD_TIMEOUT_S = 300.0
 DETECTOR = {"name": "bench", "model": "DiffractionFrames", "description": "simulated diffraction frames"}
+DATA_PATH = f"entry/instrument/{DETECTOR['name']}/data"
+RAW, BSLZ4 = "raw", "bslz4"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class Target:
+    ratio: float
+    issue: int
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: what is streamed and written, how often, and what it must reach."""
+
+    shape: tuple[int, int]
+    dtype: str
+    encoding: str  # RAW or BSLZ4: how the producer sends the frames (and the file stores them)
+    frames: int  # per run
+    durable: bool  # fsync the file before the clock stops
+    targets: tuple[Target, ...] = ()  # empty: informational
+    repeats: int = 0  # timed runs; 0: --repeats
+
+    @property
+    def name(self) -> str:
+        suffix = ("_bslz4" if self.encoding == BSLZ4 else "") + ("" if self.durable else "_page_cache")
+        return frame_label(self.shape, self.dtype) + suffix
+
+    @property
+    def target_ratio(self) -> float | None:
+        """The strictest target, the one ``met`` is about."""
+        return max((t.ratio for t in self.targets), default=None)
+
+
+def frame_label(shape: tuple[int, int], dtype: str) -> str:
+    return f"{shape[0]}x{shape[1]}_{dtype}"
+
+
+def make_cases(args: argparse.Namespace) -> list[Case]:
+    detector_1m, eiger_4m, small = (1065, 1030), (2162, 2068), (256, 256)
+    cases = [
+        Case(detector_1m, "uint16", RAW, args.frames, True, (Target(0.8, 2), Target(0.9, 3))),
+        Case(detector_1m, "uint16", RAW, args.frames, False),
+        Case(eiger_4m, "uint32", RAW, args.big_frames, True, (Target(0.9, 3),), repeats=args.big_repeats),
+        Case(detector_1m, "uint16", BSLZ4, args.bslz4_frames, True, (Target(0.9, 3),)),
+        Case(small, "uint16", RAW, args.small_frames, True),
+    ]
+    cases = [case for case in cases if case.frames > 0]
+    if args.cases:
+        unknown = set(args.cases) - {case.name for case in cases}
+        if unknown:
+            raise SystemExit(f"unknown case(s) {', '.join(sorted(unknown))}; known: {', '.join(c.name for c in cases)}")
+        cases = [case for case in cases if case.name in args.cases]
+    return cases
 
 
 # ---------------------------------------------------------------------------- frames
@@ -85,29 +173,32 @@ def make_frames(shape: tuple[int, int], dtype: str, count: int = DISTINCT_FRAMES
     return [frames.frame(n) for n in range(count)]
 
 
-def digest(frames: list[np.ndarray]) -> str:
-    """A fingerprint of the frame bytes, to prove both processes hold the same frames."""
+def make_payloads(frames: list[np.ndarray], encoding: str) -> list:
+    """What goes on the wire and into the chunks: the frames themselves, or their bslz4 chunks."""
+    if encoding == BSLZ4:
+        return [bslz4.compress(frame) for frame in frames]
+    return frames
+
+
+def digest(payloads: list) -> str:
+    """A fingerprint of the payload bytes, to prove both processes hold the same payloads."""
     h = hashlib.sha256()
-    for frame in frames:
-        h.update(frame.tobytes())
+    for payload in payloads:
+        h.update(memoryview(payload).cast("B"))
     return h.hexdigest()
-
-
-def frame_label(shape: tuple[int, int], dtype: str) -> str:
-    return f"{shape[0]}x{shape[1]}_{dtype}"
 
 
 # ---------------------------------------------------------------------------- producer
 
 
-def producer_main(conn, shape: tuple[int, int], dtype: str) -> None:
-    """The producer process: make frames once, then serve one series per request.
+def producer_main(conn, shape: tuple[int, int], dtype: str, encoding: str) -> None:
+    """The producer process: make (and compress) the frames once, then serve one series per request.
 
     Protocol over ``conn``: ("series", count, series_id) -> replies ("bound", endpoint),
     waits for "go", sends the series, replies ("sent", seconds); ("quit",) ends it.
     """
-    frames = make_frames(shape, dtype)
-    conn.send(("ready", digest(frames)))
+    payloads = make_payloads(make_frames(shape, dtype), encoding)
+    conn.send(("ready", digest(payloads)))
     while True:
         request = conn.recv()
         if request[0] == "quit":
@@ -119,35 +210,48 @@ def producer_main(conn, shape: tuple[int, int], dtype: str) -> None:
             if conn.recv() != "go":
                 return
             start = time.perf_counter()
-            send_series(sender, frames, count, series_id)
+            send_series(sender, payloads, shape, dtype, encoding, count, series_id)
             conn.send(("sent", time.perf_counter() - start))
         finally:
             sender.close()
 
 
-def send_series(sender: StreamSender, frames: list[np.ndarray], count: int, series_id: int) -> None:
+def send_series(
+    sender: StreamSender, payloads: list, shape: tuple[int, int], dtype: str, encoding: str, count: int,
+    series_id: int,
+) -> None:
     encoder = StinsEncoder()
-    shape, dtype = frames[0].shape, frames[0].dtype.name
-    sender.send(encoder.series_start(series_id, count, shape, dtype, DETECTOR))
-    for n in range(count):
-        sender.send(encoder.data(series_id, n, frames[n % len(frames)], time.time()))
+    sender.send(encoder.series_start(series_id, count, shape, dtype, DETECTOR, encoding=encoding))
+    if encoding == BSLZ4:  # precompressed bytes: the encoder takes them as they are
+        for n in range(count):
+            sender.send(
+                encoder.data(series_id, n, payloads[n % len(payloads)], time.time(), encoding, shape, dtype)
+            )
+    else:
+        for n in range(count):
+            sender.send(encoder.data(series_id, n, payloads[n % len(payloads)], time.time()))
     sender.send(encoder.series_end(series_id, count, count))
 
 
 class Producer:
-    """This process's handle on a producer process for one frame shape."""
+    """This process's handle on a producer process for one kind of frame."""
 
-    def __init__(self, shape: tuple[int, int], dtype: str):
+    def __init__(self, shape: tuple[int, int], dtype: str, encoding: str):
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
-            target=producer_main, args=(child_conn, shape, dtype), name=f"producer-{frame_label(shape, dtype)}"
+            target=producer_main, args=(child_conn, shape, dtype, encoding),
+            name=f"producer-{frame_label(shape, dtype)}-{encoding}",
         )
         self._process.start()
         child_conn.close()
 
-    def frames_digest(self) -> str:
-        """Wait until the producer has made its frames; returns their fingerprint."""
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def payloads_digest(self) -> str:
+        """Wait until the producer has made its payloads; returns their fingerprint."""
         return self._expect("ready")
 
     def _expect(self, what: str, timeout: float = RECORD_TIMEOUT_S):
@@ -181,7 +285,59 @@ class Producer:
             self._process.join()
 
 
-# ---------------------------------------------------------------------------- cases
+@dataclass
+class FrameSet:
+    """One kind of frame, in this process and in its producer process."""
+
+    frames: list[np.ndarray]  # uncompressed, to compare with what the files hold
+    payloads: list  # what is sent and written: the frames, or their bslz4 chunks
+    chunks: list[bytes]  # the payloads as bytes, for the bare loop and the chunk checks
+    producer: Producer
+
+
+def frame_set(case: Case, cache: dict) -> FrameSet:
+    """The frames of ``case`` and a producer serving them; shared by cases that send the same."""
+    key = (case.shape, case.dtype, case.encoding)
+    if key not in cache:
+        producer = Producer(case.shape, case.dtype, case.encoding)  # makes its frames while we make ours
+        frames = make_frames(case.shape, case.dtype)
+        payloads = make_payloads(frames, case.encoding)
+        cache[key] = FrameSet(frames, payloads, [bytes(memoryview(p).cast("B")) for p in payloads], producer)
+        if producer.payloads_digest() != digest(payloads):
+            raise RuntimeError(f"the producer's {case.name} payloads differ from this process's")
+    return cache[key]
+
+
+# ---------------------------------------------------------------------------- CPU time
+
+
+def cpu_times(pid: int | str) -> tuple[float, float]:
+    """(all threads, ZeroMQ I/O threads) CPU seconds (user + system) of a process so far.
+
+    A process's own stat counts its exited threads too; the ZeroMQ I/O threads live as
+    long as the ZeroMQ context, so their per-thread stats span the run.
+    """
+    def seconds(stat_path: Path) -> float:
+        fields = stat_path.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+    base = Path(f"/proc/{pid}")
+    total = seconds(base / "stat")
+    zmq_io = 0.0
+    for task in (base / "task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("ZMQbg/IO"):
+                zmq_io += seconds(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            pass
+    return total, zmq_io
+
+
+def cpu_delta(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    return after[0] - before[0], after[1] - before[1]
+
+
+# ---------------------------------------------------------------------------- runs
 
 
 class ScratchDirectory:
@@ -208,49 +364,96 @@ class ScratchDirectory:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def run_recorder(
-    producer: Producer, frames: list[np.ndarray], count: int, scratch: ScratchDirectory, series_id: int,
-    durable: bool,
-) -> float:
-    """One timed recorder run: go -> file closed (and on disk if ``durable``). Verifies the file."""
-    name = f"recorder_{frame_label(frames[0].shape, frames[0].dtype.name)}_{series_id}.h5"
-    recorder = Recorder(scratch.directory, durable=durable)
-    endpoint = producer.bind(count, series_id)
-    path = recorder.arm(RecordingRequest(count, series_id, endpoint, name))
+@dataclass
+class Run:
+    seconds: float
+    cpu_seconds: dict[str, float]
+
+
+def run_recorder(case: Case, frames: FrameSet, scratch: ScratchDirectory, series_id: int) -> Run:
+    """One timed recorder run: go -> file closed (and on disk if durable). Verifies the file."""
+    name = f"recorder_{case.name}_{series_id}.h5"
+    recorder = Recorder(scratch.directory, durable=case.durable)
+    endpoint = frames.producer.bind(case.frames, series_id)
+    path = recorder.arm(RecordingRequest(case.frames, series_id, endpoint, name))
     scratch.start_run(path)
+    ours, theirs = cpu_times("self"), cpu_times(frames.producer.pid)
     start = time.perf_counter()
-    producer.go()
+    frames.producer.go()
     finished = recorder.wait(RECORD_TIMEOUT_S)
     seconds = time.perf_counter() - start
     if not finished:
         recorder.abort()
-        raise RuntimeError(f"the recorder did not finish {count} frames within {RECORD_TIMEOUT_S} s")
-    producer.wait_sent()
-    verify_recording(recorder, path, frames, count)
-    return seconds
+        raise RuntimeError(f"the recorder did not finish {case.frames} frames within {RECORD_TIMEOUT_S} s")
+    frames.producer.wait_sent()
+    (ours_total, ours_zmq) = cpu_delta(ours, cpu_times("self"))
+    (theirs_total, theirs_zmq) = cpu_delta(theirs, cpu_times(frames.producer.pid))
+    verify_recorder(recorder, case)
+    verify_file(path, DATA_PATH, case, frames)
+    cpu = {
+        "producer_python": theirs_total - theirs_zmq,
+        "producer_zmq_io": theirs_zmq,
+        "recorder_zmq_io": ours_zmq,
+        "recorder_threads": ours_total - ours_zmq,
+    }
+    return Run(seconds, cpu)
 
 
-def verify_recording(recorder: Recorder, path: Path, frames: list[np.ndarray], count: int) -> None:
-    """All frames written, none missing or rejected, and sampled frames equal what was sent."""
+def run_bare(case: Case, frames: FrameSet, scratch: ScratchDirectory, run: int) -> Run:
+    """One timed bare h5py run: create, write every chunk directly, close (then fsync if durable)."""
+    path = scratch.directory / f"bare_{case.name}_{run}.h5"
+    chunks = frames.chunks
+    filters = hdf5plugin.Bitshuffle(nelems=0, cname="lz4") if case.encoding == BSLZ4 else {}
+    scratch.start_run(path)
+    before = cpu_times("self")
+    start = time.perf_counter()
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset(
+            "data", shape=(case.frames, *case.shape), chunks=(1, *case.shape), dtype=case.dtype, **filters
+        )
+        write_chunk = dset.id.write_direct_chunk
+        for i in range(case.frames):
+            write_chunk((i, 0, 0), chunks[i % len(chunks)])
+    if case.durable:
+        make_durable(path)
+    seconds = time.perf_counter() - start
+    total, _ = cpu_delta(before, cpu_times("self"))
+    verify_file(path, "data", case, frames)
+    return Run(seconds, {"bare_loop": total})
+
+
+def verify_recorder(recorder: Recorder, case: Case) -> None:
+    """All frames received and written, none missing, duplicated or rejected."""
     c = recorder.counters
     problems = []
     if recorder.state != states.ON:
         problems.append(f"state {recorder.state}: {recorder.status}")
-    if (c.frames_received, c.frames_written) != (count, count):
-        problems.append(f"received {c.frames_received}, written {c.frames_written}, expected {count}")
+    if (c.frames_received, c.frames_written) != (case.frames, case.frames):
+        problems.append(f"received {c.frames_received}, written {c.frames_written}, expected {case.frames}")
     if c.missing_frames or c.duplicate_frames or c.messages_rejected:
-        problems.append(
-            f"missing {c.missing_frames}, duplicate {c.duplicate_frames}, rejected {c.messages_rejected}"
-        )
-    with h5py.File(path, "r") as f:
-        data = f[f"entry/instrument/{DETECTOR['name']}/data"]
-        if data.shape != (count, *frames[0].shape):
-            problems.append(f"dataset shape {data.shape}, expected {(count, *frames[0].shape)}")
-        for n in spot_check_indices(count):
-            if not np.array_equal(data[n], frames[n % len(frames)]):
-                problems.append(f"frame {n} in the file differs from the frame sent")
+        problems.append(f"missing {c.missing_frames}, duplicate {c.duplicate_frames}, rejected {c.messages_rejected}")
     if problems:
-        raise RuntimeError(f"recording {path} is wrong: " + "; ".join(problems))
+        raise RuntimeError(f"recorder_{case.name}: " + "; ".join(problems))
+
+
+def verify_file(path: Path, dataset: str, case: Case, frames: FrameSet) -> None:
+    """Shape right, sampled frames equal the originals, bslz4 chunks byte-identical to the payloads."""
+    problems = []
+    count = case.frames
+    with h5py.File(path, "r") as f:
+        data = f[dataset]
+        if data.shape != (count, *case.shape):
+            problems.append(f"dataset shape {data.shape}, expected {(count, *case.shape)}")
+        for n in spot_check_indices(count):
+            k = n % len(frames.frames)
+            if not np.array_equal(data[n], frames.frames[k]):
+                problems.append(f"frame {n} read back differs from the frame sent")
+            if case.encoding == BSLZ4:
+                mask, chunk = data.id.read_direct_chunk((n, 0, 0))
+                if mask != 0 or chunk != frames.chunks[k]:
+                    problems.append(f"chunk {n} on disk (filter mask {mask}) is not the payload sent")
+    if problems:
+        raise RuntimeError(f"{path} is wrong: " + "; ".join(problems))
 
 
 def spot_check_indices(count: int) -> list[int]:
@@ -259,56 +462,56 @@ def spot_check_indices(count: int) -> list[int]:
     return sorted(n for n in picks if 0 <= n < count)
 
 
-def run_bare(
-    chunks: list[bytes], shape: tuple[int, int], dtype: str, count: int, scratch: ScratchDirectory, run: int,
-    durable: bool,
-) -> float:
-    """One timed bare h5py run: create, write every chunk directly, close (then fsync if ``durable``)."""
-    path = scratch.directory / f"bare_{frame_label(shape, dtype)}_{run}.h5"
-    scratch.start_run(path)
-    start = time.perf_counter()
-    with h5py.File(path, "w") as f:
-        dset = f.create_dataset("data", shape=(count, *shape), chunks=(1, *shape), dtype=dtype)
-        write_chunk = dset.id.write_direct_chunk
-        for i in range(count):
-            write_chunk((i, 0, 0), chunks[i % len(chunks)])
-    if durable:
-        make_durable(path)
-    return time.perf_counter() - start
-
-
 # ---------------------------------------------------------------------------- reporting
 
 
 @dataclass
-class CaseResult:
-    case: str
-    frames: int
-    shape: tuple[int, int]
-    dtype: str
-    runs_seconds: list[float]
+class Side:
+    case: Case
+    side: str  # "bare_h5py" or "recorder"
+    statistic: str
+    chunk_bytes: float  # mean bytes written per frame
+    runs: list[Run] = field(default_factory=list)
 
     @property
-    def seconds(self) -> float:
-        return min(self.runs_seconds)
+    def name(self) -> str:
+        return f"{self.side}_{self.case.name}"
+
+    @property
+    def best(self) -> Run:
+        return min(self.runs, key=lambda run: run.seconds)
 
     @property
     def frames_per_s(self) -> float:
-        return self.frames / self.seconds
+        return self.case.frames / self.best.seconds
 
-    def line(self, baseline: CaseResult) -> dict:
-        frame_bytes = self.shape[0] * self.shape[1] * np.dtype(self.dtype).itemsize
+    def line(self, baseline: Side) -> dict:
+        case, best = self.case, self.best
+        frame_bytes = case.shape[0] * case.shape[1] * np.dtype(case.dtype).itemsize
+        ratio = self.frames_per_s / baseline.frames_per_s
+        targeted = self.side == "recorder" and case.targets
+        cpu_total = sum(best.cpu_seconds.values())
         return {
-            "case": self.case,
-            "frames": self.frames,
-            "frame_shape": list(self.shape),
-            "dtype": self.dtype,
-            "seconds": round(self.seconds, 4),
+            "case": self.name,
+            "frames": case.frames,
+            "frame_shape": list(case.shape),
+            "dtype": case.dtype,
+            "encoding": case.encoding,
+            "durable": case.durable,
+            "seconds": round(best.seconds, 4),
             "frames_per_s": round(self.frames_per_s, 1),
-            "gb_per_s": round(self.frames * frame_bytes / self.seconds / 1e9, 3),
-            "ratio": round(self.frames_per_s / baseline.frames_per_s, 3),
-            "statistic": f"best of {len(self.runs_seconds)} (after 1 warm-up)",
-            "runs_seconds": [round(s, 4) for s in self.runs_seconds],
+            "gb_per_s": round(case.frames * self.chunk_bytes / best.seconds / 1e9, 3),
+            "uncompressed_gb_per_s": round(case.frames * frame_bytes / best.seconds / 1e9, 3),
+            "ratio": round(ratio, 3),
+            "target_ratio": case.target_ratio if targeted else None,
+            "met": ratio >= case.target_ratio if targeted else None,
+            "targets": [
+                {"issue": t.issue, "target_ratio": t.ratio, "met": ratio >= t.ratio} for t in case.targets
+            ] if targeted else [],
+            "statistic": self.statistic,
+            "runs_seconds": [round(run.seconds, 4) for run in self.runs],
+            "cpu_seconds": {key: round(value, 2) for key, value in best.cpu_seconds.items()},
+            "cpu_cores": round(cpu_total / best.seconds, 2),
         }
 
 
@@ -319,85 +522,95 @@ def emit(line: dict) -> None:
 # ---------------------------------------------------------------------------- main
 
 
-def benchmark_shape(
-    shape: tuple[int, int], count: int, repeats: int, scratch: ScratchDirectory, first_series: int, durable: bool
-) -> tuple[CaseResult, CaseResult]:
-    """Bare and recorder cases for one frame shape, interleaved, alternating their order."""
-    producer = Producer(shape, DTYPE)  # makes its frames while this process makes the same
-    try:
-        frames = make_frames(shape, DTYPE)
-        chunks = [frame.tobytes() for frame in frames]
-        if producer.frames_digest() != digest(frames):
-            raise RuntimeError("the producer's frames differ from this process's frames")
-        label = frame_label(shape, DTYPE) + ("" if durable else "_page_cache")
-        bare = CaseResult(f"bare_h5py_{label}", count, shape, DTYPE, [])
-        recorder = CaseResult(f"recorder_{label}", count, shape, DTYPE, [])
-        series_id = first_series
-        for run in range(repeats + 1):  # run 0 is the warm-up
-            order = ("bare", "recorder") if run % 2 == 0 else ("recorder", "bare")
-            for case in order:
-                if case == "bare":
-                    seconds = run_bare(chunks, shape, DTYPE, count, scratch, run, durable)
-                    target = bare
-                else:
-                    seconds = run_recorder(producer, frames, count, scratch, series_id, durable)
-                    series_id += 1
-                    target = recorder
-                if run > 0:
-                    target.runs_seconds.append(seconds)
-        return bare, recorder
-    finally:
-        producer.close()
+def benchmark_case(
+    case: Case, repeats: int, scratch: ScratchDirectory, first_series: int, cache: dict
+) -> tuple[Side, Side]:
+    """Bare and recorder sides of one case, interleaved, alternating their order."""
+    frames = frame_set(case, cache)
+    statistic = f"best of {repeats} (after 1 warm-up)"
+    if case.repeats:  # the big case: its own, smaller, number of runs
+        gigabytes = case.frames * case.shape[0] * case.shape[1] * np.dtype(case.dtype).itemsize / 1e9
+        statistic += f"; --big-repeats, not --repeats: {gigabytes:.1f} GB per run"
+    chunk_bytes = float(np.mean([len(chunk) for chunk in frames.chunks]))
+    bare = Side(case, "bare_h5py", statistic, chunk_bytes)
+    recorder = Side(case, "recorder", statistic, chunk_bytes)
+    series_id = first_series
+    for run in range(repeats + 1):  # run 0 is the warm-up
+        order = ("bare", "recorder") if run % 2 == 0 else ("recorder", "bare")
+        for side in order:
+            if side == "bare":
+                result, target = run_bare(case, frames, scratch, run), bare
+            else:
+                result, target = run_recorder(case, frames, scratch, series_id), recorder
+                series_id += 1
+            if run > 0:
+                target.runs.append(result)
+    return bare, recorder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=1000, help="frames per run for 1065x1030 (default 1000)")
+    parser.add_argument("--frames", type=int, default=1000, help="frames per run, 1065x1030 raw cases (default 1000)")
+    parser.add_argument("--big-frames", type=int, default=150, help="frames per run, 2162x2068 uint32; 0 skips it (default 150)")
     parser.add_argument(
-        "--small-frames", type=int, default=10000, help="frames per run for 256x256; 0 skips that case (default 10000)"
+        "--big-repeats", type=int, default=3, help="timed runs of the 2162x2068 case, after one warm-up (default 3)"
+    )
+    parser.add_argument(
+        "--bslz4-frames", type=int, default=2000, help="frames per run, 1065x1030 bslz4; 0 skips it (default 2000)"
+    )
+    parser.add_argument(
+        "--small-frames", type=int, default=10000, help="frames per run, 256x256; 0 skips it (default 10000)"
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case, after one warm-up (default 5)")
+    parser.add_argument("--cases", nargs="+", metavar="NAME", help="run only these cases (e.g. 2162x2068_uint32)")
     parser.add_argument(
         "--dir", type=Path, default=None, help="directory to write into (a temporary directory is made inside it)"
     )
     args = parser.parse_args(argv)
-    if args.frames < 1 or args.repeats < 1 or args.small_frames < 0:
-        parser.error("--frames and --repeats must be >= 1, --small-frames >= 0")
+    if args.frames < 0 or args.big_frames < 0 or args.bslz4_frames < 0 or args.small_frames < 0:
+        parser.error("frame counts must be >= 0 (0 skips the case)")
+    if args.repeats < 1 or args.big_repeats < 1:
+        parser.error("--repeats and --big-repeats must be >= 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    cases = make_cases(args)
     scratch = ScratchDirectory(args.dir)
+    cache: dict = {}
+    targets, informational = [], {}
     try:
-        shapes = [(TARGET_SHAPE, args.frames)]
-        if args.small_frames:
-            shapes.append((SMALL_SHAPE, args.small_frames))
-        ratios = {}
-        series = 1000
-        for shape, count in shapes:
-            for durable in (True, False):
-                bare, recorder = benchmark_shape(shape, count, args.repeats, scratch, series, durable)
-                series += 1000
-                emit(bare.line(bare))
-                emit(recorder.line(bare))
-                if shape == TARGET_SHAPE:
-                    ratios[durable] = recorder.frames_per_s / bare.frames_per_s
+        for index, case in enumerate(cases):
+            bare, recorder = benchmark_case(case, case.repeats or args.repeats, scratch, 1000 * (index + 1), cache)
+            emit(bare.line(bare))
+            line = recorder.line(bare)
+            emit(line)
+            if case.targets:
+                targets += [
+                    {"case": line["case"], "issue": t["issue"], "ratio": line["ratio"], "target_ratio": t["target_ratio"],
+                     "met": t["met"]}
+                    for t in line["targets"]
+                ]
+            else:
+                informational[line["case"]] = line["ratio"]
+            if not any(other.shape == case.shape and other.dtype == case.dtype and other.encoding == case.encoding
+                       for other in cases[index + 1:]):
+                cache.pop((case.shape, case.dtype, case.encoding)).producer.close()  # free its memory
         emit(
             {
                 "case": "summary",
-                "frame_shape": list(TARGET_SHAPE),
-                "dtype": DTYPE,
-                "ratio": round(ratios[True], 3),
-                "ratio_page_cache": round(ratios[False], 3),
-                "target_ratio": TARGET_RATIO,
-                "met": ratios[True] >= TARGET_RATIO,
-                "statistic": f"best of {args.repeats} (after 1 warm-up)",
+                "targets": targets,
+                "all_met": all(t["met"] for t in targets) if targets else None,
+                "informational_ratios": informational,
+                "statistic": f"best of {args.repeats} (2162x2068: {args.big_repeats}), each after 1 warm-up",
                 "directory": str(scratch.directory.parent),
                 "cpus": os.cpu_count(),
             }
         )
     finally:
+        for frames in cache.values():
+            frames.producer.close()
         scratch.remove()
     return 0
 
