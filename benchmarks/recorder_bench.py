@@ -105,6 +105,7 @@ import hdf5plugin
 import numpy as np
 
 from photonflow import states
+from photonflow.allocator import reuse_frame_buffers
 from photonflow.recording.nexus_writer import make_durable
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
@@ -615,6 +616,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    reuse_frame_buffers()  # this process hosts the Recorder: set it up as PhotonflowRecorder does
     cases = make_cases(args)
     scratch = ScratchDirectory(args.dir)
     cache: dict = {}

@@ -14,9 +14,11 @@ What it measures
     ``baseline_rss_mb``: RSS when the series starts (armed, just before the go);
     ``peak_rss_mb``: the highest sample; ``growth_mb`` = peak - baseline.
     ``bound_mb``: the memory the design allows frames to pin while they wait,
-    ``(queue_frames + zmq_rcvhwm) * frame_bytes``: the Recorder's queue (``queue_frames``,
-    default 256 messages) plus ZeroMQ's receive high-water mark (256 messages, see
-    ``photonflow/stream/transport.py``). ``ratio`` = growth / bound; ``met`` when
+    ``min(queue_frames * frame_bytes, queue_megabytes) + zmq_rcvhwm * frame_bytes``: the
+    Recorder's queue (``queue_frames``, default 256 messages, and ``queue_megabytes``,
+    default 512 MB, whichever is reached first) plus ZeroMQ's receive high-water mark (16
+    messages, ``RECEIVE_HIGH_WATER_MARK`` in ``photonflow/stream/transport.py``). This
+    process is set up as the Recorder's server sets up its own (``photonflow.allocator``). ``ratio`` = growth / bound; ``met`` when
     ratio <= 1.2 and nothing is lost or missing (the Recorder's counters and the file's
     ``/entry/accounting`` both checked).
 
@@ -56,10 +58,11 @@ import numpy as np
 import psutil
 
 from photonflow import states
-from photonflow.recording.recorder import DEFAULT_QUEUE_FRAMES, Recorder, RecordingRequest
+from photonflow.allocator import reuse_frame_buffers
+from photonflow.recording.recorder import DEFAULT_QUEUE_FRAMES, DEFAULT_QUEUE_MEGABYTES, Recorder, RecordingRequest
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.stins import StinsEncoder
-from photonflow.stream.transport import DEFAULT_HIGH_WATER_MARK, StreamSender
+from photonflow.stream.transport import RECEIVE_HIGH_WATER_MARK, StreamSender
 
 SHAPE = (256, 256)
 DTYPE = "uint16"
@@ -222,6 +225,7 @@ def emit(line: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    reuse_frame_buffers()  # this process hosts the Recorder: set it up as PhotonflowRecorder does
     frames = args.frames
     frame_bytes = SHAPE[0] * SHAPE[1] * np.dtype(DTYPE).itemsize
     directory = Path(tempfile.mkdtemp(prefix="soak_", dir=args.dir))
@@ -257,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             args.samples.write_text(json.dumps(sampler.samples))
         peak = int(samples[:, 1].max())
         growth = peak - baseline
-        bound = (args.queue_frames + DEFAULT_HIGH_WATER_MARK) * frame_bytes
+        queue_bytes = min(args.queue_frames * frame_bytes, DEFAULT_QUEUE_MEGABYTES * 1_000_000)
+        bound = queue_bytes + RECEIVE_HIGH_WATER_MARK * frame_bytes
         growth_at = {p: growth_by_fraction(samples, baseline, frames, p / 100) for p in (25, 50, 100)}
         slope = slope_bytes_per_frame(samples, frames)
         bookkeeping = bookkeeping_bytes(frames, recorder)
@@ -284,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             "final_rss_mb": round(int(samples[-1, 1]) / MB, 1),
             "growth_mb": round(growth / MB, 1),
             "bound_mb": round(bound / MB, 1),
-            "bound": f"({args.queue_frames} queue + {DEFAULT_HIGH_WATER_MARK} zmq rcvhwm) x {frame_bytes} B",
+            "bound": f"min({args.queue_frames} x {frame_bytes} B, {DEFAULT_QUEUE_MEGABYTES} MB) queue"
+                     f" + {RECEIVE_HIGH_WATER_MARK} zmq rcvhwm x {frame_bytes} B",
             "ratio": round(ratio, 3),
             "growth_at_25pct_mb": round(growth_at[25] / MB, 1),
             "growth_at_50pct_mb": round(growth_at[50] / MB, 1),

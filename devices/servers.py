@@ -24,6 +24,9 @@ def run_acquirer_server() -> None:
 
 
 def run_recorder_server() -> None:
+    from photonflow.allocator import reuse_frame_buffers
+
+    reuse_frame_buffers()  # before any thread: see allocator.py
     from photonflow.devices.recorder import PhotonflowRecorder
 
     _run((PhotonflowRecorder,))

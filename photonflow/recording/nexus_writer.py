@@ -27,6 +27,7 @@ import hdf5plugin
 import numpy as np
 
 import photonflow
+from photonflow.recording.writeback import BackgroundWriteback
 from photonflow.stream.stins import SeriesStart
 
 # NXdetector fields photonflow fills from the stream's detector description, with their units.
@@ -170,10 +171,11 @@ class NexusFrameWriter:
     With ``frames_per_file`` > 0 (and a known frame count), frames go to data files of that
     many frames each and the master's ``data`` is a virtual dataset spanning them; else the
     frames are in the master itself. ``flush`` publishes progress to SWMR readers, ``close``
-    finalises.
+    finalises. With ``writeback`` the disk starts writing the files while frames still come
+    (see ``writeback.py``), so a durable close has little left to wait for.
     """
 
-    def __init__(self, path: Path, start: SeriesStart, frames_per_file: int = 0):
+    def __init__(self, path: Path, start: SeriesStart, frames_per_file: int = 0, writeback: bool = False):
         self.path = path
         self.shape = start.shape
         self.encoding = start.encoding
@@ -191,10 +193,13 @@ class NexusFrameWriter:
         self._stack: FrameStack | None = None
         # "w-" fails if the file exists: an existing file is never opened for writing.
         self._file = h5py.File(path, "w-", libver=("v110", "latest"))
+        self._writeback = BackgroundWriteback() if writeback else None
         try:
             self._create_layout(start)
             self._file.swmr_mode = True
+            self._watch(path)
         except BaseException:
+            self._stop_writeback()
             self._file.close()
             raise
 
@@ -307,9 +312,25 @@ class NexusFrameWriter:
             data_file = DataFile(path, index * self.frames_per_file, self.shape, self.dtype, self.encoding)
             self._data_files[index] = data_file
             self.data_file_paths.append(path)
+            self._watch(path)
             for older in [i for i in self._data_files if i < index - 1]:
-                self._data_files.pop(older).close()
+                self._close_data_file(older)
         return data_file
+
+    def _close_data_file(self, index: int) -> None:
+        data_file = self._data_files.pop(index)
+        if self._writeback is not None:
+            self._writeback.forget(data_file.path)
+        data_file.close()
+
+    def _watch(self, path: Path) -> None:
+        if self._writeback is not None:
+            self._writeback.watch(path)
+
+    def _stop_writeback(self) -> None:
+        if self._writeback is not None:
+            self._writeback.close()
+            self._writeback = None
 
     def flush(self, counts: dict[str, int]) -> None:
         """Make the frames and bookkeeping so far visible to SWMR readers.
@@ -351,9 +372,9 @@ class NexusFrameWriter:
             frames = self.highest_frame + 1
             if self._stack is not None:
                 self._stack.trim()
-            for data_file in self._data_files.values():
-                data_file.close()
-            self._data_files.clear()
+            self._stop_writeback()
+            for index in list(self._data_files):
+                self._close_data_file(index)
             for name in ("receive_time", "timestamp"):
                 self._accounting[name].resize(frames, axis=0)
             missing = np.asarray(sorted(missing_frames), dtype=np.int64)
@@ -365,6 +386,7 @@ class NexusFrameWriter:
             self._accounting["end_reason"][()] = end_reason
             self._file["entry/end_time"][()] = end_time
         finally:
+            self._stop_writeback()
             self._file.close()
         if self.frames_per_file:
             self._trim_virtual_dataset(self.highest_frame + 1)
@@ -379,6 +401,7 @@ class NexusFrameWriter:
 
     def abandon(self) -> None:
         """Close without accounting (after a write error), keeping what was written readable."""
+        self._stop_writeback()
         for closable in (*self._data_files.values(), self._file):
             try:
                 closable.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import re
 import threading
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from photonflow import states
 from photonflow.errors import ConfigurationError, RecordingError, StateError, StreamMessageError
 from photonflow.recording.compression import COMPRESSIONS, CompressionPipeline
+from photonflow.recording.frame_queue import FrameQueue, QueueEmpty, QueueFull
 from photonflow.recording.nexus_writer import NexusFrameWriter
 from photonflow.recording.recovery import finalise_interrupted
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE, render_template, resolve_data_file, validate_template
@@ -40,6 +40,7 @@ from photonflow.throttle import Throttle
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_FRAMES = 256
+DEFAULT_QUEUE_MEGABYTES = 512  # what frames waiting for the disk may take, whatever their size
 FLUSH_INTERVAL = 0.2  # seconds between making progress visible to SWMR readers
 
 
@@ -56,6 +57,8 @@ def os_error_cause(error: OSError) -> str:
 
 class Receiver(Protocol):
     def receive(self, timeout_ms: int) -> list | None: ...
+
+    def wake(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -204,6 +207,7 @@ class Recorder:
         clock: Callable[[], float] = time.monotonic,
         durable: bool = True,
         queue_frames: int = DEFAULT_QUEUE_FRAMES,
+        queue_megabytes: int = DEFAULT_QUEUE_MEGABYTES,
         wall_clock: Callable[[], float] = time.time,
         sinks: Sequence[FrameSink] = (),
         journal_name: str = "recorder",
@@ -213,11 +217,14 @@ class Recorder:
     ):
         if queue_frames < 1:
             raise ConfigurationError(f"the queue must hold at least one frame, got {queue_frames}")
+        if queue_megabytes < 1:
+            raise ConfigurationError(f"the queue must hold at least 1 MB, got {queue_megabytes} MB")
         self.data_root = Path(data_root)
         self.file_template = validate_template(file_template)
         self.listener = listener or RecorderListener()
         self.durable = durable  # fsync each file at close: "written" means on disk
         self.queue_frames = queue_frames
+        self.queue_megabytes = queue_megabytes
         self.frames_per_file = self._checked_frames_per_file(frames_per_file)
         if compression not in COMPRESSIONS:
             raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
@@ -234,7 +241,8 @@ class Recorder:
         self._abort = threading.Event()  # the writer drops what is still queued
         self._stop_reason = "stopped"
         self._threads: list[threading.Thread] = []
-        self._queue: queue.Queue = queue.Queue(queue_frames)
+        self._receiver: Receiver | None = None
+        self._queue = self._new_queue()
         self._series: _Series | None = None
         self._rate_mark = (clock(), 0)
         self.counters = RecorderCounters()
@@ -331,8 +339,9 @@ class Recorder:
                 ) from None
             self._end_previous_threads()
             receiver = self._receiver_factory(request.endpoints)
+            self._receiver = receiver
             self._series = _Series(request=request, path=path)
-            self._queue = queue.Queue(self.queue_frames)
+            self._queue = self._new_queue()
             self.counters = RecorderCounters()
             self._rate_mark = (self._clock(), 0)
             self.current_file = str(path)
@@ -354,10 +363,13 @@ class Recorder:
                 thread.start()
             return path
 
+    def _new_queue(self) -> FrameQueue:
+        return FrameQueue(self.queue_frames, self.queue_megabytes * 1_000_000)
+
     def _end_previous_threads(self) -> None:
         """A receiver of the last series may still be within its poll: let it go first, or it
         would stay connected, take frames of the new series and put them in the new queue."""
-        self._stop.set()
+        self._stop_receiving()
         for thread in self._threads:
             thread.join(5)
         if any(thread.is_alive() for thread in self._threads):
@@ -368,7 +380,13 @@ class Recorder:
         with self._lock:
             if not self._stop.is_set():
                 self._stop_reason = reason
-                self._stop.set()
+                self._stop_receiving()
+
+    def _stop_receiving(self) -> None:
+        """Let the receiving thread go now, not at the end of its current wait."""
+        self._stop.set()
+        if self._receiver is not None:
+            self._receiver.wake()
 
     def abort(self) -> None:
         """Stop at once: frames still queued are dropped and counted as lost."""
@@ -391,15 +409,16 @@ class Recorder:
                 parts = receiver.receive(100)
                 if parts is None:
                     continue
+                nbytes = sum(len(part) for part in parts)
                 try:
                     item = (decoder(parts), self._wall_clock())
                 except StreamMessageError as error:
                     item = (_REJECTED, str(error))
                 while not self._stop.is_set():
                     try:
-                        self._queue.put(item, timeout=0.1)
+                        self._queue.put(item, nbytes, timeout=0.1)
                         break
-                    except queue.Full:
+                    except QueueFull:
                         continue
         finally:
             receiver.close()
@@ -411,7 +430,7 @@ class Recorder:
             while True:
                 try:
                     message, detail = self._queue.get(timeout=0.1)
-                except queue.Empty:
+                except QueueEmpty:
                     if self._stop.is_set() and not self._receiving():
                         break
                     self._flush_if_due(series)  # a pause in the stream: show readers where we are
@@ -454,8 +473,8 @@ class Recorder:
     def _drain_lost(self) -> None:
         while True:
             try:
-                message, _ = self._queue.get_nowait()
-            except queue.Empty:
+                message, _ = self._queue.get()
+            except QueueEmpty:
                 return
             self._count_lost(message)
 
@@ -515,7 +534,7 @@ class Recorder:
                 lambda message, received, chunk: self._store(series, message, received, chunk),
                 self.compression_workers,
             )
-        series.writer = NexusFrameWriter(series.path, stored, self.frames_per_file)
+        series.writer = NexusFrameWriter(series.path, stored, self.frames_per_file, writeback=self.durable)
         self._open_journal(series.path)
         self._tell_sinks("series_started", start)
         self._set_state(states.RUNNING, self._recording_status())
@@ -568,7 +587,7 @@ class Recorder:
         series.ends.append(message)
         if len(series.ends) < len(series.request.endpoints):
             return False  # other inputs still sending
-        self._stop.set()  # the series is complete: the receiver can go, before anyone re-arms
+        self._stop_receiving()  # the series is complete: the receiver can go, before anyone re-arms
         reasons = {end.end_reason for end in series.ends}
         end_reason = next((r for r in ("failed", "aborted", "stopped") if r in reasons), "completed")
         self._finish(series, end_reason, series.ends)
@@ -621,7 +640,7 @@ class Recorder:
             self._set_state(states.ON, summary + ".")
 
     def _fail(self, series: _Series, reason: str) -> None:
-        self._stop.set()
+        self._stop_receiving()
         self._drain_lost()
         if series.compressor is not None:
             self.counters.frames_lost += series.compressor.discard()

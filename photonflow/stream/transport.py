@@ -14,6 +14,10 @@ from typing import Sequence
 import zmq
 
 DEFAULT_HIGH_WATER_MARK = 256
+# Few messages wait inside ZeroMQ on the receiving side: the Recorder's own queue, bounded in
+# frames and bytes and visible as QueueDepth, is where frames wait for the disk. A receive
+# buffer of 256 messages would let 4.6 GB of 2162x2068 uint32 frames pile up unseen.
+RECEIVE_HIGH_WATER_MARK = 16
 
 
 class SendInterrupted(Exception):
@@ -38,6 +42,11 @@ class StreamSender:
         Raises SendInterrupted if ``stop`` is set while waiting.
         """
         with self._lock:
+            try:  # usually there is room: no poll, one system call less per frame
+                self._socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:  # full (ZeroMQ takes a message whole or not at all)
+                pass
             while not self._socket.poll(poll_ms, zmq.POLLOUT):
                 if stop is not None and stop.is_set():
                     raise SendInterrupted()
@@ -51,26 +60,56 @@ class StreamReceiver:
     """Connects one PULL socket to one or several senders and hands out raw message parts.
 
     With several endpoints (multi-module detectors, DCU workers fed round-robin) ZeroMQ
-    fair-queues between them, so one slow sender never starves the others.
+    fair-queues between them, so one slow sender never starves the others. ``wake``, from
+    any thread, ends a ``receive`` that is waiting, so a finished series lets go of its
+    inputs at once rather than at the end of the wait.
     """
 
-    def __init__(self, endpoints: str | Sequence[str], high_water_mark: int = DEFAULT_HIGH_WATER_MARK):
+    def __init__(self, endpoints: str | Sequence[str], high_water_mark: int = RECEIVE_HIGH_WATER_MARK):
         self.endpoints = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
-        self._socket = zmq.Context.instance().socket(zmq.PULL)
+        context = zmq.Context.instance()
+        self._socket = context.socket(zmq.PULL)
         self._socket.setsockopt(zmq.RCVHWM, high_water_mark)
         self._socket.setsockopt(zmq.LINGER, 0)
         for endpoint in self.endpoints:
             self._socket.connect(endpoint)
+        # A socket pair only to interrupt the poll: ZeroMQ sockets have no other way.
+        self._wake_in = context.socket(zmq.PAIR)
+        self._wake_in.setsockopt(zmq.LINGER, 0)
+        self._wake_in.bind(f"inproc://photonflow-receiver-wake-{id(self):x}")
+        self._wake_out = context.socket(zmq.PAIR)
+        self._wake_out.setsockopt(zmq.LINGER, 0)
+        self._wake_out.connect(self._wake_in.getsockopt_string(zmq.LAST_ENDPOINT))
+        self._wake_lock = threading.Lock()  # wake() may come from any thread
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._wake_in, zmq.POLLIN)
 
     def receive(self, timeout_ms: int) -> list[zmq.Frame] | None:
-        """The next message's parts (zero-copy frames), or None if none came in time."""
+        """The next message's parts (zero-copy frames), or None if none came in time or on ``wake``."""
         try:  # under load a message is already queued: take it without a poll
             return self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             pass
-        if not self._socket.poll(timeout_ms, zmq.POLLIN):
+        ready = dict(self._poller.poll(timeout_ms))
+        if self._wake_in in ready:
+            while self._wake_in.poll(0, zmq.POLLIN):
+                self._wake_in.recv()
             return None
-        return self._socket.recv_multipart(copy=False)
+        if self._socket in ready:
+            return self._socket.recv_multipart(copy=False)
+        return None
+
+    def wake(self) -> None:
+        with self._wake_lock:
+            if not self._wake_out.closed:
+                try:
+                    self._wake_out.send(b"", zmq.NOBLOCK)
+                except zmq.Again:  # a wake-up is already pending
+                    pass
 
     def close(self) -> None:
+        with self._wake_lock:
+            self._wake_out.close()
+        self._wake_in.close()
         self._socket.close()
