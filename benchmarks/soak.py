@@ -18,9 +18,9 @@ What it measures
     Recorder's queue (``queue_frames``, default 256 messages, and ``queue_megabytes``,
     default 512 MB, whichever is reached first) plus ZeroMQ's receive high-water mark (16
     messages, ``RECEIVE_HIGH_WATER_MARK`` in ``photonflow/stream/transport.py``). This
-    process is set up as the Recorder's server sets up its own (``photonflow.allocator``). ``ratio`` = growth / bound; ``met`` when
-    ratio <= 1.2 and nothing is lost or missing (the Recorder's counters and the file's
-    ``/entry/accounting`` both checked).
+    process is set up as the Recorder's server sets up its own (``photonflow.allocator``).
+    ``ratio`` = growth / bound; ``met`` when ratio <= 1.2 and nothing is lost or missing
+    (the Recorder's counters and the file's ``/entry/accounting`` both checked).
 
     Flat or linear: ``growth_at_25/50/100pct_mb`` is the RSS growth by the time 25, 50 and
     100 % of the frames were written (the highest sample up to then), and
@@ -56,11 +56,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import psutil
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 
 from photonflow import states
 from photonflow.allocator import reuse_frame_buffers
-from photonflow.recording.recorder import DEFAULT_QUEUE_FRAMES, DEFAULT_QUEUE_MEGABYTES, Recorder, RecordingRequest
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.recording.recorder import (
+    DEFAULT_QUEUE_FRAMES,
+    DEFAULT_QUEUE_MEGABYTES,
+    Recorder,
+    RecordingRequest,
+)
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import RECEIVE_HIGH_WATER_MARK, StreamSender
 

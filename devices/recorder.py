@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import tango
+from photonflow.devices.common import EventPushingMixin, operator_errors
 from tango import AttrWriteType
 from tango.server import Device, attribute, command, device_property
 
 from photonflow import states
-from photonflow.devices.common import EventPushingMixin, operator_errors
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
-from photonflow.recording.sinks import FAN_OUT_MODES, LivePreview, StreamFanOut
 from photonflow.recording.recorder import (
+    DEFAULT_QUEUE_MEGABYTES,
     Recorder,
     RecorderCounters,
     RecorderListener,
     parse_recording_request,
 )
+from photonflow.recording.sinks import FAN_OUT_MODES, LivePreview, StreamFanOut
 
 COUNTER_ATTRIBUTES = {
     "FramesReceived": "frames_received",
@@ -26,6 +27,7 @@ COUNTER_ATTRIBUTES = {
     "MessagesRejected": "messages_rejected",
     "FramesLost": "frames_lost",
     "QueueDepth": "queue_depth",
+    "QueueDepthMegabytes": "queue_megabytes",
     "WriteRate": "write_rate",
     "DataRate": "data_rate",
 }
@@ -60,6 +62,11 @@ class PhotonflowRecorder(EventPushingMixin, Device):
     QueueFrames = device_property(
         dtype=int, default_value=256,
         doc="Messages the queue between receiving and writing holds; when full, the sender waits",
+    )
+    QueueMegabytes = device_property(
+        dtype=int, default_value=DEFAULT_QUEUE_MEGABYTES,
+        doc="Megabytes (10**6 bytes) of frames that queue holds at most, whatever the frame size; "
+        "the Recorder's memory for frames waiting for the disk",
     )
 
     PreviewMaxRate = device_property(dtype=float, default_value=5.0, doc="Live previews per second, at most")
@@ -99,6 +106,7 @@ class PhotonflowRecorder(EventPushingMixin, Device):
             self.recorder = Recorder(
                 self.DataRoot, self.DefaultFilePathTemplate, _DeviceListener(self),
                 counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
+                queue_megabytes=self.QueueMegabytes,
                 journal_name=self.get_name().replace("/", "_"), sinks=sinks,
                 frames_per_file=self.DefaultFramesPerFile,
                 compression=self.Compression, compression_workers=self.CompressionWorkers,
@@ -190,6 +198,14 @@ class PhotonflowRecorder(EventPushingMixin, Device):
     @attribute(dtype=int, doc="Messages the queue can hold before the sender must wait")
     def QueueCapacity(self):
         return self._core().queue_frames
+
+    @attribute(dtype=float, unit="MB", format="%.1f", doc="Megabytes of frames waiting between receiving and writing")
+    def QueueDepthMegabytes(self):
+        return self._core().counters.queue_megabytes
+
+    @attribute(dtype=int, unit="MB", doc="Megabytes the queue can hold before the sender must wait")
+    def QueueCapacityMegabytes(self):
+        return self._core().queue_megabytes
 
     @attribute(dtype=((np.float32,),), max_dim_x=4096, max_dim_y=4096,
                doc="Latest frame, binned (summed) to PreviewMaxPixels, at most PreviewMaxRate times a second")

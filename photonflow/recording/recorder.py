@@ -30,8 +30,8 @@ from photonflow.errors import ConfigurationError, RecordingError, StateError, St
 from photonflow.recording.compression import COMPRESSIONS, CompressionPipeline
 from photonflow.recording.frame_queue import FrameQueue, QueueEmpty, QueueFull
 from photonflow.recording.nexus_writer import NexusFrameWriter
-from photonflow.recording.recovery import finalise_interrupted
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE, render_template, resolve_data_file, validate_template
+from photonflow.recording.recovery import finalise_interrupted
 from photonflow.stream.protocols import decoder_for
 from photonflow.stream.stins import UNKNOWN, DataMessage, SeriesEnd, SeriesStart, utc_now_iso
 from photonflow.stream.transport import StreamReceiver
@@ -134,6 +134,7 @@ class RecorderCounters:
     messages_rejected: int = 0
     frames_lost: int = 0  # received but never written: dropped on Abort or a disk fault
     queue_depth: int = 0  # messages waiting between receiver and writer, at the last notification
+    queue_megabytes: float = 0.0  # and their size
     write_rate: float = 0.0  # frames per second, over the last notification interval
     data_rate: float = 0.0  # MB per second, same interval
 
@@ -317,6 +318,7 @@ class Recorder:
             self.counters.data_rate = self.counters.write_rate * frame_bytes / 1e6
         self._rate_mark = (now, written)
         self.counters.queue_depth = self._queue.qsize()
+        self.counters.queue_megabytes = self._queue.bytes_queued / 1e6
         self.listener.counters_changed(self.counters)
 
     # -- commands ---------------------------------------------------------------------------

@@ -195,3 +195,43 @@ def test_series_armed_back_to_back_lose_nothing(tmp_path, senders):
     recorder.wait(5)
     alive = [t.name for t in threading.enumerate() if t.name == "recorder-receive"]
     assert len(alive) <= 1
+
+
+class SlowWriter:
+    """A sink that holds the writer thread a while per frame, so the queue fills up."""
+
+    def series_started(self, start):
+        pass
+
+    def frame_written(self, message):
+        threading.Event().wait(0.005)
+
+    def series_ended(self, end, end_reason):
+        pass
+
+
+def test_the_queue_holds_no_more_bytes_than_its_budget_however_many_frames_it_may_hold(tmp_path, senders):
+    sender = senders()
+    shape = (500, 500)  # 0.5 MB a frame: two do not fit in a 1 MB budget
+    recorder = Recorder(tmp_path, queue_frames=256, queue_megabytes=1, counter_interval=0.0, sinks=[SlowWriter()])
+    path = recorder.arm(RecordingRequest(60, 1, sender.endpoint, "budget.h5"))
+    depths, sizes = [], []
+
+    def note(counters):
+        depths.append(counters.queue_depth)
+        sizes.append(counters.queue_megabytes)
+
+    recorder.listener.counters_changed = note
+    encoder = StinsEncoder()
+    frames = [np.full(shape, n, dtype=np.uint16) for n in range(60)]
+    sender.send(encoder.series_start(1, 60, shape, "uint16", DETECTOR))
+    for n, image in enumerate(frames):
+        sender.send(encoder.data(1, n, image, 0.0))
+    sender.send(encoder.series_end(1, 60, 60))
+    assert recorder.wait(30)
+    assert recorder.counters.frames_written == 60 and recorder.counters.frames_lost == 0
+    assert 0.5 <= max(sizes) <= 1.0  # a frame waited, never two (0.5 MB each)
+    assert max(depths) <= 2  # that frame and at most a series_start or series_end
+    with h5py.File(path, "r") as f:
+        for n in (0, 31, 59):
+            np.testing.assert_array_equal(f["entry/data/data"][n], frames[n])
