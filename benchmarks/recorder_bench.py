@@ -26,9 +26,16 @@ What it measures
 
     Durable cases (no suffix) time until the file is *on disk*: the Recorder fsyncs every
     file it closes (a series it reports written survives a power cut), and the bare loop
-    fsyncs too. ``_page_cache`` skips the fsync on both sides and times until the data is
-    in the page cache only; on this 2-core VM that shows the CPU cost of the loopback TCP
-    copies the stream adds, which the bare loop does not pay.
+    fsyncs too. The Recorder also starts the disk writing while frames still come
+    (``photonflow/recording/writeback.py``), so its closing fsync has little left, where
+    the bare loop writes everything and then waits for the disk: that overlap is why a
+    durable ratio can exceed 1. ``_page_cache`` skips the fsync (and the writeback) on both
+    sides and times until the data is in the page cache only; on this 2-core VM that shows
+    the CPU cost of the loopback TCP copies the stream adds, which the bare loop does not pay.
+
+    This process hosts the Recorder, so ``main`` sets it up as the ``PhotonflowRecorder``
+    server sets up its own (``photonflow.allocator.reuse_frame_buffers``: received frame
+    buffers are reused rather than faulted in afresh).
 
     The cases: ``1065x1030_uint16`` (raw, durable), ``1065x1030_uint16_page_cache``
     (informational), ``2162x2068_uint32`` (raw, durable: Eiger 4M geometry, 17.9 MB frames,

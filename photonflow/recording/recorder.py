@@ -339,6 +339,8 @@ class Recorder:
                 raise RecordingError(
                     f"cannot create the directory {path.parent}: {error.strerror or error}"
                 ) from None
+            if not os.access(path.parent, os.W_OK | os.X_OK):  # refuse now, not FAULT at the first frame
+                raise RecordingError(f"cannot write into the directory {path.parent}: Permission denied")
             self._end_previous_threads()
             receiver = self._receiver_factory(request.endpoints)
             self._receiver = receiver
