@@ -32,7 +32,6 @@ class AcquirerDevice(EventPushingMixin, Device):
     """Drives one detector and puts its frames on a STINS stream."""
 
     event_attributes = ("FramesAcquired",)
-    stream_protocol = "stins"  # a vendor whose detector streams its own format says which
 
     StreamBindAddress = device_property(
         dtype=str,
@@ -140,7 +139,7 @@ class AcquirerDevice(EventPushingMixin, Device):
 
     @attribute(dtype=str, doc="Protocol of that stream (stins, dectris-v1, dectris-v2, maxiv)")
     def StreamProtocol(self):
-        return self.stream_protocol
+        return self._core().stream_protocol
 
     # -- commands -----------------------------------------------------------------------
     @command(doc_in="Validate the settings and arm the detector (-> STANDBY)")

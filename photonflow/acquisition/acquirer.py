@@ -134,8 +134,17 @@ class Acquirer:
         return self._settings
 
     @property
+    def streams_itself(self) -> bool:
+        """True for detectors whose control unit streams the frames itself (e.g. a DECTRIS DCU)."""
+        return getattr(self.camera, "streams_itself", False)
+
+    @property
     def stream_endpoint(self) -> str:
-        return self.sender.endpoint
+        return self.camera.stream_endpoint if self.streams_itself else self.sender.endpoint
+
+    @property
+    def stream_protocol(self) -> str:
+        return self.camera.stream_protocol if self.streams_itself else "stins"
 
     def update_settings(self, **changes: Any) -> None:
         """Change settings between series; each value is checked now, the combination
@@ -202,6 +211,11 @@ class Acquirer:
         with self._lock:
             self._abort.set()
             self._stop.set()
+            if self.streams_itself and self.state in (states.STANDBY, states.RUNNING):
+                try:
+                    self.camera.abort()
+                except Exception as error:  # the series still ends here; the status says why
+                    log.warning("abort on the detector failed: %s", error)
             if self.state == states.STANDBY:
                 self._set_state(states.ON, "Aborted before start.")
 
@@ -214,6 +228,8 @@ class Acquirer:
         return True
 
     def _run_series(self) -> None:
+        if self.streams_itself:
+            return self._run_detector_series()
         settings = self._settings
         series_id = self.series_id
         sent = 0
@@ -252,6 +268,34 @@ class Acquirer:
             states.ON,
             f"Series {series_id} {end_reason}: {self.frames_acquired} of "
             f"{settings.frame_count} frames acquired.",
+        )
+
+    def _run_detector_series(self) -> None:
+        """A series whose frames the detector streams itself: trigger it and follow its count."""
+        settings, series_id = self._settings, self.series_id
+
+        def progress(taken: int) -> None:
+            self.frames_acquired = taken
+            if self._counter_throttle.ready():
+                self.listener.counters_changed(taken)
+
+        try:
+            self.camera.run_series(settings, self._stop, progress)
+        except Exception as error:  # the vendor's own message goes to the status
+            log.exception("series %s failed", series_id)
+            self.last_end_reason = "failed"
+            self.listener.counters_changed(self.frames_acquired)
+            self.series_id = series_id + 1
+            self._set_state(states.FAULT, f"Series {series_id} failed after {self.frames_acquired} frames: {error}")
+            return
+        end_reason = "aborted" if self._abort.is_set() else (
+            "stopped" if self.frames_acquired < settings.frame_count else "completed")
+        self.last_end_reason = end_reason
+        self.listener.counters_changed(self.frames_acquired)
+        self.series_id = series_id + 1
+        self._set_state(
+            states.ON,
+            f"Series {series_id} {end_reason}: {self.frames_acquired} of {settings.frame_count} frames acquired.",
         )
 
     def _finish(self, series_id: int, sent: int, end_reason: str) -> None:

@@ -1,0 +1,257 @@
+"""DECTRIS EIGER2 and PILATUS4 through the SIMPLON API (1.8.0): the Acquirer's driver.
+
+Why: a DECTRIS detector control unit (DCU) is driven over HTTP and streams its own frames
+(stream v2, CBOR, or the legacy v1) on ZeroMQ. So this camera does not hand frames to the
+Acquirer: it configures the DCU, arms, triggers and disarms it, and tells where the DCU's
+stream is and in which protocol, for the Recorder to read it directly, compressed as sent.
+
+``SimplonClient`` is the HTTP layer: every value is read as SIMPLON's JSON description and
+written as ``{"value": ...}``; a refusal (HTTP 4xx/5xx) becomes ``DetectorError`` carrying
+the DCU's own message; a connection that fails or times out becomes
+``DetectorConnectionLost``. Nothing here imports Tango.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.errors import ConfigurationError, PhotonflowError
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.8.0"
+# photonflow's trigger modes and SIMPLON's: internal series, internal enable (exposure per
+# trigger), external series, external enable.
+TRIGGER_MODES = {"internal": "ints", "internal_enable": "inte", "external": "exts", "external_enable": "exte"}
+STREAM_PROTOCOLS = {"cbor": "dectris-v2", "legacy": "dectris-v1"}
+
+
+class DetectorError(PhotonflowError):
+    """The DCU refused a request; the message is the DCU's own."""
+
+    reason = "DetectorError"
+
+
+class DetectorConnectionLost(PhotonflowError):
+    """The DCU did not answer: connection refused, dropped or timed out."""
+
+    reason = "DetectorConnectionLost"
+
+
+class SimplonClient:
+    """One keep-alive HTTP connection to a DCU's SIMPLON API, safe to share between threads."""
+
+    def __init__(self, url: str, timeout: float = 5.0, api_version: str = API_VERSION):
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme != "http" or not parts.hostname:
+            raise ConfigurationError(f"the DCU address must look like http://host[:port], got {url!r}")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.url = f"http://{self.host}:{self.port}"
+        self.timeout = timeout
+        self.api_version = api_version
+        self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        with self._lock:
+            try:
+                if self._connection is None:
+                    self._connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self._connection.timeout = timeout or self.timeout
+                if self._connection.sock is not None:
+                    self._connection.sock.settimeout(self._connection.timeout)
+                self._connection.request(method, path, data, headers)
+                response = self._connection.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                self._drop_connection()
+                cause = "timed out" if isinstance(error, (socket.timeout, TimeoutError)) else (
+                    str(error) or type(error).__name__)
+                raise DetectorConnectionLost(f"no answer from the DCU at {self.url} ({method} {path}): {cause}") from None
+        text = payload.decode(errors="replace").strip()
+        if response.status >= 400:
+            raise DetectorError(f"the DCU refused {method} {path} (HTTP {response.status}): {text or response.reason}")
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _path(self, subsystem: str, task: str, name: str) -> str:
+        return f"/{subsystem}/api/{self.api_version}/{task}/{name}"
+
+    def describe(self, subsystem: str, name: str) -> dict[str, Any]:
+        """A config parameter's SIMPLON description: value, value_type, min, max, unit, access_mode."""
+        return self._request("GET", self._path(subsystem, "config", name))
+
+    def get(self, subsystem: str, name: str) -> Any:
+        return self.describe(subsystem, name)["value"]
+
+    def set(self, subsystem: str, name: str, value: Any) -> list[str]:
+        """Write a config value; returns the parameters the DCU changed with it."""
+        return self._request("PUT", self._path(subsystem, "config", name), {"value": value}) or []
+
+    def status(self, subsystem: str, name: str) -> Any:
+        return self._request("GET", self._path(subsystem, "status", name))["value"]
+
+    def command(self, name: str, value: Any = None, timeout: float | None = None, subsystem: str = "detector") -> Any:
+        body = None if value is None else {"value": value}
+        return self._request("PUT", self._path(subsystem, "command", name), body, timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_connection()
+
+    def __enter__(self) -> "SimplonClient":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class DectrisSettings:
+    """What the beamline sets once (Tango properties), beside the per-series settings."""
+
+    url: str
+    stream_endpoint: str = ""  # empty: tcp://<DCU host>:31001 (v2) or :9999 (v1), the DCU's ports
+    stream_format: str = "cbor"  # "cbor" (stream v2) or "legacy" (stream v1)
+    header_detail: str = "basic"
+    timeout: float = 5.0
+
+
+class DectrisCamera:
+    """An EIGER2/PILATUS4 behind its DCU; the DCU streams the frames itself."""
+
+    streams_itself = True
+    trigger_modes = tuple(TRIGGER_MODES)
+
+    def __init__(self, settings: DectrisSettings, client: SimplonClient | None = None):
+        if settings.stream_format not in STREAM_PROTOCOLS:
+            raise ConfigurationError(
+                f"stream format must be one of {', '.join(STREAM_PROTOCOLS)}, got {settings.stream_format!r}"
+            )
+        self.settings = settings
+        self.client = client or SimplonClient(settings.url, settings.timeout)
+        self.stream_protocol = STREAM_PROTOCOLS[settings.stream_format]
+        default_port = 31001 if settings.stream_format == "cbor" else 9999
+        self.stream_endpoint = settings.stream_endpoint or f"tcp://{self.client.host}:{default_port}"
+        self._geometry: tuple[int, int] | None = None
+        self.min_exposure = 3e-6
+        self.connect()
+
+    def connect(self) -> None:
+        """Initialise the DCU if it needs it and read what does not change: geometry, limits."""
+        if self.client.status("detector", "state") in ("na", "error"):
+            self.client.command("initialize", timeout=max(self.settings.timeout, 120.0))
+        self._geometry = (self.client.get("detector", "y_pixels_in_detector"),
+                          self.client.get("detector", "x_pixels_in_detector"))
+        self.min_exposure = float(self.client.describe("detector", "count_time").get("min", self.min_exposure))
+        self.client.set("stream", "mode", "enabled")
+        self.client.set("stream", "format", self.settings.stream_format)
+        if self.settings.stream_format == "legacy":
+            self.client.set("stream", "header_detail", self.settings.header_detail)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self._geometry
+
+    @property
+    def frame_dtype(self) -> str:
+        return f"uint{self.client.get('detector', 'bit_depth_image')}"
+
+    def describe(self, settings: AcquisitionSettings) -> dict[str, Any]:
+        """The detector as NXdetector names it, read back from the DCU."""
+        get = self.client.get
+        return {
+            "vendor": "DECTRIS",
+            "model": get("detector", "description"),
+            "serial_number": get("detector", "detector_number"),
+            "x_pixel_size": get("detector", "x_pixel_size"),
+            "y_pixel_size": get("detector", "y_pixel_size"),
+            "sensor_material": get("detector", "sensor_material"),
+            "sensor_thickness": get("detector", "sensor_thickness"),
+            "bit_depth_readout": get("detector", "bit_depth_readout"),
+            "threshold_energy": get("detector", "threshold_energy"),
+            "count_time": get("detector", "count_time"),
+            "frame_time": get("detector", "frame_time"),
+            "trigger_mode": settings.trigger_mode,
+        }
+
+    def prepare(self, settings: AcquisitionSettings) -> None:
+        """Write the series' settings, then arm: the DCU announces the series on its stream."""
+        state = self.client.status("detector", "state")
+        if state in ("ready", "acquire"):
+            self.client.command("disarm")
+        set_value = self.client.set
+        set_value("detector", "trigger_mode", TRIGGER_MODES[settings.trigger_mode])
+        set_value("detector", "count_time", settings.exposure)
+        set_value("detector", "frame_time", settings.period)
+        set_value("detector", "nimages", settings.frame_count)
+        set_value("detector", "ntrigger", 1)
+        self.client.command("arm")
+
+    def run_series(self, settings: AcquisitionSettings, stop: threading.Event,
+                   progress: Callable[[int], None]) -> int:
+        """Trigger (internal modes) and follow the series until it ends; returns images taken.
+
+        ``stop`` cancels it (the DCU ends the series after the current image); the count
+        comes from the DCU's ``stream/status/images_sent``.
+        """
+        trigger: threading.Thread | None = None
+        failure: list[BaseException] = []
+        if settings.trigger_mode.startswith("internal"):
+            exposure = settings.exposure if settings.trigger_mode == "internal_enable" else None
+            series_seconds = settings.frame_count * settings.period
+
+            def fire() -> None:
+                # Its own connection: the trigger answers only when the images are taken,
+                # and the status must be read meanwhile.
+                with SimplonClient(self.client.url, self.settings.timeout, self.client.api_version) as client:
+                    try:
+                        client.command("trigger", exposure, timeout=series_seconds + self.settings.timeout + 10)
+                    except PhotonflowError as error:
+                        failure.append(error)
+
+            trigger = threading.Thread(target=fire, name="dectris-trigger", daemon=True)
+            trigger.start()
+        try:
+            while True:
+                taken = self.client.status("stream", "images_sent")
+                progress(taken)
+                if failure:
+                    raise failure[0]
+                if taken >= settings.frame_count:
+                    break
+                if stop.wait(0.1):
+                    break
+        finally:
+            self.client.command("disarm")  # ends the series (a cancelled one after its current image)
+            if trigger is not None:
+                trigger.join(self.settings.timeout)
+        taken = self.client.status("stream", "images_sent")
+        progress(taken)
+        return taken
+
+    def abort(self) -> None:
+        self.client.command("abort")
+
+    def close(self) -> None:
+        self.client.close()
+

@@ -1,0 +1,185 @@
+"""The DECTRIS driver against the simulated DCU: SIMPLON over real HTTP, frames over real ZeroMQ."""
+
+import json
+import urllib.request
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the bitshuffle filter for reading
+import numpy as np
+import pytest
+from photonflow.simulators.dectris_dcu import (
+    DetectorModel,
+    SimulatedDcu,
+    start_server,
+)
+
+from photonflow import states
+from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.dectris import (
+    DectrisCamera,
+    DectrisSettings,
+    DetectorConnectionLost,
+    DetectorError,
+    SimplonClient,
+)
+from photonflow.errors import ConfigurationError
+from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.stream.bslz4 import compress
+
+# A small EIGER2-like sensor keeps the series quick; the geometry is read back from the DCU.
+SMALL = DetectorModel("Dectris EIGER2 Si test", 96, 64, 75e-6, "Si", 450e-6, 2000.0, 3e-6)
+
+
+@pytest.fixture
+def dcu():
+    simulated = SimulatedDcu(SMALL, serial_number="E-08-0042", seed=3)
+    server = start_server(simulated)
+    yield simulated, server
+    server.shutdown()
+    server.server_close()
+    simulated.close()
+
+
+def fail_next(server, fault, **extra):
+    """Tell the simulated DCU to fail its next SIMPLON request (its own control URL)."""
+    request = urllib.request.Request(
+        f"{server.url}/simulator/api/1.0/command/fail", method="PUT",
+        data=json.dumps({"value": fault, **extra}).encode(), headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=5).read()
+
+
+def test_config_values_come_with_their_simplon_description(dcu):
+    _, server = dcu
+    with SimplonClient(server.url) as client:
+        check_descriptions(client)
+
+
+def check_descriptions(client):
+    count_time = client.describe("detector", "count_time")
+    assert count_time["value_type"] == "float" and count_time["unit"] == "s" and count_time["access_mode"] == "rw"
+    assert count_time["min"] == 3e-6 and count_time["max"] == 3600.0
+    assert client.get("detector", "x_pixels_in_detector") == 96
+    assert client.describe("detector", "trigger_mode")["allowed_values"] == ["ints", "inte", "exts", "exte"]
+    assert client.set("detector", "photon_energy", 8000.0) == ["photon_energy", "wavelength", "threshold_energy"]
+    assert client.get("detector", "wavelength") == pytest.approx(12398.42 / 8000.0, rel=1e-5)
+
+
+def test_the_dcus_refusals_reach_the_operator_in_its_own_words(dcu):
+    _, server = dcu
+    with SimplonClient(server.url) as client:
+        check_refusals(client)
+
+
+def check_refusals(client):
+    with pytest.raises(DetectorError, match=r"HTTP 400\): count_time: value 99999.0 out of range \[3e-06, 3600.0\]"):
+        client.set("detector", "count_time", 99999)
+    with pytest.raises(DetectorError, match=r"HTTP 403\): detector: x_pixel_size is read-only"):
+        client.set("detector", "x_pixel_size", 1.0)
+    with pytest.raises(DetectorError, match=r"HTTP 404\): detector: no config parameter 'nonsense'"):
+        client.get("detector", "nonsense")
+    with pytest.raises(DetectorError, match="arm is not allowed in state na"):
+        client.command("arm")
+
+
+@pytest.mark.parametrize("fault, error, message", [
+    ("http_error", DetectorError, r"HTTP 500\): internal error: simulated DCU failure"),
+    ("drop", DetectorConnectionLost, "no answer from the DCU"),
+    ("stall", DetectorConnectionLost, "timed out"),
+])
+def test_a_failing_dcu_gives_a_clear_error_and_the_next_request_works(dcu, fault, error, message):
+    _, server = dcu
+    with SimplonClient(server.url, timeout=0.5) as client:
+        assert client.status("detector", "state") == "na"
+        fail_next(server, fault, seconds=2)
+        with pytest.raises(error, match=message):
+            client.status("detector", "state")
+        assert client.status("detector", "state") == "na"
+
+
+def test_an_unreachable_dcu_is_a_lost_connection_naming_it():
+    with pytest.raises(DetectorConnectionLost, match=r"no answer from the DCU at http://127.0.0.1:9"):
+        with SimplonClient("http://127.0.0.1:9", timeout=1) as client:
+            client.status("detector", "state")
+
+
+def record_series(dcu, stream_format, frames, trigger_mode="internal", tmp_path=None, stop_after=None):
+    simulated, server = dcu
+    camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint,
+                                           stream_format=stream_format))
+    acquirer = Acquirer(camera, sender=None)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=frames, exposure=0.001, period=0.002, trigger_mode=trigger_mode)
+    path = recorder.arm(RecordingRequest(frames, 1, acquirer.stream_endpoint, "eiger.h5", acquirer.stream_protocol))
+    acquirer.prepare()
+    acquirer.start()
+    if stop_after is not None:
+        while acquirer.frames_acquired < stop_after:
+            acquirer.wait(0.01)
+        acquirer.stop()
+    assert acquirer.wait(30) and recorder.wait(30)
+    camera.close()
+    return acquirer, recorder, path
+
+
+@pytest.mark.parametrize("stream_format, protocol", [("cbor", "dectris-v2"), ("legacy", "dectris-v1")])
+def test_a_series_reaches_the_file_as_the_dcu_streamed_it(dcu, tmp_path, stream_format, protocol):
+    simulated, _ = dcu
+    acquirer, recorder, path = record_series(dcu, stream_format, 20, tmp_path=tmp_path)
+    assert acquirer.stream_protocol == protocol
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 20, acquirer.status
+    assert recorder.state == states.ON and recorder.counters.frames_written == 20, recorder.status
+    with h5py.File(path, "r") as f:
+        data = f["entry/data/data"]
+        assert data.shape == (20, 64, 96)
+        for n in (0, 7, 19):
+            expected = simulated.frame(n)
+            np.testing.assert_array_equal(data[n], expected)  # decompressed by the HDF5 filter
+            mask, chunk = data.id.read_direct_chunk((n, 0, 0))
+            assert mask == 0 and chunk == bytes(compress(expected))  # stored as the DCU sent it
+        (detector,) = [group for group in f["entry/instrument"].values() if group.attrs.get("NX_class") == "NXdetector"]
+        assert detector["serial_number"][()].decode() == "E-08-0042"
+        assert detector["sensor_material"][()].decode() == "Si"
+
+
+def test_trigger_modes_and_the_exposure_limit_are_the_dcus(dcu):
+    _, server = dcu
+    camera = DectrisCamera(DectrisSettings(server.url))
+    acquirer = Acquirer(camera, sender=None)
+    with pytest.raises(ConfigurationError, match=r"exposure must be between 3e-06 s"):
+        acquirer.update_settings(exposure=1e-7)
+    with pytest.raises(ConfigurationError, match="internal, internal_enable, external, external_enable"):
+        acquirer.update_settings(trigger_mode="gate")
+    assert camera.frame_shape == (64, 96) and camera.frame_dtype == "uint16"
+    assert camera.stream_endpoint == "tcp://127.0.0.1:31001"  # the DCU's own port when none is given
+    camera.close()
+
+
+def test_stop_mid_series_ends_it_at_the_dcu_and_the_file_holds_what_was_taken(dcu, tmp_path):
+    simulated, _ = dcu
+    simulated.config["detector"]["frame_time"].min = 0.0
+    acquirer, recorder, path = record_series(dcu, "cbor", 2000, tmp_path=tmp_path, stop_after=5)
+    assert acquirer.last_end_reason == "stopped" and 5 <= acquirer.frames_acquired < 2000
+    assert recorder.counters.frames_written == acquirer.frames_acquired
+    with h5py.File(path, "r") as f:
+        assert f["entry/data/data"].shape[0] == acquirer.frames_acquired
+
+
+def test_a_dcu_that_fails_mid_series_puts_the_acquirer_in_fault_with_its_message(dcu, tmp_path):
+    simulated, server = dcu
+    camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint, timeout=1))
+    acquirer = Acquirer(camera, sender=None)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=500, exposure=0.001, period=0.002)
+    recorder.arm(RecordingRequest(500, 1, acquirer.stream_endpoint, "broken.h5", acquirer.stream_protocol))
+    acquirer.prepare()
+    acquirer.start()
+    while acquirer.frames_acquired < 3:
+        acquirer.wait(0.01)
+    fail_next(server, "http_error")
+    assert acquirer.wait(30)
+    assert acquirer.state == states.FAULT
+    assert "simulated DCU failure" in acquirer.status
+    recorder.abort()
+    recorder.wait(10)
+    camera.close()
