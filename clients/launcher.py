@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import tango
 
@@ -108,6 +109,11 @@ class Suite:
 
         wait_for(answering, 30, f"Tango database on {self.tango_host}")
 
+    def device_url(self, name: str) -> str:
+        """The device's full name on this suite's database: a process that already talked to
+        another database keeps that one as its default, whatever TANGO_HOST says now."""
+        return f"tango://{self.tango_host}/{name}"
+
     def database(self) -> tango.Database:
         host, port = self.tango_host.rsplit(":", 1)
         return tango.Database(host, int(port))
@@ -119,7 +125,7 @@ class Suite:
         not started twice; the servers skipped that way are returned.
         """
         os.environ["TANGO_HOST"] = self.tango_host
-        running = [server for server in deployment.servers if _answers(server)]
+        running = [server for server in deployment.servers if _answers(server, self.device_url)]
         started = [(server, self._spawn_server(server)) for server in deployment.servers if server not in running]
         for server, process in started:
             self._wait_for_devices(server, process, timeout)
@@ -137,7 +143,7 @@ class Suite:
         for device in server.devices:
             def answering(name=device.name):
                 self._check_alive(process, server.name)
-                tango.DeviceProxy(name).ping()
+                tango.DeviceProxy(self.device_url(name)).ping()
                 return True
 
             wait_for(answering, timeout, f"device {device.name} of {server.name}", interval=0.2)
@@ -171,11 +177,11 @@ class Suite:
         return cls(data["tango_host"], var_dir, [ManagedProcess(**p) for p in data["processes"]])
 
 
-def _answers(server: ServerSpec) -> bool:
+def _answers(server: ServerSpec, device_url: Callable[[str], str]) -> bool:
     """True when every device of the server is exported and answers a ping."""
     try:
         for device in server.devices:
-            tango.DeviceProxy(device.name).ping()
+            tango.DeviceProxy(device_url(device.name)).ping()
     except tango.DevFailed:
         return False
     return True

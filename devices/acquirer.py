@@ -52,7 +52,8 @@ class AcquirerDevice(EventPushingMixin, Device):
         self.acquirer = None
         try:
             camera = self.create_camera()
-            sender = StreamSender(self.StreamBindAddress)
+            # A detector that streams its frames itself (a DECTRIS DCU) needs no sender of ours.
+            sender = None if getattr(camera, "streams_itself", False) else StreamSender(self.StreamBindAddress)
         except Exception as error:
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
             return
@@ -63,7 +64,8 @@ class AcquirerDevice(EventPushingMixin, Device):
         if self.acquirer is not None:
             self.acquirer.abort()
             self.acquirer.wait(5)
-            self.acquirer.sender.close()
+            if self.acquirer.sender is not None:
+                self.acquirer.sender.close()
             self.acquirer = None
 
     def _core(self) -> Acquirer:

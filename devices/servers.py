@@ -18,9 +18,10 @@ def _run(classes) -> None:
 
 def run_acquirer_server() -> None:
     """Every Acquirer class in one server; the database says which class each device is."""
+    from photonflow.devices.dectris_acquirer import DectrisAcquirer
     from photonflow.devices.simulator_acquirer import SimulatorAcquirer
 
-    _run((SimulatorAcquirer,))
+    _run((SimulatorAcquirer, DectrisAcquirer))
 
 
 def run_recorder_server() -> None:

@@ -1,0 +1,96 @@
+"""Acquirer for DECTRIS EIGER2 and PILATUS4: drives the DCU over SIMPLON; the DCU streams the frames.
+
+The Controller arms the Recorder on ``StreamEndpoint`` with ``StreamProtocol``
+(``dectris-v2`` or ``dectris-v1``), so the frames go from the DCU to the file compressed as
+sent. Vendor attributes read and write the DCU's own configuration; their Tango limits
+are the SIMPLON limits, and the DCU's refusals come back in its own words.
+"""
+
+from __future__ import annotations
+
+from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.common import operator_errors
+from tango import AttrWriteType
+from tango.server import attribute, device_property
+
+from photonflow.acquisition.dectris import DectrisCamera, DectrisSettings
+from photonflow.errors import ConfigurationError
+
+
+def _dcu_parameter(name: str, unit: str, doc: str, minimum: float, maximum: float, fmt: str = "%.4f"):
+    """A read-write attribute that is the DCU's detector/config/<name>.
+
+    The Tango limits are the physical outer bounds; the DCU's own, which depend on the model,
+    are checked here first so that a refusal names them (Tango's own limit error does not).
+    """
+
+    @operator_errors
+    def read(self):
+        return self._core().camera.client.get("detector", name)
+
+    @operator_errors
+    def write(self, value):
+        client = self._core().camera.client
+        limits = client.describe("detector", name)
+        low, high = limits.get("min"), limits.get("max")
+        if low is not None and not low <= value <= high:
+            raise ConfigurationError(
+                f"{name} {value} {unit} is outside what the detector accepts: {low} to {high} {unit}"
+            )
+        client.set("detector", name, value)
+
+    return attribute(fget=read, fset=write, dtype=float, access=AttrWriteType.READ_WRITE, unit=unit,
+                     format=fmt, min_value=minimum, max_value=maximum, doc=doc)
+
+
+def _dcu_value(name: str, dtype, doc: str, unit: str = ""):
+    """A read-only attribute that is the DCU's detector/config/<name>."""
+
+    @operator_errors
+    def read(self):
+        return self._core().camera.client.get("detector", name)
+
+    return attribute(fget=read, dtype=dtype, unit=unit, doc=doc)
+
+
+class DectrisAcquirer(AcquirerDevice):
+    """A DECTRIS EIGER2 or PILATUS4 behind its detector control unit (SIMPLON API 1.8.0)."""
+
+    DcuUrl = device_property(dtype=str, mandatory=True, doc="SIMPLON address of the DCU: http://host[:port]")
+    DcuStreamEndpoint = device_property(
+        dtype=str, default_value="",
+        doc="ZeroMQ endpoint of the DCU's stream; empty: tcp://<DCU host>:31001 (v2) or :9999 (v1)",
+    )
+    StreamFormat = device_property(dtype=str, default_value="cbor", doc="cbor (stream v2) or legacy (stream v1)")
+    HeaderDetail = device_property(dtype=str, default_value="basic", doc="Stream v1 header detail: all, basic, none")
+    RequestTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds to wait for a SIMPLON answer")
+
+    def create_camera(self) -> DectrisCamera:
+        return DectrisCamera(DectrisSettings(
+            url=self.DcuUrl, stream_endpoint=self.DcuStreamEndpoint, stream_format=self.StreamFormat,
+            header_detail=self.HeaderDetail, timeout=self.RequestTimeout,
+        ))
+
+    def delete_device(self):
+        camera = self.acquirer.camera if self.acquirer is not None else None
+        super().delete_device()
+        if camera is not None:
+            camera.close()
+
+    PhotonEnergy = _dcu_parameter("photon_energy", "eV", "Energy of the incident photons", 0.0, 1e6, "%.1f")
+    ThresholdEnergy = _dcu_parameter("threshold_energy", "eV", "Counting threshold", 0.0, 1e6, "%.1f")
+    BeamCenterX = _dcu_parameter("beam_center_x", "pixel", "Beam centre, column", -1e6, 1e6, "%.2f")
+    BeamCenterY = _dcu_parameter("beam_center_y", "pixel", "Beam centre, row", -1e6, 1e6, "%.2f")
+    DetectorDistance = _dcu_parameter("detector_distance", "m", "Sample to detector distance", 0.0, 100.0)
+    OmegaStart = _dcu_parameter("omega_start", "degree", "Goniometer omega of the first image (MX)", -1e6, 1e6)
+    OmegaIncrement = _dcu_parameter("omega_increment", "degree", "Omega step per image (MX)", -1e6, 1e6)
+    Description = _dcu_value("description", str, "Model, as the DCU names it")
+    SerialNumber = _dcu_value("detector_number", str, "Serial number")
+    SensorMaterial = _dcu_value("sensor_material", str, "Sensor material")
+    SensorThickness = _dcu_value("sensor_thickness", float, "Sensor thickness", "m")
+    BitDepth = _dcu_value("bit_depth_image", int, "Bits per pixel of the images")
+
+    @attribute(dtype=str, doc="The DCU's own state: na, idle, ready, acquire, error")
+    @operator_errors
+    def DcuState(self):
+        return self._core().camera.client.status("detector", "state")

@@ -1,0 +1,129 @@
+"""A DECTRIS detector through the whole pipeline: a simulated DCU process (SIMPLON over HTTP,
+stream v2 on ZeroMQ), the DectrisAcquirer, Recorder and Controller servers on their own
+database, and a file whose frames equal what the DCU sent, stored as the DCU compressed them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import hdf5plugin  # noqa: F401 - the bitshuffle filter, to read the frames back
+import numpy as np
+import pytest
+from photonflow.simulators.dectris_dcu import MODELS
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+
+from photonflow.stream.bslz4 import compress
+from tests.integration.helpers import acquire, devfailed, proxy, wait_for_state
+
+MODEL, SEED = "eiger2_1m", 11
+
+DEPLOYMENT = """
+servers:
+  PhotonflowAcquirer/eiger:
+    DectrisAcquirer:
+      test/eiger/acquirer:
+        properties:
+          DcuUrl: {url}
+          DcuStreamEndpoint: {stream}
+          StreamFormat: cbor
+  PhotonflowRecorder/eiger:
+    PhotonflowRecorder:
+      test/eiger/recorder:
+        properties:
+          DataRoot: {data_root}
+  PhotonflowController/eiger:
+    PhotonflowController:
+      test/eiger/controller:
+        properties:
+          Acquirer: test/eiger/acquirer
+          Recorder: test/eiger/recorder
+          FinishTimeout: 30
+"""
+
+
+@pytest.fixture(scope="module")
+def eiger(tmp_path_factory):
+    from photonflow.clients.launcher import Suite
+    from photonflow.clients.tango_database import apply_deployment
+
+    from photonflow.deployment import load_deployment
+
+    var_dir = tmp_path_factory.mktemp("eiger")
+    saved_tango_host = os.environ.get("TANGO_HOST")
+    dcu = subprocess.Popen(
+        [sys.executable, "-m", "photonflow.simulators.dectris_dcu", "--model", MODEL, "--seed", str(SEED),
+         "--serial-number", "E-01-0099"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    suite = Suite("", var_dir)
+    try:
+        where = json.loads(dcu.stdout.readline())
+        deployment = load_deployment(DEPLOYMENT.format(url=where["simplon"], stream=where["stream"],
+                                                       data_root=var_dir / "data"))
+        suite.start_database(var_dir / "tango.db")
+        apply_deployment(suite.database(), deployment)
+        suite.start_servers(deployment)
+        yield suite, var_dir / "data", dcu
+    finally:
+        suite.stop()
+        if saved_tango_host is None:  # the launcher points TANGO_HOST at its database
+            os.environ.pop("TANGO_HOST", None)
+        else:
+            os.environ["TANGO_HOST"] = saved_tango_host
+        dcu.terminate()
+        dcu.wait(10)
+        dcu.stdout.close()
+
+
+def test_an_eiger_series_through_the_controller_is_stored_as_the_dcu_sent_it(eiger):
+    suite, data_root, _ = eiger
+    controller = proxy(suite.device_url("test/eiger/controller"))
+    acquirer = proxy(suite.device_url("test/eiger/acquirer"))
+    assert acquirer.StreamProtocol == "dectris-v2"
+    assert acquirer.Description == "Dectris EIGER2 Si 1M" and acquirer.SerialNumber == "E-01-0099"
+    acquirer.PhotonEnergy = 9000.0
+    state = acquire(controller, frames=40, exposure=0.002, period=0.004, file="eiger/series.h5")
+    assert state == "ON", controller.status()
+    assert acquirer.FramesAcquired == 40
+    model = MODELS[MODEL]
+    frames = DiffractionFrames(PatternSettings(height=model.height, width=model.width, dtype="uint16",
+                                               seed=SEED, exposure=0.002))
+    with h5py.File(data_root / "eiger" / "series.h5", "r") as f:
+        data = f["entry/data/data"]
+        assert data.shape == (40, model.height, model.width)
+        for n in (0, 17, 39):
+            expected = frames.frame(n)
+            np.testing.assert_array_equal(data[n], expected)
+            mask, chunk = data.id.read_direct_chunk((n, 0, 0))
+            assert mask == 0 and chunk == bytes(compress(expected))
+        (detector,) = [g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector"]
+        assert detector["serial_number"][()].decode() == "E-01-0099"
+
+
+def test_values_beyond_the_dcus_limits_are_refused_with_the_limit(eiger):
+    suite, _, _ = eiger
+    acquirer = proxy(suite.device_url("test/eiger/acquirer"))
+    error = devfailed(acquirer.write_attribute, "PhotonEnergy", 200000.0)
+    assert error.reason == "InvalidConfiguration"
+    assert error.desc == "photon_energy 200000.0 eV is outside what the detector accepts: 2700.0 to 100000.0 eV"
+    error = devfailed(acquirer.write_attribute, "Exposure", 1e-9)
+    assert "3e-06" in error.desc
+
+
+def test_a_lost_dcu_puts_the_acquirer_in_fault_and_init_reconnects(eiger):
+    suite, _, dcu = eiger
+    acquirer = proxy(suite.device_url("test/eiger/acquirer"))
+    wait_for_state(acquirer, "ON")
+    dcu.send_signal(19)  # SIGSTOP: the DCU stops answering
+    try:
+        error = devfailed(acquirer.Prepare)
+        assert error.reason == "DetectorConnectionLost", error.desc
+        assert str(acquirer.state()) == "FAULT"
+    finally:
+        dcu.send_signal(18)  # SIGCONT
+    acquirer.Init()
+    wait_for_state(acquirer, "ON")
