@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 
+from photonflow.allocator import reuse_frame_buffers
 from photonflow.stream import dectris as codec
 from photonflow.stream.bslz4 import compress
 from photonflow.stream.transport import SendInterrupted, StreamSender
@@ -415,7 +416,8 @@ class SimulatedDcu:
                     if self._abort.is_set() or self._cancel.is_set():  # cancel/disarm: after the current image
                         break
                     number = self.images_sent
-                    delay = start + (number - self._triggers_done * images_per_trigger + 1) * frame_time - time.monotonic()
+                    in_trigger = number - self._triggers_done * images_per_trigger
+                    delay = start + (in_trigger + 1) * frame_time - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
                     self._send_image(number)
@@ -581,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    reuse_frame_buffers()  # every image message is a fresh buffer: reuse their memory
     dcu = SimulatedDcu(MODELS[args.model], args.stream, args.serial_number, args.seed)
     server = SimplonServer((args.host, args.port), dcu)
     print(json.dumps({"simplon": server.url, "stream": dcu.sender.endpoint, "model": args.model}), flush=True)

@@ -191,18 +191,22 @@ class _CborReader:
 
     def __init__(self, data: memoryview):
         self.data = data
+        self.size = data.nbytes
         self.position = 0
 
     def take(self, count: int) -> memoryview:
         end = self.position + count
-        if end > self.data.nbytes:
-            _fail(
-                f"CBOR message truncated: {count} byte(s) needed at byte {self.position}, "
-                f"{self.data.nbytes - self.position} left"
-            )
+        if end > self.size:
+            self._truncated(count)
         view = self.data[self.position : end]
         self.position = end
         return view
+
+    def _truncated(self, count: int) -> None:
+        _fail(
+            f"CBOR message truncated: {count} byte(s) needed at byte {self.position}, "
+            f"{self.size - self.position} left"
+        )
 
     def argument(self, info: int) -> int:
         if info < 24:
@@ -214,7 +218,11 @@ class _CborReader:
     def item(self, depth: int = 0, inside_indefinite: bool = False) -> Any:
         if depth > _MAX_NESTING:
             _fail(f"CBOR items nested deeper than {_MAX_NESTING} levels")
-        initial = self.take(1)[0]
+        position = self.position  # one byte read in place: this runs for every item of every frame
+        if position >= self.size:
+            self._truncated(1)
+        initial = self.data[position]
+        self.position = position + 1
         major, info = initial >> 5, initial & 0x1F
         value = _CBOR_MAJOR_TYPES[major](self, info, depth)
         if value is _BREAK and not inside_indefinite:
