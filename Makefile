@@ -18,7 +18,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 venv: $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/photonflow demo --config config/demo.yaml $(if $(FRAMES),--frames $(FRAMES))
+	$(BIN)/photonflow demo --config $(if $(DETECTOR),config/$(DETECTOR).yaml,config/demo.yaml) $(if $(FRAMES),--frames $(FRAMES))
 
 test: $(INSTALLED)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import tango
-
 from photonflow.clients.demo import default_file_name, describe_file, run_acquisition
 from photonflow.clients.launcher import Suite
 from photonflow.clients.tango_database import apply_deployment
+
 from photonflow.deployment import load_deployment_file
 from photonflow.errors import ConfigurationError
 
@@ -53,9 +53,12 @@ def command_config_apply(args) -> int:
 def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite, object]:
     """Database (embedded unless TANGO_HOST is set), configuration, then every server."""
     _prepare_environment(var_dir)
-    deployment = load_deployment_file(config)
     suite = Suite(os.environ.get("TANGO_HOST", ""), var_dir)
     try:
+        simulators = load_deployment_file(config, simulators_only=True)
+        for name, value in suite.start_simulators(simulators).items():
+            print(f"Simulated hardware up: {name}={value}")
+        deployment = load_deployment_file(config)
         if not suite.tango_host:
             suite.start_database(var_dir / "tango" / database_name)
             print(f"Started an embedded Tango database (pytango-db, SQLite) at TANGO_HOST={suite.tango_host}")

@@ -21,7 +21,7 @@ from typing import Callable
 
 import tango
 
-from photonflow.deployment import Deployment, ServerSpec
+from photonflow.deployment import Deployment, ServerSpec, simulator_environment
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -117,6 +117,28 @@ class Suite:
     def database(self) -> tango.Database:
         host, port = self.tango_host.rsplit(":", 1)
         return tango.Database(host, int(port))
+
+    def start_simulators(self, deployment: Deployment, timeout: float = 60) -> dict[str, str]:
+        """Start the deployment's simulated hardware; returns (and sets in this process's
+        environment) the variables their announcements define, for the servers' properties."""
+        variables: dict[str, str] = {}
+        for simulator in deployment.simulators:
+            command = [executable(simulator.command[0]), *simulator.command[1:]]
+            process = self._spawn(f"simulator_{simulator.name}", command, self.environment())
+            log = Path(self.processes[-1].log)
+            start = log.stat().st_size  # the log is appended to: read only this run's lines
+
+            def announced(process=process, name=simulator.name, log=log, start=start):
+                self._check_alive(process, name)
+                with open(log, "rb") as text:
+                    text.seek(start)
+                    first = text.readline()
+                return json.loads(first) if first.endswith(b"\n") else None
+
+            variables.update(simulator_environment(simulator.name, wait_for(
+                announced, timeout, f"simulator {simulator.name}", interval=0.1)))
+        os.environ.update(variables)
+        return variables
 
     def start_servers(self, deployment: Deployment, timeout: float = 60) -> list[ServerSpec]:
         """Start each server as its own process, then wait until all its devices answer.

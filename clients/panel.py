@@ -15,8 +15,8 @@ import html
 import os
 import sys
 
-import taurus
 import tango
+import taurus
 from taurus.external.qt import Qt, QtWidgets
 from taurus.qt.qtgui.button import TaurusCommandButton
 from taurus.qt.qtgui.display import TaurusLabel, TaurusLed

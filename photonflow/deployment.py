@@ -54,8 +54,22 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class SimulatorSpec:
+    """A simulated piece of hardware to start before the servers (e.g. a DECTRIS DCU).
+
+    The process prints one JSON object on its first line of output (where it listens); each
+    key becomes the environment variable ``PHOTONFLOW_SIM_<NAME>_<KEY>`` that the servers'
+    properties can use as ``${...}``.
+    """
+
+    name: str
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Deployment:
     servers: tuple[ServerSpec, ...]
+    simulators: tuple[SimulatorSpec, ...] = ()
 
     def device(self, tango_class: str) -> DeviceSpec:
         """The first device of a class (e.g. the demo's Controller)."""
@@ -127,8 +141,16 @@ class _Source:
         return [self.scalar_text(node, key)]
 
 
-def load_deployment(text: str, path: str = "<config>", environment: Mapping[str, str] | None = None) -> Deployment:
-    """Parse and validate a deployment; raises ConfigurationError naming the line and key."""
+def load_deployment(
+    text: str,
+    path: str = "<config>",
+    environment: Mapping[str, str] | None = None,
+    simulators_only: bool = False,
+) -> Deployment:
+    """Parse and validate a deployment; raises ConfigurationError naming the line and key.
+
+    ``simulators_only``: just the simulators, whose output the servers' properties may need.
+    """
     source = _Source(path, os.environ if environment is None else environment)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -143,9 +165,14 @@ def load_deployment(text: str, path: str = "<config>", environment: Mapping[str,
     if root is None:
         raise ConfigurationError(f"{path}: the file is empty; it needs a 'servers' mapping")
     top = dict((k.value, (k, v)) for k, v in source.mapping(root, "the file"))
-    unknown = sorted(top.keys() - {"servers"})
+    unknown = sorted(top.keys() - {"servers", "simulators"})
     if unknown:
-        raise source.error(top[unknown[0]][0], f"unknown top-level key '{unknown[0]}'; expected 'servers'")
+        raise source.error(
+            top[unknown[0]][0], f"unknown top-level key '{unknown[0]}'; expected 'servers' (and 'simulators')"
+        )
+    simulators = _simulators(source, top["simulators"][1]) if "simulators" in top else ()
+    if simulators_only:
+        return Deployment((), simulators)
     if "servers" not in top:
         raise ConfigurationError(f"{path}: missing the top-level 'servers' mapping")
     servers = []
@@ -183,16 +210,44 @@ def load_deployment(text: str, path: str = "<config>", environment: Mapping[str,
                             properties[prop_key.value] = source.property_values(prop_node, f"{name}->{prop_key.value}")
                 devices.append(DeviceSpec(name, class_key.value, properties))
         servers.append(ServerSpec(executable, instance, tuple(devices)))
-    return Deployment(tuple(servers))
+    return Deployment(tuple(servers), simulators)
 
 
-def load_deployment_file(path: str | Path, environment: Mapping[str, str] | None = None) -> Deployment:
+def _simulators(source: _Source, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
+    simulators = []
+    for name_key, spec_node in source.mapping(node, "simulators"):
+        name = name_key.value
+        if not isinstance(name, str) or not _INSTANCE.match(name):
+            raise source.error(name_key, f"simulators: '{name}' must be a plain name (letters, digits, - _ .)")
+        sections = dict((k.value, (k, v)) for k, v in source.mapping(spec_node, name))
+        extra = sorted(sections.keys() - {"command"})
+        if extra or "command" not in sections:
+            raise source.error(
+                name_key, f"{name}: expected exactly the key 'command' (a list: program and arguments)"
+            )
+        command_node = sections["command"][1]
+        if not isinstance(command_node, yaml.SequenceNode) or not command_node.value:
+            raise source.error(command_node, f"{name}: 'command' must be a non-empty list")
+        command = tuple(source.scalar_text(item, f"{name} command") for item in command_node.value)
+        simulators.append(SimulatorSpec(name, command))
+    return tuple(simulators)
+
+
+def load_deployment_file(
+    path: str | Path, environment: Mapping[str, str] | None = None, simulators_only: bool = False,
+) -> Deployment:
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigurationError(f"cannot read {path}: {error.strerror}") from None
-    return load_deployment(text, str(path), environment)
+    return load_deployment(text, str(path), environment, simulators_only)
+
+
+def simulator_environment(name: str, announced: Mapping[str, object]) -> dict[str, str]:
+    """The variables a started simulator's announcement defines: PHOTONFLOW_SIM_<NAME>_<KEY>."""
+    prefix = "PHOTONFLOW_SIM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    return {f"{prefix}_{re.sub(r'[^A-Za-z0-9]', '_', key).upper()}": str(value) for key, value in announced.items()}
 
 
 @dataclass

@@ -40,6 +40,9 @@ from photonflow.throttle import Throttle
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_FRAMES = 256
+# A DECTRIS DCU numbers its series itself when armed: the Recorder, armed before it, follows
+# the id of the series start it receives rather than the id it was armed with.
+DETECTOR_NUMBERED_PROTOCOLS = frozenset({"dectris-v1", "dectris-v2"})
 DEFAULT_QUEUE_MEGABYTES = 512  # what frames waiting for the disk may take, whatever their size
 FLUSH_INTERVAL = 0.2  # seconds between making progress visible to SWMR readers
 
@@ -508,6 +511,10 @@ class Recorder:
 
     def _check_series(self, message) -> bool:
         expected = self._series.request.series_id
+        if self._series.request.protocol in DETECTOR_NUMBERED_PROTOCOLS:
+            if self._series.start is None:
+                return True  # whatever id the detector gave the series it now starts
+            expected = self._series.start.series_id
         if message.series_id not in (expected, UNKNOWN):  # some protocols carry no series id
             self._reject(f"message of series {message.series_id}, but armed for series {expected}")
             return False

@@ -4,10 +4,8 @@ database, and a file whose frames equal what the DCU sent, stored as the DCU com
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
+import signal
 
 import h5py
 import hdf5plugin  # noqa: F401 - the bitshuffle filter, to read the frames back
@@ -21,20 +19,23 @@ from tests.integration.helpers import acquire, devfailed, proxy, wait_for_state
 
 MODEL, SEED = "eiger2_1m", 11
 
-DEPLOYMENT = """
+DEPLOYMENT = f"""
+simulators:
+  dcu:
+    command: [photonflow-dectris-dcu, --model, {MODEL}, --seed, "{SEED}", --serial-number, E-01-0099]
 servers:
   PhotonflowAcquirer/eiger:
     DectrisAcquirer:
       test/eiger/acquirer:
         properties:
-          DcuUrl: {url}
-          DcuStreamEndpoint: {stream}
+          DcuUrl: ${{PHOTONFLOW_SIM_DCU_SIMPLON}}
+          DcuStreamEndpoint: ${{PHOTONFLOW_SIM_DCU_STREAM}}
           StreamFormat: cbor
   PhotonflowRecorder/eiger:
     PhotonflowRecorder:
       test/eiger/recorder:
         properties:
-          DataRoot: {data_root}
+          DataRoot: ${{EIGER_DATA_ROOT}}
   PhotonflowController/eiger:
     PhotonflowController:
       test/eiger/controller:
@@ -47,36 +48,33 @@ servers:
 
 @pytest.fixture(scope="module")
 def eiger(tmp_path_factory):
+    """The deployment started as `make demo` starts one: simulated hardware first (its
+    announced addresses fill the properties), then the database and the servers."""
     from photonflow.clients.launcher import Suite
     from photonflow.clients.tango_database import apply_deployment
 
     from photonflow.deployment import load_deployment
 
     var_dir = tmp_path_factory.mktemp("eiger")
-    saved_tango_host = os.environ.get("TANGO_HOST")
-    dcu = subprocess.Popen(
-        [sys.executable, "-m", "photonflow.simulators.dectris_dcu", "--model", MODEL, "--seed", str(SEED),
-         "--serial-number", "E-01-0099"],
-        stdout=subprocess.PIPE, text=True,
-    )
+    saved = {key: os.environ.get(key) for key in ("TANGO_HOST", "EIGER_DATA_ROOT")}
+    os.environ["EIGER_DATA_ROOT"] = str(var_dir / "data")
     suite = Suite("", var_dir)
     try:
-        where = json.loads(dcu.stdout.readline())
-        deployment = load_deployment(DEPLOYMENT.format(url=where["simplon"], stream=where["stream"],
-                                                       data_root=var_dir / "data"))
+        variables = suite.start_simulators(load_deployment(DEPLOYMENT, simulators_only=True))
+        assert set(variables) == {f"PHOTONFLOW_SIM_DCU_{key}" for key in ("SIMPLON", "STREAM", "MODEL")}
+        deployment = load_deployment(DEPLOYMENT)
         suite.start_database(var_dir / "tango.db")
         apply_deployment(suite.database(), deployment)
         suite.start_servers(deployment)
-        yield suite, var_dir / "data", dcu
+        dcu = next(p for p in suite.processes if p.name == "simulator_dcu")
+        yield suite, var_dir / "data", dcu.pid
     finally:
         suite.stop()
-        if saved_tango_host is None:  # the launcher points TANGO_HOST at its database
-            os.environ.pop("TANGO_HOST", None)
-        else:
-            os.environ["TANGO_HOST"] = saved_tango_host
-        dcu.terminate()
-        dcu.wait(10)
-        dcu.stdout.close()
+        for key, value in saved.items():  # the launcher points TANGO_HOST at its database
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def test_an_eiger_series_through_the_controller_is_stored_as_the_dcu_sent_it(eiger):
@@ -102,6 +100,11 @@ def test_an_eiger_series_through_the_controller_is_stored_as_the_dcu_sent_it(eig
             assert mask == 0 and chunk == bytes(compress(expected))
         (detector,) = [g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector"]
         assert detector["serial_number"][()].decode() == "E-01-0099"
+    # The next series: the DCU numbers it itself; the Recorder follows.
+    state = acquire(controller, frames=5, exposure=0.002, period=0.004, file="eiger/next.h5")
+    assert state == "ON", controller.status()
+    with h5py.File(data_root / "eiger" / "next.h5", "r") as f:
+        np.testing.assert_array_equal(f["entry/data/data"][4], frames.frame(4))
 
 
 def test_values_beyond_the_dcus_limits_are_refused_with_the_limit(eiger):
@@ -115,15 +118,15 @@ def test_values_beyond_the_dcus_limits_are_refused_with_the_limit(eiger):
 
 
 def test_a_lost_dcu_puts_the_acquirer_in_fault_and_init_reconnects(eiger):
-    suite, _, dcu = eiger
+    suite, _, dcu_pid = eiger
     acquirer = proxy(suite.device_url("test/eiger/acquirer"))
     wait_for_state(acquirer, "ON")
-    dcu.send_signal(19)  # SIGSTOP: the DCU stops answering
+    os.kill(dcu_pid, signal.SIGSTOP)  # the DCU stops answering
     try:
         error = devfailed(acquirer.Prepare)
         assert error.reason == "DetectorConnectionLost", error.desc
         assert str(acquirer.state()) == "FAULT"
     finally:
-        dcu.send_signal(18)  # SIGCONT
+        os.kill(dcu_pid, signal.SIGCONT)
     acquirer.Init()
     wait_for_state(acquirer, "ON")

@@ -103,14 +103,15 @@ def test_an_unreachable_dcu_is_a_lost_connection_naming_it():
             client.status("detector", "state")
 
 
-def record_series(dcu, stream_format, frames, trigger_mode="internal", tmp_path=None, stop_after=None):
+def record_series(dcu, stream_format, frames, trigger_mode="internal", tmp_path=None, stop_after=None,
+                  series_id=1, file="eiger.h5"):
     simulated, server = dcu
     camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint,
                                            stream_format=stream_format))
     acquirer = Acquirer(camera, sender=None)
     recorder = Recorder(tmp_path)
     acquirer.update_settings(frame_count=frames, exposure=0.001, period=0.002, trigger_mode=trigger_mode)
-    path = recorder.arm(RecordingRequest(frames, 1, acquirer.stream_endpoint, "eiger.h5", acquirer.stream_protocol))
+    path = recorder.arm(RecordingRequest(frames, series_id, acquirer.stream_endpoint, file, acquirer.stream_protocol))
     acquirer.prepare()
     acquirer.start()
     if stop_after is not None:
@@ -183,3 +184,14 @@ def test_a_dcu_that_fails_mid_series_puts_the_acquirer_in_fault_with_its_message
     recorder.abort()
     recorder.wait(10)
     camera.close()
+
+
+def test_series_after_series_are_recorded_whatever_ids_the_dcu_gives_them(dcu, tmp_path):
+    simulated, _ = dcu
+    for series_id in (10, 11, 12):  # the DCU numbers them 1, 2, 3 itself
+        acquirer, recorder, path = record_series(dcu, "cbor", 5, tmp_path=tmp_path, series_id=series_id,
+                                                 file=f"series_{series_id}.h5")
+        assert recorder.counters.frames_written == 5 and recorder.counters.messages_rejected == 0, recorder.status
+        with h5py.File(path, "r") as f:
+            np.testing.assert_array_equal(f["entry/data/data"][4], simulated.frame(4))
+    assert simulated.sequence_id == 3

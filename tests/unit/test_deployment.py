@@ -2,7 +2,14 @@
 
 import pytest
 
-from photonflow.deployment import DatabaseView, load_deployment, load_deployment_file, plan_changes
+from photonflow.deployment import (
+    DatabaseView,
+    SimulatorSpec,
+    load_deployment,
+    load_deployment_file,
+    plan_changes,
+    simulator_environment,
+)
 from photonflow.errors import ConfigurationError
 from tests.conftest import DEMO_CONFIG
 
@@ -86,3 +93,49 @@ def test_plan_adds_a_device_registered_elsewhere():
     current = DatabaseView(device_servers={"bl1/pf/recorder": ("PhotonflowRecorder/old", "PhotonflowRecorder")})
     changes = plan_changes(deployment, current)
     assert changes[0].describe() == "add device bl1/pf/recorder (class PhotonflowRecorder) to server PhotonflowRecorder/bl1"
+
+
+EIGER = """
+simulators:
+  dcu:
+    command: [photonflow-dectris-dcu, --model, eiger2_4m]
+servers:
+  PhotonflowAcquirer/eiger:
+    DectrisAcquirer:
+      bl/eiger/acquirer:
+        properties:
+          DcuUrl: ${PHOTONFLOW_SIM_DCU_SIMPLON}
+"""
+
+
+def test_simulators_are_read_first_without_the_variables_they_will_define():
+    simulators = load_deployment(EIGER, "eiger.yaml", {}, simulators_only=True)
+    assert simulators.servers == ()
+    assert simulators.simulators == (SimulatorSpec("dcu", ("photonflow-dectris-dcu", "--model", "eiger2_4m")),)
+    with pytest.raises(ConfigurationError, match="environment variable PHOTONFLOW_SIM_DCU_SIMPLON is not set"):
+        load_deployment(EIGER, "eiger.yaml", {})
+    variables = simulator_environment("dcu", {"simplon": "http://127.0.0.1:4242", "stream": "tcp://127.0.0.1:5"})
+    assert variables == {
+        "PHOTONFLOW_SIM_DCU_SIMPLON": "http://127.0.0.1:4242",
+        "PHOTONFLOW_SIM_DCU_STREAM": "tcp://127.0.0.1:5",
+    }
+    deployment = load_deployment(EIGER, "eiger.yaml", variables)
+    assert deployment.device("DectrisAcquirer").properties["DcuUrl"] == ["http://127.0.0.1:4242"]
+
+
+@pytest.mark.parametrize("text, complaint", [
+    ("simulators:\n  dcu:\n    program: x\nservers: {}\n", "eiger.yaml:2: dcu: expected exactly the key 'command'"),
+    ("simulators:\n  dcu:\n    command: []\nservers: {}\n", "eiger.yaml:3: dcu: 'command' must be a non-empty list"),
+    ("simulators:\n  a b:\n    command: [x]\nservers: {}\n", "eiger.yaml:2: simulators: 'a b' must be a plain name"),
+])
+def test_a_malformed_simulator_is_refused_naming_the_line(text, complaint):
+    with pytest.raises(ConfigurationError, match=complaint):
+        load_deployment(text, "eiger.yaml", {}, simulators_only=True)
+
+
+def test_the_eiger_configuration_is_valid():
+    path = DEMO_CONFIG.parent / "eiger4m.yaml"
+    assert load_deployment_file(path, {}, simulators_only=True).simulators[0].command[0] == "photonflow-dectris-dcu"
+    variables = {"PHOTONFLOW_SIM_DCU_SIMPLON": "http://h:1", "PHOTONFLOW_SIM_DCU_STREAM": ""}
+    deployment = load_deployment_file(path, variables)
+    assert deployment.device("DectrisAcquirer").properties["DcuUrl"] == ["http://h:1"]
