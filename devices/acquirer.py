@@ -66,6 +66,9 @@ class AcquirerDevice(EventPushingMixin, Device):
             self.acquirer.wait(5)
             if self.acquirer.sender is not None:
                 self.acquirer.sender.close()
+            close_camera = getattr(self.acquirer.camera, "close", None)  # a connection to the detector
+            if close_camera is not None:
+                close_camera()
             self.acquirer = None
 
     def _core(self) -> Acquirer:

@@ -71,12 +71,6 @@ class DectrisAcquirer(AcquirerDevice):
             header_detail=self.HeaderDetail, timeout=self.RequestTimeout,
         ))
 
-    def delete_device(self):
-        camera = self.acquirer.camera if self.acquirer is not None else None
-        super().delete_device()
-        if camera is not None:
-            camera.close()
-
     PhotonEnergy = _dcu_parameter("photon_energy", "eV", "Energy of the incident photons", 0.0, 1e6, "%.1f")
     ThresholdEnergy = _dcu_parameter("threshold_energy", "eV", "Counting threshold", 0.0, 1e6, "%.1f")
     BeamCenterX = _dcu_parameter("beam_center_x", "pixel", "Beam centre, column", -1e6, 1e6, "%.2f")

@@ -44,3 +44,15 @@ class RecordingError(PhotonflowError):
     """Writing the data file failed (disk, permissions...)."""
 
     reason = "RecordingFailed"
+
+
+class DetectorError(PhotonflowError):
+    """The detector (or its control unit) refused a request; the message is its own."""
+
+    reason = "DetectorError"
+
+
+class DetectorConnectionLost(PhotonflowError):
+    """The detector did not answer: connection refused, dropped or timed out."""
+
+    reason = "DetectorConnectionLost"

@@ -34,32 +34,28 @@ def running_suite(tmp_path_factory):
     from photonflow.clients.launcher import Suite
     from photonflow.clients.tango_database import apply_deployment
     from photonflow.deployment import load_deployment_file
+    from tests.integration.helpers import preserved_environment
 
     var_dir = tmp_path_factory.mktemp("suite")
     data_root = var_dir / "data"
-    saved = {key: os.environ.get(key) for key in ("TANGO_HOST", "PHOTONFLOW_DATA_ROOT")}
-    os.environ.pop("TANGO_HOST", None)
-    os.environ["PHOTONFLOW_DATA_ROOT"] = str(data_root)
-    deployment = load_deployment_file(DEMO_CONFIG)
-    suite = Suite("", var_dir)
-    try:
-        suite.start_database(var_dir / "tango.db")
-        apply_deployment(suite.database(), deployment)
-        suite.start_servers(deployment)
-        yield SuiteDevices(
-            tango_host=suite.tango_host,
-            controller=deployment.device("PhotonflowController").name,
-            acquirer=deployment.device("SimulatorAcquirer").name,
-            recorder=deployment.device("PhotonflowRecorder").name,
-            data_root=data_root,
-            var_dir=var_dir,
-            suite=suite,
-            deployment=deployment,
-        )
-    finally:
-        suite.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with preserved_environment("TANGO_HOST", "PHOTONFLOW_DATA_ROOT"):
+        os.environ.pop("TANGO_HOST", None)
+        os.environ["PHOTONFLOW_DATA_ROOT"] = str(data_root)
+        deployment = load_deployment_file(DEMO_CONFIG)
+        suite = Suite("", var_dir)
+        try:
+            suite.start_database(var_dir / "tango.db")
+            apply_deployment(suite.database(), deployment)
+            suite.start_servers(deployment)
+            yield SuiteDevices(
+                tango_host=suite.tango_host,
+                controller=deployment.device("PhotonflowController").name,
+                acquirer=deployment.device("SimulatorAcquirer").name,
+                recorder=deployment.device("PhotonflowRecorder").name,
+                data_root=data_root,
+                var_dir=var_dir,
+                suite=suite,
+                deployment=deployment,
+            )
+        finally:
+            suite.stop()

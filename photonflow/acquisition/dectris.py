@@ -23,7 +23,12 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from photonflow.acquisition.acquirer import AcquisitionSettings
-from photonflow.errors import ConfigurationError, PhotonflowError
+from photonflow.errors import (
+    ConfigurationError,
+    DetectorConnectionLost,
+    DetectorError,
+    PhotonflowError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +37,6 @@ API_VERSION = "1.8.0"
 # trigger), external series, external enable.
 TRIGGER_MODES = {"internal": "ints", "internal_enable": "inte", "external": "exts", "external_enable": "exte"}
 STREAM_PROTOCOLS = {"cbor": "dectris-v2", "legacy": "dectris-v1"}
-
-
-class DetectorError(PhotonflowError):
-    """The DCU refused a request; the message is the DCU's own."""
-
-    reason = "DetectorError"
-
-
-class DetectorConnectionLost(PhotonflowError):
-    """The DCU did not answer: connection refused, dropped or timed out."""
-
-    reason = "DetectorConnectionLost"
 
 
 class SimplonClient:
@@ -77,7 +70,9 @@ class SimplonClient:
                 self._drop_connection()
                 cause = "timed out" if isinstance(error, (socket.timeout, TimeoutError)) else (
                     str(error) or type(error).__name__)
-                raise DetectorConnectionLost(f"no answer from the DCU at {self.url} ({method} {path}): {cause}") from None
+                raise DetectorConnectionLost(
+                    f"no answer from the DCU at {self.url} ({method} {path}): {cause}"
+                ) from None
         text = payload.decode(errors="replace").strip()
         if response.status >= 400:
             raise DetectorError(f"the DCU refused {method} {path} (HTTP {response.status}): {text or response.reason}")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
+from pathlib import Path
 
 import tango
 
@@ -59,3 +62,39 @@ def devfailed(call, *args) -> tango.DevError:
     except tango.DevFailed as error:
         return error.args[0]
     raise AssertionError(f"{call} did not raise DevFailed")
+
+
+@contextlib.contextmanager
+def preserved_environment(*keys: str):
+    """Restore these environment variables afterwards (the launcher points TANGO_HOST at its database)."""
+    saved = {key: os.environ.get(key) for key in keys}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def running_deployment(text: str, var_dir: Path, environment: dict[str, str]):
+    """A deployment started as `make demo` starts one, on its own database: simulated hardware
+    first (its announced addresses fill the properties), then the servers. Yields the Suite."""
+    from photonflow.clients.launcher import Suite
+    from photonflow.clients.tango_database import apply_deployment
+    from photonflow.deployment import load_deployment
+
+    with preserved_environment("TANGO_HOST", *environment):
+        os.environ.update(environment)
+        suite = Suite("", var_dir)
+        try:
+            suite.start_simulators(load_deployment(text, simulators_only=True))
+            deployment = load_deployment(text)
+            suite.start_database(var_dir / "tango.db")
+            apply_deployment(suite.database(), deployment)
+            suite.start_servers(deployment)
+            yield suite
+        finally:
+            suite.stop()

@@ -15,7 +15,13 @@ from photonflow.simulators.dectris_dcu import MODELS
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 
 from photonflow.stream.bslz4 import compress
-from tests.integration.helpers import acquire, devfailed, proxy, wait_for_state
+from tests.integration.helpers import (
+    acquire,
+    devfailed,
+    proxy,
+    running_deployment,
+    wait_for_state,
+)
 
 MODEL, SEED = "eiger2_1m", 11
 
@@ -48,33 +54,11 @@ servers:
 
 @pytest.fixture(scope="module")
 def eiger(tmp_path_factory):
-    """The deployment started as `make demo` starts one: simulated hardware first (its
-    announced addresses fill the properties), then the database and the servers."""
-    from photonflow.clients.launcher import Suite
-    from photonflow.clients.tango_database import apply_deployment
-
-    from photonflow.deployment import load_deployment
-
     var_dir = tmp_path_factory.mktemp("eiger")
-    saved = {key: os.environ.get(key) for key in ("TANGO_HOST", "EIGER_DATA_ROOT")}
-    os.environ["EIGER_DATA_ROOT"] = str(var_dir / "data")
-    suite = Suite("", var_dir)
-    try:
-        variables = suite.start_simulators(load_deployment(DEPLOYMENT, simulators_only=True))
-        assert set(variables) == {f"PHOTONFLOW_SIM_DCU_{key}" for key in ("SIMPLON", "STREAM", "MODEL")}
-        deployment = load_deployment(DEPLOYMENT)
-        suite.start_database(var_dir / "tango.db")
-        apply_deployment(suite.database(), deployment)
-        suite.start_servers(deployment)
+    with running_deployment(DEPLOYMENT, var_dir, {"EIGER_DATA_ROOT": str(var_dir / "data")}) as suite:
+        assert os.environ["PHOTONFLOW_SIM_DCU_SIMPLON"].startswith("http://127.0.0.1:")
         dcu = next(p for p in suite.processes if p.name == "simulator_dcu")
         yield suite, var_dir / "data", dcu.pid
-    finally:
-        suite.stop()
-        for key, value in saved.items():  # the launcher points TANGO_HOST at its database
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_an_eiger_series_through_the_controller_is_stored_as_the_dcu_sent_it(eiger):

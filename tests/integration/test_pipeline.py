@@ -9,9 +9,15 @@ import h5py
 import numpy as np
 import pytest
 import tango
-
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
-from tests.integration.helpers import acquire, devfailed, proxy, wait_for_state, wait_until
+
+from tests.integration.helpers import (
+    acquire,
+    devfailed,
+    proxy,
+    wait_for_state,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

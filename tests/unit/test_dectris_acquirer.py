@@ -25,6 +25,7 @@ from photonflow.acquisition.dectris import (
 from photonflow.errors import ConfigurationError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.bslz4 import compress
+from tests.unit.series import acquire_into
 
 # A small EIGER2-like sensor keeps the series quick; the geometry is read back from the DCU.
 SMALL = DetectorModel("Dectris EIGER2 Si test", 96, 64, 75e-6, "Si", 450e-6, 2000.0, 3e-6)
@@ -111,14 +112,8 @@ def record_series(dcu, stream_format, frames, trigger_mode="internal", tmp_path=
     acquirer = Acquirer(camera, sender=None)
     recorder = Recorder(tmp_path)
     acquirer.update_settings(frame_count=frames, exposure=0.001, period=0.002, trigger_mode=trigger_mode)
-    path = recorder.arm(RecordingRequest(frames, series_id, acquirer.stream_endpoint, file, acquirer.stream_protocol))
-    acquirer.prepare()
-    acquirer.start()
-    if stop_after is not None:
-        while acquirer.frames_acquired < stop_after:
-            acquirer.wait(0.01)
-        acquirer.stop()
-    assert acquirer.wait(30) and recorder.wait(30)
+    request = RecordingRequest(frames, series_id, acquirer.stream_endpoint, file, acquirer.stream_protocol)
+    path = acquire_into(acquirer, recorder, request, stop_after)
     camera.close()
     return acquirer, recorder, path
 

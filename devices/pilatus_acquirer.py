@@ -1,0 +1,64 @@
+"""Acquirer for DECTRIS PILATUS3 through camserver: images come as CBF files, frames go out in STINS."""
+
+from __future__ import annotations
+
+from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.common import operator_errors
+from tango import AttrWriteType
+from tango.server import attribute, device_property
+
+from photonflow.acquisition.pilatus import MODELS, PilatusCamera, PilatusSettings
+
+
+def _mx_setting(key: str, unit: str, doc: str, minimum: float, maximum: float, default: float):
+    """A read-write attribute sent to camserver with ``mxsettings`` (it goes into every CBF header)."""
+
+    @operator_errors
+    def read(self):
+        return float(self._core().camera.mx.get(key, default))
+
+    @operator_errors
+    def write(self, value):
+        self._core().camera.mx_settings(**{key: value})
+
+    return attribute(fget=read, fset=write, dtype=float, access=AttrWriteType.READ_WRITE, unit=unit,
+                     format="%.5f", min_value=minimum, max_value=maximum, doc=doc)
+
+
+class PilatusAcquirer(AcquirerDevice):
+    """A PILATUS3 driven over camserver's TCP protocol; the CBF images it writes are streamed."""
+
+    CamserverAddress = device_property(dtype=str, mandatory=True, doc="camserver's host:port (41234 on a real one)")
+    Model = device_property(dtype=str, default_value="pilatus3_1m", doc=f"One of {', '.join(MODELS)}")
+    ImageDirectory = device_property(
+        dtype=str, mandatory=True, doc="Where camserver writes its images, as this computer sees that directory",
+    )
+    SerialNumber = device_property(dtype=str, default_value="")
+    RequestTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds to wait for a camserver reply")
+
+    def create_camera(self) -> PilatusCamera:
+        return PilatusCamera(PilatusSettings(
+            address=self.CamserverAddress, model=self.Model, image_directory=self.ImageDirectory,
+            timeout=self.RequestTimeout, serial_number=self.SerialNumber,
+        ))
+
+    Wavelength = _mx_setting("Wavelength", "Å", "X-ray wavelength", 0.0, 100.0, 1.0)
+    DetectorDistance = _mx_setting("Detector_distance", "m", "Sample to detector distance", 0.0, 100.0, 0.25)
+    StartAngle = _mx_setting("Start_angle", "degree", "Rotation angle of the first image", -1e6, 1e6, 0.0)
+    AngleIncrement = _mx_setting("Angle_increment", "degree", "Rotation per image", -1e6, 1e6, 0.0)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="eV", format="%.0f", min_value=0, max_value=1e6,
+               doc="Counting threshold (setthreshold; camserver trims the chips, which takes a while)")
+    @operator_errors
+    def ThresholdEnergy(self):
+        return float(self._core().camera.threshold or 0.0)
+
+    @ThresholdEnergy.write
+    @operator_errors
+    def ThresholdEnergy(self, value):
+        self._core().camera.set_threshold(value)
+
+    @attribute(dtype=str, doc="camserver's version")
+    @operator_errors
+    def CamserverVersion(self):
+        return self._core().camera.version

@@ -1,0 +1,75 @@
+"""A PILATUS3 through the whole pipeline: a simulated camserver process writing CBF files,
+the PilatusAcquirer streaming them, Recorder and Controller on their own database."""
+
+from __future__ import annotations
+
+import fabio
+import h5py
+import numpy as np
+import pytest
+
+from tests.integration.helpers import acquire, devfailed, proxy, running_deployment
+
+DEPLOYMENT = """
+simulators:
+  camserver:
+    command: [photonflow-pilatus-camserver, --model, pilatus3_100k, --seed, "3", --image-path, "${PILATUS_IMAGES}"]
+servers:
+  PhotonflowAcquirer/pilatus:
+    PilatusAcquirer:
+      test/pilatus/acquirer:
+        properties:
+          CamserverAddress: ${PHOTONFLOW_SIM_CAMSERVER_CAMSERVER}
+          Model: pilatus3_100k
+          ImageDirectory: ${PILATUS_IMAGES}
+          SerialNumber: 10-0042
+  PhotonflowRecorder/pilatus:
+    PhotonflowRecorder:
+      test/pilatus/recorder:
+        properties:
+          DataRoot: ${PILATUS_DATA}
+  PhotonflowController/pilatus:
+    PhotonflowController:
+      test/pilatus/controller:
+        properties:
+          Acquirer: test/pilatus/acquirer
+          Recorder: test/pilatus/recorder
+          FinishTimeout: 30
+"""
+
+
+@pytest.fixture(scope="module")
+def pilatus(tmp_path_factory):
+    var_dir = tmp_path_factory.mktemp("pilatus")
+    environment = {"PILATUS_IMAGES": str(var_dir / "images"), "PILATUS_DATA": str(var_dir / "data")}
+    with running_deployment(DEPLOYMENT, var_dir, environment) as suite:
+        yield suite, var_dir
+
+
+def test_a_pilatus_series_through_the_controller_equals_the_cbf_files(pilatus):
+    suite, var_dir = pilatus
+    controller = proxy(suite.device_url("test/pilatus/controller"))
+    acquirer = proxy(suite.device_url("test/pilatus/acquirer"))
+    assert "tvx" in acquirer.CamserverVersion
+    acquirer.Wavelength = 0.97721
+    acquirer.StartAngle = 5.0
+    state = acquire(controller, frames=20, exposure=0.002, period=0.005, file="pilatus/series.h5")
+    assert state == "ON", controller.status()
+    cbf_files = sorted((var_dir / "images").glob("*.cbf"))
+    assert len(cbf_files) == 20
+    with h5py.File(var_dir / "data" / "pilatus" / "series.h5", "r") as f:
+        data = f["entry/data/data"]
+        assert data.shape == (20, 195, 487) and data.dtype == np.int32
+        for n in (0, 9, 19):
+            image = fabio.open(str(cbf_files[n]))
+            np.testing.assert_array_equal(data[n], image.data)
+        assert image.pilatus_headers["Wavelength"] == pytest.approx(0.97721)
+        assert image.pilatus_headers["Start_angle"] == pytest.approx(5.0)
+
+
+def test_a_threshold_beyond_the_detector_is_refused_with_its_range(pilatus):
+    suite, _ = pilatus
+    acquirer = proxy(suite.device_url("test/pilatus/acquirer"))
+    error = devfailed(acquirer.write_attribute, "ThresholdEnergy", 90000.0)
+    assert error.reason == "InvalidConfiguration"
+    assert error.desc == "threshold 90000.0 eV is outside what a PILATUS3 accepts: 2000 to 40000 eV"

@@ -1,0 +1,142 @@
+"""The PILATUS3 driver against the simulated camserver: its TCP protocol and real CBF files."""
+
+import fabio
+import h5py
+import numpy as np
+import pytest
+from photonflow.simulators.pilatus_camserver import (
+    Camserver,
+    CamserverState,
+    start_server,
+)
+
+from photonflow import states
+from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.pilatus import (
+    CamserverClient,
+    PilatusCamera,
+    PilatusSettings,
+)
+from photonflow.errors import DetectorConnectionLost, DetectorError
+from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.stream.transport import StreamSender
+from tests.unit.series import acquire_into
+
+
+@pytest.fixture
+def camserver(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    simulated = Camserver(CamserverState("pilatus3_100k", "24-0111", images, seed=5))
+    server = start_server(simulated)
+    yield simulated, server, images
+    simulated.stop()
+    server.shutdown()
+    server.server_close()
+
+
+def test_settings_are_acknowledged_and_bad_ones_refused_in_camservers_words(camserver):
+    _, server, _ = camserver
+    client = CamserverClient(server.address)
+    try:
+        assert client.command("exptime 0.5").text == "Exposure time set to: 0.5000000 sec."
+        assert client.command("nimages 3").code == 15
+        with pytest.raises(DetectorError, match=r"camserver refused 'nimages 0': 15 ERR nimages: value 0 below"):
+            client.command("nimages 0")
+        with pytest.raises(DetectorError, match=r"1 ERR \*\*\* Unrecognized command: fly"):
+            client.command("fly")
+        with pytest.raises(DetectorError, match="threshold 100000 eV outside 2000 to 40000 eV"):
+            client.command("setthreshold 100000")
+        assert "Settings: autog gain; threshold: 9000 eV" in client.command("setthreshold 9000").text
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("fault, error, message", [
+    ("error", DetectorError, "simulated camserver failure: detector not responding"),
+    ("drop", DetectorConnectionLost, "closed the connection|dropped the connection"),
+    ("stall", DetectorConnectionLost, "did not answer within 0.5 s"),
+])
+def test_a_failing_camserver_gives_a_clear_error(camserver, fault, error, message):
+    _, server, _ = camserver
+    client = CamserverClient(server.address, timeout=0.5)
+    try:
+        client.command(f"simfail {fault}")
+        with pytest.raises(error, match=message):
+            client.command("exptime 0.1")
+    finally:
+        client.close()
+
+
+def test_an_absent_camserver_is_a_lost_connection_naming_it():
+    with pytest.raises(DetectorConnectionLost, match="cannot reach camserver at 127.0.0.1:9"):
+        CamserverClient("127.0.0.1:9", timeout=1)
+
+
+def run_series(camserver, tmp_path, frames, stop_after=None):
+    simulated, server, images = camserver
+    camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(images), serial_number="24-0111"))
+    camera.mx_settings(Wavelength=0.97721, Detector_distance=0.125, Beam_xy=(244.0, 98.0),
+                       Start_angle=10.0, Angle_increment=0.1)
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path / "data")
+    acquirer.update_settings(frame_count=frames, exposure=0.002, period=0.005)
+    path = acquire_into(acquirer, recorder, RecordingRequest(frames, 1, acquirer.stream_endpoint, "pilatus.h5"),
+                        stop_after)
+    sender.close()
+    return simulated, camera, acquirer, recorder, path, images
+
+
+def test_each_cbf_image_reaches_the_file_equal_to_what_camserver_wrote(camserver, tmp_path):
+    simulated, camera, acquirer, recorder, path, images = run_series(camserver, tmp_path, 12)
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 12, acquirer.status
+    assert recorder.counters.frames_written == 12, recorder.status
+    cbf_files = sorted(images.glob("*.cbf"))
+    assert len(cbf_files) == 12
+    with h5py.File(path, "r") as f:
+        data = f["entry/data/data"]
+        assert data.shape == (12, 195, 487) and data.dtype == np.int32
+        for n in (0, 5, 11):
+            np.testing.assert_array_equal(data[n], fabio.open(str(cbf_files[n])).data)
+            np.testing.assert_array_equal(data[n], simulated.frame(n))
+    # the miniCBF header, parsed: what the last image says about itself
+    header = camera.last_header
+    assert header["description"].startswith("PILATUS3 100K")
+    assert header["x_pixel_size"] == pytest.approx(172e-6) and header["sensor_material"] == "Silicon"
+    assert header["incident_wavelength"] == pytest.approx(0.97721e-10)
+    assert header["beam_center_x"] == 244.0 and header["distance"] == pytest.approx(0.125)
+    assert header["start_angle"] == pytest.approx(10.0 + 11 * 0.1)
+    camera.close()
+
+
+def test_stop_kills_the_exposure_and_the_file_holds_what_was_taken(camserver, tmp_path):
+    _, camera, acquirer, recorder, path, _ = run_series(camserver, tmp_path, 400, stop_after=3)
+    assert acquirer.last_end_reason == "stopped" and 3 <= acquirer.frames_acquired < 400
+    assert recorder.counters.frames_written == acquirer.frames_acquired
+    camera.close()
+
+
+def test_a_camserver_error_mid_series_is_a_fault_with_its_message(camserver, tmp_path):
+    simulated, server, images = camserver
+    camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(images), timeout=1))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path / "data")
+    acquirer.update_settings(frame_count=50, exposure=0.002, period=0.005)
+    recorder.arm(RecordingRequest(50, 1, acquirer.stream_endpoint, "broken.h5"))
+    acquirer.prepare()
+    original = simulated._expose
+
+    def failing(names, reply):  # the detector module dies after two images
+        simulated.state.n_images = 2
+        original(names[:2], lambda code, status, text: reply(7, "ERR", "detector module 3 not responding"))
+
+    simulated._expose = failing
+    acquirer.start()
+    assert acquirer.wait(30)
+    assert acquirer.state == states.FAULT
+    assert "detector module 3 not responding" in acquirer.status
+    recorder.wait(10)
+    sender.close()
+    camera.close()
