@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.photonflow-installed
 DETECTOR ?= simulator
+# `make demo DETECTOR=eiger4m` runs config/eiger4m.yaml; the default simulator, config/demo.yaml.
+DEMO_CONFIG = $(if $(filter simulator,$(DETECTOR)),config/demo.yaml,config/$(DETECTOR).yaml)
 FRAMES ?=
 
 .PHONY: demo test bench bench-pipeline bench-soak up down panel venv clean
@@ -18,7 +20,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 venv: $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/photonflow demo --config $(if $(DETECTOR),config/$(DETECTOR).yaml,config/demo.yaml) $(if $(FRAMES),--frames $(FRAMES))
+	$(BIN)/photonflow demo --config $(DEMO_CONFIG) $(if $(FRAMES),--frames $(FRAMES))
 
 test: $(INSTALLED)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests
