@@ -1,0 +1,171 @@
+"""Andor Zyla 4.2/5.5 and Balor (sCMOS) through the SDK3 feature interface, as pylablib exposes it.
+
+Why: Andor's SDK3 (atcore) is a feature interface: named features (``ExposureTime``,
+``PixelEncoding``, ``AOIWidth``, ``TriggerMode``...) read and written by name, and frames
+read from buffers. pylablib's ``AndorSDK3Camera`` wraps it with ``get_attribute_value`` /
+``set_attribute_value``, ``setup_acquisition``, ``start_acquisition``, ``wait_for_frame``
+and ``read_multiple_images``; this camera drives any object with that interface: the real
+one when the vendor library is installed, ``photonflow.simulators.andor_sdk3`` here.
+
+``Mono12Packed`` buffers (two 12-bit pixels in three bytes, rows padded to ``AOIStride``)
+are unpacked here with vectorised numpy (``unpack_mono12packed``); the simulated camera
+uses it as pylablib does on the real one's buffers. An SDK error becomes DetectorError with
+the SDK's own code and text. Nothing here imports Tango.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.errors import ConfigurationError, DetectorError
+
+log = logging.getLogger(__name__)
+
+# photonflow's trigger modes and SDK3's TriggerMode values
+TRIGGER_MODES = {"internal": "Internal", "external": "External", "external_start": "External Start",
+                 "software": "Software"}
+PIXEL_TYPES = {"Mono12": "uint16", "Mono12Packed": "uint16", "Mono16": "uint16", "Mono32": "uint32"}
+
+
+def unpack_mono12packed(raw: Any, width: int, height: int, stride: int) -> np.ndarray:
+    """Mono12Packed rows (``stride`` bytes each) -> (height, width) uint16.
+
+    Every 3 bytes hold 2 pixels: the first is byte0 << 4 | (byte1 & 0xF), the second is
+    byte2 << 4 | byte1 >> 4 (Andor SDK3 manual, "Mono12Packed").
+    """
+    data = np.frombuffer(raw, dtype=np.uint8)
+    packed_width = (width * 3 + 1) // 2
+    if stride < packed_width or data.size < stride * height:
+        raise ValueError(f"a {width}x{height} Mono12Packed frame needs {height} rows of >= {packed_width} bytes, "
+                         f"got {data.size} bytes with a stride of {stride}")
+    rows = data[: stride * height].reshape(height, stride)[:, : (width + 1) // 2 * 3].astype(np.uint16)
+    triples = rows.reshape(height, -1, 3)
+    pixels = np.empty((height, triples.shape[1] * 2), dtype=np.uint16)
+    pixels[:, 0::2] = (triples[:, :, 0] << 4) | (triples[:, :, 1] & 0x0F)
+    pixels[:, 1::2] = (triples[:, :, 2] << 4) | (triples[:, :, 1] >> 4)
+    return pixels[:, :width]
+
+
+def pack_mono12packed(frame: np.ndarray, stride: int | None = None) -> bytes:
+    """The inverse, for simulators and tests: (height, width) 12-bit values -> packed rows."""
+    height, width = frame.shape
+    padded = np.zeros((height, width + width % 2), dtype=np.uint16)
+    padded[:, :width] = frame & 0x0FFF
+    first, second = padded[:, 0::2], padded[:, 1::2]
+    triples = np.empty((height, first.shape[1], 3), dtype=np.uint8)
+    triples[:, :, 0] = first >> 4
+    triples[:, :, 1] = (first & 0x0F) | ((second & 0x0F) << 4)
+    triples[:, :, 2] = second >> 4
+    rows = triples.reshape(height, -1)
+    stride = stride or rows.shape[1]
+    out = np.zeros((height, stride), dtype=np.uint8)
+    out[:, : rows.shape[1]] = rows
+    return out.tobytes()
+
+
+@dataclass(frozen=True)
+class AndorSettings:
+    """What the beamline sets once (Tango properties)."""
+
+    pixel_encoding: str = "Mono16"
+    shuttering: str = "Rolling"  # ElectronicShutteringMode: Rolling or Global
+    cooling: bool = True
+    binning: int = 1
+    timeout: float = 5.0
+
+
+class AndorCamera:
+    """A Zyla or Balor behind SDK3; ``sdk`` is a pylablib AndorSDK3Camera or the simulated one."""
+
+    trigger_modes = tuple(TRIGGER_MODES)
+
+    def __init__(self, sdk: Any, settings: AndorSettings = AndorSettings()):
+        self.sdk = sdk
+        self.settings = settings
+        if settings.pixel_encoding not in PIXEL_TYPES:
+            raise ConfigurationError(
+                f"pixel encoding must be one of {', '.join(PIXEL_TYPES)}, got {settings.pixel_encoding!r}"
+            )
+        self._call(self.sdk.set_attribute_value, "PixelEncoding", settings.pixel_encoding)
+        self._call(self.sdk.set_attribute_value, "ElectronicShutteringMode", settings.shuttering)
+        self._call(self.sdk.set_attribute_value, "SensorCooling", settings.cooling)
+        width, height = self._call(self.sdk.get_detector_size)
+        binning = settings.binning
+        self._call(self.sdk.set_roi, 0, width, 0, height, binning, binning)
+        exposure = self._call(self.sdk.get_attribute, "ExposureTime")
+        self.min_exposure = float(exposure.min)
+
+    @staticmethod
+    def _call(function, *args):
+        try:
+            return function(*args)
+        except DetectorError:
+            raise
+        except Exception as error:  # pylablib's AndorError and friends carry the SDK's code
+            raise DetectorError(f"Andor SDK3: {error}") from None
+
+    def _get(self, name: str) -> Any:
+        return self._call(self.sdk.get_attribute_value, name)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return int(self._get("AOIHeight")), int(self._get("AOIWidth"))
+
+    @property
+    def frame_dtype(self) -> str:
+        return PIXEL_TYPES[self._get("PixelEncoding")]
+
+    def describe(self, settings: AcquisitionSettings) -> dict[str, Any]:
+        binning = self.settings.binning
+        return {
+            "vendor": "Andor", "model": self._get("CameraModel"), "serial_number": self._get("SerialNumber"),
+            "x_pixel_size": self._get("PixelWidth") * 1e-6 * binning,
+            "y_pixel_size": self._get("PixelHeight") * 1e-6 * binning,
+            "sensor_material": "Si", "pixel_encoding": self._get("PixelEncoding"),
+            "bit_depth_readout": 12 if self._get("PixelEncoding").startswith("Mono12") else 16,
+            "shuttering_mode": self._get("ElectronicShutteringMode"),
+            "sensor_temperature": self._get("SensorTemperature"),
+            "count_time": settings.exposure, "frame_time": settings.period, "trigger_mode": settings.trigger_mode,
+        }
+
+    def prepare(self, settings: AcquisitionSettings) -> None:
+        set_value = self.sdk.set_attribute_value
+        self._call(set_value, "TriggerMode", TRIGGER_MODES[settings.trigger_mode])
+        self._call(set_value, "ExposureTime", settings.exposure)
+        if settings.trigger_mode == "internal":
+            self._call(set_value, "FrameRate", 1.0 / settings.period)
+        self._call(self.sdk.setup_acquisition, "snap", settings.frame_count)
+
+    def frames(self, settings: AcquisitionSettings, stop: threading.Event) -> Iterator[tuple[int, np.ndarray, float]]:
+        """Start the acquisition and yield the frames as the camera delivers them."""
+        self._call(self.sdk.start_acquisition)
+        number = 0
+        patience = settings.period + settings.exposure + self.settings.timeout
+        waits_for_triggers = settings.trigger_mode != "internal"  # external edges may be far apart
+        last_frame = time.monotonic()
+        try:
+            while number < settings.frame_count and not stop.is_set():
+                try:
+                    self.sdk.wait_for_frame(timeout=0.2)  # short waits, to see stop in time
+                except Exception as error:
+                    if "timeout" not in (type(error).__name__ + str(error)).lower():
+                        raise DetectorError(f"Andor SDK3: {error}") from None
+                    if not waits_for_triggers and time.monotonic() - last_frame > patience:
+                        raise DetectorError(f"Andor SDK3: no frame from the camera within {patience:.1f} s") from None
+                    continue
+                for frame in self._call(self.sdk.read_multiple_images) or []:
+                    yield number, np.ascontiguousarray(frame), time.time()
+                    number += 1
+                    last_frame = time.monotonic()
+        finally:
+            self._call(self.sdk.stop_acquisition)
+
+    def close(self) -> None:
+        self.sdk.close()

@@ -1,0 +1,230 @@
+"""A simulated Andor Zyla / Balor with the interface pylablib's AndorSDK3Camera gives the real one.
+
+Why: the Andor Acquirer drives ``pylablib.devices.Andor.AndorSDK3Camera`` when the vendor
+library is installed; this object offers the same methods, so the same driver code runs
+here. It keeps SDK3's features (by their SDK3 names) with their ranges, enumerations and
+writability, refuses what SDK3 refuses with SDK3's error codes (``AT_ERR_OUTOFRANGE``,
+``AT_ERR_NOTWRITABLE``...), produces frames at the set rate in the set ``PixelEncoding`` as
+raw buffers, rows padded to ``AOIStride`` (Mono12Packed really packed), and decodes them
+when read, as pylablib does. ``fail_next(code)`` makes the next call fail with that code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+
+from photonflow.acquisition.andor import pack_mono12packed, unpack_mono12packed
+
+
+@dataclass(frozen=True)
+class AndorModel:
+    name: str
+    width: int
+    height: int
+    pixel_size: float  # micrometres, as SDK3's PixelWidth
+    max_frame_rate: float
+
+
+MODELS = {
+    "zyla42": AndorModel("ZYLA-4.2P-USB3", 2048, 2048, 6.5, 100.0),
+    "zyla55": AndorModel("ZYLA-5.5-CL10", 2560, 2160, 6.5, 100.0),
+    "balor": AndorModel("BALOR-17F-12", 4128, 4104, 12.0, 54.0),
+}
+
+
+class SDK3Error(Exception):
+    """An SDK3 error: ``code`` and its ``AT_ERR_*`` name, as pylablib's AndorError reports them."""
+
+    def __init__(self, code: int, name: str, detail: str):
+        super().__init__(f"error {code} ({name}): {detail}")
+        self.code = code
+
+
+class SDK3Timeout(Exception):
+    """No frame came within the wait (pylablib raises AndorTimeoutError)."""
+
+
+@dataclass
+class Feature:
+    value: Any
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str, ...] | None = None  # an enumerated feature's choices
+    writable: bool = True
+
+    def set(self, name: str, value: Any) -> None:
+        if not self.writable:
+            raise SDK3Error(5, "AT_ERR_NOTWRITABLE", f"{name} is not writable")
+        if self.values is not None:
+            if value not in self.values:
+                raise SDK3Error(19, "AT_ERR_OUTOFRANGE", f"{name}: {value!r} is not one of {', '.join(self.values)}")
+        elif self.min is not None and not self.min <= value <= self.max:
+            raise SDK3Error(19, "AT_ERR_OUTOFRANGE", f"{name}: {value} is outside {self.min} to {self.max}")
+        self.value = value
+
+
+class SimulatedSDK3Camera:
+    """What pylablib's AndorSDK3Camera offers, over simulated hardware."""
+
+    def __init__(self, model: str = "zyla55", serial_number: str = "VSC-00001", seed: int = 0):
+        self.model = MODELS[model]
+        m = self.model
+        self.seed = seed
+        self.features: dict[str, Feature] = {
+            "CameraModel": Feature(m.name, writable=False),
+            "SerialNumber": Feature(serial_number, writable=False),
+            "SensorWidth": Feature(m.width, writable=False),
+            "SensorHeight": Feature(m.height, writable=False),
+            "PixelWidth": Feature(m.pixel_size, writable=False),
+            "PixelHeight": Feature(m.pixel_size, writable=False),
+            "PixelEncoding": Feature("Mono16", values=("Mono12", "Mono12Packed", "Mono16", "Mono32")),
+            "ElectronicShutteringMode": Feature("Rolling", values=("Rolling", "Global")),
+            "CycleMode": Feature("Fixed", values=("Fixed", "Continuous")),
+            "FrameCount": Feature(1, 1, 2**31 - 1),
+            "TriggerMode": Feature("Internal", values=("Internal", "External", "External Start", "Software")),
+            "ExposureTime": Feature(0.01, 1e-5, 30.0),
+            "FrameRate": Feature(10.0, 0.0001, m.max_frame_rate),
+            "AOIHBin": Feature(1, 1, 8), "AOIVBin": Feature(1, 1, 8),
+            "AOILeft": Feature(1, 1, m.width), "AOITop": Feature(1, 1, m.height),
+            "AOIWidth": Feature(m.width, 1, m.width), "AOIHeight": Feature(m.height, 1, m.height),
+            "SensorCooling": Feature(False, values=(False, True)),
+            "SensorTemperature": Feature(22.0, writable=False),
+        }
+        self._failure: SDK3Error | None = None
+        self._lock = threading.Condition()
+        self._buffers: list[bytes] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._frames: DiffractionFrames | None = None
+        self.produced = 0
+        self._nframes = 0
+
+    # -- faults -----------------------------------------------------------------------------
+    def fail_next(self, code: int = 13, name: str = "AT_ERR_TIMEDOUT", detail: str = "simulated failure") -> None:
+        self._failure = SDK3Error(code, name, detail)
+
+    def _check_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    # -- features ---------------------------------------------------------------------------
+    def get_attribute(self, name: str) -> Feature:
+        self._check_failure()
+        if name not in self.features:
+            raise SDK3Error(2, "AT_ERR_NOTIMPLEMENTED", f"feature {name} is not implemented")
+        return self.features[name]
+
+    def get_attribute_value(self, name: str) -> Any:
+        if name == "AOIStride":
+            return self._stride()
+        if name == "SensorTemperature" and self.features["SensorCooling"].value:
+            return 0.0
+        return self.get_attribute(name).value
+
+    def set_attribute_value(self, name: str, value: Any) -> None:
+        if self._thread is not None and self._thread.is_alive() and name != "SensorCooling":
+            raise SDK3Error(5, "AT_ERR_NOTWRITABLE", f"{name} cannot change while acquiring")
+        self.get_attribute(name).set(name, value)
+
+    def get_detector_size(self) -> tuple[int, int]:
+        return self.model.width, self.model.height
+
+    def set_roi(self, hstart=0, hend=None, vstart=0, vend=None, hbin=1, vbin=1) -> None:
+        hend, vend = hend or self.model.width, vend or self.model.height
+        self.set_attribute_value("AOIHBin", hbin)
+        self.set_attribute_value("AOIVBin", vbin)
+        self.set_attribute_value("AOIWidth", (hend - hstart) // hbin)
+        self.set_attribute_value("AOIHeight", (vend - vstart) // vbin)
+        self.set_attribute_value("AOILeft", hstart + 1)
+        self.set_attribute_value("AOITop", vstart + 1)
+
+    def _stride(self) -> int:
+        width, encoding = self.features["AOIWidth"].value, self.features["PixelEncoding"].value
+        row = {"Mono12Packed": (width * 3 + 1) // 2, "Mono32": width * 4}.get(encoding, width * 2)
+        return (row + 7) // 8 * 8  # rows padded, as the camera's buffers are
+
+    # -- frames -----------------------------------------------------------------------------
+    def frame(self, number: int) -> np.ndarray:
+        """Frame ``number`` of the current acquisition, as the sensor counted it (12 bits for Mono12*)."""
+        image = self._frames.frame(number)
+        return image & 0x0FFF if self.features["PixelEncoding"].value.startswith("Mono12") else image
+
+    def setup_acquisition(self, mode: str = "snap", nframes: int = 100) -> None:
+        self._check_failure()
+        self.set_attribute_value("CycleMode", "Fixed")
+        self.set_attribute_value("FrameCount", nframes)
+        self._nframes = nframes
+
+    def start_acquisition(self) -> None:
+        self._check_failure()
+        self.stop_acquisition()
+        encoding = self.features["PixelEncoding"].value
+        dtype = "uint32" if encoding == "Mono32" else "uint16"
+        self._frames = DiffractionFrames(PatternSettings(
+            height=self.features["AOIHeight"].value, width=self.features["AOIWidth"].value, dtype=dtype,
+            seed=self.seed, exposure=self.features["ExposureTime"].value))
+        self._buffers, self.produced = [], 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._acquire, name="andor-sim", daemon=True)
+        self._thread.start()
+
+    def _raw(self, image: np.ndarray) -> bytes:
+        """The frame as the camera's buffer holds it: encoded, rows padded to AOIStride."""
+        stride, encoding = self._stride(), self.features["PixelEncoding"].value
+        if encoding == "Mono12Packed":
+            return pack_mono12packed(image, stride)
+        row_bytes = image.shape[1] * image.itemsize
+        out = np.zeros((image.shape[0], stride), dtype=np.uint8)
+        out[:, :row_bytes] = image.view(np.uint8).reshape(image.shape[0], row_bytes)
+        return out.tobytes()
+
+    def _acquire(self) -> None:
+        period = 1.0 / self.features["FrameRate"].value
+        start = time.monotonic()
+        for number in range(self._nframes):
+            if self._stop.wait(max(0.0, start + number * period + self.features["ExposureTime"].value
+                                   - time.monotonic())):
+                return
+            raw = self._raw(self.frame(number))
+            with self._lock:
+                self._buffers.append(raw)
+                self.produced += 1
+                self._lock.notify_all()
+
+    def wait_for_frame(self, since: str = "lastread", nframes: int = 1, timeout: float = 20.0) -> None:
+        self._check_failure()
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self._buffers) >= nframes, timeout):
+                raise SDK3Timeout(f"timeout while waiting for {nframes} frame(s)")
+
+    def read_multiple_images(self) -> list[np.ndarray]:
+        self._check_failure()
+        with self._lock:
+            buffers, self._buffers = self._buffers, []
+        height, width = self.features["AOIHeight"].value, self.features["AOIWidth"].value
+        encoding, stride = self.features["PixelEncoding"].value, self._stride()
+        images = []
+        for raw in buffers:
+            if encoding == "Mono12Packed":
+                images.append(unpack_mono12packed(raw, width, height, stride))
+            else:
+                dtype = np.uint32 if encoding == "Mono32" else np.uint16
+                rows = np.frombuffer(raw, np.uint8).reshape(height, stride)[:, : width * np.dtype(dtype).itemsize]
+                images.append(np.ascontiguousarray(rows).view(dtype).reshape(height, width))
+        return images
+
+    def stop_acquisition(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop_acquisition()

@@ -1,0 +1,107 @@
+"""The Andor driver over the SDK3 feature interface, against the simulated camera with pylablib's API."""
+
+import h5py
+import numpy as np
+import pytest
+from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
+
+from photonflow import states
+from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.andor import (
+    AndorCamera,
+    AndorSettings,
+    pack_mono12packed,
+    unpack_mono12packed,
+)
+from photonflow.errors import ConfigurationError, DetectorError
+from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.stream.transport import StreamSender
+from tests.unit.series import acquire_into
+
+
+def test_mono12packed_unpacks_as_the_sdk_documents_it():
+    # pixels 0xABC and 0x123 -> bytes 0xAB, 0x3C, 0x12 (low nibbles share the middle byte)
+    raw = bytes([0xAB, 0x3C, 0x12, 0, 0, 0, 0, 0])  # one row, padded to a stride of 8
+    np.testing.assert_array_equal(unpack_mono12packed(raw, 2, 1, 8), [[0xABC, 0x123]])
+
+
+@pytest.mark.parametrize("width", [6, 7])  # an odd width leaves half a triple
+def test_mono12packed_round_trips_through_padded_rows(width):
+    frame = np.random.default_rng(width).integers(0, 4096, (5, width), dtype=np.uint16)
+    raw = pack_mono12packed(frame, stride=16)
+    assert len(raw) == 5 * 16
+    np.testing.assert_array_equal(unpack_mono12packed(raw, width, 5, 16), frame)
+
+
+def test_a_short_buffer_is_refused_saying_what_a_frame_needs():
+    with pytest.raises(ValueError, match="needs 4 rows of >= 9 bytes"):
+        unpack_mono12packed(bytes(20), 6, 4, 10)
+
+
+def record(tmp_path, encoding, frames, model="zyla55", binning=8, stop_after=None, sdk=None):
+    sdk = sdk or SimulatedSDK3Camera(model, "VSC-01234", seed=2)
+    camera = AndorCamera(sdk, AndorSettings(pixel_encoding=encoding, binning=binning))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=frames, exposure=0.001, period=0.011)
+    path = acquire_into(acquirer, recorder, RecordingRequest(frames, 1, acquirer.stream_endpoint, f"{encoding}.h5"),
+                        stop_after)
+    sender.close()
+    return sdk, camera, acquirer, recorder, path
+
+
+@pytest.mark.parametrize("encoding, dtype", [("Mono12Packed", "uint16"), ("Mono12", "uint16"),
+                                             ("Mono16", "uint16"), ("Mono32", "uint32")])
+def test_frames_in_each_pixel_encoding_reach_the_file_as_the_sensor_counted_them(tmp_path, encoding, dtype):
+    sdk, camera, acquirer, recorder, path = record(tmp_path, encoding, 8)
+    assert acquirer.state == states.ON and recorder.counters.frames_written == 8, acquirer.status
+    assert camera.frame_shape == (270, 320) and camera.frame_dtype == dtype  # 2560x2160 binned 8x8
+    with h5py.File(path, "r") as f:
+        data = f["entry/data/data"]
+        assert data.dtype == np.dtype(dtype)
+        for n in (0, 7):
+            np.testing.assert_array_equal(data[n], sdk.frame(n))
+        detector = next(g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector")
+        assert detector["serial_number"][()].decode() == "VSC-01234"
+        assert detector["x_pixel_size"][()] == pytest.approx(6.5e-6 * 8)
+
+
+def test_the_sdks_refusals_come_back_with_its_code(tmp_path):
+    sdk = SimulatedSDK3Camera("zyla42")
+    camera = AndorCamera(sdk)
+    acquirer = Acquirer(camera, StreamSender("tcp://127.0.0.1:*"))
+    acquirer.update_settings(exposure=60.0, period=60.0)  # within photonflow's limits, not the Zyla's
+    with pytest.raises(DetectorError, match=r"AT_ERR_OUTOFRANGE.*ExposureTime: 60.0 is outside 1e-05 to 30.0"):
+        acquirer.prepare()
+    assert acquirer.state == states.FAULT and "AT_ERR_OUTOFRANGE" in acquirer.status
+    with pytest.raises(ConfigurationError, match="pixel encoding must be one of"):
+        AndorCamera(sdk, AndorSettings(pixel_encoding="Mono8"))
+    acquirer.sender.close()
+
+
+def test_an_sdk_failure_mid_series_is_a_fault_with_the_sdks_words(tmp_path):
+    sdk = SimulatedSDK3Camera("balor", seed=1)
+    camera = AndorCamera(sdk, AndorSettings(binning=8))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=50, exposure=0.001, period=0.02)
+    recorder.arm(RecordingRequest(50, 1, acquirer.stream_endpoint, "broken.h5"))
+    acquirer.prepare()
+    acquirer.start()
+    while acquirer.frames_acquired < 3:
+        acquirer.wait(0.01)
+    sdk.fail_next(13, "AT_ERR_TIMEDOUT", "the camera link dropped")
+    assert acquirer.wait(30)
+    assert acquirer.state == states.FAULT
+    assert "AT_ERR_TIMEDOUT" in acquirer.status and "the camera link dropped" in acquirer.status
+    recorder.wait(10)
+    sender.close()
+
+
+def test_stop_ends_the_acquisition_at_the_camera(tmp_path):
+    sdk, _, acquirer, recorder, _ = record(tmp_path, "Mono16", 500, stop_after=3)
+    assert acquirer.last_end_reason == "stopped" and 3 <= acquirer.frames_acquired < 500
+    assert recorder.counters.frames_written == acquirer.frames_acquired
+    assert sdk.produced < 500  # the camera was stopped, not left running
