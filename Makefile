@@ -8,6 +8,8 @@ DETECTOR ?= simulator
 # `make demo DETECTOR=eiger4m` runs config/eiger4m.yaml; the default simulator, config/demo.yaml.
 DEMO_CONFIG = $(if $(filter simulator,$(DETECTOR)),config/demo.yaml,config/$(DETECTOR).yaml)
 FRAMES ?=
+EXPOSURE ?=
+PERIOD ?=
 
 .PHONY: demo test bench bench-pipeline bench-soak up down panel venv clean
 
@@ -20,7 +22,8 @@ $(INSTALLED): setup.cfg pyproject.toml
 venv: $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/photonflow demo --config $(DEMO_CONFIG) $(if $(FRAMES),--frames $(FRAMES))
+	$(BIN)/photonflow demo --config $(DEMO_CONFIG) $(if $(FRAMES),--frames $(FRAMES)) \
+		$(if $(EXPOSURE),--exposure $(EXPOSURE)) $(if $(PERIOD),--period $(PERIOD))
 
 test: $(INSTALLED)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests

@@ -18,11 +18,12 @@ def _run(classes) -> None:
 
 def run_acquirer_server() -> None:
     """Every Acquirer class in one server; the database says which class each device is."""
+    from photonflow.devices.andor_acquirer import AndorAcquirer
     from photonflow.devices.dectris_acquirer import DectrisAcquirer
     from photonflow.devices.pilatus_acquirer import PilatusAcquirer
     from photonflow.devices.simulator_acquirer import SimulatorAcquirer
 
-    _run((SimulatorAcquirer, DectrisAcquirer, PilatusAcquirer))
+    _run((SimulatorAcquirer, DectrisAcquirer, PilatusAcquirer, AndorAcquirer))
 
 
 def run_recorder_server() -> None:

@@ -26,7 +26,7 @@ from photonflow.errors import ConfigurationError
 
 # The servers photonflow installs and the Tango classes each one runs.
 SERVER_CLASSES: dict[str, tuple[str, ...]] = {
-    "PhotonflowAcquirer": ("SimulatorAcquirer", "DectrisAcquirer", "PilatusAcquirer"),
+    "PhotonflowAcquirer": ("SimulatorAcquirer", "DectrisAcquirer", "PilatusAcquirer", "AndorAcquirer"),
     "PhotonflowRecorder": ("PhotonflowRecorder",),
     "PhotonflowController": ("PhotonflowController",),
 }

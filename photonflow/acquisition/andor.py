@@ -103,6 +103,11 @@ class AndorCamera:
         self.min_exposure = float(exposure.min)
 
     @staticmethod
+    def call(function, *args):
+        """Call the SDK; its errors become DetectorError carrying its code and text."""
+        return AndorCamera._call(function, *args)
+
+    @staticmethod
     def _call(function, *args):
         try:
             return function(*args)

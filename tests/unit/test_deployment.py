@@ -139,3 +139,19 @@ def test_the_eiger_configuration_is_valid():
     variables = {"PHOTONFLOW_SIM_DCU_SIMPLON": "http://h:1", "PHOTONFLOW_SIM_DCU_STREAM": ""}
     deployment = load_deployment_file(path, variables)
     assert deployment.device("DectrisAcquirer").properties["DcuUrl"] == ["http://h:1"]
+
+
+class _AnyVariable(dict):
+    """An environment in which every variable is set (to a placeholder)."""
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return "placeholder"
+
+
+@pytest.mark.parametrize("path", sorted(DEMO_CONFIG.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_configuration_is_valid(path):
+    deployment = load_deployment_file(path, _AnyVariable())
+    assert deployment.device("PhotonflowController") and deployment.device("PhotonflowRecorder")
