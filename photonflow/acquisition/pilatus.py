@@ -240,10 +240,9 @@ class PilatusCamera:
             image = fabio.open(str(path))
             self.last_header = parse_header(image.pilatus_headers)
             yield number, np.ascontiguousarray(image.data, dtype=np.int32), _header_time(image) or time.time()
-        if not finished and not killed:
-            finished = [self.client.read_reply(settings.period * 2 + self.settings.timeout)]
-        for reply in finished:
-            if reply.code == EXPOSURE_DONE and not reply.ok and reply.text != "kill":
+        if not finished:  # camserver ends every exposure with a 7 reply, "7 ERR kill" after k: take it
+            reply = self.client.read_reply(settings.period * 2 + self.settings.timeout)
+            if reply.code == EXPOSURE_DONE and not reply.ok and not (killed and reply.text == "kill"):
                 raise DetectorError(f"camserver ended the exposure with an error: {reply.text}")
 
     def _poll_end(self, wait: float) -> list:

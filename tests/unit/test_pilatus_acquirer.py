@@ -114,6 +114,8 @@ def test_stop_kills_the_exposure_and_the_file_holds_what_was_taken(camserver, tm
     _, camera, acquirer, recorder, path, _ = run_series(camserver, tmp_path, 400, stop_after=3)
     assert acquirer.last_end_reason == "stopped" and 3 <= acquirer.frames_acquired < 400
     assert recorder.counters.frames_written == acquirer.frames_acquired
+    # camserver's "7 ERR kill" was taken: the next command gets its own reply
+    assert camera.client.command("nimages 2").text == "N images set to: 2"
     camera.close()
 
 
