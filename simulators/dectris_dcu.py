@@ -546,6 +546,9 @@ class SimplonHandler(BaseHTTPRequestHandler):
             raise SimplonError(405, f"{method} is not allowed on {task}")
         except SimplonError as error:
             self._answer(error.status, str(error))
+        except Exception as error:  # a fault in the simulator answers as a DCU does: HTTP 500
+            log.exception("%s %s failed", method, self.path)
+            self._answer(500, f"internal error: {error}")
 
     def _simulator(self, method: str) -> None:
         if method != "PUT" or self.path.rstrip("/") != "/simulator/api/1.0/command/fail":

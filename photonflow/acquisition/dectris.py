@@ -207,7 +207,7 @@ class DectrisCamera:
         """Trigger (internal modes) and follow the series until it ends; returns images taken.
 
         ``stop`` cancels it (the DCU ends the series after the current image); the count
-        comes from the DCU's ``stream/status/images_sent``.
+        comes from the DCU's ``stream/status/images_sent`` where it has one.
         """
         trigger: threading.Thread | None = None
         failure: list[BaseException] = []
@@ -226,9 +226,19 @@ class DectrisCamera:
 
             trigger = threading.Thread(target=fire, name="dectris-trigger", daemon=True)
             trigger.start()
+        def images_taken() -> int:
+            try:
+                return self.client.status("stream", "images_sent")
+            except DetectorError as error:
+                if "HTTP 404" not in str(error):
+                    raise
+            # A DCU without that status: count the series as taken once its trigger returned.
+            done = trigger is not None and not trigger.is_alive() and not failure
+            return settings.frame_count if done else 0
+
         try:
             while True:
-                taken = self.client.status("stream", "images_sent")
+                taken = images_taken()
                 progress(taken)
                 if failure:
                     raise failure[0]
@@ -240,7 +250,7 @@ class DectrisCamera:
             self.client.command("disarm")  # ends the series (a cancelled one after its current image)
             if trigger is not None:
                 trigger.join(self.settings.timeout)
-        taken = self.client.status("stream", "images_sent")
+        taken = images_taken()
         progress(taken)
         return taken
 

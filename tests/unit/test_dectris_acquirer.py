@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from photonflow.simulators.dectris_dcu import (
     DetectorModel,
+    SimplonError,
     SimulatedDcu,
     start_server,
 )
@@ -190,3 +191,18 @@ def test_series_after_series_are_recorded_whatever_ids_the_dcu_gives_them(dcu, t
         with h5py.File(path, "r") as f:
             np.testing.assert_array_equal(f["entry/data/data"][4], simulated.frame(4))
     assert simulated.sequence_id == 3
+
+
+def test_a_dcu_without_an_images_sent_status_still_completes_the_series(dcu, tmp_path):
+    simulated, _ = dcu
+    answer = simulated.get_status
+
+    def without_images_sent(subsystem, name):
+        if (subsystem, name) == ("stream", "images_sent"):
+            raise SimplonError(404, "stream: no status parameter 'images_sent'")
+        return answer(subsystem, name)
+
+    simulated.get_status = without_images_sent
+    acquirer, recorder, path = record_series(dcu, "cbor", 10, tmp_path=tmp_path)
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 10, acquirer.status
+    assert recorder.counters.frames_written == 10
