@@ -206,3 +206,22 @@ def test_a_dcu_without_an_images_sent_status_still_completes_the_series(dcu, tmp
     acquirer, recorder, path = record_series(dcu, "cbor", 10, tmp_path=tmp_path)
     assert acquirer.state == states.ON and acquirer.frames_acquired == 10, acquirer.status
     assert recorder.counters.frames_written == 10
+
+
+def test_an_external_trigger_series_takes_its_images_at_each_edge(dcu, tmp_path):
+    simulated, server = dcu
+    camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint))
+    acquirer = Acquirer(camera, sender=None)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=6, exposure=0.001, period=0.002, trigger_mode="external")
+    recorder.arm(RecordingRequest(6, 1, acquirer.stream_endpoint, "exts.h5", acquirer.stream_protocol))
+    acquirer.prepare()
+    assert simulated.config["detector"]["trigger_mode"].value == "exts"
+    acquirer.start()
+    assert not acquirer.wait(0.5) and acquirer.frames_acquired == 0  # waits for the edge
+    with SimplonClient(server.url) as edge:  # the simulated DCU takes a trigger command as the edge
+        edge.command("trigger")
+    assert acquirer.wait(30) and recorder.wait(30)
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 6, acquirer.status
+    assert recorder.counters.frames_written == 6
+    camera.close()
