@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Protocol
 
-import numpy as np
-
 from photonflow import states
 from photonflow.errors import ConfigurationError, StateError
 from photonflow.stream.stins import StinsEncoder
@@ -42,6 +40,7 @@ class Camera(Protocol):
 
     trigger_modes: tuple[str, ...]
     min_exposure: float
+    # A camera whose frames carry values of their own also has ``frame_metadata``: their names.
 
     @property
     def frame_shape(self) -> tuple[int, int]: ...
@@ -57,8 +56,12 @@ class Camera(Protocol):
 
     def frames(
         self, settings: AcquisitionSettings, stop: threading.Event
-    ) -> Iterator[tuple[int, np.ndarray, float]]:
-        """Yield (frame_number, frame, UNIX timestamp) until done or ``stop`` is set."""
+    ) -> Iterator[tuple]:
+        """Yield (frame_number, frame, UNIX timestamp) until done or ``stop`` is set.
+
+        A camera whose frames carry their own values (a CBF header) adds a fourth item, a
+        dict of numbers by name: the STINS ``metadata`` of that frame.
+        """
 
 
 class Sender(Protocol):
@@ -242,12 +245,16 @@ class Acquirer:
                     self.camera.frame_shape,
                     self.camera.frame_dtype,
                     self.camera.describe(settings),
+                    frame_metadata=getattr(self.camera, "frame_metadata", ()),
                 ),
                 self._abort,
             )
-            for frame_number, frame, timestamp in self.camera.frames(settings, self._stop):
+            for frame_number, frame, timestamp, *details in self.camera.frames(settings, self._stop):
                 self.frames_acquired += 1
-                self.sender.send(self._encoder.data(series_id, frame_number, frame, timestamp), self._abort)
+                metadata = details[0] if details else None  # the frame's own values, when the camera has them
+                self.sender.send(
+                    self._encoder.data(series_id, frame_number, frame, timestamp, metadata=metadata), self._abort
+                )
                 sent += 1
                 if self._counter_throttle.ready():
                     self.listener.counters_changed(self.frames_acquired)

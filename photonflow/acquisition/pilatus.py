@@ -153,11 +153,19 @@ def parse_header(header: Any) -> dict[str, Any]:
     return {key: item for key, item in described.items() if item is not None}
 
 
+# The numbers of each CBF header that go with its frame on the stream (STINS ``metadata``).
+FRAME_METADATA = (
+    "count_time", "frame_time", "dead_time", "saturation_value", "threshold_energy", "incident_wavelength",
+    "distance", "beam_center_x", "beam_center_y", "start_angle", "angle_increment",
+)
+
+
 class PilatusCamera:
     """A PILATUS3 behind camserver; images come as CBF files on a shared disk."""
 
     trigger_modes = ("internal",)
     min_exposure = 1e-7
+    frame_metadata = FRAME_METADATA
 
     def __init__(self, settings: PilatusSettings, client: CamserverClient | None = None):
         if settings.model not in MODELS:
@@ -215,8 +223,9 @@ class PilatusCamera:
         self.client.command(f"nimages {settings.frame_count}")
         self.client.command(f"imgpath {directory}")
 
-    def frames(self, settings: AcquisitionSettings, stop: threading.Event) -> Iterator[tuple[int, np.ndarray, float]]:
-        """Start the exposure, then yield each image as soon as its CBF file is complete."""
+    def frames(self, settings: AcquisitionSettings, stop: threading.Event) -> Iterator[tuple]:
+        """Start the exposure, then yield each image as soon as its CBF file is complete,
+        with the numbers of its header (``FRAME_METADATA``)."""
         import fabio  # here: only this vendor needs it
 
         self._series += 1
@@ -238,8 +247,10 @@ class PilatusCamera:
             if not path.exists():
                 break
             image = fabio.open(str(path))
-            self.last_header = parse_header(image.pilatus_headers)
-            yield number, np.ascontiguousarray(image.data, dtype=np.int32), _header_time(image) or time.time()
+            self.last_header = header = parse_header(image.pilatus_headers)
+            metadata = {name: float(header[name]) for name in FRAME_METADATA if name in header}
+            frame = np.ascontiguousarray(image.data, dtype=np.int32)
+            yield number, frame, _header_time(image) or time.time(), metadata
         if not finished:  # camserver ends every exposure with a 7 reply, "7 ERR kill" after k: take it
             reply = self.client.read_reply(settings.period * 2 + self.settings.timeout)
             if reply.code == EXPOSURE_DONE and not reply.ok and not (killed and reply.text == "kill"):

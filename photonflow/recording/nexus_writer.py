@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import h5py
 import hdf5plugin
@@ -50,6 +50,10 @@ NXDETECTOR_FIELDS: dict[str, str | None] = {
     "beam_center_x": "pixel",
     "beam_center_y": "pixel",
     "distance": "m",
+}
+# Units of the per-frame values (STINS ``metadata``) photonflow's detectors send.
+FRAME_METADATA_UNITS: dict[str, str | None] = {
+    **NXDETECTOR_FIELDS, "incident_wavelength": "m", "start_angle": "deg", "angle_increment": "deg",
 }
 # The counts in /entry/accounting, created at the start and updated live and at close.
 ACCOUNTING_COUNTS = (
@@ -187,6 +191,7 @@ class NexusFrameWriter:
         self._capacity = 0
         self._receive_times = np.full(0, np.nan)
         self._timestamps = np.full(0, np.nan)
+        self._frame_metadata: dict[str, np.ndarray] = {}  # per-frame values by name, NaN where never sent
         self._dirty = [None, -1]  # lowest and highest frame index whose bookkeeping is not yet in the file
         self._data_files: dict[int, DataFile] = {}
         self.data_file_paths: list[Path] = []
@@ -254,6 +259,17 @@ class NexusFrameWriter:
             bookkeeping.attrs["units"] = "s"
             bookkeeping.attrs["description"] = f"{doc}, by frame number; NaN: never arrived"
         self._accounting = accounting
+        if start.frame_metadata:  # created now: no new object can be made once SWMR writing starts
+            self._metadata_group = detector.create_group("frame_metadata")
+            self._metadata_group.attrs["NX_class"] = "NXcollection"
+            for name in start.frame_metadata:
+                values = self._metadata_group.create_dataset(
+                    name, shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(4096,), fillvalue=np.nan
+                )
+                values.attrs["description"] = f"{name} of each frame, as the detector sent it; NaN: not sent"
+                if FRAME_METADATA_UNITS.get(name):
+                    values.attrs["units"] = FRAME_METADATA_UNITS[name]
+                self._frame_metadata[name] = np.full(0, np.nan)
 
     @staticmethod
     def _write_detector_description(group: h5py.Group, detector: dict[str, Any]) -> None:
@@ -278,14 +294,25 @@ class NexusFrameWriter:
     def _grow(self, frame_number: int) -> None:
         # Doubling, not +64: copying ever longer arrays every 64 frames would cost O(n^2).
         self._capacity = max(frame_number + 1, 2 * self._capacity, GROWTH_FRAMES)
-        for name in ("_receive_times", "_timestamps"):
-            old = getattr(self, name)
-            grown = np.full(self._capacity, np.nan)
-            grown[: old.size] = old
-            setattr(self, name, grown)
+        self._receive_times = self._grown(self._receive_times)
+        self._timestamps = self._grown(self._timestamps)
+        for name, values in self._frame_metadata.items():
+            self._frame_metadata[name] = self._grown(values)
 
-    def write_frame(self, frame_number: int, payload: Any, timestamp: float, receive_time: float) -> None:
-        """Store one frame buffer (raw or bslz4, as announced) as the chunk of index ``frame_number``."""
+    def _grown(self, values: np.ndarray) -> np.ndarray:
+        grown = np.full(self._capacity, np.nan)
+        grown[: values.size] = values
+        return grown
+
+    def write_frame(
+        self, frame_number: int, payload: Any, timestamp: float, receive_time: float,
+        metadata: dict[str, float] | None = None,
+    ) -> None:
+        """Store one frame buffer (raw or bslz4, as announced) as the chunk of index ``frame_number``.
+
+        ``metadata``: the frame's own values, by names series_start announced
+        (``frame_metadata``); each is a per-frame dataset in ``<detector>/frame_metadata``.
+        """
         if frame_number >= self._capacity:
             self._grow(frame_number)
         if self._stack is not None:
@@ -295,6 +322,11 @@ class NexusFrameWriter:
             data_file.frames.write(frame_number - data_file.first, payload)
         self._receive_times[frame_number] = receive_time
         self._timestamps[frame_number] = timestamp
+        if metadata:
+            for name, value in metadata.items():
+                values = self._frame_metadata.get(name)
+                if values is not None:  # the Recorder rejects a frame with names series_start did not announce
+                    values[frame_number] = value
         low, high = self._dirty
         self._dirty = [frame_number if low is None else min(low, frame_number), max(high, frame_number)]
         if frame_number > self.highest_frame:
@@ -351,12 +383,18 @@ class NexusFrameWriter:
         if low is None:
             return
         extent = (self.highest_frame // GROWTH_FRAMES + 1) * GROWTH_FRAMES
-        for name, values in (("receive_time", self._receive_times), ("timestamp", self._timestamps)):
-            dataset = self._accounting[name]
+        for dataset, values in self._bookkeeping_datasets():
             if dataset.shape[0] < extent:
                 dataset.resize(extent, axis=0)
             dataset[low : high + 1] = values[low : high + 1]
         self._dirty = [None, -1]
+
+    def _bookkeeping_datasets(self) -> Iterator[tuple[h5py.Dataset, np.ndarray]]:
+        """Each per-frame dataset with the values behind it."""
+        yield self._accounting["receive_time"], self._receive_times
+        yield self._accounting["timestamp"], self._timestamps
+        for name, values in self._frame_metadata.items():
+            yield self._metadata_group[name], values
 
     def close(
         self, end_time: str, end_reason: str, counts: dict[str, int], missing_frames: Iterable[int],
@@ -375,8 +413,8 @@ class NexusFrameWriter:
             self._stop_writeback()
             for index in list(self._data_files):
                 self._close_data_file(index)
-            for name in ("receive_time", "timestamp"):
-                self._accounting[name].resize(frames, axis=0)
+            for dataset, _ in self._bookkeeping_datasets():
+                dataset.resize(frames, axis=0)
             missing = np.asarray(sorted(missing_frames), dtype=np.int64)
             self._accounting["missing_frame_numbers"].resize(missing.size, axis=0)
             self._accounting["missing_frame_numbers"][:] = missing

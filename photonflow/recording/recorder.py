@@ -575,6 +575,11 @@ class Recorder:
                 "series_start announced"
             )
             return False
+        if message.metadata and not message.metadata.keys() <= set(start.frame_metadata):
+            unannounced = ", ".join(sorted(message.metadata.keys() - set(start.frame_metadata)))
+            self._reject(f"frame {message.frame_number} carries metadata {unannounced} that series_start "
+                         "did not announce in frame_metadata")
+            return False
         self.counters.frames_received += 1
         if not series.accept(message.frame_number):
             self.counters.duplicate_frames += 1
@@ -586,7 +591,7 @@ class Recorder:
         return False
 
     def _store(self, series: _Series, message: DataMessage, received: float, payload) -> None:
-        series.writer.write_frame(message.frame_number, payload, message.timestamp, received)
+        series.writer.write_frame(message.frame_number, payload, message.timestamp, received, message.metadata)
         self.counters.frames_written += 1
         self._tell_sinks("frame_written", message)
         self._notify_counters()

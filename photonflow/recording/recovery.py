@@ -100,17 +100,19 @@ def finalise_interrupted(path: str | Path) -> int:
         frames = int(np.flatnonzero(received)[-1]) + 1 if received.any() else 0
         frames_per_file = int(accounting["frames_per_file"][()]) if "frames_per_file" in accounting else 0
         data = f["entry/data/data"]
+        detector_path = next(
+            group.name for group in f["entry/instrument"].values()
+            if isinstance(group, h5py.Group) and group.attrs.get("NX_class") == "NXdetector"
+        )
         if frames_per_file:
-            detector_path = next(
-                group.name for group in f["entry/instrument"].values()
-                if isinstance(group, h5py.Group) and group.attrs.get("NX_class") == "NXdetector"
-            )
             _finalise_data_files(path, frames, frames_per_file)
             retrim_virtual_dataset(f, detector_path, path, frames, frames_per_file)
         else:
             data.resize(frames, axis=0)
         for name in ("receive_time", "timestamp"):
             accounting[name].resize(frames, axis=0)
+        for values in f[detector_path].get("frame_metadata", {}).values():
+            values.resize(frames, axis=0)
         missing = np.flatnonzero(~received[:frames]).astype(np.int64)
         accounting["missing_frame_numbers"].resize(missing.size, axis=0)
         accounting["missing_frame_numbers"][:] = missing

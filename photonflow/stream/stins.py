@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -50,6 +51,12 @@ _REQUIRED_KEYS = {
     DATA: _COMMON_KEYS | _FRAME_KEYS | {"frame_number", "timestamp"},
     SERIES_END: _COMMON_KEYS | {"frames_acquired", "frames_sent", "end_reason", "end_time"},
 }
+_OPTIONAL_KEYS = {SERIES_START: {"frame_metadata"}, DATA: {"metadata"}, SERIES_END: set()}
+# Per-frame values: series_start announces their names (``frame_metadata``), each data
+# message may carry numbers under them (``metadata``). Bounded, because every name becomes
+# a dataset in the file.
+METADATA_MAX_KEYS = 64
+_METADATA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class SeriesStart:
     encoding: str | None
     detector: dict[str, Any]
     start_time: str
+    frame_metadata: tuple[str, ...] = ()  # names of the per-frame values data messages may carry
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class DataMessage:
     encoding: str
     timestamp: float
     payload: Any = field(repr=False)
+    metadata: dict[str, float] | None = None  # per-frame values (STINS ``metadata``), e.g. a CBF header's
 
     def to_array(self) -> np.ndarray:
         """The frame as a numpy array (a view on the payload for raw encoding, decompressed for bslz4)."""
@@ -169,7 +178,10 @@ class StinsEncoder:
         detector: dict[str, Any],
         start_time: str | None = None,
         encoding: str = RAW,
+        frame_metadata: Sequence[str] = (),
     ) -> list[bytes]:
+        """``frame_metadata``: names of the per-frame values the data messages will carry."""
+        extra = {"frame_metadata": list(frame_metadata)} if frame_metadata else {}
         return [
             self._header(
                 SERIES_START,
@@ -180,6 +192,7 @@ class StinsEncoder:
                 encoding=encoding,
                 detector=detector,
                 start_time=start_time or utc_now_iso(),
+                **extra,
             )
         ]
 
@@ -192,13 +205,16 @@ class StinsEncoder:
         encoding: str = RAW,
         shape: Sequence[int] | None = None,
         dtype: str | None = None,
+        metadata: dict[str, float] | None = None,
     ) -> list:
         """Header and frame; the frame goes out as its own buffer (zero-copy with ZeroMQ).
 
         ``frame``: a numpy frame (compressed here for bslz4), or bytes already in
         ``encoding`` with ``shape`` and ``dtype`` given (see ``frame_payload``).
+        ``metadata``: this frame's own values (numbers by name), sent only when given.
         """
         payload, shape, dtype = frame_payload(frame, encoding, shape, dtype)
+        extra = {"metadata": metadata} if metadata else {}
         header = self._header(
             DATA,
             series_id,
@@ -207,6 +223,7 @@ class StinsEncoder:
             dtype=dtype,
             encoding=encoding,
             timestamp=timestamp,
+            **extra,
         )
         return [header, payload]
 
@@ -279,9 +296,45 @@ def _parse_header(raw: Any) -> dict:
         missing = sorted(required - header.keys())
         if missing:
             _fail(f"{message_type} message lacks {', '.join(missing)}")
-        unknown = sorted(header.keys() - required)
-        _fail(f"top-level keys are reserved by STINS; unknown key(s) {', '.join(unknown)}")
+        unknown = sorted(header.keys() - required - _OPTIONAL_KEYS[message_type])
+        if unknown:
+            _fail(f"top-level keys are reserved by STINS; unknown key(s) {', '.join(unknown)}")
     return header
+
+
+def _metadata_names(header: dict) -> tuple[str, ...]:
+    """series_start's optional ``frame_metadata``: the names, each at most once."""
+    names = header.get("frame_metadata", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        _fail(f"'frame_metadata' must be a list of names, got {names!r}")
+    if len(names) > METADATA_MAX_KEYS:
+        _fail(f"'frame_metadata' has {len(names)} names; at most {METADATA_MAX_KEYS} are accepted")
+    if len(set(names)) != len(names):
+        _fail(f"'frame_metadata' names a value twice: {names!r}")
+    for name in names:
+        _check_metadata_name(name)
+    return tuple(names)
+
+
+def _check_metadata_name(name: str) -> None:
+    if not _METADATA_NAME.fullmatch(name):
+        _fail(f"metadata name {name!r} must be letters, digits and _ (not first), up to 64 characters")
+
+
+def _frame_metadata(header: dict) -> dict[str, float] | None:
+    """A data message's optional ``metadata``: at most 64 numbers, by names a file can hold."""
+    metadata = header.get("metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        _fail(f"'metadata' must be a JSON object of numbers, got {type(metadata).__name__}")
+    if len(metadata) > METADATA_MAX_KEYS:
+        _fail(f"'metadata' has {len(metadata)} entries; at most {METADATA_MAX_KEYS} are accepted")
+    for name, value in metadata.items():
+        _check_metadata_name(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            _fail(f"'metadata' value of {name!r} must be a finite number, got {value!r}")
+    return metadata
 
 
 def check_frame_payload(payload: memoryview, shape: Sequence[int], dtype: str, encoding: str, where: str) -> None:
@@ -325,6 +378,7 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
             encoding=_text(header, "encoding", ENCODINGS),
             detector=detector,
             start_time=_text(header, "start_time"),
+            frame_metadata=_metadata_names(header),
             **common,
         )
     if message_type == SERIES_END:
@@ -353,5 +407,6 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
         encoding=encoding,
         timestamp=float(timestamp),
         payload=payload,
+        metadata=_frame_metadata(header),
         **common,
     )

@@ -63,8 +63,14 @@ def test_a_pilatus_series_through_the_controller_equals_the_cbf_files(pilatus):
         for n in (0, 9, 19):
             image = fabio.open(str(cbf_files[n]))
             np.testing.assert_array_equal(data[n], image.data)
+            # the image's own header went with it: its numbers, by frame, beside the data
+            header = image.pilatus_headers
+            detector = f["entry/instrument/pilatus3_100k"]
+            assert detector["frame_metadata/start_angle"][n] == pytest.approx(header["Start_angle"])
+            assert detector["frame_metadata/count_time"][n] == pytest.approx(header["Exposure_time"])
         assert image.pilatus_headers["Wavelength"] == pytest.approx(0.97721)
         assert image.pilatus_headers["Start_angle"] == pytest.approx(5.0)
+        assert detector["frame_metadata/incident_wavelength"][19] == pytest.approx(0.97721e-10)
 
 
 def test_a_threshold_beyond_the_detector_is_refused_with_its_range(pilatus):

@@ -107,6 +107,15 @@ def test_each_cbf_image_reaches_the_file_equal_to_what_camserver_wrote(camserver
     assert header["incident_wavelength"] == pytest.approx(0.97721e-10)
     assert header["beam_center_x"] == 244.0 and header["distance"] == pytest.approx(0.125)
     assert header["start_angle"] == pytest.approx(10.0 + 11 * 0.1)
+    # and each image's header went with its frame into the file
+    with h5py.File(path, "r") as f:
+        values = f["entry/instrument/pilatus3_100k/frame_metadata"]
+        for n in (0, 5, 11):
+            cbf = fabio.open(str(cbf_files[n])).pilatus_headers
+            assert values["start_angle"][n] == pytest.approx(cbf["Start_angle"]) == pytest.approx(10.0 + n * 0.1)
+            assert values["count_time"][n] == pytest.approx(cbf["Exposure_time"]) == pytest.approx(0.002)
+        assert values["beam_center_x"].attrs["units"] == "pixel" and values["start_angle"].attrs["units"] == "deg"
+        assert values["incident_wavelength"][11] == pytest.approx(0.97721e-10)
     camera.close()
 
 

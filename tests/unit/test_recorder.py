@@ -128,6 +128,27 @@ def test_a_malformed_message_mid_series_is_counted_and_reported_not_fatal(record
         np.testing.assert_array_equal(f["entry/data/data"][2], frame(2))
 
 
+def test_per_frame_values_land_by_frame_number_and_unannounced_ones_are_refused(recorder, stream):
+    path = arm(recorder, stream, 4)
+    encoder = StinsEncoder()
+    stream.send(encoder.series_start(1, 4, SHAPE, "uint16", DETECTOR, frame_metadata=("start_angle", "flux")))
+    for n in (3, 0, 1):  # out of order; frame 2 carries no values
+        stream.send(encoder.data(1, n, frame(n), 0.0, metadata={"start_angle": 10 + 0.5 * n, "flux": 1e12 * n}))
+    stream.send(encoder.data(1, 2, frame(2), 0.0, metadata={"omega": 1.0}))  # not announced: refused
+    stream.send(encoder.data(1, 2, frame(2), 0.0))
+    stream.send(encoder.series_end(1, 4, 4))
+    assert recorder.wait(10)
+    assert recorder.counters.messages_rejected == 1 and recorder.counters.frames_written == 4
+    assert any("frame 2 carries metadata omega that series_start did not announce" in status
+               for _, status in recorder.listener.states)
+    with h5py.File(path, "r") as f:
+        values = f["entry/instrument/sim/frame_metadata"]
+        assert values.attrs["NX_class"] == "NXcollection"
+        np.testing.assert_array_equal(values["start_angle"][()], [10.0, 10.5, np.nan, 11.5])
+        np.testing.assert_array_equal(values["flux"][()], [0.0, 1e12, np.nan, 3e12])
+        assert values["start_angle"].attrs["units"] == "deg" and "units" not in values["flux"].attrs
+
+
 def test_stop_without_series_end_leaves_a_readable_file(recorder, stream):
     path = arm(recorder, stream, 100)
     send_series(stream, range(3), frame_count=100, end=False)

@@ -47,9 +47,9 @@ def test_a_killed_recorder_leaves_a_file_the_next_recorder_repairs(tmp_path, fra
     )
     try:
         encoder = StinsEncoder()
-        sender.send(encoder.series_start(1, 1000, SHAPE, "uint16", DETECTOR))
+        sender.send(encoder.series_start(1, 1000, SHAPE, "uint16", DETECTOR, frame_metadata=("start_angle",)))
         for n in range(30):
-            sender.send(encoder.data(1, n, frame(n), 0.0))
+            sender.send(encoder.data(1, n, frame(n), 0.0, metadata={"start_angle": 0.25 * n}))
         assert process.stdout.readline().startswith("written 30")
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
@@ -73,6 +73,8 @@ def test_a_killed_recorder_leaves_a_file_the_next_recorder_repairs(tmp_path, fra
         assert data.shape[0] == 30
         for n in range(30):
             np.testing.assert_array_equal(data[n], frame(n))
+        angles = next(iter(f["entry/instrument"].values()))["frame_metadata/start_angle"][()]
+        np.testing.assert_array_equal(angles, 0.25 * np.arange(30))  # trimmed like the frames
     for data_file in tmp_path.glob("crash_data_*.h5"):  # a split series: every file opens too
         with h5py.File(data_file, "r") as f:
             assert f["entry/data/data"].shape[0] <= frames_per_file

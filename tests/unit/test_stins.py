@@ -66,6 +66,11 @@ def good_data_header(**changes):
         ([good_data_header(shape=[2]), bytes(8)], "'shape' must be [rows, columns]"),
         ([good_data_header(dtype="complex64"), bytes(8)], "'dtype' must be one of"),
         ([good_data_header(timestamp="noon"), bytes(8)], "'timestamp' must be a number"),
+        ([good_data_header(metadata=[1.0]), bytes(8)], "'metadata' must be a JSON object of numbers, got list"),
+        ([good_data_header(metadata={"start angle": 1.0}), bytes(8)], "metadata name 'start angle' must be"),
+        ([good_data_header(metadata={"gated": True}), bytes(8)], "value of 'gated' must be a finite number"),
+        ([good_data_header(metadata={"flux": float("nan")}), bytes(8)], "value of 'flux' must be a finite number"),
+        ([good_data_header(metadata={f"v{n}": n for n in range(65)}), bytes(8)], "65 entries; at most 64"),
         ([b'{"version": 1, "message_type": "series_end", "message_id": 1, "series_id": 1}'], "lacks end_reason"),
         ([], "empty message"),
     ],
@@ -79,3 +84,34 @@ def test_malformed_messages_are_refused_with_the_reason(parts, complaint):
 def test_a_well_formed_data_header_is_accepted():
     message = decode([good_data_header(), bytes(8)])
     assert message.shape == (2, 2)
+
+
+def good_start_header(**changes):
+    header = {
+        "version": 1, "message_type": "series_start", "message_id": 0, "series_id": 1, "frame_count": 2,
+        "shape": [2, 2], "dtype": "uint16", "encoding": "raw", "start_time": "2026-01-01T00:00:00+00:00",
+        "detector": {},
+    }
+    header.update(changes)
+    return json.dumps(header).encode()
+
+
+def test_per_frame_values_travel_under_the_names_series_start_announced():
+    encoder = StinsEncoder()
+    start = decode(parts_as_bytes(encoder.series_start(3, 2, (2, 2), "uint16", {}, frame_metadata=("start_angle",))))
+    data = decode(parts_as_bytes(encoder.data(3, 1, np.zeros((2, 2), np.uint16), 5.0, metadata={"start_angle": 10.1})))
+    plain = decode(parts_as_bytes(encoder.data(3, 0, np.zeros((2, 2), np.uint16), 5.0)))
+    assert start.frame_metadata == ("start_angle",)
+    assert data.metadata == {"start_angle": 10.1}
+    assert plain.metadata is None and b"metadata" not in encoder.data(3, 0, np.zeros((2, 2), np.uint16), 5.0)[0]
+
+
+@pytest.mark.parametrize("names, complaint", [
+    ("start_angle", "'frame_metadata' must be a list of names"),
+    (["start_angle", "start_angle"], "names a value twice"),
+    (["2theta"], "metadata name '2theta' must be letters"),
+    ([f"v{n}" for n in range(65)], "65 names; at most 64"),
+])
+def test_bad_metadata_announcements_are_refused(names, complaint):
+    with pytest.raises(StreamMessageError, match=complaint):
+        decode([good_start_header(frame_metadata=names)])
