@@ -23,6 +23,9 @@ from photonflow.deployment import load_deployment_file
 from photonflow.errors import ConfigurationError
 
 
+DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002}
+
+
 def var_directory() -> Path:
     return Path(os.environ.get("PHOTONFLOW_VAR", "var")).resolve()
 
@@ -88,10 +91,13 @@ def command_demo(args) -> int:
     try:
         controller = tango.DeviceProxy(deployment.device("PhotonflowController").name)
         controller.set_timeout_millis(15000)
-        print(f"Acquiring {args.frames} frames through {controller.dev_name()} ...")
-        summary = run_acquisition(
-            controller, args.frames, args.exposure, args.period, args.file or default_file_name(), args.timeout
-        )
+        # the command line first, then the configuration's `demo:` (what that detector can do)
+        chosen = {key: getattr(args, key) if getattr(args, key) is not None else deployment.demo.get(key, default)
+                  for key, default in DEMO_DEFAULTS.items()}
+        print(f"Acquiring {chosen['frames']} frames (exposure {chosen['exposure']} s, period {chosen['period']} s) "
+              f"through {controller.dev_name()} ...")
+        summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
+                                  args.file or default_file_name(), args.timeout)
         if summary["file"] and Path(summary["file"]).exists():
             print("File written:")
             for line in describe_file(summary["file"]):
@@ -143,9 +149,9 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run one acquisition end to end")
     demo.add_argument("--config", default="config/demo.yaml")
-    demo.add_argument("--frames", type=int, default=1000)
-    demo.add_argument("--exposure", type=float, default=0.001)
-    demo.add_argument("--period", type=float, default=0.002)
+    for name, kind in (("frames", int), ("exposure", float), ("period", float)):
+        demo.add_argument(f"--{name}", type=kind,
+                          help=f"default: the configuration's demo: {name}, else {DEMO_DEFAULTS[name]}")
     demo.add_argument("--file", help="data file, relative to the data root")
     demo.add_argument("--timeout", type=float, default=600)
     demo.set_defaults(handler=command_demo)

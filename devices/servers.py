@@ -22,8 +22,9 @@ def run_acquirer_server() -> None:
     from photonflow.devices.dectris_acquirer import DectrisAcquirer
     from photonflow.devices.pilatus_acquirer import PilatusAcquirer
     from photonflow.devices.simulator_acquirer import SimulatorAcquirer
+    from photonflow.devices.tucsen_acquirer import TucsenAcquirer
 
-    _run((SimulatorAcquirer, DectrisAcquirer, PilatusAcquirer, AndorAcquirer))
+    _run((SimulatorAcquirer, DectrisAcquirer, PilatusAcquirer, AndorAcquirer, TucsenAcquirer))
 
 
 def run_recorder_server() -> None:

@@ -26,7 +26,8 @@ from photonflow.errors import ConfigurationError
 
 # The servers photonflow installs and the Tango classes each one runs.
 SERVER_CLASSES: dict[str, tuple[str, ...]] = {
-    "PhotonflowAcquirer": ("SimulatorAcquirer", "DectrisAcquirer", "PilatusAcquirer", "AndorAcquirer"),
+    "PhotonflowAcquirer": ("SimulatorAcquirer", "DectrisAcquirer", "PilatusAcquirer", "AndorAcquirer",
+                           "TucsenAcquirer"),
     "PhotonflowRecorder": ("PhotonflowRecorder",),
     "PhotonflowController": ("PhotonflowController",),
 }
@@ -70,6 +71,8 @@ class SimulatorSpec:
 class Deployment:
     servers: tuple[ServerSpec, ...]
     simulators: tuple[SimulatorSpec, ...] = ()
+    # what `photonflow demo` acquires with this detector unless told otherwise: frames, exposure, period
+    demo: dict[str, float] = field(default_factory=dict)
 
     def device(self, tango_class: str) -> DeviceSpec:
         """The first device of a class (e.g. the demo's Controller)."""
@@ -165,14 +168,16 @@ def load_deployment(
     if root is None:
         raise ConfigurationError(f"{path}: the file is empty; it needs a 'servers' mapping")
     top = dict((k.value, (k, v)) for k, v in source.mapping(root, "the file"))
-    unknown = sorted(top.keys() - {"servers", "simulators"})
+    unknown = sorted(top.keys() - {"servers", "simulators", "demo"})
     if unknown:
         raise source.error(
-            top[unknown[0]][0], f"unknown top-level key '{unknown[0]}'; expected 'servers' (and 'simulators')"
+            top[unknown[0]][0],
+            f"unknown top-level key '{unknown[0]}'; expected 'servers' (and 'simulators', 'demo')",
         )
     simulators = _simulators(source, top["simulators"][1]) if "simulators" in top else ()
+    demo = _demo_settings(source, top["demo"][1]) if "demo" in top else {}
     if simulators_only:
-        return Deployment((), simulators)
+        return Deployment((), simulators, demo)
     if "servers" not in top:
         raise ConfigurationError(f"{path}: missing the top-level 'servers' mapping")
     servers = []
@@ -210,7 +215,7 @@ def load_deployment(
                             properties[prop_key.value] = source.property_values(prop_node, f"{name}->{prop_key.value}")
                 devices.append(DeviceSpec(name, class_key.value, properties))
         servers.append(ServerSpec(executable, instance, tuple(devices)))
-    return Deployment(tuple(servers), simulators)
+    return Deployment(tuple(servers), simulators, demo)
 
 
 def _simulators(source: _Source, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
@@ -231,6 +236,26 @@ def _simulators(source: _Source, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
         command = tuple(source.scalar_text(item, f"{name} command") for item in command_node.value)
         simulators.append(SimulatorSpec(name, command))
     return tuple(simulators)
+
+
+DEMO_SETTINGS = {"frames": int, "exposure": float, "period": float}
+
+
+def _demo_settings(source: _Source, node: yaml.Node) -> dict[str, float]:
+    """The detector's demo acquisition: frames, exposure and period (s) its hardware can do."""
+    settings = {}
+    for key, value_node in source.mapping(node, "demo"):
+        if key.value not in DEMO_SETTINGS:
+            raise source.error(key, f"demo: unknown key '{key.value}'; expected {', '.join(DEMO_SETTINGS)}")
+        text = source.scalar_text(value_node, f"demo {key.value}")
+        try:
+            value = DEMO_SETTINGS[key.value](text)
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise source.error(value_node, f"demo {key.value}: expected a positive number, got {text!r}")
+        settings[key.value] = value
+    return settings
 
 
 def load_deployment_file(

@@ -54,6 +54,9 @@ def test_a_default_applies_when_the_variable_is_unset():
         ("servers:\n  - a\n", "bl1.yaml:2: servers must be a mapping"),
         ("", "the file is empty"),
         ("server:\n  {}\n", "bl1.yaml:1: unknown top-level key 'server'"),
+        (GOOD + "demo:\n  frame: 10\n", "bl1.yaml:9: demo: unknown key 'frame'; expected frames, exposure, period"),
+        (GOOD + "demo:\n  period: -1\n", "bl1.yaml:9: demo period: expected a positive number, got '-1'"),
+        (GOOD + "demo:\n  frames: 1.5\n", "bl1.yaml:9: demo frames: expected a positive number, got '1.5'"),
         (GOOD, "bl1.yaml:6: bl1/pf/recorder->DataRoot: environment variable ROOT is not set"),
     ],
 )
@@ -155,3 +158,10 @@ class _AnyVariable(dict):
 def test_every_shipped_configuration_is_valid(path):
     deployment = load_deployment_file(path, _AnyVariable())
     assert deployment.device("PhotonflowController") and deployment.device("PhotonflowRecorder")
+    assert deployment.demo.get("period", 1) >= deployment.demo.get("exposure", 0)
+
+
+def test_a_detector_says_what_its_demo_acquires():
+    deployment = load_deployment_file(DEMO_CONFIG.parent / "dhyana95.yaml", _AnyVariable())
+    assert deployment.demo == {"frames": 50, "exposure": 0.01, "period": 0.025}
+    assert load_deployment_file(DEMO_CONFIG, _AnyVariable()).demo == {}  # the defaults of `photonflow demo`

@@ -1,0 +1,465 @@
+"""Tucsen Dhyana 95 and 400BSI (sCMOS) through the TUCam API, Tucsen's C library, over ctypes.
+
+Why: TUCam is a C API of *capabilities* (integers: bit depth, fan gear, image mode), *properties*
+(doubles: exposure in ms, gain, temperature, frame rate), ROI and trigger structures passed by
+value, and a frame buffer the library fills (``TUCAM_Buf_WaitForFrame``). Its C types and
+prototypes are declared here once (from Tucsen's ``TUDefine.h`` / ``TUCamApi.h``, the Linux SDK
+with timeouts on ``Api_Init`` and ``Buf_WaitForFrame``); ``load_tucam_library`` binds them to
+``libTUCam.so.1``, ``photonflow.simulators.tucsen_tucam`` to simulated C functions with the very
+same prototypes, so the one driver below calls both through ctypes. A TUCAMRET error becomes a
+DetectorError naming the call and the code (DetectorConnectionLost for a camera gone from the
+bus). Nothing here imports Tango.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from ctypes import POINTER, Structure, c_char, c_char_p, c_double, c_int32, c_uint8, c_uint16, c_uint32, c_void_p
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import numpy as np
+
+from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
+
+log = logging.getLogger(__name__)
+
+
+# -- TUDefine.h: the structures (field order and C types as the header has them) ------------------
+class TUCAM_INIT(Structure):
+    _fields_ = [("uiCamCount", c_uint32), ("pstrConfigPath", c_char_p)]
+
+
+class TUCAM_OPEN(Structure):
+    _fields_ = [("uiIdxOpen", c_uint32), ("hIdxTUCam", c_void_p)]
+
+
+class TUCAM_VALUE_INFO(Structure):
+    _fields_ = [("nID", c_int32), ("nValue", c_int32), ("pText", POINTER(c_char)), ("nTextSize", c_int32)]
+
+
+class TUCAM_CAPA_ATTR(Structure):
+    _fields_ = [("idCapa", c_int32), ("nValMin", c_int32), ("nValMax", c_int32), ("nValDft", c_int32),
+                ("nValStep", c_int32)]
+
+
+class TUCAM_PROP_ATTR(Structure):
+    _fields_ = [("idProp", c_int32), ("nIdxChn", c_int32), ("dbValMin", c_double), ("dbValMax", c_double),
+                ("dbValDft", c_double), ("dbValStep", c_double)]
+
+
+class TUCAM_ROI_ATTR(Structure):
+    _fields_ = [("bEnable", c_uint32), ("nHOffset", c_int32), ("nVOffset", c_int32), ("nWidth", c_int32),
+                ("nHeight", c_int32)]
+
+
+class TUCAM_TRIGGER_ATTR(Structure):
+    _fields_ = [("nTgrMode", c_int32), ("nExpMode", c_int32), ("nEdgeMode", c_int32), ("nDelayTm", c_int32),
+                ("nFrames", c_int32), ("nBufFrames", c_int32)]
+
+
+class TUCAM_FRAME(Structure):
+    _fields_ = [("szSignature", c_char * 8), ("usHeader", c_uint16), ("usOffset", c_uint16),
+                ("usWidth", c_uint16), ("usHeight", c_uint16), ("uiWidthStep", c_uint32),
+                ("ucDepth", c_uint8), ("ucFormat", c_uint8), ("ucChannels", c_uint8), ("ucElemBytes", c_uint8),
+                ("ucFormatGet", c_uint8), ("uiIndex", c_uint32), ("uiImgSize", c_uint32), ("uiRsdSize", c_uint32),
+                ("uiHstSize", c_uint32), ("pBuffer", POINTER(c_uint8))]
+
+
+class TUCAM_REG_RW(Structure):
+    _fields_ = [("nRegType", c_int32), ("pBuf", POINTER(c_char)), ("nBufSize", c_int32)]
+
+
+HANDLE = c_void_p  # HDTUCAM: the opened camera, opaque
+# TUCamApi.h: the functions photonflow calls; every one returns a TUCAMRET (unsigned 32 bits).
+PROTOTYPES: dict[str, tuple] = {
+    "TUCAM_Api_Init": (POINTER(TUCAM_INIT), c_int32),  # timeout, ms
+    "TUCAM_Api_Uninit": (),
+    "TUCAM_Dev_Open": (POINTER(TUCAM_OPEN),),
+    "TUCAM_Dev_Close": (HANDLE,),
+    "TUCAM_Dev_GetInfo": (HANDLE, POINTER(TUCAM_VALUE_INFO)),
+    "TUCAM_Capa_GetAttr": (HANDLE, POINTER(TUCAM_CAPA_ATTR)),
+    "TUCAM_Capa_GetValue": (HANDLE, c_int32, POINTER(c_int32)),
+    "TUCAM_Capa_SetValue": (HANDLE, c_int32, c_int32),
+    "TUCAM_Prop_GetAttr": (HANDLE, POINTER(TUCAM_PROP_ATTR)),
+    "TUCAM_Prop_GetValue": (HANDLE, c_int32, POINTER(c_double), c_int32),  # channel
+    "TUCAM_Prop_SetValue": (HANDLE, c_int32, c_double, c_int32),
+    "TUCAM_Buf_Alloc": (HANDLE, POINTER(TUCAM_FRAME)),
+    "TUCAM_Buf_Release": (HANDLE,),
+    "TUCAM_Buf_AbortWait": (HANDLE,),
+    "TUCAM_Buf_WaitForFrame": (HANDLE, POINTER(TUCAM_FRAME), c_int32),  # timeout, ms
+    "TUCAM_Cap_SetROI": (HANDLE, TUCAM_ROI_ATTR),  # by value
+    "TUCAM_Cap_GetROI": (HANDLE, POINTER(TUCAM_ROI_ATTR)),
+    "TUCAM_Cap_SetTrigger": (HANDLE, TUCAM_TRIGGER_ATTR),  # by value
+    "TUCAM_Cap_DoSoftwareTrigger": (HANDLE, c_uint32),
+    "TUCAM_Cap_Start": (HANDLE, c_uint32),  # the trigger mode
+    "TUCAM_Cap_Stop": (HANDLE,),
+    "TUCAM_Reg_Read": (HANDLE, TUCAM_REG_RW),  # by value
+}
+TUCAMRET = c_uint32
+
+# ids (TUCAM_IDINFO, TUCAM_IDCAPA, TUCAM_IDPROP) and modes
+TUIDI_PRODUCT, TUIDI_VERSION_FRMW, TUIDI_CAMERA_MODEL = 0x03, 0x05, 0x09
+TUIDC_BITOFDEPTH, TUIDC_FAN_GEAR, TUIDC_IMGMODESELECT = 0x02, 0x07, 0x16
+TUIDP_GLOBALGAIN, TUIDP_EXPOSURETM, TUIDP_TEMPERATURE, TUIDP_FRAME_RATE = 0x00, 0x01, 0x04, 0x19
+TUCCM_SEQUENCE, TUCCM_TRIGGER_STANDARD, TUCCM_TRIGGER_SYNCHRONOUS, TUCCM_TRIGGER_SOFTWARE = 0x00, 0x01, 0x02, 0x04
+TUCTE_EXPTM, TUCTE_WIDTH = 0x00, 0x01  # exposure: the set time, or the trigger pulse's width
+TUCTD_RISING = 0x01
+TUFRM_FMT_USUAL = 0x11
+TUREG_SN = 0x01
+TUSN_SIZE = 64
+
+# TUCAMRET codes: >= 0x80000000 is an error.
+TUCAMRET_CODES = {
+    0x00000001: "TUCAMRET_SUCCESS", 0x80000000: "TUCAMRET_FAILURE", 0x80000101: "TUCAMRET_NO_MEMORY",
+    0x80000105: "TUCAMRET_NO_CAMERA", 0x80000110: "TUCAMRET_FAILOPEN_CAMERA", 0x80000201: "TUCAMRET_INIT",
+    0x80000202: "TUCAMRET_BUSY", 0x80000203: "TUCAMRET_NOT_INIT", 0x80000206: "TUCAMRET_NOT_READY",
+    0x80000207: "TUCAMRET_ABORT", 0x80000208: "TUCAMRET_TIMEOUT", 0x80000209: "TUCAMRET_LOSTFRAME",
+    0x8000020B: "TUCAMRET_USB_STATUS_ERROR", 0x80000301: "TUCAMRET_INVALID_CAMERA",
+    0x80000302: "TUCAMRET_INVALID_HANDLE", 0x80000304: "TUCAMRET_INVALID_IDPROP",
+    0x80000305: "TUCAMRET_INVALID_IDCAPA", 0x80000306: "TUCAMRET_INVALID_IDPARAM", 0x80000307: "TUCAMRET_INVALID_PARAM",
+    0x80000309: "TUCAMRET_INVALID_VALUE", 0x8000030C: "TUCAMRET_INVALID_SUBARRAY",
+    0x80000311: "TUCAMRET_OUT_OF_RANGE", 0x80000312: "TUCAMRET_NOT_SUPPORT", 0x80000313: "TUCAMRET_NOT_WRITABLE",
+    0x83001001: "TUCAMRET_FAIL_READ_CAMERA", 0x83001002: "TUCAMRET_FAIL_WRITE_CAMERA",
+}
+CODE = {name: code for code, name in TUCAMRET_CODES.items()}
+# the camera is gone from the bus: FAULT, and Init opens it again
+CONNECTION_LOST = {CODE[name] for name in ("TUCAMRET_NO_CAMERA", "TUCAMRET_USB_STATUS_ERROR",
+                                            "TUCAMRET_FAIL_READ_CAMERA", "TUCAMRET_FAIL_WRITE_CAMERA")}
+
+
+@dataclass(frozen=True)
+class DhyanaModel:
+    """What the driver must know of a model; ``TUIDI_CAMERA_MODEL`` names it."""
+
+    name: str
+    product_id: int
+    width: int
+    height: int
+    pixel_size: float  # metres
+    # photonflow's gain mode -> (TUIDC_IMGMODESELECT, TUIDP_GLOBALGAIN), as Tucsen's drivers set them
+    gain_modes: dict[str, tuple[int, int]]
+    max_frame_rate: float  # full frame, HDR
+
+
+MODELS = {
+    "dhyana95": DhyanaModel("Dhyana 95 V2", 0xE40F, 2048, 2048, 11e-6,
+                            {"HDR": (0, 0), "High": (0, 1), "Low": (0, 2)}, 24.0),
+    "dhyana400bsi": DhyanaModel("Dhyana 400BSI V3", 0xE419, 2048, 2048, 6.5e-6,
+                                {"HDR": (2, 0), "HighSpeed": (3, 1), "CMS": (1, 0)}, 43.0),
+}
+FAN_GEARS = {"high": 0, "medium": 1, "low": 2, "off": 3}  # TUIDC_FAN_GEAR; off: water cooling
+TRIGGER_MODES = {  # photonflow's -> (capture mode, exposure mode)
+    "internal": (TUCCM_SEQUENCE, TUCTE_EXPTM),
+    "external": (TUCCM_TRIGGER_STANDARD, TUCTE_EXPTM),  # each edge starts one exposure of the set time
+    "external_width": (TUCCM_TRIGGER_STANDARD, TUCTE_WIDTH),  # each pulse's width is the exposure
+    "software": (TUCCM_TRIGGER_SOFTWARE, TUCTE_EXPTM),  # the driver triggers each frame, one period apart
+}
+TEMPERATURE_ZERO = 50.0  # TUIDP_TEMPERATURE takes (T + 50) x scale, scale 10 when its maximum is above 100
+
+
+def mangled_name(name: str, argtypes: tuple) -> str:
+    """The C++ (Itanium) name of a TUCam function: the Linux library exports only those."""
+    def code(kind) -> str:
+        if kind is HANDLE:
+            return "P9_tagTUCAM"
+        simple = {c_int32: "i", c_uint32: "j", c_double: "d"}
+        if kind in simple:
+            return simple[kind]
+        if hasattr(kind, "_type_") and not isinstance(kind._type_, str):  # a POINTER(...)
+            return "P" + code(kind._type_)
+        tag = "_tag" + kind.__name__
+        return f"{len(tag)}{tag}"
+
+    parameters = "".join(code(kind) for kind in argtypes) or "v"
+    return f"_Z{len(name)}{name}{parameters}"
+
+
+def load_tucam_library(path: str = "libTUCam.so.1") -> SimpleNamespace:
+    """Tucsen's libTUCam with every prototype declared (needs the library and the camera's driver)."""
+    try:
+        library = ctypes.CDLL(path)
+    except OSError as error:
+        raise ConfigurationError(f"cannot load the TUCam library {path!r} ({error}); install Tucsen's SDK "
+                                 "or set Simulation to dhyana95 or dhyana400bsi") from None
+    functions = {}
+    for name, argtypes in PROTOTYPES.items():
+        function = getattr(library, name, None) or getattr(library, mangled_name(name, argtypes))
+        function.argtypes, function.restype = argtypes, TUCAMRET
+        functions[name] = function
+    return SimpleNamespace(**functions)
+
+
+@dataclass(frozen=True)
+class TucsenSettings:
+    """What the beamline sets once (Tango properties); the rest is per series."""
+
+    gain_mode: str = "HDR"
+    bit_depth: int = 16
+    fan_gear: str = "high"
+    target_temperature: float = 0.0  # degC
+    roi: tuple[int, int, int, int] = (0, 0, 0, 0)  # x, y, width, height; all 0: the whole sensor
+    timeout: float = 5.0
+
+
+class TucsenCamera:
+    """A Dhyana behind TUCam; ``library`` is ``load_tucam_library()`` or the simulated one."""
+
+    trigger_modes = tuple(TRIGGER_MODES)
+
+    def __init__(self, library: Any, index: int = 0, settings: TucsenSettings = TucsenSettings()):
+        self.lib = library
+        self.settings = settings
+        self._lock = threading.Lock()  # one call at a time, but never around the wait for a frame
+        self._api_initialised = False
+        self.handle = None
+        init = TUCAM_INIT(0, b".")
+        self.call("TUCAM_Api_Init", ctypes.pointer(init), 5000)
+        self._api_initialised = True
+        try:
+            if index >= init.uiCamCount:
+                raise DetectorConnectionLost(f"TUCam found {init.uiCamCount} camera(s); camera index {index} "
+                                             "is not there: check the USB cable and CameraIndex")
+            opened = TUCAM_OPEN(index, None)
+            self.call("TUCAM_Dev_Open", ctypes.pointer(opened))
+            if not opened.hIdxTUCam:
+                raise DetectorConnectionLost(f"TUCam could not open camera {index}")
+            self.handle = opened.hIdxTUCam
+            self.model_name = self.info_text(TUIDI_CAMERA_MODEL)
+            self.model = next((m for m in MODELS.values() if m.name == self.model_name), None)
+            if self.model is None:
+                raise ConfigurationError(f"camera {index} is a {self.model_name!r}; photonflow drives "
+                                         f"{', '.join(m.name for m in MODELS.values())}")
+            self.serial_number = self.read_serial_number()
+            self.firmware = self.info_text(TUIDI_VERSION_FRMW)
+            exposure = self.property_range(TUIDP_EXPOSURETM)
+            self.min_exposure = exposure.dbValMin / 1000
+            self.max_exposure = exposure.dbValMax / 1000
+            self.target_temperature = None
+            self.roi = (0, 0, self.model.width, self.model.height)
+            self.set_gain_mode(settings.gain_mode)
+            self.set_bit_depth(settings.bit_depth)
+            self.set_fan_gear(settings.fan_gear)
+            self.set_target_temperature(settings.target_temperature)
+            self.set_roi(*settings.roi)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- calls -------------------------------------------------------------------------------------
+    def call(self, name: str, *args) -> int:
+        """Call TUCam; an error code becomes DetectorError (DetectorConnectionLost: camera gone)."""
+        with self._lock:
+            code = getattr(self.lib, name)(*args)
+        return self._checked(name, code)
+
+    @staticmethod
+    def _checked(name: str, code: int) -> int:
+        if code & 0x80000000:
+            text = TUCAMRET_CODES.get(code, "unknown error")
+            error = DetectorConnectionLost if code in CONNECTION_LOST else DetectorError
+            raise error(f"TUCam {name}: {text} (0x{code:08X})")
+        return code
+
+    def info_text(self, info_id: int) -> str:
+        text = ctypes.create_string_buffer(256)
+        info = TUCAM_VALUE_INFO(info_id, 0, ctypes.cast(text, POINTER(c_char)), len(text))
+        self.call("TUCAM_Dev_GetInfo", self.handle, ctypes.pointer(info))
+        return text.value.decode(errors="replace") or str(info.nValue)
+
+    def read_serial_number(self) -> str:
+        text = ctypes.create_string_buffer(TUSN_SIZE)
+        self.call("TUCAM_Reg_Read", self.handle, TUCAM_REG_RW(TUREG_SN, ctypes.cast(text, POINTER(c_char)), TUSN_SIZE))
+        return text.value.decode(errors="replace")
+
+    def capability(self, capability_id: int) -> int:
+        value = c_int32()
+        self.call("TUCAM_Capa_GetValue", self.handle, capability_id, ctypes.pointer(value))
+        return value.value
+
+    def property_value(self, property_id: int) -> float:
+        value = c_double()
+        self.call("TUCAM_Prop_GetValue", self.handle, property_id, ctypes.pointer(value), 0)
+        return value.value
+
+    def property_range(self, property_id: int) -> TUCAM_PROP_ATTR:
+        attribute = TUCAM_PROP_ATTR(property_id, 0)
+        self.call("TUCAM_Prop_GetAttr", self.handle, ctypes.pointer(attribute))
+        return attribute
+
+    # -- settings ----------------------------------------------------------------------------------
+    def set_gain_mode(self, mode: str) -> None:
+        if mode not in self.model.gain_modes:
+            raise ConfigurationError(f"a {self.model.name} has gain modes {', '.join(self.model.gain_modes)}, "
+                                     f"not {mode!r}")
+        image_mode, gain = self.model.gain_modes[mode]
+        self.call("TUCAM_Capa_SetValue", self.handle, TUIDC_IMGMODESELECT, image_mode)
+        self.call("TUCAM_Prop_SetValue", self.handle, TUIDP_GLOBALGAIN, float(gain), 0)
+
+    @property
+    def gain_mode(self) -> str:
+        current = (self.capability(TUIDC_IMGMODESELECT), int(self.property_value(TUIDP_GLOBALGAIN)))
+        return next((name for name, values in self.model.gain_modes.items() if values == current), str(current))
+
+    def set_bit_depth(self, bits: int) -> None:
+        if bits not in (8, 16):
+            raise ConfigurationError(f"bit depth must be 8 or 16, got {bits}")
+        self.call("TUCAM_Capa_SetValue", self.handle, TUIDC_BITOFDEPTH, bits)
+
+    @property
+    def bit_depth(self) -> int:
+        return self.capability(TUIDC_BITOFDEPTH)
+
+    def set_fan_gear(self, gear: str) -> None:
+        if gear not in FAN_GEARS:
+            raise ConfigurationError(f"fan gear must be one of {', '.join(FAN_GEARS)}, got {gear!r}")
+        self.call("TUCAM_Capa_SetValue", self.handle, TUIDC_FAN_GEAR, FAN_GEARS[gear])
+
+    @property
+    def fan_gear(self) -> str:
+        value = self.capability(TUIDC_FAN_GEAR)
+        return next((name for name, gear in FAN_GEARS.items() if gear == value), str(value))
+
+    def temperature_limits(self) -> tuple[float, float, float]:
+        """(lowest, highest) target in degC and the scale TUIDP_TEMPERATURE's raw values use."""
+        raw = self.property_range(TUIDP_TEMPERATURE)
+        scale = 10.0 if raw.dbValMax > 100 else 1.0
+        return raw.dbValMin / scale - TEMPERATURE_ZERO, raw.dbValMax / scale - TEMPERATURE_ZERO, scale
+
+    def set_target_temperature(self, celsius: float) -> None:
+        lowest, highest, scale = self.temperature_limits()
+        if not lowest <= celsius <= highest:
+            raise ConfigurationError(f"target temperature {celsius} degC is outside what a {self.model.name} "
+                                     f"accepts: {lowest:g} to {highest:g} degC")
+        self.call("TUCAM_Prop_SetValue", self.handle, TUIDP_TEMPERATURE, (celsius + TEMPERATURE_ZERO) * scale, 0)
+        self.target_temperature = celsius
+
+    @property
+    def sensor_temperature(self) -> float:
+        """The sensor's temperature now, degC (reading TUIDP_TEMPERATURE gives it, not the target)."""
+        return self.property_value(TUIDP_TEMPERATURE)
+
+    def set_roi(self, x: int, y: int, width: int, height: int) -> None:
+        """The region read out; all zero: the whole sensor. The camera aligns it; ``roi`` says what it took."""
+        full = not any((x, y, width, height))
+        if not full and not (x >= 0 and y >= 0 and width > 0 and height > 0
+                             and x + width <= self.model.width and y + height <= self.model.height):
+            raise ConfigurationError(
+                f"ROI x={x} y={y} width={width} height={height} does not fit the {self.model.width}x"
+                f"{self.model.height} sensor: need x + width <= {self.model.width}, y + height <= "
+                f"{self.model.height}, width and height > 0; or all zero for the whole sensor")
+        self.call("TUCAM_Cap_SetROI", self.handle, TUCAM_ROI_ATTR(0 if full else 1, x, y, width, height))
+        taken = TUCAM_ROI_ATTR()
+        self.call("TUCAM_Cap_GetROI", self.handle, ctypes.pointer(taken))
+        self.roi = ((taken.nHOffset, taken.nVOffset, taken.nWidth, taken.nHeight) if taken.bEnable
+                    else (0, 0, self.model.width, self.model.height))
+
+    # -- the Camera interface ----------------------------------------------------------------------
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.roi[3], self.roi[2]
+
+    @property
+    def frame_dtype(self) -> str:
+        return "uint8" if self.bit_depth == 8 else "uint16"
+
+    def describe(self, settings: AcquisitionSettings) -> dict[str, Any]:
+        return {
+            "vendor": "Tucsen", "model": self.model.name, "serial_number": self.serial_number,
+            "x_pixel_size": self.model.pixel_size, "y_pixel_size": self.model.pixel_size,
+            "sensor_material": "Si", "bit_depth_readout": self.bit_depth, "gain_mode": self.gain_mode,
+            "count_time": settings.exposure, "frame_time": settings.period, "trigger_mode": settings.trigger_mode,
+            "sensor_temperature": self.sensor_temperature, "firmware_version": self.firmware,
+            "roi": ",".join(str(n) for n in self.roi),
+        }
+
+    def prepare(self, settings: AcquisitionSettings) -> None:
+        if not self.min_exposure <= settings.exposure <= self.max_exposure:
+            raise ConfigurationError(f"exposure {settings.exposure} s is outside what a {self.model.name} "
+                                     f"accepts: {self.min_exposure:g} to {self.max_exposure:g} s")
+        capture_mode, exposure_mode = TRIGGER_MODES[settings.trigger_mode]
+        self.call("TUCAM_Prop_SetValue", self.handle, TUIDP_EXPOSURETM, settings.exposure * 1000, 0)
+        if capture_mode == TUCCM_SEQUENCE:
+            fastest = self.property_range(TUIDP_FRAME_RATE).dbValMax  # depends on the ROI's height
+            if 1.0 / settings.period > fastest:
+                raise ConfigurationError(
+                    f"period {settings.period} s is shorter than a {self.model.name} reads out a {self.roi[2]}x"
+                    f"{self.roi[3]} ROI: at most {fastest:.1f} frames/s, a period of at least {1 / fastest:.4f} s")
+            self.call("TUCAM_Prop_SetValue", self.handle, TUIDP_FRAME_RATE, 1.0 / settings.period, 0)
+        trigger = TUCAM_TRIGGER_ATTR(capture_mode, exposure_mode, TUCTD_RISING, 0, 1, 2)
+        self.call("TUCAM_Cap_SetTrigger", self.handle, trigger)
+
+    def frames(self, settings: AcquisitionSettings, stop: threading.Event) -> Iterator[tuple[int, np.ndarray, float]]:
+        """Start capturing and yield each frame as TUCam hands it over (copied out of its buffer)."""
+        capture_mode = TRIGGER_MODES[settings.trigger_mode][0]
+        frame = TUCAM_FRAME()
+        frame.ucFormatGet, frame.uiRsdSize = TUFRM_FMT_USUAL, 1
+        self.call("TUCAM_Buf_Alloc", self.handle, ctypes.pointer(frame))
+        try:
+            self.call("TUCAM_Cap_Start", self.handle, capture_mode)
+            yield from self._captured(settings, stop, frame, capture_mode)
+        except BaseException:  # the first error is the one to report: the clean-up's own are only logged
+            for name in ("TUCAM_Cap_Stop", "TUCAM_Buf_Release"):
+                code = getattr(self.lib, name)(self.handle)
+                if code & 0x80000000:
+                    log.warning("%s after a failed capture: %s", name, TUCAMRET_CODES.get(code, hex(code)))
+            raise
+        self.call("TUCAM_Cap_Stop", self.handle)
+        self.call("TUCAM_Buf_Release", self.handle)
+
+    def _captured(self, settings, stop, frame, capture_mode) -> Iterator[tuple[int, np.ndarray, float]]:
+        patience = settings.period + settings.exposure + self.settings.timeout
+        waits_for_edges = capture_mode == TUCCM_TRIGGER_STANDARD  # external edges may be far apart
+        pointer = ctypes.pointer(frame)
+        number, last_frame, next_trigger = 0, time.monotonic(), time.monotonic()
+        while number < settings.frame_count and not stop.is_set():
+            wait_ms = 200  # short waits, to see stop in time
+            if capture_mode == TUCCM_TRIGGER_SOFTWARE:  # one trigger per period, never a burst to catch up
+                now = time.monotonic()
+                if now >= next_trigger:
+                    self.call("TUCAM_Cap_DoSoftwareTrigger", self.handle, 0)
+                    next_trigger = max(next_trigger + settings.period, now)
+                wait_ms = max(1, min(wait_ms, int((next_trigger - time.monotonic()) * 1000)))
+            # not under the lock: other calls (a temperature reading) go on meanwhile
+            code = self.lib.TUCAM_Buf_WaitForFrame(self.handle, pointer, wait_ms)
+            if code == CODE["TUCAMRET_TIMEOUT"]:
+                if not waits_for_edges and time.monotonic() - last_frame > patience:
+                    raise DetectorError(f"TUCam: no frame from the camera within {patience:.1f} s")
+                continue
+            if code == CODE["TUCAMRET_ABORT"]:
+                return
+            self._checked("TUCAM_Buf_WaitForFrame", code)
+            yield number, self._pixels(frame), time.time()
+            number += 1
+            last_frame = time.monotonic()
+
+    @staticmethod
+    def _pixels(frame: TUCAM_FRAME) -> np.ndarray:
+        """The frame's pixels, copied out of TUCam's buffer (it is reused for the next frame)."""
+        dtype = np.uint8 if frame.ucElemBytes == 1 else np.uint16
+        height, row_bytes = frame.usHeight, frame.usWidth * frame.ucElemBytes
+        stride = frame.uiWidthStep or row_bytes
+        needed = stride * (height - 1) + row_bytes
+        if not frame.pBuffer or frame.uiImgSize < needed:
+            raise DetectorError(f"TUCam: a {frame.usWidth}x{height} frame came with {frame.uiImgSize} bytes, "
+                                f"not {needed}")
+        raw = np.frombuffer(ctypes.string_at(ctypes.addressof(frame.pBuffer.contents) + frame.usOffset, needed),
+                            np.uint8)
+        if stride == row_bytes:
+            return raw.view(dtype).reshape(height, frame.usWidth)
+        rows = np.lib.stride_tricks.as_strided(raw, shape=(height, row_bytes), strides=(stride, 1))
+        return np.ascontiguousarray(rows).view(dtype)
+
+    def close(self) -> None:
+        """Close the camera and the API (errors ignored: the camera may be gone already)."""
+        if self.handle is not None:
+            self.lib.TUCAM_Dev_Close(self.handle)
+            self.handle = None
+        if self._api_initialised:
+            self.lib.TUCAM_Api_Uninit()
+            self._api_initialised = False

@@ -1,0 +1,223 @@
+"""The Tucsen driver over TUCam's C functions (through ctypes), against the simulated library."""
+
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+from photonflow.simulators.tucsen_tucam import SimulatedTucam
+
+from photonflow import states
+from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.tucsen import PROTOTYPES, TucsenCamera, TucsenSettings, load_tucam_library, mangled_name
+from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
+from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.stream.transport import StreamSender
+from tests.unit.series import acquire_into
+
+ROI = (100, 200, 256, 128)
+
+
+def record(tmp_path, library, settings=None, frames=6, period=0.02, trigger_mode="internal",
+           stop_after=None, while_running=None):
+    camera = TucsenCamera(library.functions, 0, settings or TucsenSettings(roi=ROI))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=frames, exposure=0.005, period=period, trigger_mode=trigger_mode)
+    request = RecordingRequest(frames, 1, acquirer.stream_endpoint, f"tucsen_{time.monotonic_ns()}.h5")
+    if while_running is None:
+        path = acquire_into(acquirer, recorder, request, stop_after)
+    else:
+        path = recorder.arm(request)
+        acquirer.prepare()
+        acquirer.start()
+        while_running(acquirer)
+        assert acquirer.wait(30) and recorder.wait(30)
+    sender.close()
+    return camera, acquirer, recorder, path
+
+
+@pytest.mark.parametrize("model, gain_mode, bits, dtype", [
+    ("dhyana95", "HDR", 16, "uint16"), ("dhyana95", "High", 16, "uint16"),
+    ("dhyana400bsi", "CMS", 16, "uint16"), ("dhyana400bsi", "HDR", 8, "uint8"),
+])
+def test_each_gain_mode_and_bit_depth_reaches_the_file_as_the_camera_delivered_it(tmp_path, model, gain_mode, bits,
+                                                                                   dtype):
+    library = SimulatedTucam(model, "TS-0042", seed=4)
+    camera, acquirer, recorder, path = record(tmp_path, library, TucsenSettings(gain_mode, bits, roi=ROI))
+    assert acquirer.state == states.ON and recorder.counters.frames_written == 6, acquirer.status
+    assert camera.gain_mode == gain_mode and camera.bit_depth == bits and camera.frame_dtype == dtype
+    with h5py.File(path, "r") as f:
+        data = f["entry/data/data"]
+        assert data.shape == (6, 128, 256) and data.dtype == np.dtype(dtype)
+        for n in (0, 5):
+            np.testing.assert_array_equal(data[n], library.frame(n))
+        detector = next(g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector")
+        assert detector["serial_number"][()].decode() == "TS-0042"
+        assert detector["x_pixel_size"][()] == pytest.approx(11e-6 if model == "dhyana95" else 6.5e-6)
+        assert detector["bit_depth_readout"][()] == bits
+        assert detector["detector_specific/gain_mode"][()].decode() == gain_mode
+    assert np.ptp(library.frame(0)) > 0  # real content, not a blank frame
+    camera.close()
+
+
+def test_the_camera_aligns_the_roi_and_one_outside_the_sensor_is_refused_with_its_size():
+    camera = TucsenCamera(SimulatedTucam("dhyana95").functions, 0, TucsenSettings(roi=(101, 203, 259, 130)))
+    assert camera.roi == (100, 200, 256, 128) and camera.frame_shape == (128, 256)
+    with pytest.raises(ConfigurationError, match=r"ROI x=2000 y=0 width=100 height=10 does not fit the 2048x2048 "
+                                                 r"sensor: need x \+ width <= 2048"):
+        camera.set_roi(2000, 0, 100, 10)
+    camera.set_roi(0, 0, 0, 0)
+    assert camera.frame_shape == (2048, 2048)
+    camera.close()
+
+
+def test_values_the_camera_cannot_take_are_refused_with_its_limits():
+    library = SimulatedTucam("dhyana95")
+    camera = TucsenCamera(library.functions)
+    with pytest.raises(ConfigurationError, match="a Dhyana 95 V2 has gain modes HDR, High, Low, not 'CMS'"):
+        camera.set_gain_mode("CMS")
+    with pytest.raises(ConfigurationError, match="target temperature -60 degC is outside what a Dhyana 95 V2 "
+                                                 "accepts: -50 to 50 degC"):
+        camera.set_target_temperature(-60)
+    with pytest.raises(ConfigurationError, match="fan gear must be one of high, medium, low, off"):
+        camera.set_fan_gear("turbo")
+    with pytest.raises(ConfigurationError, match="bit depth must be 8 or 16, got 12"):
+        camera.set_bit_depth(12)
+    acquirer = Acquirer(camera, StreamSender("tcp://127.0.0.1:*"))
+    acquirer.update_settings(exposure=20.0, period=20.0)
+    with pytest.raises(ConfigurationError, match=r"exposure 20.0 s is outside what a Dhyana 95 V2 accepts: "
+                                                 r"2.1e-05 to 10 s"):
+        acquirer.prepare()
+    acquirer.update_settings(exposure=0.001, period=0.01)  # 100 frames/s: more than 2048 rows allow
+    with pytest.raises(ConfigurationError, match=r"period 0.01 s is shorter than a Dhyana 95 V2 reads out a "
+                                                 r"2048x2048 ROI: at most 24.0 frames/s"):
+        acquirer.prepare()
+    acquirer.sender.close()
+    camera.close()
+
+
+def test_a_tucam_error_is_a_fault_with_the_calls_name_and_code():
+    library = SimulatedTucam("dhyana400bsi")
+    camera = TucsenCamera(library.functions, 0, TucsenSettings(roi=ROI))
+    acquirer = Acquirer(camera, StreamSender("tcp://127.0.0.1:*"))
+    library.fail_next("TUCAM_Cap_SetTrigger", "TUCAMRET_NOT_SUPPORT")
+    with pytest.raises(DetectorError, match=r"TUCam TUCAM_Cap_SetTrigger: TUCAMRET_NOT_SUPPORT \(0x80000312\)"):
+        acquirer.prepare()
+    assert acquirer.state == states.FAULT and "TUCAMRET_NOT_SUPPORT" in acquirer.status
+    acquirer.sender.close()
+    camera.close()
+
+
+def test_an_unplugged_camera_faults_mid_series_and_opens_again_once_back(tmp_path):
+    library = SimulatedTucam("dhyana95", seed=1)
+
+    def unplug_after_three_frames(acquirer):
+        while acquirer.frames_acquired < 3:
+            acquirer.wait(0.01)
+        library.unplug()
+
+    camera, acquirer, recorder, path = record(tmp_path, library, frames=200, while_running=unplug_after_three_frames)
+    assert acquirer.state == states.FAULT
+    assert "TUCAM_Buf_WaitForFrame: TUCAMRET_USB_STATUS_ERROR" in acquirer.status
+    with h5py.File(path, "r") as f:  # what came before is in the file
+        assert f["entry/data/data"].shape[0] == acquirer.frames_acquired >= 3
+        np.testing.assert_array_equal(f["entry/data/data"][2], library.frame(2))
+    camera.close()
+    with pytest.raises(DetectorConnectionLost, match="TUCam found 0 camera"):
+        TucsenCamera(library.functions)
+    library.plug_in()
+    camera, acquirer, recorder, _ = record(tmp_path, library, frames=3)  # what Init does: open it again
+    assert acquirer.state == states.ON and recorder.counters.frames_written == 3
+    camera.close()
+
+
+def test_a_stalled_sensor_is_a_fault_once_the_timeout_passes(tmp_path):
+    library = SimulatedTucam("dhyana95")
+    library.stall()
+    camera, acquirer, _, _ = record(tmp_path, library, TucsenSettings(roi=ROI, timeout=0.3), frames=5)
+    assert acquirer.state == states.FAULT and "no frame from the camera within" in acquirer.status
+    camera.close()
+
+
+def test_software_triggers_pace_the_frames_one_period_apart(tmp_path):
+    library = SimulatedTucam("dhyana400bsi", seed=7)
+    camera, acquirer, _, path = record(tmp_path, library, frames=5, period=0.05, trigger_mode="software")
+    assert acquirer.state == states.ON, acquirer.status
+    with h5py.File(path, "r") as f:
+        times = f["entry/accounting/timestamp"][()]
+        np.testing.assert_array_equal(f["entry/data/data"][4], library.frame(4))
+    assert np.diff(times).min() > 0.035  # triggered 50 ms apart, not as fast as the sensor goes
+    camera.close()
+
+
+@pytest.mark.parametrize("trigger_mode", ["external", "external_width"])
+def test_each_external_edge_takes_one_frame(tmp_path, trigger_mode):
+    library = SimulatedTucam("dhyana95", seed=2)
+
+    def three_edges(acquirer):
+        time.sleep(0.2)
+        assert acquirer.frames_acquired == 0  # nothing without an edge
+        for _ in range(3):
+            library.fire_trigger(width=0.01)
+            time.sleep(0.05)
+
+    camera, acquirer, _, path = record(tmp_path, library, frames=3, trigger_mode=trigger_mode,
+                                       while_running=three_edges)
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 3, acquirer.status
+    with h5py.File(path, "r") as f:
+        for n in range(3):
+            np.testing.assert_array_equal(f["entry/data/data"][n], library.frame(n))
+    camera.close()
+
+
+def test_stop_ends_the_capture_at_the_camera(tmp_path):
+    library = SimulatedTucam("dhyana95")
+    camera, acquirer, recorder, _ = record(tmp_path, library, frames=500, stop_after=3)
+    assert acquirer.last_end_reason == "stopped" and 3 <= acquirer.frames_acquired < 500
+    assert recorder.counters.frames_written == acquirer.frames_acquired
+    assert not library.capturing  # TUCAM_Cap_Stop reached the camera
+    camera.close()
+
+
+def test_the_sensor_cools_towards_the_target_as_far_as_the_fan_allows():
+    library = SimulatedTucam("dhyana95")
+    camera = TucsenCamera(library.functions, 0, TucsenSettings(target_temperature=-10, fan_gear="high"))
+    time.sleep(0.3)
+    assert -10 < camera.sensor_temperature < 21
+    assert camera.target_temperature == -10 and camera.fan_gear == "high"
+    camera.set_fan_gear("low")  # air at low fan reaches 35 degC below ambient: -13, so -10 still holds
+    assert camera.fan_gear == "low"
+    camera.close()
+
+
+def test_the_linux_library_is_bound_by_its_cpp_names_and_a_missing_one_is_explained():
+    # the names Tucsen's Linux libTUCam exports (seen in its symbol table)
+    assert mangled_name("TUCAM_Api_Init", PROTOTYPES["TUCAM_Api_Init"]) == "_Z14TUCAM_Api_InitP14_tagTUCAM_INITi"
+    assert mangled_name("TUCAM_Buf_WaitForFrame", PROTOTYPES["TUCAM_Buf_WaitForFrame"]) == \
+        "_Z22TUCAM_Buf_WaitForFrameP9_tagTUCAMP15_tagTUCAM_FRAMEi"
+    assert mangled_name("TUCAM_Cap_Start", PROTOTYPES["TUCAM_Cap_Start"]) == "_Z15TUCAM_Cap_StartP9_tagTUCAMj"
+    assert mangled_name("TUCAM_Cap_SetROI", PROTOTYPES["TUCAM_Cap_SetROI"]) == \
+        "_Z16TUCAM_Cap_SetROIP9_tagTUCAM18_tagTUCAM_ROI_ATTR"
+    with pytest.raises(ConfigurationError, match="cannot load the TUCam library 'libTUCam-absent.so'"):
+        load_tucam_library("libTUCam-absent.so")
+
+
+def test_settings_read_while_capturing_do_not_wait_for_the_frame(tmp_path):
+    library = SimulatedTucam("dhyana95")
+    readings = []
+
+    def read_temperature(acquirer):
+        while acquirer.frames_acquired < 2:
+            acquirer.wait(0.01)
+        started = time.monotonic()
+        readings.append(acquirer.camera.sensor_temperature)
+        readings.append(time.monotonic() - started)
+        threading.Event().wait(0.01)
+
+    camera, acquirer, _, _ = record(tmp_path, library, frames=20, period=0.1, while_running=read_temperature)
+    assert acquirer.state == states.ON
+    assert readings[1] < 0.1  # not held up behind a WaitForFrame
+    camera.close()
