@@ -104,6 +104,7 @@ class SimulatedSDK3Camera:
         self._frames: DiffractionFrames | None = None
         self.produced = 0
         self._nframes = 0
+        self._edges = 0  # trigger edges not yet taken
 
     # -- faults -----------------------------------------------------------------------------
     def fail_next(self, code: int = 13, name: str = "AT_ERR_TIMEDOUT", detail: str = "simulated failure") -> None:
@@ -170,7 +171,7 @@ class SimulatedSDK3Camera:
         self._frames = DiffractionFrames(PatternSettings(
             height=self.features["AOIHeight"].value, width=self.features["AOIWidth"].value, dtype=dtype,
             seed=self.seed, exposure=self.features["ExposureTime"].value))
-        self._buffers, self.produced = [], 0
+        self._buffers, self.produced, self._edges = [], 0, 0
         self._stop.clear()
         self._thread = threading.Thread(target=self._acquire, name="andor-sim", daemon=True)
         self._thread.start()
@@ -185,12 +186,42 @@ class SimulatedSDK3Camera:
         out[:, :row_bytes] = image.view(np.uint8).reshape(image.shape[0], row_bytes)
         return out.tobytes()
 
+    def fire_trigger(self) -> None:
+        """An edge on the camera's trigger input (External: one frame; External Start: the series)."""
+        with self._lock:
+            self._edges += 1
+            self._lock.notify_all()
+
+    def send_software_trigger(self) -> None:
+        """SDK3's ``SoftwareTrigger`` command (pylablib's method of that name)."""
+        self._check_failure()
+        if self.features["TriggerMode"].value != "Software" or self._thread is None:
+            raise SDK3Error(2, "AT_ERR_NOTIMPLEMENTED", "SoftwareTrigger needs TriggerMode Software, acquiring")
+        self.fire_trigger()
+
+    def _wait_for_edge(self) -> bool:
+        with self._lock:
+            while not self._edges:
+                if self._stop.is_set():
+                    return False
+                self._lock.wait(0.05)
+            self._edges -= 1
+            return True
+
     def _acquire(self) -> None:
+        """Internal: at FrameRate; External and Software: one frame per edge; External Start:
+        the first edge starts the internal timing."""
         period = 1.0 / self.features["FrameRate"].value
+        exposure = self.features["ExposureTime"].value
+        mode = self.features["TriggerMode"].value
+        if mode == "External Start" and not self._wait_for_edge():
+            return
         start = time.monotonic()
         for number in range(self._nframes):
-            if self._stop.wait(max(0.0, start + number * period + self.features["ExposureTime"].value
-                                   - time.monotonic())):
+            if mode in ("External", "Software"):
+                if not self._wait_for_edge() or self._stop.wait(exposure):
+                    return
+            elif self._stop.wait(max(0.0, start + number * period + exposure - time.monotonic())):
                 return
             raw = self._raw(self.frame(number))
             with self._lock:

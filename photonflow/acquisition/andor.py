@@ -153,16 +153,24 @@ class AndorCamera:
         self._call(self.sdk.start_acquisition)
         number = 0
         patience = settings.period + settings.exposure + self.settings.timeout
-        waits_for_triggers = settings.trigger_mode != "internal"  # external edges may be far apart
-        last_frame = time.monotonic()
+        waits_for_edges = settings.trigger_mode.startswith("external")  # external edges may be far apart
+        software = settings.trigger_mode == "software"
+        last_frame = next_trigger = time.monotonic()
         try:
             while number < settings.frame_count and not stop.is_set():
+                wait = 0.2  # short waits, to see stop in time
+                if software:  # one SoftwareTrigger per period, never a burst to catch up
+                    now = time.monotonic()
+                    if now >= next_trigger:
+                        self._call(self.sdk.send_software_trigger)
+                        next_trigger = max(next_trigger + settings.period, now)
+                    wait = max(0.001, min(wait, next_trigger - time.monotonic()))
                 try:
-                    self.sdk.wait_for_frame(timeout=0.2)  # short waits, to see stop in time
+                    self.sdk.wait_for_frame(timeout=wait)
                 except Exception as error:
                     if "timeout" not in (type(error).__name__ + str(error)).lower():
                         raise DetectorError(f"Andor SDK3: {error}") from None
-                    if not waits_for_triggers and time.monotonic() - last_frame > patience:
+                    if not waits_for_edges and time.monotonic() - last_frame > patience:
                         raise DetectorError(f"Andor SDK3: no frame from the camera within {patience:.1f} s") from None
                     continue
                 for frame in self._call(self.sdk.read_multiple_images) or []:

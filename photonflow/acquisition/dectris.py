@@ -18,6 +18,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -198,8 +199,10 @@ class DectrisCamera:
         set_value("detector", "trigger_mode", TRIGGER_MODES[settings.trigger_mode])
         set_value("detector", "count_time", settings.exposure)
         set_value("detector", "frame_time", settings.period)
-        set_value("detector", "nimages", settings.frame_count)
-        set_value("detector", "ntrigger", 1)
+        # a series mode takes every image on one trigger; an enable mode one image per trigger (gate)
+        per_trigger = settings.trigger_mode.endswith("_enable")
+        set_value("detector", "nimages", 1 if per_trigger else settings.frame_count)
+        set_value("detector", "ntrigger", settings.frame_count if per_trigger else 1)
         self.client.command("arm")
 
     def run_series(self, settings: AcquisitionSettings, stop: threading.Event,
@@ -212,15 +215,21 @@ class DectrisCamera:
         trigger: threading.Thread | None = None
         failure: list[BaseException] = []
         if settings.trigger_mode.startswith("internal"):
-            exposure = settings.exposure if settings.trigger_mode == "internal_enable" else None
-            series_seconds = settings.frame_count * settings.period
+            # ints: one trigger for the series; inte: one per image, its value the exposure, a period apart
+            enable = settings.trigger_mode == "internal_enable"
+            triggers, exposure = (settings.frame_count, settings.exposure) if enable else (1, None)
+            trigger_seconds = settings.period * settings.frame_count / triggers
 
             def fire() -> None:
-                # Its own connection: the trigger answers only when the images are taken,
+                # Its own connection: a trigger answers only when its images are taken,
                 # and the status must be read meanwhile.
                 with SimplonClient(self.client.url, self.settings.timeout, self.client.api_version) as client:
+                    started = time.monotonic()
                     try:
-                        client.command("trigger", exposure, timeout=series_seconds + self.settings.timeout + 10)
+                        for number in range(triggers):
+                            if stop.wait(max(0.0, started + number * trigger_seconds - time.monotonic())):
+                                return
+                            client.command("trigger", exposure, timeout=trigger_seconds + self.settings.timeout + 10)
                     except PhotonflowError as error:
                         failure.append(error)
 

@@ -1,5 +1,7 @@
 """The Andor driver over the SDK3 feature interface, against the simulated camera with pylablib's API."""
 
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -105,3 +107,41 @@ def test_stop_ends_the_acquisition_at_the_camera(tmp_path):
     assert acquirer.last_end_reason == "stopped" and 3 <= acquirer.frames_acquired < 500
     assert recorder.counters.frames_written == acquirer.frames_acquired
     assert sdk.produced < 500  # the camera was stopped, not left running
+
+
+def run_with_edges(tmp_path, trigger_mode, frames, edges, period=0.011):
+    """A series in ``trigger_mode``; ``edges`` trigger edges are given once it runs."""
+    sdk = SimulatedSDK3Camera("zyla42", seed=3)
+    camera = AndorCamera(sdk, AndorSettings(binning=8))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=frames, exposure=0.001, period=period, trigger_mode=trigger_mode)
+    path = recorder.arm(RecordingRequest(frames, 1, acquirer.stream_endpoint, f"{trigger_mode}.h5"))
+    acquirer.prepare()
+    acquirer.start()
+    time.sleep(0.2)
+    before_edges = acquirer.frames_acquired
+    for _ in range(edges):
+        sdk.fire_trigger()
+        time.sleep(0.03)
+    assert acquirer.wait(30) and recorder.wait(30)
+    sender.close()
+    return sdk, acquirer, before_edges, path
+
+
+def test_external_takes_one_frame_per_edge_and_external_start_runs_from_the_first(tmp_path):
+    sdk, acquirer, before_edges, path = run_with_edges(tmp_path, "external", 3, edges=3)
+    assert before_edges == 0 and acquirer.state == states.ON and acquirer.frames_acquired == 3, acquirer.status
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["entry/data/data"][2], sdk.frame(2))
+    _, acquirer, before_edges, _ = run_with_edges(tmp_path, "external_start", 6, edges=1)
+    assert before_edges == 0 and acquirer.frames_acquired == 6, acquirer.status
+
+
+def test_software_mode_triggers_one_frame_per_period(tmp_path):
+    sdk, acquirer, _, path = run_with_edges(tmp_path, "software", 5, edges=0, period=0.04)
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 5, acquirer.status
+    with h5py.File(path, "r") as f:
+        assert np.diff(f["entry/accounting/timestamp"][()]).min() > 0.03
+        np.testing.assert_array_equal(f["entry/data/data"][4], sdk.frame(4))

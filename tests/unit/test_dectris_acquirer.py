@@ -1,6 +1,7 @@
 """The DECTRIS driver against the simulated DCU: SIMPLON over real HTTP, frames over real ZeroMQ."""
 
 import json
+import time
 import urllib.request
 
 import h5py
@@ -224,4 +225,38 @@ def test_an_external_trigger_series_takes_its_images_at_each_edge(dcu, tmp_path)
     assert acquirer.wait(30) and recorder.wait(30)
     assert acquirer.state == states.ON and acquirer.frames_acquired == 6, acquirer.status
     assert recorder.counters.frames_written == 6
+    camera.close()
+
+
+def test_internal_enable_takes_one_image_per_trigger_each_with_the_exposure_as_its_value(dcu, tmp_path):
+    simulated, _ = dcu
+    acquirer, recorder, path = record_series(dcu, "cbor", 5, trigger_mode="internal_enable", tmp_path=tmp_path)
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 5, acquirer.status
+    detector_config = simulated.config["detector"]
+    assert detector_config["trigger_mode"].value == "inte"
+    assert (detector_config["nimages"].value, detector_config["ntrigger"].value) == (1, 5)
+    with h5py.File(path, "r") as f:
+        for n in (0, 4):
+            np.testing.assert_array_equal(f["entry/data/data"][n], simulated.frame(n))
+
+
+def test_external_enable_takes_one_image_per_gate(dcu, tmp_path):
+    simulated, server = dcu
+    camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint))
+    acquirer = Acquirer(camera, sender=None)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=3, exposure=0.001, period=0.002, trigger_mode="external_enable")
+    recorder.arm(RecordingRequest(3, 1, acquirer.stream_endpoint, "exte.h5", acquirer.stream_protocol))
+    acquirer.prepare()
+    assert simulated.config["detector"]["ntrigger"].value == 3
+    acquirer.start()
+    with SimplonClient(server.url) as gate:  # the simulated DCU takes a trigger command as a gate
+        for taken in range(3):
+            gate.command("trigger", 0.001)  # the gate's width: the exposure
+            deadline = time.monotonic() + 10
+            while acquirer.frames_acquired <= taken and time.monotonic() < deadline:
+                acquirer.wait(0.02)
+            assert acquirer.frames_acquired == taken + 1  # one image per gate, not the whole series
+    assert acquirer.wait(30) and recorder.wait(30)
+    assert acquirer.state == states.ON and recorder.counters.frames_written == 3, acquirer.status
     camera.close()
