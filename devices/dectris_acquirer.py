@@ -64,11 +64,18 @@ class DectrisAcquirer(AcquirerDevice):
     StreamFormat = device_property(dtype=str, default_value="cbor", doc="cbor (stream v2) or legacy (stream v1)")
     HeaderDetail = device_property(dtype=str, default_value="basic", doc="Stream v1 header detail: all, basic, none")
     RequestTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds to wait for a SIMPLON answer")
+    DcuFileWriterMode = device_property(
+        dtype=str, default_value="", doc="The DCU's own file writer: enabled, disabled; empty: leave it as it is"
+    )
+    DcuMonitorMode = device_property(
+        dtype=str, default_value="", doc="The DCU's monitor interface: enabled, disabled; empty: leave it as it is"
+    )
 
     def create_camera(self) -> DectrisCamera:
         return DectrisCamera(DectrisSettings(
             url=self.DcuUrl, stream_endpoint=self.DcuStreamEndpoint, stream_format=self.StreamFormat,
             header_detail=self.HeaderDetail, timeout=self.RequestTimeout,
+            filewriter_mode=self.DcuFileWriterMode, monitor_mode=self.DcuMonitorMode,
         ))
 
     PhotonEnergy = _dcu_parameter("photon_energy", "eV", "Energy of the incident photons", 0.0, 1e6, "%.1f")

@@ -130,6 +130,9 @@ class DectrisSettings:
     stream_format: str = "cbor"  # "cbor" (stream v2) or "legacy" (stream v1)
     header_detail: str = "basic"
     timeout: float = 5.0
+    # the DCU's own file writer and monitor: "enabled", "disabled", or "" to leave them as they are
+    filewriter_mode: str = ""
+    monitor_mode: str = ""
 
 
 class DectrisCamera:
@@ -150,7 +153,11 @@ class DectrisCamera:
         self.stream_endpoint = settings.stream_endpoint or f"tcp://{self.client.host}:{default_port}"
         self._geometry: tuple[int, int] | None = None
         self.min_exposure = 3e-6
-        self.connect()
+        try:
+            self.connect()
+        except BaseException:
+            self.client.close()
+            raise
 
     def connect(self) -> None:
         """Initialise the DCU if it needs it and read what does not change: geometry, limits."""
@@ -163,6 +170,9 @@ class DectrisCamera:
         self.client.set("stream", "format", self.settings.stream_format)
         if self.settings.stream_format == "legacy":
             self.client.set("stream", "header_detail", self.settings.header_detail)
+        for subsystem, mode in (("filewriter", self.settings.filewriter_mode), ("monitor", self.settings.monitor_mode)):
+            if mode:
+                self.client.set(subsystem, "mode", mode)
 
     @property
     def frame_shape(self) -> tuple[int, int]:

@@ -260,3 +260,15 @@ def test_external_enable_takes_one_image_per_gate(dcu, tmp_path):
     assert acquirer.wait(30) and recorder.wait(30)
     assert acquirer.state == states.ON and recorder.counters.frames_written == 3, acquirer.status
     camera.close()
+
+
+def test_the_dcus_own_file_writer_and_monitor_are_set_as_the_beamline_asks(dcu):
+    simulated, server = dcu
+    simulated.config["filewriter"]["mode"].value = "enabled"  # left on by someone else
+    camera = DectrisCamera(DectrisSettings(server.url, filewriter_mode="disabled", monitor_mode="enabled"))
+    assert simulated.config["filewriter"]["mode"].value == "disabled"
+    assert simulated.config["monitor"]["mode"].value == "enabled"
+    camera.close()
+    with pytest.raises(DetectorError, match=r"refused PUT /filewriter/api/1.8.0/config/mode \(HTTP 400\): "
+                                            r"mode: 'off' is not one of enabled, disabled"):
+        DectrisCamera(DectrisSettings(server.url, filewriter_mode="off"))
