@@ -119,6 +119,8 @@ class Camserver:
         self.state = state
         self.fault: str | None = None
         self._kill = threading.Event()
+        self._edges = threading.Condition()
+        self._pending_edges: list[float | None] = []  # the trigger input: edges (gate widths) not yet taken
         self._exposure: threading.Thread | None = None
         self._frames: DiffractionFrames | None = None
         self.images_written = 0
@@ -216,6 +218,40 @@ class Camserver:
             reply(13, "OK", "nothing to kill")
 
     def _cmd_exposure(self, arguments, reply):
+        self._start_exposure(arguments, reply, "exposure")
+
+    def _cmd_exttrigger(self, arguments, reply):
+        """One external edge starts the series, timed by exptime/expperiod."""
+        self._start_exposure(arguments, reply, "exttrigger")
+
+    def _cmd_extmtrigger(self, arguments, reply):
+        """One image of exptime per external edge."""
+        self._start_exposure(arguments, reply, "extmtrigger")
+
+    def _cmd_extenable(self, arguments, reply):
+        """One image per external gate, exposed while the gate is open."""
+        self._start_exposure(arguments, reply, "extenable")
+
+    def _cmd_simtrigger(self, arguments, reply):
+        """The simulator's trigger input (no camserver command): an edge, or a gate of the width given."""
+        self.fire_trigger(self._number(arguments, float, 1e-7) if arguments else None)
+        reply(15, "OK", "trigger")
+
+    def fire_trigger(self, width: float | None = None) -> None:
+        with self._edges:
+            self._pending_edges.append(width)
+            self._edges.notify_all()
+
+    def _next_edge(self) -> tuple[bool, float | None]:
+        """Wait for an edge; (False, None) if the exposure was killed meanwhile."""
+        with self._edges:
+            while not self._pending_edges:
+                if self._kill.is_set():
+                    return False, None
+                self._edges.wait(0.05)
+            return True, self._pending_edges.pop(0)
+
+    def _start_exposure(self, arguments, reply, mode: str) -> None:
         if self._busy():
             reply(15, "ERR", "an exposure is already running; send k to stop it")
             return
@@ -225,9 +261,12 @@ class Camserver:
         self._frames = frame_source(self.state)
         self.images_written = 0
         names = image_names(arguments[0], self.state.n_images)
-        reply(15, "OK", f"Starting {self.state.exposure_time:.7f} second background: "
+        with self._edges:
+            self._pending_edges.clear()
+        started = "background" if mode == "exposure" else "externally triggered exposure(s)"
+        reply(15, "OK", f"Starting {self.state.exposure_time:.7f} second {started}: "
                         f"{datetime.now().isoformat(timespec='milliseconds')}")
-        self._exposure = threading.Thread(target=self._expose, args=(names, reply), name="camserver-exposure",
+        self._exposure = threading.Thread(target=self._expose, args=(names, reply, mode), name="camserver-exposure",
                                           daemon=True)
         self._exposure.start()
 
@@ -237,14 +276,24 @@ class Camserver:
         self.fault = arguments[0]
         reply(15, "OK", f"the next command will {arguments[0]}")
 
-    def _expose(self, names: list[str], reply) -> None:
-        start = time.monotonic()
+    def _expose(self, names: list[str], reply, mode: str = "exposure") -> None:
         directory = self.state.image_path
+        if mode == "exttrigger" and not self._next_edge()[0]:
+            reply(7, "ERR", "kill")
+            return
+        start = time.monotonic()
         for number, name in enumerate(names):
-            wake = start + number * self.state.exposure_period + self.state.exposure_time
-            if self._kill.wait(max(0.0, wake - time.monotonic())):
-                reply(7, "ERR", "kill")
-                return
+            if mode in ("extmtrigger", "extenable"):  # each image waits for its own edge or gate
+                taken, width = self._next_edge()
+                exposure = width if mode == "extenable" and width else self.state.exposure_time
+                if not taken or self._kill.wait(exposure):
+                    reply(7, "ERR", "kill")
+                    return
+            else:
+                wake = start + number * self.state.exposure_period + self.state.exposure_time
+                if self._kill.wait(max(0.0, wake - time.monotonic())):
+                    reply(7, "ERR", "kill")
+                    return
             header = minicbf_header(self.state, number, datetime.now())
             image = CbfImage(data=self.frame(number), header={
                 "_array_data.header_convention": "PILATUS_1.2", "_array_data.header_contents": header})

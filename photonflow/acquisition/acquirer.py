@@ -25,6 +25,17 @@ MAX_FRAME_COUNT = 2**31 - 1
 MAX_EXPOSURE = 3600.0
 
 
+# photonflow's trigger modes, the same words for every vendor (each camera offers some of them)
+TRIGGER_MODES = {
+    "internal": "the detector's own timing: a frame every period",
+    "internal_enable": "the Acquirer triggers each frame a period apart, the exposure given with the trigger",
+    "software": "the Acquirer sends a software trigger for each frame, a period apart",
+    "external_start": "one external edge starts the series, then the detector's own timing",
+    "external": "one frame per external edge, of the set exposure",
+    "external_enable": "one frame per external gate, exposed for as long as the gate is open",
+}
+
+
 @dataclass(frozen=True)
 class AcquisitionSettings:
     """What one series asks of the detector."""

@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.8.0"
 # photonflow's trigger modes and SIMPLON's: internal series, internal enable (exposure per
-# trigger), external series, external enable.
-TRIGGER_MODES = {"internal": "ints", "internal_enable": "inte", "external": "exts", "external_enable": "exte"}
+# trigger), external series (one edge for them all, or one per image), external enable.
+TRIGGER_MODES = {"internal": "ints", "internal_enable": "inte", "external_start": "exts", "external": "exts",
+                 "external_enable": "exte"}
+ONE_IMAGE_PER_TRIGGER = ("internal_enable", "external", "external_enable")
 STREAM_PROTOCOLS = {"cbor": "dectris-v2", "legacy": "dectris-v1"}
 
 
@@ -210,7 +212,7 @@ class DectrisCamera:
         set_value("detector", "count_time", settings.exposure)
         set_value("detector", "frame_time", settings.period)
         # a series mode takes every image on one trigger; an enable mode one image per trigger (gate)
-        per_trigger = settings.trigger_mode.endswith("_enable")
+        per_trigger = settings.trigger_mode in ONE_IMAGE_PER_TRIGGER
         set_value("detector", "nimages", 1 if per_trigger else settings.frame_count)
         set_value("detector", "ntrigger", settings.frame_count if per_trigger else 1)
         self.client.command("arm")

@@ -110,6 +110,12 @@ class CamserverClient:
     def close(self) -> None:
         self._socket.close()
 
+    def __enter__(self) -> "CamserverClient":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
 
 @dataclass(frozen=True)
 class PilatusSettings:
@@ -160,10 +166,15 @@ FRAME_METADATA = (
 )
 
 
+# photonflow's trigger modes and the camserver command that starts each
+EXPOSE_COMMANDS = {"internal": "exposure", "external_start": "exttrigger", "external": "extmtrigger",
+                   "external_enable": "extenable"}
+
+
 class PilatusCamera:
     """A PILATUS3 behind camserver; images come as CBF files on a shared disk."""
 
-    trigger_modes = ("internal",)
+    trigger_modes = tuple(EXPOSE_COMMANDS)
     min_exposure = 1e-7
     frame_metadata = FRAME_METADATA
 
@@ -230,7 +241,7 @@ class PilatusCamera:
 
         self._series += 1
         template = f"photonflow_{self._series:05d}_{int(time.time())}.cbf"
-        self.client.command(f"exposure {template}")
+        self.client.command(f"{EXPOSE_COMMANDS[settings.trigger_mode]} {template}")
         names = image_names(template, settings.frame_count)
         directory = Path(self.settings.image_directory)
         finished: list = []

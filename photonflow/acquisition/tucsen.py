@@ -157,7 +157,7 @@ FAN_GEARS = {"high": 0, "medium": 1, "low": 2, "off": 3}  # TUIDC_FAN_GEAR; off:
 TRIGGER_MODES = {  # photonflow's -> (capture mode, exposure mode)
     "internal": (TUCCM_SEQUENCE, TUCTE_EXPTM),
     "external": (TUCCM_TRIGGER_STANDARD, TUCTE_EXPTM),  # each edge starts one exposure of the set time
-    "external_width": (TUCCM_TRIGGER_STANDARD, TUCTE_WIDTH),  # each pulse's width is the exposure
+    "external_enable": (TUCCM_TRIGGER_STANDARD, TUCTE_WIDTH),  # each pulse's width is the exposure
     "software": (TUCCM_TRIGGER_SOFTWARE, TUCTE_EXPTM),  # the driver triggers each frame, one period apart
 }
 TEMPERATURE_ZERO = 50.0  # TUIDP_TEMPERATURE takes (T + 50) x scale, scale 10 when its maximum is above 100

@@ -134,3 +134,14 @@ def test_the_simulated_sensor_refuses_impossible_geometry():
         SimulatedCamera(SimulatedSensor(dtype="float32"))
     with pytest.raises(ConfigurationError, match="frame shape"):
         SimulatedCamera(SimulatedSensor(height=0))
+
+
+def test_every_vendor_speaks_photonflows_trigger_modes():
+    from photonflow.acquisition import andor, dectris, pilatus, simulated, tucsen
+    from photonflow.acquisition.acquirer import TRIGGER_MODES
+
+    cameras = (simulated.SimulatedCamera, dectris.DectrisCamera, pilatus.PilatusCamera, andor.AndorCamera,
+               tucsen.TucsenCamera)
+    for camera in cameras:
+        assert "internal" in camera.trigger_modes, camera.__name__
+        assert set(camera.trigger_modes) <= TRIGGER_MODES.keys(), camera.__name__

@@ -146,7 +146,7 @@ def test_trigger_modes_and_the_exposure_limit_are_the_dcus(dcu):
     acquirer = Acquirer(camera, sender=None)
     with pytest.raises(ConfigurationError, match=r"exposure must be between 3e-06 s"):
         acquirer.update_settings(exposure=1e-7)
-    with pytest.raises(ConfigurationError, match="internal, internal_enable, external, external_enable"):
+    with pytest.raises(ConfigurationError, match="internal, internal_enable, external_start, external, external_enable"):
         acquirer.update_settings(trigger_mode="gate")
     assert camera.frame_shape == (64, 96) and camera.frame_dtype == "uint16"
     assert camera.stream_endpoint == "tcp://127.0.0.1:31001"  # the DCU's own port when none is given
@@ -214,7 +214,7 @@ def test_an_external_trigger_series_takes_its_images_at_each_edge(dcu, tmp_path)
     camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint))
     acquirer = Acquirer(camera, sender=None)
     recorder = Recorder(tmp_path)
-    acquirer.update_settings(frame_count=6, exposure=0.001, period=0.002, trigger_mode="external")
+    acquirer.update_settings(frame_count=6, exposure=0.001, period=0.002, trigger_mode="external_start")
     recorder.arm(RecordingRequest(6, 1, acquirer.stream_endpoint, "exts.h5", acquirer.stream_protocol))
     acquirer.prepare()
     assert simulated.config["detector"]["trigger_mode"].value == "exts"
@@ -240,23 +240,29 @@ def test_internal_enable_takes_one_image_per_trigger_each_with_the_exposure_as_i
             np.testing.assert_array_equal(f["entry/data/data"][n], simulated.frame(n))
 
 
-def test_external_enable_takes_one_image_per_gate(dcu, tmp_path):
+@pytest.mark.parametrize("trigger_mode, simplon_mode, edge_value", [
+    ("external", "exts", None),  # one image per edge
+    ("external_enable", "exte", 0.001),  # one image per gate; the simulated gate's width is the value
+])
+def test_each_external_edge_or_gate_takes_one_image(dcu, tmp_path, trigger_mode, simplon_mode, edge_value):
     simulated, server = dcu
     camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint))
     acquirer = Acquirer(camera, sender=None)
     recorder = Recorder(tmp_path)
-    acquirer.update_settings(frame_count=3, exposure=0.001, period=0.002, trigger_mode="external_enable")
-    recorder.arm(RecordingRequest(3, 1, acquirer.stream_endpoint, "exte.h5", acquirer.stream_protocol))
+    acquirer.update_settings(frame_count=3, exposure=0.001, period=0.002, trigger_mode=trigger_mode)
+    recorder.arm(RecordingRequest(3, 1, acquirer.stream_endpoint, "edges.h5", acquirer.stream_protocol))
     acquirer.prepare()
-    assert simulated.config["detector"]["ntrigger"].value == 3
+    detector_config = simulated.config["detector"]
+    assert detector_config["trigger_mode"].value == simplon_mode
+    assert (detector_config["nimages"].value, detector_config["ntrigger"].value) == (1, 3)
     acquirer.start()
-    with SimplonClient(server.url) as gate:  # the simulated DCU takes a trigger command as a gate
+    with SimplonClient(server.url) as edge:  # the simulated DCU takes a trigger command as the edge
         for taken in range(3):
-            gate.command("trigger", 0.001)  # the gate's width: the exposure
+            edge.command("trigger", edge_value)
             deadline = time.monotonic() + 10
             while acquirer.frames_acquired <= taken and time.monotonic() < deadline:
                 acquirer.wait(0.02)
-            assert acquirer.frames_acquired == taken + 1  # one image per gate, not the whole series
+            assert acquirer.frames_acquired == taken + 1  # one image per edge, not the whole series
     assert acquirer.wait(30) and recorder.wait(30)
     assert acquirer.state == states.ON and recorder.counters.frames_written == 3, acquirer.status
     camera.close()

@@ -1,5 +1,7 @@
 """The PILATUS3 driver against the simulated camserver: its TCP protocol and real CBF files."""
 
+import time
+
 import fabio
 import h5py
 import numpy as np
@@ -139,9 +141,9 @@ def test_a_camserver_error_mid_series_is_a_fault_with_its_message(camserver, tmp
     acquirer.prepare()
     original = simulated._expose
 
-    def failing(names, reply):  # the detector module dies after two images
+    def failing(names, reply, mode):  # the detector module dies after two images
         simulated.state.n_images = 2
-        original(names[:2], lambda code, status, text: reply(7, "ERR", "detector module 3 not responding"))
+        original(names[:2], lambda code, status, text: reply(7, "ERR", "detector module 3 not responding"), mode)
 
     simulated._expose = failing
     acquirer.start()
@@ -149,5 +151,34 @@ def test_a_camserver_error_mid_series_is_a_fault_with_its_message(camserver, tmp
     assert acquirer.state == states.FAULT
     assert "detector module 3 not responding" in acquirer.status
     recorder.wait(10)
+    sender.close()
+    camera.close()
+
+
+@pytest.mark.parametrize("trigger_mode, command, edges", [
+    ("external_start", "exttrigger", 1),  # one edge, then camserver's own timing
+    ("external", "extmtrigger", 4),  # one image per edge
+    ("external_enable", "extenable", 4),  # one image per gate
+])
+def test_external_trigger_modes_take_their_images_at_the_edges(camserver, tmp_path, trigger_mode, command, edges):
+    simulated, server, images = camserver
+    camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(images)))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path / "data")
+    acquirer.update_settings(frame_count=4, exposure=0.002, period=0.005, trigger_mode=trigger_mode)
+    path = recorder.arm(RecordingRequest(4, 1, acquirer.stream_endpoint, f"{command}.h5"))
+    acquirer.prepare()
+    acquirer.start()
+    assert not acquirer.wait(0.3) and acquirer.frames_acquired == 0  # nothing before the first edge
+    with CamserverClient(server.address) as trigger_input:  # the simulator's trigger input, over TCP
+        for _ in range(edges):
+            assert trigger_input.command("simtrigger 0.003").text == "trigger"
+            time.sleep(0.05)
+    assert acquirer.wait(30) and recorder.wait(30)
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 4, acquirer.status
+    with h5py.File(path, "r") as f:
+        for n in (0, 3):
+            np.testing.assert_array_equal(f["entry/data/data"][n], simulated.frame(n))
     sender.close()
     camera.close()

@@ -153,7 +153,7 @@ def test_software_triggers_pace_the_frames_one_period_apart(tmp_path):
     camera.close()
 
 
-@pytest.mark.parametrize("trigger_mode", ["external", "external_width"])
+@pytest.mark.parametrize("trigger_mode", ["external", "external_enable"])
 def test_each_external_edge_takes_one_frame(tmp_path, trigger_mode):
     library = SimulatedTucam("dhyana95", seed=2)
 
