@@ -3,12 +3,15 @@ the PilatusAcquirer streaming them, Recorder and Controller on their own databas
 
 from __future__ import annotations
 
+import os
+
 import fabio
 import h5py
 import numpy as np
 import pytest
 
-from tests.integration.helpers import acquire, devfailed, proxy, running_deployment
+from photonflow.acquisition.pilatus import CamserverClient
+from tests.integration.helpers import acquire, devfailed, proxy, running_deployment, wait_for_state
 
 DEPLOYMENT = """
 simulators:
@@ -79,3 +82,16 @@ def test_a_threshold_beyond_the_detector_is_refused_with_its_range(pilatus):
     error = devfailed(acquirer.write_attribute, "ThresholdEnergy", 90000.0)
     assert error.reason == "InvalidConfiguration"
     assert error.desc == "threshold 90000.0 eV is outside what a PILATUS3 accepts: 2000 to 40000 eV"
+
+
+def test_a_dropped_camserver_connection_is_a_fault_and_init_reconnects(pilatus):
+    suite, _ = pilatus
+    acquirer = proxy(suite.device_url("test/pilatus/acquirer"))
+    with CamserverClient(os.environ["PHOTONFLOW_SIM_CAMSERVER_CAMSERVER"]) as other:
+        other.command("simfail drop")  # camserver drops the connection of the next command it gets
+    error = devfailed(acquirer.Prepare)
+    assert error.reason == "DetectorConnectionLost", error.desc
+    assert str(acquirer.state()) == "FAULT" and "camserver" in acquirer.status()
+    acquirer.Init()
+    wait_for_state(acquirer, "ON")
+    assert "tvx" in acquirer.CamserverVersion  # a new connection, answering

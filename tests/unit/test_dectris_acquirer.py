@@ -146,7 +146,8 @@ def test_trigger_modes_and_the_exposure_limit_are_the_dcus(dcu):
     acquirer = Acquirer(camera, sender=None)
     with pytest.raises(ConfigurationError, match=r"exposure must be between 3e-06 s"):
         acquirer.update_settings(exposure=1e-7)
-    with pytest.raises(ConfigurationError, match="internal, internal_enable, external_start, external, external_enable"):
+    with pytest.raises(ConfigurationError,
+                       match="internal, internal_enable, external_start, external, external_enable"):
         acquirer.update_settings(trigger_mode="gate")
     assert camera.frame_shape == (64, 96) and camera.frame_dtype == "uint16"
     assert camera.stream_endpoint == "tcp://127.0.0.1:31001"  # the DCU's own port when none is given
