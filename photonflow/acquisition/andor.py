@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # photonflow's trigger modes and SDK3's TriggerMode values
 TRIGGER_MODES = {"internal": "Internal", "external": "External", "external_start": "External Start",
-                 "software": "Software"}
+                 "external_enable": "External Exposure", "software": "Software"}
 PIXEL_TYPES = {"Mono12": "uint16", "Mono12Packed": "uint16", "Mono16": "uint16", "Mono32": "uint32"}
 
 

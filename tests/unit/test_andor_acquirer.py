@@ -137,6 +137,8 @@ def test_external_takes_one_frame_per_edge_and_external_start_runs_from_the_firs
         np.testing.assert_array_equal(f["entry/data/data"][2], sdk.frame(2))
     _, acquirer, before_edges, _ = run_with_edges(tmp_path, "external_start", 6, edges=1)
     assert before_edges == 0 and acquirer.frames_acquired == 6, acquirer.status
+    _, acquirer, before_edges, _ = run_with_edges(tmp_path, "external_enable", 2, edges=2)
+    assert before_edges == 0 and acquirer.frames_acquired == 2, acquirer.status
 
 
 def test_software_mode_triggers_one_frame_per_period(tmp_path):
