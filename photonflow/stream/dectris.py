@@ -216,28 +216,32 @@ class _CborReader:
         _fail(f"CBOR: reserved additional information {info} at byte {self.position - 1}")
 
     def item(self, depth: int = 0, inside_indefinite: bool = False) -> Any:
-        if depth > _MAX_NESTING:
-            _fail(f"CBOR items nested deeper than {_MAX_NESTING} levels")
-        position = self.position  # one byte read in place: this runs for every item of every frame
+        # This runs for every item of every frame: one byte read in place, the nesting depth
+        # checked only where containers open (array, map, tag).
+        position = self.position
         if position >= self.size:
             self._truncated(1)
         initial = self.data[position]
         self.position = position + 1
-        major, info = initial >> 5, initial & 0x1F
-        value = _CBOR_MAJOR_TYPES[major](self, info, depth)
+        value = _CBOR_MAJOR_TYPES[initial >> 5](self, initial & 0x1F, depth)
         if value is _BREAK and not inside_indefinite:
             _fail(f"CBOR break code at byte {self.position - 1} outside an indefinite-length item")
         return value
 
+    def _nested(self, depth: int) -> int:
+        if depth >= _MAX_NESTING:
+            _fail(f"CBOR items nested deeper than {_MAX_NESTING} levels")
+        return depth + 1
+
     def items_until_break(self, depth: int):
         while True:
-            value = self.item(depth + 1, inside_indefinite=True)
+            value = self.item(self._nested(depth), inside_indefinite=True)
             if value is _BREAK:
                 return
             yield value
 
     def unsigned(self, info: int, depth: int) -> int:
-        return self.argument(info)
+        return info if info < 24 else self.argument(info)
 
     def negative(self, info: int, depth: int) -> int:
         return -1 - self.argument(info)
@@ -248,7 +252,7 @@ class _CborReader:
             if not all(isinstance(chunk, memoryview) for chunk in chunks):
                 _fail("CBOR: an indefinite byte string may only hold byte strings")
             return memoryview(b"".join(chunks))
-        return self.take(self.argument(info))
+        return self.take(info if info < 24 else self.argument(info))
 
     def text_string(self, info: int, depth: int) -> str:
         if info == 31:
@@ -256,35 +260,44 @@ class _CborReader:
             if not all(isinstance(chunk, str) for chunk in chunks):
                 _fail("CBOR: an indefinite text string may only hold text strings")
             return "".join(chunks)
-        raw = self.take(self.argument(info))
+        length = info if info < 24 else self.argument(info)
+        start = self.position
+        end = start + length
+        if end > self.size:
+            self._truncated(length)
+        self.position = end
         try:
-            return str(raw, "utf-8")
+            return str(self.data[start:end], "utf-8")
         except UnicodeDecodeError as error:
             _fail(f"CBOR text string is not UTF-8: {error}")
 
     def array(self, info: int, depth: int) -> list:
         if info == 31:
             return list(self.items_until_break(depth))
-        return [self.item(depth + 1) for _ in range(self.argument(info))]
+        inner = self._nested(depth)
+        return [self.item(inner) for _ in range(info if info < 24 else self.argument(info))]
 
     def map(self, info: int, depth: int) -> dict:
+        inner = self._nested(depth)
         keys = self.items_until_break(depth) if info == 31 else (
-            self.item(depth + 1) for _ in range(self.argument(info))
+            self.item(inner) for _ in range(info if info < 24 else self.argument(info))
         )
         result: dict = {}
         for key in keys:
-            if isinstance(key, memoryview):
-                key = bytes(key)
-            if not isinstance(key, (str, int, bytes)) or isinstance(key, bool):
-                _fail(f"CBOR map key must be a text string or an integer, got {_show(key)}")
-            value = self.item(depth + 1)
+            if key.__class__ is not str:  # text keys, as every Dectris message has, pass at once
+                if isinstance(key, memoryview):
+                    key = bytes(key)
+                if not isinstance(key, (str, int, bytes)) or isinstance(key, bool):
+                    _fail(f"CBOR map key must be a text string or an integer, got {_show(key)}")
+            value = self.item(inner)
             if key in result:
                 _fail(f"CBOR map has key {key!r} twice")
             result[key] = value
         return result
 
     def tag(self, info: int, depth: int) -> Tag:
-        return Tag(self.argument(info), self.item(depth + 1))
+        number = self.argument(info)
+        return Tag(number, self.item(self._nested(depth)))
 
     def simple_or_float(self, info: int, depth: int) -> Any:
         if info in _CBOR_SIMPLE_VALUES:
