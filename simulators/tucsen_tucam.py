@@ -9,6 +9,9 @@ refuses what TUCam refuses with its TUCAMRET codes, reads out at its frame rate 
 a smaller ROI, as a rolling-shutter sCMOS does), on an external edge (``trigger``) or on a
 software trigger, and cools towards its target as the fan allows.
 
+As Tucsen's recent Linux library does, ``TUCAM_Buf_WaitForFrame`` waits at least one exposure
+whatever its timeout; ``TUCAM_Buf_AbortWait`` ends the wait at once.
+
 Faults, from the hardware side (nothing the API offers): ``unplug``/``plug_in`` (the USB
 cable), ``fail_next(function, code)`` (the next call of that function returns that code),
 ``stall`` (the sensor stops delivering frames).
@@ -409,9 +412,11 @@ class SimulatedTucam:
             number += 1
 
     def _buf_waitforframe(self, _handle, frame, timeout_ms):
+        # as Tucsen's Linux library does, a timeout shorter than the exposure is not honoured
+        exposure_ms = self.properties[TUIDP_EXPOSURETM].value
         with self._condition:
             arrived = self._condition.wait_for(
-                lambda: self._ready or self._aborted or not self.plugged, max(0, timeout_ms) / 1000)
+                lambda: self._ready or self._aborted or not self.plugged, max(timeout_ms, exposure_ms) / 1000)
             if self._aborted:
                 self._aborted = False
                 raise TucamFailure("TUCAMRET_ABORT")

@@ -225,9 +225,14 @@ class Acquirer:
         with self._lock:
             self._abort.set()
             self._stop.set()
-            if self.streams_itself and self.state in (states.STANDBY, states.RUNNING):
+            # the detector itself is told when it has a series to drop: a DCU armed or running,
+            # a camera whose driver waits inside the vendor's library for a frame
+            abort_camera = getattr(self.camera, "abort", None)
+            if abort_camera is not None and (
+                self.state == states.RUNNING or (self.streams_itself and self.state == states.STANDBY)
+            ):
                 try:
-                    self.camera.abort()
+                    abort_camera()
                 except Exception as error:  # the series still ends here; the status says why
                     log.warning("abort on the detector failed: %s", error)
             if self.state == states.STANDBY:

@@ -455,6 +455,10 @@ class TucsenCamera:
         rows = np.lib.stride_tricks.as_strided(raw, shape=(height, row_bytes), strides=(stride, 1))
         return np.ascontiguousarray(rows).view(dtype)
 
+    def abort(self) -> None:
+        """End the wait for a frame at once (TUCam may wait a whole exposure, whatever the timeout)."""
+        self.call("TUCAM_Buf_AbortWait", self.handle)
+
     def close(self) -> None:
         """Close the camera and the API (errors ignored: the camera may be gone already)."""
         if self.handle is not None:

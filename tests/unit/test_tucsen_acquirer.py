@@ -221,3 +221,24 @@ def test_settings_read_while_capturing_do_not_wait_for_the_frame(tmp_path):
     assert acquirer.state == states.ON
     assert readings[1] < 0.1  # not held up behind a WaitForFrame
     camera.close()
+
+
+def test_abort_ends_a_long_exposure_at_once_through_tucams_abort_wait(tmp_path):
+    library = SimulatedTucam("dhyana95")
+    camera = TucsenCamera(library.functions, 0, TucsenSettings(roi=ROI))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=3, exposure=4.0, period=4.0)  # the library waits 4 s per call
+    recorder.arm(RecordingRequest(3, 1, acquirer.stream_endpoint, "aborted.h5"))
+    acquirer.prepare()
+    acquirer.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    acquirer.abort()
+    assert acquirer.wait(2.0), "the abort did not reach the wait inside TUCam"
+    assert time.monotonic() - started < 2.0 and acquirer.last_end_reason == "aborted"
+    assert not library.capturing
+    assert recorder.wait(10)
+    sender.close()
+    camera.close()
