@@ -385,7 +385,14 @@ class TucsenCamera:
         capture_mode, exposure_mode = TRIGGER_MODES[settings.trigger_mode]
         self.call("TUCAM_Prop_SetValue", self.handle, TUIDP_EXPOSURETM, settings.exposure * 1000, 0)
         if capture_mode == TUCCM_SEQUENCE:
-            fastest = self.property_range(TUIDP_FRAME_RATE).dbValMax  # depends on the ROI's height
+            try:
+                fastest = self.property_range(TUIDP_FRAME_RATE).dbValMax  # depends on the ROI's height
+            except DetectorError as error:
+                if not any(name in str(error) for name in ("TUCAMRET_NOT_SUPPORT", "TUCAMRET_INVALID_IDPROP")):
+                    raise
+                raise ConfigurationError(
+                    f"this {self.model.name} has no frame rate control ({error}): use trigger mode software "
+                    "for frames a period apart") from None
             if 1.0 / settings.period > fastest:
                 raise ConfigurationError(
                     f"period {settings.period} s is shorter than a {self.model.name} reads out a {self.roi[2]}x"

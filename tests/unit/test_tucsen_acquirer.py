@@ -9,7 +9,7 @@ import pytest
 from photonflow.simulators.tucsen_tucam import SimulatedTucam
 
 from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
 from photonflow.acquisition.tucsen import PROTOTYPES, TucsenCamera, TucsenSettings, load_tucam_library, mangled_name
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
@@ -96,6 +96,16 @@ def test_values_the_camera_cannot_take_are_refused_with_its_limits():
                                                  r"2048x2048 ROI: at most 24.0 frames/s"):
         acquirer.prepare()
     acquirer.sender.close()
+    camera.close()
+
+
+def test_a_camera_without_frame_rate_control_says_which_trigger_mode_keeps_the_period():
+    library = SimulatedTucam("dhyana95")
+    camera = TucsenCamera(library.functions, 0, TucsenSettings(roi=ROI))
+    library.fail_next("TUCAM_Prop_GetAttr", "TUCAMRET_NOT_SUPPORT")
+    with pytest.raises(ConfigurationError, match=r"this Dhyana 95 V2 has no frame rate control \(TUCam "
+                                                 r"TUCAM_Prop_GetAttr: TUCAMRET_NOT_SUPPORT .*use trigger mode software"):
+        camera.prepare(AcquisitionSettings(3, 0.01, 0.05))
     camera.close()
 
 
