@@ -104,7 +104,8 @@ def test_a_camera_without_frame_rate_control_says_which_trigger_mode_keeps_the_p
     camera = TucsenCamera(library.functions, 0, TucsenSettings(roi=ROI))
     library.fail_next("TUCAM_Prop_GetAttr", "TUCAMRET_NOT_SUPPORT")
     with pytest.raises(ConfigurationError, match=r"this Dhyana 95 V2 has no frame rate control \(TUCam "
-                                                 r"TUCAM_Prop_GetAttr: TUCAMRET_NOT_SUPPORT .*use trigger mode software"):
+                                                 r"TUCAM_Prop_GetAttr: TUCAMRET_NOT_SUPPORT .*"
+                                                 r"use trigger mode software"):
         camera.prepare(AcquisitionSettings(3, 0.01, 0.05))
     camera.close()
 
