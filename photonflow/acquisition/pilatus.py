@@ -202,7 +202,8 @@ class PilatusCamera:
         return {
             "vendor": "DECTRIS", "model": f"PILATUS3 {self.settings.model.split('_', 1)[1].upper()}",
             "serial_number": self.settings.serial_number, "x_pixel_size": PIXEL_SIZE, "y_pixel_size": PIXEL_SIZE,
-            "sensor_material": "Si", "sensor_thickness": 1e-3, "count_time": settings.exposure,
+            "sensor_material": "Si", "sensor_thickness": 1e-3, "bit_depth_readout": 20,  # 20-bit counters
+            "count_time": settings.exposure,
             "frame_time": settings.period, "trigger_mode": settings.trigger_mode,
             "camserver_version": self.version,
             **({"threshold_energy": self.threshold} if self.threshold is not None else {}),

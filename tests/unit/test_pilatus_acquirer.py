@@ -111,6 +111,7 @@ def test_each_cbf_image_reaches_the_file_equal_to_what_camserver_wrote(camserver
     assert header["start_angle"] == pytest.approx(10.0 + 11 * 0.1)
     # and each image's header went with its frame into the file
     with h5py.File(path, "r") as f:
+        assert f["entry/instrument/pilatus3_100k/bit_depth_readout"][()] == 20
         values = f["entry/instrument/pilatus3_100k/frame_metadata"]
         for n in (0, 5, 11):
             cbf = fabio.open(str(cbf_files[n])).pilatus_headers
