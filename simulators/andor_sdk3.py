@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.trigger_input import TriggerInput
 
 from photonflow.acquisition.andor import pack_mono12packed, unpack_mono12packed
 
@@ -87,7 +88,8 @@ class SimulatedSDK3Camera:
             "ElectronicShutteringMode": Feature("Rolling", values=("Rolling", "Global")),
             "CycleMode": Feature("Fixed", values=("Fixed", "Continuous")),
             "FrameCount": Feature(1, 1, 2**31 - 1),
-            "TriggerMode": Feature("Internal", values=("Internal", "External", "External Start", "External Exposure", "Software")),
+            "TriggerMode": Feature("Internal", values=("Internal", "External", "External Start", "External Exposure",
+                                                       "Software")),
             "ExposureTime": Feature(0.01, 1e-5, 30.0),
             "FrameRate": Feature(10.0, 0.0001, m.max_frame_rate),
             "AOIHBin": Feature(1, 1, 8), "AOIVBin": Feature(1, 1, 8),
@@ -104,7 +106,7 @@ class SimulatedSDK3Camera:
         self._frames: DiffractionFrames | None = None
         self.produced = 0
         self._nframes = 0
-        self._edges: list[float | None] = []  # trigger edges (pulse widths) not yet taken
+        self.trigger_input = TriggerInput()
 
     # -- faults -----------------------------------------------------------------------------
     def fail_next(self, code: int = 13, name: str = "AT_ERR_TIMEDOUT", detail: str = "simulated failure") -> None:
@@ -171,7 +173,8 @@ class SimulatedSDK3Camera:
         self._frames = DiffractionFrames(PatternSettings(
             height=self.features["AOIHeight"].value, width=self.features["AOIWidth"].value, dtype=dtype,
             seed=self.seed, exposure=self.features["ExposureTime"].value))
-        self._buffers, self.produced, self._edges = [], 0, []
+        self._buffers, self.produced = [], 0
+        self.trigger_input.clear()
         self._stop.clear()
         self._thread = threading.Thread(target=self._acquire, name="andor-sim", daemon=True)
         self._thread.start()
@@ -189,9 +192,7 @@ class SimulatedSDK3Camera:
     def fire_trigger(self, width: float | None = None) -> None:
         """An edge on the camera's trigger input (External: one frame; External Start: the series;
         External Exposure: one frame exposed for the pulse's ``width``)."""
-        with self._lock:
-            self._edges.append(width)
-            self._lock.notify_all()
+        self.trigger_input.fire(width)
 
     def send_software_trigger(self) -> None:
         """SDK3's ``SoftwareTrigger`` command (pylablib's method of that name)."""
@@ -200,27 +201,18 @@ class SimulatedSDK3Camera:
             raise SDK3Error(2, "AT_ERR_NOTIMPLEMENTED", "SoftwareTrigger needs TriggerMode Software, acquiring")
         self.fire_trigger()
 
-    def _wait_for_edge(self) -> tuple[bool, float | None]:
-        """(True, the pulse's width) once an edge came; (False, None) if stopped first."""
-        with self._lock:
-            while not self._edges:
-                if self._stop.is_set():
-                    return False, None
-                self._lock.wait(0.05)
-            return True, self._edges.pop(0)
-
     def _acquire(self) -> None:
         """Internal: at FrameRate; External and Software: one frame per edge; External Start:
         the first edge starts the internal timing."""
         period = 1.0 / self.features["FrameRate"].value
         exposure = self.features["ExposureTime"].value
         mode = self.features["TriggerMode"].value
-        if mode == "External Start" and not self._wait_for_edge()[0]:
+        if mode == "External Start" and not self.trigger_input.take(self._stop.is_set)[0]:
             return
         start = time.monotonic()
         for number in range(self._nframes):
             if mode in ("External", "External Exposure", "Software"):
-                edge, width = self._wait_for_edge()
+                edge, width = self.trigger_input.take(self._stop.is_set)
                 held = width if mode == "External Exposure" and width else exposure
                 if not edge or self._stop.wait(held):
                     return

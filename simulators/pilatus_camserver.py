@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from fabio.cbfimage import CbfImage
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.trigger_input import TriggerInput
 
 from photonflow.acquisition.pilatus import END, MODELS, PIXEL_SIZE, image_names
 
@@ -119,8 +120,7 @@ class Camserver:
         self.state = state
         self.fault: str | None = None
         self._kill = threading.Event()
-        self._edges = threading.Condition()
-        self._pending_edges: list[float | None] = []  # the trigger input: edges (gate widths) not yet taken
+        self.trigger_input = TriggerInput()
         self._exposure: threading.Thread | None = None
         self._frames: DiffractionFrames | None = None
         self.images_written = 0
@@ -234,22 +234,8 @@ class Camserver:
 
     def _cmd_simtrigger(self, arguments, reply):
         """The simulator's trigger input (no camserver command): an edge, or a gate of the width given."""
-        self.fire_trigger(self._number(arguments, float, 1e-7) if arguments else None)
+        self.trigger_input.fire(self._number(arguments, float, 1e-7) if arguments else None)
         reply(15, "OK", "trigger")
-
-    def fire_trigger(self, width: float | None = None) -> None:
-        with self._edges:
-            self._pending_edges.append(width)
-            self._edges.notify_all()
-
-    def _next_edge(self) -> tuple[bool, float | None]:
-        """Wait for an edge; (False, None) if the exposure was killed meanwhile."""
-        with self._edges:
-            while not self._pending_edges:
-                if self._kill.is_set():
-                    return False, None
-                self._edges.wait(0.05)
-            return True, self._pending_edges.pop(0)
 
     def _start_exposure(self, arguments, reply, mode: str) -> None:
         if self._busy():
@@ -261,8 +247,7 @@ class Camserver:
         self._frames = frame_source(self.state)
         self.images_written = 0
         names = image_names(arguments[0], self.state.n_images)
-        with self._edges:
-            self._pending_edges.clear()
+        self.trigger_input.clear()
         started = "background" if mode == "exposure" else "externally triggered exposure(s)"
         reply(15, "OK", f"Starting {self.state.exposure_time:.7f} second {started}: "
                         f"{datetime.now().isoformat(timespec='milliseconds')}")
@@ -278,13 +263,13 @@ class Camserver:
 
     def _expose(self, names: list[str], reply, mode: str = "exposure") -> None:
         directory = self.state.image_path
-        if mode == "exttrigger" and not self._next_edge()[0]:
+        if mode == "exttrigger" and not self.trigger_input.take(self._kill.is_set)[0]:
             reply(7, "ERR", "kill")
             return
         start = time.monotonic()
         for number, name in enumerate(names):
             if mode in ("extmtrigger", "extenable"):  # each image waits for its own edge or gate
-                taken, width = self._next_edge()
+                taken, width = self.trigger_input.take(self._kill.is_set)
                 exposure = width if mode == "extenable" and width else self.state.exposure_time
                 if not taken or self._kill.wait(exposure):
                     reply(7, "ERR", "kill")

@@ -29,6 +29,7 @@ from types import SimpleNamespace
 
 import numpy as np
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.trigger_input import TriggerInput
 
 from photonflow.acquisition.tucsen import (
     CODE,
@@ -125,7 +126,7 @@ class SimulatedTucam:
         self._buffer = None
         self._sensor: threading.Thread | None = None
         self._stop_sensor = threading.Event()
-        self._triggers: deque = deque()
+        self.trigger_input = TriggerInput()
         self._pattern: tuple | None = None
         self.functions = SimpleNamespace(**{
             name: ctypes.CFUNCTYPE(TUCAMRET, *argtypes)(self._entry(name)) for name, argtypes in PROTOTYPES.items()
@@ -148,9 +149,7 @@ class SimulatedTucam:
 
     def fire_trigger(self, width: float | None = None) -> None:
         """An edge on the trigger input (``width``: the pulse's, for width exposure)."""
-        with self._condition:
-            self._triggers.append(width)
-            self._condition.notify_all()
+        self.trigger_input.fire(width)
 
     @property
     def gain_mode(self) -> str:
@@ -355,8 +354,8 @@ class SimulatedTucam:
         self.frame(0)  # the pattern for these settings, before the first readout
         with self._condition:
             self._ready.clear()
-            self._triggers.clear()
             self._aborted = False
+        self.trigger_input.clear()
         self.capturing, self.frames_lost = True, 0
         self._stop_sensor.clear()
         self._sensor = threading.Thread(target=self._read_out, args=(mode,), name="tucam-sim", daemon=True)
@@ -390,11 +389,9 @@ class SimulatedTucam:
                 if self._stop_sensor.wait(max(0.0, due - time.monotonic())):
                     return
             else:
-                with self._condition:
-                    self._condition.wait_for(lambda: self._triggers or self._stop_sensor.is_set(), 0.1)
-                    if not self._triggers:
-                        continue
-                    width = self._triggers.popleft()
+                taken, width = self.trigger_input.take(self._stop_sensor.is_set)
+                if not taken:
+                    return
                 hold = width if (width is not None and mode == TUCCM_TRIGGER_STANDARD
                                  and self.trigger[1] == TUCTE_WIDTH) else exposure
                 if self._stop_sensor.wait(hold):

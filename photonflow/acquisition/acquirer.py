@@ -46,6 +46,25 @@ class AcquisitionSettings:
     trigger_mode: str = "internal"
 
 
+class SoftwareTrigger:
+    """Sends a camera's software trigger once per period, never a burst to catch up after a
+    late frame; says how long a wait for the frame may last before the next one is due."""
+
+    def __init__(self, period: float, send: Callable[[], Any] | None):
+        self.period, self.send = period, send
+        self.due = time.monotonic()
+
+    def wait_time(self, longest: float) -> float:
+        """Trigger if due (no-op without ``send``); then at most ``longest`` seconds of waiting."""
+        if self.send is None:
+            return longest
+        now = time.monotonic()
+        if now >= self.due:
+            self.send()
+            self.due = max(self.due + self.period, now)
+        return max(0.001, min(longest, self.due - time.monotonic()))
+
+
 class Camera(Protocol):
     """What a vendor module provides to the common Acquirer."""
 

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.acquisition.acquirer import AcquisitionSettings, SoftwareTrigger
 from photonflow.errors import ConfigurationError, DetectorError
 
 log = logging.getLogger(__name__)
@@ -154,19 +154,13 @@ class AndorCamera:
         number = 0
         patience = settings.period + settings.exposure + self.settings.timeout
         waits_for_edges = settings.trigger_mode.startswith("external")  # external edges may be far apart
-        software = settings.trigger_mode == "software"
-        last_frame = next_trigger = time.monotonic()
+        trigger = SoftwareTrigger(settings.period, (lambda: self._call(self.sdk.send_software_trigger))
+                                  if settings.trigger_mode == "software" else None)
+        last_frame = time.monotonic()
         try:
             while number < settings.frame_count and not stop.is_set():
-                wait = 0.2  # short waits, to see stop in time
-                if software:  # one SoftwareTrigger per period, never a burst to catch up
-                    now = time.monotonic()
-                    if now >= next_trigger:
-                        self._call(self.sdk.send_software_trigger)
-                        next_trigger = max(next_trigger + settings.period, now)
-                    wait = max(0.001, min(wait, next_trigger - time.monotonic()))
                 try:
-                    self.sdk.wait_for_frame(timeout=wait)
+                    self.sdk.wait_for_frame(timeout=trigger.wait_time(0.2))  # short waits, to see stop in time
                 except Exception as error:
                     if "timeout" not in (type(error).__name__ + str(error)).lower():
                         raise DetectorError(f"Andor SDK3: {error}") from None

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.acquisition.acquirer import AcquisitionSettings, SoftwareTrigger
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 
 log = logging.getLogger(__name__)
@@ -423,15 +423,11 @@ class TucsenCamera:
         patience = settings.period + settings.exposure + self.settings.timeout
         waits_for_edges = capture_mode == TUCCM_TRIGGER_STANDARD  # external edges may be far apart
         pointer = ctypes.pointer(frame)
-        number, last_frame, next_trigger = 0, time.monotonic(), time.monotonic()
+        trigger = SoftwareTrigger(settings.period, (lambda: self.call("TUCAM_Cap_DoSoftwareTrigger", self.handle, 0))
+                                  if capture_mode == TUCCM_TRIGGER_SOFTWARE else None)
+        number, last_frame = 0, time.monotonic()
         while number < settings.frame_count and not stop.is_set():
-            wait_ms = 200  # short waits, to see stop in time
-            if capture_mode == TUCCM_TRIGGER_SOFTWARE:  # one trigger per period, never a burst to catch up
-                now = time.monotonic()
-                if now >= next_trigger:
-                    self.call("TUCAM_Cap_DoSoftwareTrigger", self.handle, 0)
-                    next_trigger = max(next_trigger + settings.period, now)
-                wait_ms = max(1, min(wait_ms, int((next_trigger - time.monotonic()) * 1000)))
+            wait_ms = max(1, int(trigger.wait_time(0.2) * 1000))  # short waits, to see stop in time
             # not under the lock: other calls (a temperature reading) go on meanwhile
             code = self.lib.TUCAM_Buf_WaitForFrame(self.handle, pointer, wait_ms)
             if code == CODE["TUCAMRET_TIMEOUT"]:
