@@ -26,6 +26,7 @@ demo: $(INSTALLED)
 		$(if $(EXPOSURE),--exposure $(EXPOSURE)) $(if $(PERIOD),--period $(PERIOD))
 
 test: $(INSTALLED)
+	$(BIN)/ruff check .
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests
 
 bench: $(INSTALLED)

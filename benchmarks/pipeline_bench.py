@@ -83,9 +83,9 @@ def derive_deployment(var_dir: Path, data_root: Path, shape: tuple[int, int]) ->
     """config/demo.yaml with the frame shape, no fan-out and a data root in ``var_dir``."""
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     seen = set()
-    for server, classes in config["servers"].items():
+    for classes in config["servers"].values():
         for tango_class, devices in classes.items():
-            for device, spec in devices.items():
+            for spec in devices.values():
                 properties = spec.setdefault("properties", {})
                 if tango_class == "SimulatorAcquirer":
                     properties["ImageHeight"], properties["ImageWidth"] = shape

@@ -114,12 +114,12 @@ from pathlib import Path
 import h5py
 import hdf5plugin
 import numpy as np
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 
 from photonflow import states
 from photonflow.allocator import reuse_frame_buffers
 from photonflow.recording.nexus_writer import make_durable
 from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream import bslz4, dectris
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender

@@ -56,7 +56,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import psutil
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 
 from photonflow import states
 from photonflow.allocator import reuse_frame_buffers
@@ -66,6 +65,7 @@ from photonflow.recording.recorder import (
     Recorder,
     RecordingRequest,
 )
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import RECEIVE_HIGH_WATER_MARK, StreamSender
 
@@ -216,7 +216,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"the Recorder's queue_frames (default {DEFAULT_QUEUE_FRAMES})")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary data directory")
     parser.add_argument("--samples", type=Path, default=None,
-                        help="also write the samples (seconds, rss bytes, frames written, queue depth) to this JSON file")
+                        help="also write the samples (seconds, rss bytes, frames written, queue depth) "
+                        "to this JSON file")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     args = parser.parse_args(argv)
     if args.frames < 8 or args.queue_frames < 1:

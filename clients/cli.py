@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import tango
+
 from photonflow.clients.demo import default_file_name, describe_file, run_acquisition
 from photonflow.clients.launcher import Suite
 from photonflow.clients.tango_database import apply_deployment
-
 from photonflow.deployment import load_deployment_file
 from photonflow.errors import ConfigurationError
-
 
 DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002}
 
@@ -78,7 +77,8 @@ def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite,
                   "(property changes reach it after Init or a restart)")
         launched = [s.name for s in deployment.servers if s not in already_running]
         if launched:
-            print(f"Started {len(launched)} device servers in {time.monotonic() - started:.1f} s: " + ", ".join(launched))
+            elapsed = time.monotonic() - started
+            print(f"Started {len(launched)} device servers in {elapsed:.1f} s: " + ", ".join(launched))
     except BaseException:
         suite.stop()
         raise

@@ -12,6 +12,7 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the bitshuffle filter: files from DECTRIS detectors hold bslz4 chunks
 import numpy as np
 import tango
+
 from photonflow.clients.launcher import wait_for
 
 

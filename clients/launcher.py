@@ -15,9 +15,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import tango
 
@@ -194,7 +194,7 @@ class Suite:
         }, indent=2))
 
     @classmethod
-    def load(cls, path: Path, var_dir: Path) -> "Suite":
+    def load(cls, path: Path, var_dir: Path) -> Suite:
         data = json.loads(path.read_text())
         return cls(data["tango_host"], var_dir, [ManagedProcess(**p) for p in data["processes"]])
 

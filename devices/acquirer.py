@@ -18,7 +18,7 @@ from photonflow.stream.transport import StreamSender
 
 
 class _DeviceListener(AcquirerListener):
-    def __init__(self, device: "AcquirerDevice"):
+    def __init__(self, device: AcquirerDevice):
         self.device = device
 
     def state_changed(self, state: str, status: str) -> None:

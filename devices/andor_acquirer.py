@@ -7,12 +7,12 @@ name (zyla42, zyla55, balor) it is the simulated camera, which offers the same i
 
 from __future__ import annotations
 
-from photonflow.devices.acquirer import AcquirerDevice
-from photonflow.devices.common import operator_errors
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
 from photonflow.acquisition.andor import PIXEL_TYPES, AndorCamera, AndorSettings
+from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.common import operator_errors
 from photonflow.errors import ConfigurationError
 
 

@@ -130,7 +130,7 @@ class TangoRecorder:
 
 
 class _DeviceListener(ControllerListener):
-    def __init__(self, device: "PhotonflowController"):
+    def __init__(self, device: PhotonflowController):
         self.device = device
 
     def state_changed(self, state: str, status: str) -> None:

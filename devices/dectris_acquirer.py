@@ -8,12 +8,12 @@ are the SIMPLON limits, and the DCU's refusals come back in its own words.
 
 from __future__ import annotations
 
-from photonflow.devices.acquirer import AcquirerDevice
-from photonflow.devices.common import operator_errors
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
 from photonflow.acquisition.dectris import DectrisCamera, DectrisSettings
+from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.common import operator_errors
 from photonflow.errors import ConfigurationError
 
 

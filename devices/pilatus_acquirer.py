@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from photonflow.devices.acquirer import AcquirerDevice
-from photonflow.devices.common import operator_errors
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
 from photonflow.acquisition.pilatus import MODELS, PilatusCamera, PilatusSettings
+from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.common import operator_errors
 
 
 def _mx_setting(key: str, unit: str, doc: str, minimum: float, maximum: float, default: float):

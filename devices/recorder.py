@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import tango
-from photonflow.devices.common import EventPushingMixin, operator_errors
 from tango import AttrWriteType
 from tango.server import Device, attribute, command, device_property
 
 from photonflow import states
+from photonflow.devices.common import EventPushingMixin, operator_errors
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
 from photonflow.recording.recorder import (
     DEFAULT_QUEUE_MEGABYTES,
@@ -34,7 +34,7 @@ COUNTER_ATTRIBUTES = {
 
 
 class _DeviceListener(RecorderListener):
-    def __init__(self, device: "PhotonflowRecorder"):
+    def __init__(self, device: PhotonflowRecorder):
         self.device = device
 
     def state_changed(self, state: str, status: str) -> None:

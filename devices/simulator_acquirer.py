@@ -13,7 +13,9 @@ class SimulatorAcquirer(AcquirerDevice):
 
     ImageWidth = device_property(dtype=int, default_value=1030, doc="Columns of each frame")
     ImageHeight = device_property(dtype=int, default_value=1065, doc="Rows of each frame")
-    ImageType = device_property(dtype=str, default_value="uint16", doc="Pixel type: uint8, uint16, uint32, int16, int32")
+    ImageType = device_property(
+        dtype=str, default_value="uint16", doc="Pixel type: uint8, uint16, uint32, int16, int32"
+    )
     Seed = device_property(dtype=int, default_value=0, doc="Random seed; equal seeds give equal frames")
     PixelSize = device_property(dtype=float, default_value=75e-6, doc="Pixel pitch in metres")
     SerialNumber = device_property(dtype=str, default_value="SIM-0001")

@@ -8,12 +8,12 @@ same C functions.
 
 from __future__ import annotations
 
-from photonflow.devices.acquirer import AcquirerDevice
-from photonflow.devices.common import operator_errors
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
 from photonflow.acquisition.tucsen import FAN_GEARS, MODELS, TucsenCamera, TucsenSettings, load_tucam_library
+from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.common import operator_errors
 from photonflow.errors import ConfigurationError
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import yaml
 
@@ -202,7 +202,9 @@ def load_deployment(
             for device_key, device_node in source.mapping(devices_node, class_key.value):
                 name = device_key.value
                 if not isinstance(name, str) or not _DEVICE_NAME.match(name):
-                    raise source.error(device_key, f"{class_key.value}: '{name}' is not a domain/family/member device name")
+                    raise source.error(
+                        device_key, f"{class_key.value}: '{name}' is not a domain/family/member device name"
+                    )
                 if name.lower() in devices_seen:
                     raise source.error(device_key, f"device {name} is already defined in {devices_seen[name.lower()]}")
                 devices_seen[name.lower()] = server_key.value
@@ -210,7 +212,9 @@ def load_deployment(
                 if not (isinstance(device_node, yaml.ScalarNode) and device_node.value in ("", "null", "~")):
                     for section_key, section_node in source.mapping(device_node, name):
                         if section_key.value != "properties":
-                            raise source.error(section_key, f"{name}: unknown key '{section_key.value}'; expected 'properties'")
+                            raise source.error(
+                                section_key, f"{name}: unknown key '{section_key.value}'; expected 'properties'"
+                            )
                         for prop_key, prop_node in source.mapping(section_node, f"{name} properties"):
                             properties[prop_key.value] = source.property_values(prop_node, f"{name}->{prop_key.value}")
                 devices.append(DeviceSpec(name, class_key.value, properties))
@@ -289,7 +293,11 @@ def plan_changes(deployment: Deployment, current: DatabaseView) -> list[Change]:
     for server in deployment.servers:
         for device in server.devices:
             registered = current.device_servers.get(device.name.lower())
-            if registered is None or registered[0].lower() != server.name.lower() or registered[1] != device.tango_class:
+            if (
+                registered is None
+                or registered[0].lower() != server.name.lower()
+                or registered[1] != device.tango_class
+            ):
                 changes.append(Change("add_device", server.name, device.name, tango_class=device.tango_class))
             existing = current.properties.get(device.name.lower(), {})
             for name, value in device.properties.items():

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
-from photonflow.simulators.trigger_input import TriggerInput
 
 from photonflow.acquisition.andor import pack_mono12packed, unpack_mono12packed
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.trigger_input import TriggerInput
 
 
 @dataclass(frozen=True)

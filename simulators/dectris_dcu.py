@@ -43,9 +43,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 
 from photonflow.allocator import reuse_frame_buffers
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream import dectris as codec
 from photonflow.stream.bslz4 import compress
 from photonflow.stream.transport import SendInterrupted, StreamSender
@@ -482,7 +482,7 @@ class SimplonHandler(BaseHTTPRequestHandler):
     server: SimplonServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
     def _answer(self, status: int, body: Any) -> None:
@@ -561,10 +561,10 @@ class SimplonHandler(BaseHTTPRequestHandler):
         self.server.stall_seconds = float(body.get("seconds", 30.0))
         self._answer(200, "")
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self._route("GET")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._route("PUT")
 
 

@@ -53,7 +53,7 @@ def expected_counts(settings: PatternSettings) -> np.ndarray:
     spot_rows = rng.uniform(0, rows, spot_count)
     spot_columns = rng.uniform(0, columns, spot_count)
     spot_heights = rng.uniform(0.5, 4.0, spot_count)
-    for spot_row, spot_column, height in zip(spot_rows, spot_columns, spot_heights):
+    for spot_row, spot_column, height in zip(spot_rows, spot_columns, spot_heights, strict=True):
         top, bottom = int(max(spot_row - 6, 0)), int(min(spot_row + 7, rows))
         left, right = int(max(spot_column - 6, 0)), int(min(spot_column + 7, columns))
         if top >= bottom or left >= right:
@@ -102,7 +102,7 @@ class DiffractionFrames:
         out = np.empty(self.shape, dtype=self.dtype)
         digits = frame_number
         bank_size = self.settings.bank_size
-        for band, (top, bottom) in enumerate(zip(self._band_edges[:-1], self._band_edges[1:])):
+        for band, (top, bottom) in enumerate(zip(self._band_edges[:-1], self._band_edges[1:], strict=True)):
             # Rotating by the band index keeps the bands of frame 0 from all being entry 0.
             entry = (digits + band) % bank_size
             digits //= bank_size

@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 from fabio.cbfimage import CbfImage
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
-from photonflow.simulators.trigger_input import TriggerInput
 
 from photonflow.acquisition.pilatus import END, MODELS, PIXEL_SIZE, image_names
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.trigger_input import TriggerInput
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ class Camserver:
 
 
 class CamserverHandler(socketserver.StreamRequestHandler):
-    server: "CamserverServer"
+    server: CamserverServer
 
     def handle(self) -> None:
         lock = threading.Lock()

@@ -28,8 +28,6 @@ from collections import deque
 from types import SimpleNamespace
 
 import numpy as np
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
-from photonflow.simulators.trigger_input import TriggerInput
 
 from photonflow.acquisition.tucsen import (
     CODE,
@@ -54,6 +52,8 @@ from photonflow.acquisition.tucsen import (
     TUIDP_TEMPERATURE,
     TUREG_SN,
 )
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.trigger_input import TriggerInput
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from photonflow import states
 from photonflow.errors import ConfigurationError, StateError

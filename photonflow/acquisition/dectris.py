@@ -19,8 +19,9 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from photonflow.acquisition.acquirer import AcquisitionSettings
@@ -116,7 +117,7 @@ class SimplonClient:
         with self._lock:
             self._drop_connection()
 
-    def __enter__(self) -> "SimplonClient":
+    def __enter__(self) -> SimplonClient:
         return self
 
     def __exit__(self, *_exc) -> None:

@@ -17,10 +17,11 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class CamserverClient:
         while END not in self._buffer:
             try:
                 chunk = self._socket.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise self._lost(f"did not answer within {timeout or self.timeout} s") from None
             except OSError as error:
                 raise self._lost(f"dropped the connection ({error.strerror or error})") from None
@@ -110,7 +111,7 @@ class CamserverClient:
     def close(self) -> None:
         self._socket.close()
 
-    def __enter__(self) -> "CamserverClient":
+    def __enter__(self) -> CamserverClient:
         return self
 
     def __exit__(self, *_exc) -> None:

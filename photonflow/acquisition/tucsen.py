@@ -17,10 +17,11 @@ import ctypes
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from ctypes import POINTER, Structure, c_char, c_char_p, c_double, c_int32, c_uint8, c_uint16, c_uint32, c_void_p
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

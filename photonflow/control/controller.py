@@ -13,8 +13,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from photonflow import states
 from photonflow.errors import ConfigurationError, PhotonflowError, StateError
@@ -363,7 +364,9 @@ class Controller:
             if self._fault:
                 return states.FAULT, self._fault
             if self._phase != IDLE:
-                return states.RUNNING, f"Series {self.series_id} {self._phase}: {self.counters.frames_written} of {self.counters.frames_requested} frames written."
+                written, requested = self.counters.frames_written, self.counters.frames_requested
+                status = f"Series {self.series_id} {self._phase}: {written} of {requested} frames written."
+                return states.RUNNING, status
             report = self.last_report
             if report is not None and not report.complete:
                 return states.ALARM, f"Frames lost in {report.describe()}. File: {report.file}"

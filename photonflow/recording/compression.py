@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 from photonflow.stream import bslz4
 from photonflow.stream.stins import DataMessage

@@ -18,10 +18,11 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -330,7 +331,8 @@ class Recorder:
         with self._lock:
             if self.state == states.RUNNING:
                 raise StateError("the Recorder is already recording; Stop or Abort it first")
-            if isinstance(request.frame_count, bool) or not isinstance(request.frame_count, int) or request.frame_count < 1:
+            frame_count = request.frame_count
+            if isinstance(frame_count, bool) or not isinstance(frame_count, int) or frame_count < 1:
                 raise ConfigurationError(f"frame count must be an integer >= 1, got {request.frame_count!r}")
             if not request.endpoints or not all(request.endpoints):
                 raise ConfigurationError("no stream endpoint to record from; set StreamEndpoint")
@@ -363,7 +365,9 @@ class Recorder:
             )
             self._notify_counters(force=True)
             self._threads = [
-                threading.Thread(target=self._receive_loop, args=(receiver, decoder), name="recorder-receive", daemon=True),
+                threading.Thread(
+                    target=self._receive_loop, args=(receiver, decoder), name="recorder-receive", daemon=True
+                ),
                 threading.Thread(target=self._write_loop, name="recorder-write", daemon=True),
             ]
             for thread in self._threads:

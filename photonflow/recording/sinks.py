@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import zmq

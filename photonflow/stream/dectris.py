@@ -88,8 +88,9 @@ import math
 import re
 import struct
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,7 +98,6 @@ from photonflow.errors import StreamMessageError
 from photonflow.stream import bslz4
 from photonflow.stream.stins import (
     BSLZ4,
-    check_frame_payload,
     PIXEL_TYPES,
     RAW,
     UNKNOWN,
@@ -105,6 +105,7 @@ from photonflow.stream.stins import (
     SeriesEnd,
     SeriesStart,
     StinsMessage,
+    check_frame_payload,
     frame_payload,
     utc_now_iso,
 )
@@ -421,7 +422,7 @@ def _date_time(message: dict, key: str, where: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         _fail(f"{where}: '{key}' must be an RFC 3339 date-time, got {_show(text)}")
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _map_detector(source: dict, table: Sequence[tuple[str, str, str, float | None]], where: str) -> dict[str, Any]:
@@ -510,7 +511,7 @@ def _v2_start(message: dict) -> SeriesStart:
             and all(_KINDS["number"][0](v) for v in translation)
         ):
             _fail(f"{where}: 'detector_translation' must be 3 numbers (m), got {_show(translation)}")
-        detector.update(zip(_TRANSLATION_KEYS, translation))
+        detector.update(zip(_TRANSLATION_KEYS, translation, strict=True))
     width = _field(message, "image_size_x", "unsigned", where, required=False)
     height = _field(message, "image_size_y", "unsigned", where, required=False)
     if (width is None) != (height is None) or width == 0 or height == 0:
@@ -1022,7 +1023,7 @@ def encode_start_v1(
             (np.zeros(tuple(shape), np.uint32), x_y),
             (np.zeros((2, 8), np.float32), [8, 2]),
         )
-        for (htype, _name), (table, table_shape) in zip(_HEADER_TABLES, tables):
+        for (htype, _name), (table, table_shape) in zip(_HEADER_TABLES, tables, strict=True):
             parts += [_json({"htype": htype, "shape": table_shape, "type": table.dtype.name}), table.tobytes()]
     if appendix is not None:
         parts.append(_json(appendix) if isinstance(appendix, dict) else str(appendix).encode())

@@ -37,13 +37,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, Callable, Sequence
-
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from photonflow.errors import StreamMessageError
 from photonflow.stream.stins import (
     BSLZ4,
-    check_frame_payload,
     PIXEL_TYPES,
     RAW,
     UNKNOWN,
@@ -51,6 +50,7 @@ from photonflow.stream.stins import (
     SeriesEnd,
     SeriesStart,
     StinsMessage,
+    check_frame_payload,
     frame_payload,
     utc_now_iso,
 )
@@ -204,7 +204,9 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
     except StreamMessageError:
         raise
     except Exception as error:  # the net under the checks above: never another exception type
-        raise StreamMessageError(f"MAX IV stream message could not be decoded: {type(error).__name__}: {error}") from None
+        raise StreamMessageError(
+            f"MAX IV stream message could not be decoded: {type(error).__name__}: {error}"
+        ) from None
 
 
 def _json(value: dict) -> bytes:

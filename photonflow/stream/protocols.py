@@ -17,7 +17,7 @@ description) the model marks ``UNKNOWN`` or None: see the docstrings of ``dectri
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from photonflow.errors import ConfigurationError
 from photonflow.stream import dectris, maxiv, stins

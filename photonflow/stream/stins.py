@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ StinsMessage = SeriesStart | DataMessage | SeriesEnd
 
 def utc_now_iso() -> str:
     """An ISO 8601 UTC time stamp, the form NeXus ``NX_DATE_TIME`` fields take."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def frame_payload(

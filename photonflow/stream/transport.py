@@ -9,7 +9,7 @@ Both sides wait with a timeout and a stop flag, so Stop/Abort are never stuck in
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import zmq
 

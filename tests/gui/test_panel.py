@@ -11,9 +11,9 @@ import pytest
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import: no display needed
 
-import tango  # noqa: E402
+import tango
 
-from tests.conftest import REPOSITORY  # noqa: E402
+from tests.conftest import REPOSITORY
 
 pytestmark = pytest.mark.gui
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
 
+from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
 from tests.integration.helpers import acquire, devfailed, proxy, running_deployment
 
 DEPLOYMENT = """

@@ -11,9 +11,9 @@ import h5py
 import hdf5plugin  # noqa: F401 - the bitshuffle filter, to read the frames back
 import numpy as np
 import pytest
+
 from photonflow.simulators.dectris_dcu import MODELS
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
-
 from photonflow.stream.bslz4 import compress
 from tests.integration.helpers import (
     acquire,

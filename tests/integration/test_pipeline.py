@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 import tango
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from tests.integration.helpers import (
     acquire,
     devfailed,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from photonflow.simulators.tucsen_tucam import SimulatedTucam
 
 from photonflow.acquisition.acquirer import AcquisitionSettings
 from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
+from photonflow.simulators.tucsen_tucam import SimulatedTucam
 from tests.integration.helpers import acquire, devfailed, proxy, running_deployment
 
 DEPLOYMENT = """

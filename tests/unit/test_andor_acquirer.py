@@ -5,7 +5,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
@@ -17,6 +16,7 @@ from photonflow.acquisition.andor import (
 )
 from photonflow.errors import ConfigurationError, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
 from photonflow.stream.transport import StreamSender
 from tests.unit.series import acquire_into
 

@@ -8,12 +8,6 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the bitshuffle filter for reading
 import numpy as np
 import pytest
-from photonflow.simulators.dectris_dcu import (
-    DetectorModel,
-    SimplonError,
-    SimulatedDcu,
-    start_server,
-)
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
@@ -26,6 +20,12 @@ from photonflow.acquisition.dectris import (
 )
 from photonflow.errors import ConfigurationError
 from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.dectris_dcu import (
+    DetectorModel,
+    SimplonError,
+    SimulatedDcu,
+    start_server,
+)
 from photonflow.stream.bslz4 import compress
 from tests.unit.series import acquire_into
 

@@ -6,11 +6,6 @@ import fabio
 import h5py
 import numpy as np
 import pytest
-from photonflow.simulators.pilatus_camserver import (
-    Camserver,
-    CamserverState,
-    start_server,
-)
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
@@ -21,6 +16,11 @@ from photonflow.acquisition.pilatus import (
 )
 from photonflow.errors import DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.pilatus_camserver import (
+    Camserver,
+    CamserverState,
+    start_server,
+)
 from photonflow.stream.transport import StreamSender
 from tests.unit.series import acquire_into
 

@@ -7,9 +7,9 @@ import pytest
 
 from photonflow import states
 from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream import bslz4, dectris, maxiv
 from photonflow.stream.transport import StreamSender
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 
 FRAMES = DiffractionFrames(PatternSettings(height=64, width=80, dtype="uint32", seed=2, exposure=0.05))
 

@@ -175,7 +175,7 @@ def test_the_decimation_factor_is_the_smallest_that_fits():
     for shape in [(1, 1), (3, 1000), (512, 512), (513, 512), (1065, 1030), (4371, 4150), (2, 70000)]:
         for max_pixels in (1, 7, 1000, 512 * 512):
             factor = decimation_factor(shape, max_pixels)
-            binned = lambda f: -(-shape[0] // f) * -(-shape[1] // f)  # noqa: E731
+            binned = lambda f, shape=shape: -(-shape[0] // f) * -(-shape[1] // f)  # noqa: E731
             assert binned(factor) <= max_pixels
             assert factor == 1 or binned(factor - 1) > max_pixels
 

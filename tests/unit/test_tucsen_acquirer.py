@@ -6,13 +6,13 @@ import time
 import h5py
 import numpy as np
 import pytest
-from photonflow.simulators.tucsen_tucam import SimulatedTucam
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
 from photonflow.acquisition.tucsen import PROTOTYPES, TucsenCamera, TucsenSettings, load_tucam_library, mangled_name
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.tucsen_tucam import SimulatedTucam
 from photonflow.stream.transport import StreamSender
 from tests.unit.series import acquire_into
 
