@@ -12,6 +12,15 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPOSITORY / "config" / "demo.yaml"
+# Tests here start real servers (gui/ drives the panel against them): `-m "not integration"`
+# leaves only the unit tests, which need no Tango at all.
+SERVER_TEST_DIRECTORIES = (REPOSITORY / "tests" / "integration", REPOSITORY / "tests" / "gui")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(directory in Path(str(item.fspath)).parents for directory in SERVER_TEST_DIRECTORIES):
+            item.add_marker(pytest.mark.integration)
 
 
 @dataclass(frozen=True)
