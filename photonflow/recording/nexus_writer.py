@@ -58,7 +58,7 @@ FRAME_METADATA_UNITS: dict[str, str | None] = {
 }
 # The counts in /entry/accounting, created at the start and updated live and at close.
 ACCOUNTING_COUNTS = (
-    "series_id", "frames_requested", "frames_acquired", "frames_sent", "frames_received",
+    "series_id", "frames_requested", "frames_acquired", "frames_sent", "frames_announced", "frames_received",
     "frames_written", "missing_frames", "duplicate_frames", "messages_rejected", "frames_lost",
 )
 GROWTH_FRAMES = 64  # the data grows by this many frames at a time: resizing per frame costs ~0.3 ms
@@ -416,7 +416,7 @@ class NexusFrameWriter:
                 self._close_data_file(index)
             for dataset, _ in self._bookkeeping_datasets():
                 dataset.resize(frames, axis=0)
-            missing = np.asarray(sorted(missing_frames), dtype=np.int64)
+            missing = np.sort(np.asarray(missing_frames, dtype=np.int64))
             self._accounting["missing_frame_numbers"].resize(missing.size, axis=0)
             self._accounting["missing_frame_numbers"][:] = missing
             self._file.flush()  # the frames first, then the counts that announce them (see flush)

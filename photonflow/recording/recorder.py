@@ -46,6 +46,16 @@ DEFAULT_QUEUE_FRAMES = 256
 DETECTOR_NUMBERED_PROTOCOLS = frozenset({"dectris-v1", "dectris-v2"})
 DEFAULT_QUEUE_MEGABYTES = 512  # what frames waiting for the disk may take, whatever their size
 FLUSH_INTERVAL = 0.2  # seconds between making progress visible to SWMR readers
+# What a series may claim. The Recorder keeps 17 bytes of bookkeeping per armed frame (arrival
+# flag, receive time, detector timestamp), so the largest series bounds its memory whatever a
+# sender announces; frames numbered beyond the armed count are rejected, not stored.
+DEFAULT_MAX_FRAMES = 10_000_000
+MAX_SERIES_ID = 2**63 - 1  # what HDF5's int64 /entry/series_id holds
+MAX_DATA_FILES = 10_000  # data files of one split series: the master's virtual dataset maps each
+# Seconds to wait for series_end once every armed frame is in (a stream cut off before its end,
+# as real captures are): then the series is closed with end_reason COMPLETED_WITHOUT_END.
+DEFAULT_END_TIMEOUT = 10.0
+COMPLETED_WITHOUT_END = "completed_without_end"
 
 
 def os_error_cause(error: OSError) -> str:
@@ -92,14 +102,18 @@ class RecordingRequest:
             object.__setattr__(self, "endpoints", (self.endpoints,))
 
 
+STREAM_ENDPOINT = re.compile(r"tcp://[^\s:/]+:\d{1,5}|tcp://\[[0-9A-Fa-f:.]+\]:\d{1,5}|ipc://\S+|inproc://\S+")
+
+
 def parse_recording_request(text: str) -> RecordingRequest:
     """Validate the JSON of the Recorder's Arm command."""
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
+        detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise ConfigurationError(
             'Arm needs a JSON object such as {"frames": 100, "series_id": 1, '
-            f'"endpoint": "tcp://127.0.0.1:5555", "file": "scan1.h5"}}: {error}'
+            f'"endpoint": "tcp://127.0.0.1:5555", "file": "scan1.h5"}}: {detail}'
         ) from None
     if not isinstance(raw, dict):
         raise ConfigurationError("Arm needs a JSON object")
@@ -116,11 +130,18 @@ def parse_recording_request(text: str) -> RecordingRequest:
         if isinstance(raw[key], bool) or not isinstance(raw[key], kind):
             expected = "a string or a list of strings" if key == "endpoint" else kind.__name__
             raise ConfigurationError(f"'{key}' must be {expected}, got {raw[key]!r}")
-    if raw["series_id"] < 0:
-        raise ConfigurationError(f"'series_id' must be >= 0, got {raw['series_id']}")
+    if not 0 <= raw["series_id"] <= MAX_SERIES_ID:
+        raise ConfigurationError(f"'series_id' must be 0 to {MAX_SERIES_ID}, got {raw['series_id']}")
     endpoints = [raw["endpoint"]] if isinstance(raw["endpoint"], str) else raw["endpoint"]
     if not endpoints or not all(isinstance(e, str) and e for e in endpoints):
         raise ConfigurationError(f"'endpoint' must name at least one stream, got {raw['endpoint']!r}")
+    for endpoint in endpoints:
+        if not STREAM_ENDPOINT.fullmatch(endpoint):
+            raise ConfigurationError(
+                f"'endpoint' {endpoint!r} is not a ZeroMQ address such as tcp://127.0.0.1:5555 "
+                "(tcp://host:port, ipc://path or inproc://name)",
+                reason="InvalidEndpoint",
+            )
     for key in ("file", "protocol"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise ConfigurationError(f"'{key}' must be a string, got {raw[key]!r}")
@@ -159,26 +180,43 @@ class _Series:
     compressor: CompressionPipeline | None = None
     start: SeriesStart | None = None
     ends: list[SeriesEnd] = field(default_factory=list)
-    # One byte per frame number (not a set: ~70 bytes each), so memory stays flat in long series.
+    # One byte per frame number (not a set: ~70 bytes each), so memory stays flat in long series;
+    # frame numbers are below the armed count (checked before), which bounds it.
     accepted: np.ndarray = field(default_factory=lambda: np.zeros(1024, dtype=bool))
+    accepted_count: int = 0
+    rejection: str = ""  # why the last message of this series was rejected
+    last_message: float = 0.0  # clock time of the last message taken off the queue
 
     def accept(self, frame_number: int) -> bool:
         """Mark a frame as taken; False if it already was (a duplicate)."""
         if frame_number >= self.accepted.size:
-            grown = np.zeros(max(frame_number + 1, 2 * self.accepted.size), dtype=bool)
+            grown = np.zeros(min(max(frame_number + 1, 2 * self.accepted.size), self.request.frame_count), dtype=bool)
             grown[: self.accepted.size] = self.accepted
             self.accepted = grown
         if self.accepted[frame_number]:
             return False
         self.accepted[frame_number] = True
+        self.accepted_count += 1
         return True
 
-    def missing_below(self, count: int) -> list[int]:
-        """Frame numbers under ``count`` that never came."""
+    def missing_below(self, count: int) -> np.ndarray:
+        """Frame numbers under ``count`` that never came (at most the armed count: bounded)."""
+        count = min(count, self.request.frame_count)
         taken = np.zeros(count, dtype=bool)
         known = min(count, self.accepted.size)
         taken[:known] = self.accepted[:known]
-        return np.flatnonzero(~taken).tolist()
+        return np.flatnonzero(~taken)
+
+
+def frame_ranges(numbers: np.ndarray, shown: int = 10) -> str:
+    """Sorted frame numbers as ranges ('3-7, 12'), the first ``shown`` of them, for a status line."""
+    if numbers.size == 0:
+        return ""
+    breaks = np.flatnonzero(np.diff(numbers) != 1)
+    firsts = np.concatenate(([numbers[0]], numbers[breaks + 1]))
+    lasts = np.concatenate((numbers[breaks], [numbers[-1]]))
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in zip(firsts[:shown], lasts[:shown], strict=True))
+    return text + (f" and {firsts.size - shown} more range(s)" if firsts.size > shown else "")
 
 
 def _frame_disagreement(message, reference: SeriesStart) -> str:
@@ -219,6 +257,8 @@ class Recorder:
         frames_per_file: int = 0,
         compression: str = "none",
         compression_workers: int = 0,
+        max_frames: int = DEFAULT_MAX_FRAMES,
+        end_timeout: float = DEFAULT_END_TIMEOUT,
     ):
         if queue_frames < 1:
             raise ConfigurationError(f"the queue must hold at least one frame, got {queue_frames}")
@@ -231,6 +271,12 @@ class Recorder:
         self.queue_frames = queue_frames
         self.queue_megabytes = queue_megabytes
         self.frames_per_file = self._checked_frames_per_file(frames_per_file)
+        if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+            raise ConfigurationError(f"the largest series must be at least 1 frame, got {max_frames!r}")
+        if not end_timeout > 0:
+            raise ConfigurationError(f"the series-end timeout must be a positive number of seconds, got {end_timeout}")
+        self.max_frames = max_frames
+        self.end_timeout = end_timeout
         if compression not in COMPRESSIONS:
             raise ConfigurationError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         self.compression = compression  # applied to frames that arrive raw
@@ -334,6 +380,17 @@ class Recorder:
             frame_count = request.frame_count
             if isinstance(frame_count, bool) or not isinstance(frame_count, int) or frame_count < 1:
                 raise ConfigurationError(f"frame count must be an integer >= 1, got {request.frame_count!r}")
+            if frame_count > self.max_frames:
+                raise ConfigurationError(
+                    f"{frame_count} frames is more than this Recorder takes in one series: at most "
+                    f"{self.max_frames} (property MaxFramesPerSeries); split the acquisition into several series"
+                )
+            if self.frames_per_file and -(-frame_count // self.frames_per_file) > MAX_DATA_FILES:
+                raise ConfigurationError(
+                    f"{frame_count} frames at FramesPerFile {self.frames_per_file} would make "
+                    f"{-(-frame_count // self.frames_per_file)} data files; at most {MAX_DATA_FILES}: "
+                    f"set FramesPerFile to at least {-(-frame_count // MAX_DATA_FILES)}"
+                )
             if not request.endpoints or not all(request.endpoints):
                 raise ConfigurationError("no stream endpoint to record from; set StreamEndpoint")
             decoder = decoder_for(request.protocol)
@@ -347,7 +404,12 @@ class Recorder:
             if not os.access(path.parent, os.W_OK | os.X_OK):  # refuse now, not FAULT at the first frame
                 raise RecordingError(f"cannot write into the directory {path.parent}: Permission denied")
             self._end_previous_threads()
-            receiver = self._receiver_factory(request.endpoints)
+            try:
+                receiver = self._receiver_factory(request.endpoints)
+            except Exception as error:  # ZeroMQ refuses the address: say which, not a Python error
+                raise ConfigurationError(
+                    f"cannot connect to the stream {', '.join(request.endpoints)}: {error}", reason="InvalidEndpoint"
+                ) from None
             self._receiver = receiver
             self._series = _Series(request=request, path=path)
             self._queue = self._new_queue()
@@ -444,8 +506,13 @@ class Recorder:
                 except QueueEmpty:
                     if self._stop.is_set() and not self._receiving():
                         break
+                    if self._all_in_but_no_end(series):
+                        self._stop_receiving()
+                        self._finish(series, COMPLETED_WITHOUT_END, None)
+                        return
                     self._flush_if_due(series)  # a pause in the stream: show readers where we are
                     continue
+                series.last_message = self._clock()
                 if self._abort.is_set():
                     self._count_lost(message)
                     continue
@@ -461,6 +528,13 @@ class Recorder:
         except Exception as error:
             log.exception("recording failed")
             self._fail(series, f"recording into {series.path} failed: {error}")
+
+    def _all_in_but_no_end(self, series: _Series) -> bool:
+        """Every armed frame arrived, then nothing for ``end_timeout`` s: the end was cut off."""
+        return (
+            series.accepted_count >= series.request.frame_count
+            and self._clock() - series.last_message >= self.end_timeout
+        )
 
     def _flush_if_due(self, series: _Series) -> None:
         if series.writer is not None and self._flush_throttle.ready():
@@ -501,6 +575,7 @@ class Recorder:
 
     def _reject(self, reason: str) -> None:
         self.counters.messages_rejected += 1
+        self._series.rejection = reason
         log.warning("rejected stream message: %s", reason)
         self._set_state(
             self.state,
@@ -514,6 +589,9 @@ class Recorder:
         return f"Recording series {request.series_id} into {self._series.path}."
 
     def _check_series(self, message) -> bool:
+        if not UNKNOWN <= message.series_id <= MAX_SERIES_ID:
+            self._reject(f"series id {message.series_id} is beyond {MAX_SERIES_ID}")
+            return False
         expected = self._series.request.series_id
         if self._series.request.protocol in DETECTOR_NUMBERED_PROTOCOLS:
             if self._series.start is None:
@@ -542,9 +620,15 @@ class Recorder:
 
     def _open_writer(self, series: _Series, start: SeriesStart) -> None:
         series.start = start
-        stored = start
+        # The file holds what was armed: the series id when the protocol carries none, and the
+        # armed frame count (the detector's own count is kept as frames_announced).
+        stored = replace(
+            start,
+            series_id=series.request.series_id if start.series_id == UNKNOWN else start.series_id,
+            frame_count=series.request.frame_count,
+        )
         if self.compression == "bslz4" and start.encoding == "raw":
-            stored = replace(start, encoding="bslz4")
+            stored = replace(stored, encoding="bslz4")
             series.compressor = CompressionPipeline(
                 lambda message, received, chunk: self._store(series, message, received, chunk),
                 self.compression_workers,
@@ -573,6 +657,11 @@ class Recorder:
                 encoding=series.start.encoding or message.encoding,
             ))
         start = series.start
+        if message.frame_number >= series.request.frame_count:
+            self._reject(
+                f"frame number {message.frame_number} is beyond the {series.request.frame_count} frames armed"
+            )
+            return False
         if 0 < start.frame_count <= message.frame_number:
             self._reject(
                 f"frame number {message.frame_number} is beyond the {start.frame_count} frames "
@@ -618,19 +707,21 @@ class Recorder:
         if series.compressor is not None:
             series.compressor.drain()
             series.compressor.close()
-        missing: list[int] = []
+        missing = np.zeros(0, dtype=np.int64)
         frames_sent = frames_acquired = -1
-        if ends:
+        armed = series.request.frame_count
+        if series.writer is None:
+            missing = series.missing_below(armed)  # no file: every armed frame is lost
+        elif ends:
             frames_sent = _total(end.frames_sent for end in ends)
             frames_acquired = _total(end.frames_acquired for end in ends)
             announced = series.start.frame_count if series.start is not None else 0
-            highest = series.writer.highest_frame if series.writer is not None else -1
-            if frames_sent == UNKNOWN:  # the protocol does not say: expect what was announced
-                expected = announced if announced > 0 else highest + 1
-            else:
-                expected = min(frames_sent, announced) if announced > 0 else frames_sent  # never beyond
+            # What was armed is what was asked for; a sender's own count only ever lowers it.
+            expected = armed if frames_sent == UNKNOWN else min(frames_sent, armed)
+            if 0 < announced < expected:
+                expected = announced
             missing = series.missing_below(expected)
-        elif series.writer is not None:
+        else:
             # Ended by the operator: frames below the highest written one never came.
             missing = series.missing_below(series.writer.highest_frame + 1)
         self.counters.missing_frames = len(missing)
@@ -639,23 +730,32 @@ class Recorder:
             "frames_requested": series.request.frame_count,
             "frames_acquired": frames_acquired,
             "frames_sent": frames_sent,
+            "frames_announced": series.start.frame_count if series.start and series.start.frame_count else -1,
             "missing_frames": len(missing),
         }
         if series.writer is not None:
             series.writer.close(utc_now_iso(), end_reason, counts, missing, durable=self.durable)
             self._close_journal()
         self._tell_sinks("series_ended", ends[-1] if ends else None, end_reason)
-        self.last_file = str(series.path) if series.writer is not None else self.last_file
+        self.last_file = str(series.path) if series.writer is not None else ""
         self.current_file = ""
         self._notify_counters(force=True)
+        if series.writer is not None:
+            written_to = str(series.path)
+        elif series.rejection:
+            written_to = f"no file: the series was never started, last rejection: {series.rejection}"
+        else:
+            written_to = "no file: series_start never came"
         summary = (
-            f"Series {series.request.series_id} {end_reason}: {self.counters.frames_written} frames "
-            f"written to {series.path if series.writer else 'no file (series_start never came)'}"
+            f"Series {series.request.series_id} {end_reason}: {self.counters.frames_written} frames written to "
+            f"{written_to}"
         )
         if self.counters.frames_lost:
             summary += f"; {self.counters.frames_lost} received frame(s) dropped unwritten"
-        if missing:
-            self._set_state(states.ALARM, f"{summary}; {len(missing)} frame(s) missing: {missing[:10]}")
+        if self.counters.messages_rejected and series.writer is not None:
+            summary += f"; {self.counters.messages_rejected} message(s) rejected, last: {series.rejection}"
+        if missing.size:
+            self._set_state(states.ALARM, f"{summary}; {missing.size} frame(s) missing: {frame_ranges(missing)}")
         else:
             self._set_state(states.ON, summary + ".")
 
