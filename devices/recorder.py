@@ -11,6 +11,8 @@ from photonflow import states
 from photonflow.devices.common import EventPushingMixin, operator_errors
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
 from photonflow.recording.recorder import (
+    DEFAULT_END_TIMEOUT,
+    DEFAULT_MAX_FRAMES,
     DEFAULT_QUEUE_MEGABYTES,
     Recorder,
     RecorderCounters,
@@ -89,6 +91,15 @@ class PhotonflowRecorder(EventPushingMixin, Device):
     )
     CompressionWorkers = device_property(dtype=int, default_value=0, doc="Compression threads (0: one per core)")
     FanOutEvery = device_property(dtype=int, default_value=1, doc="Forward every n-th frame")
+    MaxFramesPerSeries = device_property(
+        dtype=int, default_value=DEFAULT_MAX_FRAMES,
+        doc="Largest series Arm accepts; the Recorder keeps 17 bytes per armed frame, so this bounds its memory",
+    )
+    SeriesEndTimeout = device_property(
+        dtype=float, default_value=DEFAULT_END_TIMEOUT,
+        doc="Seconds to wait for series_end once every armed frame arrived; then the file is closed "
+        "with end_reason completed_without_end",
+    )
 
     def init_device(self):
         super().init_device()
@@ -110,6 +121,7 @@ class PhotonflowRecorder(EventPushingMixin, Device):
                 journal_name=self.get_name().replace("/", "_"), sinks=sinks,
                 frames_per_file=self.DefaultFramesPerFile,
                 compression=self.Compression, compression_workers=self.CompressionWorkers,
+                max_frames=self.MaxFramesPerSeries, end_timeout=self.SeriesEndTimeout,
             )
         except Exception as error:
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")

@@ -576,7 +576,7 @@ def _v2_frame(array: Any, where: str) -> tuple[tuple[int, int], str, str, memory
     if element_size != np.dtype(dtype).itemsize:
         _fail(f"{where}: bslz4 element size {element_size} does not match {dtype} pixels")
     try:
-        bslz4.check_header(payload, shape, dtype)
+        bslz4.check_chunk(payload, shape, dtype)
     except StreamMessageError as error:
         _fail(f"{where}: {error}")
     return shape, dtype, BSLZ4, payload

@@ -340,10 +340,11 @@ def _frame_metadata(header: dict) -> dict[str, float] | None:
 
 def check_frame_payload(payload: memoryview, shape: Sequence[int], dtype: str, encoding: str, where: str) -> None:
     """A frame's bytes must fit its description, whatever protocol carried it: a raw frame
-    has exactly rows x columns x itemsize bytes; a bslz4 one says so in its 12-byte header."""
+    has exactly rows x columns x itemsize bytes; a bslz4 one says so in its 12-byte header, and
+    its LZ4 blocks must fill it exactly."""
     if encoding == BSLZ4:  # compressed: its size says nothing, its header must fit the frame
         try:
-            bslz4.check_header(payload, shape, dtype)
+            bslz4.check_chunk(payload, shape, dtype)
         except StreamMessageError as error:
             _fail(f"{where}: {error}")
         return
