@@ -17,6 +17,7 @@ final accounting, is created at the start and only written afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -52,6 +53,13 @@ NXDETECTOR_FIELDS: dict[str, str | None] = {
     "beam_center_y": "pixel",
     "distance": "m",
 }
+# Units of the detector values photonflow keeps in ``detector_specific`` (not NXdetector fields).
+DETECTOR_SPECIFIC_UNITS: dict[str, str] = {
+    "incident_energy": "eV", "incident_wavelength": "m", "photon_energy": "eV",
+    "detector_translation_x": "m", "detector_translation_y": "m", "detector_translation_z": "m",
+    "detector_readout_time": "s", "omega_start": "deg", "omega_increment": "deg",
+    "exposure": "s", "period": "s", "frame_period": "s",
+}
 # Units of the per-frame values (STINS ``metadata``) photonflow's detectors send.
 FRAME_METADATA_UNITS: dict[str, str | None] = {
     **NXDETECTOR_FIELDS, "incident_wavelength": "m", "start_angle": "deg", "angle_increment": "deg",
@@ -62,7 +70,35 @@ ACCOUNTING_COUNTS = (
     "frames_written", "missing_frames", "duplicate_frames", "messages_rejected", "frames_lost",
 )
 GROWTH_FRAMES = 64  # the data grows by this many frames at a time: resizing per frame costs ~0.3 ms
-TEXT = h5py.string_dtype("utf-8", 64)
+# Every text field is variable-length UTF-8 (h5py's default for str): one storage for all of them,
+# which can be overwritten in place while SWMR is on (end_time, end_reason).
+TEXT = h5py.string_dtype("utf-8")
+# NXdetector's *_applied fields are NX_BOOLEAN.
+NEXUS_BOOLEANS = frozenset({
+    "countrate_correction_applied", "flatfield_applied", "pixel_mask_applied",
+    "virtual_pixel_interpolation_applied", "efficiency_correction_applied", "angular_calibration_applied",
+})
+UNKNOWN_COUNT_NOTE = "-1: unknown (the stream did not say)"
+
+
+def nexus_time(text: str) -> str:
+    """An ISO 8601 time as NeXus files carry it, with ``Z`` for UTC."""
+    return text[:-6] + "Z" if isinstance(text, str) and text.endswith("+00:00") else text
+
+
+def nexus_value(value: Any) -> Any:
+    """What HDF5 can hold of a detector's value: numbers, text and flat lists of numbers as
+    they are; anything else (nested objects, mixed lists, integers beyond 64 bits) as JSON text,
+    so no field a detector sends can make the file fail."""
+    if isinstance(value, bool) or isinstance(value, float) or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, list) and value and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 2**63 for v in value
+    ):
+        return np.asarray(value)
+    return json.dumps(value, default=str)
 
 
 def detector_group_name(detector: dict[str, Any]) -> str:
@@ -214,13 +250,13 @@ class NexusFrameWriter:
         f.attrs["default"] = "entry"
         f.attrs["creator"] = f"photonflow {photonflow.__version__}"
         f.attrs["file_name"] = str(self.path)
-        f.attrs["file_time"] = start.start_time
+        f.attrs["file_time"] = nexus_time(start.start_time)
         f.attrs["HDF5_Version"] = h5py.version.hdf5_version
         f.attrs["h5py_version"] = h5py.version.version
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = "NXentry"
         entry.attrs["default"] = "data"
-        entry["start_time"] = start.start_time
+        entry.create_dataset("start_time", data=nexus_time(start.start_time), dtype=TEXT)
         entry.create_dataset("end_time", data="", dtype=TEXT)
         entry["series_id"] = start.series_id
         instrument = entry.create_group("instrument")
@@ -246,7 +282,7 @@ class NexusFrameWriter:
         accounting = entry.create_group("accounting")
         accounting.attrs["NX_class"] = "NXcollection"
         for name in ACCOUNTING_COUNTS:
-            accounting.create_dataset(name, data=-1, dtype=np.int64)
+            accounting.create_dataset(name, data=-1, dtype=np.int64).attrs["description"] = UNKNOWN_COUNT_NOTE
         accounting["series_id"][()] = start.series_id
         accounting["frames_per_file"] = self.frames_per_file  # 0: the frames are in this file
         accounting["frames_per_file"].attrs["description"] = "frames in each data_NNNNNN file; 0: none"
@@ -276,11 +312,15 @@ class NexusFrameWriter:
     def _write_detector_description(group: h5py.Group, detector: dict[str, Any]) -> None:
         extra = {}
         for key, value in detector.items():
-            if key in NXDETECTOR_FIELDS and value is not None:
-                group[key] = value
+            if value is None:
+                continue
+            if key in NEXUS_BOOLEANS and isinstance(value, (bool, int)):
+                group.create_dataset(key, data=np.bool_(value))
+            elif key in NXDETECTOR_FIELDS:
+                group[key] = nexus_value(value)
                 if NXDETECTOR_FIELDS[key]:
                     group[key].attrs["units"] = NXDETECTOR_FIELDS[key]
-            elif isinstance(value, (str, int, float, bool)):
+            else:
                 extra[key] = value
         if "description" not in detector:
             vendor_model = " ".join(str(detector[k]) for k in ("vendor", "model") if k in detector)
@@ -290,7 +330,9 @@ class NexusFrameWriter:
             specific = group.create_group("detector_specific")
             specific.attrs["NX_class"] = "NXcollection"
             for key, value in extra.items():
-                specific[key] = value
+                specific[key] = nexus_value(value)
+                if DETECTOR_SPECIFIC_UNITS.get(key):
+                    specific[key].attrs["units"] = DETECTOR_SPECIFIC_UNITS[key]
 
     def _grow(self, frame_number: int) -> None:
         # Doubling, not +64: copying ever longer arrays every 64 frames would cost O(n^2).
@@ -423,7 +465,7 @@ class NexusFrameWriter:
             for name, value in counts.items():
                 self._accounting[name][()] = value
             self._accounting["end_reason"][()] = end_reason
-            self._file["entry/end_time"][()] = end_time
+            self._file["entry/end_time"][()] = nexus_time(end_time)
         finally:
             self._stop_writeback()
             self._file.close()

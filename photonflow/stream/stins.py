@@ -124,7 +124,7 @@ StinsMessage = SeriesStart | DataMessage | SeriesEnd
 
 def utc_now_iso() -> str:
     """An ISO 8601 UTC time stamp, the form NeXus ``NX_DATE_TIME`` fields take."""
-    return datetime.now(UTC).isoformat()
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def frame_payload(
