@@ -29,6 +29,7 @@ import hdf5plugin
 import numpy as np
 
 import photonflow
+from photonflow.recording.paths import SeriesDirectory
 from photonflow.recording.writeback import BackgroundWriteback
 from photonflow.stream.stins import SeriesStart
 
@@ -69,6 +70,7 @@ ACCOUNTING_COUNTS = (
     "series_id", "frames_requested", "frames_acquired", "frames_sent", "frames_announced", "frames_received",
     "frames_written", "missing_frames", "duplicate_frames", "messages_rejected", "frames_lost",
 )
+LIBVER = ("v110", "latest")
 GROWTH_FRAMES = 64  # the data grows by this many frames at a time: resizing per frame costs ~0.3 ms
 # Every text field is variable-length UTF-8 (h5py's default for str): one storage for all of them,
 # which can be overwritten in place while SWMR is on (end_time, end_reason).
@@ -78,6 +80,7 @@ NEXUS_BOOLEANS = frozenset({
     "countrate_correction_applied", "flatfield_applied", "pixel_mask_applied",
     "virtual_pixel_interpolation_applied", "efficiency_correction_applied", "angular_calibration_applied",
 })
+WRITER_TOKEN = "photonflow_writer"  # file attribute: which Recorder's series opened it
 UNKNOWN_COUNT_NOTE = "-1: unknown (the stream did not say)"
 
 
@@ -151,13 +154,21 @@ class FrameStack:
         return self.highest + 1
 
 
+def create_hdf5(path: Path, directory: SeriesDirectory | None) -> tuple[h5py.File, Path]:
+    """A new HDF5 file and its real path: in ``directory`` (by descriptor, never through a link)
+    when given, else at ``path``; "w-" fails if the file exists: an existing file is never opened
+    for writing."""
+    if directory is None:
+        return h5py.File(path, "w-", libver=LIBVER), path
+    return directory.create(path.name, lambda fd_path: h5py.File(fd_path, "w", libver=LIBVER))
+
+
 class DataFile:
     """One file of a split series: frames ``first .. first + frames_per_file - 1``."""
 
-    def __init__(self, path: Path, first: int, shape, dtype, encoding: str):
-        self.path = path
+    def __init__(self, path: Path, first: int, shape, dtype, encoding: str, directory: SeriesDirectory | None = None):
         self.first = first
-        self._file = h5py.File(path, "w-", libver=("v110", "latest"))
+        self._file, self.path = create_hdf5(path, directory)
         try:
             self._file.attrs["creator"] = f"photonflow {photonflow.__version__}"
             entry = self._file.create_group("entry")
@@ -216,8 +227,12 @@ class NexusFrameWriter:
     (see ``writeback.py``), so a durable close has little left to wait for.
     """
 
-    def __init__(self, path: Path, start: SeriesStart, frames_per_file: int = 0, writeback: bool = False):
-        self.path = path
+    def __init__(
+        self, path: Path, start: SeriesStart, frames_per_file: int = 0, writeback: bool = False,
+        directory: SeriesDirectory | None = None, writer_token: str = "",
+    ):
+        self._directory = directory
+        self.writer_token = writer_token  # names this writer in the file, for crash repair
         self.shape = start.shape
         self.encoding = start.encoding
         self.dtype = np.dtype(start.dtype).newbyteorder("<")
@@ -233,13 +248,12 @@ class NexusFrameWriter:
         self._data_files: dict[int, DataFile] = {}
         self.data_file_paths: list[Path] = []
         self._stack: FrameStack | None = None
-        # "w-" fails if the file exists: an existing file is never opened for writing.
-        self._file = h5py.File(path, "w-", libver=("v110", "latest"))
+        self._file, self.path = create_hdf5(path, directory)
         self._writeback = BackgroundWriteback() if writeback else None
         try:
             self._create_layout(start)
             self._file.swmr_mode = True
-            self._watch(path)
+            self._watch(self.path)
         except BaseException:
             self._stop_writeback()
             self._file.close()
@@ -250,6 +264,8 @@ class NexusFrameWriter:
         f.attrs["default"] = "entry"
         f.attrs["creator"] = f"photonflow {photonflow.__version__}"
         f.attrs["file_name"] = str(self.path)
+        if self.writer_token:
+            f.attrs[WRITER_TOKEN] = self.writer_token
         f.attrs["file_time"] = nexus_time(start.start_time)
         f.attrs["HDF5_Version"] = h5py.version.hdf5_version
         f.attrs["h5py_version"] = h5py.version.version
@@ -383,11 +399,13 @@ class NexusFrameWriter:
         """
         data_file = self._data_files.get(index)
         if data_file is None:
-            path = data_file_path(self.path, index)
-            data_file = DataFile(path, index * self.frames_per_file, self.shape, self.dtype, self.encoding)
+            data_file = DataFile(
+                data_file_path(self.path, index), index * self.frames_per_file, self.shape, self.dtype,
+                self.encoding, self._directory,
+            )
             self._data_files[index] = data_file
-            self.data_file_paths.append(path)
-            self._watch(path)
+            self.data_file_paths.append(data_file.path)
+            self._watch(data_file.path)
             for older in [i for i in self._data_files if i < index - 1]:
                 self._close_data_file(older)
         return data_file
@@ -480,15 +498,18 @@ class NexusFrameWriter:
         with h5py.File(self.path, "r+") as f:
             retrim_virtual_dataset(f, self._detector_path, self.path, frames, self.frames_per_file)
 
-    def abandon(self) -> None:
-        """Close without accounting (after a write error), keeping what was written readable."""
+    def abandon(self) -> bool:
+        """Close without accounting (after a write error), keeping what was written readable;
+        False if HDF5 could not close a file (the disk refused even that)."""
         self._stop_writeback()
+        closed = True
         for closable in (*self._data_files.values(), self._file):
             try:
                 closable.close()
             except Exception:
-                pass
+                closed = False
         self._data_files.clear()
+        return closed
 
 
 def retrim_virtual_dataset(f: h5py.File, detector_path: str, master: Path, frames: int, frames_per_file: int) -> None:

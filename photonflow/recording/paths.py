@@ -1,16 +1,22 @@
-"""Where data files may go: under the Recorder's data root, never over an existing file."""
+"""Where data files may go: under the Recorder's data root, never over an existing file, never
+through a symbolic link (Linux: files are opened through /proc/self/fd)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import string
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from photonflow.errors import ConfigurationError, FilePathError
 
 DATA_FILE_SUFFIXES = (".h5", ".hdf5", ".nxs")
 DEFAULT_FILE_TEMPLATE = "series_{series_id:05d}_{start:%Y%m%d_%H%M%S}.h5"
 TEMPLATE_FIELDS = {"series_id", "start"}
+T = TypeVar("T")
 
 
 def validate_template(template: str) -> str:
@@ -63,3 +69,112 @@ def resolve_data_file(data_root: str | Path, requested: str) -> Path:
             reason="FileExists",
         )
     return path
+
+
+def refuse_symlinked_root(root: Path) -> None:
+    """A data root must be the path the operator configured: refuse one reached through a
+    symbolic link (a link swapped in above the root would move every file elsewhere)."""
+    checked = Path(root.anchor)
+    for part in root.parts[1:]:
+        checked = checked / part
+        if checked.is_symlink():
+            raise ConfigurationError(
+                f"the data root {root} is reached through the symbolic link {checked} -> "
+                f"{os.readlink(checked)}; configure the real path {Path(os.path.realpath(root))} instead",
+                reason="DataRootIsLinked",
+            )
+        if not checked.exists():
+            return
+
+
+class DataRoot:
+    """The data root, held open by a descriptor: every directory and file of a series is opened
+    relative to it, one level at a time and never through a symbolic link, so nothing swapped
+    in under the root between a check and a write can send a file outside it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(os.path.abspath(path))
+        refuse_symlinked_root(self.path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:
+            raise ConfigurationError(f"cannot open the data root {self.path}: {error.strerror or error}") from None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def contains(self, real_path: str | Path) -> bool:
+        return Path(real_path) == self.path or self.path in Path(real_path).parents
+
+    def open_directory(self, path: Path) -> SeriesDirectory:
+        """The directory ``path`` (under the root), made where missing, opened without following links."""
+        fd = os.dup(self.fd)
+        try:
+            for part in path.relative_to(self.path).parts:
+                try:
+                    os.mkdir(part, 0o775, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                try:
+                    child = os.open(part, os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except OSError as error:
+                    if error.errno != errno.ELOOP:
+                        raise
+                    raise FilePathError(
+                        f"cannot use {part!r} in {path}: it is a symbolic link, and photonflow never follows "
+                        "a link under the data root; remove the link or choose another directory",
+                        reason="FileOutsideDataRoot",
+                    ) from None
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return SeriesDirectory(self, fd)
+
+
+class SeriesDirectory:
+    """An open directory under the data root where a series creates its files."""
+
+    def __init__(self, root: DataRoot, fd: int):
+        self.root = root
+        self.fd = fd
+
+    @property
+    def path(self) -> Path:
+        """Where the directory is now (it is held by descriptor, wherever it is moved)."""
+        return Path(os.readlink(f"/proc/self/fd/{self.fd}"))
+
+    def writable(self) -> bool:
+        return os.access(f"/proc/self/fd/{self.fd}", os.W_OK | os.X_OK)
+
+    def create(self, name: str, open_file: Callable[[str], T]) -> tuple[T, Path]:
+        """Create the new file ``name`` here and open it with ``open_file(path)``; returns what
+        ``open_file`` returned and the file's real path.
+
+        The file is made with O_EXCL|O_NOFOLLOW (never an existing file or a planted link) and
+        ``open_file`` gets its ``/proc/self/fd`` path, so HDF5 opens exactly that inode whatever
+        happens to the names meanwhile; a directory moved out of the root is refused.
+        """
+        where = self.path
+        if not self.root.contains(where):
+            raise FilePathError(
+                f"the directory for {name} is now {where}, outside the data root {self.root.path}",
+                reason="FileOutsideDataRoot",
+            )
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.fd)
+        except FileExistsError:
+            raise FilePathError(
+                f"{where / name} already exists; photonflow never overwrites data, choose another file name",
+                reason="FileExists",
+            ) from None
+        try:
+            opened = open_file(f"/proc/self/fd/{fd}")
+            return opened, Path(os.readlink(f"/proc/self/fd/{fd}"))
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,8 +32,15 @@ from photonflow.errors import ConfigurationError, RecordingError, StateError, St
 from photonflow.recording.compression import COMPRESSIONS, CompressionPipeline
 from photonflow.recording.frame_queue import FrameQueue, QueueEmpty, QueueFull
 from photonflow.recording.nexus_writer import NexusFrameWriter
-from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE, render_template, resolve_data_file, validate_template
-from photonflow.recording.recovery import finalise_interrupted
+from photonflow.recording.paths import (
+    DEFAULT_FILE_TEMPLATE,
+    DataRoot,
+    SeriesDirectory,
+    render_template,
+    resolve_data_file,
+    validate_template,
+)
+from photonflow.recording.recovery import finalise_interrupted, read_accounting, writer_refusal
 from photonflow.stream.protocols import decoder_for
 from photonflow.stream.stins import UNKNOWN, DataMessage, SeriesEnd, SeriesStart, utc_now_iso
 from photonflow.stream.transport import StreamReceiver
@@ -176,6 +184,8 @@ class RecorderListener:
 class _Series:
     request: RecordingRequest
     path: Path
+    directory: SeriesDirectory | None = None  # held open: the series' files are made in it, by descriptor
+    token: str = field(default_factory=lambda: secrets.token_hex(16))  # this series' mark in its file
     writer: NexusFrameWriter | None = None
     compressor: CompressionPipeline | None = None
     start: SeriesStart | None = None
@@ -198,6 +208,11 @@ class _Series:
         self.accepted[frame_number] = True
         self.accepted_count += 1
         return True
+
+    def close_directory(self) -> None:
+        if self.directory is not None:
+            self.directory.close()
+            self.directory = None
 
     def missing_below(self, count: int) -> np.ndarray:
         """Frame numbers under ``count`` that never came (at most the armed count: bounded)."""
@@ -264,7 +279,8 @@ class Recorder:
             raise ConfigurationError(f"the queue must hold at least one frame, got {queue_frames}")
         if queue_megabytes < 1:
             raise ConfigurationError(f"the queue must hold at least 1 MB, got {queue_megabytes} MB")
-        self.data_root = Path(data_root)
+        self._root = DataRoot(data_root)  # refuses a root reached through a symbolic link
+        self.data_root = self._root.path
         self.file_template = validate_template(file_template)
         self.listener = listener or RecorderListener()
         self.durable = durable  # fsync each file at close: "written" means on disk
@@ -303,7 +319,8 @@ class Recorder:
         self.last_file = ""
         self.stream_endpoint = ""
         # Names the file being written, so a Recorder restarted after a crash can repair it.
-        self._journal = self.data_root / f".photonflow-open-{journal_name}.json"
+        self._journal_name = f".photonflow-open-{journal_name}.json"
+        self._journal = self.data_root / self._journal_name
         self.recovered = self._recover_interrupted()
         self._handlers = {
             SeriesStart: self._on_series_start,
@@ -312,27 +329,76 @@ class Recorder:
         }
 
     def _recover_interrupted(self) -> str:
-        """Repair the file an earlier run left open (killed mid-series); returns its path or ''."""
-        if not self._journal.exists():
-            return ""
+        """Repair the file an earlier run left open (killed mid-series, or failed on a full
+        disk); returns its path or ''. Only a file this Recorder opened, under its data root and
+        still marked running, is ever touched: a journal naming anything else is set aside."""
         try:
-            path = Path(json.loads(self._journal.read_text())["file"])
-            frames = finalise_interrupted(path) if path.exists() else 0
-        except (OSError, ValueError, KeyError) as error:
-            log.error("could not repair the file named in %s: %s", self._journal, error)
-            self.status = f"Idle. An interrupted file could not be repaired ({error}); see {self._journal}."
+            fd = os.open(self._journal_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._root.fd)
+        except FileNotFoundError:
             return ""
-        self._journal.unlink()
-        self.last_file = str(path)
-        self.status = f"Idle. Repaired {path} left open by an interrupted series: {frames} frames kept."
+        except OSError as error:
+            return self._refuse_journal(f"it cannot be read ({error.strerror})")
+        try:
+            with os.fdopen(fd) as journal:
+                entry = json.loads(journal.read(65536))
+            path = self.data_root / entry["file"]
+            token, end_reason = str(entry["token"]), entry.get("end_reason", "interrupted")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+            return self._refuse_journal(f"it is not a photonflow journal ({error})")
+        refusal = writer_refusal(self._root, path, token)
+        if refusal:
+            return self._refuse_journal(refusal)
+        try:
+            frames = finalise_interrupted(path, end_reason)
+        except (OSError, ValueError, KeyError) as error:
+            log.error("could not repair %s named in %s: %s", path, self._journal, error)
+            self.status = f"Idle. The interrupted file {path} could not be repaired ({error}); see {self._journal}."
+            return ""
+        self._close_journal()
+        self._report_repaired(path)
+        self.status = (
+            f"Idle. Repaired {path} left open by an {end_reason} series: {frames} frames kept, "
+            f"{self.counters.missing_frames} missing."
+        )
         log.warning(self.status)
         return str(path)
 
-    def _open_journal(self, path: Path) -> None:
-        self._journal.write_text(json.dumps({"file": str(path)}))
+    def _refuse_journal(self, why: str) -> str:
+        """Set a journal aside (renamed, never followed) and say why nothing was repaired."""
+        aside = f"{self._journal_name}.refused-{int(self._wall_clock())}"
+        try:
+            os.rename(self._journal_name, aside, src_dir_fd=self._root.fd, dst_dir_fd=self._root.fd)
+        except OSError:
+            pass
+        self.status = f"Idle. Nothing repaired: the crash journal {self._journal} was set aside as {aside}: {why}."
+        log.error(self.status)
+        return ""
+
+    def _report_repaired(self, path: Path) -> None:
+        """The repaired file's own accounting becomes the Recorder's counters and LastFile, so the
+        Controller's final report matches the file."""
+        counts = read_accounting(path)
+        self.counters = RecorderCounters(
+            frames_received=counts["frames_received"], frames_written=counts["frames_written"],
+            missing_frames=counts["missing_frames"], duplicate_frames=max(counts["duplicate_frames"], 0),
+            messages_rejected=max(counts["messages_rejected"], 0), frames_lost=max(counts["frames_lost"], 0),
+        )
+        self.last_file = str(path)
+
+    def _open_journal(self, series: _Series) -> None:
+        self._write_journal({"file": str(series.path.relative_to(self.data_root)), "token": series.token})
+
+    def _write_journal(self, entry: dict) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._journal_name, flags, 0o644, dir_fd=self._root.fd)
+        with os.fdopen(fd, "w") as journal:
+            journal.write(json.dumps(entry))
 
     def _close_journal(self) -> None:
-        self._journal.unlink(missing_ok=True)
+        try:
+            os.unlink(self._journal_name, dir_fd=self._root.fd)
+        except FileNotFoundError:
+            pass
 
     @staticmethod
     def _checked_frames_per_file(value: int) -> int:
@@ -396,22 +462,27 @@ class Recorder:
             decoder = decoder_for(request.protocol)
             path = self.resolve_file(request.file, request.series_id)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                directory = self._root.open_directory(path.parent)
             except OSError as error:
                 raise RecordingError(
                     f"cannot create the directory {path.parent}: {error.strerror or error}"
                 ) from None
-            if not os.access(path.parent, os.W_OK | os.X_OK):  # refuse now, not FAULT at the first frame
-                raise RecordingError(f"cannot write into the directory {path.parent}: Permission denied")
-            self._end_previous_threads()
             try:
-                receiver = self._receiver_factory(request.endpoints)
-            except Exception as error:  # ZeroMQ refuses the address: say which, not a Python error
-                raise ConfigurationError(
-                    f"cannot connect to the stream {', '.join(request.endpoints)}: {error}", reason="InvalidEndpoint"
-                ) from None
+                if not directory.writable():  # refuse now, not FAULT at the first frame
+                    raise RecordingError(f"cannot write into the directory {path.parent}: Permission denied")
+                self._end_previous_threads()
+                try:
+                    receiver = self._receiver_factory(request.endpoints)
+                except Exception as error:  # ZeroMQ refuses the address: say which, not a Python error
+                    raise ConfigurationError(
+                        f"cannot connect to the stream {', '.join(request.endpoints)}: {error}",
+                        reason="InvalidEndpoint",
+                    ) from None
+            except BaseException:
+                directory.close()
+                raise
             self._receiver = receiver
-            self._series = _Series(request=request, path=path)
+            self._series = _Series(request=request, path=path, directory=directory)
             self._queue = self._new_queue()
             self.counters = RecorderCounters()
             self._rate_mark = (self._clock(), 0)
@@ -552,7 +623,9 @@ class Recorder:
         return any(t.is_alive() for t in self._threads if t.name == "recorder-receive")
 
     def _count_lost(self, message) -> None:
+        """A frame that reached the Recorder but will never be written: received, and lost."""
         if isinstance(message, DataMessage):
+            self.counters.frames_received += 1
             self.counters.frames_lost += 1
 
     def _drain_lost(self) -> None:
@@ -633,8 +706,13 @@ class Recorder:
                 lambda message, received, chunk: self._store(series, message, received, chunk),
                 self.compression_workers,
             )
-        series.writer = NexusFrameWriter(series.path, stored, self.frames_per_file, writeback=self.durable)
-        self._open_journal(series.path)
+        series.writer = NexusFrameWriter(
+            series.path, stored, self.frames_per_file, writeback=self.durable,
+            directory=series.directory, writer_token=series.token,
+        )
+        series.path = series.writer.path  # where the file really is, which LastFile names
+        self.current_file = str(series.path)
+        self._open_journal(series)
         self._tell_sinks("series_started", start)
         self._set_state(states.RUNNING, self._recording_status())
 
@@ -736,6 +814,7 @@ class Recorder:
         if series.writer is not None:
             series.writer.close(utc_now_iso(), end_reason, counts, missing, durable=self.durable)
             self._close_journal()
+        series.close_directory()
         self._tell_sinks("series_ended", ends[-1] if ends else None, end_reason)
         self.last_file = str(series.path) if series.writer is not None else ""
         self.current_file = ""
@@ -760,14 +839,35 @@ class Recorder:
             self._set_state(states.ON, summary + ".")
 
     def _fail(self, series: _Series, reason: str) -> None:
+        """After a write error: every frame received but not written is counted lost, and the file
+        is closed as ``failed`` with the frames it holds (or, if the disk refuses even that, left
+        for the next start's repair, which marks it failed)."""
         self._stop_receiving()
         self._drain_lost()
         if series.compressor is not None:
-            self.counters.frames_lost += series.compressor.discard()
+            series.compressor.discard()
             series.compressor.close()
+        c = self.counters
+        c.frames_lost = c.frames_received - c.duplicate_frames - c.frames_written  # queued, in flight, compressing
         if series.writer is not None:
-            series.writer.abandon()
-            self._close_journal()
+            try:
+                if not series.writer.abandon():
+                    raise RecordingError("HDF5 could not close it")
+                kept = finalise_interrupted(series.path, "failed")
+                c.frames_lost += c.frames_written - kept  # written after the file's last bookkeeping
+                c.frames_written = kept
+                self._close_journal()
+                self.last_file = str(series.path)
+            except (OSError, ValueError, KeyError, RecordingError) as error:
+                log.error("could not close the failed file %s: %s", series.path, error)
+                try:
+                    self._write_journal({
+                        "file": str(series.path.relative_to(self.data_root)), "token": series.token,
+                        "end_reason": "failed",
+                    })
+                except OSError:
+                    pass  # the journal of the open file stays: the next start repairs it as interrupted
+        series.close_directory()
         self.current_file = ""
         self._notify_counters(force=True)
         lost = f"; {self.counters.frames_lost} received frame(s) lost" if self.counters.frames_lost else ""

@@ -17,7 +17,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from photonflow.recording.nexus_writer import data_file_path, retrim_virtual_dataset
+from photonflow.recording.nexus_writer import (
+    ACCOUNTING_COUNTS,
+    WRITER_TOKEN,
+    data_file_path,
+    retrim_virtual_dataset,
+)
+from photonflow.recording.paths import DataRoot
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MASK = 0xFFFFFFFF
@@ -86,7 +92,47 @@ def clear_write_flags(path: str | Path) -> bool:
     return True
 
 
-def finalise_interrupted(path: str | Path) -> int:
+def write_flags_set(path: str | Path) -> bool:
+    """Whether the file's superblock still says a writer has it open (read only, nothing changed)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head[:8] == HDF5_SIGNATURE and head[8] >= 2 and head[11] != 0
+
+
+def _open_for_reading(path: Path) -> h5py.File:
+    """Open a file a dead writer may have left flagged open, without touching it."""
+    return h5py.File(path, "r", swmr=True) if write_flags_set(path) else h5py.File(path, "r")
+
+
+def writer_refusal(root: DataRoot, path: Path, token: str) -> str:
+    """Why a crash journal's file must not be repaired, or '' if it is one this Recorder's series
+    opened and left running: a regular file under the data root, carrying the series' token in
+    its attributes and ``end_reason`` ``running``. A finished file is never rewritten."""
+    if not root.contains(os.path.realpath(path)) or not root.contains(path):
+        return f"{path} is outside the data root {root.path}"
+    if path.is_symlink() or not path.is_file():
+        return f"{path} is not a regular file"
+    try:
+        with _open_for_reading(path) as f:
+            if f.attrs.get(WRITER_TOKEN) != token:
+                return f"{path} was not opened by this Recorder's interrupted series"
+            end_reason = f["entry/accounting/end_reason"][()]
+    except (OSError, KeyError) as error:
+        return f"{path} cannot be read as a photonflow file ({error})"
+    end_reason = end_reason.decode() if isinstance(end_reason, bytes) else str(end_reason)
+    if end_reason != "running":
+        return f"{path} was closed (end_reason {end_reason}); a finished file is never rewritten"
+    return ""
+
+
+def read_accounting(path: str | Path) -> dict[str, int]:
+    """The final counts in a file's /entry/accounting."""
+    with _open_for_reading(Path(path)) as f:
+        accounting = f["entry/accounting"]
+        return {name: int(accounting[name][()]) for name in ACCOUNTING_COUNTS if name in accounting}
+
+
+def finalise_interrupted(path: str | Path, end_reason: str = "interrupted") -> int:
     """Trim an interrupted series to the frames whose arrival was recorded; returns how many.
 
     For a split series the data files get the same treatment, and the master's virtual
@@ -116,9 +162,11 @@ def finalise_interrupted(path: str | Path) -> int:
         missing = np.flatnonzero(~received[:frames]).astype(np.int64)
         accounting["missing_frame_numbers"].resize(missing.size, axis=0)
         accounting["missing_frame_numbers"][:] = missing
-        accounting["frames_written"][()] = int(received[:frames].sum())
+        kept = int(received[:frames].sum())
+        accounting["frames_written"][()] = kept
+        accounting["frames_received"][()] = max(int(accounting["frames_received"][()]), kept)
         accounting["missing_frames"][()] = missing.size
-        accounting["end_reason"][()] = "interrupted"
+        accounting["end_reason"][()] = end_reason
     return int(received[:frames].sum())
 
 

@@ -170,7 +170,7 @@ def test_stop_without_series_end_leaves_a_readable_file(recorder, stream):
 
 def test_an_existing_file_is_refused_and_left_untouched(recorder, stream, tmp_path):
     existing = tmp_path / "data" / "taken.h5"
-    existing.parent.mkdir(parents=True)
+    existing.parent.mkdir(parents=True, exist_ok=True)
     existing.write_bytes(b"precious")
     with pytest.raises(FilePathError, match="already exists; photonflow never overwrites"):
         arm(recorder, stream, 1, "taken.h5")
@@ -197,7 +197,7 @@ def test_paths_outside_the_data_root_are_refused(recorder, stream):
 
 
 def test_a_directory_that_cannot_be_made_is_reported(recorder, stream, tmp_path):
-    (tmp_path / "data").mkdir()
+    (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "data" / "blocker").write_text("a file, not a directory")
     with pytest.raises(RecordingError, match="cannot create the directory"):
         arm(recorder, stream, 1, "blocker/inner/scan.h5")

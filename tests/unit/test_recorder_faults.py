@@ -106,8 +106,12 @@ FULL_FILE_SYSTEM = textwrap.dedent(
     thread.join()
     sender.close()
     c = recorder.counters
+    with h5py.File(root / "full.h5", "r") as f:  # closed as failed, readable, holding what it says
+        kept = f["entry/data/data"][()]
+        failed_file = [f["entry/accounting/end_reason"][()].decode(), int(f["entry/accounting/frames_written"][()]),
+                       all((kept[n] == n).all() for n in range(kept.shape[0])), kept.shape[0]]
     print(json.dumps([recorder.state, recorder.status, c.frames_written, c.frames_received, c.frames_lost,
-                      earlier.read_bytes() == earlier_bytes]))
+                      earlier.read_bytes() == earlier_bytes, failed_file]))
     """
 )
 
@@ -126,10 +130,15 @@ def test_a_really_full_file_system_faults_with_no_space_left_and_spares_earlier_
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    state, status, written, received, lost, earlier_intact = json.loads(result.stdout.strip().splitlines()[-1])
+    state, status, written, received, lost, earlier_intact, failed_file = json.loads(
+        result.stdout.strip().splitlines()[-1]
+    )
     assert state == "FAULT", status
     assert status.startswith(f"cannot write {tmp_path / 'full.h5'}: No space left on device"), status
-    assert 0 < written < 100  # 1 MB holds a few of the 131 kB frames, not all
+    assert written < 100  # 1 MB holds a few of the 131 kB frames, not all
+    assert received == written + lost  # every frame that reached the Recorder is written or counted lost
+    end_reason, frames_in_file, frames_equal_those_sent, frames_readable = failed_file
+    assert end_reason == "failed" and frames_in_file == written == frames_readable and frames_equal_those_sent
     assert earlier_intact
 
 
