@@ -12,9 +12,9 @@ from tango import AttrWriteType
 from tango.server import Device, attribute, command, device_property
 
 from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer, AcquirerListener
+from photonflow.acquisition.acquirer import Acquirer, AcquirerListener, parse_settings
 from photonflow.devices.common import EventPushingMixin, operator_errors
-from photonflow.stream.transport import StreamSender
+from photonflow.stream.transport import DEFAULT_SEND_TIMEOUT, StreamSender
 
 
 class _DeviceListener(AcquirerListener):
@@ -41,6 +41,10 @@ class AcquirerDevice(EventPushingMixin, Device):
     EventInterval = device_property(
         dtype=float, default_value=0.1, doc="Minimum seconds between counter change events"
     )
+    SendTimeout = device_property(
+        dtype=float, default_value=DEFAULT_SEND_TIMEOUT,
+        doc="Seconds a frame may wait for the Recorder to take it; then the series ends in ALARM",
+    )
 
     def create_camera(self):
         """The vendor's camera object (see photonflow.acquisition.acquirer.Camera)."""
@@ -53,7 +57,9 @@ class AcquirerDevice(EventPushingMixin, Device):
         try:
             camera = self.create_camera()
             # A detector that streams its frames itself (a DECTRIS DCU) needs no sender of ours.
-            sender = None if getattr(camera, "streams_itself", False) else StreamSender(self.StreamBindAddress)
+            sender = None if getattr(camera, "streams_itself", False) else StreamSender(
+                self.StreamBindAddress, send_timeout=self.SendTimeout
+            )
         except Exception as error:
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
             return
@@ -147,6 +153,13 @@ class AcquirerDevice(EventPushingMixin, Device):
         return self._core().stream_protocol
 
     # -- commands -----------------------------------------------------------------------
+    @command(dtype_in=str,
+             doc_in='JSON {"frame_count", "exposure", "period", "trigger_mode"}: refused as Prepare would, '
+             "nothing changed")
+    @operator_errors
+    def CheckSettings(self, text):
+        self._core().check_settings(**parse_settings(text))
+
     @command(doc_in="Validate the settings and arm the detector (-> STANDBY)")
     @operator_errors
     def Prepare(self):

@@ -25,13 +25,23 @@ def operator_errors(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        origin = f"{type(self).__name__}.{method.__name__}"
         try:
             return method(self, *args, **kwargs)
+        except tango.DevFailed:
+            raise  # a peer's own reason and description, as it gave them
         except PhotonflowError as error:
-            tango.Except.throw_exception(error.reason, str(error), f"{type(self).__name__}.{method.__name__}")
-        except (OSError, ValueError) as error:
+            tango.Except.throw_exception(error.reason, str(error), origin)
+        except OSError as error:
+            where = f": {error.filename}" if error.filename else ""
+            tango.Except.throw_exception("SystemError", f"{error.strerror or error}{where}", origin)
+        except Exception as error:  # never a Python traceback as the operator's error
+            log.exception("%s failed", origin)
             tango.Except.throw_exception(
-                type(error).__name__, str(error), f"{type(self).__name__}.{method.__name__}"
+                "UnexpectedError",
+                f"{origin} failed unexpectedly ({type(error).__name__}: {error}); the request was not carried "
+                "out. Check the arguments, try again, and report it with the server's log if it persists.",
+                origin,
             )
 
     return wrapper

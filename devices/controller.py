@@ -53,7 +53,9 @@ def _proxy(name: str, timeout_s: float) -> tango.DeviceProxy:
 
 
 class TangoAcquirer:
-    """The Acquirer port over DeviceProxy."""
+    """The Acquirer port over DeviceProxy. Commands and attributes are named explicitly
+    (command_inout, read_attribute), never looked up on the proxy, so a call made before the
+    peer was ever reached fails with Tango's reason, not a Python AttributeError."""
 
     def __init__(self, name: str, timeout_s: float):
         self.name = name
@@ -61,6 +63,12 @@ class TangoAcquirer:
 
     def state(self) -> str:
         return str(self.proxy.state())
+
+    def check_settings(self, request: AcquisitionRequest) -> None:
+        self.proxy.command_inout("CheckSettings", json.dumps({
+            "frame_count": request.frames, "exposure": request.exposure, "period": request.period,
+            "trigger_mode": request.trigger_mode,
+        }))
 
     def configure(self, request: AcquisitionRequest, series_id: int) -> None:
         self.proxy.write_attributes(
@@ -74,25 +82,25 @@ class TangoAcquirer:
         )
 
     def prepare(self) -> None:
-        self.proxy.Prepare()
+        self.proxy.command_inout("Prepare")
 
     def start(self) -> None:
-        self.proxy.Start()
+        self.proxy.command_inout("Start")
 
     def stop(self) -> None:
-        self.proxy.Stop()
+        self.proxy.command_inout("Stop")
 
     def abort(self) -> None:
-        self.proxy.Abort()
+        self.proxy.command_inout("Abort")
 
     def stream_endpoint(self) -> str:
-        return self.proxy.StreamEndpoint
+        return self.proxy.read_attribute("StreamEndpoint").value
 
     def stream_protocol(self) -> str:
-        return self.proxy.StreamProtocol
+        return self.proxy.read_attribute("StreamProtocol").value
 
     def frames_acquired(self) -> int:
-        return self.proxy.FramesAcquired
+        return self.proxy.read_attribute("FramesAcquired").value
 
 
 class TangoRecorder:
@@ -106,19 +114,22 @@ class TangoRecorder:
         return str(self.proxy.state())
 
     def check_file(self, file: str) -> str:
-        return self.proxy.CheckFile(file)
+        return self.proxy.command_inout("CheckFile", file)
 
     def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str) -> str:
         request = {"frames": frames, "series_id": series_id, "endpoint": endpoint, "protocol": protocol}
         if file is not None:
             request["file"] = file
-        return self.proxy.Arm(json.dumps(request))
+        return self.proxy.command_inout("Arm", json.dumps(request))
 
     def stop(self) -> None:
-        self.proxy.Stop()
+        self.proxy.command_inout("Stop")
 
     def abort(self) -> None:
-        self.proxy.Abort()
+        self.proxy.command_inout("Abort")
+
+    def last_file(self) -> str:
+        return self.proxy.read_attribute("LastFile").value
 
     def counters(self) -> dict[str, int]:
         values = self.proxy.read_attributes(["FramesReceived", "FramesWritten", "MissingFrames"])
@@ -130,16 +141,32 @@ class TangoRecorder:
 
 
 class _DeviceListener(ControllerListener):
+    """Turns the core's news into events, until the device is deleted (Init): a peer event or
+    watchdog tick still under way then must not touch the device any more."""
+
     def __init__(self, device: PhotonflowController):
         self.device = device
+        self.retired = threading.Event()
 
     def state_changed(self, state: str, status: str) -> None:
-        self.device.publish_state(state, status)
+        if not self.retired.is_set():
+            self.device.publish_state(state, status)
 
     def counters_changed(self, counters: dict) -> None:
+        if self.retired.is_set():
+            return
         self.device.counters = counters
         for attribute_name, key in COUNTER_ATTRIBUTES.items():
             self.device.publish_value(attribute_name, counters[key])
+
+
+def _end_subscriptions(watchdog: threading.Thread, subscriptions: list) -> None:
+    watchdog.join(60)  # it may be subscribing right now: let it finish, then end its subscriptions too
+    for proxy, event_id in subscriptions:
+        try:
+            proxy.unsubscribe_event(event_id)
+        except tango.DevFailed:
+            pass
 
 
 class PhotonflowController(EventPushingMixin, Device):
@@ -168,22 +195,25 @@ class PhotonflowController(EventPushingMixin, Device):
         self._watchdog_stop = threading.Event()
         self.acquirer_port = TangoAcquirer(self.Acquirer, self.PeerTimeout)
         self.recorder_port = TangoRecorder(self.Recorder, self.PeerTimeout)
+        self.listener = _DeviceListener(self)
         self.controller = Controller(
-            self.acquirer_port, self.recorder_port, _DeviceListener(self), finish_timeout=self.FinishTimeout
+            self.acquirer_port, self.recorder_port, self.listener, finish_timeout=self.FinishTimeout
         )
         self.publish_state(*self.controller.combined_state())
         self._watchdog = threading.Thread(target=self._watch, name="controller-watchdog", daemon=True)
         self._watchdog.start()
 
     def delete_device(self):
+        """Runs holding the device's monitor (Init): it must not wait for anything that may itself
+        wait for that monitor. An event callback pushing an event does, and unsubscribe_event
+        waits for callbacks under way: so the old listener is retired, and the watchdog and the
+        subscriptions are ended by a thread of their own, after this returns."""
+        self.listener.retired.set()
         self._watchdog_stop.set()
-        self._watchdog.join(5)
-        for proxy, event_id in self._subscriptions:
-            try:
-                proxy.unsubscribe_event(event_id)
-            except tango.DevFailed:
-                pass
-        self._subscriptions.clear()
+        threading.Thread(
+            target=_end_subscriptions, args=(self._watchdog, self._subscriptions),
+            name="controller-unsubscribe", daemon=True,
+        ).start()
 
     def _watch(self) -> None:
         self._wait_for_peers()

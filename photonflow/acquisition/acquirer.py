@@ -7,23 +7,25 @@ frame counter and the notifications the Tango device turns into events.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 from photonflow import states
 from photonflow.errors import ConfigurationError, StateError
 from photonflow.stream.stins import StinsEncoder
-from photonflow.stream.transport import SendInterrupted
+from photonflow.stream.transport import ReceiverGone, SendInterrupted
 from photonflow.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME_COUNT = 2**31 - 1
 MAX_EXPOSURE = 3600.0
+MAX_PERIOD = 86400.0
 
 
 # photonflow's trigger modes, the same words for every vendor (each camera offers some of them)
@@ -111,6 +113,18 @@ class AcquirerListener:
         pass
 
 
+def parse_settings(text: str) -> dict[str, Any]:
+    """Settings as JSON (``AcquisitionSettings`` field names), for checking them over Tango."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        raw = None
+    names = {f.name for f in fields(AcquisitionSettings)}
+    if not isinstance(raw, dict) or not raw.keys() <= names:
+        raise ConfigurationError(f"settings must be a JSON object with some of {', '.join(sorted(names))}")
+    return raw
+
+
 def validate_settings(settings: AcquisitionSettings, camera: Camera) -> None:
     """Refuse settings the detector cannot honour, saying which limit was crossed."""
     if isinstance(settings.frame_count, bool) or not isinstance(settings.frame_count, int):
@@ -124,6 +138,8 @@ def validate_settings(settings: AcquisitionSettings, camera: Camera) -> None:
             f"exposure must be between {camera.min_exposure} s and {MAX_EXPOSURE} s, "
             f"got {settings.exposure} s"
         )
+    if not settings.period <= MAX_PERIOD:  # NaN fails too
+        raise ConfigurationError(f"period must be at most {MAX_PERIOD} s, got {settings.period} s")
     if settings.period < settings.exposure:
         raise ConfigurationError(
             f"period ({settings.period} s) is shorter than the exposure ({settings.exposure} s); "
@@ -188,6 +204,10 @@ class Acquirer:
             updated = replace(self._settings, **changes)
             validate_settings(replace(updated, period=max(updated.period, updated.exposure)), self.camera)
             self._settings = updated
+
+    def check_settings(self, **settings: Any) -> None:
+        """Refuse settings this detector cannot take, as Prepare would, without changing anything."""
+        validate_settings(replace(self._settings, **settings), self.camera)
 
     def set_series_id(self, series_id: int) -> None:
         with self._lock:
@@ -300,6 +320,15 @@ class Acquirer:
                 end_reason = "stopped"
         except SendInterrupted:
             end_reason = "aborted"
+        except ReceiverGone as error:  # the Recorder went away: end the series, ready for the next
+            log.warning("series %s: %s", series_id, error)
+            self._finish(series_id, sent, "failed")
+            self._set_state(
+                states.ALARM,
+                f"Series {series_id} ended after {self.frames_acquired} frames acquired, {sent} sent: {error} "
+                "(is the Recorder running?). Ready for the next series.",
+            )
+            return
         except Exception as error:  # a camera or transport failure ends the series in FAULT
             log.exception("series %s failed", series_id)
             end_reason = "failed"
@@ -351,7 +380,7 @@ class Acquirer:
             self.sender.send(
                 self._encoder.series_end(series_id, self.frames_acquired, sent, end_reason), give_up
             )
-        except SendInterrupted:
+        except (SendInterrupted, ReceiverGone):
             log.warning("series_end of series %s not delivered: no receiver", series_id)
         finally:
             timer.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 from photonflow import states
 from photonflow.errors import ConfigurationError, PhotonflowError, StateError
+from photonflow.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ ACQUIRER = "acquirer"
 RECORDER = "recorder"
 IDLE, STARTING, ACQUIRING, FINISHING = "idle", "starting", "acquiring", "finishing"
 BUSY_STATES = (states.RUNNING, states.STANDBY)
+MAX_FRAMES = 2**31 - 1  # the Acquirer's and Recorder's own limits may be lower: they are asked at Configure
+STATUS_INTERVAL = 0.1  # seconds between Status updates while frames move
+UNCONFIRMED = "could not read the final counters from the Recorder; the report follows its file once it is back"
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,11 @@ def parse_request(text: str) -> AcquisitionRequest:
     """Validate a Configure JSON string; every error names the key and what to do."""
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
+        detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise ConfigurationError(
             f"Configure needs a JSON object, e.g. {{\"frames\": 100, \"exposure\": 0.001, "
-            f"\"period\": 0.002, \"file\": \"sample/scan1.h5\"}}: {error}"
+            f"\"period\": 0.002, \"file\": \"sample/scan1.h5\"}}: {detail}"
         ) from None
     if not isinstance(raw, dict):
         raise ConfigurationError("Configure needs a JSON object of settings")
@@ -74,6 +80,11 @@ def parse_request(text: str) -> AcquisitionRequest:
             raise ConfigurationError(f"'{key}' must be {kind}, got {value!r}")
     if raw["frames"] < 1:
         raise ConfigurationError(f"'frames' must be at least 1, got {raw['frames']}")
+    if raw["frames"] > MAX_FRAMES:
+        raise ConfigurationError(f"'frames' must be at most {MAX_FRAMES}, got {raw['frames']}")
+    for key in ("exposure", "period"):
+        if not math.isfinite(raw[key]):
+            raise ConfigurationError(f"'{key}' must be a finite number of seconds, got {raw[key]}")
     if raw["exposure"] <= 0:
         raise ConfigurationError(f"'exposure' must be a positive number of seconds, got {raw['exposure']}")
     if raw["period"] < raw["exposure"]:
@@ -92,6 +103,7 @@ def parse_request(text: str) -> AcquisitionRequest:
 
 class AcquirerPort(Protocol):
     def state(self) -> str: ...
+    def check_settings(self, request: AcquisitionRequest) -> None: ...
     def configure(self, request: AcquisitionRequest, series_id: int) -> None: ...
     def prepare(self) -> None: ...
     def start(self) -> None: ...
@@ -109,6 +121,7 @@ class RecorderPort(Protocol):
     def stop(self) -> None: ...
     def abort(self) -> None: ...
     def counters(self) -> dict[str, int]: ...
+    def last_file(self) -> str: ...
 
 
 class ControllerListener:
@@ -199,12 +212,14 @@ class Controller:
         self._finishing_since = 0.0
         self._fault = ""
         self._published: tuple[str, str] | None = None
+        self._status_throttle = Throttle(STATUS_INTERVAL, clock)
 
     # -- commands -------------------------------------------------------------------------
     def configure(self, text: str) -> AcquisitionRequest:
         with self._lock:
             self._require_idle("Configure")
             request = parse_request(text)
+            self.acquirer.check_settings(request)  # the detector's own limits and trigger modes
             if request.file is not None:
                 self.recorder.check_file(request.file)
             self.request = request
@@ -290,10 +305,41 @@ class Controller:
         with self._lock:
             setattr(self.counters, name, value)
         self._publish_counters()
+        if self._status_throttle.ready():  # the Status names the frames written: keep it current
+            self._publish()
 
     def tick(self) -> None:
-        """Called periodically: ends series whose Recorder never saw the end."""
+        """Called periodically: ends series whose Recorder never saw the end, refreshes Status."""
         self.check_progress()
+        self._refresh_report()
+        self._publish()
+
+    def _refresh_report(self) -> None:
+        """After a series, a Recorder that restarted and repaired its file reports that file's
+        accounting: the Controller's report follows it, so it matches the file."""
+        with self._lock:
+            report = self.last_report
+            if self._phase != IDLE or report is None or not report.file:
+                return
+            try:
+                if self.recorder.last_file() != report.file:
+                    return
+                recorder = self.recorder.counters()
+            except Exception:
+                return
+            if self._fault.startswith(UNCONFIRMED):
+                self._fault = ""
+            if (recorder["frames_received"], recorder["frames_written"], recorder["missing_frames"]) == (
+                report.frames_received, report.frames_written, report.missing_frames
+            ):
+                return
+            report.frames_received = recorder["frames_received"]
+            report.frames_written = recorder["frames_written"]
+            report.missing_frames = recorder["missing_frames"]
+            self.counters.frames_received = report.frames_received
+            self.counters.frames_written = report.frames_written
+            self.counters.missing_frames = report.missing_frames
+        self._publish_counters()
 
     def check_progress(self) -> None:
         """Move through acquiring -> finishing -> idle, reading the peers' real state."""
@@ -323,11 +369,17 @@ class Controller:
         request = self.request
         try:
             acquired = self.acquirer.frames_acquired()
+        except Exception:
+            acquired = self.counters.frames_acquired  # the last one its events told
+        try:
             recorder = self.recorder.counters()
-        except Exception as error:
-            self._fault = f"could not read the final counters: {error}"
-            self._phase = IDLE
-            return
+        except Exception as error:  # the Recorder is gone: report what its events told, until it returns
+            self._fault = f"{UNCONFIRMED} ({error})"
+            recorder = {
+                "frames_received": self.counters.frames_received,
+                "frames_written": self.counters.frames_written,
+                "missing_frames": self.counters.missing_frames,
+            }
         self.last_report = SeriesReport(
             series_id=self.series_id,
             frames_requested=request.frames if request else 0,

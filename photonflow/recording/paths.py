@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import string
 from collections.abc import Callable
 from datetime import datetime
@@ -17,6 +18,9 @@ DATA_FILE_SUFFIXES = (".h5", ".hdf5", ".nxs")
 DEFAULT_FILE_TEMPLATE = "series_{series_id:05d}_{start:%Y%m%d_%H%M%S}.h5"
 TEMPLATE_FIELDS = {"series_id", "start"}
 T = TypeVar("T")
+MAX_FIELD_WIDTH = 64  # characters a template field may be padded to
+MAX_NAME_LENGTH = 4096  # PATH_MAX
+MAX_SERIES_NUMBER = 2**63 - 1
 
 
 def validate_template(template: str) -> str:
@@ -25,6 +29,13 @@ def validate_template(template: str) -> str:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as error:
         raise ConfigurationError(f"file path template {template!r} is malformed: {error}") from None
+    for _, name, spec, _ in string.Formatter().parse(template):
+        widths = [int(number) for number in re.findall(r"\d+", spec or "")] if name != "start" else []
+        if any(width > MAX_FIELD_WIDTH for width in widths):
+            raise ConfigurationError(
+                f"file path template {template!r} pads {{{name}}} to {max(widths)} characters; "
+                f"at most {MAX_FIELD_WIDTH} (e.g. {{series_id:05d}})"
+            )
     unknown = fields - TEMPLATE_FIELDS
     if unknown or "" in fields:
         raise ConfigurationError(
@@ -34,8 +45,12 @@ def validate_template(template: str) -> str:
         )
     try:
         template.format(series_id=1, start=datetime.now())
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError, MemoryError) as error:
         raise ConfigurationError(f"file path template {template!r} cannot be rendered: {error}") from None
+    if len(template.format(series_id=MAX_SERIES_NUMBER, start=datetime.now())) > MAX_NAME_LENGTH:
+        raise ConfigurationError(
+            f"file path template {template!r} makes names longer than {MAX_NAME_LENGTH} characters"
+        )
     return template
 
 

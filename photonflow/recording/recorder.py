@@ -441,6 +441,8 @@ class Recorder:
     def arm(self, request: RecordingRequest) -> Path:
         """Get ready for a series: check the file, connect to the inputs; ON/ALARM/FAULT -> RUNNING."""
         with self._lock:
+            if self.state == states.RUNNING and self._abort.is_set():
+                self.wait(5)  # an Abort under way (e.g. a Start that failed): it ends within moments
             if self.state == states.RUNNING:
                 raise StateError("the Recorder is already recording; Stop or Abort it first")
             frame_count = request.frame_count

@@ -9,6 +9,7 @@ Both sides wait with a timeout and a stop flag, so Stop/Abort are never stuck in
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import zmq
@@ -24,10 +25,21 @@ class SendInterrupted(Exception):
     """``send`` gave up because the caller asked to stop."""
 
 
+class ReceiverGone(Exception):
+    """``send`` waited longer than the sender's timeout: nobody is taking the stream."""
+
+
+DEFAULT_SEND_TIMEOUT = 30.0  # seconds a message may wait for a receiver with room
+
+
 class StreamSender:
     """Binds a PUSH socket; ``endpoint`` tells the actual address (a ``*`` port is resolved)."""
 
-    def __init__(self, bind_address: str, high_water_mark: int = DEFAULT_HIGH_WATER_MARK):
+    def __init__(
+        self, bind_address: str, high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    ):
+        self.send_timeout = send_timeout
         self._context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
@@ -39,7 +51,8 @@ class StreamSender:
     def send(self, parts: Sequence, stop: threading.Event | None = None, poll_ms: int = 100) -> None:
         """Send one multipart message, waiting while the receiver is full or absent.
 
-        Raises SendInterrupted if ``stop`` is set while waiting.
+        Raises SendInterrupted if ``stop`` is set while waiting, ReceiverGone once it waited
+        ``send_timeout`` seconds (a Recorder killed or restarted mid-series takes nothing more).
         """
         with self._lock:
             try:  # usually there is room: no poll, one system call less per frame
@@ -47,9 +60,14 @@ class StreamSender:
                 return
             except zmq.Again:  # full (ZeroMQ takes a message whole or not at all)
                 pass
+            deadline = time.monotonic() + self.send_timeout
             while not self._socket.poll(poll_ms, zmq.POLLOUT):
                 if stop is not None and stop.is_set():
                     raise SendInterrupted()
+                if time.monotonic() > deadline:
+                    raise ReceiverGone(
+                        f"no receiver took the stream {self.endpoint} for {self.send_timeout:g} s"
+                    )
             self._socket.send_multipart(parts, copy=False)
 
     def close(self) -> None:

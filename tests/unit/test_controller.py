@@ -2,10 +2,12 @@
 
 import json
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from photonflow import states
+from photonflow.acquisition.acquirer import AcquisitionSettings, validate_settings
 from photonflow.control.controller import ACQUIRER, RECORDER, Controller, parse_request
 from photonflow.errors import ConfigurationError, FilePathError, StateError
 from tests.unit.fakes import EventLog
@@ -21,6 +23,11 @@ class FakeAcquirer:
 
     def state(self):
         return self.current_state
+
+    def check_settings(self, request):
+        """The real check, against a camera of the simulator's limits."""
+        settings = AcquisitionSettings(request.frames, request.exposure, request.period, request.trigger_mode)
+        validate_settings(settings, SimpleNamespace(min_exposure=1e-6, trigger_modes=("internal", "software")))
 
     def configure(self, request, series_id):
         self.calls.append(("configure", request.frames, series_id))
@@ -58,9 +65,13 @@ class FakeRecorder:
         self.current_state = states.ON
         self.calls = []
         self.numbers = {"frames_received": 0, "frames_written": 0, "missing_frames": 0}
+        self.file = ""
 
     def state(self):
         return self.current_state
+
+    def last_file(self):
+        return self.file
 
     def check_file(self, file):
         if file.startswith("/"):
