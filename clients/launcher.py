@@ -24,6 +24,17 @@ import tango
 from photonflow.deployment import Deployment, ServerSpec, simulator_environment
 
 
+def bind_host() -> str:
+    """The interface servers listen on: ``PHOTONFLOW_BIND_HOST``, loopback unless a deployment says."""
+    return os.environ.get("PHOTONFLOW_BIND_HOST", "127.0.0.1")
+
+
+def orb_endpoint_arguments() -> list[str]:
+    """A Tango server's request port (CORBA) and, following it, its ZeroMQ event ports, on ``bind_host``
+    only, each on a free port."""
+    return ["-ORBendPoint", f"giop:tcp:{bind_host()}:0"]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
@@ -151,7 +162,26 @@ class Suite:
         started = [(server, self._spawn_server(server)) for server in deployment.servers if server not in running]
         for server, process in started:
             self._wait_for_devices(server, process, timeout)
+        self.wait_until_ready([server for server, _ in started], timeout)
         return running
+
+    def wait_until_ready(self, servers: list[ServerSpec], timeout: float = 60) -> None:
+        """Until no device of these servers is in FAULT or UNKNOWN (a Controller has contacted its
+        peers, a Recorder opened its data root...): a suite is handed over ready, or with the reason
+        it is not."""
+        for server in servers:
+            for device in server.devices:
+                proxy = tango.DeviceProxy(self.device_url(device.name))
+
+                def ready(proxy=proxy):
+                    return proxy.state() not in (tango.DevState.FAULT, tango.DevState.UNKNOWN)
+
+                try:
+                    wait_for(ready, timeout, f"device {device.name} to leave FAULT", interval=0.1)
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"{device.name} is still {proxy.state()} after {timeout:g} s: {proxy.status()}"
+                    ) from None
 
     def start_server(self, server: ServerSpec, timeout: float = 60) -> None:
         """(Re)start one server, e.g. after it was killed."""
@@ -159,7 +189,9 @@ class Suite:
 
     def _spawn_server(self, server: ServerSpec) -> subprocess.Popen:
         os.environ["TANGO_HOST"] = self.tango_host  # DeviceProxy in this process reads it
-        return self._spawn(server.name, [executable(server.executable), server.instance], self.environment())
+        return self._spawn(
+            server.name, [executable(server.executable), server.instance, *orb_endpoint_arguments()], self.environment()
+        )
 
     def _wait_for_devices(self, server: ServerSpec, process: subprocess.Popen, timeout: float) -> None:
         for device in server.devices:
