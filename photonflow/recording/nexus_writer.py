@@ -164,10 +164,19 @@ def create_hdf5(path: Path, directory: SeriesDirectory | None) -> tuple[h5py.Fil
 
 
 class DataFile:
-    """One file of a split series: frames ``first .. first + frames_per_file - 1``."""
+    """One file of a split series: frames ``first .. first + planned - 1``.
 
-    def __init__(self, path: Path, first: int, shape, dtype, encoding: str, directory: SeriesDirectory | None = None):
+    ``image_nr_low``/``image_nr_high`` (DECTRIS' convention, 1-based) say which frames of the
+    series it holds; attributes cannot change while SWMR is on, so ``image_nr_high`` is the
+    planned last frame and is corrected after the file is closed if the series ended earlier.
+    """
+
+    def __init__(
+        self, path: Path, first: int, planned: int, shape, dtype, encoding: str,
+        directory: SeriesDirectory | None = None,
+    ):
         self.first = first
+        self.planned = planned
         self._file, self.path = create_hdf5(path, directory)
         try:
             self._file.attrs["creator"] = f"photonflow {photonflow.__version__}"
@@ -178,6 +187,7 @@ class DataFile:
             data.attrs["signal"] = "data"
             self.frames = FrameStack(data, "data", shape, dtype, encoding)
             self.frames.dataset.attrs["image_nr_low"] = first + 1  # Dectris convention: 1-based
+            self.frames.dataset.attrs["image_nr_high"] = first + planned
             self._file.swmr_mode = True
         except BaseException:
             self._file.close()
@@ -191,6 +201,9 @@ class DataFile:
             count = self.frames.trim()
         finally:
             self._file.close()
+        if count != self.planned:
+            with h5py.File(self.path, "r+") as f:
+                f["entry/data/data"].attrs["image_nr_high"] = self.first + count
         return count
 
 
@@ -399,9 +412,10 @@ class NexusFrameWriter:
         """
         data_file = self._data_files.get(index)
         if data_file is None:
+            first = index * self.frames_per_file
             data_file = DataFile(
-                data_file_path(self.path, index), index * self.frames_per_file, self.shape, self.dtype,
-                self.encoding, self._directory,
+                data_file_path(self.path, index), first, min(self.frames_per_file, self.frame_count - first),
+                self.shape, self.dtype, self.encoding, self._directory,
             )
             self._data_files[index] = data_file
             self.data_file_paths.append(data_file.path)

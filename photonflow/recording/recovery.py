@@ -178,4 +178,6 @@ def _finalise_data_files(master: Path, frames: int, frames_per_file: int) -> Non
             continue
         clear_write_flags(data_path)
         with h5py.File(data_path, "r+") as f:
-            f["entry/data/data"].resize(max(0, min(frames_per_file, frames - first)), axis=0)
+            kept = max(0, min(frames_per_file, frames - first))
+            f["entry/data/data"].resize(kept, axis=0)
+            f["entry/data/data"].attrs["image_nr_high"] = first + kept

@@ -85,3 +85,23 @@ def test_out_of_order_frames_across_files_land_in_place(tmp_path):
     with h5py.File(path, "r") as f:
         for n in range(12):
             np.testing.assert_array_equal(f["entry/data/data"][n], frame(n))
+
+
+def image_numbers(tmp_path):
+    """(image_nr_low, image_nr_high) of each data file, in order."""
+    numbers = []
+    for path in sorted(tmp_path.glob("split_data_*.h5")):
+        with h5py.File(path, "r") as f:
+            attrs = f["entry/data/data"].attrs
+            numbers.append((int(attrs["image_nr_low"]), int(attrs["image_nr_high"])))
+    return numbers
+
+
+def test_each_data_file_says_which_frames_it_holds_low_and_high(tmp_path):
+    record(tmp_path, 10, range(10))
+    assert image_numbers(tmp_path) == [(1, 4), (5, 8), (9, 10)]
+
+
+def test_a_series_stopped_early_corrects_the_last_files_high_image_number(tmp_path):
+    record(tmp_path, 12, range(6), end=False, stop=True)
+    assert image_numbers(tmp_path) == [(1, 4), (5, 6)]
