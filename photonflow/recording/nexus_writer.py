@@ -53,6 +53,10 @@ NXDETECTOR_FIELDS: dict[str, str | None] = {
     "beam_center_x": "pixel",
     "beam_center_y": "pixel",
     "distance": "m",
+    # the detector's own corrections, as arrays over its pixels
+    "pixel_mask": None,
+    "flatfield": None,
+    "countrate_correction_lookup_table": None,
 }
 # Units of the detector values photonflow keeps in ``detector_specific`` (not NXdetector fields).
 DETECTOR_SPECIFIC_UNITS: dict[str, str] = {
@@ -61,6 +65,20 @@ DETECTOR_SPECIFIC_UNITS: dict[str, str] = {
     "detector_readout_time": "s", "omega_start": "deg", "omega_increment": "deg",
     "exposure": "s", "period": "s", "frame_period": "s",
 }
+# Goniometer axes of DECTRIS headers: <axis>_start, _increment, _range_average... are angles.
+GONIOMETER_AXES = ("omega", "chi", "phi", "kappa", "two_theta")
+UNIT_SUFFIXES = (("_time", "s"), ("_energy", "eV"), ("_distance", "m"), ("_size", "m"), ("_thickness", "m"))
+
+
+def detector_specific_unit(key: str) -> str | None:
+    """The unit of a detector_specific value, from its name (DECTRIS and photonflow conventions)."""
+    if key in DETECTOR_SPECIFIC_UNITS:
+        return DETECTOR_SPECIFIC_UNITS[key]
+    if key.split("_", 1)[0] in GONIOMETER_AXES or key.startswith("two_theta_"):
+        return "deg"
+    return next((unit for suffix, unit in UNIT_SUFFIXES if key.endswith(suffix)), None)
+
+
 # Units of the per-frame values (STINS ``metadata``) photonflow's detectors send.
 FRAME_METADATA_UNITS: dict[str, str | None] = {
     **NXDETECTOR_FIELDS, "incident_wavelength": "m", "start_angle": "deg", "angle_increment": "deg",
@@ -93,7 +111,7 @@ def nexus_value(value: Any) -> Any:
     """What HDF5 can hold of a detector's value: numbers, text and flat lists of numbers as
     they are; anything else (nested objects, mixed lists, integers beyond 64 bits) as JSON text,
     so no field a detector sends can make the file fail."""
-    if isinstance(value, bool) or isinstance(value, float) or isinstance(value, str):
+    if isinstance(value, (bool, float, str, np.ndarray)):
         return value
     if isinstance(value, int):
         return value if -(2**63) <= value < 2**63 else str(value)
@@ -360,8 +378,9 @@ class NexusFrameWriter:
             specific.attrs["NX_class"] = "NXcollection"
             for key, value in extra.items():
                 specific[key] = nexus_value(value)
-                if DETECTOR_SPECIFIC_UNITS.get(key):
-                    specific[key].attrs["units"] = DETECTOR_SPECIFIC_UNITS[key]
+                unit = detector_specific_unit(key)
+                if unit:
+                    specific[key].attrs["units"] = unit
 
     def _grow(self, frame_number: int) -> None:
         # Doubling, not +64: copying ever longer arrays every 64 frames would cost O(n^2).

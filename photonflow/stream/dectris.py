@@ -435,6 +435,27 @@ def _map_detector(source: dict, table: Sequence[tuple[str, str, str, float | Non
     return detector
 
 
+def _plain(value: Any) -> Any:
+    """A decoded value as plain data a file can keep: bytes as hex text, tags as their content."""
+    if isinstance(value, memoryview):
+        return value.hex()
+    if isinstance(value, Tag):
+        array = _typed_array(value)
+        return array if array is not None else _plain(value.value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _keep_the_rest(detector: dict[str, Any], source: dict, consumed: set[str]) -> None:
+    """Every field of the detector's header not mapped to a NeXus name is kept under its own."""
+    for key, value in source.items():
+        if key not in consumed and isinstance(key, str) and key not in detector:
+            detector[key] = _plain(value)
+
+
 def _unmap_detector(detector: dict[str, Any] | None, table: Sequence[tuple[str, str, str, float | None]]) -> dict:
     """The inverse of ``_map_detector``, for the encoders."""
     fields = {}
@@ -469,6 +490,12 @@ V2_DETECTOR: tuple[tuple[str, str, str, float | None], ...] = (
     ("series_unique_id", "series_unique_id", "text", None),
 )
 _TRANSLATION_KEYS = ("detector_translation_x", "detector_translation_y", "detector_translation_z")
+_V2_TABLES = ("flatfield", "pixel_mask", "countrate_correction_lookup_table")
+# Start fields read into the frame description or mapped above; every other one is kept as it came.
+_V2_CONSUMED = {key for key, *_ in V2_DETECTOR} | {
+    "type", "series_id", "channels", "image_size_x", "image_size_y", "image_dtype", "arm_date",
+    "threshold_energy", "detector_translation", "goniometer", *_V2_TABLES,
+}
 
 _v2_message_ids = itertools.count()
 
@@ -520,6 +547,19 @@ def _v2_start(message: dict) -> SeriesStart:
     if dtype is not None and dtype not in PIXEL_TYPES:
         _fail(f"{where}: 'image_dtype' must be one of {', '.join(PIXEL_TYPES)}, got {dtype!r}")
     arm_date = _date_time(message, "arm_date", where)
+    goniometer = message.get("goniometer")
+    if isinstance(goniometer, dict):  # {axis: {"start": deg, "increment": deg}}
+        for axis, motion in goniometer.items():
+            for key, value in (motion.items() if isinstance(motion, dict) else ()):
+                detector[f"{axis}_{key}"] = _plain(value)
+    for key in _V2_TABLES:  # per channel: the one channel's table, else the whole map
+        tables = message.get(key)
+        if tables is not None:
+            table = tables.get(channel, tables) if isinstance(tables, dict) else tables
+            if isinstance(table, dict) and len(table) == 1:
+                table = next(iter(table.values()))
+            detector[key] = _plain(table)
+    _keep_the_rest(detector, message, _V2_CONSUMED)
     return SeriesStart(
         message_id=next(_v2_message_ids),
         series_id=_field(message, "series_id", "unsigned", where),
@@ -530,6 +570,20 @@ def _v2_start(message: dict) -> SeriesStart:
         detector=detector,
         start_time=arm_date.isoformat() if arm_date else utc_now_iso(),
     )
+
+
+def _typed_array(value: Tag) -> np.ndarray | None:
+    """An uncompressed 40([dimensions, typed array]) or bare typed array as numpy, else None."""
+    dimensions = None
+    if value.number == _MULTI_DIMENSIONAL_ARRAY and isinstance(value.value, list) and len(value.value) == 2:
+        dimensions, value = value.value
+    if not isinstance(value, Tag) or value.number not in _TYPED_ARRAY_DTYPES or not isinstance(value.value, memoryview):
+        return None
+    array = np.frombuffer(value.value, dtype=np.dtype(_TYPED_ARRAY_DTYPES[value.number]).newbyteorder("<"))
+    try:
+        return array.reshape(dimensions).copy() if dimensions else array.copy()
+    except (ValueError, TypeError):
+        return None
 
 
 def _v2_frame(array: Any, where: str) -> tuple[tuple[int, int], str, str, memoryview]:
@@ -677,10 +731,13 @@ def encode_start_v2(
     series_unique_id: str = "",
     channel: str = DEFAULT_CHANNEL,
     image_dtype: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[bytes]:
     """A v2 ``start`` message; ``detector`` in photonflow's names (see V2_DETECTOR).
 
     ``image_dtype`` is sent only when given: it is not in DECTRIS' published field table.
+    ``extra``: more start fields in DECTRIS' names (goniometer, user_data...); numpy arrays
+    among them go as typed arrays, per channel for the flatfield and pixel mask, as a DCU sends them.
     """
     message: dict[str, Any] = {
         "type": "start",
@@ -700,6 +757,13 @@ def encode_start_v2(
         message["threshold_energy"] = {channel: detector["threshold_energy"]}
     if detector and all(detector.get(key) is not None for key in _TRANSLATION_KEYS):
         message["detector_translation"] = [detector[key] for key in _TRANSLATION_KEYS]
+    for key, value in (extra or {}).items():
+        if isinstance(value, np.ndarray):
+            typed = _v2_pixels(value, RAW, value.shape, value.dtype.name)[0] if value.ndim == 2 else Tag(
+                _TYPED_ARRAY_TAGS[value.dtype.name], value.astype(value.dtype.newbyteorder("<")).tobytes()
+            )
+            value = {channel: typed} if key in ("flatfield", "pixel_mask") else typed
+        message[key] = value
     return [cbor_dumps(message)]
 
 
@@ -756,6 +820,14 @@ _HEADER_TABLES = (
     ("dpixelmask-1.0", "pixel mask"),
     ("dcountrate_table-1.0", "count-rate table"),
 )
+# Where NXdetector keeps each table (NeXus names).
+_TABLE_KEYS = {
+    "dflatfield-1.0": "flatfield", "dpixelmask-1.0": "pixel_mask",
+    "dcountrate_table-1.0": "countrate_correction_lookup_table",
+}
+# Configuration keys that describe the frames themselves (they go to the frame description).
+_V1_FRAME_KEYS = {"x_pixels_in_detector", "y_pixels_in_detector", "bit_depth_image", "compression",
+                  "data_collection_date"}
 _BIT_DEPTH_TYPES = {8: "uint8", 16: "uint16", 32: "uint32"}
 _COMPRESSION_ENCODINGS = {"bslz4": BSLZ4, "none": RAW}
 _ENCODING_PATTERN = re.compile(r"^(?:bs(?P<bits>\d+)-)?(?P<lz4>lz4)?(?P<order>[<>])$")
@@ -825,8 +897,9 @@ def _v1_shape(description: dict, where: str) -> tuple[int, int]:
     return (shape[1], shape[0])
 
 
-def _v1_check_table(parts: Sequence[Any], index: int, htype: str, name: str, where: str) -> None:
-    """One (JSON description, data) pair of a header_detail=all header: the sizes must agree."""
+def _v1_check_table(parts: Sequence[Any], index: int, htype: str, name: str, where: str) -> np.ndarray:
+    """One (JSON description, data) pair of a header_detail=all header: the sizes must agree.
+    Returns the table as an array ([x, y] as DECTRIS gives it becomes (rows, columns))."""
     description = _json_part(parts, index, htype, where)
     table_where = f"{where}: {name}"
     shape = description.get("shape")
@@ -840,6 +913,7 @@ def _v1_check_table(parts: Sequence[Any], index: int, htype: str, name: str, whe
     data = _as_bytes(parts[index + 1])
     if data.nbytes != expected:
         _fail(f"{table_where} has {data.nbytes} bytes; {shape} of {description['type']} needs {expected}")
+    return np.frombuffer(data, dtype=np.dtype(table_type).newbyteorder("<")).reshape(shape[::-1]).copy()
 
 
 def _v1_header(header: dict, parts: Sequence[Any]) -> SeriesStart:
@@ -862,9 +936,12 @@ def _v1_header(header: dict, parts: Sequence[Any]) -> SeriesStart:
         return SeriesStart(**start)
     config = _json_object(parts[1], f"{where}: the detector configuration (part 2)")
     config_where = f"{where} detector configuration"
-    for offset, (htype, name) in enumerate(_HEADER_TABLES if detail == "all" else ()):
-        _v1_check_table(parts, 2 + 2 * offset, htype, name, where)
     start["detector"] = _map_detector(config, V1_DETECTOR, config_where)
+    for offset, (htype, name) in enumerate(_HEADER_TABLES if detail == "all" else ()):
+        start["detector"][_TABLE_KEYS[htype]] = _v1_check_table(parts, 2 + 2 * offset, htype, name, where)
+    if len(parts) == expected + 1:  # the header appendix: the beamline's own, kept as it came
+        start["detector"]["header_appendix"] = bytes(_as_bytes(parts[-1])).decode("utf-8", "replace")
+    _keep_the_rest(start["detector"], config, {key for key, *_ in V1_DETECTOR} | _V1_FRAME_KEYS)
     width = _field(config, "x_pixels_in_detector", "unsigned", config_where, required=False)
     height = _field(config, "y_pixels_in_detector", "unsigned", config_where, required=False)
     if (width is None) != (height is None) or width == 0 or height == 0:
@@ -992,11 +1069,14 @@ def encode_start_v1(
     header_detail: str = "basic",
     start_time: str | None = None,
     appendix: Any = None,
+    extra: dict[str, Any] | None = None,
+    tables: dict[str, np.ndarray] | None = None,
 ) -> list[bytes]:
     """A ``dheader-1.0`` message with the parts ``header_detail`` calls for.
 
     ``all`` sends a flatfield of ones, an empty pixel mask and a small count-rate table
-    (placeholders of the right sizes); ``appendix`` (JSON-able) adds the last part.
+    (placeholders of the right sizes, or ``tables`` by their NeXus names); ``appendix``
+    (JSON-able) adds the last part; ``extra``: more configuration fields in DECTRIS' names.
     """
     if header_detail not in HEADER_PARTS:
         raise ValueError(f"header_detail must be one of {', '.join(HEADER_PARTS)}, got {header_detail!r}")
@@ -1008,6 +1088,7 @@ def encode_start_v1(
             "ntrigger": 1,
             "compression": {BSLZ4: "bslz4", RAW: "none"}[encoding],
             "data_collection_date": start_time or utc_now_iso(),
+            **(extra or {}),
         }
         if shape is not None:
             config["x_pixels_in_detector"], config["y_pixels_in_detector"] = int(shape[1]), int(shape[0])
@@ -1018,12 +1099,15 @@ def encode_start_v1(
         if shape is None:
             raise ValueError("header_detail 'all' needs the frame shape")
         x_y = [int(shape[1]), int(shape[0])]
-        tables = (
+        placeholders = (
             (np.ones(tuple(shape), np.float32), x_y),
             (np.zeros(tuple(shape), np.uint32), x_y),
             (np.zeros((2, 8), np.float32), [8, 2]),
         )
-        for (htype, _name), (table, table_shape) in zip(_HEADER_TABLES, tables, strict=True):
+        for (htype, _name), (table, table_shape) in zip(_HEADER_TABLES, placeholders, strict=True):
+            given = (tables or {}).get(_TABLE_KEYS[htype])
+            if given is not None:
+                table, table_shape = given, list(given.shape[::-1])
             parts += [_json({"htype": htype, "shape": table_shape, "type": table.dtype.name}), table.tobytes()]
     if appendix is not None:
         parts.append(_json(appendix) if isinstance(appendix, dict) else str(appendix).encode())

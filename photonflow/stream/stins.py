@@ -168,7 +168,7 @@ class StinsEncoder:
             **fields,
         }
         self._next_message_id += 1
-        return json.dumps(header, separators=(",", ":")).encode()
+        return json.dumps(header, separators=(",", ":"), default=_described).encode()
 
     def series_start(
         self,
@@ -246,6 +246,13 @@ class StinsEncoder:
                 end_time=end_time or utc_now_iso(),
             )
         ]
+
+
+def _described(value: Any) -> str:
+    """What a header cannot carry as JSON (a detector's pixel mask, say), said in words."""
+    if isinstance(value, np.ndarray):
+        return f"array of shape {list(value.shape)}, {value.dtype.name} (in the data file)"
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _fail(message: str) -> None:

@@ -65,7 +65,7 @@ def test_v2_series_round_trip_maps_every_field():
     assert isinstance(start, SeriesStart)
     assert (start.series_id, start.frame_count, start.shape) == (7, 100, (21, 13))
     assert (start.dtype, start.encoding) == (None, None)  # a v2 start does not say; the first image does
-    assert start.detector == {"vendor": "DECTRIS", **DETECTOR, **V2_ONLY}
+    assert start.detector == {"vendor": "DECTRIS", **DETECTOR, **V2_ONLY, "number_of_images": 100}  # the detector's own count, kept
     assert start.start_time == "2026-01-02T03:04:05.500000+01:00"
     assert isinstance(image, DataMessage)
     assert (image.series_id, image.frame_number, image.shape, image.dtype, image.encoding) == (7, 0, (21, 13), "uint16", "bslz4")
@@ -230,7 +230,7 @@ def test_v1_series_round_trip_maps_every_field():
     end = dectris.decode_v1(as_bytes(dectris.encode_end_v1(3)))
 
     assert (start.series_id, start.frame_count, start.shape, start.dtype, start.encoding) == (3, 50, (21, 13), "uint16", "bslz4")
-    assert start.detector == {"vendor": "DECTRIS", **DETECTOR, **V1_ONLY}
+    assert start.detector == {"vendor": "DECTRIS", **DETECTOR, **V1_ONLY, "nimages": 50, "ntrigger": 1}
     assert start.start_time == "2026-01-02T03:04:05+00:00"
     assert (image.series_id, image.frame_number, image.shape, image.dtype, image.encoding) == (3, 9, (21, 13), "uint16", "bslz4")
     np.testing.assert_array_equal(image.to_array(), FRAME)
