@@ -49,8 +49,9 @@ def suite(tmp_path_factory):
 
 def test_started_servers_are_ready_at_once_and_configure_works_immediately(suite):
     for name in (CONTROLLER, ACQUIRER, RECORDER):
-        assert str(proxy(name).state()) not in ("FAULT", "UNKNOWN"), proxy(name).status()
-    controller = proxy(CONTROLLER)
+        device = proxy(suite.device_url(name))
+        assert str(device.state()) not in ("FAULT", "UNKNOWN"), device.status()
+    controller = proxy(suite.device_url(CONTROLLER))
     controller.Configure(json.dumps({"frames": 3, "exposure": 0.001, "period": 0.002, "file": "ready.h5"}))
     assert json.loads(controller.Configuration)["frames"] == 3
 
@@ -75,7 +76,7 @@ def test_every_server_listens_on_loopback_only(suite):
 )
 def test_configure_refuses_bad_values_with_the_limits(suite, settings, complaint):
     error = devfailed(
-        proxy(CONTROLLER).Configure, json.dumps({"frames": 3, "exposure": 0.001, "period": 0.002, **settings})
+        proxy(suite.device_url(CONTROLLER)).Configure, json.dumps({"frames": 3, "exposure": 0.001, "period": 0.002, **settings})
     )
     assert error.reason == "InvalidConfiguration"
     assert complaint in error.desc
@@ -84,27 +85,27 @@ def test_configure_refuses_bad_values_with_the_limits(suite, settings, complaint
 @pytest.mark.parametrize(
     "call, reason, complaint",
     [
-        (lambda: proxy(CONTROLLER).Configure("[" * 100000 + "]" * 100000), "InvalidConfiguration", "nested too deeply"),
-        (lambda: proxy(RECORDER).Arm(json.dumps({"frames": 2, "series_id": 1, "endpoint": "garbage"})),
+        (lambda suite: proxy(suite.device_url(CONTROLLER)).Configure("[" * 100000 + "]" * 100000), "InvalidConfiguration", "nested too deeply"),
+        (lambda suite: proxy(suite.device_url(RECORDER)).Arm(json.dumps({"frames": 2, "series_id": 1, "endpoint": "garbage"})),
          "InvalidEndpoint", "is not a ZeroMQ address"),
-        (lambda: proxy(RECORDER).write_attribute("FilePathTemplate", "{series_id:>1000000000000}"),
+        (lambda suite: proxy(suite.device_url(RECORDER)).write_attribute("FilePathTemplate", "{series_id:>1000000000000}"),
          "InvalidConfiguration", "at most 64"),
-        (lambda: proxy(RECORDER).Arm(json.dumps({"frames": 10**30, "series_id": 1, "endpoint": "tcp://127.0.0.1:1"})),
+        (lambda suite: proxy(suite.device_url(RECORDER)).Arm(json.dumps({"frames": 10**30, "series_id": 1, "endpoint": "tcp://127.0.0.1:1"})),
          "InvalidConfiguration", "property MaxFramesPerSeries"),
     ],
 )
 def test_every_command_answers_bad_input_with_a_domain_reason(suite, call, reason, complaint):
-    error = devfailed(call)
+    error = devfailed(call, suite)
     assert error.reason == reason
     assert complaint in error.desc
 
 
 def test_a_recorder_killed_mid_series_leaves_a_report_that_matches_the_repaired_file(suite):
-    controller, acquirer = proxy(CONTROLLER), proxy(ACQUIRER)
+    controller, acquirer = proxy(suite.device_url(CONTROLLER)), proxy(suite.device_url(ACQUIRER))
     wait_for_state(controller, "ON", "ALARM")
     controller.Configure(json.dumps({"frames": 100000, "exposure": 0.001, "period": 0.002, "file": "killed.h5"}))
     controller.Start()
-    wait_until(lambda: proxy(RECORDER).FramesWritten >= 300, what="frames written")  # and flushed, 5 times a second
+    wait_until(lambda: proxy(suite.device_url(RECORDER)).FramesWritten >= 300, what="frames written")  # and flushed, 5 times a second
     recorder_server = next(s for s in _servers(suite) if s.name == "PhotonflowRecorder/trust")
     suite.kill(recorder_server.name)
     # The Acquirer stops waiting for a receiver that is gone: ALARM with the reason, within SendTimeout.
@@ -129,11 +130,11 @@ def _servers(suite):
 
 
 def test_init_under_load_never_deadlocks_and_the_next_series_completes(suite):
-    controller, acquirer = proxy(CONTROLLER, timeout_s=10), proxy(ACQUIRER, timeout_s=10)
+    controller, acquirer = proxy(suite.device_url(CONTROLLER), timeout_s=10), proxy(suite.device_url(ACQUIRER), timeout_s=10)
     wait_for_state(controller, "ON", "ALARM")
     controller.Configure(json.dumps({"frames": 2000, "exposure": 0.001, "period": 0.002, "file": "init_load.h5"}))
     controller.Start()
-    wait_until(lambda: proxy(RECORDER).FramesWritten >= 20, what="frames written")
+    wait_until(lambda: proxy(suite.device_url(RECORDER)).FramesWritten >= 20, what="frames written")
     for _ in range(3):
         controller.Init()
         controller.Init()  # twice within a second
