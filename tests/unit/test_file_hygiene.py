@@ -6,12 +6,10 @@ import time
 
 import h5py
 import numpy as np
-import pytest
 
 from photonflow import states
 from photonflow.recording.recorder import Recorder
 from photonflow.stream.stins import StinsEncoder
-from photonflow.stream.transport import StreamSender
 from tests.unit.test_recorder import SHAPE, arm, frame
 
 ODD_DETECTOR = {
@@ -28,11 +26,6 @@ ODD_DETECTOR = {
 }
 
 
-@pytest.fixture
-def stream():
-    sender = StreamSender("tcp://127.0.0.1:*")
-    yield sender
-    sender.close()
 
 
 def record(tmp_path, stream, detector, end=True):

@@ -18,15 +18,6 @@ from tests.unit.test_recorder import DETECTOR, SHAPE, frame, send_series
 from tests.unit.test_recorder_crash import RECORDER_PROCESS
 
 
-@pytest.fixture
-def stream():
-    from photonflow.stream.transport import StreamSender
-
-    sender = StreamSender("tcp://127.0.0.1:*")
-    yield sender
-    sender.close()
-
-
 def test_a_directory_swapped_for_a_link_after_arm_cannot_send_the_file_outside(tmp_path, stream):
     root, outside = tmp_path / "root", tmp_path / "outside"
     outside.mkdir()

@@ -13,16 +13,8 @@ from photonflow.errors import ConfigurationError
 from photonflow.recording.recorder import Recorder, RecordingRequest, frame_ranges, parse_recording_request
 from photonflow.stream import maxiv
 from photonflow.stream.stins import StinsEncoder
-from photonflow.stream.transport import StreamSender
 from tests.unit.fakes import EventLog
 from tests.unit.test_recorder import DETECTOR, SHAPE, arm, frame, send_series
-
-
-@pytest.fixture
-def stream():
-    sender = StreamSender("tcp://127.0.0.1:*")
-    yield sender
-    sender.close()
 
 
 @pytest.fixture

@@ -1,0 +1,13 @@
+"""Fixtures of the unit tests."""
+
+import pytest
+
+from photonflow.stream.transport import StreamSender
+
+
+@pytest.fixture
+def stream():
+    """A real ZeroMQ stream on a free loopback port, as an Acquirer binds it."""
+    sender = StreamSender("tcp://127.0.0.1:*")
+    yield sender
+    sender.close()
