@@ -59,7 +59,7 @@ FLUSH_INTERVAL = 0.2  # seconds between making progress visible to SWMR readers
 # sender announces; frames numbered beyond the armed count are rejected, not stored.
 DEFAULT_MAX_FRAMES = 10_000_000
 MAX_SERIES_ID = 2**63 - 1  # what HDF5's int64 /entry/series_id holds
-MAX_DATA_FILES = 10_000  # data files of one split series: the master's virtual dataset maps each
+MAX_DATA_FILES = 1_000  # data files of one split series: each is a mapping of the master's virtual dataset (~16 kB)
 # Seconds to wait for series_end once every armed frame is in (a stream cut off before its end,
 # as real captures are): then the series is closed with end_reason COMPLETED_WITHOUT_END.
 DEFAULT_END_TIMEOUT = 10.0

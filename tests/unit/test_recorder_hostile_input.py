@@ -62,7 +62,7 @@ def test_arm_refuses_a_split_into_more_data_files_than_a_master_maps(tmp_path, s
     recorder = Recorder(tmp_path, frames_per_file=1)
     with pytest.raises(ConfigurationError) as caught:
         recorder.arm(RecordingRequest(100_000, 1, stream.endpoint, "split.h5"))
-    assert "would make 100000 data files; at most 10000: set FramesPerFile to at least 10" in str(caught.value)
+    assert "would make 100000 data files; at most 1000: set FramesPerFile to at least 100" in str(caught.value)
 
 
 def test_a_frame_number_beyond_the_armed_count_is_rejected_and_the_series_completes(recorder, stream):
