@@ -206,8 +206,13 @@ class Acquirer:
             self._settings = updated
 
     def check_settings(self, **settings: Any) -> None:
-        """Refuse settings this detector cannot take, as Prepare would, without changing anything."""
-        validate_settings(replace(self._settings, **settings), self.camera)
+        """Refuse settings this detector cannot take, as Prepare would, without changing anything:
+        photonflow's limits, then the camera's own where it can tell them without arming (``check``)."""
+        checked = replace(self._settings, **settings)
+        validate_settings(checked, self.camera)
+        camera_check = getattr(self.camera, "check", None)
+        if camera_check is not None:
+            camera_check(checked)
 
     def set_series_id(self, series_id: int) -> None:
         with self._lock:

@@ -379,25 +379,33 @@ class TucsenCamera:
             "roi": ",".join(str(n) for n in self.roi),
         }
 
-    def prepare(self, settings: AcquisitionSettings) -> None:
+    def check(self, settings: AcquisitionSettings) -> None:
+        """Refuse what this camera cannot do, reading its ranges only (the Controller asks at Configure)."""
         if not self.min_exposure <= settings.exposure <= self.max_exposure:
             raise ConfigurationError(f"exposure {settings.exposure} s is outside what a {self.model.name} "
                                      f"accepts: {self.min_exposure:g} to {self.max_exposure:g} s")
-        capture_mode, exposure_mode = TRIGGER_MODES[settings.trigger_mode]
-        self.call("TUCAM_Prop_SetValue", self.handle, TUIDP_EXPOSURETM, settings.exposure * 1000, 0)
-        if capture_mode == TUCCM_SEQUENCE:
-            try:
-                fastest = self.property_range(TUIDP_FRAME_RATE).dbValMax  # depends on the ROI's height
-            except DetectorError as error:
-                if not any(name in str(error) for name in ("TUCAMRET_NOT_SUPPORT", "TUCAMRET_INVALID_IDPROP")):
-                    raise
-                raise ConfigurationError(
-                    f"this {self.model.name} has no frame rate control ({error}): use trigger mode software "
-                    "for frames a period apart") from None
+        if TRIGGER_MODES[settings.trigger_mode][0] == TUCCM_SEQUENCE:
+            fastest = self._fastest_frame_rate()
             if 1.0 / settings.period > fastest:
                 raise ConfigurationError(
                     f"period {settings.period} s is shorter than a {self.model.name} reads out a {self.roi[2]}x"
                     f"{self.roi[3]} ROI: at most {fastest:.1f} frames/s, a period of at least {1 / fastest:.4f} s")
+
+    def _fastest_frame_rate(self) -> float:
+        try:
+            return self.property_range(TUIDP_FRAME_RATE).dbValMax  # depends on the ROI's height
+        except DetectorError as error:
+            if not any(name in str(error) for name in ("TUCAMRET_NOT_SUPPORT", "TUCAMRET_INVALID_IDPROP")):
+                raise
+            raise ConfigurationError(
+                f"this {self.model.name} has no frame rate control ({error}): use trigger mode software "
+                "for frames a period apart") from None
+
+    def prepare(self, settings: AcquisitionSettings) -> None:
+        self.check(settings)
+        capture_mode, exposure_mode = TRIGGER_MODES[settings.trigger_mode]
+        self.call("TUCAM_Prop_SetValue", self.handle, TUIDP_EXPOSURETM, settings.exposure * 1000, 0)
+        if capture_mode == TUCCM_SEQUENCE:
             self.call("TUCAM_Prop_SetValue", self.handle, TUIDP_FRAME_RATE, 1.0 / settings.period, 0)
         trigger = TUCAM_TRIGGER_ATTR(capture_mode, exposure_mode, TUCTD_RISING, 0, 1, 2)
         self.call("TUCAM_Cap_SetTrigger", self.handle, trigger)

@@ -95,6 +95,12 @@ def test_values_the_camera_cannot_take_are_refused_with_its_limits():
     with pytest.raises(ConfigurationError, match=r"period 0.01 s is shorter than a Dhyana 95 V2 reads out a "
                                                  r"2048x2048 ROI: at most 24.0 frames/s"):
         acquirer.prepare()
+    # What the Controller's Configure asks (CheckSettings): the same refusals, nothing armed.
+    with pytest.raises(ConfigurationError, match=r"at most 24.0 frames/s, a period of at least 0.0417 s"):
+        acquirer.check_settings(frame_count=5, exposure=0.001, period=0.01, trigger_mode="internal")
+    with pytest.raises(ConfigurationError, match=r"exposure 20.0 s is outside what a Dhyana 95 V2 accepts"):
+        acquirer.check_settings(exposure=20.0, period=20.0)
+    acquirer.check_settings(exposure=0.001, period=0.05)
     acquirer.sender.close()
     camera.close()
 
