@@ -53,15 +53,20 @@ class EventPushingMixin:
     event_attributes: tuple[str, ...] = ()
 
     def enable_events(self) -> None:
+        self._pushed_state = None  # the first state after (re)initialisation is always pushed
         for name in ("State", "Status", *self.event_attributes):
             self.set_change_event(name, True, False)
 
     def publish_state(self, state: str, status: str) -> None:
+        """State is pushed when it changes, Status whenever its text does (e.g. frames written)."""
         dev_state = to_dev_state(state)
+        state_changed = dev_state != getattr(self, "_pushed_state", None)
+        self._pushed_state = dev_state
         self.set_state(dev_state)
         self.set_status(status)
         try:
-            self.push_change_event("State", dev_state)
+            if state_changed:
+                self.push_change_event("State", dev_state)
             self.push_change_event("Status", status)
         except tango.DevFailed as error:  # no subscriber problem must break the core's thread
             log.debug("state event not pushed: %s", error)

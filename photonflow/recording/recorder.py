@@ -713,6 +713,10 @@ class Recorder:
             directory=series.directory, writer_token=series.token,
         )
         series.path = series.writer.path  # where the file really is, which LastFile names
+        # A detector's pixel mask or flatfield is in the file now: not kept in memory all series long.
+        series.start = replace(start, detector={
+            key: value for key, value in start.detector.items() if not isinstance(value, np.ndarray)
+        })
         self.current_file = str(series.path)
         self._open_journal(series)
         self._tell_sinks("series_started", start)

@@ -24,6 +24,7 @@ from photonflow.recording.nexus_writer import (
     retrim_virtual_dataset,
 )
 from photonflow.recording.paths import DataRoot
+from photonflow.stream.stins import utc_now_iso
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MASK = 0xFFFFFFFF
@@ -167,6 +168,8 @@ def finalise_interrupted(path: str | Path, end_reason: str = "interrupted") -> i
         accounting["frames_received"][()] = max(int(accounting["frames_received"][()]), kept)
         accounting["missing_frames"][()] = missing.size
         accounting["end_reason"][()] = end_reason
+        if not f["entry/end_time"][()]:
+            f["entry/end_time"][()] = utc_now_iso()  # when the series was found ended
     return int(received[:frames].sum())
 
 
