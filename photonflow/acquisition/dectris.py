@@ -203,6 +203,15 @@ class DectrisCamera:
             "trigger_mode": settings.trigger_mode,
         }
 
+    def check(self, settings: AcquisitionSettings) -> None:
+        """The DCU's own limits of count_time and frame_time (SIMPLON min/max, which depend on the
+        model), read without arming: the Controller asks at Configure."""
+        for name, value in (("count_time", settings.exposure), ("frame_time", settings.period)):
+            limits = self.client.describe("detector", name)
+            low, high = limits.get("min"), limits.get("max")
+            if low is not None and high is not None and not low <= value <= high:
+                raise ConfigurationError(f"{name} {value} s is outside what the detector accepts: {low} to {high} s")
+
     def prepare(self, settings: AcquisitionSettings) -> None:
         """Write the series' settings, then arm: the DCU announces the series on its stream."""
         state = self.client.status("detector", "state")

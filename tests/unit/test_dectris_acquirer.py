@@ -151,6 +151,11 @@ def test_trigger_modes_and_the_exposure_limit_are_the_dcus(dcu):
         acquirer.update_settings(trigger_mode="gate")
     assert camera.frame_shape == (64, 96) and camera.frame_dtype == "uint16"
     assert camera.stream_endpoint == "tcp://127.0.0.1:31001"  # the DCU's own port when none is given
+    # What the Controller's Configure asks (CheckSettings): the DCU's own frame rate limit, nothing armed.
+    with pytest.raises(ConfigurationError, match=r"frame_time 0.0001 s is outside what the detector accepts: "
+                                                 r"0.0005 to 3600.0 s"):
+        acquirer.check_settings(exposure=1e-5, period=1e-4)
+    acquirer.check_settings(exposure=1e-3, period=1e-3)
     camera.close()
 
 
