@@ -11,7 +11,6 @@ from photonflow.errors import StreamMessageError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream import bslz4, maxiv
 from photonflow.stream.stins import StinsEncoder
-from photonflow.stream.transport import StreamSender
 
 SHAPE = (67, 45)  # 3015 elements: with 512-element blocks, 5 full blocks, a partial one and 7 copied as they are
 FRAME = (np.arange(SHAPE[0] * SHAPE[1], dtype=np.uint32).reshape(SHAPE) * 2654435761 % 1000).astype(np.uint16)
@@ -44,11 +43,6 @@ def test_a_damaged_chunk_is_refused_with_what_is_wrong(name):
         bslz4.decompress(chunk, SHAPE, "uint16")
 
 
-@pytest.fixture
-def sender():
-    stream = StreamSender("tcp://127.0.0.1:*")
-    yield stream
-    stream.close()
 
 
 def stins_series(encoder, chunks):
@@ -66,13 +60,13 @@ def maxiv_series(chunks):
 
 
 @pytest.mark.parametrize("protocol", ["stins", "maxiv"])
-def test_the_recorder_rejects_damaged_chunks_and_every_written_frame_reads_back(tmp_path, sender, protocol):
+def test_the_recorder_rejects_damaged_chunks_and_every_written_frame_reads_back(tmp_path, stream, protocol):
     chunks = [GOOD, damaged_chunks()["cut short by one byte"], GOOD, damaged_chunks()["a garbled length prefix"]]
     recorder = Recorder(tmp_path)
-    path = recorder.arm(RecordingRequest(4, 1, sender.endpoint, f"{protocol}.h5", protocol=protocol))
+    path = recorder.arm(RecordingRequest(4, 1, stream.endpoint, f"{protocol}.h5", protocol=protocol))
     messages = stins_series(StinsEncoder(), chunks) if protocol == "stins" else maxiv_series(chunks)
     for parts in messages:
-        sender.send(parts)
+        stream.send(parts)
     assert recorder.wait(10)
     assert recorder.counters.messages_rejected == 2
     assert recorder.state == states.ALARM and "2 frame(s) missing: 1, 3" in recorder.status
