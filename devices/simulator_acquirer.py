@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tango.server import device_property
 
-from photonflow.acquisition.simulated import SimulatedCamera, SimulatedSensor
 from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 
 
 class SimulatorAcquirer(AcquirerDevice):

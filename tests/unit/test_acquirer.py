@@ -7,9 +7,9 @@ import pytest
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
-from photonflow.acquisition.simulated import SimulatedCamera, SimulatedSensor
 from photonflow.errors import ConfigurationError, StateError
 from photonflow.simulators.diffraction import DiffractionFrames
+from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart
 from tests.unit.fakes import EventLog, RecordingSender
 
@@ -137,10 +137,10 @@ def test_the_simulated_sensor_refuses_impossible_geometry():
 
 
 def test_every_vendor_speaks_photonflows_trigger_modes():
-    from photonflow.acquisition import andor, dectris, pilatus, simulated, tucsen
+    from photonflow.acquisition import andor, dectris, pilatus, tucsen
     from photonflow.acquisition.acquirer import TRIGGER_MODES
 
-    cameras = (simulated.SimulatedCamera, dectris.DectrisCamera, pilatus.PilatusCamera, andor.AndorCamera,
+    cameras = (SimulatedCamera, dectris.DectrisCamera, pilatus.PilatusCamera, andor.AndorCamera,
                tucsen.TucsenCamera)
     for camera in cameras:
         assert "internal" in camera.trigger_modes, camera.__name__

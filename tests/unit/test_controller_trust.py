@@ -9,10 +9,10 @@ import pytest
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
-from photonflow.acquisition.simulated import SimulatedCamera, SimulatedSensor
 from photonflow.control.controller import ACQUIRER, RECORDER
 from photonflow.errors import ConfigurationError
 from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender
 from tests.unit.fakes import EventLog
 from tests.unit.test_controller import finish_series, rig, start_series  # noqa: F401  (rig is a fixture)
