@@ -1,42 +1,39 @@
 """Entry points of the Tango device servers (console scripts with the ``Photonflow`` prefix,
-so Astor/Starter can start them and their names are unique at a facility).
+so Astor/Starter can start them and their names are unique at a facility). Each runs the
+classes ``photonflow.servers.SERVERS`` lists for it; the database says which class each
+device is.
 
 Usage, as for any Tango server:  PhotonflowRecorder <instance> [-v4]
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from tango.server import run
 
+from photonflow.servers import SERVERS
 
-def _run(classes) -> None:
+
+def run_server(executable: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    classes = [
+        getattr(importlib.import_module(module), tango_class) for tango_class, module in SERVERS[executable].items()
+    ]
     run(classes)
 
 
 def run_acquirer_server() -> None:
-    """Every Acquirer class in one server; the database says which class each device is."""
-    from photonflow.devices.andor_acquirer import AndorAcquirer
-    from photonflow.devices.dectris_acquirer import DectrisAcquirer
-    from photonflow.devices.pilatus_acquirer import PilatusAcquirer
-    from photonflow.devices.simulator_acquirer import SimulatorAcquirer
-    from photonflow.devices.tucsen_acquirer import TucsenAcquirer
-
-    _run((SimulatorAcquirer, DectrisAcquirer, PilatusAcquirer, AndorAcquirer, TucsenAcquirer))
+    run_server("PhotonflowAcquirer")
 
 
 def run_recorder_server() -> None:
     from photonflow.allocator import reuse_frame_buffers
 
     reuse_frame_buffers()  # before any thread: see allocator.py
-    from photonflow.devices.recorder import PhotonflowRecorder
-
-    _run((PhotonflowRecorder,))
+    run_server("PhotonflowRecorder")
 
 
 def run_controller_server() -> None:
-    from photonflow.devices.controller import PhotonflowController
-
-    _run((PhotonflowController,))
+    run_server("PhotonflowController")

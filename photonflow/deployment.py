@@ -23,14 +23,10 @@ from pathlib import Path
 import yaml
 
 from photonflow.errors import ConfigurationError
+from photonflow.servers import SERVERS
 
 # The servers photonflow installs and the Tango classes each one runs.
-SERVER_CLASSES: dict[str, tuple[str, ...]] = {
-    "PhotonflowAcquirer": ("SimulatorAcquirer", "DectrisAcquirer", "PilatusAcquirer", "AndorAcquirer",
-                           "TucsenAcquirer"),
-    "PhotonflowRecorder": ("PhotonflowRecorder",),
-    "PhotonflowController": ("PhotonflowController",),
-}
+SERVER_CLASSES: dict[str, tuple[str, ...]] = {server: tuple(classes) for server, classes in SERVERS.items()}
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+$")
 _INSTANCE = re.compile(r"^[A-Za-z0-9_\-.]+$")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -165,3 +165,22 @@ def test_a_detector_says_what_its_demo_acquires():
     deployment = load_deployment_file(DEMO_CONFIG.parent / "dhyana95.yaml", _AnyVariable())
     assert deployment.demo == {"frames": 50, "exposure": 0.01, "period": 0.025}
     assert load_deployment_file(DEMO_CONFIG, _AnyVariable()).demo == {}  # the defaults of `photonflow demo`
+
+
+def test_every_server_in_the_table_is_installed_and_every_class_exists():
+    """One table names the servers and their classes: setup.cfg installs each server, and each
+    class is defined where the table says (read from the source: no Tango needed)."""
+    import configparser
+    import re
+
+    from photonflow.servers import SERVERS
+    from tests.conftest import REPOSITORY
+
+    setup = configparser.ConfigParser()
+    setup.read(REPOSITORY / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in setup["options.entry_points"]["console_scripts"].split("\n") if line)
+    for executable, classes in SERVERS.items():
+        assert scripts[executable].startswith("photonflow.devices.servers:run_"), executable
+        for tango_class, module in classes.items():
+            source = REPOSITORY / "devices" / (module.rsplit(".", 1)[1] + ".py")
+            assert re.search(rf"^class {tango_class}\(", source.read_text(), re.M), (tango_class, module)
