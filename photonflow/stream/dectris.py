@@ -86,16 +86,27 @@ import itertools
 import json
 import math
 import re
-import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from photonflow.errors import StreamMessageError
 from photonflow.stream import bslz4
+from photonflow.stream.cbor import (
+    DATE_TIME,
+    MULTI_DIMENSIONAL_ARRAY,
+    SELF_DESCRIBED_CBOR,
+    TYPED_ARRAY_DTYPES,
+    TYPED_ARRAY_TAGS,
+    Tag,
+    cbor_dumps,
+    cbor_loads,
+    show,
+    typed_array_name,
+)
 from photonflow.stream.stins import (
     BSLZ4,
     PIXEL_TYPES,
@@ -112,6 +123,7 @@ from photonflow.stream.stins import (
 
 VENDOR = "DECTRIS"
 DEFAULT_CHANNEL = "threshold_1"
+_DECTRIS_COMPRESSION = 56500  # DECTRIS' tag of a compressed typed array: ["bslz4", element size, chunk]
 
 
 def _fail(message: str) -> None:
@@ -147,241 +159,6 @@ def _as_bytes(part: Any) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, memoryview):
-        return f"<{value.nbytes} bytes>"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
-# CBOR (RFC 8949): the subset any CBOR encoder produces, byte strings kept as views.
-
-
-class Tag(NamedTuple):
-    """A CBOR tagged item, e.g. Tag(40, [[rows, columns], Tag(69, pixels)])."""
-
-    number: int
-    value: Any
-
-
-_SELF_DESCRIBED_CBOR = 55799
-_DATE_TIME = 0
-_MULTI_DIMENSIONAL_ARRAY = 40  # row-major
-_DECTRIS_COMPRESSION = 56500
-_MAX_NESTING = 32
-_BREAK = object()
-
-# RFC 8746 typed arrays photonflow takes (little-endian, or single bytes); 68 is clamped uint8.
-_TYPED_ARRAY_TAGS = {
-    "uint8": 64, "uint16": 69, "uint32": 70, "int8": 72, "int16": 77, "int32": 78, "float32": 85, "float64": 86,
-}
-_TYPED_ARRAY_DTYPES = {68: "uint8", **{tag: dtype for dtype, tag in _TYPED_ARRAY_TAGS.items()}}
-
-
-def _typed_array_name(tag: int) -> str:
-    """RFC 8746 section 2.1: tag = 0b010_f_s_e_ll (float, signed, little-endian, log2 size)."""
-    floating, signed, little, size_log = (tag >> 4) & 1, (tag >> 3) & 1, (tag >> 2) & 1, tag & 3
-    kind = "float" if floating else ("int" if signed else "uint")
-    bits = 8 << (size_log + floating)
-    return f"{'little' if little else 'big'}-endian {kind}{bits}"
-
-
-class _CborReader:
-    """Decodes one CBOR item from a buffer; byte strings come out as views on that buffer."""
-
-    def __init__(self, data: memoryview):
-        self.data = data
-        self.size = data.nbytes
-        self.position = 0
-
-    def take(self, count: int) -> memoryview:
-        end = self.position + count
-        if end > self.size:
-            self._truncated(count)
-        view = self.data[self.position : end]
-        self.position = end
-        return view
-
-    def _truncated(self, count: int) -> None:
-        _fail(
-            f"CBOR message truncated: {count} byte(s) needed at byte {self.position}, "
-            f"{self.size - self.position} left"
-        )
-
-    def argument(self, info: int) -> int:
-        if info < 24:
-            return info
-        if info <= 27:
-            return int.from_bytes(self.take(1 << (info - 24)), "big")
-        _fail(f"CBOR: reserved additional information {info} at byte {self.position - 1}")
-
-    def item(self, depth: int = 0, inside_indefinite: bool = False) -> Any:
-        # This runs for every item of every frame: one byte read in place, the nesting depth
-        # checked only where containers open (array, map, tag).
-        position = self.position
-        if position >= self.size:
-            self._truncated(1)
-        initial = self.data[position]
-        self.position = position + 1
-        value = _CBOR_MAJOR_TYPES[initial >> 5](self, initial & 0x1F, depth)
-        if value is _BREAK and not inside_indefinite:
-            _fail(f"CBOR break code at byte {self.position - 1} outside an indefinite-length item")
-        return value
-
-    def _nested(self, depth: int) -> int:
-        if depth >= _MAX_NESTING:
-            _fail(f"CBOR items nested deeper than {_MAX_NESTING} levels")
-        return depth + 1
-
-    def items_until_break(self, depth: int):
-        while True:
-            value = self.item(self._nested(depth), inside_indefinite=True)
-            if value is _BREAK:
-                return
-            yield value
-
-    def unsigned(self, info: int, depth: int) -> int:
-        return info if info < 24 else self.argument(info)
-
-    def negative(self, info: int, depth: int) -> int:
-        return -1 - self.argument(info)
-
-    def byte_string(self, info: int, depth: int) -> memoryview:
-        if info == 31:  # indefinite length: definite chunks until a break (copied, rare)
-            chunks = list(self.items_until_break(depth))
-            if not all(isinstance(chunk, memoryview) for chunk in chunks):
-                _fail("CBOR: an indefinite byte string may only hold byte strings")
-            return memoryview(b"".join(chunks))
-        return self.take(info if info < 24 else self.argument(info))
-
-    def text_string(self, info: int, depth: int) -> str:
-        if info == 31:
-            chunks = list(self.items_until_break(depth))
-            if not all(isinstance(chunk, str) for chunk in chunks):
-                _fail("CBOR: an indefinite text string may only hold text strings")
-            return "".join(chunks)
-        length = info if info < 24 else self.argument(info)
-        start = self.position
-        end = start + length
-        if end > self.size:
-            self._truncated(length)
-        self.position = end
-        try:
-            return str(self.data[start:end], "utf-8")
-        except UnicodeDecodeError as error:
-            _fail(f"CBOR text string is not UTF-8: {error}")
-
-    def array(self, info: int, depth: int) -> list:
-        if info == 31:
-            return list(self.items_until_break(depth))
-        inner = self._nested(depth)
-        return [self.item(inner) for _ in range(info if info < 24 else self.argument(info))]
-
-    def map(self, info: int, depth: int) -> dict:
-        inner = self._nested(depth)
-        keys = self.items_until_break(depth) if info == 31 else (
-            self.item(inner) for _ in range(info if info < 24 else self.argument(info))
-        )
-        result: dict = {}
-        for key in keys:
-            if key.__class__ is not str:  # text keys, as every Dectris message has, pass at once
-                if isinstance(key, memoryview):
-                    key = bytes(key)
-                if not isinstance(key, (str, int, bytes)) or isinstance(key, bool):
-                    _fail(f"CBOR map key must be a text string or an integer, got {_show(key)}")
-            value = self.item(inner)
-            if key in result:
-                _fail(f"CBOR map has key {key!r} twice")
-            result[key] = value
-        return result
-
-    def tag(self, info: int, depth: int) -> Tag:
-        number = self.argument(info)
-        return Tag(number, self.item(self._nested(depth)))
-
-    def simple_or_float(self, info: int, depth: int) -> Any:
-        if info in _CBOR_SIMPLE_VALUES:
-            return _CBOR_SIMPLE_VALUES[info]
-        if info in _CBOR_FLOATS:
-            layout = _CBOR_FLOATS[info]
-            return layout.unpack(self.take(layout.size))[0]
-        if info == 31:
-            return _BREAK
-        _fail(f"CBOR simple value {info} is not used by this protocol")
-
-
-_CBOR_MAJOR_TYPES = (
-    _CborReader.unsigned,
-    _CborReader.negative,
-    _CborReader.byte_string,
-    _CborReader.text_string,
-    _CborReader.array,
-    _CborReader.map,
-    _CborReader.tag,
-    _CborReader.simple_or_float,
-)
-_CBOR_SIMPLE_VALUES = {20: False, 21: True, 22: None, 23: None}
-_CBOR_FLOATS = {25: struct.Struct(">e"), 26: struct.Struct(">f"), 27: struct.Struct(">d")}
-
-
-def cbor_loads(part: Any) -> Any:
-    """The one CBOR item a ZeroMQ part holds; refuses truncated or trailing data."""
-    reader = _CborReader(_as_bytes(part))
-    if reader.data.nbytes == 0:
-        _fail("empty message: no CBOR item")
-    value = reader.item()
-    if reader.position != reader.data.nbytes:
-        _fail(f"CBOR message has {reader.data.nbytes - reader.position} byte(s) after its item")
-    return value
-
-
-def _cbor_head(major: int, argument: int) -> bytes:
-    if argument < 24:
-        return bytes([major << 5 | argument])
-    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if argument < 1 << (8 * size):
-            return bytes([major << 5 | info]) + argument.to_bytes(size, "big")
-    raise ValueError(f"integer {argument} does not fit CBOR's 64 bits")
-
-
-def _cbor_encode(value: Any, out: list) -> None:
-    if isinstance(value, Tag):
-        out.append(_cbor_head(6, value.number))
-        _cbor_encode(value.value, out)
-    elif value is None or isinstance(value, bool):
-        out.append(bytes([0xF6 if value is None else 0xF5 if value else 0xF4]))
-    elif isinstance(value, (int, np.integer)):
-        value = int(value)
-        out.append(_cbor_head(0, value) if value >= 0 else _cbor_head(1, -1 - value))
-    elif isinstance(value, (float, np.floating)):
-        out.append(b"\xfb" + struct.pack(">d", float(value)))
-    elif isinstance(value, str):
-        encoded = value.encode()
-        out += (_cbor_head(3, len(encoded)), encoded)
-    elif isinstance(value, (bytes, bytearray, memoryview, np.ndarray)):
-        data = _as_bytes(value)
-        out += (_cbor_head(2, data.nbytes), data)
-    elif isinstance(value, (list, tuple)):
-        out.append(_cbor_head(4, len(value)))
-        for item in value:
-            _cbor_encode(item, out)
-    elif isinstance(value, dict):
-        out.append(_cbor_head(5, len(value)))
-        for key, item in value.items():
-            _cbor_encode(key, out)
-            _cbor_encode(item, out)
-    else:
-        raise TypeError(f"cannot encode {type(value).__name__} as CBOR")
-
-
-def cbor_dumps(value: Any, self_described: bool = True) -> bytes:
-    """CBOR bytes of ``value`` (dict, list, str, int, float, bool, None, bytes-like, Tag)."""
-    out: list = []
-    _cbor_encode(Tag(_SELF_DESCRIBED_CBOR, value) if self_described else value, out)
-    return b"".join(out)
-
-
 # ---------------------------------------------------------------------------------------------
 # Field access shared by both versions: every refusal names the message and the key.
 
@@ -410,7 +187,7 @@ def _field(message: dict, key: str, kind: str, where: str, required: bool = True
         value = value.value
     check, description = _KINDS[kind]
     if not check(value):
-        _fail(f"{where}: '{key}' must be {description}, got {_show(value)}")
+        _fail(f"{where}: '{key}' must be {description}, got {show(value)}")
     return value
 
 
@@ -421,7 +198,7 @@ def _date_time(message: dict, key: str, where: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        _fail(f"{where}: '{key}' must be an RFC 3339 date-time, got {_show(text)}")
+        _fail(f"{where}: '{key}' must be an RFC 3339 date-time, got {show(text)}")
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -506,7 +283,7 @@ def _v2_channel(message: dict, where: str) -> str | None:
     if channels is None:
         return None
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-        _fail(f"{where}: 'channels' must be an array of text strings, got {_show(channels)}")
+        _fail(f"{where}: 'channels' must be an array of text strings, got {show(channels)}")
     if len(channels) > 1:
         _fail(
             f"{where}: {len(channels)} channels ({', '.join(channels)}); photonflow records one "
@@ -522,13 +299,13 @@ def _v2_start(message: dict) -> SeriesStart:
     thresholds = message.get("threshold_energy")
     if thresholds is not None:
         if not isinstance(thresholds, dict):
-            _fail(f"{where}: 'threshold_energy' must be a map of channel to energy, got {_show(thresholds)}")
+            _fail(f"{where}: 'threshold_energy' must be a map of channel to energy, got {show(thresholds)}")
         energy = thresholds.get(channel) if channel is not None else None
         if energy is None and len(thresholds) == 1:
             energy = next(iter(thresholds.values()))
         if energy is not None:
             if not _KINDS["number"][0](energy):
-                _fail(f"{where}: 'threshold_energy' of {channel} must be a finite number, got {_show(energy)}")
+                _fail(f"{where}: 'threshold_energy' of {channel} must be a finite number, got {show(energy)}")
             detector["threshold_energy"] = energy
     translation = message.get("detector_translation")
     if translation is not None:
@@ -537,7 +314,7 @@ def _v2_start(message: dict) -> SeriesStart:
             and len(translation) == 3
             and all(_KINDS["number"][0](v) for v in translation)
         ):
-            _fail(f"{where}: 'detector_translation' must be 3 numbers (m), got {_show(translation)}")
+            _fail(f"{where}: 'detector_translation' must be 3 numbers (m), got {show(translation)}")
         detector.update(zip(_TRANSLATION_KEYS, translation, strict=True))
     width = _field(message, "image_size_x", "unsigned", where, required=False)
     height = _field(message, "image_size_y", "unsigned", where, required=False)
@@ -575,11 +352,11 @@ def _v2_start(message: dict) -> SeriesStart:
 def _typed_array(value: Tag) -> np.ndarray | None:
     """An uncompressed 40([dimensions, typed array]) or bare typed array as numpy, else None."""
     dimensions = None
-    if value.number == _MULTI_DIMENSIONAL_ARRAY and isinstance(value.value, list) and len(value.value) == 2:
+    if value.number == MULTI_DIMENSIONAL_ARRAY and isinstance(value.value, list) and len(value.value) == 2:
         dimensions, value = value.value
-    if not isinstance(value, Tag) or value.number not in _TYPED_ARRAY_DTYPES or not isinstance(value.value, memoryview):
+    if not isinstance(value, Tag) or value.number not in TYPED_ARRAY_DTYPES or not isinstance(value.value, memoryview):
         return None
-    array = np.frombuffer(value.value, dtype=np.dtype(_TYPED_ARRAY_DTYPES[value.number]).newbyteorder("<"))
+    array = np.frombuffer(value.value, dtype=np.dtype(TYPED_ARRAY_DTYPES[value.number]).newbyteorder("<"))
     try:
         return array.reshape(dimensions).copy() if dimensions else array.copy()
     except (ValueError, TypeError):
@@ -588,30 +365,30 @@ def _typed_array(value: Tag) -> np.ndarray | None:
 
 def _v2_frame(array: Any, where: str) -> tuple[tuple[int, int], str, str, memoryview]:
     """(shape, dtype, encoding, payload) of one channel's 40([[h, w], typed array])."""
-    if not isinstance(array, Tag) or array.number != _MULTI_DIMENSIONAL_ARRAY:
-        _fail(f"{where}: channel data must be a multi-dimensional array (tag 40), got {_show(array)}")
+    if not isinstance(array, Tag) or array.number != MULTI_DIMENSIONAL_ARRAY:
+        _fail(f"{where}: channel data must be a multi-dimensional array (tag 40), got {show(array)}")
     if not isinstance(array.value, list) or len(array.value) != 2:
-        _fail(f"{where}: tag 40 must hold [dimensions, typed array], got {_show(array.value)}")
+        _fail(f"{where}: tag 40 must hold [dimensions, typed array], got {show(array.value)}")
     dimensions, typed = array.value
     if (
         not isinstance(dimensions, list)
         or len(dimensions) != 2
         or not all(_KINDS["unsigned"][0](n) and n > 0 for n in dimensions)
     ):
-        _fail(f"{where}: image dimensions must be [height, width] of positive integers, got {_show(dimensions)}")
+        _fail(f"{where}: image dimensions must be [height, width] of positive integers, got {show(dimensions)}")
     shape = (dimensions[0], dimensions[1])
     if not isinstance(typed, Tag):
-        _fail(f"{where}: image pixels must be an RFC 8746 typed array, got {_show(typed)}")
-    dtype = _TYPED_ARRAY_DTYPES.get(typed.number)
+        _fail(f"{where}: image pixels must be an RFC 8746 typed array, got {show(typed)}")
+    dtype = TYPED_ARRAY_DTYPES.get(typed.number)
     if dtype is None:
-        name = _typed_array_name(typed.number) if 64 <= typed.number <= 87 else f"tag {typed.number}"
+        name = typed_array_name(typed.number) if 64 <= typed.number <= 87 else f"tag {typed.number}"
         _fail(f"{where}: pixels are {name}; photonflow takes {', '.join(PIXEL_TYPES)}, little-endian")
     content = typed.value
     if isinstance(content, memoryview):
         check_frame_payload(content, shape, dtype, RAW, where)
         return shape, dtype, RAW, content
     if not isinstance(content, Tag) or content.number != _DECTRIS_COMPRESSION:
-        _fail(f"{where}: typed array must hold a byte string or a compressed one (tag 56500), got {_show(content)}")
+        _fail(f"{where}: typed array must hold a byte string or a compressed one (tag 56500), got {show(content)}")
     compressed = content.value
     if not (
         isinstance(compressed, list)
@@ -620,7 +397,7 @@ def _v2_frame(array: Any, where: str) -> tuple[tuple[int, int], str, str, memory
         and _KINDS["unsigned"][0](compressed[1])
         and isinstance(compressed[2], memoryview)
     ):
-        _fail(f"{where}: tag 56500 must hold [algorithm, element size, bytes], got {_show(compressed)}")
+        _fail(f"{where}: tag 56500 must hold [algorithm, element size, bytes], got {show(compressed)}")
     algorithm, element_size, payload = compressed
     if algorithm != "bslz4":
         _fail(
@@ -646,7 +423,7 @@ def _rational_seconds(message: dict, key: str, where: str) -> float | None:
         and all(_KINDS["unsigned"][0](n) for n in value)
         and value[1] > 0
     ):
-        _fail(f"{where}: '{key}' must be [numerator, denominator > 0], got {_show(value)}")
+        _fail(f"{where}: '{key}' must be [numerator, denominator > 0], got {show(value)}")
     return value[0] / value[1]
 
 
@@ -656,7 +433,7 @@ def _v2_image(message: dict) -> DataMessage:
     where = f"Dectris stream v2 image {image_id}"
     data = message.get("data")
     if not isinstance(data, dict):
-        _fail(f"{where}: 'data' must be a map of channel to image, got {_show(data)}")
+        _fail(f"{where}: 'data' must be a map of channel to image, got {show(data)}")
     if len(data) != 1:
         _fail(
             f"{where} carries {len(data)} channels ({', '.join(map(str, data))}); photonflow records "
@@ -702,24 +479,24 @@ def decode_v2(parts: Sequence[Any]) -> StinsMessage:
     if len(parts) != 1:
         _fail(f"a Dectris stream v2 message is one ZeroMQ part, got {len(parts)}")
     message = cbor_loads(parts[0])
-    if isinstance(message, Tag) and message.number == _SELF_DESCRIBED_CBOR:
+    if isinstance(message, Tag) and message.number == SELF_DESCRIBED_CBOR:
         message = message.value
     if not isinstance(message, dict):
-        _fail(f"a Dectris stream v2 message is a CBOR map, got {_show(message)}")
+        _fail(f"a Dectris stream v2 message is a CBOR map, got {show(message)}")
     kind = message.get("type")
     handler = _V2_HANDLERS.get(kind) if isinstance(kind, str) else None
     if handler is None:
-        _fail(f"Dectris stream v2 'type' must be one of {', '.join(_V2_HANDLERS)}, got {_show(kind)}")
+        _fail(f"Dectris stream v2 'type' must be one of {', '.join(_V2_HANDLERS)}, got {show(kind)}")
     return handler(message)
 
 
 def _v2_pixels(frame: Any, encoding: str, shape, dtype) -> tuple[Tag, tuple[int, int]]:
     payload, shape, dtype = frame_payload(frame, encoding, shape, dtype)
-    if dtype not in _TYPED_ARRAY_TAGS:
-        raise ValueError(f"pixel type must be one of {', '.join(_TYPED_ARRAY_TAGS)}, got {dtype}")
+    if dtype not in TYPED_ARRAY_TAGS:
+        raise ValueError(f"pixel type must be one of {', '.join(TYPED_ARRAY_TAGS)}, got {dtype}")
     if encoding == BSLZ4:
         payload = Tag(_DECTRIS_COMPRESSION, ["bslz4", np.dtype(dtype).itemsize, payload])
-    return Tag(_MULTI_DIMENSIONAL_ARRAY, [list(shape), Tag(_TYPED_ARRAY_TAGS[dtype], payload)]), shape
+    return Tag(MULTI_DIMENSIONAL_ARRAY, [list(shape), Tag(TYPED_ARRAY_TAGS[dtype], payload)]), shape
 
 
 def encode_start_v2(
@@ -743,7 +520,7 @@ def encode_start_v2(
         "type": "start",
         "series_id": series_id,
         "series_unique_id": series_unique_id,
-        "arm_date": Tag(_DATE_TIME, arm_date or utc_now_iso()),
+        "arm_date": Tag(DATE_TIME, arm_date or utc_now_iso()),
         "channels": [channel],
         "number_of_images": frame_count,
         **_unmap_detector(detector, V2_DETECTOR),
@@ -760,7 +537,7 @@ def encode_start_v2(
     for key, value in (extra or {}).items():
         if isinstance(value, np.ndarray):
             typed = _v2_pixels(value, RAW, value.shape, value.dtype.name)[0] if value.ndim == 2 else Tag(
-                _TYPED_ARRAY_TAGS[value.dtype.name], value.astype(value.dtype.newbyteorder("<")).tobytes()
+                TYPED_ARRAY_TAGS[value.dtype.name], value.astype(value.dtype.newbyteorder("<")).tobytes()
             )
             value = {channel: typed} if key in ("flatfield", "pixel_mask") else typed
         message[key] = value
@@ -792,7 +569,7 @@ def encode_image_v2(
         "data": {channel: pixels},
     }
     if series_date is not None:
-        message["series_date"] = Tag(_DATE_TIME, series_date)
+        message["series_date"] = Tag(DATE_TIME, series_date)
     for key, value in (("start_time", start_time), ("stop_time", stop_time), ("real_time", real_time)):
         if value is not None:
             message[key] = list(value)
@@ -876,7 +653,7 @@ def _json_part(parts: Sequence[Any], index: int, htype: str, where: str) -> dict
     """Part ``index``, a JSON object whose htype must be ``htype``."""
     part = _json_object(parts[index], f"{where}: part {index + 1}")
     if part.get("htype") != htype:
-        _fail(f"{where}: part {index + 1} must have htype {htype!r}, got {_show(part.get('htype'))}")
+        _fail(f"{where}: part {index + 1} must have htype {htype!r}, got {show(part.get('htype'))}")
     return part
 
 
@@ -891,7 +668,7 @@ def _v1_shape(description: dict, where: str) -> tuple[int, int]:
     """photonflow's (rows, columns) from DECTRIS' [x, y]."""
     shape = description.get("shape")
     if not isinstance(shape, list) or not all(_KINDS["unsigned"][0](n) and n > 0 for n in shape):
-        _fail(f"{where}: 'shape' must be [x, y] of positive integers, got {_show(shape)}")
+        _fail(f"{where}: 'shape' must be [x, y] of positive integers, got {show(shape)}")
     if len(shape) != 2:
         _fail(f"{where}: 'shape' {shape} is not [x, y]; photonflow records 2-D frames")
     return (shape[1], shape[0])
@@ -904,7 +681,7 @@ def _v1_check_table(parts: Sequence[Any], index: int, htype: str, name: str, whe
     table_where = f"{where}: {name}"
     shape = description.get("shape")
     if not isinstance(shape, list) or not shape or not all(_KINDS["unsigned"][0](n) for n in shape):
-        _fail(f"{table_where}: 'shape' must be a list of sizes, got {_show(shape)}")
+        _fail(f"{table_where}: 'shape' must be a list of sizes, got {show(shape)}")
     table_type = _field(description, "type", "text", table_where)
     if table_type not in PIXEL_TYPES:
         _fail(f"{table_where}: unknown 'type' {table_type!r}; expected one of {', '.join(PIXEL_TYPES)}")
@@ -1051,7 +828,7 @@ def decode_v1(parts: Sequence[Any]) -> StinsMessage:
     htype = header.get("htype")
     handler = _V1_HANDLERS.get(htype) if isinstance(htype, str) else None
     if handler is None:
-        _fail(f"Dectris stream v1 'htype' must be one of {', '.join(_V1_HANDLERS)}, got {_show(htype)}")
+        _fail(f"Dectris stream v1 'htype' must be one of {', '.join(_V1_HANDLERS)}, got {show(htype)}")
     return handler(header, parts)
 
 
