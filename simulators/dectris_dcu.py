@@ -48,6 +48,7 @@ from photonflow.allocator import reuse_frame_buffers
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream import dectris as codec
 from photonflow.stream.bslz4 import compress
+from photonflow.stream.stins import BSLZ4
 from photonflow.stream.transport import SendInterrupted, StreamSender
 
 log = logging.getLogger(__name__)
@@ -447,9 +448,9 @@ class SimulatedDcu:
         chunk = compress(self.frame(number))
         shape, dtype = (self.model.height, self.model.width), "uint16"
         if self._v2():
-            parts = codec.encode_image_v2(self.sequence_id, number, chunk, codec.BSLZ4, shape, dtype)
+            parts = codec.encode_image_v2(self.sequence_id, number, chunk, BSLZ4, shape, dtype)
         else:
-            parts = codec.encode_image_v1(self.sequence_id, number, chunk, codec.BSLZ4, shape, dtype)
+            parts = codec.encode_image_v1(self.sequence_id, number, chunk, BSLZ4, shape, dtype)
         self._send(parts)
 
     def close(self) -> None:
