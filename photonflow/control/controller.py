@@ -291,6 +291,8 @@ class Controller:
             if status is not None:
                 self._peers[peer].status = status
         self.check_progress()
+        if peer == RECORDER:  # a restarted Recorder may have repaired the last series' file
+            self._refresh_report()
         self._publish()
 
     def peer_status_changed(self, peer: str, status: str) -> None:
@@ -309,9 +311,11 @@ class Controller:
             self._publish()
 
     def tick(self) -> None:
-        """Called periodically: ends series whose Recorder never saw the end, refreshes Status."""
+        """Called periodically: ends series whose Recorder never saw the end, refreshes Status,
+        and asks for a final report the Recorder could not give (it was down) until it does."""
         self.check_progress()
-        self._refresh_report()
+        if self._fault.startswith(UNCONFIRMED):
+            self._refresh_report()
         self._publish()
 
     def _refresh_report(self) -> None:

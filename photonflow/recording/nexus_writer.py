@@ -74,7 +74,7 @@ def detector_specific_unit(key: str) -> str | None:
     """The unit of a detector_specific value, from its name (DECTRIS and photonflow conventions)."""
     if key in DETECTOR_SPECIFIC_UNITS:
         return DETECTOR_SPECIFIC_UNITS[key]
-    if key.split("_", 1)[0] in GONIOMETER_AXES or key.startswith("two_theta_"):
+    if any(key.startswith(axis + "_") for axis in GONIOMETER_AXES):
         return "deg"
     return next((unit for suffix, unit in UNIT_SUFFIXES if key.endswith(suffix)), None)
 

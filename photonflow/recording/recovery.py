@@ -109,7 +109,7 @@ def writer_refusal(root: DataRoot, path: Path, token: str) -> str:
     """Why a crash journal's file must not be repaired, or '' if it is one this Recorder's series
     opened and left running: a regular file under the data root, carrying the series' token in
     its attributes and ``end_reason`` ``running``. A finished file is never rewritten."""
-    if not root.contains(os.path.realpath(path)) or not root.contains(path):
+    if not root.contains(os.path.realpath(path)):
         return f"{path} is outside the data root {root.path}"
     if path.is_symlink() or not path.is_file():
         return f"{path} is not a regular file"

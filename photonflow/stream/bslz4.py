@@ -47,6 +47,7 @@ import numba
 import numpy as np
 
 from photonflow.errors import StreamMessageError
+from photonflow.stream.buffers import as_bytes
 
 HDF5_FILTER_ID = 32008  # registered id of the bitshuffle filter
 HDF5_FILTER_OPTIONS = (0, 2)  # block size 0 = default, 2 = BSHUF_H5_COMPRESS_LZ4
@@ -104,11 +105,6 @@ def _bitunshuffle(planes: np.ndarray, out: np.ndarray) -> None:
         out[:, :, byte] = by_byte[:, byte, :]
 
 
-def _as_bytes(payload: Any) -> memoryview:
-    """A flat byte view of a bytes-like object or a ZeroMQ frame, without copying."""
-    view = payload.buffer if hasattr(payload, "buffer") else memoryview(payload)
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
-
 
 def compress(array: np.ndarray, block_size: int = 0) -> bytes:
     """The bslz4 chunk of ``array`` (C order, little-endian), as HDF5's bitshuffle filter writes it.
@@ -147,7 +143,7 @@ def compress(array: np.ndarray, block_size: int = 0) -> bytes:
 
 def read_header(payload: Any) -> tuple[int, int]:
     """(uncompressed bytes, block size in bytes) from a chunk's 12-byte header."""
-    data = _as_bytes(payload)
+    data = as_bytes(payload)
     if data.nbytes < HEADER_BYTES:
         raise StreamMessageError(
             f"bslz4 payload has {data.nbytes} bytes, less than its {HEADER_BYTES}-byte header"
@@ -209,7 +205,7 @@ def check_chunk(payload: Any, shape: Sequence[int], dtype: str) -> None:
     those lengths, so a chunk cut short or with a garbled body would make it read past the
     chunk (a crash of the reading process) or fail.
     """
-    data = _as_bytes(payload)
+    data = as_bytes(payload)
     block_bytes = check_header(data, shape, dtype)
     total = math.prod(shape)
     if not total:
@@ -234,7 +230,7 @@ def decompress(payload: Any, shape: Sequence[int], dtype: str | np.dtype) -> np.
     Raises StreamMessageError naming what is wrong with a damaged or mismatching chunk.
     """
     dtype = np.dtype(dtype).newbyteorder("<")
-    data = _as_bytes(payload)
+    data = as_bytes(payload)
     check_header(data, shape, dtype.name)
     itemsize = dtype.itemsize
     total = math.prod(shape)

@@ -13,16 +13,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from photonflow.errors import StreamMessageError
+from photonflow.stream.buffers import as_bytes
 
 
 def _fail(message: str) -> None:
     raise StreamMessageError(message)
 
-
-def _as_bytes(part: Any) -> memoryview:
-    """A flat byte view of one ZeroMQ part (zmq.Frame or bytes-like), without copying."""
-    view = part.buffer if hasattr(part, "buffer") else memoryview(part)
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 def show(value: Any) -> str:
@@ -203,7 +199,7 @@ _CBOR_FLOATS = {25: struct.Struct(">e"), 26: struct.Struct(">f"), 27: struct.Str
 
 def cbor_loads(part: Any) -> Any:
     """The one CBOR item a ZeroMQ part holds; refuses truncated or trailing data."""
-    reader = _CborReader(_as_bytes(part))
+    reader = _CborReader(as_bytes(part))
     if reader.data.nbytes == 0:
         _fail("empty message: no CBOR item")
     value = reader.item()
@@ -236,7 +232,7 @@ def _cbor_encode(value: Any, out: list) -> None:
         encoded = value.encode()
         out += (_cbor_head(3, len(encoded)), encoded)
     elif isinstance(value, (bytes, bytearray, memoryview, np.ndarray)):
-        data = _as_bytes(value)
+        data = as_bytes(value)
         out += (_cbor_head(2, data.nbytes), data)
     elif isinstance(value, (list, tuple)):
         out.append(_cbor_head(4, len(value)))

@@ -54,11 +54,6 @@ def refusing_anything_else(protocol: str) -> Callable:
     return wrap
 
 
-def as_bytes(part: Any) -> memoryview:
-    """A flat byte view of one ZeroMQ part (zmq.Frame or bytes-like), without copying."""
-    view = part.buffer if hasattr(part, "buffer") else memoryview(part)
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
-
 
 # ---------------------------------------------------------------------------------------------
 # Field access shared by both versions: every refusal names the message and the key.

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from photonflow.stream.buffers import as_bytes
 from photonflow.stream.cbor import (
     show,
 )
 from photonflow.stream.dectris_fields import (
     KINDS,
     VENDOR,
-    as_bytes,
     checked_field,
     date_time,
     fail,

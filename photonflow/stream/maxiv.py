@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from photonflow.errors import StreamMessageError
+from photonflow.stream.buffers import as_bytes
 from photonflow.stream.stins import (
     BSLZ4,
     PIXEL_TYPES,
@@ -68,14 +69,10 @@ def _fail(message: str) -> None:
     raise StreamMessageError(message)
 
 
-def _as_bytes(part: Any) -> memoryview:
-    view = part.buffer if hasattr(part, "buffer") else memoryview(part)
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
-
 
 def _json_object(part: Any, what: str) -> dict:
     try:
-        value = json.loads(bytes(_as_bytes(part)))
+        value = json.loads(bytes(as_bytes(part)))
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError both are
         _fail(f"{what} is not JSON: {error}")
     if not isinstance(value, dict):
@@ -152,7 +149,7 @@ def _image(header: dict, parts: Sequence[Any]) -> DataMessage:
     if not isinstance(compression, str) or compression not in COMPRESSIONS:
         _fail(f"{where}: 'compression' must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     encoding = COMPRESSIONS[compression]
-    payload = _as_bytes(parts[1])
+    payload = as_bytes(parts[1])
     shape = (shape[0], shape[1])
     check_frame_payload(payload, shape, dtype, encoding, where)
     return DataMessage(
