@@ -1,0 +1,239 @@
+"""Writing a standardized NeXus file: the application definition's ``/entry`` over the Recorder's
+frames (reached through relative external links, so the folder can move), the beamline captured
+around the exposure, and the raw snapshots as Assonant keeps them.
+
+Written with h5py rather than Assonant's writer (nexusformat, which knows no application
+definitions) or nexgen (which takes its geometry from its own Pydantic models and writes the
+frames itself): photonflow's frames are already on disk, and the mapping is the geometry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import photonflow
+from photonflow.recording.nexus_writer import LIBVER, nexus_time
+from photonflow.standardizing.capture import HOLDER, SeriesCapture
+from photonflow.standardizing.mapping import COMPONENTS, AxisMapping, BeamlineMapping, convert
+from photonflow.standardizing.recorded import RecordedSeries
+
+TEXT = h5py.string_dtype("utf-8")
+HC_KEV_ANGSTROM = 12.398419843320026  # wavelength (Å) = HC / energy (keV)
+BEAM_AXIS = np.array([0.0, 0.0, 1.0])  # NeXus (McStas) coordinates: z along the beam, y up
+
+
+def open_new(path: Path, create: Callable[[Path], h5py.File] | None) -> h5py.File:
+    """A new file: through ``create`` (the data root's safe creation) when given; "w-" never overwrites."""
+    return create(path) if create else h5py.File(path, "w-", libver=LIBVER)
+
+
+def group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    made = parent.require_group(name)
+    made.attrs["NX_class"] = nx_class
+    return made
+
+
+def write(parent: h5py.Group, name: str, value, unit: str | None = None) -> h5py.Dataset:
+    """A field: text as UTF-8, numbers and arrays as they are, anything else as JSON text."""
+    if isinstance(value, str):
+        dataset = parent.create_dataset(name, data=value, dtype=TEXT)
+    elif isinstance(value, bool | int | float | np.generic) or (
+        isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
+    ):
+        dataset = parent.create_dataset(name, data=value)
+    elif isinstance(value, np.ndarray):
+        dataset = parent.create_dataset(name, data=np.asarray([str(v) for v in value.ravel()], dtype=object),
+                                        dtype=TEXT)
+    else:
+        dataset = parent.create_dataset(name, data=json.dumps(value, default=str), dtype=TEXT)
+    if unit:
+        dataset.attrs["units"] = unit
+    return dataset
+
+
+def link_frames(parent: h5py.Group, name: str, output: Path, recorded: RecordedSeries) -> None:
+    """``parent/name`` is the Recorder's frames, by a link relative to the output's folder."""
+    relative = os.path.relpath(recorded.path, output.parent)
+    parent[name] = h5py.ExternalLink(relative, recorded.data_path)
+
+
+def transformation(parent: h5py.Group, name: str, value, unit: str, kind: str, vector, depends_on: str,
+                   offset=(0.0, 0.0, 0.0), offset_unit: str = "m") -> str:
+    dataset = write(parent, name, value, unit)
+    dataset.attrs["transformation_type"] = kind
+    dataset.attrs["vector"] = np.asarray(vector, dtype=np.float64)
+    dataset.attrs["offset"] = np.asarray(offset, dtype=np.float64)
+    dataset.attrs["offset_units"] = offset_unit
+    dataset.attrs["depends_on"] = depends_on
+    return dataset.name
+
+
+def axis_values(capture: SeriesCapture, axis: AxisMapping, recorded: RecordedSeries | None):
+    """An axis' value: per frame for a scan axis (its positions during the exposure at each
+    frame's time, else the detector's own start and increment), else its pre-exposure value."""
+    key = axis.capture.key
+    if axis.scan and recorded is not None and recorded.frames:
+        series = capture.series(key)
+        times = recorded.frame_times[: recorded.frames]
+        if series is not None and len(series[0]) >= 2 and times.size and not np.isnan(times).all():
+            sample_times, positions = series
+            order = np.argsort(sample_times)
+            filled = np.where(np.isnan(times), np.nanmean(times), times)
+            return np.interp(filled, sample_times[order], positions[order].astype(np.float64)), axis.capture.unit
+        start = recorded.value(f"{axis.name}_start")
+        increment = recorded.value(f"{axis.name}_increment")
+        if start is not None and increment is not None:
+            return float(start) + float(increment) * np.arange(recorded.frames), "deg"
+    found = capture.value(key)
+    if found is None:
+        return None
+    value, unit = found
+    if axis.scan and recorded is not None and recorded.frames and isinstance(value, int | float):
+        return np.full(recorded.frames, float(value)), unit
+    return value, unit
+
+
+def write_axes(parent: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapture, group_name: str,
+               recorded: RecordedSeries | None, missing: list[str]) -> str:
+    """The group's NXtransformations; returns the path the owner ``depends_on`` ('.' if none)."""
+    axes = mapping.axes_of(group_name)
+    if not axes:
+        return "."
+    transformations = group(parent, "transformations", "NXtransformations")
+    for axis in axes:
+        found = axis_values(capture, axis, recorded)
+        if found is None:
+            missing.append(axis.capture.key)
+            value, unit = 0.0, axis.capture.unit  # the chain must resolve; the failure is recorded
+        else:
+            value, unit = found
+        depends_on = "." if axis.depends_on == "." else f"{transformations.name}/{axis.depends_on}"
+        transformation(transformations, axis.name, value, unit, axis.transformation_type, axis.vector, depends_on,
+                       axis.offset, axis.offset_unit)
+    return f"{transformations.name}/{mapping.chain_head(group_name)}"
+
+
+def write_components(entry: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapture, place: Callable[[str], str],
+                     skip: tuple[str, ...] = ()) -> None:
+    """Each captured component field at its NeXus place (``place(component)`` gives the group path)."""
+    for field_mapping in mapping.fields:
+        if field_mapping.component in skip:
+            continue
+        found = capture.value(field_mapping.capture.key)
+        if found is None:
+            continue
+        kind = COMPONENTS[field_mapping.component]
+        target = entry
+        for part in place(field_mapping.component).split("/"):
+            target = group(target, part, "NXinstrument" if part == "instrument" else kind.nx_class)
+        if field_mapping.name not in target:
+            dataset = write(target, field_mapping.name, found[0], found[1])
+            allowed = kind.enumerations.get(field_mapping.name)
+            if allowed and found[0] not in allowed:
+                dataset.attrs["custom"] = True
+
+
+def incident_wavelength(capture: SeriesCapture, recorded: RecordedSeries | None) -> float | None:
+    """The beam's wavelength in Å: the beam's own, else the monochromator's wavelength or energy,
+    else what the detector was told."""
+    for key, to_angstrom in (
+        ("beam/incident_wavelength", lambda v, u: convert(v, u, "angstrom")),
+        ("monochromator/wavelength", lambda v, u: convert(v, u, "angstrom")),
+        ("beam/incident_energy", lambda v, u: HC_KEV_ANGSTROM / convert(v, u, "keV")),
+        ("monochromator/energy", lambda v, u: HC_KEV_ANGSTROM / convert(v, u, "keV")),
+    ):
+        found = capture.value(key)
+        if found is not None and isinstance(found[0], int | float) and found[0] > 0:
+            return float(to_angstrom(*found))
+    if recorded is not None:
+        wavelength = recorded.value("incident_wavelength")
+        if isinstance(wavelength, int | float) and wavelength > 0:
+            return float(wavelength) * 1e10
+        for name in ("incident_energy", "photon_energy"):
+            energy = recorded.value(name)
+            if isinstance(energy, int | float) and energy > 0:
+                return HC_KEV_ANGSTROM / (float(energy) / 1000.0)
+    return None
+
+
+def detector_distance(
+    mapping: BeamlineMapping, capture: SeriesCapture, recorded: RecordedSeries | None
+) -> float | None:
+    """Metres from the sample to the detector along the beam: the detector's translations along
+    the beam, else what the detector reported."""
+    along_beam = []
+    for axis in mapping.axes_of("detector_position"):
+        vector = np.asarray(axis.vector, dtype=np.float64)
+        if axis.transformation_type == "translation" and np.allclose(vector / np.linalg.norm(vector), BEAM_AXIS):
+            found = capture.value(axis.capture.key)
+            if found is not None and isinstance(found[0], int | float):
+                along_beam.append(convert(found[0], found[1], "m"))
+    if along_beam:
+        return float(sum(along_beam))
+    if recorded is not None:
+        distance = recorded.value("distance")
+        if isinstance(distance, int | float) and distance > 0:
+            return float(distance)
+    return None
+
+
+def write_snapshots(entry: h5py.Group, capture: SeriesCapture) -> None:
+    """The raw captures, as Assonant keeps them: ``pre_exposure`` and ``post_exposure`` (one value
+    each), ``during_exposure`` (NXlog: value and time from the series start)."""
+    start = capture.times.get("pre", 0.0)
+    for moment, assonant_entry in capture.entries.items():
+        moment_group = group(entry, f"{moment}_exposure", "NXcollection")
+        moment_group.attrs["description"] = {
+            "pre": "captured at the series start", "during": "captured while the frames were taken",
+            "post": "captured at the series end",
+        }[moment]
+        for component_name, component in assonant_entry.subcomponents.items():
+            component_group = group(moment_group, component_name, "NXcollection")
+            handlers = {**component.fields, **component.positions}
+            for name, handler in handlers.items():
+                field = getattr(handler, "value", handler)
+                if hasattr(field, "timestamps"):  # a time series
+                    log = group(component_group, name, "NXlog")
+                    write(log, "value", np.asarray(field.value.value), field.value.unit)
+                    times = write(log, "time", np.asarray(field.timestamps.value, dtype=np.float64) - start, "s")
+                    times.attrs["start"] = _iso(start)
+                elif hasattr(field, "value"):
+                    write(component_group, name, field.value, field.unit)
+
+
+def write_failures(entry: h5py.Group, capture: SeriesCapture, missing: list[str]) -> None:
+    """What could not be captured: which value, from where, and the error."""
+    if not capture.failures and not missing:
+        return
+    notes = group(entry, "capture_problems", "NXcollection")
+    notes.attrs["description"] = "values the Standardizer could not capture; the file lacks them"
+    lines = [failure.describe() for failure in capture.failures]
+    lines += [f"{key}: no value was captured" for key in missing
+              if not any(failure.key == key for failure in capture.failures)]
+    write(notes, "problems", np.asarray(lines, dtype=object))
+
+
+def write_provenance(f: h5py.File, definition: str) -> None:
+    f.attrs["default"] = "entry"
+    f.attrs["creator"] = f"photonflow {photonflow.__version__} Standardizer"
+    f.attrs["NeXus_version"] = "v2024.02"
+    f.attrs["HDF5_Version"] = h5py.version.hdf5_version
+    f.attrs["file_time"] = _iso(None)
+    f.attrs["application_definition"] = definition
+
+
+def holder_of(group_name: str) -> str:
+    return HOLDER.get(group_name, group_name)
+
+
+def _iso(unix_time: float | None) -> str:
+    from datetime import UTC, datetime
+
+    moment = datetime.now(UTC) if unix_time is None else datetime.fromtimestamp(unix_time, UTC)
+    return nexus_time(moment.isoformat())
