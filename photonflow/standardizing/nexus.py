@@ -237,3 +237,51 @@ def _iso(unix_time: float | None) -> str:
 
     moment = datetime.now(UTC) if unix_time is None else datetime.fromtimestamp(unix_time, UTC)
     return nexus_time(moment.isoformat())
+
+
+def entry_as_json(path: Path, max_elements: int = 4096) -> dict:
+    """The standardized tree as JSON-safe data, for the event bus and the demo: groups with their
+    NX_class, fields with value and units (arrays longer than ``max_elements``, such as the
+    frames, as shape and type), links as where they point."""
+
+    def describe_group(node: h5py.Group) -> dict:
+        out: dict = {"NX_class": _text(node.attrs.get("NX_class", ""))}
+        for name in node:
+            link = node.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                out[name] = {"external_link": {"file": link.filename, "path": link.path}}
+                continue
+            item = node[name]
+            out[name] = describe_group(item) if isinstance(item, h5py.Group) else describe_field(item)
+        return out
+
+    def describe_field(dataset: h5py.Dataset) -> dict:
+        out: dict = {}
+        if dataset.size > max_elements:
+            out["shape"], out["dtype"] = list(dataset.shape), str(dataset.dtype)
+        else:
+            out["value"] = _json_value(dataset[()])
+        for key in ("units", "transformation_type", "vector", "offset", "depends_on"):
+            if key in dataset.attrs:
+                out[key] = _json_value(dataset.attrs[key])
+        return out
+
+    with h5py.File(path, "r") as f:
+        return {"entry": describe_group(f["entry"])}
+
+
+def _json_value(value):
+    """Plain JSON data: text decoded, arrays as lists, NaN as null."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, np.ndarray | np.generic):
+        return _json_value(value.tolist())
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,232 @@
+"""The Standardizer: for each series the Controller runs, it captures the beamline before, during
+and after the exposure and writes beside the Recorder's file one NeXus file whose ``/entry`` is
+the application definition of the beamline's technique; then it announces the file on the event
+bus.
+
+It is told of series by the device (which follows the Controller's events) and does its work on
+a thread of its own: a slow device, an unreadable attribute or a full bus never delays the
+frames, and every such problem is recorded in the file and reported as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import h5py
+
+from photonflow import states
+from photonflow.core import CoreListener, StatefulCore
+from photonflow.errors import FilePathError, PhotonflowError
+from photonflow.recording.nexus_writer import LIBVER, nexus_time
+from photonflow.recording.paths import DataRoot
+from photonflow.standardizing.capture import AttributeReader, SeriesCapture
+from photonflow.standardizing.mapping import BeamlineMapping
+from photonflow.standardizing.nexus import entry_as_json
+from photonflow.standardizing.nxmx import write_nxmx
+from photonflow.standardizing.recorded import RecordedSeries, read_recorded_series
+
+log = logging.getLogger(__name__)
+STANDARD_SUFFIX = ".nxs"
+
+
+class EventPublisher(Protocol):
+    """Where "experiment done" events go (Redis Streams, Kafka); raises PhotonflowError on failure."""
+
+    def publish(self, event: dict) -> str: ...
+
+
+Writer = Callable[[Path, BeamlineMapping, SeriesCapture, RecordedSeries, Callable[[Path], h5py.File]], Path]
+
+
+def writers() -> dict[str, Writer]:
+    """The writer of each application definition."""
+    from photonflow.standardizing.nxtomo import write_nxtomo
+
+    return {"NXmx": write_nxmx, "NXtomo": write_nxtomo}
+
+
+@dataclass
+class StandardizerCounters:
+    files_written: int = 0
+    capture_failures: int = 0  # values not captured, over every series since start-up
+    last_file: str = ""
+    warnings: tuple[str, ...] = ()  # of the last series: what could not be captured or sent
+
+
+@dataclass
+class _Series:
+    series_id: int
+    capture: SeriesCapture
+    stop_polling: threading.Event = field(default_factory=threading.Event)
+    poller: threading.Thread | None = None
+
+
+class Standardizer(StatefulCore):
+    def __init__(self, mapping: BeamlineMapping, reader: AttributeReader, data_root: str | Path,
+                 listener: CoreListener | None = None, publisher: EventPublisher | None = None,
+                 clock: Callable[[], float] = time.time):
+        super().__init__(listener, states.ON, f"Ready: writes {mapping.definition} for {mapping.beamline}")
+        self.mapping = mapping
+        self.reader = reader
+        self.data_root = DataRoot(data_root)
+        self.publisher = publisher
+        self.clock = clock
+        self.counters = StandardizerCounters()
+        self._series: _Series | None = None
+        self._jobs: queue.Queue = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._worker = threading.Thread(target=self._work, name="standardizer", daemon=True)
+        self._worker.start()
+
+    # -- what the device tells it ---------------------------------------------------------------
+    def series_started(self, series_id: int) -> None:
+        self._submit(self._start, series_id)
+
+    def series_ended(self, series_id: int, master_file: str) -> None:
+        self._submit(self._end, series_id, master_file)
+
+    def standardize(self, master_file: str) -> Path:
+        """Standardize a Recorder file now (e.g. one written before), capturing the beamline as it
+        is; returns the new file. Raises on a file outside the data root or already standardized."""
+        recorded = self._recorded(master_file)
+        capture = SeriesCapture(self.mapping, self.reader, self.clock)
+        capture.snapshot("pre")
+        capture.snapshot("post")
+        return self._write(recorded, capture)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once every series told so far is written (for tests and the demo)."""
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._worker.join(10)
+        if self._series is not None:
+            self._series.stop_polling.set()
+        self.data_root.close()
+
+    # -- the worker ------------------------------------------------------------------------------
+    def _submit(self, job, *args) -> None:
+        self._idle.clear()
+        self._jobs.put((job, args))
+
+    def _work(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, args = item
+            try:
+                job(*args)
+            except PhotonflowError as error:
+                self._warn([str(error)], f"Series not standardized: {error}")
+            except Exception as error:  # the worker must survive anything to serve the next series
+                log.exception("standardizing failed")
+                self._warn([f"{type(error).__name__}: {error}"], f"Series not standardized: {error}")
+            finally:
+                if self._jobs.empty():
+                    self._idle.set()
+
+    def _start(self, series_id: int) -> None:
+        if self._series is not None:  # the previous series never ended (the Controller restarted?)
+            self._series.stop_polling.set()
+        series = _Series(series_id, SeriesCapture(self.mapping, self.reader, self.clock))
+        self._series = series
+        self._set_state(states.RUNNING, f"Capturing the beamline for series {series_id}")
+        series.capture.snapshot("pre")
+        if self.mapping.captures("during"):
+            series.poller = threading.Thread(target=series.capture.poll_during, args=(series.stop_polling,),
+                                             name="standardizer-during", daemon=True)
+            series.poller.start()
+
+    def _end(self, series_id: int, master_file: str) -> None:
+        series, self._series = self._series, None
+        if series is None or series.series_id != series_id:
+            # started before this Standardizer ran: what is known now is all there is
+            series = _Series(series_id, SeriesCapture(self.mapping, self.reader, self.clock))
+            series.capture.snapshot("pre")
+        series.stop_polling.set()
+        if series.poller is not None:
+            series.poller.join(5)
+        series.capture.finish_during()
+        series.capture.snapshot("post")
+        if not master_file:
+            self._warn([f"series {series_id}: the Controller named no file"], f"Series {series_id}: no file to "
+                       "standardize (the Recorder wrote none)")
+            return
+        recorded = self._recorded(master_file)
+        self._write(recorded, series.capture)
+
+    def _recorded(self, master_file: str) -> RecordedSeries:
+        master = Path(master_file)
+        real = master.resolve()
+        if not self.data_root.contains(real):
+            raise FilePathError(f"{master_file} is outside the data root {self.data_root.path}; the Standardizer "
+                                "writes only beside files under it", reason="FileOutsideDataRoot")
+        return read_recorded_series(real)
+
+    def _write(self, recorded: RecordedSeries, capture: SeriesCapture) -> Path:
+        output = recorded.path.with_suffix(STANDARD_SUFFIX)
+        self._set_state(states.RUNNING, f"Writing {output.name}")
+        directory = self.data_root.open_directory(output.parent)
+        try:
+            path = writers()[self.mapping.definition](
+                output, self.mapping, capture, recorded,
+                lambda target: directory.create(target.name, lambda fd: h5py.File(fd, "w", libver=LIBVER))[0],
+            )
+        finally:
+            directory.close()
+        warnings = [failure.describe() for failure in capture.failures]
+        sent = self._announce(path, recorded)
+        if sent:
+            warnings.append(sent)
+        self.counters.files_written += 1
+        self.counters.capture_failures += len(capture.failures)
+        self.counters.last_file = str(path)
+        self.counters.warnings = tuple(warnings)
+        self.listener.counters_changed(self.counters)
+        if warnings:
+            self._set_state(states.ALARM, f"Wrote {path} ({self.mapping.definition}) with {len(warnings)} "
+                            f"warning(s): " + "; ".join(warnings))
+        else:
+            self._set_state(states.ON, f"Wrote {path} ({self.mapping.definition}) for series {recorded.series_id}")
+        return path
+
+    def _announce(self, path: Path, recorded: RecordedSeries) -> str:
+        """Publish "experiment done"; returns a warning if the bus could not take it."""
+        if self.publisher is None:
+            return ""
+        event = experiment_done(self.mapping, path, recorded.series_id, entry_as_json(path))
+        try:
+            self.publisher.publish(event)
+        except Exception as error:  # the file is written: a bus problem is a warning, not a loss
+            return f"the experiment-done event was not sent: {error}"
+        return ""
+
+    def _warn(self, warnings: list[str], status: str) -> None:
+        self.counters.warnings = tuple(warnings)
+        self.listener.counters_changed(self.counters)
+        self._set_state(states.ALARM, status)
+
+
+def experiment_done(mapping: BeamlineMapping, path: Path, series_id: int, entry: dict) -> dict:
+    """The event announcing a standardized file; ``beamline`` and ``filepath`` as Assonant's
+    ExperimentDone names them, so Assonant consumers read it too."""
+    return {
+        "event": "experiment_done",
+        "beamline": mapping.beamline,
+        "filepath": str(path),
+        "definition": mapping.definition,
+        "series_id": series_id,
+        "time": nexus_time(datetime.now(UTC).isoformat()),
+        "entry": entry,
+    }
