@@ -13,4 +13,5 @@ SERVERS: dict[str, dict[str, str]] = {
     },
     "PhotonflowRecorder": {"PhotonflowRecorder": "photonflow.devices.recorder"},
     "PhotonflowController": {"PhotonflowController": "photonflow.devices.controller"},
+    "PhotonflowStandardizer": {"PhotonflowStandardizer": "photonflow.devices.standardizer"},
 }

@@ -34,7 +34,9 @@ from photonflow.standardizing.recorded import RecordedSeries
 
 IMAGE_KEYS = {"projection": 0, "flat": 1, "dark": 2}
 # NXtomo's names for the sample stage's translations, by the direction they move along
-TRANSLATION_NAMES = {(1.0, 0.0, 0.0): "x_translation", (0.0, 1.0, 0.0): "y_translation", (0.0, 0.0, 1.0): "z_translation"}
+TRANSLATION_NAMES = {
+    (1.0, 0.0, 0.0): "x_translation", (0.0, 1.0, 0.0): "y_translation", (0.0, 0.0, 1.0): "z_translation",
+}
 
 
 @dataclass(frozen=True)
