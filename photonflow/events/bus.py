@@ -207,11 +207,8 @@ class RedisStreamBus:
             answer = self._client.xread({self.stream: since}, count=count, block=block_ms)
         except self._redis_error as error:
             raise EventBusError(f"cannot read {self.url} (stream {self.stream}): {error}") from error
-        messages = []
-        for _stream, entries in answer or []:
-            for entry_id, fields in entries:
-                messages.append(BusMessage(entry_id.decode(), json.loads(fields[b"event"])))
-        return messages
+        return [BusMessage(entry_id.decode(), _decode_entry(fields))
+                for _stream, entries in answer or [] for entry_id, fields in entries]
 
     def close(self) -> None:
         self._client.close()
@@ -221,6 +218,15 @@ class RedisStreamBus:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _decode_entry(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """The event of a stream entry; an entry someone else wrote in another form is shown as its
+    raw fields (under ``fields``) rather than stopping the reader."""
+    try:
+        return json.loads(fields[b"event"])
+    except (KeyError, ValueError):
+        return {"fields": {_text_of(key): _text_of(value) for key, value in fields.items()}}
 
 
 class KafkaBus:

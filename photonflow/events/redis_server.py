@@ -218,6 +218,8 @@ class EmbeddedRedis:
 
     def modules(self) -> dict[str, int]:
         """MODULE LIST of the running server: name -> version."""
+        if self.port is None:
+            raise EventServerError("the embedded Redis server is not started", reason="EventServerNotStarted")
         with _client(self.host, self.port) as client:
             listed = client.module_list()
         return {_text(entry[b"name"]): int(entry[b"ver"]) for entry in listed}

@@ -12,6 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import redis
 
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError
 from photonflow.events import (
@@ -108,6 +109,16 @@ def test_read_gives_the_events_after_an_id(server):
     assert [message.id for message in everything] == [first, second]
     assert [message.event["series_id"] for message in after_first] == [2]
     assert after_first[0].event["entry"]["instrument"]["detector"]["frame_count"] == 20
+
+
+def test_an_entry_written_in_another_form_is_shown_as_its_fields(server):
+    client = redis.Redis.from_url(server.url)
+    foreign = client.xadd("test:foreign", {"scan": "42", "state": "done"}).decode()
+    client.close()
+    with RedisStreamBus(server.url, stream="test:foreign") as bus:
+        (message,) = bus.read()
+
+    assert message == (foreign, {"fields": {"scan": "42", "state": "done"}})
 
 
 def test_photonflow_events_tail_prints_the_events_as_json_lines(server):
