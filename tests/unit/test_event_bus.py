@@ -232,6 +232,18 @@ def test_a_kafka_url_without_confluent_kafka_names_the_package(monkeypatch):
         KafkaBus("broker.example:9092", "experiments")
 
 
+def test_a_kafka_broker_that_is_down_raises_an_error_the_caller_can_record():
+    pytest.importorskip("confluent_kafka")  # optional: pip install confluent-kafka
+    bus = KafkaBus(f"127.0.0.1:{free_port()}", "experiments", timeout=1, producer_config={"log_level": 0})
+
+    with pytest.raises(EventBusError) as raised:
+        bus.publish(diffraction_event(9, 9))
+    bus.close()
+
+    assert raised.value.reason == "EventBusUnavailable"
+    assert "topic experiments" in str(raised.value)
+
+
 def test_the_event_is_json_safe_whatever_the_entry_holds():
     event = experiment_done_event("b", "/f.nxs", "NXtomo", np.int32(4), {
         "angles": np.linspace(0, 1, 3), "flag": np.bool_(True), "missing": float("nan"), "shape": (2, 3),
