@@ -3,6 +3,7 @@
     photonflow config apply FILE [--dry-run]   write a deployment to the Tango database
     photonflow demo [--frames N]               one acquisition end to end, then SUMMARY {...}
     photonflow up / photonflow down            the whole suite, for Jive, Taurus or Sardana
+    photonflow events tail [--url URL]         the "experiment done" events, as JSON lines
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 import tango
 
 from photonflow.clients.demo import default_file_name, describe_file, run_acquisition
-from photonflow.clients.launcher import Suite
+from photonflow.clients.launcher import EVENT_BUS_VARIABLE, Suite
 from photonflow.clients.tango_database import apply_deployment
-from photonflow.deployment import load_deployment_file
-from photonflow.errors import ConfigurationError
+from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
+from photonflow.errors import ConfigurationError, EventBusError, EventServerError
+from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
 
 DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002}
 
@@ -53,11 +55,17 @@ def command_config_apply(args) -> int:
 
 
 def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite, object]:
-    """Database (embedded unless TANGO_HOST is set), configuration, then every server."""
+    """Event bus and database (each embedded unless configured), configuration, then every server."""
     _prepare_environment(var_dir)
     suite = Suite(os.environ.get("TANGO_HOST", ""), var_dir)
     try:
         simulators = load_deployment_file(config, simulators_only=True)
+        suite.start_event_bus(simulators.event_bus)
+        if simulators.event_bus == EMBEDDED_EVENT_BUS:
+            print(f"Started the embedded event bus (Redis streams, with ReJSON and RediSearch) at "
+                  f"{EVENT_BUS_VARIABLE}={suite.event_bus}")
+        else:
+            print(f"Using the event bus at {EVENT_BUS_VARIABLE}={suite.event_bus}")
         for name, value in suite.start_simulators(simulators).items():
             print(f"Simulated hardware up: {name}={value}")
         deployment = load_deployment_file(config)
@@ -119,7 +127,9 @@ def command_up(args) -> int:
     suite.save(state_file)
     controller = deployment.device("PhotonflowController").name
     print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
-          f"  photonflow-panel {controller}      (or jive, or a Taurus form)\nStop it with: make down")
+          f"  photonflow-panel {controller}      (or jive, or a Taurus form)\n"
+          f"  photonflow events tail --follow     (the experiment-done events on {suite.event_bus})\n"
+          "Stop it with: make down")
     return 0
 
 
@@ -134,6 +144,43 @@ def command_down(args) -> int:
     state_file.unlink()
     print(f"Stopped {len(suite.processes) or 'all'} processes of the suite at TANGO_HOST={suite.tango_host}.")
     return 0
+
+
+def _event_bus_url(args) -> str:
+    """--url, else PHOTONFLOW_EVENT_BUS, else the bus of the suite 'photonflow up' started."""
+    if args.url:
+        return args.url
+    if os.environ.get(EVENT_BUS_VARIABLE):
+        return os.environ[EVENT_BUS_VARIABLE]
+    state_file = var_directory() / "run" / "suite.json"
+    if state_file.exists():
+        url = Suite.load(state_file, var_directory()).event_bus
+        if url:
+            return url
+    raise ConfigurationError(
+        f"which event bus? Give --url redis://host:port, set {EVENT_BUS_VARIABLE}, or start the suite (make up)"
+    )
+
+
+def command_events_tail(args) -> int:
+    url = _event_bus_url(args)
+    if parse_bus_url(url).scheme != "redis":
+        raise ConfigurationError(
+            f"{url}: 'events tail' reads Redis streams; read a Kafka topic with Kafka's own tools "
+            "(kafka-console-consumer)"
+        )
+    since = args.since
+    with RedisStreamBus(url, stream=args.stream) as bus:
+        try:
+            while True:
+                messages = bus.read(since=since, count=100, block_ms=1000 if args.follow else None)
+                for message in messages:
+                    print(json.dumps({"id": message.id, "event": message.event}), flush=True)
+                    since = message.id
+                if not messages and not args.follow:
+                    return 0
+        except KeyboardInterrupt:
+            return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -161,6 +208,18 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=command_up)
     down = commands.add_parser("down", help="stop what 'up' started")
     down.set_defaults(handler=command_down)
+
+    events = commands.add_parser("events", help="the event bus")
+    events_commands = events.add_subparsers(dest="events_command", required=True)
+    tail = events_commands.add_parser(
+        "tail", help="print the experiment-done events as JSON lines: {\"id\": ..., \"event\": {...}}"
+    )
+    tail.add_argument("--url", help=f"redis://host:port (default: ${EVENT_BUS_VARIABLE}, else the suite's bus)")
+    tail.add_argument("--since", default="0-0",
+                      help="print the events after this stream id (default 0-0: every event kept; $: only new ones)")
+    tail.add_argument("--stream", default=DEFAULT_STREAM, help=f"default {DEFAULT_STREAM}")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events (Ctrl-C ends)")
+    tail.set_defaults(handler=command_events_tail)
     return root
 
 
@@ -168,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigurationError, TimeoutError, RuntimeError, FileNotFoundError) as error:
+    except (ConfigurationError, EventBusError, EventServerError, TimeoutError, RuntimeError,
+            FileNotFoundError) as error:
         print(f"photonflow: error: {error}", file=sys.stderr)
         return 2
     except tango.DevFailed as error:

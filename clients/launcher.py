@@ -21,7 +21,12 @@ from pathlib import Path
 
 import tango
 
-from photonflow.deployment import Deployment, ServerSpec, simulator_environment
+from photonflow.deployment import EMBEDDED_EVENT_BUS, Deployment, ServerSpec, simulator_environment
+from photonflow.events.redis_server import EmbeddedRedis
+
+# The variable that carries the event bus's URL to every server the suite starts (and to the
+# deployment's properties, as ${PHOTONFLOW_EVENT_BUS}).
+EVENT_BUS_VARIABLE = "PHOTONFLOW_EVENT_BUS"
 
 
 def bind_host() -> str:
@@ -80,6 +85,7 @@ class Suite:
     tango_host: str
     var_dir: Path
     processes: list[ManagedProcess] = field(default_factory=list)
+    event_bus: str = ""  # the URL servers publish to, once start_event_bus chose it
     _popens: dict[int, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     def environment(self) -> dict[str, str]:
@@ -102,6 +108,22 @@ class Suite:
             log = next(p.log for p in self.processes if p.pid == process.pid)
             tail = Path(log).read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{name} exited with code {process.returncode}; end of {log}:\n{tail}")
+
+    def start_event_bus(self, setting: str = EMBEDDED_EVENT_BUS) -> str:
+        """The event bus, before the servers: ``embedded`` starts a Redis-compatible server (with
+        ReJSON and RediSearch) on loopback, stopped with the suite; a URL is used as it is. Its
+        URL goes into this process's environment as PHOTONFLOW_EVENT_BUS, and so to every server."""
+        if setting == EMBEDDED_EVENT_BUS:
+            server = EmbeddedRedis(self.var_dir / "eventbus", log_file=self.var_dir / "log" / "event_bus.log")
+            server.start()
+            # stopped like every other process of the suite (SIGTERM: it keeps nothing on disk)
+            self.processes.append(ManagedProcess("event_bus", server.pid, str(server.log_file)))
+            self._popens[server.pid] = server.process
+            self.event_bus = server.url
+        else:
+            self.event_bus = setting
+        os.environ[EVENT_BUS_VARIABLE] = self.event_bus
+        return self.event_bus
 
     def start_database(self, database_file: Path, port: int | None = None) -> None:
         """Start pytango-db's DataBaseds on loopback; its content persists in ``database_file``."""
@@ -222,13 +244,15 @@ class Suite:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({
             "tango_host": self.tango_host,
+            "event_bus": self.event_bus,
             "processes": [p.__dict__ for p in self.processes],
         }, indent=2))
 
     @classmethod
     def load(cls, path: Path, var_dir: Path) -> Suite:
         data = json.loads(path.read_text())
-        return cls(data["tango_host"], var_dir, [ManagedProcess(**p) for p in data["processes"]])
+        return cls(data["tango_host"], var_dir, [ManagedProcess(**p) for p in data["processes"]],
+                   event_bus=data.get("event_bus", ""))
 
 
 def _answers(server: ServerSpec, device_url: Callable[[str], str]) -> bool:

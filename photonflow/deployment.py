@@ -8,6 +8,10 @@ The YAML follows the dsconfig layout beamline engineers know:
           <domain/family/member>:
             properties: {Name: value, ...}
 
+A top-level ``event_bus:`` says where "experiment done" events go: absent or ``embedded``, the
+Redis-compatible server ``photonflow up``/``demo`` start themselves; else the URL of a facility's
+bus, ``redis://host:port`` or ``kafka://host:port/topic``.
+
 Every problem is reported with the file, line and key before anything is written. Values
 may use ``${VAR}`` or ``${VAR:-default}`` from the environment (e.g. a data root).
 """
@@ -23,12 +27,15 @@ from pathlib import Path
 import yaml
 
 from photonflow.errors import ConfigurationError
+from photonflow.events.bus import parse_bus_url
 from photonflow.servers import SERVERS
 
 # The servers photonflow installs and the Tango classes each one runs.
 SERVER_CLASSES: dict[str, tuple[str, ...]] = {server: tuple(classes) for server, classes in SERVERS.items()}
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+$")
 _INSTANCE = re.compile(r"^[A-Za-z0-9_\-.]+$")
+EMBEDDED_EVENT_BUS = "embedded"
+TOP_LEVEL_KEYS = ("servers", "simulators", "demo", "event_bus")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -69,6 +76,8 @@ class Deployment:
     simulators: tuple[SimulatorSpec, ...] = ()
     # what `photonflow demo` acquires with this detector unless told otherwise: frames, exposure, period
     demo: dict[str, float] = field(default_factory=dict)
+    # where events go: EMBEDDED_EVENT_BUS (the suite starts its own Redis) or a bus URL
+    event_bus: str = "embedded"
 
     def device(self, tango_class: str) -> DeviceSpec:
         """The first device of a class (e.g. the demo's Controller)."""
@@ -164,16 +173,17 @@ def load_deployment(
     if root is None:
         raise ConfigurationError(f"{path}: the file is empty; it needs a 'servers' mapping")
     top = dict((k.value, (k, v)) for k, v in source.mapping(root, "the file"))
-    unknown = sorted(top.keys() - {"servers", "simulators", "demo"})
+    unknown = sorted(top.keys() - set(TOP_LEVEL_KEYS))
     if unknown:
         raise source.error(
             top[unknown[0]][0],
-            f"unknown top-level key '{unknown[0]}'; expected 'servers' (and 'simulators', 'demo')",
+            f"unknown top-level key '{unknown[0]}'; expected 'servers' (and 'simulators', 'demo', 'event_bus')",
         )
     simulators = _simulators(source, top["simulators"][1]) if "simulators" in top else ()
     demo = _demo_settings(source, top["demo"][1]) if "demo" in top else {}
+    event_bus = _event_bus(source, top["event_bus"][1]) if "event_bus" in top else EMBEDDED_EVENT_BUS
     if simulators_only:
-        return Deployment((), simulators, demo)
+        return Deployment((), simulators, demo, event_bus)
     if "servers" not in top:
         raise ConfigurationError(f"{path}: missing the top-level 'servers' mapping")
     servers = []
@@ -215,7 +225,7 @@ def load_deployment(
                             properties[prop_key.value] = source.property_values(prop_node, f"{name}->{prop_key.value}")
                 devices.append(DeviceSpec(name, class_key.value, properties))
         servers.append(ServerSpec(executable, instance, tuple(devices)))
-    return Deployment(tuple(servers), simulators, demo)
+    return Deployment(tuple(servers), simulators, demo, event_bus)
 
 
 def _simulators(source: _Source, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
@@ -236,6 +246,19 @@ def _simulators(source: _Source, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
         command = tuple(source.scalar_text(item, f"{name} command") for item in command_node.value)
         simulators.append(SimulatorSpec(name, command))
     return tuple(simulators)
+
+
+def _event_bus(source: _Source, node: yaml.Node) -> str:
+    """'embedded' or a bus URL checked for its form (nothing is contacted here)."""
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "null", "~"):
+        return EMBEDDED_EVENT_BUS
+    text = source.scalar_text(node, "event_bus").strip()
+    if text == EMBEDDED_EVENT_BUS:
+        return text
+    try:
+        return parse_bus_url(text).url
+    except ConfigurationError as error:
+        raise source.error(node, f"event_bus: {error}; or 'embedded'") from None
 
 
 DEMO_SETTINGS = {"frames": int, "exposure": float, "period": float}

@@ -56,3 +56,19 @@ class DetectorConnectionLost(PhotonflowError):
     """The detector did not answer: connection refused, dropped or timed out."""
 
     reason = "DetectorConnectionLost"
+
+
+class EventServerError(PhotonflowError):
+    """The embedded event-bus server (Redis-compatible) could not be found or did not start."""
+
+    reason = "EventServerNotStarted"
+
+
+class EventBusError(PhotonflowError):
+    """Publishing to (or reading from) the event bus failed: broker down, refused, timed out.
+
+    Callers that publish after the data is safely written record it and carry on: a bus that
+    is down never fails an acquisition.
+    """
+
+    reason = "EventBusUnavailable"

@@ -58,12 +58,29 @@ def test_a_default_applies_when_the_variable_is_unset():
         (GOOD + "demo:\n  period: -1\n", "bl1.yaml:9: demo period: expected a positive number, got '-1'"),
         (GOOD + "demo:\n  frames: 1.5\n", "bl1.yaml:9: demo frames: expected a positive number, got '1.5'"),
         (GOOD, "bl1.yaml:6: bl1/pf/recorder->DataRoot: environment variable ROOT is not set"),
+        ("event_bus: http://bus:80\n" + GOOD, "bl1.yaml:1: event_bus: event bus URL 'http://bus:80': unsupported scheme 'http'"),
+        (GOOD + "event_bus: kafka://broker:9092\n", "bl1.yaml:8: event_bus: event bus URL 'kafka://broker:9092' is malformed; expected kafka://host:port[,host:port]/topic"),
+        (GOOD + "event_bus: [redis://a:1]\n", "bl1.yaml:8: event_bus: expected a single value"),
+        (GOOD + "eventbus: embedded\n", "bl1.yaml:8: unknown top-level key 'eventbus'; expected 'servers' (and 'simulators', 'demo', 'event_bus')"),
     ],
 )
 def test_errors_name_the_line_and_key(text, complaint):
     with pytest.raises(ConfigurationError) as caught:
         load_deployment(text, "bl1.yaml", {})
     assert complaint in str(caught.value)
+
+
+@pytest.mark.parametrize("setting, event_bus", [
+    ("", "embedded"),
+    ("event_bus: embedded\n", "embedded"),
+    ("event_bus: redis://redis.bl1.example:6379\n", "redis://redis.bl1.example:6379"),
+    ("event_bus: kafka://kafka1:9092,kafka2:9092/experiments\n", "kafka://kafka1:9092,kafka2:9092/experiments"),
+    ("event_bus: ${BUS}\n", "redis://bus:6380"),
+])
+def test_the_event_bus_is_embedded_unless_a_url_says_otherwise(setting, event_bus):
+    text = setting + GOOD
+    assert load_deployment(text, "bl1.yaml", {"ROOT": "/x", "BUS": "redis://bus:6380"}).event_bus == event_bus
+    assert load_deployment(text, "bl1.yaml", {"BUS": "redis://bus:6380"}, simulators_only=True).event_bus == event_bus
 
 
 def test_a_device_defined_twice_is_refused():
