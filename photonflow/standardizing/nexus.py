@@ -16,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from assonant.data_classes.data_handlers import Axis, TimeSeries
 
 import photonflow
 from photonflow.recording.nexus_writer import LIBVER, nexus_time
@@ -197,13 +198,13 @@ def write_snapshots(entry: h5py.Group, capture: SeriesCapture) -> None:
             component_group = group(moment_group, component_name, "NXcollection")
             handlers = {**component.fields, **component.positions}
             for name, handler in handlers.items():
-                field = getattr(handler, "value", handler)
-                if hasattr(field, "timestamps"):  # a time series
+                field = handler.value if isinstance(handler, Axis) else handler
+                if isinstance(field, TimeSeries):
                     log = group(component_group, name, "NXlog")
                     write(log, "value", np.asarray(field.value.value), field.value.unit)
                     times = write(log, "time", np.asarray(field.timestamps.value, dtype=np.float64) - start, "s")
                     times.attrs["start"] = _iso(start)
-                elif hasattr(field, "value"):
+                else:
                     write(component_group, name, field.value, field.unit)
 
 

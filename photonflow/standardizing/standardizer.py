@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +24,8 @@ import h5py
 from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.errors import FilePathError, PhotonflowError
-from photonflow.recording.nexus_writer import LIBVER, nexus_time
+from photonflow.events.bus import experiment_done_event
+from photonflow.recording.nexus_writer import LIBVER
 from photonflow.recording.paths import DataRoot
 from photonflow.standardizing.capture import AttributeReader, SeriesCapture
 from photonflow.standardizing.mapping import BeamlineMapping
@@ -205,7 +205,8 @@ class Standardizer(StatefulCore):
         """Publish "experiment done"; returns a warning if the bus could not take it."""
         if self.publisher is None:
             return ""
-        event = experiment_done(self.mapping, path, recorded.series_id, entry_as_json(path))
+        event = experiment_done_event(self.mapping.beamline, path, self.mapping.definition, recorded.series_id,
+                                      entry_as_json(path))
         try:
             self.publisher.publish(event)
         except Exception as error:  # the file is written: a bus problem is a warning, not a loss
@@ -217,16 +218,3 @@ class Standardizer(StatefulCore):
         self.listener.counters_changed(self.counters)
         self._set_state(states.ALARM, status)
 
-
-def experiment_done(mapping: BeamlineMapping, path: Path, series_id: int, entry: dict) -> dict:
-    """The event announcing a standardized file; ``beamline`` and ``filepath`` as Assonant's
-    ExperimentDone names them, so Assonant consumers read it too."""
-    return {
-        "event": "experiment_done",
-        "beamline": mapping.beamline,
-        "filepath": str(path),
-        "definition": mapping.definition,
-        "series_id": series_id,
-        "time": nexus_time(datetime.now(UTC).isoformat()),
-        "entry": entry,
-    }

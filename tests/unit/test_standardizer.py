@@ -1,0 +1,292 @@
+"""The Standardizer's core without Tango: mappings refused at load with file, line and key; what
+is captured before, during and after a series; NXmx and NXtomo files over a real Recorder's
+frames that validate against the official NXDL with no problem."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from photonflow.acquisition.acquirer import Acquirer
+from photonflow.errors import ConfigurationError, FilePathError
+from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
+from photonflow.standardizing.capture import SeriesCapture
+from photonflow.standardizing.mapping import load_mapping, parse_mapping
+from photonflow.standardizing.nxtomo import TomographyPart, write_tomography
+from photonflow.standardizing.recorded import read_recorded_series
+from photonflow.standardizing.standardizer import Standardizer
+from photonflow.standardizing.validation import validate_nexus
+from photonflow.stream.transport import StreamSender
+from tests.unit.series import acquire_into
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "standard"
+PREFIX = {"PREFIX": "test/beamline"}
+
+
+class BeamlineReader:
+    """The beamline's attributes as a table; a device listed in ``absent`` fails like a dead one."""
+
+    def __init__(self, values: dict[str, object], absent: tuple[str, ...] = ()):
+        self.values = values
+        self.absent = absent
+        self.reads = 0
+
+    def read(self, device: str, attribute: str) -> tuple[object, float]:
+        self.reads += 1
+        if device in self.absent:
+            raise ConnectionError(f"{device} is not answering")
+        return self.values[f"{device.rsplit('/', 1)[-1]}/{attribute}"], time.time()
+
+
+def beamline_values(omega: float = 30.0) -> dict[str, object]:
+    return {
+        "ring/Current": 198.5, "ring/Energy": 3.0, "ring/Mode": "USER", "mono/Energy": 12.398419843320026,
+        "mono/Wavelength": 1.0, "attenuator/Transmission": 0.5, "slits/HorizontalGap": 0.2,
+        "slits/VerticalGap": 0.1, "shutter/State": "OPEN", "omega/Position": omega, "samx/Position": 0.5,
+        "samy/Position": -0.25, "samz/Position": 1.0, "detz/Position": 150.0,
+    }
+
+
+@pytest.fixture(scope="module")
+def recorded_file(tmp_path_factory) -> Path:
+    """A real Recorder file of 6 simulated frames."""
+    root = tmp_path_factory.mktemp("data")
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(SimulatedCamera(SimulatedSensor(height=40, width=50, seed=3, serial_number="SIM-S")), sender)
+    acquirer.update_settings(frame_count=6, exposure=0.001, period=0.01)
+    acquirer.set_series_id(7)
+    try:
+        path = acquire_into(acquirer, Recorder(root), RecordingRequest(6, 7, acquirer.stream_endpoint, "mx/series.h5"))
+    finally:
+        sender.close()
+    return path
+
+
+def standardize(recorded_file: Path, reader: BeamlineReader, mapping_name: str = "mx.yaml",
+                during: float = 0.0) -> Path:
+    mapping = load_mapping(CONFIG / mapping_name, PREFIX)
+    standardizer = Standardizer(mapping, reader, recorded_file.parents[1])
+    try:
+        standardizer.series_started(7)
+        time.sleep(during)
+        standardizer.series_ended(7, str(recorded_file))
+        assert standardizer.wait_idle(30)
+        return Path(standardizer.counters.last_file), standardizer
+    finally:
+        standardizer.close()
+
+
+def test_the_nxmx_file_validates_and_its_frames_are_the_recorders(recorded_file):
+    output, standardizer = standardize(recorded_file, BeamlineReader(beamline_values()))
+    try:
+        assert output == recorded_file.with_suffix(".nxs")
+        report = validate_nexus(output)
+        assert report.definition == "NXmx" and report.problems == ()
+        with h5py.File(output) as nxs, h5py.File(recorded_file) as master:
+            frames = master["entry/instrument/simulator/data"][()]
+            np.testing.assert_array_equal(nxs["entry/data/data"][()], frames)
+            assert nxs["entry/data"].get("data", getlink=True).filename == "series.h5"  # relative: the folder can move
+            entry = nxs["entry"]
+            assert entry["definition"][()] == b"NXmx"
+            assert entry["instrument/beam/incident_wavelength"][()] == pytest.approx(1.0)
+            assert entry["source/current"][()] == 198.5 and entry["source/current"].attrs["units"] == "mA"
+            assert entry["instrument/attenuator/attenuator_transmission"][()] == 0.5
+            assert entry["instrument/simulator/distance"][()] == pytest.approx(0.150)
+            assert entry["sample/name"][()] == b"CeO2 powder calibrant"
+    finally:
+        output.unlink()
+
+
+def resolve_chain(f: h5py.File, start: str) -> list[str]:
+    """Follows depends_on from ``start`` to '.', as a reader would; fails on a dangling link."""
+    chain, current = [], start
+    while current != ".":
+        assert current in f, f"depends_on points to {current}, which does not exist"
+        chain.append(current.rsplit("/", 1)[-1])
+        current = f[current].attrs["depends_on"]
+        current = current.decode() if isinstance(current, bytes) else current
+    return chain
+
+
+def test_depends_on_chains_resolve_for_the_sample_and_the_detector(recorded_file):
+    output, _ = standardize(recorded_file, BeamlineReader(beamline_values()))
+    try:
+        with h5py.File(output) as f:
+            sample_head = f["entry/sample/depends_on"][()].decode()
+            assert resolve_chain(f, sample_head) == ["samx", "samy", "samz", "omega"]
+            detector_head = f["entry/instrument/simulator/depends_on"][()].decode()
+            assert resolve_chain(f, detector_head) == ["det_z"]
+            fast = f["entry/instrument/simulator/module/fast_pixel_direction"]
+            assert resolve_chain(f, fast.attrs["depends_on"]) == ["det_z"]
+            assert f["entry/sample/transformations/samy"][()] == -0.25
+            assert list(f["entry/sample/transformations/omega"].attrs["vector"]) == [-1, 0, 0]
+    finally:
+        output.unlink()
+
+
+def test_a_rotating_axis_is_written_per_frame_at_each_frames_time(recorded_file):
+    """omega moves during the series: each frame gets omega at the time the detector stamped it."""
+    mapping = load_mapping(CONFIG / "mx.yaml", PREFIX)
+    recorded = read_recorded_series(recorded_file)
+    capture = SeriesCapture(mapping, BeamlineReader(beamline_values()))
+    capture.snapshot("pre")
+    omega = next(axis for axis in mapping.axes if axis.name == "omega")
+    start = recorded.frame_times[0]
+    for offset in np.linspace(-1.0, 1.0, 9):  # omega = 10 + 5 deg/s from one second before the first frame
+        capture.sample(omega.capture, 10.0 + 5.0 * (offset + 1.0), start + offset)
+    capture.finish_during()
+    capture.snapshot("post")
+    from photonflow.standardizing.nexus import axis_values
+
+    values, unit = axis_values(capture, omega, recorded)
+    expected = 10.0 + 5.0 * (recorded.frame_times[: recorded.frames] - start + 1.0)
+    np.testing.assert_allclose(values, expected)
+    assert unit == "deg" and len(values) == 6
+
+
+def test_a_series_polls_the_during_values_at_their_rates(recorded_file):
+    reader = BeamlineReader(beamline_values())
+    output, _ = standardize(recorded_file, reader, during=0.5)
+    try:
+        with h5py.File(output) as f:
+            current = f["entry/during_exposure/source/current"]
+            assert current.attrs["NX_class"] == b"NXlog" or current.attrs["NX_class"] == "NXlog"
+            assert set(current["value"][()]) == {198.5}
+            omega_times = f["entry/during_exposure/sample/omega/time"][()]
+            assert len(omega_times) >= 5  # 20 Hz for half a second
+            assert np.all(np.diff(omega_times) > 0)
+            assert f["entry/pre_exposure/shutter/status"][()] == b"OPEN"
+            assert f["entry/post_exposure/monochromator/energy"][()] == pytest.approx(12.398419843320026)
+    finally:
+        output.unlink()
+
+
+def test_an_absent_device_is_recorded_in_the_file_and_reported_never_fatal(recorded_file):
+    reader = BeamlineReader(beamline_values(), absent=("test/beamline/attenuator",))
+    output, standardizer = standardize(recorded_file, reader)
+    try:
+        assert standardizer.state == "ALARM"
+        assert "attenuator/attenuator_transmission from test/beamline/attenuator/Transmission" in standardizer.status
+        assert "not answering" in standardizer.status
+        with h5py.File(output) as f:
+            problems = [p.decode() for p in f["entry/capture_problems/problems"][()]]
+            assert any("test/beamline/attenuator/Transmission" in p and "not answering" in p for p in problems)
+            assert "attenuator" not in f["entry/instrument"]
+        assert validate_nexus(output).problems == ()  # the rest of the file is still complete
+    finally:
+        output.unlink()
+
+
+def test_a_file_outside_the_data_root_is_refused_and_an_existing_file_never_touched(recorded_file, tmp_path):
+    mapping = load_mapping(CONFIG / "mx.yaml", PREFIX)
+    standardizer = Standardizer(mapping, BeamlineReader(beamline_values()), recorded_file.parents[1])
+    try:
+        with pytest.raises(FilePathError, match="outside the data root"):
+            standardizer.standardize(str(recorded_file.parents[1] / ".." / "elsewhere.h5"))
+        existing = recorded_file.with_suffix(".nxs")
+        existing.write_bytes(b"a file already written")
+        with pytest.raises(FilePathError, match="already exists"):
+            standardizer.standardize(str(recorded_file))
+        assert existing.read_bytes() == b"a file already written"
+        existing.unlink()
+    finally:
+        standardizer.close()
+
+
+def test_a_tomography_joins_darks_flats_and_projections_in_one_valid_nxtomo(recorded_file, tmp_path):
+    mapping = load_mapping(CONFIG / "tomo.yaml", PREFIX)
+    recorded = read_recorded_series(recorded_file)
+    parts = []
+    for kind, angle in (("dark", 0.0), ("flat", 0.0), ("projection", 90.0)):
+        capture = SeriesCapture(mapping, BeamlineReader({**beamline_values(), "omega/Position": angle}))
+        capture.snapshot("pre")
+        capture.finish_during()
+        capture.snapshot("post")
+        parts.append(TomographyPart(kind, recorded, capture))
+    output = recorded_file.with_name("tomo.nxs")
+    write_tomography(output, mapping, parts)
+    try:
+        report = validate_nexus(output)
+        assert report.definition == "NXtomo" and report.problems == ()
+        with h5py.File(output) as f, h5py.File(recorded_file) as master:
+            frames = master["entry/instrument/simulator/data"][()]
+            np.testing.assert_array_equal(f["entry/data/data"][()], np.concatenate([frames] * 3))
+            assert list(f["entry/instrument/detector/image_key"][()]) == [2] * 6 + [1] * 6 + [0] * 6
+            assert list(f["entry/sample/rotation_angle"][()]) == [0.0] * 12 + [90.0] * 6
+            assert f["entry/sample/x_translation"][0] == pytest.approx(0.0005)  # 0.5 mm in metres
+            assert f["entry/instrument/detector/distance"][()] == pytest.approx(0.150)
+    finally:
+        output.unlink()
+
+
+# -- mappings refused at load ----------------------------------------------------------------
+GOOD = """beamline: X
+definition: NXmx
+components:
+  source:
+    current: {attribute: a/b/ring/Current, unit: mA}
+axes:
+  goniometer:
+    omega: {attribute: a/b/omega/Position, unit: deg, type: rotation, vector: [-1, 0, 0]}
+"""
+
+
+def test_a_good_mapping_loads():
+    mapping = parse_mapping(GOOD, "good.yaml")
+    assert [c.source for c in mapping.captures("pre")] == ["a/b/ring/Current", "a/b/omega/Position"]
+    assert mapping.chain_head("goniometer") == "omega"
+
+
+@pytest.mark.parametrize("change, message", [
+    (("source:", "storage:"), r"bad.yaml:4: components: unknown component 'storage'"),
+    (("current:", "currant:"), r"bad.yaml:5: source: 'currant' is not a field of NXsource"),
+    (("unit: mA", "unit: mm"), r"bad.yaml:5: source/current: unit 'mm' does not convert to A"),
+    (("unit: mA", "unit: furlongs_per_fortnight"), r"bad.yaml:5: source/current: unit 'furlongs_per_fortnight'"),
+    (("type: rotation", "type: spin"), r"bad.yaml:8: goniometer/omega: type must be rotation or translation"),
+    (("vector: [-1, 0, 0]", "vector: [0, 0, 0]"), r"bad.yaml:8: goniometer/omega: vector must not be zero"),
+    (("definition: NXmx", "definition: NXfancy"), r"bad.yaml:2: definition: 'NXfancy' is not one of NXmx, NXtomo"),
+    (("unit: deg", "unit: deg, depends_on: kappa"), r"bad.yaml:7: goniometer/omega: depends_on 'kappa' is not"),
+    (("unit: deg", "unit: deg, depends_on: omega"), r"bad.yaml:7: goniometer: the depends_on chain .* loops"),
+    (("{attribute: a/b/ring/Current, unit: mA}", "{attribute: ring/Current, unit: mA}"),
+     r"bad.yaml:5: source/current: attribute 'ring/Current' must be"),
+    (("unit: mA}", "unit: mA, capture: [pre, sometimes]}"), r"bad.yaml:5: source/current: capture must be among"),
+    (("current: {", "current: {rate: 0, "), r"bad.yaml:5: source/current: rate must be between 0 and 1000 Hz"),
+    (("unit: mA}", "unit: mA, colour: red}"), r"bad.yaml:5: source/current: unknown key 'colour'"),
+    (("components:", "components: ["), r"bad.yaml:\d+: not valid YAML"),
+])
+def test_a_mapping_mistake_names_the_file_line_and_key(change, message):
+    with pytest.raises(ConfigurationError, match=message):
+        parse_mapping(GOOD.replace(*change), "bad.yaml")
+
+
+def test_two_axes_both_last_in_their_chain_are_refused():
+    text = GOOD + "    kappa: {attribute: a/b/kappa/Position, unit: deg, type: rotation, vector: [0, 0, 1]}\n"
+    with pytest.raises(ConfigurationError, match="bad.yaml:7: goniometer: the axes must form one chain"):
+        parse_mapping(text, "bad.yaml")
+
+
+def test_the_shipped_mappings_load():
+    for path in CONFIG.glob("*.yaml"):
+        assert load_mapping(path, PREFIX).definition in ("NXmx", "NXtomo")
+
+
+def test_polling_stops_when_asked(recorded_file):
+    mapping = parse_mapping(GOOD.replace("unit: mA}", "unit: mA, capture: during, rate: 100}"), "x.yaml")
+    reader = BeamlineReader({"ring/Current": 1.0, "omega/Position": 0.0})
+    capture = SeriesCapture(mapping, reader)
+    stop = threading.Event()
+    poller = threading.Thread(target=capture.poll_during, args=(stop,))
+    poller.start()
+    time.sleep(0.2)
+    stop.set()
+    poller.join(2)
+    assert not poller.is_alive()
+    capture.finish_during()
+    times, values = capture.series("source/current")
+    assert len(values) >= 5 and set(values) == {1.0}
