@@ -37,3 +37,7 @@ def run_recorder_server() -> None:
 
 def run_controller_server() -> None:
     run_server("PhotonflowController")
+
+
+def run_beamline_server() -> None:
+    run_server("PhotonflowBeamline")

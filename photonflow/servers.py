@@ -13,4 +13,11 @@ SERVERS: dict[str, dict[str, str]] = {
     },
     "PhotonflowRecorder": {"PhotonflowRecorder": "photonflow.devices.recorder"},
     "PhotonflowController": {"PhotonflowController": "photonflow.devices.controller"},
+    "PhotonflowBeamline": {
+        tango_class: "photonflow.devices.beamline"
+        for tango_class in (
+            "SimulatedMotor", "SimulatedMonochromator", "SimulatedShutter", "SimulatedStorageRing",
+            "SimulatedSlits", "SimulatedAttenuator",
+        )
+    },
 }
