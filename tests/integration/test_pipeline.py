@@ -74,6 +74,10 @@ def test_500_frames_end_to_end_every_frame_equals_what_the_simulator_sent(device
             np.testing.assert_array_equal(data[n], expected.frame(n), err_msg=f"frame {n}")
         detector = f["entry/instrument/simulator"]
         assert detector["serial_number"][()] == b"SIM-DEMO-1"
+        # it followed the demo beamline: detz at 120 mm, 20 keV, a ring current just under nominal
+        assert detector["distance"][()] == pytest.approx(0.120)
+        assert detector["detector_specific/incident_wavelength"][()] == pytest.approx(12.398419843320026 / 20 * 1e-10)
+        assert 0.99 < detector["detector_specific/beam_intensity_scale"][()] < 1.0
         assert f["entry/accounting/frames_written"][()] == 500
 
 
