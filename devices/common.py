@@ -13,7 +13,10 @@ from photonflow.errors import PhotonflowError
 
 log = logging.getLogger(__name__)
 
-DEV_STATES = {name: getattr(tango.DevState, name) for name in ("ON", "STANDBY", "RUNNING", "ALARM", "FAULT", "UNKNOWN")}
+DEV_STATES = {
+    name: getattr(tango.DevState, name)
+    for name in ("ON", "STANDBY", "RUNNING", "ALARM", "FAULT", "UNKNOWN", "MOVING", "OPEN", "CLOSE")
+}
 
 
 def to_dev_state(state: str) -> tango.DevState:

@@ -41,3 +41,7 @@ def run_controller_server() -> None:
 
 def run_standardizer_server() -> None:
     run_server("PhotonflowStandardizer")
+
+
+def run_beamline_server() -> None:
+    run_server("PhotonflowBeamline")

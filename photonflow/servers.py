@@ -14,4 +14,11 @@ SERVERS: dict[str, dict[str, str]] = {
     "PhotonflowRecorder": {"PhotonflowRecorder": "photonflow.devices.recorder"},
     "PhotonflowController": {"PhotonflowController": "photonflow.devices.controller"},
     "PhotonflowStandardizer": {"PhotonflowStandardizer": "photonflow.devices.standardizer"},
+    "PhotonflowBeamline": {
+        tango_class: "photonflow.devices.beamline"
+        for tango_class in (
+            "SimulatedMotor", "SimulatedMonochromator", "SimulatedShutter", "SimulatedStorageRing",
+            "SimulatedSlits", "SimulatedAttenuator",
+        )
+    },
 }

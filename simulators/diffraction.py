@@ -1,5 +1,8 @@
-"""Diffraction-like frames for the simulated detector: Poisson photon counts on a pattern of
-powder rings and Bragg spots around a beam centre, reproducible from a seed.
+"""Diffraction-like frames for the simulated detector: Poisson photon counts on the powder
+rings of a real calibrant (CeO2 by default, d-spacings from pyFAI) at the geometry of the
+beamline (wavelength, sample-detector distance, pixel size, beam centre), plus Bragg spots
+and air scatter, reproducible from a seed. Ring ``k`` of d-spacing ``d`` sits at
+2θ = 2·asin(λ / 2d), ``distance · tan(2θ) / pixel_size`` pixels from the beam centre.
 
 Drawing a fresh Poisson realisation of a 1065x1030 frame takes ~50 ms, far longer than a
 2 ms frame period. So ``prepare`` draws a bank of independent realisations once, and frame
@@ -11,12 +14,51 @@ pure function of the settings and ``n``, so a test regenerates exactly what was 
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 DEFAULT_BANK_SIZE = 16
 DEFAULT_BANDS = 4
+HC_KEV_ANGSTROM = 12.398419843320026
+DEFAULT_WAVELENGTH = HC_KEV_ANGSTROM / 20.0 * 1e-10  # m, 20 keV
+DEFAULT_DISTANCE = 0.12  # m
+DEFAULT_PIXEL_SIZE = 75e-6  # m
+MAX_TWO_THETA = math.radians(80.0)  # rings beyond are left out (tan grows without bound)
+
+
+@functools.lru_cache(maxsize=16)
+def calibrant_d_spacings(name: str) -> tuple[float, ...]:
+    """The calibrant's d-spacings in Å, largest first (pyFAI's calibrant library)."""
+    from pyFAI.calibrant import get_calibrant, names  # ~1 s to import: only when frames are made
+
+    try:
+        calibrant = get_calibrant(name)
+    except KeyError:
+        raise ValueError(f"unknown calibrant {name!r}; pyFAI knows {', '.join(sorted(names()))}") from None
+    # pyFAI 2025.07 made it a property and deprecated the getter
+    spacings = calibrant.dspacing if hasattr(type(calibrant), "dspacing") else calibrant.get_dSpacing()
+    return tuple(sorted((float(d) for d in spacings if d > 0), reverse=True))
+
+
+def ring_radii(settings: PatternSettings, max_radius: float = math.inf) -> list[float]:
+    """Radii in pixels of the calibrant's rings, innermost first, up to ``max_radius``."""
+    wavelength_angstrom = settings.wavelength * 1e10
+    radii = []
+    for d_spacing in calibrant_d_spacings(settings.calibrant):
+        ratio = wavelength_angstrom / (2 * d_spacing)
+        if ratio >= 1:
+            break
+        two_theta = 2 * math.asin(ratio)
+        if two_theta > MAX_TWO_THETA:
+            break
+        radius = settings.distance * math.tan(two_theta) / settings.pixel_size
+        if radius > max_radius:
+            break
+        radii.append(radius)
+    return radii
 
 
 @dataclass(frozen=True)
@@ -28,27 +70,41 @@ class PatternSettings:
     dtype: str = "uint16"
     seed: int = 0
     exposure: float = 0.001
-    beam_centre: tuple[float, float] | None = None  # (row, column); None = near the middle
+    # (row, column) in pixels from the outer corner of the first pixel (pixel i spans i..i+1,
+    # as in pyFAI: poni1 = row * pixel_size); None = near the middle
+    beam_centre: tuple[float, float] | None = None
     photon_flux: float = 20000.0  # photons per pixel per second on the brightest ring
+    calibrant: str = "CeO2"  # a name pyFAI's calibrant library knows
+    wavelength: float = DEFAULT_WAVELENGTH  # m
+    distance: float = DEFAULT_DISTANCE  # m, sample to detector
+    pixel_size: float = DEFAULT_PIXEL_SIZE  # m
+    # beam intensity relative to nominal: ring current / nominal x attenuator transmission x shutter open
+    scale: float = 1.0
     bank_size: int = DEFAULT_BANK_SIZE
     bands: int = DEFAULT_BANDS
 
 
 def expected_counts(settings: PatternSettings) -> np.ndarray:
     """Mean photon count per pixel for one exposure: background, rings, spots, beamstop."""
+    for name in ("wavelength", "distance", "pixel_size"):
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of metres, got {value}")
+    if not (math.isfinite(settings.scale) and settings.scale >= 0):
+        raise ValueError(f"the intensity scale must be >= 0, got {settings.scale}")
     rng = np.random.default_rng([settings.seed, 0])
     rows, columns = settings.height, settings.width
     centre_row, centre_column = settings.beam_centre or (rows * 0.47, columns * 0.52)
     y, x = np.ogrid[:rows, :columns]
-    radius = np.hypot(y - centre_row, x - centre_column).astype(np.float32)
+    radius = np.hypot(y + 0.5 - centre_row, x + 0.5 - centre_column).astype(np.float32)
     max_radius = float(np.hypot(max(centre_row, rows - centre_row), max(centre_column, columns - centre_column)))
 
     intensity = np.full((rows, columns), 0.02, dtype=np.float32)  # diffuse background
     intensity += 0.3 * np.exp(-radius / (0.15 * max_radius))  # air scatter near the beam
-    for ring in range(1, 7):  # powder rings, fainter further out
-        ring_radius = max_radius * ring / 8.0
-        width = 1.5 + 0.4 * ring
-        intensity += (1.0 / ring) * np.exp(-0.5 * ((radius - ring_radius) / width) ** 2)
+    for order, ring_radius in enumerate(ring_radii(settings, max_radius + 20), start=1):
+        width = 1.2 + 0.002 * ring_radius  # pixels (sigma); wider further out
+        band = np.abs(radius - ring_radius) < 8 * width  # the rest adds nothing visible
+        intensity[band] += (1.0 / math.sqrt(order)) * np.exp(-0.5 * ((radius[band] - ring_radius) / width) ** 2)
     spot_count = max(4, rows * columns // 20000)
     spot_rows = rng.uniform(0, rows, spot_count)
     spot_columns = rng.uniform(0, columns, spot_count)
@@ -63,7 +119,7 @@ def expected_counts(settings: PatternSettings) -> np.ndarray:
             -((patch_y - spot_row) ** 2 + (patch_x - spot_column) ** 2) / (2 * 1.2**2)
         )
     intensity[radius < max(2.0, 0.015 * max_radius)] = 0.0  # beamstop shadow
-    return intensity * (settings.photon_flux * settings.exposure)
+    return intensity * (settings.photon_flux * settings.exposure * settings.scale)
 
 
 class DiffractionFrames:

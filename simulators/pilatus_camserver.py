@@ -77,9 +77,15 @@ class CamserverState:
 
 
 def frame_source(state: CamserverState) -> DiffractionFrames:
+    """The powder rings follow the header camserver writes: Wavelength, Detector_distance and
+    Beam_xy (x = column, y = row; (0, 0), camserver's default, means not set: near the middle)."""
     rows, columns = state.shape
-    return DiffractionFrames(PatternSettings(height=rows, width=columns, dtype="int32", seed=state.seed,
-                                             exposure=state.exposure_time))
+    beam_x, beam_y = (float(v) for v in state.mx["Beam_xy"].strip("()").split(","))
+    return DiffractionFrames(PatternSettings(
+        height=rows, width=columns, dtype="int32", seed=state.seed, exposure=state.exposure_time,
+        wavelength=float(state.mx["Wavelength"]) * 1e-10, distance=float(state.mx["Detector_distance"]),
+        pixel_size=PIXEL_SIZE, beam_centre=None if (beam_x, beam_y) == (0.0, 0.0) else (beam_y, beam_x),
+    ))
 
 
 def minicbf_header(state: CamserverState, number: int, when: datetime) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 
 from photonflow.acquisition.acquirer import AcquisitionSettings
 from photonflow.errors import ConfigurationError
+from photonflow.simulators.beamline_view import BeamConditions
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.stins import PIXEL_TYPES
 
@@ -52,10 +53,21 @@ class SimulatedCamera:
     trigger_modes = ("internal",)
     min_exposure = 1e-6
 
-    def __init__(self, sensor: SimulatedSensor, wall_clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        sensor: SimulatedSensor,
+        wall_clock: Callable[[], float] = time.time,
+        beamline: Callable[[], BeamConditions] | None = None,
+        beam_centre: tuple[float, float] | None = None,
+    ):
+        """``beamline`` gives the beam conditions at each Prepare (a BeamlineView's ``read``);
+        without it the defaults of BeamConditions hold. ``beam_centre``: (row, column) pixels."""
         sensor.validate()
         self.sensor = sensor
         self._wall_clock = wall_clock
+        self._beamline = beamline
+        self.beam_centre = beam_centre or (sensor.height * 0.47, sensor.width * 0.52)
+        self.beam = BeamConditions()
         self._frames: DiffractionFrames | None = None
 
     @property
@@ -74,6 +86,11 @@ class SimulatedCamera:
             dtype=self.sensor.dtype,
             seed=self.sensor.seed,
             exposure=settings.exposure,
+            beam_centre=self.beam_centre,
+            wavelength=self.beam.wavelength,
+            distance=self.beam.distance,
+            pixel_size=self.sensor.pixel_size,
+            scale=self.beam.scale,
         )
 
     def describe(self, settings: AcquisitionSettings) -> dict[str, Any]:
@@ -91,9 +108,18 @@ class SimulatedCamera:
             "frame_time": settings.period,
             "trigger_mode": settings.trigger_mode,
             "seed": self.sensor.seed,
+            # the geometry the frames were made for (NXdetector: beam centre in pixels, column = x)
+            "beam_center_x": self.beam_centre[1],
+            "beam_center_y": self.beam_centre[0],
+            "distance": self.beam.distance,
+            "incident_wavelength": self.beam.wavelength,
+            "photon_energy": self.beam.photon_energy,
+            "beam_intensity_scale": self.beam.scale,
         }
 
     def prepare(self, settings: AcquisitionSettings) -> None:
+        if self._beamline is not None:
+            self.beam = self._beamline()
         wanted = self.pattern_settings(settings)
         if self._frames is None or self._frames.settings != wanted:
             self._frames = DiffractionFrames(wanted)

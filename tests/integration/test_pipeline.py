@@ -32,9 +32,21 @@ def controller(devices):
     return proxy(devices.controller)
 
 
-def demo_frames(devices, exposure: float) -> DiffractionFrames:
-    """The frames the demo's simulated detector sends, rebuilt from its configuration."""
+def demo_frames(devices, exposure: float, data_file) -> DiffractionFrames:
+    """The frames the demo's simulated detector sends, rebuilt from its configuration and the
+    beamline it followed when armed (wavelength, distance, beam centre, intensity), as the
+    detector recorded them in the data file."""
     properties = devices.deployment.device("SimulatorAcquirer").properties
+    with h5py.File(data_file, "r") as f:
+        detector = f["entry/instrument/simulator"]
+        specific = detector["detector_specific"]
+        beam = {
+            "beam_centre": (float(detector["beam_center_y"][()]), float(detector["beam_center_x"][()])),
+            "distance": float(detector["distance"][()]),
+            "pixel_size": float(detector["x_pixel_size"][()]),
+            "wavelength": float(specific["incident_wavelength"][()]),
+            "scale": float(specific["beam_intensity_scale"][()]),
+        }
     return DiffractionFrames(
         PatternSettings(
             height=int(properties["ImageHeight"][0]),
@@ -42,6 +54,7 @@ def demo_frames(devices, exposure: float) -> DiffractionFrames:
             dtype=properties["ImageType"][0],
             seed=int(properties["Seed"][0]),
             exposure=exposure,
+            **beam,
         )
     )
 
@@ -53,7 +66,7 @@ def test_500_frames_end_to_end_every_frame_equals_what_the_simulator_sent(device
     assert controller.MissingFrames == 0 and controller.Progress == 100.0
     path = controller.LastFile
     assert path == str(devices.data_root / "e2e" / "five_hundred.h5")
-    expected = demo_frames(devices, exposure=0.001)
+    expected = demo_frames(devices, exposure=0.001, data_file=path)
     with h5py.File(path, "r") as f:
         data = f["entry/data/data"]
         assert data.shape == (500, 1065, 1030) and data.dtype == np.uint16
@@ -61,6 +74,10 @@ def test_500_frames_end_to_end_every_frame_equals_what_the_simulator_sent(device
             np.testing.assert_array_equal(data[n], expected.frame(n), err_msg=f"frame {n}")
         detector = f["entry/instrument/simulator"]
         assert detector["serial_number"][()] == b"SIM-DEMO-1"
+        # it followed the demo beamline: detz at 120 mm, 20 keV, a ring current just under nominal
+        assert detector["distance"][()] == pytest.approx(0.120)
+        assert detector["detector_specific/incident_wavelength"][()] == pytest.approx(12.398419843320026 / 20 * 1e-10)
+        assert 0.99 < detector["detector_specific/beam_intensity_scale"][()] < 1.0
         assert f["entry/accounting/frames_written"][()] == 500
 
 
@@ -205,7 +222,7 @@ def test_live_preview_and_fan_out_follow_the_series(devices, controller):
         recorder.unsubscribe_event(event_id)
         viewer.close()
     assert sorted(received) == [0, 10, 20, 30, 40]
-    expected = demo_frames(devices, exposure=0.001)
+    expected = demo_frames(devices, exposure=0.001, data_file=controller.LastFile)
     for number, frame in received.items():
         np.testing.assert_array_equal(frame, expected.frame(number))
     images = [image for image in previews if image is not None and image.size]
@@ -226,7 +243,7 @@ def test_a_series_split_over_data_files_through_the_controller(devices, controll
     assert state == "ON", controller.status()
     data_files = sorted(p.name for p in (devices.data_root / "split").glob("series_data_*.h5"))
     assert data_files == ["series_data_000001.h5", "series_data_000002.h5", "series_data_000003.h5"]
-    expected = demo_frames(devices, exposure=0.001)
+    expected = demo_frames(devices, exposure=0.001, data_file=devices.data_root / "split" / "series.h5")
     with h5py.File(devices.data_root / "split" / "series.h5", "r") as f:
         data = f["entry/data/data"]
         assert data.is_virtual and data.shape == (250, 1065, 1030)

@@ -183,3 +183,15 @@ def test_external_trigger_modes_take_their_images_at_the_edges(camserver, tmp_pa
             np.testing.assert_array_equal(f["entry/data/data"][n], simulated.frame(n))
     sender.close()
     camera.close()
+
+
+def test_camserver_rings_follow_the_wavelength_distance_and_beam_centre_of_its_header(tmp_path):
+    from photonflow.simulators.pilatus_camserver import frame_source
+
+    state = CamserverState("pilatus3_100k", "24-0111", tmp_path, seed=5)
+    state.mx.update({"Wavelength": "0.80000", "Detector_distance": "0.15000", "Beam_xy": "(244.00, 98.00)"})
+    pattern = frame_source(state).settings
+    assert pattern.wavelength == pytest.approx(0.8e-10) and pattern.distance == pytest.approx(0.15)
+    assert pattern.beam_centre == (98.0, 244.0) and pattern.pixel_size == pytest.approx(172e-6)
+    state.mx["Beam_xy"] = "(0.00, 0.00)"  # camserver's default: not set
+    assert frame_source(state).settings.beam_centre is None

@@ -1,0 +1,574 @@
+"""The simulated beamline's Tango devices: thin faces on ``photonflow.simulators.beamline``.
+
+Each device turns its properties into a model's arguments, reads State, Status and values
+from the model, and a small thread of its own pushes change events (Position at the
+``RefreshInterval``, 20 Hz by default, while a motor moves). Peers (the storage ring a
+shutter watches, the monochromator an attenuator reads) are reached lazily from that thread
+through ``DeviceProxy`` and may be down: the device then says so in its Status and carries on.
+The "Simulated" prefix keeps the classes apart from Sardana's ``Motor`` in one database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import tango
+from tango import AttrWriteType
+from tango.server import Device, attribute, command, device_property
+
+from photonflow.devices.common import EventPushingMixin, operator_errors, to_dev_state
+from photonflow.errors import ConfigurationError
+from photonflow.simulators.beamline import Attenuator, Filter, Monochromator, Motor, Shutter, Slits, StorageRing
+
+log = logging.getLogger(__name__)
+
+
+class _Peer:
+    """A peer device reached lazily, tolerant of it being down: ``read`` returns None then."""
+
+    def __init__(self, name: str, timeout_s: float = 3.0):
+        self.name = name.strip()
+        self.timeout_ms = int(timeout_s * 1000)
+        self._proxy: tango.DeviceProxy | None = None
+        self.error = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.name)
+
+    def read(self, *attributes: str) -> list | None:
+        try:
+            if self._proxy is None:
+                self._proxy = tango.DeviceProxy(self.name)
+                self._proxy.set_timeout_millis(self.timeout_ms)
+            values = [reading.value for reading in self._proxy.read_attributes(list(attributes))]
+            self.error = ""
+            return values
+        except tango.DevFailed as error:
+            self.error = error.args[0].desc.strip() if error.args else str(error)
+            return None
+
+    def state(self) -> tango.DevState | None:
+        values = self.read("State")
+        return None if values is None else values[0]
+
+
+class _SimulatedDevice(EventPushingMixin, Device):
+    """The shell every simulated beamline device shares: model, live State/Status, events."""
+
+    RefreshInterval = device_property(
+        dtype=float, default_value=0.05, doc="Seconds between checks for changed values to push as events"
+    )
+
+    def create_model(self):
+        raise NotImplementedError
+
+    def event_values(self) -> dict:
+        """The values pushed as change events when they change."""
+        return {}
+
+    def poll_peers(self) -> None:
+        """Read peer devices (from the refresh thread only)."""
+
+    def init_device(self):
+        super().init_device()
+        self.enable_events()
+        self.model = None
+        self._pushed: dict = {}
+        self._refresh_lock = threading.Lock()
+        self._init_error = ""
+        try:
+            self.model = self.create_model()
+        except Exception as error:  # a property the operator must fix; the device says which
+            self._init_error = f"Cannot initialise: {error}. Fix the device properties, then Init."
+            self.publish_state("FAULT", self._init_error)
+            return
+        self.refresh()
+        stop = self._stop = threading.Event()
+        threading.Thread(
+            target=self._refresh_loop, args=(stop,), name=f"refresh-{self.get_name()}", daemon=True
+        ).start()
+
+    def delete_device(self):
+        # Not joined: the thread may be waiting for this device's monitor, which Init holds.
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+    def _refresh_loop(self, stop: threading.Event) -> None:
+        with tango.EnsureOmniThread():
+            while not stop.wait(max(self.RefreshInterval, 0.01)):
+                try:
+                    self.poll_peers()
+                    if not stop.is_set():
+                        self.refresh()
+                except Exception:
+                    log.exception("refreshing %s failed", self.get_name())
+
+    def model_state(self) -> tuple[str, str]:
+        return self.model.state, self.model.status
+
+    def refresh(self) -> None:
+        """Push State/Status and every value that changed since the last push."""
+        if self.model is None:
+            return
+        with self._refresh_lock:
+            state, status = self.model_state()
+            if (state, status) != self._pushed.get("State/Status"):
+                self._pushed["State/Status"] = (state, status)
+                self.publish_state(state, status)
+            for name, value in self.event_values().items():
+                if self._pushed.get(name) != value:
+                    self._pushed[name] = value
+                    self.publish_value(name, value)
+
+    def _model(self):
+        if self.model is None:
+            tango.Except.throw_exception("NotInitialised", self._init_error, type(self).__name__)
+        return self.model
+
+    def dev_state(self):
+        return to_dev_state(self.model_state()[0]) if self.model is not None else tango.DevState.FAULT
+
+    def dev_status(self):
+        return self.model_state()[1] if self.model is not None else self._init_error
+
+    def set_attribute_unit(self, unit: str, *names: str) -> None:
+        attributes = self.get_device_attr()
+        for name in names:
+            attr = attributes.get_attr_by_name(name)
+            config = attr.get_properties()
+            config.unit = unit
+            attr.set_properties(config)
+
+
+class SimulatedMotor(_SimulatedDevice):
+    """One simulated axis moving along a trapezoidal velocity profile; writing Position moves it."""
+
+    event_attributes = ("Position", "Target")
+
+    InitialPosition = device_property(dtype=float, default_value=0.0, doc="Position at start-up")
+    InitialVelocity = device_property(dtype=float, default_value=1.0, doc="Velocity at start-up, unit/s")
+    InitialAcceleration = device_property(dtype=float, default_value=2.0, doc="Acceleration at start-up, unit/s²")
+    SoftLimits = device_property(
+        dtype=(float,), default_value=[-100.0, 100.0], doc="Lowest and highest position a move may go to"
+    )
+    Unit = device_property(dtype=str, default_value="mm", doc="Unit of the position: mm, deg, um...")
+
+    def create_model(self) -> Motor:
+        if len(self.SoftLimits) != 2:
+            raise ConfigurationError(f"SoftLimits needs two numbers, low and high, got {list(self.SoftLimits)}")
+        low, high = self.SoftLimits
+        motor = Motor(
+            self.get_name().rsplit("/", 1)[-1], self.InitialPosition, self.InitialVelocity, self.InitialAcceleration,
+            low, high, self.Unit,
+        )
+        self.set_attribute_unit(self.Unit, "Position", "Target", "SoftLimitLow", "SoftLimitHigh")
+        self.set_attribute_unit(f"{self.Unit}/s", "Velocity")
+        self.set_attribute_unit(f"{self.Unit}/s2", "Acceleration")
+        return motor
+
+    def event_values(self) -> dict:
+        return {"Position": self.model.position, "Target": self.model.target}
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, format="%.4f",
+               doc="Where the axis is; writing it moves the axis there, within the soft limits")
+    def Position(self):
+        return self._model().position
+
+    @Position.write
+    @operator_errors
+    def Position(self, value):
+        self._model().move_to(value)
+        self.refresh()
+
+    @attribute(dtype=float, format="%.4f", doc="Where the current (or last) move ends")
+    def Target(self):
+        return self._model().target
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, format="%.4f", min_value=0,
+               doc="Cruising speed of a move")
+    def Velocity(self):
+        return self._model().velocity
+
+    @Velocity.write
+    @operator_errors
+    def Velocity(self, value):
+        self._model().velocity = value
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, format="%.4f", min_value=0,
+               doc="Acceleration and deceleration of a move")
+    def Acceleration(self):
+        return self._model().acceleration
+
+    @Acceleration.write
+    @operator_errors
+    def Acceleration(self, value):
+        self._model().acceleration = value
+
+    @attribute(dtype=float, format="%.4f", doc="Lowest position a move may go to (property SoftLimits)")
+    def SoftLimitLow(self):
+        return self._model().low
+
+    @attribute(dtype=float, format="%.4f", doc="Highest position a move may go to (property SoftLimits)")
+    def SoftLimitHigh(self):
+        return self._model().high
+
+    @command(doc_in="Decelerate to rest")
+    @operator_errors
+    def Stop(self):
+        self._model().stop()
+        self.refresh()
+
+
+class SimulatedMonochromator(_SimulatedDevice):
+    """A double-crystal monochromator (Si(111) by default): writing Energy or Wavelength moves its Bragg axis."""
+
+    event_attributes = ("Energy", "Wavelength", "BraggAngle")
+
+    InitialEnergy = device_property(dtype=float, default_value=12.4, doc="Photon energy at start-up, keV")
+    EnergyRange = device_property(dtype=(float,), default_value=[5.0, 25.0], doc="Lowest and highest energy, keV")
+    DSpacing = device_property(dtype=float, default_value=3.13560, doc="Crystal d-spacing, Å (Si(111): 3.13560)")
+    BraggVelocity = device_property(dtype=float, default_value=2.0, doc="Bragg axis velocity, deg/s")
+    BraggAcceleration = device_property(dtype=float, default_value=8.0, doc="Bragg axis acceleration, deg/s²")
+
+    def create_model(self) -> Monochromator:
+        if len(self.EnergyRange) != 2:
+            raise ConfigurationError(f"EnergyRange needs two numbers, low and high keV, got {list(self.EnergyRange)}")
+        low, high = self.EnergyRange
+        return Monochromator(
+            self.InitialEnergy, low, high, self.DSpacing,
+            self.BraggVelocity, self.BraggAcceleration,
+        )
+
+    def event_values(self) -> dict:
+        mono = self.model
+        return {"Energy": mono.energy, "Wavelength": mono.wavelength, "BraggAngle": mono.bragg.position}
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="keV", format="%.5f",
+               doc="Photon energy; writing it moves the Bragg axis, within EnergyLow..EnergyHigh")
+    def Energy(self):
+        return self._model().energy
+
+    @Energy.write
+    @operator_errors
+    def Energy(self, value):
+        self._model().move_energy(value)
+        self.refresh()
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="Å", format="%.6f",
+               doc="X-ray wavelength, 12.398419843320026 / Energy; writing it moves to that energy")
+    def Wavelength(self):
+        return self._model().wavelength
+
+    @Wavelength.write
+    @operator_errors
+    def Wavelength(self, value):
+        if not value > 0:
+            raise ConfigurationError(f"the wavelength must be positive, got {value} Å")
+        self._model().move_wavelength(value)
+        self.refresh()
+
+    @attribute(dtype=float, unit="deg", format="%.5f", doc="Bragg angle of the crystals")
+    def BraggAngle(self):
+        return self._model().bragg.position
+
+    @attribute(dtype=float, unit="keV", format="%.3f", doc="Lowest energy (property EnergyRange)")
+    def EnergyLow(self):
+        return self._model().low_energy
+
+    @attribute(dtype=float, unit="keV", format="%.3f", doc="Highest energy (property EnergyRange)")
+    def EnergyHigh(self):
+        return self._model().high_energy
+
+    @command(doc_in="Stop the Bragg axis")
+    @operator_errors
+    def Stop(self):
+        self._model().stop()
+        self.refresh()
+
+
+class SimulatedStorageRing(_SimulatedDevice):
+    """The storage ring's beam: current decaying with the lifetime, topped up every TopUpPeriod."""
+
+    event_attributes = ("Current", "RefillCountdown")
+
+    RefreshInterval = device_property(dtype=float, default_value=0.5, doc="Seconds between Current events")
+    TopUpCurrent = device_property(dtype=float, default_value=200.0, doc="Nominal current, after a top-up, mA")
+    BeamLifetime = device_property(dtype=float, default_value=36000.0, doc="Beam lifetime (1/e), s")
+    TopUpPeriod = device_property(dtype=float, default_value=120.0, doc="Seconds between top-ups")
+    ElectronEnergy = device_property(dtype=float, default_value=3.0, doc="Electron energy, GeV")
+    OperationMode = device_property(dtype=str, default_value="USER", doc="Operation mode")
+    Filling = device_property(dtype=str, default_value="uniform", doc="Filling pattern")
+
+    def create_model(self) -> StorageRing:
+        return StorageRing(
+            self.TopUpCurrent, self.BeamLifetime, self.TopUpPeriod, self.ElectronEnergy, self.OperationMode,
+            self.Filling,
+        )
+
+    def event_values(self) -> dict:
+        return {"Current": round(self.model.current, 3), "RefillCountdown": round(self.model.refill_countdown)}
+
+    @attribute(dtype=float, unit="mA", format="%.3f", min_value=0, doc="Stored current")
+    def Current(self):
+        return self._model().current
+
+    @attribute(dtype=float, unit="mA", format="%.1f", doc="Current right after a top-up")
+    def NominalCurrent(self):
+        return self._model().nominal_current
+
+    @attribute(dtype=float, unit="s", format="%.0f", doc="Beam lifetime (1/e of the current)")
+    def Lifetime(self):
+        return self._model().lifetime
+
+    @attribute(dtype=float, unit="s", format="%.1f", doc="Seconds to the next top-up")
+    def RefillCountdown(self):
+        return self._model().refill_countdown
+
+    @attribute(dtype=float, unit="GeV", format="%.2f", doc="Electron energy")
+    def Energy(self):
+        return self._model().energy
+
+    @attribute(dtype=str, doc="Operation mode (USER, MDT...)")
+    def Mode(self):
+        return self._model().mode
+
+    @attribute(dtype=str, doc="Filling pattern (uniform, 16-bunch...)")
+    def FillingMode(self):
+        return self._model().filling_mode
+
+    @command(doc_in="Lose the beam: the current drops to 0 (shutters watching this ring close)")
+    @operator_errors
+    def BeamLoss(self):
+        self._model().beam_loss()
+        self.refresh()
+
+    @command(doc_in="Refill the ring to the nominal current")
+    @operator_errors
+    def RestoreBeam(self):
+        self._model().restore()
+        self.refresh()
+
+
+class SimulatedShutter(_SimulatedDevice):
+    """A beam shutter; it closes itself when the storage ring it watches loses the beam."""
+
+    StorageRing = device_property(dtype=str, default_value="", doc="The storage ring device to watch; empty: none")
+    OpenAtStart = device_property(dtype=bool, default_value=False, doc="Open at start-up (for demos)")
+    TravelTime = device_property(dtype=float, default_value=0.1, doc="Seconds to open or close")
+    BeamThreshold = device_property(dtype=float, default_value=0.1, doc="Below this ring current (mA), no beam")
+    PeerPollInterval = device_property(dtype=float, default_value=0.2, doc="Seconds between reads of the ring")
+
+    def create_model(self) -> Shutter:
+        self._ring = _Peer(self.StorageRing)
+        self._beam: bool | None = None  # unknown until the ring has been read
+        self._next_poll = 0.0
+        return Shutter(self.OpenAtStart, self.TravelTime, beam_available=lambda: self._beam is not False)
+
+    def model_state(self) -> tuple[str, str]:
+        state, status = self.model.state, self.model.status
+        if self._ring and self._beam is None and self._ring.error:
+            status += f" Storage ring {self._ring.name} unreachable ({self._ring.error}): no beam-loss interlock."
+        return state, status
+
+    def poll_peers(self) -> None:
+        if not self._ring or time.monotonic() < self._next_poll:
+            return
+        self._next_poll = time.monotonic() + self.PeerPollInterval
+        values = self._ring.read("State", "Current")
+        if values is None:
+            self._beam = None
+            return
+        state, current = values
+        self._beam = state != tango.DevState.FAULT and current >= self.BeamThreshold
+        if not self._beam:
+            self.model.beam_lost()
+
+    @attribute(dtype=bool, doc="The watched storage ring has beam (True without a ring to watch)")
+    def BeamAvailable(self):
+        self._model()
+        return self._beam is not False
+
+    @command(doc_in="Open the shutter (refused without beam or in FAULT)")
+    @operator_errors
+    def Open(self):
+        self._model().open()
+        self.refresh()
+
+    @command(doc_in="Close the shutter")
+    @operator_errors
+    def Close(self):
+        self._model().close()
+        self.refresh()
+
+    @command(doc_in="Clear a fault; the shutter stays where it is")
+    @operator_errors
+    def Reset(self):
+        self._model().reset()
+        self.refresh()
+
+
+class SimulatedSlits(_SimulatedDevice):
+    """Slits driven as horizontal/vertical gap and offset (mm)."""
+
+    event_attributes = ("HorizontalGap", "HorizontalOffset", "VerticalGap", "VerticalOffset")
+    AXES = {
+        "HorizontalGap": "horizontal_gap", "HorizontalOffset": "horizontal_offset",
+        "VerticalGap": "vertical_gap", "VerticalOffset": "vertical_offset",
+    }
+
+    InitialHorizontalGap = device_property(dtype=float, default_value=1.0, doc="mm at start-up")
+    InitialVerticalGap = device_property(dtype=float, default_value=1.0, doc="mm at start-up")
+    MaxGap = device_property(dtype=float, default_value=10.0, doc="Widest gap, mm")
+    MaxOffset = device_property(dtype=float, default_value=5.0, doc="Largest offset either way, mm")
+    Velocity = device_property(dtype=float, default_value=0.5, doc="Blade velocity, mm/s")
+    Acceleration = device_property(dtype=float, default_value=2.0, doc="Blade acceleration, mm/s²")
+
+    def create_model(self) -> Slits:
+        return Slits(
+            horizontal_gap=self.InitialHorizontalGap, vertical_gap=self.InitialVerticalGap,
+            max_gap=self.MaxGap, max_offset=self.MaxOffset, velocity=self.Velocity, acceleration=self.Acceleration,
+        )
+
+    def event_values(self) -> dict:
+        return {name: self.model[axis].position for name, axis in self.AXES.items()}
+
+    def _read(self, name: str) -> float:
+        return self._model()[self.AXES[name]].position
+
+    def _move(self, name: str, value: float) -> None:
+        self._model().move(self.AXES[name], value)
+        self.refresh()
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="mm", format="%.4f",
+               doc="Horizontal opening, 0..MaxGap")
+    def HorizontalGap(self):
+        return self._read("HorizontalGap")
+
+    @HorizontalGap.write
+    @operator_errors
+    def HorizontalGap(self, value):
+        self._move("HorizontalGap", value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="mm", format="%.4f",
+               doc="Horizontal centre of the opening, -MaxOffset..MaxOffset")
+    def HorizontalOffset(self):
+        return self._read("HorizontalOffset")
+
+    @HorizontalOffset.write
+    @operator_errors
+    def HorizontalOffset(self, value):
+        self._move("HorizontalOffset", value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="mm", format="%.4f",
+               doc="Vertical opening, 0..MaxGap")
+    def VerticalGap(self):
+        return self._read("VerticalGap")
+
+    @VerticalGap.write
+    @operator_errors
+    def VerticalGap(self, value):
+        self._move("VerticalGap", value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="mm", format="%.4f",
+               doc="Vertical centre of the opening, -MaxOffset..MaxOffset")
+    def VerticalOffset(self):
+        return self._read("VerticalOffset")
+
+    @VerticalOffset.write
+    @operator_errors
+    def VerticalOffset(self, value):
+        self._move("VerticalOffset", value)
+
+    @command(doc_in="Stop every blade")
+    @operator_errors
+    def Stop(self):
+        self._model().stop()
+        self.refresh()
+
+
+class SimulatedAttenuator(_SimulatedDevice):
+    """Filters in or out of the beam; Transmission at the energy its Monochromator peer gives."""
+
+    event_attributes = ("Transmission", "Energy", "InsertedFilters")
+
+    RefreshInterval = device_property(dtype=float, default_value=0.2, doc="Seconds between reads of the energy")
+    Filters = device_property(
+        dtype=(str,), default_value=["Al 0.1", "Al 0.2", "Al 0.5", "Al 1.0", "Cu 0.025", "Cu 0.1"],
+        doc="One filter per line: material (Al, Cu) and thickness in mm, e.g. 'Al 0.5'",
+    )
+    InsertedAtStart = device_property(dtype=(int,), default_value=[], doc="Numbers of the filters in at start-up")
+    Monochromator = device_property(
+        dtype=str, default_value="", doc="Monochromator device giving the energy; empty: DefaultEnergy"
+    )
+    DefaultEnergy = device_property(
+        dtype=float, default_value=12.4, doc="Energy (keV) without a Monochromator, or while it is unreachable"
+    )
+
+    def create_model(self) -> Attenuator:
+        self._mono = _Peer(self.Monochromator)
+        self._energy = self.DefaultEnergy
+        return Attenuator([Filter.parse(text) for text in self.Filters], self.InsertedAtStart)
+
+    def poll_peers(self) -> None:
+        if self._mono:
+            values = self._mono.read("Energy")
+            self._energy = self.DefaultEnergy if values is None else float(values[0])
+
+    def model_state(self) -> tuple[str, str]:
+        status = f"{self.model.status} Transmission {self._transmission():.4g} at {self._energy:.4f} keV."
+        if self._mono and self._mono.error:
+            status += f" Monochromator {self._mono.name} unreachable ({self._mono.error}): using {self._energy} keV."
+        return "ON", status
+
+    def _transmission(self) -> float:
+        try:
+            return self.model.transmission(self._energy)
+        except ConfigurationError:  # an energy beyond the tables: the Status says so via Transmission's read
+            return float("nan")
+
+    def event_values(self) -> dict:
+        return {
+            "Transmission": self._transmission(), "Energy": self._energy,
+            "InsertedFilters": tuple(self.model.inserted),
+        }
+
+    @attribute(dtype=float, format="%.4e", min_value=0, max_value=1,
+               doc="Fraction of the photons the inserted filters let through, at Energy")
+    @operator_errors
+    def Transmission(self):
+        self.poll_peers()
+        return self._model().transmission(self._energy)
+
+    @attribute(dtype=float, unit="keV", format="%.4f", doc="The photon energy Transmission is computed for")
+    def Energy(self):
+        return self._energy
+
+    @attribute(dtype=(str,), max_dim_x=64, doc="The filters, by number: material and thickness")
+    def FilterList(self):
+        return [f"{index}: {flt}" for index, flt in enumerate(self._model().filters)]
+
+    @attribute(dtype=(bool,), max_dim_x=64, doc="For each filter, whether it is in the beam")
+    def InsertedFilters(self):
+        return self._model().inserted
+
+    @command(dtype_in=int, doc_in="Put filter number N into the beam")
+    @operator_errors
+    def Insert(self, index):
+        self._model().insert(index)
+        self.refresh()
+
+    @command(dtype_in=int, doc_in="Take filter number N out of the beam")
+    @operator_errors
+    def Extract(self, index):
+        self._model().extract(index)
+        self.refresh()
+
+    @command(doc_in="Take every filter out of the beam")
+    @operator_errors
+    def ExtractAll(self):
+        for index in range(len(self._model().filters)):
+            self.model.extract(index)
+        self.refresh()

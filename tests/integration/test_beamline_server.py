@@ -1,0 +1,107 @@
+"""The simulated beamline server on a real database, as `make demo` starts it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import tango
+
+from tests.integration.helpers import devfailed, proxy, running_deployment, wait_for_state, wait_until
+
+BEAMLINE = """
+servers:
+  PhotonflowBeamline/bltest:
+    SimulatedStorageRing:
+      bltest/beamline/ring: {}
+    SimulatedMonochromator:
+      bltest/beamline/mono:
+        properties: {InitialEnergy: 12.0, EnergyRange: [5.0, 25.0], BraggVelocity: 5.0, BraggAcceleration: 20.0}
+    SimulatedShutter:
+      bltest/beamline/shutter:
+        properties: {StorageRing: bltest/beamline/ring, OpenAtStart: true}
+    SimulatedAttenuator:
+      bltest/beamline/attenuator:
+        properties: {Monochromator: bltest/beamline/mono, Filters: ["Al 0.5", "Cu 0.1"], InsertedAtStart: [0]}
+    SimulatedMotor:
+      bltest/beamline/detz:
+        properties: {Unit: mm, InitialPosition: 150.0, InitialVelocity: 100.0, InitialAcceleration: 200.0, SoftLimits: [100.0, 800.0]}
+"""
+
+
+class Devices:
+    def __init__(self, suite):
+        self.suite = suite
+
+    def __getattr__(self, member: str) -> tango.DeviceProxy:
+        return proxy(self.suite.device_url(f"bltest/beamline/{member}"))
+
+
+@pytest.fixture(scope="module")
+def beamline(tmp_path_factory):
+    with running_deployment(BEAMLINE, tmp_path_factory.mktemp("beamline"), {}) as suite:
+        yield Devices(suite)
+
+
+class Received:
+    """Change events' values, as a subscriber sees them."""
+
+    def __init__(self):
+        self.values: list[float] = []
+        self.lock = threading.Lock()
+
+    def push_event(self, event):
+        if not event.err and event.attr_value is not None:
+            with self.lock:
+                self.values.append(event.attr_value.value)
+
+
+def test_a_motor_move_is_seen_moving_then_at_its_target_with_position_events(beamline):
+    detz = beamline.detz
+    assert detz.get_attribute_config("Position").unit == "mm"
+    received = Received()
+    event_id = detz.subscribe_event("Position", tango.EventType.CHANGE_EVENT, received)
+    try:
+        wait_until(lambda: received.values == [150.0], 10, what="the first Position event")
+        detz.write_attribute("Position", 400.0)
+        assert str(detz.state()) == "MOVING"
+        wait_for_state(detz, "ON", timeout=30)
+        assert detz.Position == pytest.approx(400.0)
+        wait_until(lambda: received.values[-1] == pytest.approx(400.0), 10, what="the last Position event")
+        between = [value for value in received.values if 150.0 < value < 400.0]
+        assert len(between) >= 3 and between == sorted(between)  # seen on the way, in order
+    finally:
+        detz.unsubscribe_event(event_id)
+
+
+def test_a_move_beyond_a_soft_limit_is_refused_naming_the_limit(beamline):
+    error = devfailed(beamline.detz.write_attribute, "Position", 900.0)
+    assert error.reason == "OutOfSoftLimits"
+    assert "high soft limit 800 mm" in error.desc
+    assert str(beamline.detz.state()) == "ON"
+
+
+def test_a_beam_loss_closes_the_shutter_and_it_reopens_once_the_beam_is_back(beamline):
+    ring, shutter = beamline.ring, beamline.shutter
+    wait_for_state(shutter, "OPEN", timeout=10)
+    ring.BeamLoss()
+    assert ring.Current == 0.0 and str(ring.state()) == "FAULT"
+    wait_for_state(shutter, "CLOSE", timeout=10)
+    assert "beam loss" in shutter.status()
+    assert devfailed(shutter.Open).reason == "NotAllowedInThisState"
+    ring.RestoreBeam()
+    wait_until(lambda: shutter.BeamAvailable, 10, what="the shutter to see the beam back")
+    shutter.Open()
+    wait_for_state(shutter, "OPEN", timeout=10)
+
+
+def test_the_transmission_follows_the_monochromator_energy(beamline):
+    mono, attenuator = beamline.mono, beamline.attenuator
+    wait_until(lambda: attenuator.Energy == pytest.approx(12.0), 10, what="the attenuator to read 12 keV")
+    at_12_kev = attenuator.Transmission
+    assert at_12_kev == pytest.approx(0.126, rel=0.01)  # 0.5 mm Al: exp(-15.34 cm²/g · 2.699 g/cm³ · 0.05 cm)
+    mono.Energy = 20.0
+    wait_for_state(mono, "ON", timeout=30)
+    wait_until(lambda: attenuator.Energy == pytest.approx(20.0), 10, what="the attenuator to read 20 keV")
+    assert attenuator.Transmission > 0.6  # μ/ρ(Al, 20 keV) = 3.441 cm²/g: exp(-0.464) = 0.629
+    assert devfailed(attenuator.Insert, 7).reason == "InvalidConfiguration"
