@@ -17,7 +17,13 @@ from pathlib import Path
 
 import tango
 
-from photonflow.clients.demo import default_file_name, describe_file, run_acquisition
+from photonflow.clients.demo import (
+    default_file_name,
+    describe_file,
+    rotate_during_series,
+    run_acquisition,
+    wait_for_standardized,
+)
 from photonflow.clients.launcher import EVENT_BUS_VARIABLE, Suite
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
@@ -31,8 +37,10 @@ def var_directory() -> Path:
     return Path(os.environ.get("PHOTONFLOW_VAR", "var")).resolve()
 
 
-def _prepare_environment(var_dir: Path) -> None:
+def _prepare_environment(var_dir: Path, config: str | None = None) -> None:
     os.environ.setdefault("PHOTONFLOW_DATA_ROOT", str(var_dir / "data"))
+    if config:  # files a deployment names (e.g. a Standardizer's mapping) sit beside it
+        os.environ.setdefault("PHOTONFLOW_CONFIG_DIR", str(Path(config).resolve().parent))
 
 
 def _database(suite: Suite | None = None) -> tango.Database:
@@ -44,7 +52,7 @@ def _database(suite: Suite | None = None) -> tango.Database:
 
 
 def command_config_apply(args) -> int:
-    _prepare_environment(var_directory())
+    _prepare_environment(var_directory(), args.file)
     deployment = load_deployment_file(args.file)
     changes = apply_deployment(_database(), deployment, dry_run=args.dry_run)
     verb = "would change" if args.dry_run else "changed"
@@ -56,7 +64,7 @@ def command_config_apply(args) -> int:
 
 def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite, object]:
     """Event bus and database (each embedded unless configured), configuration, then every server."""
-    _prepare_environment(var_dir)
+    _prepare_environment(var_dir, config)
     suite = Suite(os.environ.get("TANGO_HOST", ""), var_dir)
     try:
         simulators = load_deployment_file(config, simulators_only=True)
@@ -104,6 +112,11 @@ def command_demo(args) -> int:
                   for key, default in DEMO_DEFAULTS.items()}
         print(f"Acquiring {chosen['frames']} frames (exposure {chosen['exposure']} s, period {chosen['period']} s) "
               f"through {controller.dev_name()} ...")
+        standardizer = _device_of(deployment, "PhotonflowStandardizer")
+        omega = _device_of(deployment, "SimulatedMotor", "/omega")
+        if standardizer is not None and omega is not None:
+            end = rotate_during_series(omega, chosen["frames"], chosen["period"])
+            print(f"Rotating {omega.dev_name()} to {end:.2f} deg during the series (a rotation scan)")
         summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
                                   args.file or default_file_name(), args.timeout)
         if summary["file"] and Path(summary["file"]).exists():
@@ -111,11 +124,31 @@ def command_demo(args) -> int:
             for line in describe_file(summary["file"]):
                 print(line)
         print(f"Controller: {summary.pop('status')}")
+        if standardizer is not None and summary["file"]:
+            summary.update(wait_for_standardized(standardizer, summary["file"], 120))
+            if summary["nexus"]:
+                print(f"Standardized file ({summary['definition']}, {summary['nexus_problems']} validation "
+                      "problem(s) against the official NXDL):")
+                for line in describe_file(summary["nexus"]):
+                    print(line)
+            print(f"Standardizer: {standardizer.status()}")
     finally:
         suite.stop()
         print("Stopped every process the demo started.")
     print("SUMMARY " + json.dumps(summary))
-    return 0 if summary["state"] == "ON" and summary["missing_frames"] == 0 else 1
+    standardized = summary.get("nexus_problems", 0) == 0 and "nexus_error" not in summary
+    return 0 if summary["state"] == "ON" and summary["missing_frames"] == 0 and standardized else 1
+
+
+def _device_of(deployment, tango_class: str, suffix: str = "") -> tango.DeviceProxy | None:
+    """A proxy to the deployment's first device of ``tango_class`` (whose name ends in ``suffix``)."""
+    for server in deployment.servers:
+        for device in server.devices:
+            if device.tango_class == tango_class and device.name.endswith(suffix):
+                proxy = tango.DeviceProxy(device.name)
+                proxy.set_timeout_millis(15000)
+                return proxy
+    return None
 
 
 def command_up(args) -> int:

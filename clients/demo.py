@@ -113,3 +113,38 @@ def describe_file(path: str) -> list[str]:
 
 def default_file_name() -> str:
     return f"demo/demo_{datetime.now():%Y%m%d_%H%M%S_%f}.h5"
+
+
+def rotate_during_series(motor: tango.DeviceProxy, frames: int, period: float, step: float = 0.1) -> float:
+    """Start a rotation across the series, as in an MX rotation scan: ``step`` degrees per frame at
+    most, within the motor's speed; returns the end angle. The Standardizer writes omega per frame."""
+    top_speed = float(motor.Velocity)
+    step = min(step, top_speed * period)
+    start = float(motor.Position)
+    end = start + frames * step
+    motor.Velocity = step / period
+    motor.Position = end
+    return end
+
+
+def wait_for_standardized(standardizer: tango.DeviceProxy, recorder_file: str, timeout: float) -> dict:
+    """Wait until the Standardizer wrote the file for ``recorder_file``; validate it."""
+    from photonflow.standardizing.validation import validate_nexus
+
+    expected = str(Path(recorder_file).with_suffix(".nxs"))
+
+    def written():
+        return standardizer.LastFile == expected or (
+            str(standardizer.state()) == "ALARM" and "not standardized" in standardizer.status()
+        )
+
+    wait_for(written, timeout, f"{standardizer.dev_name()} to write {expected}", interval=0.2)
+    if standardizer.LastFile != expected:
+        return {"nexus": "", "definition": standardizer.Definition, "nexus_error": standardizer.status()}
+    report = validate_nexus(expected)
+    return {
+        "nexus": expected,
+        "definition": report.definition,
+        "nexus_problems": len(report.problems),
+        "capture_warnings": list(standardizer.Warnings or []),
+    }

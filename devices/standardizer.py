@@ -44,7 +44,10 @@ class TangoAttributeReader:
         reading = proxy.read_attribute(attribute_name)
         if reading.quality == tango.AttrQuality.ATTR_INVALID:
             raise ValueError(f"{device}/{attribute_name} is INVALID (the device cannot give a value now)")
-        return reading.value, reading.time.totime()
+        value = reading.value
+        if isinstance(value, tango.DevState):  # a state is kept by its name (OPEN), not its number
+            value = str(value)
+        return value, reading.time.totime()
 
 
 class PhotonflowStandardizer(PhotonflowDevice):
