@@ -114,11 +114,13 @@ def command_demo(args) -> int:
               f"through {controller.dev_name()} ...")
         standardizer = _device_of(deployment, "PhotonflowStandardizer")
         omega = _device_of(deployment, "SimulatedMotor", "/omega")
-        if standardizer is not None and omega is not None:
-            end = rotate_during_series(omega, chosen["frames"], chosen["period"])
-            print(f"Rotating {omega.dev_name()} to {end:.2f} deg during the series (a rotation scan)")
+        def rotate() -> None:  # omega turns with the frames: a rotation scan, omega per frame in the NXmx
+            if standardizer is not None and omega is not None:
+                end = rotate_during_series(omega, chosen["frames"], chosen["period"], controller=controller)
+                print(f"Rotating {omega.dev_name()} to {end:.2f} deg during the series", file=sys.stderr)
+
         summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
-                                  args.file or default_file_name(), args.timeout)
+                                  args.file or default_file_name(), args.timeout, on_start=rotate)
         if summary["file"] and Path(summary["file"]).exists():
             print("File written:")
             for line in describe_file(summary["file"]):

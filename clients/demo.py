@@ -49,12 +49,15 @@ class ProgressBar:
 
 
 def run_acquisition(controller: tango.DeviceProxy, frames: int, exposure: float, period: float,
-                    file: str, timeout: float) -> dict:
-    """Configure and start the series, show progress, return the Controller's final numbers."""
+                    file: str, timeout: float, on_start=None) -> dict:
+    """Configure and start the series (then ``on_start()``, e.g. a rotation), show progress, return
+    the Controller's final numbers."""
     wait_for_state(controller, {"ON", "ALARM"}, 60)
     controller.Configure(json.dumps({"frames": frames, "exposure": exposure, "period": period, "file": file}))
     started = time.monotonic()
     controller.Start()
+    if on_start is not None:
+        on_start()
     bar = ProgressBar(frames)
     deadline = started + timeout
     while True:
@@ -115,9 +118,14 @@ def default_file_name() -> str:
     return f"demo/demo_{datetime.now():%Y%m%d_%H%M%S_%f}.h5"
 
 
-def rotate_during_series(motor: tango.DeviceProxy, frames: int, period: float, step: float = 0.1) -> float:
+def rotate_during_series(motor: tango.DeviceProxy, frames: int, period: float, step: float = 0.1,
+                         controller: tango.DeviceProxy | None = None) -> float:
     """Start a rotation across the series, as in an MX rotation scan: ``step`` degrees per frame at
-    most, within the motor's speed; returns the end angle. The Standardizer writes omega per frame."""
+    most, within the motor's speed, once the first frame is taken (``controller``'s FramesAcquired;
+    the detector prepares first); returns the end angle. The Standardizer writes omega per frame."""
+    if controller is not None:
+        wait_for(lambda: controller.FramesAcquired > 0 or str(controller.state()) != "RUNNING", 60,
+                 "the first frame", interval=0.005)
     top_speed = float(motor.Velocity)
     step = min(step, top_speed * period)
     start = float(motor.Position)

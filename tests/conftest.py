@@ -47,12 +47,14 @@ def running_suite(tmp_path_factory):
 
     var_dir = tmp_path_factory.mktemp("suite")
     data_root = var_dir / "data"
-    with preserved_environment("TANGO_HOST", "PHOTONFLOW_DATA_ROOT"):
+    with preserved_environment("TANGO_HOST", "PHOTONFLOW_DATA_ROOT", "PHOTONFLOW_EVENT_BUS", "PHOTONFLOW_CONFIG_DIR"):
         os.environ.pop("TANGO_HOST", None)
         os.environ["PHOTONFLOW_DATA_ROOT"] = str(data_root)
+        os.environ["PHOTONFLOW_CONFIG_DIR"] = str(DEMO_CONFIG.parent)
         deployment = load_deployment_file(DEMO_CONFIG)
         suite = Suite("", var_dir)
         try:
+            suite.start_event_bus()
             suite.start_database(var_dir / "tango.db")
             apply_deployment(suite.database(), deployment)
             suite.start_servers(deployment)
