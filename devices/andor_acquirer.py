@@ -11,7 +11,7 @@ from tango import AttrWriteType
 from tango.server import attribute, device_property
 
 from photonflow.acquisition.andor import PIXEL_TYPES, AndorCamera, AndorSettings
-from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
 from photonflow.devices.common import operator_errors
 from photonflow.errors import ConfigurationError
 
@@ -28,7 +28,7 @@ def open_sdk3_camera(index: int):
     return Andor.AndorSDK3Camera(idx=index)
 
 
-class AndorAcquirer(AcquirerDevice):
+class AndorAcquirer(BeamlineFollowingAcquirer):
     """An Andor Zyla or Balor; frames are read from SDK3 and streamed (STINS)."""
 
     CameraIndex = device_property(dtype=int, default_value=0, doc="SDK3 camera index")
@@ -45,7 +45,7 @@ class AndorAcquirer(AcquirerDevice):
 
             if self.Simulation not in MODELS:
                 raise ConfigurationError(f"Simulation must be empty or one of {', '.join(MODELS)}")
-            sdk = SimulatedSDK3Camera(self.Simulation, self.SerialNumber, self.Seed)
+            sdk = SimulatedSDK3Camera(self.Simulation, self.SerialNumber, self.Seed, self.beamline_view().read)
         else:
             sdk = open_sdk3_camera(self.CameraIndex)
         return AndorCamera(sdk, AndorSettings(self.PixelEncoding, self.ShutteringMode, True, self.Binning))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import tango
 
@@ -79,3 +81,39 @@ class EventPushingMixin:
             self.push_change_event(attribute, value)
         except tango.DevFailed as error:
             log.debug("event on %s not pushed: %s", attribute, error)
+
+
+class TangoReader:
+    """Reads attributes of other devices through DeviceProxy, one per device, made on first use (a
+    peer may start later), each read bounded by ``timeout_s``. Called as ``reader(device, name)``
+    it gives the value; ``read(device, name)`` gives (value, UNIX time of the reading). A state
+    is given by its name (OPEN), and an INVALID reading is an error, not a value."""
+
+    def __init__(self, timeout_s: float = 3.0):
+        self.timeout_ms = int(timeout_s * 1000)
+        self._proxies: dict[str, tango.DeviceProxy] = {}
+        self._lock = threading.Lock()
+
+    def proxy(self, device: str) -> tango.DeviceProxy:
+        with self._lock:
+            proxy = self._proxies.get(device)
+            if proxy is None:
+                proxy = tango.DeviceProxy(device)
+                proxy.set_timeout_millis(self.timeout_ms)
+                self._proxies[device] = proxy
+            return proxy
+
+    def __call__(self, device: str, attribute: str) -> Any:
+        proxy = self.proxy(device)
+        if attribute == "State":
+            return proxy.state()
+        return proxy.read_attribute(attribute).value
+
+    def read(self, device: str, attribute: str) -> tuple[Any, float]:
+        reading = self.proxy(device).read_attribute(attribute)
+        if reading.quality == tango.AttrQuality.ATTR_INVALID:
+            raise ValueError(f"{device}/{attribute} is INVALID (the device cannot give a value now)")
+        value = reading.value
+        if isinstance(value, tango.DevState):
+            value = str(value)
+        return value, reading.time.totime()

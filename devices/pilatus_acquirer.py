@@ -10,8 +10,8 @@ from tango.server import attribute, device_property
 from photonflow.acquisition.acquirer import AcquisitionSettings
 from photonflow.acquisition.pilatus import MODELS, PilatusCamera, PilatusSettings
 from photonflow.devices.acquirer import AcquirerDevice
-from photonflow.devices.common import operator_errors
-from photonflow.devices.simulator_acquirer import TangoReader, parse_beam_centre
+from photonflow.devices.common import TangoReader, operator_errors
+from photonflow.devices.simulator_acquirer import parse_beam_centre
 
 log = logging.getLogger(__name__)
 

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import tango
 from tango.server import device_property
 
-from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
 from photonflow.errors import ConfigurationError
-from photonflow.simulators.beamline_view import BeamlineNames, BeamlineView
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
-
-
-class TangoReader:
-    """``read(device, attribute)`` through DeviceProxy, made on first use (a peer may start later)."""
-
-    def __init__(self, timeout_s: float = 3.0):
-        self.timeout_ms = int(timeout_s * 1000)
-        self._proxies: dict[str, tango.DeviceProxy] = {}
-
-    def __call__(self, device: str, attribute: str) -> Any:
-        proxy = self._proxies.get(device)
-        if proxy is None:
-            proxy = tango.DeviceProxy(device)
-            proxy.set_timeout_millis(self.timeout_ms)
-            self._proxies[device] = proxy
-        if attribute == "State":
-            return proxy.state()
-        return proxy.read_attribute(attribute).value
 
 
 def parse_beam_centre(text: str) -> tuple[float, float] | None:
@@ -42,7 +20,7 @@ def parse_beam_centre(text: str) -> tuple[float, float] | None:
     return row, column
 
 
-class SimulatorAcquirer(AcquirerDevice):
+class SimulatorAcquirer(BeamlineFollowingAcquirer):
     """A detector that exists only in software, for tests, demos and training."""
 
     ImageWidth = device_property(dtype=int, default_value=1030, doc="Columns of each frame")
@@ -56,21 +34,7 @@ class SimulatorAcquirer(AcquirerDevice):
     BeamCentre = device_property(
         dtype=str, default_value="", doc="Beam centre 'row,column' in pixels; empty: near the middle"
     )
-    BeamlineRing = device_property(dtype=str, default_value="", doc="Storage ring device (Current); empty: none")
-    BeamlineMonochromator = device_property(
-        dtype=str, default_value="", doc="Monochromator device (Wavelength); empty: 20 keV"
-    )
-    BeamlineShutter = device_property(dtype=str, default_value="", doc="Shutter device; closed: dark frames")
-    BeamlineAttenuator = device_property(dtype=str, default_value="", doc="Attenuator device (Transmission)")
-    DetectorDistanceMotor = device_property(
-        dtype=str, default_value="", doc="Motor giving the sample-detector distance in mm; empty: 120 mm"
-    )
-
     def create_camera(self) -> SimulatedCamera:
-        names = BeamlineNames(
-            ring=self.BeamlineRing, monochromator=self.BeamlineMonochromator, shutter=self.BeamlineShutter,
-            attenuator=self.BeamlineAttenuator, distance_motor=self.DetectorDistanceMotor,
-        )
         return SimulatedCamera(
             SimulatedSensor(
                 height=self.ImageHeight,
@@ -80,6 +44,6 @@ class SimulatorAcquirer(AcquirerDevice):
                 pixel_size=self.PixelSize,
                 serial_number=self.SerialNumber,
             ),
-            beamline=BeamlineView(names, TangoReader()).read,
+            beamline=self.beamline_view().read,
             beam_centre=parse_beam_centre(self.BeamCentre),
         )

@@ -18,36 +18,12 @@ from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import BUSY_STATES
 from photonflow.devices.base import PhotonflowDevice
-from photonflow.devices.common import operator_errors
+from photonflow.devices.common import TangoReader, operator_errors
 from photonflow.events.bus import event_bus_from_url
 from photonflow.standardizing.mapping import load_mapping
 from photonflow.standardizing.standardizer import Standardizer
 
 log = logging.getLogger(__name__)
-
-
-class TangoAttributeReader:
-    """Reads attributes of any device, one proxy per device, each read bounded by a timeout."""
-
-    def __init__(self, timeout: float):
-        self.timeout_ms = int(timeout * 1000)
-        self._proxies: dict[str, tango.DeviceProxy] = {}
-        self._lock = threading.Lock()
-
-    def read(self, device: str, attribute_name: str) -> tuple[object, float]:
-        with self._lock:
-            proxy = self._proxies.get(device)
-            if proxy is None:
-                proxy = tango.DeviceProxy(device)
-                proxy.set_timeout_millis(self.timeout_ms)
-                self._proxies[device] = proxy
-        reading = proxy.read_attribute(attribute_name)
-        if reading.quality == tango.AttrQuality.ATTR_INVALID:
-            raise ValueError(f"{device}/{attribute_name} is INVALID (the device cannot give a value now)")
-        value = reading.value
-        if isinstance(value, tango.DevState):  # a state is kept by its name (OPEN), not its number
-            value = str(value)
-        return value, reading.time.totime()
 
 
 class PhotonflowStandardizer(PhotonflowDevice):
@@ -79,7 +55,7 @@ class PhotonflowStandardizer(PhotonflowDevice):
         self.bus = event_bus_from_url(url) if url else None
         self._controller_state = None
         self._stop = threading.Event()
-        core = Standardizer(mapping, TangoAttributeReader(self.ReadTimeout), self.DataRoot, listener, self.bus)
+        core = Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus)
         self._follower = threading.Thread(target=self._follow_controller, name="standardizer-follow", daemon=True)
         self._follower.start()
         return core

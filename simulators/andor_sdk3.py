@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from photonflow.acquisition.andor import pack_mono12packed, unpack_mono12packed
+from photonflow.simulators.beamline_view import BeamConditions
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.simulators.trigger_input import TriggerInput
 
@@ -73,7 +75,11 @@ class Feature:
 class SimulatedSDK3Camera:
     """What pylablib's AndorSDK3Camera offers, over simulated hardware."""
 
-    def __init__(self, model: str = "zyla55", serial_number: str = "VSC-00001", seed: int = 0):
+    def __init__(self, model: str = "zyla55", serial_number: str = "VSC-00001", seed: int = 0,
+                 beamline: Callable[[], BeamConditions] | None = None):
+        """``beamline`` gives the beam at each start (a BeamlineView's ``read``): the frames scale with
+        the ring current, the transmission and the shutter (closed: dark frames)."""
+        self._beamline = beamline
         self.model = MODELS[model]
         m = self.model
         self.seed = seed
@@ -170,9 +176,10 @@ class SimulatedSDK3Camera:
         self.stop_acquisition()
         encoding = self.features["PixelEncoding"].value
         dtype = "uint32" if encoding == "Mono32" else "uint16"
+        beam = self._beamline() if self._beamline is not None else BeamConditions()
         self._frames = DiffractionFrames(PatternSettings(
             height=self.features["AOIHeight"].value, width=self.features["AOIWidth"].value, dtype=dtype,
-            seed=self.seed, exposure=self.features["ExposureTime"].value))
+            seed=self.seed, exposure=self.features["ExposureTime"].value, scale=beam.scale))
         self._buffers, self.produced = [], 0
         self.trigger_input.clear()
         self._stop.clear()
