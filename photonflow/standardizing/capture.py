@@ -79,6 +79,30 @@ class SeriesCapture:
         self._axes = {axis.capture.key: axis for axis in mapping.axes}
         self._components = {f.capture.key: f.component for f in mapping.fields}
 
+    # -- a whole series --------------------------------------------------------------------------
+    def begin(self) -> None:
+        """At the series start: the pre-exposure snapshot, then polling the during values."""
+        self.snapshot("pre")
+        self._stop_polling = threading.Event()
+        self._poller = None
+        if self.mapping.captures("during"):
+            self._poller = threading.Thread(target=self.poll_during, args=(self._stop_polling,),
+                                            name="capture-during", daemon=True)
+            self._poller.start()
+
+    def end(self) -> None:
+        """At the series end: polling stopped, the time series kept, the post-exposure snapshot."""
+        self.stop_polling()
+        self.finish_during()
+        self.snapshot("post")
+
+    def stop_polling(self) -> None:
+        stop, poller = getattr(self, "_stop_polling", None), getattr(self, "_poller", None)
+        if stop is not None:
+            stop.set()
+        if poller is not None:
+            poller.join(5)
+
     # -- the three moments ---------------------------------------------------------------------
     def snapshot(self, moment: str) -> None:
         """Read every value captured at ``moment`` ("pre" or "post") once."""

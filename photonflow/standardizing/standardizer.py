@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -65,8 +65,6 @@ class StandardizerCounters:
 class _Series:
     series_id: int
     capture: SeriesCapture
-    stop_polling: threading.Event = field(default_factory=threading.Event)
-    poller: threading.Thread | None = None
 
 
 class Standardizer(StatefulCore):
@@ -111,7 +109,7 @@ class Standardizer(StatefulCore):
         self._jobs.put(None)
         self._worker.join(10)
         if self._series is not None:
-            self._series.stop_polling.set()
+            self._series.capture.stop_polling()
         self.data_root.close()
 
     # -- the worker ------------------------------------------------------------------------------
@@ -138,15 +136,11 @@ class Standardizer(StatefulCore):
 
     def _start(self, series_id: int) -> None:
         if self._series is not None:  # the previous series never ended (the Controller restarted?)
-            self._series.stop_polling.set()
+            self._series.capture.stop_polling()
         series = _Series(series_id, SeriesCapture(self.mapping, self.reader, self.clock))
         self._series = series
         self._set_state(states.RUNNING, f"Capturing the beamline for series {series_id}")
-        series.capture.snapshot("pre")
-        if self.mapping.captures("during"):
-            series.poller = threading.Thread(target=series.capture.poll_during, args=(series.stop_polling,),
-                                             name="standardizer-during", daemon=True)
-            series.poller.start()
+        series.capture.begin()
 
     def _end(self, series_id: int, master_file: str) -> None:
         series, self._series = self._series, None
@@ -154,17 +148,12 @@ class Standardizer(StatefulCore):
             # started before this Standardizer ran: what is known now is all there is
             series = _Series(series_id, SeriesCapture(self.mapping, self.reader, self.clock))
             series.capture.snapshot("pre")
-        series.stop_polling.set()
-        if series.poller is not None:
-            series.poller.join(5)
-        series.capture.finish_during()
-        series.capture.snapshot("post")
+        series.capture.end()
         if not master_file:
             self._warn([f"series {series_id}: the Controller named no file"], f"Series {series_id}: no file to "
                        "standardize (the Recorder wrote none)")
             return
-        recorded = self._recorded(master_file)
-        self._write(recorded, series.capture)
+        self._write(self._recorded(master_file), series.capture)
 
     def _recorded(self, master_file: str) -> RecordedSeries:
         master = Path(master_file)
