@@ -4,6 +4,7 @@
     photonflow demo [--frames N]               one acquisition end to end, then SUMMARY {...}
     photonflow up / photonflow down            the whole suite, for Jive, Taurus or Sardana
     photonflow events tail [--url URL]         the "experiment done" events, as JSON lines
+    photonflow standardize cbf DIR -o FILE     a PILATUS CBF series as an NXmx file
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from photonflow.clients.demo import (
 from photonflow.clients.launcher import EVENT_BUS_VARIABLE, Suite
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
-from photonflow.errors import ConfigurationError, EventBusError, EventServerError
+from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
 
 DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002}
@@ -218,6 +219,22 @@ def command_events_tail(args) -> int:
             return 0
 
 
+def command_standardize_cbf(args) -> int:
+    from photonflow.standardizing.cbf import standardize_cbf  # fabio and pynxtools: only for this command
+    from photonflow.standardizing.validation import validate_nexus
+
+    output, data = standardize_cbf(args.directory, args.output, args.beamline, args.sample)
+    print(f"{output} (frames in {data.name})")
+    report = validate_nexus(output)
+    if report.valid:
+        print(f"{output.name}: valid {report.definition}")
+        return 0
+    print(f"{output.name}: not valid {report.definition or 'NeXus'}: {len(report.problems)} problem(s)")
+    for problem in report.problems:
+        print(f"  {problem}")
+    return 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="photonflow", description=__doc__.split("\n")[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -255,6 +272,18 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--stream", default=DEFAULT_STREAM, help=f"default {DEFAULT_STREAM}")
     tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events (Ctrl-C ends)")
     tail.set_defaults(handler=command_events_tail)
+
+    standardize = commands.add_parser("standardize", help="standardized NeXus files from existing data")
+    standardize_commands = standardize.add_subparsers(dest="standardize_command", required=True)
+    cbf = standardize_commands.add_parser(
+        "cbf", help="a folder of PILATUS CBF images (one rotation series) as an NXmx file; the frames go to "
+                    "<FILE stem>_data.h5 beside it"
+    )
+    cbf.add_argument("directory", metavar="DIR", help="the folder of *.cbf images (miniCBF headers)")
+    cbf.add_argument("-o", "--output", required=True, metavar="FILE", help="the NXmx file to write (never overwritten)")
+    cbf.add_argument("--beamline", help="the beamline's name (source and instrument name; default: unknown)")
+    cbf.add_argument("--sample", help="the sample's name (default: unknown)")
+    cbf.set_defaults(handler=command_standardize_cbf)
     return root
 
 
@@ -262,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigurationError, EventBusError, EventServerError, TimeoutError, RuntimeError,
+    except (ConfigurationError, FilePathError, EventBusError, EventServerError, TimeoutError, RuntimeError,
             FileNotFoundError) as error:
         print(f"photonflow: error: {error}", file=sys.stderr)
         return 2

@@ -139,8 +139,12 @@ def parse_header(header: Any) -> dict[str, Any]:
 
     sensor, pixel, beam = value("sensor"), value("Pixel_size"), value("Beam_xy")
     wavelength = value("Wavelength")
+    detector = value("Detector")  # "PILATUS3 100K, S/N 24-0111" (fabio drops the comma)
+    model, _, serial = str(detector).partition("S/N") if detector else ("", "", "")
     described = {
-        "description": value("Detector"),
+        "description": detector,
+        "model": model.strip(" ,") or None,
+        "serial_number": serial.strip() or None,
         "sensor_material": sensor[0] if sensor else None,
         "sensor_thickness": sensor[1] if sensor else None,
         "x_pixel_size": pixel[0] if pixel else None,
@@ -263,7 +267,7 @@ class PilatusCamera:
             self.last_header = header = parse_header(image.pilatus_headers)
             metadata = {name: float(header[name]) for name in FRAME_METADATA if name in header}
             frame = np.ascontiguousarray(image.data, dtype=np.int32)
-            yield number, frame, _header_time(image) or time.time(), metadata
+            yield number, frame, header_time(image) or time.time(), metadata
         if not finished:  # camserver ends every exposure with a 7 reply, "7 ERR kill" after k: take it
             reply = self.client.read_reply(settings.period * 2 + self.settings.timeout)
             if reply.code == EXPOSURE_DONE and not reply.ok and not (killed and reply.text == "kill"):
@@ -293,7 +297,7 @@ def image_names(template: str, count: int) -> list[str]:
     return [f"{stem}_{n:05d}.cbf" for n in range(count)]
 
 
-def _header_time(image) -> float | None:
+def header_time(image) -> float | None:
     """The image's date from its miniCBF header (second line), as a UNIX time."""
     contents = image.header.get("_array_data.header_contents", "")
     lines = contents.splitlines()

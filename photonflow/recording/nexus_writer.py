@@ -139,6 +139,35 @@ def make_durable(path: Path) -> None:
             os.close(descriptor)
 
 
+def write_detector_description(group: h5py.Group, detector: dict[str, Any]) -> None:
+    """A detector's description as NXdetector fields with their units; every other key in
+    ``detector_specific`` (NXcollection), its unit from its name."""
+    extra = {}
+    for key, value in detector.items():
+        if value is None:
+            continue
+        if key in NEXUS_BOOLEANS and isinstance(value, (bool, int)):
+            group.create_dataset(key, data=np.bool_(value))
+        elif key in NXDETECTOR_FIELDS:
+            group[key] = nexus_value(value)
+            if NXDETECTOR_FIELDS[key]:
+                group[key].attrs["units"] = NXDETECTOR_FIELDS[key]
+        else:
+            extra[key] = value
+    if "description" not in detector:
+        vendor_model = " ".join(str(detector[k]) for k in ("vendor", "model") if k in detector)
+        if vendor_model:
+            group["description"] = vendor_model
+    if extra:
+        specific = group.create_group("detector_specific")
+        specific.attrs["NX_class"] = "NXcollection"
+        for key, value in extra.items():
+            specific[key] = nexus_value(value)
+            unit = detector_specific_unit(key)
+            if unit:
+                specific[key].attrs["units"] = unit
+
+
 class FrameStack:
     """A (frames, rows, columns) dataset, one frame per chunk, that grows as frames come."""
 
@@ -310,7 +339,7 @@ class NexusFrameWriter:
         instrument.attrs["NX_class"] = "NXinstrument"
         detector = instrument.create_group(detector_group_name(start.detector))
         detector.attrs["NX_class"] = "NXdetector"
-        self._write_detector_description(detector, start.detector)
+        write_detector_description(detector, start.detector)
         if self.frames_per_file:
             self.data = build_virtual_dataset(
                 detector, self.path, self.frame_count, self.frames_per_file, self.shape, self.dtype
@@ -354,33 +383,6 @@ class NexusFrameWriter:
                 if FRAME_METADATA_UNITS.get(name):
                     values.attrs["units"] = FRAME_METADATA_UNITS[name]
                 self._frame_metadata[name] = np.full(0, np.nan)
-
-    @staticmethod
-    def _write_detector_description(group: h5py.Group, detector: dict[str, Any]) -> None:
-        extra = {}
-        for key, value in detector.items():
-            if value is None:
-                continue
-            if key in NEXUS_BOOLEANS and isinstance(value, (bool, int)):
-                group.create_dataset(key, data=np.bool_(value))
-            elif key in NXDETECTOR_FIELDS:
-                group[key] = nexus_value(value)
-                if NXDETECTOR_FIELDS[key]:
-                    group[key].attrs["units"] = NXDETECTOR_FIELDS[key]
-            else:
-                extra[key] = value
-        if "description" not in detector:
-            vendor_model = " ".join(str(detector[k]) for k in ("vendor", "model") if k in detector)
-            if vendor_model:
-                group["description"] = vendor_model
-        if extra:
-            specific = group.create_group("detector_specific")
-            specific.attrs["NX_class"] = "NXcollection"
-            for key, value in extra.items():
-                specific[key] = nexus_value(value)
-                unit = detector_specific_unit(key)
-                if unit:
-                    specific[key].attrs["units"] = unit
 
     def _grow(self, frame_number: int) -> None:
         # Doubling, not +64: copying ever longer arrays every 64 frames would cost O(n^2).
