@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import tango
@@ -23,6 +24,7 @@ from photonflow.clients.demo import (
     describe_file,
     rotate_during_series,
     run_acquisition,
+    run_tomography,
     wait_for_standardized,
 )
 from photonflow.clients.launcher import EVENT_BUS_VARIABLE, Suite
@@ -111,36 +113,63 @@ def command_demo(args) -> int:
         # the command line first, then the configuration's `demo:` (what that detector can do)
         chosen = {key: getattr(args, key) if getattr(args, key) is not None else deployment.demo.get(key, default)
                   for key, default in DEMO_DEFAULTS.items()}
-        print(f"Acquiring {chosen['frames']} frames (exposure {chosen['exposure']} s, period {chosen['period']} s) "
-              f"through {controller.dev_name()} ...")
         standardizer = _device_of(deployment, "PhotonflowStandardizer")
-        omega = _device_of(deployment, "SimulatedMotor", "/omega")
-        def rotate() -> None:  # omega turns with the frames: a rotation scan, omega per frame in the NXmx
-            if standardizer is not None and omega is not None:
-                end = rotate_during_series(omega, chosen["frames"], chosen["period"], controller=controller)
-                print(f"Rotating {omega.dev_name()} to {end:.2f} deg during the series", file=sys.stderr)
-
-        summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
-                                  args.file or default_file_name(), args.timeout, on_start=rotate)
-        if summary["file"] and Path(summary["file"]).exists():
-            print("File written:")
-            for line in describe_file(summary["file"]):
-                print(line)
-        print(f"Controller: {summary.pop('status')}")
-        if standardizer is not None and summary["file"]:
-            summary.update(wait_for_standardized(standardizer, summary["file"], 120))
-            if summary["nexus"]:
-                print(f"Standardized file ({summary['definition']}, {summary['nexus_problems']} validation "
-                      "problem(s) against the official NXDL):")
-                for line in describe_file(summary["nexus"]):
-                    print(line)
-            print(f"Standardizer: {standardizer.status()}")
+        if standardizer is not None and standardizer.Definition == "NXtomo":
+            summary = _demo_tomography(standardizer, controller, chosen, args.timeout)
+        else:
+            summary = _demo_series(args, deployment, controller, standardizer, chosen)
     finally:
         suite.stop()
         print("Stopped every process the demo started.")
     print("SUMMARY " + json.dumps(summary))
     standardized = summary.get("nexus_problems", 0) == 0 and "nexus_error" not in summary
-    return 0 if summary["state"] == "ON" and summary["missing_frames"] == 0 and standardized else 1
+    return 0 if summary["state"] == "ON" and summary.get("missing_frames", 0) == 0 and standardized else 1
+
+
+def _demo_series(args, deployment, controller, standardizer, chosen: dict) -> dict:
+    """One series through the Controller (a rotation scan when there is an omega), then its NeXus file."""
+    print(f"Acquiring {chosen['frames']} frames (exposure {chosen['exposure']} s, period {chosen['period']} s) "
+          f"through {controller.dev_name()} ...")
+    omega = _device_of(deployment, "SimulatedMotor", "/omega")
+
+    def rotate() -> None:  # omega turns with the frames: a rotation scan, omega per frame in the NXmx
+        if standardizer is not None and omega is not None:
+            end = rotate_during_series(omega, chosen["frames"], chosen["period"], controller=controller)
+            print(f"Rotating {omega.dev_name()} to {end:.2f} deg during the series", file=sys.stderr)
+
+    summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
+                              args.file or default_file_name(), args.timeout, on_start=rotate)
+    if summary["file"] and Path(summary["file"]).exists():
+        print("File written:")
+        for line in describe_file(summary["file"]):
+            print(line)
+    print(f"Controller: {summary.pop('status')}")
+    if standardizer is not None and summary["file"]:
+        summary.update(wait_for_standardized(standardizer, summary["file"], 120))
+        _show_standardized(summary)
+        print(f"Standardizer: {standardizer.status()}")
+    return summary
+
+
+def _demo_tomography(standardizer, controller, chosen: dict, timeout: float) -> dict:
+    """One tomography through the Standardizer: darks, flats, projections, one NXtomo."""
+    plan = {"projections": chosen["frames"], "darks": 10, "flats": 10, "exposure": chosen["exposure"],
+            "period": chosen["period"], "start_angle": 0.0, "end_angle": 180.0, "sample_out": 5.0,
+            "sample_name": "simulated sample", "name": f"demo_tomo_{datetime.now():%H%M%S}"}
+    print(f"Tomography through {standardizer.dev_name()}: {plan['darks']} darks (shutter closed), {plan['flats']} "
+          f"flats (sample out), {plan['projections']} projections over 0-180 deg ...")
+    summary = run_tomography(standardizer, controller, plan, timeout)
+    _show_standardized(summary)
+    print(f"Standardizer: {summary.pop('status')}")
+    return summary
+
+
+def _show_standardized(summary: dict) -> None:
+    if summary.get("nexus"):
+        print(f"Standardized file ({summary['definition']}, {summary['nexus_problems']} validation problem(s) "
+              "against the official NXDL):")
+        for line in describe_file(summary["nexus"]):
+            print(line)
 
 
 def _device_of(deployment, tango_class: str, suffix: str = "") -> tango.DeviceProxy | None:

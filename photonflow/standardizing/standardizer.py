@@ -15,7 +15,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +25,7 @@ import h5py
 
 from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
-from photonflow.errors import FilePathError, PhotonflowError
+from photonflow.errors import ConfigurationError, FilePathError, PhotonflowError, StateError
 from photonflow.events.bus import experiment_done_event
 from photonflow.recording.nexus_writer import LIBVER
 from photonflow.recording.paths import DataRoot
@@ -31,7 +33,9 @@ from photonflow.standardizing.capture import AttributeReader, SeriesCapture
 from photonflow.standardizing.mapping import BeamlineMapping
 from photonflow.standardizing.nexus import entry_as_json
 from photonflow.standardizing.nxmx import write_nxmx
+from photonflow.standardizing.nxtomo import TomographyPart, write_nxtomo, write_tomography
 from photonflow.standardizing.recorded import RecordedSeries, read_recorded_series
+from photonflow.standardizing.tomography import Acquisition, Beamline, TomographyPlan, steps, tomography_axes
 
 log = logging.getLogger(__name__)
 STANDARD_SUFFIX = ".nxs"
@@ -46,11 +50,8 @@ class EventPublisher(Protocol):
 Writer = Callable[[Path, BeamlineMapping, SeriesCapture, RecordedSeries, Callable[[Path], h5py.File]], Path]
 
 
-def writers() -> dict[str, Writer]:
-    """The writer of each application definition."""
-    from photonflow.standardizing.nxtomo import write_nxtomo
-
-    return {"NXmx": write_nxmx, "NXtomo": write_nxtomo}
+# The writer of each application definition.
+WRITERS: dict[str, Writer] = {"NXmx": write_nxmx, "NXtomo": write_nxtomo}
 
 
 @dataclass
@@ -82,15 +83,32 @@ class Standardizer(StatefulCore):
         self._jobs: queue.Queue = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
+        self._sequence_active = threading.Event()
+        self._sequence_series: set[int] = set()
         self._worker = threading.Thread(target=self._work, name="standardizer", daemon=True)
         self._worker.start()
 
     # -- what the device tells it ---------------------------------------------------------------
     def series_started(self, series_id: int) -> None:
-        self._submit(self._start, series_id)
+        if not self._in_sequence(series_id):
+            self._submit(self._start, series_id)
 
     def series_ended(self, series_id: int, master_file: str) -> None:
-        self._submit(self._end, series_id, master_file)
+        if not self._in_sequence(series_id):
+            self._submit(self._end, series_id, master_file)
+
+    def acquire_tomography(self, plan: TomographyPlan, acquisition: Acquisition, beamline: Beamline) -> None:
+        """Run a tomography (darks, flats, projections) on the worker; one NXtomo at the end. The
+        sequence's own series are not standardized one by one."""
+        if self.mapping.definition != "NXtomo":
+            raise ConfigurationError(f"this Standardizer writes {self.mapping.definition}; a tomography needs a "
+                                     "mapping whose definition is NXtomo (e.g. config/standard/tomo.yaml)")
+        plan.check()
+        rotation = tomography_axes(self.mapping)  # refuses a mapping without the axes, before anything moves
+        if self._sequence_active.is_set() or not self._idle.is_set():
+            raise StateError("the Standardizer is busy (a series or a tomography is under way); wait for it to end")
+        self._sequence_active.set()
+        self._submit(self._tomography, plan, acquisition, beamline, *rotation)
 
     def standardize(self, master_file: str) -> Path:
         """Standardize a Recorder file now (e.g. one written before), capturing the beamline as it
@@ -100,6 +118,9 @@ class Standardizer(StatefulCore):
         capture.snapshot("pre")
         capture.snapshot("post")
         return self._write(recorded, capture)
+
+    def _in_sequence(self, series_id: int) -> bool:
+        return self._sequence_active.is_set() or series_id in self._sequence_series
 
     def wait_idle(self, timeout: float) -> bool:
         """True once every series told so far is written (for tests and the demo)."""
@@ -155,6 +176,57 @@ class Standardizer(StatefulCore):
             return
         self._write(self._recorded(master_file), series.capture)
 
+    def _tomography(self, plan: TomographyPlan, acquisition: Acquisition, beamline: Beamline,
+                    rotation: str, translation: str) -> None:
+        folder = f"tomo/{plan.name}_{datetime.now():%Y%m%d_%H%M%S}"
+        parts: list[TomographyPart] = []
+        try:
+            sample_in = beamline.position(translation)
+            beamline.move(rotation, plan.start_angle)
+            for step in steps(plan):
+                self._set_state(states.RUNNING, f"Tomography {plan.name}: {step.frames} {step.kind} frame(s) "
+                                f"({len(parts) + 1} of {len(steps(plan))})")
+                beamline.set_shutter(step.kind != "dark")
+                beamline.move(translation, plan.sample_out if step.kind == "flat" else sample_in)
+                turn = None
+                if step.kind == "projection":
+                    def turn():
+                        beamline.move(rotation, plan.end_angle, plan.velocity, wait=False)
+                capture = SeriesCapture(self.mapping, self.reader, self.clock)
+                capture.begin()
+                try:
+                    series_id, master = acquisition.acquire(step.frames, plan.exposure, plan.period,
+                                                            f"{folder}/{step.kind}.h5", turn)
+                finally:
+                    capture.end()
+                self._sequence_series.add(series_id)
+                if turn is not None:
+                    beamline.wait_still(rotation)
+                parts.append(TomographyPart(step.kind, self._recorded(master), capture))
+            self._write_tomography(plan, parts)
+        finally:
+            beamline.restore()
+            self._sequence_active.clear()
+
+    def _write_tomography(self, plan: TomographyPlan, parts: list[TomographyPart]) -> Path:
+        output = parts[-1].recorded.path.parent / f"{plan.name}.nxs"
+        with self._creator(output.parent) as create:
+            path = write_tomography(output, self.mapping, parts, create, sample_name=plan.sample_name)
+        capture = SeriesCapture(self.mapping, self.reader, self.clock)  # the failures of every part, together
+        capture.failures = [failure for part in parts for failure in part.capture.failures]
+        self._finish(path, parts[-1].recorded, capture)
+        return path
+
+    @contextmanager
+    def _creator(self, folder: Path):
+        """Makes new files in ``folder`` under the data root, by descriptor, never through a link,
+        never over an existing file."""
+        directory = self.data_root.open_directory(folder)
+        try:
+            yield lambda target: directory.create(target.name, lambda fd: h5py.File(fd, "w", libver=LIBVER))[0]
+        finally:
+            directory.close()
+
     def _recorded(self, master_file: str) -> RecordedSeries:
         master = Path(master_file)
         real = master.resolve()
@@ -166,14 +238,13 @@ class Standardizer(StatefulCore):
     def _write(self, recorded: RecordedSeries, capture: SeriesCapture) -> Path:
         output = recorded.path.with_suffix(STANDARD_SUFFIX)
         self._set_state(states.RUNNING, f"Writing {output.name}")
-        directory = self.data_root.open_directory(output.parent)
-        try:
-            path = writers()[self.mapping.definition](
-                output, self.mapping, capture, recorded,
-                lambda target: directory.create(target.name, lambda fd: h5py.File(fd, "w", libver=LIBVER))[0],
-            )
-        finally:
-            directory.close()
+        with self._creator(output.parent) as create:
+            path = WRITERS[self.mapping.definition](output, self.mapping, capture, recorded, create)
+        self._finish(path, recorded, capture)
+        return path
+
+    def _finish(self, path: Path, recorded: RecordedSeries, capture: SeriesCapture) -> None:
+        """Announce the file, count it, and say what could not be captured or sent."""
         warnings = [failure.describe() for failure in capture.failures]
         sent = self._announce(path, recorded)
         if sent:
@@ -188,7 +259,6 @@ class Standardizer(StatefulCore):
                             f"warning(s): " + "; ".join(warnings))
         else:
             self._set_state(states.ON, f"Wrote {path} ({self.mapping.definition}) for series {recorded.series_id}")
-        return path
 
     def _announce(self, path: Path, recorded: RecordedSeries) -> str:
         """Publish "experiment done"; returns a warning if the bus could not take it."""
