@@ -43,6 +43,9 @@ ONE_IMAGE_PER_TRIGGER = ("internal_enable", "external", "external_enable")
 STREAM_PROTOCOLS = {"cbor": "dectris-v2", "legacy": "dectris-v1"}
 
 
+ARM_TIMEOUT = 30.0  # seconds: arming prepares the whole series in the DCU
+
+
 class SimplonClient:
     """One keep-alive HTTP connection to a DCU's SIMPLON API, safe to share between threads."""
 
@@ -225,7 +228,9 @@ class DectrisCamera:
         per_trigger = settings.trigger_mode in ONE_IMAGE_PER_TRIGGER
         set_value("detector", "nimages", 1 if per_trigger else settings.frame_count)
         set_value("detector", "ntrigger", settings.frame_count if per_trigger else 1)
-        self.client.command("arm")
+        # arming prepares the whole series in the DCU: seconds on a large detector, well beyond the
+        # usual request timeout
+        self.client.command("arm", timeout=ARM_TIMEOUT)
 
     def run_series(self, settings: AcquisitionSettings, stop: threading.Event,
                    progress: Callable[[int], None]) -> int:
