@@ -39,7 +39,7 @@ bench-soak: $(INSTALLED)
 	$(BIN)/python benchmarks/soak.py
 
 up: $(INSTALLED)
-	$(BIN)/photonflow up --config config/demo.yaml
+	$(BIN)/photonflow up --config $(DEMO_CONFIG)
 
 down: $(INSTALLED)
 	$(BIN)/photonflow down

@@ -31,6 +31,13 @@ What it measures
     Every run is checked: FramesAcquired == FramesReceived == FramesWritten == frames,
     MissingFrames 0, Controller state ON, and the file's accounting agrees.
 
+    The Standardizer runs as in the demo, with ``LOGGED_ATTRIBUTES`` (10) of the beamline's
+    attributes polled at ``LOGGED_RATE`` (10 Hz) through every series (a mapping derived from
+    ``config/standard/mx.yaml``). ``runs_standardized_after_s``: seconds from the series' end to
+    its NXmx file written (event, post-exposure capture, writing, checked by polling LastFile
+    every 5 ms); the ``standardize_after_1000_*`` case measures it after 1000-frame series
+    (target: under 1 s).
+
     ``cpu_seconds`` is the CPU time (user + system) each process used during the run
     (``/proc/<pid>/stat``), ``cpu_busy`` the same divided by the wall time (1.0 = one core);
     with ``--threads`` the Acquirer's and Recorder's CPU is also broken down per thread
@@ -70,6 +77,8 @@ from photonflow.deployment import load_deployment_file
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPOSITORY / "config" / "demo.yaml"
+MX_MAPPING = REPOSITORY / "config" / "standard" / "mx.yaml"
+LOGGED_ATTRIBUTES, LOGGED_RATE = 10, 10.0  # beamline attributes the Standardizer logs during each series, Hz
 TARGET_FRAMES_PER_S = 2000.0
 SHAPE = (256, 256)
 DTYPE = "uint16"
@@ -94,12 +103,33 @@ def derive_deployment(var_dir: Path, data_root: Path, shape: tuple[int, int]) ->
                     properties["FanOutAddress"] = ""
                     properties["DataRoot"] = str(data_root)
                     seen.add("recorder")
-    if seen != {"acquirer", "recorder"}:
-        raise RuntimeError(f"{DEMO_CONFIG} lacks a SimulatorAcquirer or a PhotonflowRecorder device")
+                elif tango_class == "PhotonflowStandardizer":
+                    properties["DataRoot"] = str(data_root)
+                    properties["MappingFile"] = str(derive_mapping(var_dir))
+                    seen.add("standardizer")
+    if seen != {"acquirer", "recorder", "standardizer"}:
+        raise RuntimeError(f"{DEMO_CONFIG} lacks a SimulatorAcquirer, a PhotonflowRecorder or a PhotonflowStandardizer")
     path = var_dir / "pipeline_bench.yaml"
     path.write_text(
         f"# Derived by {Path(__file__).name} from {DEMO_CONFIG}\n" + yaml.safe_dump(config, sort_keys=False)
     )
+    return path
+
+
+def derive_mapping(var_dir: Path) -> Path:
+    """config/standard/mx.yaml with LOGGED_ATTRIBUTES of its attributes polled at LOGGED_RATE Hz
+    through the exposure: the Standardizer at work while the frames are taken."""
+    mapping = yaml.safe_load(MX_MAPPING.read_text())
+    entries = [entry for fields in mapping["components"].values() for entry in fields.values()]
+    entries += [entry for axes in mapping["axes"].values() for entry in axes.values()]
+    logged = [entry for entry in entries if "attribute" in entry][:LOGGED_ATTRIBUTES]
+    if len(logged) < LOGGED_ATTRIBUTES:
+        raise RuntimeError(f"{MX_MAPPING} maps fewer than {LOGGED_ATTRIBUTES} attributes")
+    for entry in logged:
+        entry["capture"], entry["rate"] = ["pre", "during", "post"], LOGGED_RATE
+    path = var_dir / "pipeline_bench_mapping.yaml"
+    header = f"# Derived by {Path(__file__).name} from {MX_MAPPING}\n"
+    path.write_text(header + yaml.safe_dump(mapping, sort_keys=False))
     return path
 
 
@@ -285,8 +315,20 @@ def gaps(receive: np.ndarray, timestamps: np.ndarray) -> dict:
 # ---------------------------------------------------------------------------- cases
 
 
+def wait_standardized(standardizer: tango.DeviceProxy, recorder_file: str, series_end: float) -> float | None:
+    """Seconds from the series' end (the Controller left RUNNING) until the Standardizer's NXmx
+    for it exists: event delivery, post-exposure capture and writing. None if it never came."""
+    expected = str(Path(recorder_file).with_suffix(".nxs"))
+    try:
+        wait_for(lambda: standardizer.LastFile == expected, 60, f"{expected} written", interval=0.005)
+    except TimeoutError:
+        return None
+    return round(time.perf_counter() - series_end, 3)
+
+
 def run_case(
-    case: str, controller: tango.DeviceProxy, recorder: tango.DeviceProxy, pids: dict[str, int],
+    case: str, controller: tango.DeviceProxy, recorder: tango.DeviceProxy, standardizer: tango.DeviceProxy,
+    pids: dict[str, int],
     frames: int, exposure: float, period: float, repeats: int, threads: bool, settle: float,
 ) -> dict:
     """``repeats`` checked series; the JSON line of the best (highest sustained rate) run."""
@@ -297,11 +339,13 @@ def run_case(
         cpu_before = {name: process_cpu(pid) for name, pid in pids.items()}
         sampler = ThreadSampler({n: pids[n] for n in ("acquirer", "recorder")}) if threads else None
         seconds, state = run_series(controller, frames, exposure, period, f"{case}_{run}.h5", timeout, settle)
+        ended = time.perf_counter()
         thread_rows = sampler.stop() if sampler else None
         if sampler:  # more than one means a stale receiver of an earlier series is still pulling frames
             thread_rows["recorder_receive_threads"] = list(sampler.names["recorder"].values()).count("recorder-receive")
         cpu = {name: round(process_cpu(pid) - cpu_before[name], 2) for name, pid in pids.items()}
         check = check_run(controller, recorder, frames, state)
+        standardized_after = wait_standardized(standardizer, check["path"], ended)
         runs.append({
             "seconds": seconds,
             "frames_per_s": (frames - 1) / check["receive_span_s"],
@@ -311,8 +355,10 @@ def run_case(
             "cpu": cpu,
             "threads": thread_rows,
             "gaps": gaps(check["receive"], check["timestamps"]),
+            "standardized_after_s": standardized_after,
         })
         Path(check["path"]).unlink(missing_ok=True)  # 2.6 GB per 20000 frames: keep the disk free
+        Path(check["path"]).with_suffix(".nxs").unlink(missing_ok=True)
     best = max(runs, key=lambda r: r["frames_per_s"])
     check = best["check"]
     line = {
@@ -343,6 +389,8 @@ def run_case(
         "runs_wall_frames_per_s": [round(r["wall_frames_per_s"], 1) for r in runs],
         "runs_seconds": [round(r["seconds"], 3) for r in runs],
         "runs_complete": [not r["check"]["problems"] for r in runs],
+        "logged_attributes": f"{LOGGED_ATTRIBUTES} at {LOGGED_RATE:g} Hz",
+        "runs_standardized_after_s": [r["standardized_after_s"] for r in runs],
     }
     problems = [p for r in runs for p in r["check"]["problems"]]
     if problems:
@@ -397,8 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         pids["bench"] = os.getpid()
         controller = tango.DeviceProxy(deployment.device("PhotonflowController").name)
         recorder = tango.DeviceProxy(deployment.device("PhotonflowRecorder").name)
+        standardizer = tango.DeviceProxy(deployment.device("PhotonflowStandardizer").name)
         acquirer = tango.DeviceProxy(deployment.device("SimulatorAcquirer").name)
-        for proxy in (controller, recorder, acquirer):
+        for proxy in (controller, recorder, acquirer, standardizer):
             proxy.set_timeout_millis(15000)
         if tuple(acquirer.FrameShape) != SHAPE or recorder.FanOutEndpoint:
             raise RuntimeError(f"the servers did not take the derived deployment: frame shape "
@@ -411,10 +460,13 @@ def main(argv: list[str] | None = None) -> int:
             cases.append((f"pipeline_{label}_unthrottled", args.exposure))
         lines = []
         for case, period in cases:
-            line = run_case(case, controller, recorder, pids, args.frames, args.exposure, period,
+            line = run_case(case, controller, recorder, standardizer, pids, args.frames, args.exposure, period,
                             args.repeats, args.threads, args.settle)
             emit(line)
             lines.append(line)
+        standardize = run_case(f"standardize_after_1000_{label}", controller, recorder, standardizer, pids, 1000,
+                               args.exposure, args.period, args.repeats, False, args.settle)
+        emit(standardize)
         main_line = lines[0]
         complete = all(all(line["runs_complete"]) for line in lines)
         emit({
@@ -428,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
             "headroom_frames_per_s": lines[1]["frames_per_s"] if len(lines) > 1 else None,
             "all_runs_complete": complete,
             "met": complete and main_line["frames_per_s"] >= TARGET_FRAMES_PER_S,
+            "logged_attributes": main_line["logged_attributes"],
+            "standardized_after_1000_frames_s": min(
+                (t for t in standardize["runs_standardized_after_s"] if t is not None), default=None),
+            "standardize_target_s": 1.0,
             "cpus": os.cpu_count(),
         })
         return 0

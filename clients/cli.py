@@ -32,6 +32,7 @@ from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
+from photonflow.standardizing.mapping import check_mappings
 
 DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002}
 
@@ -57,6 +58,7 @@ def _database(suite: Suite | None = None) -> tango.Database:
 def command_config_apply(args) -> int:
     _prepare_environment(var_directory(), args.file)
     deployment = load_deployment_file(args.file)
+    check_mappings(deployment)
     changes = apply_deployment(_database(), deployment, dry_run=args.dry_run)
     verb = "would change" if args.dry_run else "changed"
     print(f"{args.file}: {verb} {len(changes)} item(s) in the Tango database at {os.environ['TANGO_HOST']}")
@@ -80,6 +82,7 @@ def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite,
         for name, value in suite.start_simulators(simulators).items():
             print(f"Simulated hardware up: {name}={value}")
         deployment = load_deployment_file(config)
+        check_mappings(deployment)  # a mapping's mistake is named before any server starts
         if not suite.tango_host:
             suite.start_database(var_dir / "tango" / database_name)
             print(f"Started an embedded Tango database (pytango-db, SQLite) at TANGO_HOST={suite.tango_host}")

@@ -142,6 +142,20 @@ def load_mapping(path: str | Path, variables: Mapping[str, str] | None = None) -
     return parse_mapping(text, path, variables)
 
 
+def check_mappings(deployment) -> list[BeamlineMapping]:
+    """Load the mapping of every Standardizer of a deployment (photonflow.deployment.Deployment),
+    so that a mistake is named, with file, line and key, before any server starts."""
+    mappings = []
+    for server in deployment.servers:
+        for device in server.devices:
+            if device.tango_class == "PhotonflowStandardizer":
+                if not device.properties.get("MappingFile"):
+                    raise ConfigurationError(f"{device.name}: the property MappingFile is missing")
+                prefix = device.properties.get("DevicePrefix", [""])[0]
+                mappings.append(load_mapping(device.properties["MappingFile"][0], {"PREFIX": prefix}))
+    return mappings
+
+
 def parse_mapping(text: str, path: str = "<mapping>", variables: Mapping[str, str] | None = None) -> BeamlineMapping:
     source = YamlSource(path, {**os.environ, **(variables or {})})
     root = compose(text, path)

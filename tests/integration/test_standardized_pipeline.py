@@ -28,9 +28,9 @@ PERIOD = 0.01
 def rotation_series(running_suite):
     """One rotation series of 40 frames, omega turning through it; its Recorder and NXmx files."""
     devices = running_suite
-    controller = proxy(devices.controller)
-    standardizer = proxy(devices.deployment.device("PhotonflowStandardizer").name)
-    omega = proxy("demo/beamline/omega")
+    controller = proxy(devices.suite.device_url(devices.controller))
+    standardizer = proxy(devices.suite.device_url(devices.deployment.device("PhotonflowStandardizer").name))
+    omega = proxy(devices.suite.device_url("demo/beamline/omega"))
     wait_for_state(controller, "ON", "ALARM")
     controller.Configure(json.dumps({"frames": FRAMES, "exposure": 0.005, "period": PERIOD,
                                      "file": "standardized/rotation.h5"}))
@@ -45,6 +45,7 @@ def rotation_series(running_suite):
 
 
 def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation_series, running_suite):
+    url = running_suite.suite.device_url
     master, nxs, standardizer = rotation_series
     assert nxs.parent == master.parent
     report = validate_nexus(nxs)
@@ -53,10 +54,10 @@ def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation
     with h5py.File(nxs) as f, h5py.File(master) as recorded:
         np.testing.assert_array_equal(f["entry/data/data"][5], recorded["entry/data/data"][5])
         assert f["entry/data/data"].shape[0] == FRAMES
-        mono = proxy("demo/beamline/mono")
+        mono = proxy(url("demo/beamline/mono"))
         assert f["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(mono.Wavelength, rel=1e-6)
         assert f["entry/instrument/simulator/distance"][()] == pytest.approx(
-            proxy("demo/beamline/detz").Position / 1000.0)
+            proxy(url("demo/beamline/detz")).Position / 1000.0)
         omega = f["entry/sample/transformations/omega"][()]
         assert omega.shape == (FRAMES,)
         steps = np.diff(omega)

@@ -24,9 +24,9 @@ def tomography(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("tomo")
     text = (REPOSITORY / "config" / "tomo.yaml").read_text()
     environment = {"PHOTONFLOW_DATA_ROOT": str(var_dir / "data"), "PHOTONFLOW_CONFIG_DIR": str(REPOSITORY / "config")}
-    with running_deployment(text, var_dir, environment):
-        standardizer = proxy("tomo/photonflow/standardizer")
-        wait_for_state(proxy("tomo/photonflow/controller"), "ON")
+    with running_deployment(text, var_dir, environment) as suite:  # full names: this process knows several databases
+        standardizer = proxy(suite.device_url("tomo/photonflow/standardizer"))
+        wait_for_state(proxy(suite.device_url("tomo/photonflow/controller")), "ON")
         standardizer.AcquireTomography(json.dumps(PLAN))
         wait_until(lambda: standardizer.FilesWritten == 1 or str(standardizer.state()) == "ALARM", timeout=120,
                    what="the NXtomo written")

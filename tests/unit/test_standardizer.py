@@ -290,3 +290,22 @@ def test_polling_stops_when_asked(recorded_file):
     capture.finish_during()
     times, values = capture.series("source/current")
     assert len(values) >= 5 and set(values) == {1.0}
+
+
+def test_a_deployments_mappings_are_checked_before_anything_starts(tmp_path):
+    from photonflow.deployment import load_deployment
+    from photonflow.standardizing.mapping import check_mappings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("current:", "currant:"))
+    deployment = f"""servers:
+  PhotonflowStandardizer/x:
+    PhotonflowStandardizer:
+      x/photonflow/standardizer:
+        properties: {{Controller: x/photonflow/controller, MappingFile: {bad}, DevicePrefix: x/beamline,
+                     DataRoot: /tmp}}
+"""
+    with pytest.raises(ConfigurationError, match=rf"{bad}:5: source: 'currant' is not a field of NXsource"):
+        check_mappings(load_deployment(deployment, "x.yaml", environment={}))
+    good = load_deployment(deployment.replace(str(bad), str(CONFIG / "mx.yaml")), "x.yaml", environment={})
+    assert [m.definition for m in check_mappings(good)] == ["NXmx"]
