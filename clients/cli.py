@@ -214,6 +214,23 @@ def command_down(args) -> int:
     return 0
 
 
+def command_tomo(args) -> int:
+    """A tomography on a running suite (make up DETECTOR=tomo), through its Standardizer."""
+    if not os.environ.get("TANGO_HOST"):
+        state_file = var_directory() / "run" / "suite.json"
+        if not state_file.exists():
+            raise ConfigurationError("TANGO_HOST is not set and no suite is up: run 'make up DETECTOR=tomo' first")
+        os.environ["TANGO_HOST"] = Suite.load(state_file, var_directory()).tango_host
+    standardizer = tango.DeviceProxy(args.standardizer)
+    standardizer.set_timeout_millis(15000)
+    controller = tango.DeviceProxy(standardizer.get_property("Controller")["Controller"][0])
+    plan = {key: getattr(args, key) for key in ("projections", "darks", "flats", "exposure", "period",
+                                                  "start_angle", "end_angle", "sample_out", "sample_name", "name")}
+    summary = run_tomography(standardizer, controller, plan, args.timeout)
+    print("SUMMARY " + json.dumps(summary))
+    return 0 if summary.get("nexus") and summary.get("nexus_problems") == 0 else 1
+
+
 def _event_bus_url(args) -> str:
     """--url, else PHOTONFLOW_EVENT_BUS, else the bus of the suite 'photonflow up' started."""
     if args.url:
@@ -304,6 +321,20 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--stream", default=DEFAULT_STREAM, help=f"default {DEFAULT_STREAM}")
     tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events (Ctrl-C ends)")
     tail.set_defaults(handler=command_events_tail)
+
+    tomo = commands.add_parser("tomo", help="a tomography (darks, flats, projections) on a running suite: one NXtomo")
+    tomo.add_argument("--standardizer", default="tomo/photonflow/standardizer", help="its Standardizer device")
+    for name, kind, default, meaning in (
+        ("projections", int, 180, "frames while the sample turns"), ("darks", int, 10, "frames, shutter closed"),
+        ("flats", int, 10, "frames, sample out"), ("exposure", float, 0.002, "s"), ("period", float, 0.011, "s"),
+        ("start_angle", float, 0.0, "deg"), ("end_angle", float, 180.0, "deg"),
+        ("sample_out", float, 5.0, "the sample translation's position for the flats"),
+        ("sample_name", str, "sample", "the sample's name in the file"), ("name", str, "tomo", "the scan's name"),
+    ):
+        tomo.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=default,
+                          help=f"{meaning} (default {default})")
+    tomo.add_argument("--timeout", type=float, default=1800)
+    tomo.set_defaults(handler=command_tomo)
 
     standardize = commands.add_parser("standardize", help="standardized NeXus files from existing data")
     standardize_commands = standardize.add_subparsers(dest="standardize_command", required=True)

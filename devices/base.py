@@ -13,6 +13,7 @@ import logging
 import tango
 from tango.server import Device
 
+from photonflow import states
 from photonflow.core import CoreListener
 from photonflow.devices.common import EventPushingMixin
 
@@ -27,6 +28,7 @@ class DeviceListener(CoreListener):
 
     def state_changed(self, state: str, status: str) -> None:
         self.device.publish_state(state, status)
+        self.device.state_published()
 
     def counters_changed(self, counters) -> None:
         for attribute_name, field_name in self.device.COUNTERS.items():
@@ -52,21 +54,26 @@ class PhotonflowDevice(EventPushingMixin, Device):
             self.core = self.create_core(DeviceListener(self))
         except Exception as error:
             log.exception("%s could not start", self.get_name())
-            reason = getattr(error, "reason", type(error).__name__)
-            self.set_state(tango.DevState.FAULT)
-            self.set_status(f"Cannot start ({reason}): {error}. Correct the device properties, then run Init.")
+            self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
             return
         self.publish_state(self.core.state, self.core.status)
 
     def delete_device(self):
         if self.core is not None:
-            self.core.close()
+            self.release_core(self.core)
             self.core = None
+
+    def release_core(self, core) -> None:
+        """Let the core go (Init, shutdown): by default its ``close()``."""
+        core.close()
+
+    def state_published(self) -> None:
+        """After each state event: a device pushes here what changes with its state."""
 
     def _core(self):
         """The core, or a DevFailed saying why there is none."""
         if self.core is None:
-            tango.Except.throw_exception("DeviceNotReady", self.get_status(), f"{type(self).__name__}")
+            tango.Except.throw_exception("NotInitialised", self.get_status(), f"{type(self).__name__}")
         return self.core
 
     def counter(self, name: str):

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import tango
 from tango import AttrWriteType
-from tango.server import Device, attribute, command, device_property
+from tango.server import attribute, command, device_property
 
-from photonflow import states
-from photonflow.devices.common import EventPushingMixin, operator_errors
+from photonflow.devices.base import PhotonflowDevice
+from photonflow.devices.common import operator_errors
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
 from photonflow.recording.recorder import (
     DEFAULT_END_TIMEOUT,
     DEFAULT_MAX_FRAMES,
     DEFAULT_QUEUE_MEGABYTES,
     Recorder,
-    RecorderCounters,
-    RecorderListener,
     parse_recording_request,
 )
 from photonflow.recording.sinks import FAN_OUT_MODES, LivePreview, StreamFanOut
@@ -35,24 +32,11 @@ COUNTER_ATTRIBUTES = {
 }
 
 
-class _DeviceListener(RecorderListener):
-    def __init__(self, device: PhotonflowRecorder):
-        self.device = device
-
-    def state_changed(self, state: str, status: str) -> None:
-        self.device.publish_state(state, status)
-        self.device.publish_value("CurrentFile", self.device.recorder.current_file)
-        self.device.publish_value("LastFile", self.device.recorder.last_file)
-
-    def counters_changed(self, counters: RecorderCounters) -> None:
-        for attribute_name, field_name in COUNTER_ATTRIBUTES.items():
-            self.device.publish_value(attribute_name, getattr(counters, field_name))
-
-
-class PhotonflowRecorder(EventPushingMixin, Device):
+class PhotonflowRecorder(PhotonflowDevice):
     """Writes a STINS frame stream into HDF5/NeXus files under a data root."""
 
-    event_attributes = ("CurrentFile", "LastFile", "Preview", "PreviewFrameNumber", *COUNTER_ATTRIBUTES)
+    COUNTERS = COUNTER_ATTRIBUTES
+    extra_events = ("CurrentFile", "LastFile", "Preview", "PreviewFrameNumber")
 
     DataRoot = device_property(dtype=str, mandatory=True, doc="Directory every data file must be under")
     DefaultFilePathTemplate = device_property(
@@ -101,48 +85,40 @@ class PhotonflowRecorder(EventPushingMixin, Device):
         "with end_reason completed_without_end",
     )
 
-    def init_device(self):
-        super().init_device()
-        self.enable_events()
-        self.recorder = None
+    def create_core(self, listener) -> Recorder:
         self.fan_out = None
-        try:
-            self.preview = LivePreview(self.PreviewMaxRate, self.PreviewMaxPixels, on_preview=self._publish_preview)
-            sinks = [self.preview]
-            if self.FanOutAddress:
-                if self.FanOutMode not in FAN_OUT_MODES:
-                    raise ValueError(f"FanOutMode must be one of {', '.join(FAN_OUT_MODES)}, got {self.FanOutMode!r}")
-                self.fan_out = StreamFanOut(self.FanOutMode, self.FanOutEvery, self.FanOutAddress)
-                sinks.append(self.fan_out)
-            self.recorder = Recorder(
-                self.DataRoot, self.DefaultFilePathTemplate, _DeviceListener(self),
-                counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
-                queue_megabytes=self.QueueMegabytes,
-                journal_name=self.get_name().replace("/", "_"), sinks=sinks,
-                frames_per_file=self.DefaultFramesPerFile,
-                compression=self.Compression, compression_workers=self.CompressionWorkers,
-                max_frames=self.MaxFramesPerSeries, end_timeout=self.SeriesEndTimeout,
-            )
-        except Exception as error:
-            self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
-            return
-        self.publish_state(self.recorder.state, self.recorder.status)
+        self.preview = LivePreview(self.PreviewMaxRate, self.PreviewMaxPixels, on_preview=self._publish_preview)
+        sinks = [self.preview]
+        if self.FanOutAddress:
+            if self.FanOutMode not in FAN_OUT_MODES:
+                raise ValueError(f"FanOutMode must be one of {', '.join(FAN_OUT_MODES)}, got {self.FanOutMode!r}")
+            self.fan_out = StreamFanOut(self.FanOutMode, self.FanOutEvery, self.FanOutAddress)
+            sinks.append(self.fan_out)
+        return Recorder(
+            self.DataRoot, self.DefaultFilePathTemplate, listener,
+            counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
+            queue_megabytes=self.QueueMegabytes,
+            journal_name=self.get_name().replace("/", "_"), sinks=sinks,
+            frames_per_file=self.DefaultFramesPerFile,
+            compression=self.Compression, compression_workers=self.CompressionWorkers,
+            max_frames=self.MaxFramesPerSeries, end_timeout=self.SeriesEndTimeout,
+        )
 
-    def delete_device(self):
-        if self.recorder is not None:
-            self.recorder.abort()
-            self.recorder.wait(5)
+    def release_core(self, recorder: Recorder) -> None:
+        recorder.abort()
+        recorder.wait(5)
         if self.fan_out is not None:
             self.fan_out.close()
+
+    def state_published(self) -> None:
+        if self.core is None:  # a state the Recorder announces while it is being built
+            return
+        self.publish_value("CurrentFile", self.core.current_file)
+        self.publish_value("LastFile", self.core.last_file)
 
     def _publish_preview(self, image: np.ndarray, frame_number: int) -> None:
         self.publish_value("Preview", image)
         self.publish_value("PreviewFrameNumber", frame_number)
-
-    def _core(self) -> Recorder:
-        if self.recorder is None:
-            tango.Except.throw_exception("NotInitialised", self.get_status(), "PhotonflowRecorder")
-        return self.recorder
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE, doc="File name pattern when none is given")
     def FilePathTemplate(self):

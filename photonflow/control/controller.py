@@ -30,6 +30,9 @@ IDLE, STARTING, ACQUIRING, FINISHING = "idle", "starting", "acquiring", "finishi
 BUSY_STATES = (states.RUNNING, states.STANDBY)
 MAX_FRAMES = 2**31 - 1  # the Acquirer's and Recorder's own limits may be lower: they are asked at Configure
 STATUS_INTERVAL = 0.1  # seconds between Status updates while frames move
+# seconds between asking a Recorder that was down for its final report: Tango refuses a new
+# connection within 1 s of a failed one, so asking more often may never get through
+REPORT_RETRY_INTERVAL = 2.0
 UNCONFIRMED = "could not read the final counters from the Recorder; the report follows its file once it is back"
 
 
@@ -213,6 +216,7 @@ class Controller:
         self._fault = ""
         self._published: tuple[str, str] | None = None
         self._status_throttle = Throttle(STATUS_INTERVAL, clock)
+        self._report_retry = Throttle(REPORT_RETRY_INTERVAL, clock)
 
     # -- commands -------------------------------------------------------------------------
     def configure(self, text: str) -> AcquisitionRequest:
@@ -314,7 +318,7 @@ class Controller:
         """Called periodically: ends series whose Recorder never saw the end, refreshes Status,
         and asks for a final report the Recorder could not give (it was down) until it does."""
         self.check_progress()
-        if self._fault.startswith(UNCONFIRMED):
+        if self._fault.startswith(UNCONFIRMED) and self._report_retry.ready():
             self._refresh_report()
         self._publish()
 

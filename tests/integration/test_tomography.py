@@ -5,6 +5,10 @@ and one NXtomo joins them, valid against the official NXDL."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -30,11 +34,11 @@ def tomography(tmp_path_factory):
         standardizer.AcquireTomography(json.dumps(PLAN))
         wait_until(lambda: standardizer.FilesWritten == 1 or str(standardizer.state()) == "ALARM", timeout=120,
                    what="the NXtomo written")
-        yield standardizer, var_dir / "data"
+        yield standardizer, var_dir / "data", suite
 
 
 def test_one_valid_nxtomo_holds_darks_flats_and_projections_in_order(tomography):
-    standardizer, data_root = tomography
+    standardizer, data_root, _ = tomography
     assert str(standardizer.state()) == "ON", standardizer.status()
     nxtomo = standardizer.LastFile
     assert nxtomo.startswith(str(data_root / "tomo" / "rock_")) and nxtomo.endswith("/rock.nxs")
@@ -58,7 +62,7 @@ def test_one_valid_nxtomo_holds_darks_flats_and_projections_in_order(tomography)
 
 
 def test_the_frames_are_the_recorders_files_joined_without_copy(tomography):
-    standardizer, _ = tomography
+    standardizer, _, _ = tomography
     with h5py.File(standardizer.LastFile) as f:
         data = f["entry/instrument/detector/data"]
         assert data.is_virtual
@@ -70,7 +74,8 @@ def test_the_frames_are_the_recorders_files_joined_without_copy(tomography):
 
 
 def test_a_bad_plan_is_refused_before_anything_moves(tomography):
-    standardizer, _ = tomography
+    standardizer, _, _ = tomography
+    written = standardizer.FilesWritten
     for plan, complaint in (({"projections": 0}, "projections must be at least 1"),
                             ({"period": 0.001, "exposure": 0.01}, "period >= exposure"),
                             ({"colour": "red"}, "unknown key"),
@@ -80,4 +85,20 @@ def test_a_bad_plan_is_refused_before_anything_moves(tomography):
             standardizer.AcquireTomography(json.dumps(plan))
         assert caught.value.args[0].reason == "InvalidConfiguration"
         assert complaint in caught.value.args[0].desc
-    assert standardizer.FilesWritten == 1
+    assert standardizer.FilesWritten == written
+
+
+def test_the_tomo_command_runs_one_on_a_running_suite(tomography):
+    standardizer, data_root, suite = tomography
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("photonflow")), "tomo", "--projections", "12", "--darks", "2",
+         "--flats", "2", "--end-angle", "30", "--name", "cli", "--sample-name", "from the command line"],
+        env={**os.environ, "TANGO_HOST": suite.tango_host}, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1].removeprefix("SUMMARY "))
+    assert summary["definition"] == "NXtomo" and summary["nexus_problems"] == 0
+    assert summary["frames"] == {"dark": 2, "flat": 2, "projection": 12}
+    with h5py.File(summary["nexus"]) as f:
+        assert f["entry/sample/name"][()] == b"from the command line"
+        assert list(f["entry/instrument/detector/image_key"][()]) == [2, 2, 1, 1] + [0] * 12
