@@ -1,6 +1,8 @@
 """What a simulated detector needs to follow the simulated beamline: the devices it reads at
 each Prepare (ring current, wavelength, shutter, transmission, distance), as device properties
-shared by every simulated Acquirer, and a reader of their attributes through Tango."""
+shared by every simulated Acquirer, and a reader of their attributes through Tango. The
+DectrisAcquirer derives from it too: a DCU is told the wavelength and distance at Prepare
+(the ring, shutter and attenuator it cannot use)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,11 @@ The Controller arms the Recorder on ``StreamEndpoint`` with ``StreamProtocol``
 (``dectris-v2`` or ``dectris-v1``), so the frames go from the DCU to the file compressed as
 sent. Vendor attributes read and write the DCU's own configuration; their Tango limits
 are the SIMPLON limits, and the DCU's refusals come back in its own words.
+
+When ``BeamlineMonochromator``, ``DetectorDistanceMotor`` or ``BeamCentre`` are set, each
+Prepare writes the beamline's wavelength, distance and the beam centre to the DCU first
+(``BeamlineFollowingDectris``); the DCU cannot see the ring, shutter or attenuator, so the
+other beamline properties are not used here.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
-from photonflow.acquisition.dectris import DectrisCamera, DectrisSettings
-from photonflow.devices.acquirer import AcquirerDevice
-from photonflow.devices.common import operator_errors
+from photonflow.acquisition.dectris import BeamlineFollowingDectris, BeamlineLink, DectrisCamera, DectrisSettings
+from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
+from photonflow.devices.common import TangoReader, operator_errors
+from photonflow.devices.simulator_acquirer import parse_beam_centre
 from photonflow.errors import ConfigurationError
 
 
@@ -53,7 +59,7 @@ def _dcu_value(name: str, dtype, doc: str, unit: str = ""):
     return attribute(fget=read, dtype=dtype, unit=unit, doc=doc)
 
 
-class DectrisAcquirer(AcquirerDevice):
+class DectrisAcquirer(BeamlineFollowingAcquirer):
     """A DECTRIS EIGER2 or PILATUS4 behind its detector control unit (SIMPLON API 1.8.0)."""
 
     DcuUrl = device_property(dtype=str, mandatory=True, doc="SIMPLON address of the DCU: http://host[:port]")
@@ -70,12 +76,23 @@ class DectrisAcquirer(AcquirerDevice):
     DcuMonitorMode = device_property(
         dtype=str, default_value="", doc="The DCU's monitor interface: enabled, disabled; empty: leave it as it is"
     )
+    BeamCentre = device_property(
+        dtype=str, default_value="",
+        doc="Beam centre 'row,column' in pixels, written at Prepare (beam_center_y, beam_center_x); empty: the DCU's",
+    )
 
     def create_camera(self) -> DectrisCamera:
-        return DectrisCamera(DectrisSettings(
+        settings = DectrisSettings(
             url=self.DcuUrl, stream_endpoint=self.DcuStreamEndpoint, stream_format=self.StreamFormat,
             header_detail=self.HeaderDetail, timeout=self.RequestTimeout,
             filewriter_mode=self.DcuFileWriterMode, monitor_mode=self.DcuMonitorMode,
+        )
+        beam_centre = parse_beam_centre(self.BeamCentre)
+        if not (self.BeamlineMonochromator or self.DetectorDistanceMotor or beam_centre):
+            return DectrisCamera(settings)  # the DCU's own wavelength, distance and beam centre, as set on it
+        return BeamlineFollowingDectris(settings, BeamlineLink(
+            read=TangoReader(), monochromator=self.BeamlineMonochromator,
+            distance_motor=self.DetectorDistanceMotor, beam_centre=beam_centre,
         ))
 
     PhotonEnergy = _dcu_parameter("photon_energy", "eV", "Energy of the incident photons", 0.0, 1e6, "%.1f")

@@ -21,8 +21,15 @@ is SIMPLON API 1.8.0 as DECTRIS documents it:
   ``header_detail`` all/basic/none), ``stream/config/mode`` enabled/disabled; series start
   at ``arm``, one message per image, the end at ``disarm`` (or after the last image).
 
-The frames are ``DiffractionFrames`` for the model's geometry (frame n is reproducible from
-the seed), sent bslz4-compressed, the way a DCU sends them. A fault can be injected through
+The frames are ``DiffractionFrames`` (CeO2 powder rings) at the geometry the DCU's own
+detector config holds when armed: ``wavelength``, ``detector_distance``, ``beam_center_x``/``_y``
+(column, row) and the model's pixel size. Those are the numbers its stream header reports
+(``incident_wavelength``, ``beam_center_x/y``; the distance as ``detector_distance`` in v1 and
+as ``detector_translation`` [0, 0, -distance] m in v2, the way a real EIGER2 reports it), so
+the rings sit where the metadata say. The DCU cannot see the beamline's shutter or ring
+current: the intensity is the nominal one. Frame n is a pure function of those values, the
+count time and the seed (``SimulatedDcu.pattern_settings``), sent bslz4-compressed, the way a
+DCU sends them. A fault can be injected through
 ``/simulator/api/1.0/command/fail`` ({"value": "http_error" | "drop" | "stall"}) so that the
 driver's error paths are tested: the next SIMPLON request then gets HTTP 500 with a message,
 has its connection dropped, or gets no answer.
@@ -230,9 +237,11 @@ class SimulatedDcu:
             changed = [name]
             detector = self.config["detector"]
             if name == "photon_energy":
-                detector["wavelength"].value = PLANCK_EV_ANGSTROM / parameter.value
+                if "wavelength" in detector:  # a DCU may have photon_energy only
+                    detector["wavelength"].value = PLANCK_EV_ANGSTROM / parameter.value
+                    changed.append("wavelength")
                 detector["threshold_energy"].value = parameter.value / 2
-                changed += ["wavelength", "threshold_energy"]
+                changed.append("threshold_energy")
             elif name == "wavelength":
                 detector["photon_energy"].value = PLANCK_EV_ANGSTROM / parameter.value
                 detector["threshold_energy"].value = detector["photon_energy"].value / 2
@@ -264,6 +273,12 @@ class SimulatedDcu:
     def _value(self, name: str) -> Any:
         return self.config["detector"][name].value
 
+    def wavelength(self) -> float:
+        """Å: the ``wavelength`` config, or from ``photon_energy`` on a DCU without it."""
+        if "wavelength" in self.config["detector"]:
+            return self._value("wavelength")
+        return PLANCK_EV_ANGSTROM / self._value("photon_energy")
+
     # -- commands ---------------------------------------------------------------------------
     def command(self, subsystem: str, name: str, argument: Any = None) -> dict[str, Any] | None:
         if subsystem != "detector":
@@ -285,9 +300,26 @@ class SimulatedDcu:
         with self._lock:
             self.state, self.error = "idle", ""
 
+    def pattern_settings(self) -> PatternSettings:
+        """What the frames of the series armed now depend on: the detector config as it is
+        (wavelength in Å, distance in m, beam centre in pixels) and the model's pixel size."""
+        return PatternSettings(
+            height=self.model.height, width=self.model.width, dtype="uint16", seed=self.seed,
+            exposure=self._value("count_time"),
+            wavelength=self.wavelength() * 1e-10,
+            distance=self._value("detector_distance"),
+            pixel_size=self.model.pixel_size,
+            beam_centre=(self._value("beam_center_y"), self._value("beam_center_x")),
+        )
+
     def _arm(self, _argument) -> dict[str, Any]:
         with self._lock:
             self._require(("idle",), "arm")
+            if not self._value("detector_distance") > 0:
+                raise SimplonError(400, "the simulated DCU draws its rings only for a detector_distance > 0 m")
+            settings = self.pattern_settings()
+            if self._frames is None or self._frames.settings != settings:
+                self._frames = DiffractionFrames(settings)
             self.sequence_id += 1
             self.images_sent = 0
             self._triggers_done = 0
@@ -295,12 +327,6 @@ class SimulatedDcu:
             self._cancel.clear()
             self._abort.clear()
             self.state = "ready"
-            settings = PatternSettings(
-                height=self.model.height, width=self.model.width, dtype="uint16", seed=self.seed,
-                exposure=self._value("count_time"),
-            )
-            if self._frames is None or self._frames.settings != settings:
-                self._frames = DiffractionFrames(settings)
             self._thread = threading.Thread(target=self._run_series, name="dcu-series", daemon=True)
             self._thread.start()
             return {"sequence id": self.sequence_id}
@@ -360,9 +386,12 @@ class SimulatedDcu:
             "sensor_thickness": self._value("sensor_thickness"),
             "beam_center_x": self._value("beam_center_x"), "beam_center_y": self._value("beam_center_y"),
             "incident_energy": self._value("photon_energy"),
-            "incident_wavelength": self._value("wavelength") * 1e-10,
+            "incident_wavelength": self.wavelength() * 1e-10,
             "threshold_energy": self._value("threshold_energy"),
             "distance": self._value("detector_distance"),
+            # a real EIGER2 reports its translation as [0, 0, -detector_distance] (m)
+            "detector_translation_x": 0.0, "detector_translation_y": 0.0,
+            "detector_translation_z": -self._value("detector_distance"),
             "countrate_correction_applied": self._value("countrate_correction_applied"),
             "flatfield_applied": self._value("flatfield_correction_applied"),
             "pixel_mask_applied": self._value("pixel_mask_applied"),

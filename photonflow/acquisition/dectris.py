@@ -9,6 +9,10 @@ stream is and in which protocol, for the Recorder to read it directly, compresse
 written as ``{"value": ...}``; a refusal (HTTP 4xx/5xx) becomes ``DetectorError`` carrying
 the DCU's own message; a connection that fails or times out becomes
 ``DetectorConnectionLost``. Nothing here imports Tango.
+
+``BeamlineFollowingDectris`` is the same camera told, at each Prepare, the wavelength,
+detector distance and beam centre the beamline has then (read through a ``read(device,
+attribute)`` port the Tango layer gives), so the DCU's own metadata say where the rings are.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +49,7 @@ STREAM_PROTOCOLS = {"cbor": "dectris-v2", "legacy": "dectris-v1"}
 
 
 ARM_TIMEOUT = 30.0  # seconds: arming prepares the whole series in the DCU
+PLANCK_EV_ANGSTROM = 12398.419843320026  # h c in eV Å: photon energy = this / wavelength
 
 
 class SimplonClient:
@@ -220,6 +226,13 @@ class DectrisCamera:
         state = self.client.status("detector", "state")
         if state in ("ready", "acquire"):
             self.client.command("disarm")
+        self.configure_series(settings)
+        # arming prepares the whole series in the DCU: seconds on a large detector, well beyond the
+        # usual request timeout
+        self.client.command("arm", timeout=ARM_TIMEOUT)
+
+    def configure_series(self, settings: AcquisitionSettings) -> None:
+        """The detector config of one series, written while the DCU is disarmed (before ``arm``)."""
         set_value = self.client.set
         set_value("detector", "trigger_mode", TRIGGER_MODES[settings.trigger_mode])
         set_value("detector", "count_time", settings.exposure)
@@ -228,9 +241,6 @@ class DectrisCamera:
         per_trigger = settings.trigger_mode in ONE_IMAGE_PER_TRIGGER
         set_value("detector", "nimages", 1 if per_trigger else settings.frame_count)
         set_value("detector", "ntrigger", settings.frame_count if per_trigger else 1)
-        # arming prepares the whole series in the DCU: seconds on a large detector, well beyond the
-        # usual request timeout
-        self.client.command("arm", timeout=ARM_TIMEOUT)
 
     def run_series(self, settings: AcquisitionSettings, stop: threading.Event,
                    progress: Callable[[int], None]) -> int:
@@ -296,3 +306,80 @@ class DectrisCamera:
     def close(self) -> None:
         self.client.close()
 
+
+Reader = Callable[[str, str], Any]
+
+
+@dataclass(frozen=True)
+class BeamlineLink:
+    """The beamline devices a DCU follows at Prepare; an empty name is not followed."""
+
+    read: Reader = field(repr=False)  # read(device, attribute) -> value (Tango in the device layer)
+    monochromator: str = ""  # its Wavelength, Å
+    distance_motor: str = ""  # its Position, mm: the sample-detector distance
+    beam_centre: tuple[float, float] | None = None  # (row, column) pixels: beam_center_y, beam_center_x
+
+
+class BeamlineFollowingDectris(DectrisCamera):
+    """At each Prepare, writes to the DCU's detector config the wavelength (``wavelength`` in Å,
+    or ``photon_energy`` in eV where the DCU has no ``wavelength``), ``detector_distance`` (m) and
+    ``beam_center_x``/``_y`` (pixels) the beamline has now, so that the DCU's metadata of the
+    series (and the file the Recorder writes from them) hold them.
+
+    A value is written only when it differs from the DCU's: on a real EIGER2 a new energy moves
+    the threshold to half of it (and may retrim), which must not happen at every series. A
+    beamline device that cannot be read leaves the DCU's value as it was, and the log says so;
+    a value the DCU refuses (outside its limits) fails the Prepare with the DCU's own words.
+    """
+
+    def __init__(self, settings: DectrisSettings, beamline: BeamlineLink, client: SimplonClient | None = None):
+        self.beamline = beamline
+        self._energy_parameter: str | None = None  # "wavelength" or "photon_energy", found at the first Prepare
+        super().__init__(settings, client)
+
+    def _beamline_value(self, device: str, attribute: str) -> float | None:
+        try:
+            value = float(self.beamline.read(device, attribute))
+        except Exception as error:  # a beamline device that is down must not stop the detector
+            log.warning("cannot read %s/%s (%s); the DCU keeps its value", device, attribute, error)
+            return None
+        if not (math.isfinite(value) and value > 0):
+            log.warning("%s/%s is %s, not a positive number; the DCU keeps its value", device, attribute, value)
+            return None
+        return value
+
+    def _energy_name(self) -> str:
+        """``wavelength`` if this DCU's SIMPLON has it, else ``photon_energy``."""
+        if self._energy_parameter is None:
+            try:
+                self.client.describe("detector", "wavelength")
+                self._energy_parameter = "wavelength"
+            except DetectorError as error:
+                if "HTTP 404" not in str(error):
+                    raise
+                self._energy_parameter = "photon_energy"
+        return self._energy_parameter
+
+    def geometry(self) -> dict[str, float]:
+        """What the beamline says now, as the DCU's detector config names it."""
+        link, values = self.beamline, {}
+        if link.monochromator:
+            wavelength = self._beamline_value(link.monochromator, "Wavelength")  # Å
+            if wavelength is not None:
+                if self._energy_name() == "wavelength":
+                    values["wavelength"] = wavelength
+                else:
+                    values["photon_energy"] = PLANCK_EV_ANGSTROM / wavelength
+        if link.distance_motor:
+            distance = self._beamline_value(link.distance_motor, "Position")  # mm
+            if distance is not None:
+                values["detector_distance"] = distance / 1000.0
+        if link.beam_centre is not None:
+            values["beam_center_x"], values["beam_center_y"] = float(link.beam_centre[1]), float(link.beam_centre[0])
+        return values
+
+    def configure_series(self, settings: AcquisitionSettings) -> None:
+        for name, value in self.geometry().items():
+            if not math.isclose(float(self.client.get("detector", name)), value, rel_tol=1e-6, abs_tol=1e-6):
+                self.client.set("detector", name, value)
+        super().configure_series(settings)

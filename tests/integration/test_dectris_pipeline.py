@@ -1,6 +1,7 @@
 """A DECTRIS detector through the whole pipeline: a simulated DCU process (SIMPLON over HTTP,
 stream v2 on ZeroMQ), the DectrisAcquirer, Recorder and Controller servers on their own
-database, and a file whose frames equal what the DCU sent, stored as the DCU compressed them."""
+database, and a file whose frames equal what the DCU sent, stored as the DCU compressed them,
+and are the powder rings at the geometry the file's metadata (from the DCU's header) give."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ servers:
           DcuUrl: ${{PHOTONFLOW_SIM_DCU_SIMPLON}}
           DcuStreamEndpoint: ${{PHOTONFLOW_SIM_DCU_STREAM}}
           StreamFormat: cbor
+          BeamCentre: "500.5,520.25"  # written to the DCU at each Prepare (no beamline devices here)
   PhotonflowRecorder/eiger:
     PhotonflowRecorder:
       test/eiger/recorder:
@@ -72,9 +74,12 @@ def test_an_eiger_series_through_the_controller_is_stored_as_the_dcu_sent_it(eig
     assert state == "ON", controller.status()
     assert acquirer.FramesAcquired == 40
     model = MODELS[MODEL]
-    frames = DiffractionFrames(PatternSettings(height=model.height, width=model.width, dtype="uint16",
-                                               seed=SEED, exposure=0.002))
     with h5py.File(data_root / "eiger" / "series.h5", "r") as f:
+        frames = frames_at_the_recorded_geometry(f, model)
+        settings = frames.settings
+        assert settings.beam_centre == (500.5, 520.25)  # BeamCentre "row,column"
+        assert settings.wavelength == pytest.approx(12398.419843320026 / 9000.0 * 1e-10)  # PhotonEnergy
+        assert settings.distance == pytest.approx(0.1)  # the DCU's own detector_distance
         data = f["entry/data/data"]
         assert data.shape == (40, model.height, model.width)
         for n in (0, 17, 39):
@@ -89,6 +94,24 @@ def test_an_eiger_series_through_the_controller_is_stored_as_the_dcu_sent_it(eig
     assert state == "ON", controller.status()
     with h5py.File(data_root / "eiger" / "next.h5", "r") as f:
         np.testing.assert_array_equal(f["entry/data/data"][4], frames.frame(4))
+
+
+def frames_at_the_recorded_geometry(f: h5py.File, model) -> DiffractionFrames:
+    """The frames the simulated DCU draws, rebuilt from what the file says of the series: beam
+    centre (pixels), wavelength, distance (stream v2: detector_translation [0, 0, -distance]),
+    pixel size and count time, all as the DCU's header gave them."""
+    (detector,) = [g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector"]
+    specific = detector["detector_specific"]
+    assert specific["incident_wavelength"].attrs["units"] == "m"
+    assert specific["detector_translation_z"].attrs["units"] == "m"
+    return DiffractionFrames(PatternSettings(
+        height=model.height, width=model.width, dtype="uint16", seed=SEED,
+        exposure=float(detector["count_time"][()]),
+        beam_centre=(float(detector["beam_center_y"][()]), float(detector["beam_center_x"][()])),
+        wavelength=float(specific["incident_wavelength"][()]),
+        distance=-float(specific["detector_translation_z"][()]),
+        pixel_size=float(detector["x_pixel_size"][()]),
+    ))
 
 
 def test_values_beyond_the_dcus_limits_are_refused_with_the_limit(eiger):

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
 from photonflow.acquisition.dectris import (
+    BeamlineFollowingDectris,
+    BeamlineLink,
     DectrisCamera,
     DectrisSettings,
     DetectorConnectionLost,
@@ -26,6 +28,7 @@ from photonflow.simulators.dectris_dcu import (
     SimulatedDcu,
     start_server,
 )
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.bslz4 import compress
 from tests.unit.series import acquire_into
 
@@ -284,3 +287,58 @@ def test_the_dcus_own_file_writer_and_monitor_are_set_as_the_beamline_asks(dcu):
     with pytest.raises(DetectorError, match=r"refused PUT /filewriter/api/1.8.0/config/mode \(HTTP 400\): "
                                             r"mode: 'off' is not one of enabled, disabled"):
         DectrisCamera(DectrisSettings(server.url, filewriter_mode="off"))
+
+
+# What the beamline reads while these tests prepare: Å from the monochromator, mm from detz.
+BEAMLINE = {("bl/mono", "Wavelength"): 0.8, ("bl/detz", "Position"): 12.0}
+
+
+def fixed_beamline(device, attribute):
+    return BEAMLINE[(device, attribute)]
+
+
+def test_prepare_tells_the_dcu_the_beamline_geometry_and_its_frames_are_drawn_there(dcu):
+    simulated, server = dcu
+    link = BeamlineLink(read=fixed_beamline, monochromator="bl/mono", distance_motor="bl/detz",
+                        beam_centre=(30.5, 41.25))
+    camera = BeamlineFollowingDectris(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint), link)
+    acquirer = Acquirer(camera, sender=None)
+    acquirer.update_settings(frame_count=3, exposure=0.001, period=0.002)
+    acquirer.prepare()
+    config = simulated.config["detector"]
+    assert config["wavelength"].value == 0.8
+    assert config["photon_energy"].value == pytest.approx(12398.419843320026 / 0.8)
+    assert config["detector_distance"].value == pytest.approx(0.012)
+    assert (config["beam_center_x"].value, config["beam_center_y"].value) == (41.25, 30.5)
+    expected = DiffractionFrames(PatternSettings(
+        height=64, width=96, dtype="uint16", seed=3, exposure=0.001, wavelength=0.8 * 1e-10,
+        distance=12.0 / 1000.0, pixel_size=75e-6, beam_centre=(30.5, 41.25),
+    ))
+    np.testing.assert_array_equal(simulated.frame(0), expected.frame(0))
+    assert simulated.frame(0).sum() > 0
+    acquirer.abort()
+    # An unchanged beamline writes nothing: a new energy would move a threshold set by hand.
+    config["threshold_energy"].value = 5000.0
+    acquirer.prepare()
+    assert config["threshold_energy"].value == 5000.0 and config["wavelength"].value == 0.8
+    acquirer.abort()
+    camera.close()
+
+
+def test_a_dcu_without_wavelength_is_told_the_photon_energy_and_an_unreadable_device_changes_nothing(dcu):
+    simulated, server = dcu
+    del simulated.config["detector"]["wavelength"]  # SIMPLON without it: GET is 404
+    distance_before = simulated.config["detector"]["detector_distance"].value
+
+    def motor_down(device, attribute):
+        if device == "bl/detz":
+            raise ConnectionError("bl/detz is not exported")
+        return fixed_beamline(device, attribute)
+
+    link = BeamlineLink(read=motor_down, monochromator="bl/mono", distance_motor="bl/detz")
+    camera = BeamlineFollowingDectris(DectrisSettings(server.url), link)
+    camera.configure_series(AcquisitionSettings(frame_count=1, exposure=0.001, period=0.002))
+    config = simulated.config["detector"]
+    assert config["photon_energy"].value == pytest.approx(12398.419843320026 / 0.8)
+    assert config["detector_distance"].value == distance_before
+    camera.close()
