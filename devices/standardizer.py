@@ -166,17 +166,35 @@ class PhotonflowStandardizer(PhotonflowDevice):
                 self._stop.wait(0.5)
         if self._stop.is_set():
             return
-        event_id = self.controller.subscribe_event(
+        subscriptions = [(self.controller, self.controller.subscribe_event(
             "State", EventType.CHANGE_EVENT, self._on_controller_state, sub_mode=EventSubMode.Stateless
-        )
+        ))]
+        core = self.core
+        for capture in core.mapping.evented():  # values the mapping takes from change events
+            proxy = core.reader.proxy(capture.device)
+            callback = self._forward_change(capture.device, capture.attribute)
+            subscriptions.append((proxy, proxy.subscribe_event(
+                capture.attribute, EventType.CHANGE_EVENT, callback, sub_mode=EventSubMode.Stateless
+            )))
         self._stop.wait()
-        threading.Thread(target=self._unsubscribe, args=(event_id,), daemon=True).start()
+        threading.Thread(target=self._unsubscribe, args=(subscriptions,), daemon=True).start()
 
-    def _unsubscribe(self, event_id: int) -> None:
-        try:
-            self.controller.unsubscribe_event(event_id)
-        except tango.DevFailed:
-            pass
+    def _forward_change(self, device: str, attribute_name: str):
+        def on_change(event) -> None:
+            core = self.core
+            if event.err or core is None or event.attr_value is None:
+                return
+            core.attribute_changed(device, attribute_name, event.attr_value.value, event.attr_value.time.totime())
+
+        return on_change
+
+    @staticmethod
+    def _unsubscribe(subscriptions: list) -> None:
+        for proxy, event_id in subscriptions:
+            try:
+                proxy.unsubscribe_event(event_id)
+            except tango.DevFailed:
+                pass
 
     def _on_controller_state(self, event) -> None:
         if event.err or self.core is None:

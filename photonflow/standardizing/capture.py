@@ -85,7 +85,7 @@ class SeriesCapture:
         self.snapshot("pre")
         self._stop_polling = threading.Event()
         self._poller = None
-        if self.mapping.captures("during"):
+        if self.mapping.polled():
             self._poller = threading.Thread(target=self.poll_during, args=(self._stop_polling,),
                                             name="capture-during", daemon=True)
             self._poller.start()
@@ -126,8 +126,9 @@ class SeriesCapture:
             values.append(value)
 
     def poll_during(self, stop: threading.Event) -> None:
-        """Poll every value captured during the exposure at its own rate until ``stop`` is set."""
-        captures = self.mapping.captures("during")
+        """Poll every polled value at its own rate until ``stop`` is set (evented values arrive by
+        ``sample``)."""
+        captures = self.mapping.polled()
         self.times["during"] = self.clock()
         due = [(time.monotonic(), index) for index in range(len(captures))]
         heapq.heapify(due)

@@ -76,6 +76,7 @@ class Capture:
     unit: str | None = None
     moments: frozenset[str] = frozenset({"pre"})
     rate: float = 10.0  # Hz, when captured during the exposure by polling
+    events: bool = False  # during the exposure from the attribute's change events, not polling
 
     @property
     def source(self) -> str:
@@ -115,6 +116,14 @@ class BeamlineMapping:
     def captures(self, moment: str) -> list[Capture]:
         every = [f.capture for f in self.fields] + [a.capture for a in self.axes]
         return [c for c in every if c.device and moment in c.moments]
+
+    def polled(self) -> list[Capture]:
+        """Values read during the exposure by polling at their rate."""
+        return [c for c in self.captures("during") if not c.events]
+
+    def evented(self) -> list[Capture]:
+        """Values taken during the exposure from their change events."""
+        return [c for c in self.captures("during") if c.events]
 
     def fixed(self) -> list[Capture]:
         return [f.capture for f in self.fields if not f.capture.device] + [
@@ -206,7 +215,7 @@ def parse_mapping(text: str, path: str = "<mapping>", variables: Mapping[str, st
 class _CaptureReader:
     """Reads one ``{attribute:, unit:, capture:, rate:}`` (or ``{value:}``) entry."""
 
-    KEYS = {"attribute", "value", "unit", "capture", "rate"}
+    KEYS = {"attribute", "value", "unit", "capture", "rate", "events"}
     AXIS_KEYS = KEYS | {"type", "vector", "depends_on", "offset", "offset_unit", "scan"}
 
     def __init__(self, source: YamlSource, devices: Mapping[str, str]):
@@ -228,6 +237,9 @@ class _CaptureReader:
                 raise source.error(items["capture"][1], f"{key}: capture must be among {', '.join(MOMENTS)}, got "
                                    f"{', '.join(wrong) or 'nothing'}")
         rate = source.number(items["rate"][1], f"{key}: rate") if "rate" in items else 10.0
+        events = False
+        if "events" in items:
+            events = _scalar(source.scalar_text(items["events"][1], f"{key}: events")) is True
         if not 0 < rate <= 1000:
             raise source.error(items["rate"][1], f"{key}: rate must be between 0 and 1000 Hz, got {rate}")
         if "value" in items:
@@ -236,7 +248,7 @@ class _CaptureReader:
                 else _scalar(source.scalar_text(value_node, f"{key}: value"))
             return Capture(key, None, None, value, unit, frozenset(), rate)
         device, attribute = self._attribute(items["attribute"][1], key)
-        return Capture(key, device, attribute, None, unit, moments, rate)
+        return Capture(key, device, attribute, None, unit, moments, rate, events)
 
     def axis(self, group: str, key_node: yaml.Node, node: yaml.Node) -> AxisMapping:
         source = self.source

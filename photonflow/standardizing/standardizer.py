@@ -85,6 +85,9 @@ class Standardizer(StatefulCore):
         self._idle.set()
         self._sequence_active = threading.Event()
         self._sequence_series: set[int] = set()
+        self._evented: dict[tuple[str, str], list] = {}
+        for capture in mapping.evented():
+            self._evented.setdefault((capture.device.lower(), capture.attribute.lower()), []).append(capture)
         self._worker = threading.Thread(target=self._work, name="standardizer", daemon=True)
         self._worker.start()
 
@@ -96,6 +99,14 @@ class Standardizer(StatefulCore):
     def series_ended(self, series_id: int, master_file: str) -> None:
         if not self._in_sequence(series_id):
             self._submit(self._end, series_id, master_file)
+
+    def attribute_changed(self, device: str, attribute: str, value: object, timestamp: float) -> None:
+        """A change event of a value the mapping takes from events during the exposure."""
+        series = self._series
+        if series is None:
+            return
+        for capture in self._evented.get((device.lower(), attribute.lower()), ()):
+            series.capture.sample(capture, value, timestamp)
 
     def acquire_tomography(self, plan: TomographyPlan, acquisition: Acquisition, beamline: Beamline) -> None:
         """Run a tomography (darks, flats, projections) on the worker; one NXtomo at the end. The
