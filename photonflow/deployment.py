@@ -29,6 +29,7 @@ import yaml
 from photonflow.errors import ConfigurationError
 from photonflow.events.bus import parse_bus_url
 from photonflow.servers import SERVERS
+from photonflow.yaml_source import YamlSource, compose
 
 # The servers photonflow installs and the Tango classes each one runs.
 SERVER_CLASSES: dict[str, tuple[str, ...]] = {server: tuple(classes) for server, classes in SERVERS.items()}
@@ -36,7 +37,6 @@ _DEVICE_NAME = re.compile(r"^[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+$
 _INSTANCE = re.compile(r"^[A-Za-z0-9_\-.]+$")
 EMBEDDED_EVENT_BUS = "embedded"
 TOP_LEVEL_KEYS = ("servers", "simulators", "demo", "event_bus")
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(frozen=True)
@@ -107,48 +107,6 @@ class Change:
         return f"set {self.device}->{self.property_name}: {old} -> {', '.join(self.new or [])}"
 
 
-class _Source:
-    """Turns YAML nodes into values, errors into 'file:line: key: message'."""
-
-    def __init__(self, path: str, environment: Mapping[str, str]):
-        self.path = path
-        self.environment = environment
-
-    def error(self, node: yaml.Node, message: str) -> ConfigurationError:
-        return ConfigurationError(f"{self.path}:{node.start_mark.line + 1}: {message}")
-
-    def mapping(self, node: yaml.Node, what: str) -> list[tuple[yaml.Node, yaml.Node]]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(node, f"{what} must be a mapping")
-        keys = set()
-        for key, _ in node.value:
-            if key.value in keys:
-                raise self.error(key, f"{what}: '{key.value}' appears twice")
-            keys.add(key.value)
-        return node.value
-
-    def scalar_text(self, node: yaml.Node, key: str) -> str:
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.error(node, f"{key}: expected a single value")
-        return self.expand(node, node.value, key)
-
-    def expand(self, node: yaml.Node, text: str, key: str) -> str:
-        def substitute(match: re.Match) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in self.environment:
-                return self.environment[name]
-            if default is not None:
-                return default
-            raise self.error(node, f"{key}: environment variable {name} is not set")
-
-        return _VARIABLE.sub(substitute, text)
-
-    def property_values(self, node: yaml.Node, key: str) -> list[str]:
-        if isinstance(node, yaml.SequenceNode):
-            return [self.scalar_text(item, key) for item in node.value]
-        return [self.scalar_text(node, key)]
-
-
 def load_deployment(
     text: str,
     path: str = "<config>",
@@ -159,17 +117,8 @@ def load_deployment(
 
     ``simulators_only``: just the simulators, whose output the servers' properties may need.
     """
-    source = _Source(path, os.environ if environment is None else environment)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        message = f"{where}: not valid YAML: {getattr(error, 'problem', error)}"
-        context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
-        if context and context_mark is not None:
-            message += f" ({context} started at line {context_mark.line + 1})"
-        raise ConfigurationError(message) from None
+    source = YamlSource(path, os.environ if environment is None else environment)
+    root = compose(text, path)
     if root is None:
         raise ConfigurationError(f"{path}: the file is empty; it needs a 'servers' mapping")
     top = dict((k.value, (k, v)) for k, v in source.mapping(root, "the file"))
@@ -222,13 +171,13 @@ def load_deployment(
                                 section_key, f"{name}: unknown key '{section_key.value}'; expected 'properties'"
                             )
                         for prop_key, prop_node in source.mapping(section_node, f"{name} properties"):
-                            properties[prop_key.value] = source.property_values(prop_node, f"{name}->{prop_key.value}")
+                            properties[prop_key.value] = source.texts(prop_node, f"{name}->{prop_key.value}")
                 devices.append(DeviceSpec(name, class_key.value, properties))
         servers.append(ServerSpec(executable, instance, tuple(devices)))
     return Deployment(tuple(servers), simulators, demo, event_bus)
 
 
-def _simulators(source: _Source, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
+def _simulators(source: YamlSource, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
     simulators = []
     for name_key, spec_node in source.mapping(node, "simulators"):
         name = name_key.value
@@ -248,7 +197,7 @@ def _simulators(source: _Source, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
     return tuple(simulators)
 
 
-def _event_bus(source: _Source, node: yaml.Node) -> str:
+def _event_bus(source: YamlSource, node: yaml.Node) -> str:
     """'embedded' or a bus URL checked for its form (nothing is contacted here)."""
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "null", "~"):
         return EMBEDDED_EVENT_BUS
@@ -264,7 +213,7 @@ def _event_bus(source: _Source, node: yaml.Node) -> str:
 DEMO_SETTINGS = {"frames": int, "exposure": float, "period": float}
 
 
-def _demo_settings(source: _Source, node: yaml.Node) -> dict[str, float]:
+def _demo_settings(source: YamlSource, node: yaml.Node) -> dict[str, float]:
     """The detector's demo acquisition: frames, exposure and period (s) its hardware can do."""
     settings = {}
     for key, value_node in source.mapping(node, "demo"):

@@ -220,6 +220,18 @@ def write_failures(entry: h5py.Group, capture: SeriesCapture, missing: list[str]
     write(notes, "problems", np.asarray(lines, dtype=object))
 
 
+def write_entry(f: h5py.File, definition: str, title: str, start_time: str, end_time: str) -> h5py.Group:
+    """The file's provenance and the ``/entry`` of an application definition, with its times."""
+    write_provenance(f, definition)
+    entry = group(f, "entry", "NXentry")
+    entry.attrs["default"] = "data"
+    write(entry, "definition", definition)
+    write(entry, "title", title)
+    write(entry, "start_time", start_time)
+    write(entry, "end_time", end_time or start_time)
+    return entry
+
+
 def write_provenance(f: h5py.File, definition: str) -> None:
     f.attrs["default"] = "entry"
     f.attrs["creator"] = f"photonflow {photonflow.__version__} Standardizer"

@@ -28,8 +28,8 @@ from photonflow.standardizing.nexus import (
     write,
     write_axes,
     write_components,
+    write_entry,
     write_failures,
-    write_provenance,
     write_snapshots,
 )
 from photonflow.standardizing.recorded import RecordedSeries
@@ -42,15 +42,9 @@ def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, r
     """Write the NXmx file ``output`` over ``recorded``'s frames; returns its path."""
     missing: list[str] = []
     with open_new(output, create) as f:
-        write_provenance(f, "NXmx")
-        entry = group(f, "entry", "NXentry")
-        entry.attrs["default"] = "data"
-        write(entry, "definition", "NXmx")
-        write(entry, "title", f"{mapping.beamline} series {recorded.series_id}")
-        write(entry, "start_time", recorded.start_time)
-        end_time = recorded.end_time or recorded.start_time
-        write(entry, "end_time", end_time)
-        write(entry, "end_time_estimated", end_time)
+        entry = write_entry(f, "NXmx", f"{mapping.beamline} series {recorded.series_id}", recorded.start_time,
+                            recorded.end_time)
+        write(entry, "end_time_estimated", recorded.end_time or recorded.start_time)
 
         source = group(entry, "source", "NXsource")
         found = capture.value("source/name")

@@ -26,8 +26,8 @@ from photonflow.standardizing.nexus import (
     open_new,
     write,
     write_components,
+    write_entry,
     write_failures,
-    write_provenance,
     write_snapshots,
 )
 from photonflow.standardizing.recorded import RecordedSeries
@@ -67,14 +67,9 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
     rotation_axis = _rotation_axis(mapping)
     missing: list[str] = []
     with open_new(output, create) as f:
-        write_provenance(f, "NXtomo")
-        entry = group(f, "entry", "NXentry")
-        entry.attrs["default"] = "data"
-        write(entry, "definition", "NXtomo")
-        write(entry, "title", f"{mapping.beamline} tomography, series "
-              + ", ".join(str(part.recorded.series_id) for part in parts))
-        write(entry, "start_time", first.start_time)
-        write(entry, "end_time", parts[-1].recorded.end_time or parts[-1].recorded.start_time)
+        title = f"{mapping.beamline} tomography, series " + ", ".join(str(p.recorded.series_id) for p in parts)
+        entry = write_entry(f, "NXtomo", title, first.start_time,
+                            parts[-1].recorded.end_time or parts[-1].recorded.start_time)
 
         instrument = group(entry, "instrument", "NXinstrument")
         capture = parts[-1].capture  # the projections' capture describes the beamline
