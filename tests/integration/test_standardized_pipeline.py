@@ -87,7 +87,7 @@ def test_pyfai_finds_the_calibrants_rings_using_only_the_files_metadata(rotation
     result = integrator.integrate1d(image, 3000, unit="q_nm^-1")
     q, intensity = np.asarray(result.radial), np.asarray(result.intensity)
     background = float(np.median(intensity[intensity > 0]))
-    expected = [2 * np.pi / (d / 10.0) for d in sorted(get_calibrant("CeO2").get_dSpacing(), reverse=True)[:3]]
+    expected = [2 * np.pi / (d / 10.0) for d in sorted(get_calibrant("CeO2").dspacing, reverse=True)[:3]]
     for q_ring in expected:
         window = (q > q_ring * 0.97) & (q < q_ring * 1.03)
         assert window.any(), f"the ring at q={q_ring:.3f} nm^-1 is not on the detector"
