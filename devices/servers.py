@@ -45,3 +45,7 @@ def run_standardizer_server() -> None:
 
 def run_beamline_server() -> None:
     run_server("PhotonflowBeamline")
+
+
+def run_datamanager_server() -> None:
+    run_server("PhotonflowDataManager")

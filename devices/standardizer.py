@@ -126,6 +126,10 @@ class PhotonflowStandardizer(PhotonflowDevice):
     DevicePrefix = device_property(
         dtype=str, default_value="", doc="Fills ${PREFIX} in the mapping (e.g. demo/beamline)"
     )
+    DataManager = device_property(
+        dtype=str, default_value="", doc="Fills ${DATAMANAGER} in the mapping: the DataManager saying what each "
+        "acquisition means"
+    )
     DataRoot = device_property(
         dtype=str, mandatory=True, doc="The Recorder's data root: files are written only under it"
     )
@@ -137,7 +141,7 @@ class PhotonflowStandardizer(PhotonflowDevice):
     ReadTimeout = device_property(dtype=float, default_value=1.0, doc="Seconds one attribute read may take")
 
     def create_core(self, listener):
-        mapping = load_mapping(self.MappingFile, {"PREFIX": self.DevicePrefix})
+        mapping = load_mapping(self.MappingFile, {"PREFIX": self.DevicePrefix, "DATAMANAGER": self.DataManager})
         url = self.EventBus or os.environ.get("PHOTONFLOW_EVENT_BUS", "")
         self.bus = event_bus_from_url(url) if url else None
         self._controller_state = None

@@ -14,6 +14,7 @@ SERVERS: dict[str, dict[str, str]] = {
     "PhotonflowRecorder": {"PhotonflowRecorder": "photonflow.devices.recorder"},
     "PhotonflowController": {"PhotonflowController": "photonflow.devices.controller"},
     "PhotonflowStandardizer": {"PhotonflowStandardizer": "photonflow.devices.standardizer"},
+    "PhotonflowDataManager": {"PhotonflowDataManager": "photonflow.devices.datamanager"},
     "PhotonflowBeamline": {
         tango_class: "photonflow.devices.beamline"
         for tango_class in (

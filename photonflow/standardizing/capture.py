@@ -34,6 +34,7 @@ ASSONANT_CLASSES = {
     "slits": assonant_components.Slit,
     "shutter": assonant_components.Shutter,
     "sample": assonant_components.Sample,
+    "experiment": assonant_components.Component,  # what the acquisition means: Assonant has no class for it
     "goniometer": assonant_components.Sample,
     "detector_position": assonant_components.Detector,
 }

@@ -56,6 +56,10 @@ COMPONENTS: dict[str, ComponentKind] = {
     # collections beside the components
     "slits": ComponentKind("instrument/slits", "NXcollection", {"x_gap": "m", "y_gap": "m"}),
     "shutter": ComponentKind("instrument/shutter", "NXcollection", {"status": None}),
+    # what the acquisition means, from the DataManager (its role: dark, flat, data...)
+    "experiment": ComponentKind("experiment", "NXcollection", {
+        "role": None, "node": None, "proposal": None, "session": None, "sample": None,
+    }),
     "sample": ComponentKind("sample", "NXsample", {
         "name": None, "description": None, "chemical_formula": None, "temperature": "K",
     }),
@@ -160,8 +164,9 @@ def check_mappings(deployment) -> list[BeamlineMapping]:
             if device.tango_class == "PhotonflowStandardizer":
                 if not device.properties.get("MappingFile"):
                     raise ConfigurationError(f"{device.name}: the property MappingFile is missing")
-                prefix = device.properties.get("DevicePrefix", [""])[0]
-                mappings.append(load_mapping(device.properties["MappingFile"][0], {"PREFIX": prefix}))
+                variables = {"PREFIX": device.properties.get("DevicePrefix", [""])[0],
+                             "DATAMANAGER": device.properties.get("DataManager", [""])[0]}
+                mappings.append(load_mapping(device.properties["MappingFile"][0], variables))
     return mappings
 
 

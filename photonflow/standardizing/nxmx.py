@@ -34,7 +34,7 @@ from photonflow.standardizing.nexus import (
 )
 from photonflow.standardizing.recorded import RecordedSeries
 
-PLACES = {"source": "source", "sample": "sample"}  # everything else under /entry/instrument
+PLACES = {"source": "source", "sample": "sample", "experiment": "experiment"}  # the rest under /entry/instrument
 
 
 def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, recorded: RecordedSeries,

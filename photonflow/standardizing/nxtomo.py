@@ -73,7 +73,8 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
 
         instrument = group(entry, "instrument", "NXinstrument")
         capture = parts[-1].capture  # the projections' capture describes the beamline
-        write_components(entry, mapping, capture, lambda component: f"instrument/{component}",
+        write_components(entry, mapping, capture,
+                         lambda component: component if component == "experiment" else f"instrument/{component}",
                          skip=("sample",))
         source = group(instrument, "source", "NXsource")
         if "name" not in source:

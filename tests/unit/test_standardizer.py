@@ -26,7 +26,7 @@ from photonflow.stream.transport import StreamSender
 from tests.unit.series import acquire_into
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "standard"
-PREFIX = {"PREFIX": "test/beamline"}
+PREFIX = {"PREFIX": "test/beamline", "DATAMANAGER": "test/photonflow/datamanager"}
 
 
 class BeamlineReader:
@@ -50,6 +50,8 @@ def beamline_values(omega: float = 30.0) -> dict[str, object]:
         "mono/Wavelength": 1.0, "attenuator/Transmission": 0.5, "slits/HorizontalGap": 0.2,
         "slits/VerticalGap": 0.1, "shutter/State": "OPEN", "omega/Position": omega, "samx/Position": 0.5,
         "samy/Position": -0.25, "samz/Position": 1.0, "detz/Position": 150.0,
+        "datamanager/CurrentRole": "data", "datamanager/CurrentNode": "eff/energy[1]/data",
+        "datamanager/Proposal": "mx1234", "datamanager/Sample": "ceo2",
     }
 
 
@@ -99,6 +101,7 @@ def test_the_nxmx_file_validates_and_its_frames_are_the_recorders(recorded_file)
             assert entry["instrument/attenuator/attenuator_transmission"][()] == 0.5
             assert entry["instrument/simulator/distance"][()] == pytest.approx(0.150)
             assert entry["sample/name"][()] == b"CeO2 powder calibrant"
+            assert entry["experiment/role"][()] == b"data" and entry["experiment/proposal"][()] == b"mx1234"
     finally:
         output.unlink()
 
@@ -319,7 +322,7 @@ def test_a_deployments_mappings_are_checked_before_anything_starts(tmp_path):
     PhotonflowStandardizer:
       x/photonflow/standardizer:
         properties: {{Controller: x/photonflow/controller, MappingFile: {bad}, DevicePrefix: x/beamline,
-                     DataRoot: /tmp}}
+                     DataManager: x/photonflow/datamanager, DataRoot: /tmp}}
 """
     with pytest.raises(ConfigurationError, match=rf"{bad}:5: source: 'currant' is not a field of NXsource"):
         check_mappings(load_deployment(deployment, "x.yaml", environment={}))

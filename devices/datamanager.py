@@ -1,0 +1,224 @@
+"""The DataManager device: a thin Tango face on ``photonflow.datamanager.manager``.
+
+It follows its Controller (a series ends: catalogue it) and its Standardizer (the standardized
+file is written: the run's variables can be computed), and answers a sequencer's questions: which
+acquisition comes next, with which role, settings and file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+
+import tango
+from tango import EventSubMode, EventType
+from tango.server import attribute, command, device_property
+
+from photonflow.control.controller import BUSY_STATES
+from photonflow.datamanager.manager import DataManager, SeriesResult
+from photonflow.devices.base import PhotonflowDevice
+from photonflow.devices.common import operator_errors
+from photonflow.events.bus import event_bus_from_url
+
+log = logging.getLogger(__name__)
+
+
+class PhotonflowDataManager(PhotonflowDevice):
+    """The experiment's structure, the run catalogue and the run table of computed variables."""
+
+    COUNTERS = {"LastRun": "last_run", "RunTableVersion": "run_table_version", "Runs": "runs",
+                "CurrentNode": "current_node", "Progress": "progress", "Proposal": "proposal", "Sample": "sample"}
+
+    Controller = device_property(dtype=str, mandatory=True, doc="The Controller whose series are catalogued")
+    Standardizer = device_property(
+        dtype=str, default_value="", doc="The Standardizer whose files complete each run (empty: none)"
+    )
+    DataRoot = device_property(dtype=str, mandatory=True, doc="Root of the data policy's folders")
+    Beamline = device_property(dtype=str, default_value="photonflow", doc="The beamline's name in paths and records")
+    CatalogueDirectory = device_property(
+        dtype=str, default_value="", doc="Where the run catalogues (one SQLite per proposal) are; empty: "
+        "<DataRoot>/catalogue"
+    )
+    ContextFile = device_property(
+        dtype=str, default_value="", doc="The context file of variables computed after each run (empty: none)"
+    )
+    JobEngine = device_property(
+        dtype=str, default_value="local",
+        doc="Where cluster variables and processing run: local, or a Dask scheduler tcp://host:port",
+    )
+    EventBus = device_property(dtype=str, default_value="", doc="Default: $PHOTONFLOW_EVENT_BUS if set")
+
+    def create_core(self, listener) -> DataManager:
+        url = self.EventBus or os.environ.get("PHOTONFLOW_EVENT_BUS", "")
+        self.bus = event_bus_from_url(url) if url else None
+        catalogue_directory = self.CatalogueDirectory or os.path.join(self.DataRoot, "catalogue")
+        variables = None
+        if self.ContextFile:
+            from photonflow.datamanager.variables_launcher import VariablesInProcess
+
+            variables = VariablesInProcess(self.ContextFile, catalogue_directory, self.JobEngine)
+        self._stop = threading.Event()
+        self._controller_state = None
+        core = DataManager(self.DataRoot, self.Beamline, catalogue_directory, listener, variables,
+                           self.bus.publish if self.bus is not None else None)
+        threading.Thread(target=self._follow, name="datamanager-follow", daemon=True).start()
+        return core
+
+    def release_core(self, core) -> None:
+        self._stop.set()
+        core.close()
+        if self.bus is not None:
+            self.bus.close()
+
+    # -- following the Controller and the Standardizer -----------------------------------------
+    def _follow(self) -> None:
+        self.controller = tango.DeviceProxy(self.Controller)
+        while not self._stop.is_set():
+            try:
+                self.controller.ping()
+                break
+            except tango.DevFailed:
+                self._stop.wait(0.5)
+        subscriptions = []
+        if not self._stop.is_set():
+            subscriptions.append((self.controller, self.controller.subscribe_event(
+                "State", EventType.CHANGE_EVENT, self._on_controller_state, sub_mode=EventSubMode.Stateless)))
+            if self.Standardizer:
+                standardizer = tango.DeviceProxy(self.Standardizer)
+                subscriptions.append((standardizer, standardizer.subscribe_event(
+                    "LastFile", EventType.CHANGE_EVENT, self._on_standardized, sub_mode=EventSubMode.Stateless)))
+        self._stop.wait()
+        for proxy, event_id in subscriptions:
+            try:
+                proxy.unsubscribe_event(event_id)
+            except tango.DevFailed:
+                pass
+
+    def _on_controller_state(self, event) -> None:
+        if event.err or self.core is None:
+            return
+        state = str(event.attr_value.value)
+        was_busy = self._controller_state in BUSY_STATES
+        self._controller_state = state
+        if not was_busy or state in BUSY_STATES:
+            return
+        try:
+            values = {reading.name: reading.value for reading in self.controller.read_attributes(
+                ["SeriesId", "LastFile", "FramesRequested", "FramesWritten", "MissingFrames"])}
+            reason = "completed" if state == "ON" else f"{state}: {self.controller.status()}"
+        except tango.DevFailed as error:
+            log.warning("could not read the Controller's report: %s", error.args[0].desc)
+            return
+        if values["LastFile"]:
+            self.core.series_ended(SeriesResult(
+                int(values["SeriesId"]), values["LastFile"], int(values["FramesRequested"]),
+                int(values["FramesWritten"]), int(values["MissingFrames"]), reason))
+
+    def _on_standardized(self, event) -> None:
+        if event.err or self.core is None or not event.attr_value.value:
+            return
+        self.core.standardized(event.attr_value.value)
+
+    # -- attributes ---------------------------------------------------------------------------
+    @attribute(dtype=int, doc="The last run catalogued")
+    def LastRun(self):
+        return self.counter("LastRun")
+
+    @attribute(dtype=int, doc="Runs in the proposal's catalogue")
+    def Runs(self):
+        return self.counter("Runs")
+
+    @attribute(dtype=int, doc="Increments whenever the run table changes (a run, a variable, a comment)")
+    def RunTableVersion(self):
+        return self.counter("RunTableVersion")
+
+    @attribute(dtype=str, doc="The proposal (experiment) runs are catalogued under")
+    def Proposal(self):
+        return self.counter("Proposal") or ""
+
+    @attribute(dtype=str, doc="The sample being measured")
+    def Sample(self):
+        return self.counter("Sample") or ""
+
+    @attribute(dtype=str, doc="The session (visit) of the proposal")
+    def Session(self):
+        return self.core.session if self.core else ""
+
+    @attribute(dtype=str, doc="The structure node being acquired (empty: none)")
+    def CurrentNode(self):
+        return self.counter("CurrentNode") or ""
+
+    @attribute(dtype=str, doc="What the acquisition under way means: dark, flat, white, data, monopos... (empty: none)")
+    def CurrentRole(self):
+        core = self.core
+        current = getattr(core, "_current", None) if core else None
+        return current.role if current is not None else ""
+
+    @attribute(dtype=float, unit="%", format="%.1f", min_value=0, max_value=100,
+               doc="Acquisitions of the structure done")
+    def Progress(self):
+        return 100.0 * float(self.counter("Progress") or 0.0)
+
+    @attribute(dtype=str, doc="The proposal's run catalogue (SQLite)")
+    def CataloguePath(self):
+        core = self.core
+        return str(core.catalogue.path) if core is not None and core.catalogue is not None else ""
+
+    # -- commands -----------------------------------------------------------------------------
+    @command(dtype_in=str, doc_in='JSON {"proposal": "mx1234", "session": "20261127", "sample": "lysozyme"}')
+    @operator_errors
+    def SetExperiment(self, text):
+        given = _json_object(text, "SetExperiment", ("proposal", "session", "sample"))
+        self._core().set_experiment(given["proposal"], given["session"], given["sample"])
+
+    @command(dtype_in=str, doc_in="The sample measured from now on")
+    @operator_errors
+    def SetSample(self, sample):
+        self._core().set_sample(sample)
+
+    @command(dtype_in=str, dtype_out=int, doc_in="A data structure description (YAML)", doc_out="Its acquisitions")
+    @operator_errors
+    def LoadStructure(self, path):
+        return self._core().load_structure(path)
+
+    @command(doc_in="Start running the loaded structure")
+    @operator_errors
+    def BeginSequence(self):
+        self._core().begin_sequence()
+
+    @command(dtype_out=str, doc_out='JSON {"node", "role", "controller": {frames, exposure, period, file}, '
+             '"beamline": {...}}; "" when the structure is done')
+    @operator_errors
+    def NextAcquisition(self):
+        node = self._core().next_acquisition()
+        return json.dumps(node) if node is not None else ""
+
+    @command(doc_in="End the sequence (an acquisition under way is marked failed)")
+    @operator_errors
+    def EndSequence(self):
+        self._core().end_sequence()
+
+    @command(dtype_in=(str,), doc_in="[run number, comment]")
+    @operator_errors
+    def SetComment(self, arguments):
+        if len(arguments) != 2 or not arguments[0].strip().isdigit():
+            tango.Except.throw_exception("InvalidArgument", "Give [run number, comment], e.g. ['12', 'beam lost']",
+                                         "PhotonflowDataManager.SetComment")
+        self._core().set_comment(int(arguments[0]), arguments[1])
+
+    @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every run told is catalogued")
+    def WaitIdle(self, timeout):
+        return self._core().wait_idle(max(0.0, min(timeout, 600.0)))
+
+
+def _json_object(text: str, command_name: str, required: tuple[str, ...]) -> dict:
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as error:
+        tango.Except.throw_exception("InvalidArgument", f"not valid JSON: {error}", command_name)
+    if not isinstance(given, dict) or any(not isinstance(given.get(key), str) for key in required):
+        tango.Except.throw_exception("InvalidArgument", f"give a JSON object with the texts {', '.join(required)}",
+                                     command_name)
+    return given

@@ -1,0 +1,303 @@
+"""The DataManager: what each acquisition means and where it goes.
+
+It holds the experiment (proposal, session, sample), the structure being run (which acquisition
+comes next, with its role and the Controller's settings, its files named by the data policy),
+records every series in the run catalogue as it ends, and has each run's variables computed in
+another process (the context file, DAMNIT's model). A series nobody planned (a plain Start on the
+Controller) is catalogued too, with no node and no role.
+
+Told of series by its device (which follows the Controller and the Standardizer), it works on a
+thread of its own: the catalogue and the variables never delay the frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from photonflow import states
+from photonflow.core import CoreListener, StatefulCore
+from photonflow.datamanager.catalogue import Catalogue, RunRecord
+from photonflow.datamanager.policy import DataPolicy
+from photonflow.datamanager.structure import AcquisitionNode, StructureRun, load_structure
+from photonflow.errors import ConfigurationError, StateError
+
+log = logging.getLogger(__name__)
+NAME_CHARACTERS = "letters, digits, - _ ."
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    """What the Controller reports when a series ends."""
+
+    series_id: int
+    raw_file: str
+    frames_requested: int
+    frames_written: int
+    missing_frames: int
+    end_reason: str  # "completed", or the Controller's state and why
+
+
+class VariablesLauncher(Protocol):
+    """Computes a run's variables (in another process) and stores them in the catalogue."""
+
+    def launch(self, run: RunRecord) -> None: ...
+
+
+@dataclass
+class DataManagerCounters:
+    last_run: int = 0
+    runs: int = 0
+    run_table_version: int = 0
+    current_node: str = ""
+    progress: float = 0.0
+    proposal: str = ""
+    sample: str = ""
+    messages: list = field(default_factory=list)  # {msg_kind, data} for the event bus
+
+
+class DataManager(StatefulCore):
+    def __init__(self, data_root: str | Path, beamline: str, catalogue_directory: str | Path,
+                 listener: CoreListener | None = None, variables: VariablesLauncher | None = None,
+                 publish: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.time):
+        super().__init__(listener, states.ON, "Ready: set the experiment (SetExperiment), then load a structure")
+        self.policy = DataPolicy(Path(data_root), beamline)
+        self.beamline = beamline
+        self.catalogue_directory = Path(catalogue_directory)
+        self.variables = variables
+        self.publish = publish
+        self.clock = clock
+        self.counters = DataManagerCounters()
+        self.proposal = self.session = self.sample = ""
+        self.catalogue: Catalogue | None = None
+        self.structure_run: StructureRun | None = None
+        self._current: AcquisitionNode | None = None
+        self._current_started = ""
+        self._pending_nexus: dict[str, int] = {}  # expected standardized file -> run
+        self._lock = threading.RLock()
+        self._jobs: queue.Queue = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._worker = threading.Thread(target=self._work, name="datamanager", daemon=True)
+        self._worker.start()
+        if variables is not None:
+            variables.on_done = self._variables_done
+
+    # -- the experiment ------------------------------------------------------------------------
+    def set_experiment(self, proposal: str, session: str, sample: str) -> None:
+        for what, value in (("proposal", proposal), ("session", session), ("sample", sample)):
+            self.policy.check_name(what, value)
+        with self._lock:
+            if self.structure_run is not None and self._current is not None:
+                raise StateError(f"acquisition {self._current.path} is under way; end it (or EndSequence) first")
+            self.proposal, self.session, self.sample = proposal, session, sample
+            self.catalogue = Catalogue(self.catalogue_directory, proposal)
+            self.counters.proposal, self.counters.sample = proposal, sample
+            self.counters.runs = len(self.catalogue.runs())
+            self.counters.run_table_version = self.catalogue.version()
+        self._changed(states.ON, f"Experiment {proposal}/{session}, sample {sample}; catalogue "
+                      f"{self.catalogue.path}")
+
+    def set_sample(self, sample: str) -> None:
+        self.set_experiment(self._need_experiment().proposal, self.session, sample)
+
+    def set_comment(self, run: int, text: str) -> None:
+        catalogue = self._need_experiment().catalogue
+        if catalogue.run(run) is None:
+            raise ConfigurationError(f"run {run} is not in the catalogue of {self.proposal}")
+        catalogue.set_comment(run, text)
+        self.counters.run_table_version = catalogue.version()
+        self._message("run_values_updated", {"run": run, "proposal": self.proposal, "values": {"comment": text}})
+        self._changed(self.state, f"Run {run}: comment set")
+
+    def _need_experiment(self) -> DataManager:
+        if self.catalogue is None:
+            raise StateError("no experiment yet: call SetExperiment(proposal, session, sample) first")
+        return self
+
+    # -- the structure ---------------------------------------------------------------------------
+    def load_structure(self, path: str) -> int:
+        """Load a data structure description; returns how many acquisitions it has."""
+        self._need_experiment()
+        structure = load_structure(path)
+        with self._lock:
+            if self._current is not None:
+                raise StateError(f"acquisition {self._current.path} is under way: EndSequence first")
+            self.structure_run = StructureRun(structure, self.proposal, self.session, self.sample)
+            self.structure_path = path
+        self._changed(states.ON, f"Structure {path} loaded: {len(self.structure_run.nodes)} acquisitions; "
+                      "BeginSequence to start")
+        return len(self.structure_run.nodes)
+
+    def begin_sequence(self) -> None:
+        run = self._need_structure()
+        self._changed(states.RUNNING, f"Sequence of {len(run.nodes)} acquisitions begun")
+
+    def next_acquisition(self) -> dict | None:
+        """The next acquisition: its node, role, the Controller's configuration (file included,
+        named by the data policy) and the beamline settings; None when the structure is done."""
+        structure_run = self._need_structure()
+        with self._lock:
+            if self._current is not None:
+                raise StateError(f"acquisition {self._current.path} has not ended yet; wait for its series to end")
+            node = structure_run.next_acquisition()
+            if node is None:
+                self._changed(states.ON, "Every acquisition of the structure is done")
+                return None
+            self._current = node
+            self._current_started = _now()
+            dataset = self._dataset_name(node)
+            folder = self.policy.raw_dataset(self.proposal, self.session, self.sample, dataset)
+            file = folder / f"{dataset}.h5"
+            self._expected_file = file
+        self._changed(states.RUNNING, f"Acquisition {node.path} ({node.role}) next, into {file}")
+        return {"node": node.path, "role": node.role, "parameters": node.parameters,
+                "controller": {**node.controller, "file": str(file)}, "beamline": node.beamline,
+                "dataset": dataset}
+
+    def end_sequence(self) -> None:
+        with self._lock:
+            if self._current is not None and self.structure_run is not None:
+                self.structure_run.finish(self._current.path, False)
+            self._current = None
+        self._changed(states.ON, "Sequence ended")
+
+    def _need_structure(self) -> StructureRun:
+        self._need_experiment()
+        if self.structure_run is None:
+            raise StateError("no structure loaded: LoadStructure(file) first")
+        return self.structure_run
+
+    def _dataset_name(self, node: AcquisitionNode) -> str:
+        index = self.structure_run.nodes.index(node) + 1
+        return f"{index:04d}_{node.name}"
+
+    # -- what the device tells it ----------------------------------------------------------------
+    def series_ended(self, result: SeriesResult) -> None:
+        self._idle.clear()
+        self._jobs.put((self._record, (result,)))
+
+    def standardized(self, nexus_file: str) -> None:
+        self._idle.clear()
+        self._jobs.put((self._attach_nexus, (nexus_file,)))
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._worker.join(10)
+        if self.variables is not None and hasattr(self.variables, "close"):
+            self.variables.close()
+
+    # -- the worker ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, args = item
+            try:
+                job(*args)
+            except Exception as error:  # the next run must be catalogued whatever happened to this one
+                log.exception("cataloguing failed")
+                self._changed(states.ALARM, f"A run was not catalogued: {type(error).__name__}: {error}")
+            finally:
+                if self._jobs.empty():
+                    self._idle.set()
+
+    def _record(self, result: SeriesResult) -> None:
+        if self.catalogue is None:  # nobody said which experiment: a catalogue of its own
+            self.set_experiment("unassigned", "default", "unknown")
+        with self._lock:
+            node = self._current
+            planned = node is not None and Path(result.raw_file) == getattr(self, "_expected_file", None)
+            record = RunRecord(
+                run=self.catalogue.next_run_number(), proposal=self.proposal, session=self.session,
+                sample=self.sample, beamline=self.beamline, start=self._current_started if planned else "",
+                end=_now(), node=node.path if planned else "", role=node.role if planned else "",
+                raw_file=result.raw_file, nexus_file="", frames_requested=result.frames_requested,
+                frames_written=result.frames_written, missing_frames=result.missing_frames,
+                end_reason=result.end_reason, series_id=result.series_id,
+                dataset=Path(result.raw_file).stem,
+            )
+            self.catalogue.record_run(record)
+            if planned:
+                self.structure_run.finish(node.path, result.end_reason == "completed", record.run)
+                self._current = None
+            expected_nexus = str(Path(result.raw_file).with_suffix(".nxs"))
+            self._pending_nexus[expected_nexus] = record.run
+        self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}")
+        if Path(expected_nexus).exists():  # the Standardizer was quicker than the Controller's event
+            self._attach_nexus(expected_nexus)
+
+    def _attach_nexus(self, nexus_file: str) -> None:
+        with self._lock:
+            run = self._pending_nexus.pop(nexus_file, None)
+            if run is None or self.catalogue is None:
+                return
+            record = self.catalogue.run(run)
+            record.nexus_file = nexus_file
+            self.catalogue.record_run(record)
+        self._after_change(record, f"Run {run}: standardized file {nexus_file}")
+        if self.variables is not None:
+            self.variables.launch(record)
+
+    def _variables_done(self, record: RunRecord, results: dict) -> None:
+        """The runner stored the run's variables in the catalogue: the table changed."""
+        catalogue = Catalogue(self.catalogue_directory, record.proposal)
+        self.counters.run_table_version = catalogue.version()
+        self._message("run_values_updated", {"run": record.run, "proposal": record.proposal,
+                                             "values": catalogue.variables(record.run)})
+        failed = sorted(name for name, value in (results or {}).items()
+                        if isinstance(value, dict) and value.get("error"))
+        note = f"; failed: {', '.join(failed)}" if failed else ""
+        self._changed(self.state, f"Run {record.run}: variables computed{note}")
+
+    def _after_change(self, record: RunRecord, status: str) -> None:
+        self.counters.last_run = record.run
+        self.counters.runs = len(self.catalogue.runs())
+        self.counters.run_table_version = self.catalogue.version()
+        if self.structure_run is not None:
+            self.counters.progress = self.structure_run.progress
+        self.counters.current_node = self._current.path if self._current else ""
+        self._message("run_values_updated", {"run": record.run, "proposal": record.proposal,
+                                             "values": {"role": record.role, "node": record.node,
+                                                        "raw_file": record.raw_file,
+                                                        "nexus_file": record.nexus_file}})
+        self._changed(states.RUNNING if self._current else states.ON, status)
+
+    def _message(self, kind: str, data: dict) -> None:
+        """A message as DAMNIT sends them ({msg_kind, data}); idempotent for its readers."""
+        if self.publish is None:
+            return
+        try:
+            self.publish({"msg_kind": kind, "data": data})
+        except Exception as error:  # the run is catalogued: a bus problem is only logged
+            log.warning("message %s not published: %s", kind, error)
+
+    def _changed(self, state: str, status: str) -> None:
+        self.listener.counters_changed(self.counters)
+        self._set_state(state, status)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def describe(record: RunRecord) -> str:
+    return json.dumps(record.__dict__, default=str)
+
+
+def check_text(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{what} must be given ({NAME_CHARACTERS})")
+    return value.strip()
