@@ -151,7 +151,38 @@ def _demo_series(args, deployment, controller, standardizer, chosen: dict) -> di
         summary.update(wait_for_standardized(standardizer, summary["file"], 120))
         _show_standardized(summary)
         print(f"Standardizer: {standardizer.status()}")
+    datamanager = _device_of(deployment, "PhotonflowDataManager")
+    if datamanager is not None and summary["file"]:
+        summary.update(_catalogued(datamanager, summary["file"]))
     return summary
+
+
+def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
+    """The demo's run as the DataManager catalogued it: its number, the catalogue, its run-table row
+    once its variables are computed (or ``timeout`` passed)."""
+    from photonflow.datamanager.catalogue import Catalogue
+
+    deadline = time.monotonic() + timeout
+    path = ""
+    while time.monotonic() < deadline and not path:
+        path = datamanager.CataloguePath
+        time.sleep(0.1)
+    if not path:
+        return {"run": None, "catalogue": ""}
+    catalogue = Catalogue(Path(path).parent, Path(path).stem)
+    record = None
+    while time.monotonic() < deadline:
+        record = next((r for r in catalogue.runs() if r.raw_file == raw_file), None)
+        if record is not None and record.nexus_file and catalogue.variables(record.run):
+            break
+        time.sleep(0.2)
+    if record is None:
+        return {"run": None, "catalogue": path}
+    row = next((row for row in catalogue.table() if row.get("run") == record.run), {})
+    print("Run table row:")
+    for key, value in row.items():
+        print(f"  {key}: {value}")
+    return {"run": record.run, "catalogue": path}
 
 
 def _demo_tomography(standardizer, controller, chosen: dict, timeout: float) -> dict:
@@ -212,6 +243,48 @@ def command_down(args) -> int:
     state_file.unlink()
     print(f"Stopped {len(suite.processes) or 'all'} processes of the suite at TANGO_HOST={suite.tango_host}.")
     return 0
+
+
+def command_run_structure(args) -> int:
+    """A whole data structure on the simulated beamline: start the suite (as the demo does), run
+    every acquisition through the DataManager and the Controller, print the run table."""
+    from photonflow.clients.sequencer import Beamline, run_structure
+    from photonflow.datamanager.catalogue import Catalogue
+
+    var_dir = var_directory()
+    structure = str(Path(args.structure).resolve())
+    suite, deployment = _start_suite(args.config, var_dir, "structure.db")
+    try:
+        controller = _device_of(deployment, "PhotonflowController")
+        datamanager = _device_of(deployment, "PhotonflowDataManager")
+        if datamanager is None:
+            raise ConfigurationError(f"{args.config} has no PhotonflowDataManager to run a structure with")
+        omega = next(d.name for s in deployment.servers for d in s.devices if d.tango_class == "SimulatedMotor")
+        experiment = {"proposal": args.proposal, "session": args.session, "sample": args.sample}
+        started = time.monotonic()
+        done = run_structure(datamanager, controller, Beamline(omega.rsplit("/", 1)[0]), structure, experiment,
+                             args.timeout)
+        datamanager.WaitIdle(60)
+        catalogue_path = datamanager.CataloguePath
+        catalogue = Catalogue(Path(catalogue_path).parent, Path(catalogue_path).stem)
+        deadline = time.monotonic() + 120  # the variables of the last runs
+        while time.monotonic() < deadline and not all(catalogue.variables(step["run"]) for step in done):
+            time.sleep(0.5)
+        rows = {row["run"]: row for row in catalogue.table()}
+        print("Run table:")
+        for step in done:
+            row = rows.get(step["run"], {})
+            values = {k: v for k, v in row.items() if k not in ("raw_file", "nexus_file", "start", "end")}
+            print("  " + json.dumps(values, default=str))
+        summary = {"structure": structure, "acquisitions": len(done), "runs": [step["run"] for step in done],
+                   "roles": sorted({step["role"] for step in done}), "catalogue": catalogue_path,
+                   "seconds": round(time.monotonic() - started, 1),
+                   "state": "ON" if all(step["state"] == "ON" for step in done) else "ALARM"}
+    finally:
+        suite.stop()
+        print("Stopped every process the sequence started.")
+    print("SUMMARY " + json.dumps(summary))
+    return 0 if summary["state"] == "ON" else 1
 
 
 def command_tomo(args) -> int:
@@ -321,6 +394,16 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--stream", default=DEFAULT_STREAM, help=f"default {DEFAULT_STREAM}")
     tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events (Ctrl-C ends)")
     tail.set_defaults(handler=command_events_tail)
+
+    structure = commands.add_parser("run-structure", help="run a data structure description on the simulated "
+                                    "beamline through the DataManager; print the run table")
+    structure.add_argument("structure", metavar="FILE", help="e.g. config/structures/eff_energy_scan.yaml")
+    structure.add_argument("--config", default="config/demo.yaml", help="the deployment to start")
+    structure.add_argument("--proposal", default="demo0001")
+    structure.add_argument("--session", default=datetime.now().strftime("%Y%m%d"))
+    structure.add_argument("--sample", default="sample1")
+    structure.add_argument("--timeout", type=float, default=600, help="seconds per acquisition")
+    structure.set_defaults(handler=command_run_structure)
 
     tomo = commands.add_parser("tomo", help="a tomography (darks, flats, projections) on a running suite: one NXtomo")
     tomo.add_argument("--standardizer", default="tomo/photonflow/standardizer", help="its Standardizer device")

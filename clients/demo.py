@@ -28,11 +28,13 @@ class ProgressBar:
     """A one-line bar on a terminal; a line per 10 % otherwise (logs stay readable)."""
 
     def __init__(self, total: int, stream=sys.stderr, width: int = 40):
-        self.total, self.stream, self.width = total, stream, width
-        self.interactive = stream.isatty()
+        self.total, self.stream, self.width = total, stream, width  # stream None: quiet
+        self.interactive = stream is not None and stream.isatty()
         self._last_decile = -1
 
     def update(self, done: int, detail: str = "") -> None:
+        if self.stream is None:
+            return
         fraction = min(1.0, done / self.total) if self.total else 1.0
         if self.interactive:
             filled = int(fraction * self.width)
@@ -49,7 +51,7 @@ class ProgressBar:
 
 
 def run_acquisition(controller: tango.DeviceProxy, frames: int, exposure: float, period: float,
-                    file: str, timeout: float, on_start=None) -> dict:
+                    file: str, timeout: float, on_start=None, quiet: bool = False) -> dict:
     """Configure and start the series (then ``on_start()``, e.g. a rotation), show progress, return
     the Controller's final numbers."""
     wait_for_state(controller, {"ON", "ALARM"}, 60)
@@ -58,7 +60,7 @@ def run_acquisition(controller: tango.DeviceProxy, frames: int, exposure: float,
     controller.Start()
     if on_start is not None:
         on_start()
-    bar = ProgressBar(frames)
+    bar = ProgressBar(frames, stream=None if quiet else sys.stderr)
     deadline = started + timeout
     while True:
         state = str(controller.state())
