@@ -54,13 +54,13 @@ class RunTableModel(QtCore.QAbstractTableModel):
         self.endResetModel()
         return True
 
-    def rowCount(self, parent=QtCore.QModelIndex()):  # noqa: N802 - Qt's name
-        return 0 if parent.isValid() else len(self.rows)
+    def rowCount(self, parent=None):
+        return 0 if parent is not None and parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent=QtCore.QModelIndex()):  # noqa: N802
-        return 0 if parent.isValid() else len(self.columns)
+    def columnCount(self, parent=None):
+        return 0 if parent is not None and parent.isValid() else len(self.columns)
 
-    def headerData(self, section, orientation, role=Qt.Qt.DisplayRole):  # noqa: N802
+    def headerData(self, section, orientation, role=Qt.Qt.DisplayRole):
         if role == Qt.Qt.DisplayRole and orientation == Qt.Qt.Horizontal:
             return self.columns[section]
         return None
@@ -81,7 +81,7 @@ class RunTableModel(QtCore.QAbstractTableModel):
             flags |= Qt.Qt.ItemIsEditable
         return flags
 
-    def setData(self, index, value, role=Qt.Qt.EditRole):  # noqa: N802
+    def setData(self, index, value, role=Qt.Qt.EditRole):
         if role != Qt.Qt.EditRole or self.columns[index.column()] != "comment":
             return False
         run = int(self.rows[index.row()]["run"])
