@@ -23,6 +23,7 @@ from photonflow.devices.common import operator_errors
 from photonflow.events.bus import event_bus_from_url
 
 log = logging.getLogger(__name__)
+RUN_STREAM = "photonflow:runs"  # the run table's messages ({msg_kind, data}, as DAMNIT sends them)
 
 
 class PhotonflowDataManager(PhotonflowDevice):
@@ -52,7 +53,7 @@ class PhotonflowDataManager(PhotonflowDevice):
 
     def create_core(self, listener) -> DataManager:
         url = self.EventBus or os.environ.get("PHOTONFLOW_EVENT_BUS", "")
-        self.bus = event_bus_from_url(url) if url else None
+        self.bus = event_bus_from_url(url, stream=RUN_STREAM) if url else None
         catalogue_directory = self.CatalogueDirectory or os.path.join(self.DataRoot, "catalogue")
         variables = None
         if self.ContextFile:

@@ -1,0 +1,107 @@
+"""The DataManager's core without Tango: an experiment, a structure run acquisition by acquisition
+with roles and data-policy paths, every series catalogued (planned or not), nothing lost across
+a restart, wrong-state calls refused with what to do first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from photonflow.datamanager.catalogue import Catalogue
+from photonflow.datamanager.manager import DataManager, SeriesResult
+from photonflow.errors import ConfigurationError, FilePathError, StateError
+
+STRUCTURES = Path(__file__).resolve().parents[2] / "config" / "structures"
+
+
+class Messages:
+    def __init__(self):
+        self.sent = []
+
+    def __call__(self, message: dict) -> None:
+        self.sent.append(message)
+
+
+@pytest.fixture
+def manager(tmp_path):
+    messages = Messages()
+    core = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue", publish=messages)
+    core.messages = messages
+    yield core
+    core.close()
+
+
+def finish(manager: DataManager, step: dict, series_id: int, written: int | None = None) -> None:
+    frames = step["controller"]["frames"]
+    manager.series_ended(SeriesResult(series_id, step["controller"]["file"], frames,
+                                      frames if written is None else written, 0, "completed"))
+    assert manager.wait_idle(10)
+
+
+def test_a_structure_runs_acquisition_by_acquisition_with_roles_and_policy_paths(manager, tmp_path):
+    manager.set_experiment("mx0001", "20261127", "fe_foil")
+    total = manager.load_structure(str(STRUCTURES / "eff_energy_scan.yaml"))
+    manager.begin_sequence()
+    steps = []
+    while (step := manager.next_acquisition()) is not None:
+        steps.append(step)
+        finish(manager, step, len(steps))
+    assert len(steps) == total > 5
+    roles = [step["role"] for step in steps]
+    assert roles[0] == "dark" and {"monopos", "white", "data"} <= set(roles)
+    first_file = Path(steps[0]["controller"]["file"])
+    raw = tmp_path / "data" / "mx0001" / "demo" / "20261127" / "RAW_DATA" / "fe_foil"
+    assert first_file.parent.parent == raw and first_file.name.endswith(".h5")
+    catalogue = Catalogue(tmp_path / "catalogue", "mx0001")
+    runs = catalogue.runs()
+    assert [run.role for run in runs] == roles
+    assert [run.node for run in runs] == [step["node"] for step in steps]
+    assert [run.raw_file for run in runs] == [step["controller"]["file"] for step in steps]
+    assert manager.counters.progress == 1.0 and manager.counters.last_run == runs[-1].run
+    kinds = {message["msg_kind"] for message in manager.messages.sent}
+    assert kinds == {"run_values_updated"}
+
+
+def test_a_series_nobody_planned_is_catalogued_without_a_role(manager, tmp_path):
+    manager.set_experiment("mx0002", "s1", "lysozyme")
+    manager.series_ended(SeriesResult(9, str(tmp_path / "data" / "x.h5"), 100, 98, 2, "ALARM: 2 frames missing"))
+    assert manager.wait_idle(10)
+    (run,) = Catalogue(tmp_path / "catalogue", "mx0002").runs()
+    assert (run.role, run.node, run.frames_written, run.missing_frames) == ("", "", 98, 2)
+    assert run.end_reason == "ALARM: 2 frames missing" and run.sample == "lysozyme"
+
+
+def test_runs_survive_a_restart_and_numbering_goes_on(tmp_path):
+    first = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue")
+    first.set_experiment("mx0003", "s1", "a")
+    first.series_ended(SeriesResult(1, "/data/a.h5", 5, 5, 0, "completed"))
+    assert first.wait_idle(10)
+    first.close()
+    second = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue")
+    second.set_experiment("mx0003", "s1", "b")
+    second.series_ended(SeriesResult(2, "/data/b.h5", 5, 5, 0, "completed"))
+    assert second.wait_idle(10)
+    second.close()
+    runs = Catalogue(tmp_path / "catalogue", "mx0003").runs()
+    assert [(run.run, run.sample) for run in runs] == [(1, "a"), (2, "b")]
+
+
+def test_calls_in_the_wrong_order_say_what_to_do_first(manager):
+    with pytest.raises(StateError, match="SetExperiment"):
+        manager.load_structure(str(STRUCTURES / "eff_energy_scan.yaml"))
+    manager.set_experiment("mx0004", "s1", "a")
+    with pytest.raises(StateError, match="LoadStructure"):
+        manager.next_acquisition()
+    manager.load_structure(str(STRUCTURES / "eff_energy_scan.yaml"))
+    manager.begin_sequence()
+    manager.next_acquisition()
+    with pytest.raises(StateError, match="has not ended yet"):
+        manager.next_acquisition()
+
+
+@pytest.mark.parametrize("proposal, error", [("../etc", FilePathError), ("", (ConfigurationError, FilePathError)),
+                                             ("a/b", FilePathError)])
+def test_names_that_would_leave_the_data_root_are_refused(manager, proposal, error):
+    with pytest.raises(error):
+        manager.set_experiment(proposal, "s1", "a")
