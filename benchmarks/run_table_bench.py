@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from photonflow.datamanager.catalogue import Catalogue, RunRecord  # noqa: E402
+from photonflow.datamanager.catalogue import Catalogue, RunRecord
 
 RUNS, VARIABLES = 1000, 10
 
