@@ -257,9 +257,9 @@ class _Parser:
                 items.append(self.param_set(body, "paramSet"))
                 continue
             if kind == "acquisition":
-                item = self.acquisition(body)
+                item = self.acquisition(body, kind_node)
             elif kind == "scan":
-                item = self.scan(body)
+                item = self.scan(body, kind_node)
             else:
                 raise self.source.error(kind_node, f"{key}: unknown item '{kind}'; expected one of "
                                         f"{', '.join(self.ITEMS)}")
@@ -295,15 +295,16 @@ class _Parser:
             value = self.value(value_node, where)
         return {name: (value, value_node)}
 
-    def acquisition(self, node: yaml.Node) -> _Acquisition:
+    def acquisition(self, node: yaml.Node, anchor: yaml.Node) -> _Acquisition:
+        """``anchor``, the item's keyword, is the line named by errors about the acquisition as a whole."""
         allowed = self.ACQUISITION | set(self.beamline)
         entries = self.source.keyed(node, "acquisition", allowed)
         if "name" not in entries:
-            raise self.source.error(node, "acquisition: missing 'name'")
+            raise self.source.error(anchor, "acquisition: missing 'name'")
         name = self.name(entries["name"][1], "acquisition: name")
         where = f"acquisition '{name}'"
         if "role" not in entries:
-            raise self.source.error(node, f"{where}: missing 'role' (one of {', '.join(self.roles)})")
+            raise self.source.error(anchor, f"{where}: missing 'role' (one of {', '.join(self.roles)})")
         role_node = entries["role"][1]
         role = self.source.scalar_text(role_node, f"{where}: role")
         if role not in self.roles:
@@ -315,16 +316,16 @@ class _Parser:
         for key, (key_node, value_node) in entries.items():
             if key not in ("name", "role", "parameters"):
                 parameters.update(self.parameter(key_node, value_node, where))
-        return _Acquisition(node, name, role, parameters)
+        return _Acquisition(anchor, name, role, parameters)
 
-    def scan(self, node: yaml.Node) -> _Scan:
+    def scan(self, node: yaml.Node, anchor: yaml.Node) -> _Scan:
         entries = self.source.keyed(node, "scan", self.SCAN)
         if "name" not in entries:
-            raise self.source.error(node, "scan: missing 'name'")
+            raise self.source.error(anchor, "scan: missing 'name'")
         name = self.name(entries["name"][1], "scan: name")
         where = f"scan '{name}'"
         if "parameter" not in entries:
-            raise self.source.error(node, f"{where}: missing 'parameter' (the parameter it steps, e.g. energy)")
+            raise self.source.error(anchor, f"{where}: missing 'parameter' (the parameter it steps, e.g. energy)")
         parameter = self.parameter_name(entries["parameter"][1], f"{where}: parameter")
         if "values" in entries and "range" in entries:
             raise self.source.error(entries["range"][0], f"{where}: give either 'values' or 'range', not both")
@@ -337,17 +338,17 @@ class _Parser:
             values_node = entries["range"][1]
             values = self.range(values_node, f"{where}: range")
         else:
-            raise self.source.error(node, f"{where}: give the values it steps through: 'values: [...]' or "
+            raise self.source.error(anchor, f"{where}: give the values it steps through: 'values: [...]' or "
                                     "'range: {start, stop, step}' (or points instead of step)")
         if "sequence" not in entries:
-            raise self.source.error(node, f"{where}: missing 'sequence' (what is repeated for every value)")
+            raise self.source.error(anchor, f"{where}: missing 'sequence' (what is repeated for every value)")
         parameters = {}
         if "paramSet" in entries:
             parameters = self.param_set(entries["paramSet"][1], f"{where}: paramSet").parameters
         if parameter in CONTROLLER_KEYS and "values" in entries:
             values = [self.parameter(entries["parameter"][1], item, f"{where}: values")[parameter][0]
                       for item in values_node.value]
-        scan = _Scan(node, name, parameter, values, values_node, parameters)
+        scan = _Scan(anchor, name, parameter, values, values_node, parameters)
         scan.items = self.sequence(entries["sequence"][1], f"{where}: sequence")
         return scan
 
