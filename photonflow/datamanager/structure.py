@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -515,7 +516,7 @@ class StructureRun:
     def to_dict(self) -> dict:
         with self._lock:
             return {
-                "structure": {"name": self.structure.name, "path": self.structure.path,
+                "structure": {"name": self.structure.name, "path": os.path.abspath(self.structure.path),
                               "nodes": self.structure.fingerprint},
                 "proposal": self.proposal, "session": self.session, "sample": self.sample,
                 "states": dict(self._states), "runs": dict(self._runs),

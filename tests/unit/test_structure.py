@@ -134,6 +134,11 @@ sequence:
     ("  - scan: {name: e, parameter: energy, range: {start: 1, stop: 2, step: -1}, sequence: [{acquisition: {name: a, role: data}}]}\n",
      6, ["step", "does not go from 1.0 to 2.0"]),
     ("  - acquisition: {name: a, role: data\n", 7, ["not valid YAML"]),
+    ("  - acquisition: {name: a}\n", 6, ["missing 'role'"]),
+    ("  - scan: {name: e, parameter: energy, values: [1], sequence: [{acquisition: {name: a, role: data, frames: 0}}]}\n",
+     6, ["frames", "whole number", "'0'"]),
+    ("  - paramSet: {energy: [1, 2]}\n  - acquisition: {name: a, role: data}\n", 6, ["energy", "single value"]),
+    ("sequences: []\n", 6, ["unknown key 'sequences'"]),
 ])
 def test_a_bad_structure_is_refused_naming_file_line_and_key(tmp_path, body, line, words):
     path = write(tmp_path, HEADER + body)
@@ -144,6 +149,18 @@ def test_a_bad_structure_is_refused_naming_file_line_and_key(tmp_path, body, lin
     for word in words:
         assert word in message
     assert caught.value.reason == "InvalidConfiguration"
+
+
+def test_a_file_may_describe_its_extra_roles(tmp_path):
+    structure = load_structure(write(tmp_path, """
+        name: xrf
+        roles: {i0: incoming flux monitor, dead_time: detector dead-time calibration}
+        sequence:
+          - acquisition: {name: monitor, role: i0, frames: 1, exposure: 0.1, period: 0.1}
+          - acquisition: {name: calibration, role: dead_time, frames: 1, exposure: 0.1, period: 0.1}
+    """))
+    assert [(node.path, node.role) for node in structure.nodes] == [("xrf/monitor", "i0"), ("xrf/calibration", "dead_time")]
+    assert structure.roles[-2:] == ("i0", "dead_time")
 
 
 def test_an_acquisition_without_frames_says_where_to_set_them(tmp_path):
