@@ -15,6 +15,7 @@ an unknown ``var#`` dependency, a cycle, a bad ``data=``/``tags=``/``units=``.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import importlib.util
 import inspect
@@ -112,7 +113,8 @@ class Variable:
             problems.append(f"tags={self.tags!r} (a non-empty string or an iterable of strings)")
         if self.units is not None and (not isinstance(self.units, str) or not self.units):
             problems.append(f"units={self.units!r} (a non-empty string)")
-        if self.summary is not None and not (isinstance(self.summary, str) and callable(getattr(np, self.summary, None))):
+        if self.summary is not None and not (
+                isinstance(self.summary, str) and callable(getattr(np, self.summary, None))):
             problems.append(f"summary={self.summary!r} (the name of a numpy function such as 'mean' or 'max')")
         for argument, annotation in self.annotations().items():
             if annotation.startswith("meta#") and annotation.removeprefix("meta#") not in META_ARGUMENTS:
@@ -129,7 +131,8 @@ class Variable:
     def annotations(self) -> dict[str, str]:
         """The string annotations of the function's arguments (var#, meta#, mymdc#)."""
         annotations = getattr(self.func, "__annotations__", {})
-        return {arg: value for arg, value in annotations.items() if isinstance(value, str) and arg != "return"}
+        return {arg: _unquoted(value) for arg, value in annotations.items()
+                if isinstance(value, str) and arg != "return"}
 
     def arg_dependencies(self, prefix: str = "var#") -> dict[str, str]:
         """Argument name -> dependency name, for the annotations starting with ``prefix``."""
@@ -147,6 +150,18 @@ class Variable:
         if cell.units is None:
             cell.units = self.units
         return cell
+
+
+def _unquoted(annotation: str) -> str:
+    """``"'var#x'"`` -> ``"var#x"``: under ``from __future__ import annotations`` a string
+    annotation arrives quoted once more."""
+    if len(annotation) >= 2 and annotation[0] == annotation[-1] and annotation[0] in "'\"":
+        try:
+            value = ast.literal_eval(annotation)
+        except (ValueError, SyntaxError):
+            return annotation
+        return value if isinstance(value, str) else annotation
+    return annotation
 
 
 class Cell:
@@ -436,7 +451,7 @@ def load_context(path: str | os.PathLike) -> ContextFile:
     except OSError as error:
         raise ConfigurationError(f"{path}:0: cannot read the context file: {error.strerror}") from None
     try:
-        compiled = compile(code, path, "exec")
+        compiled = compile(code, path, "exec", dont_inherit=True)
     except SyntaxError as error:
         raise ConfigurationError(f"{path}:{error.lineno}: syntax error: {error.msg}") from None
     module_name = f"photonflow_context_{uuid.uuid4().hex}"
