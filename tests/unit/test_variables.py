@@ -350,3 +350,67 @@ def test_the_demo_context_finds_the_ceo2_rings_from_the_nxmx_geometry(series, tm
         nearest = peaks[np.argmin(abs(peaks - q_ring))]
         assert abs(nearest - q_ring) / q_ring < 0.005, f"no peak near q={q_ring:.3f} nm^-1 in {peaks}"
     assert cells[(12, "peak_positions")]["value"].startswith(f"{peaks[0]:.3f}")
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler(tmp_path_factory):
+    """A real Dask scheduler and one worker, separate processes on 127.0.0.1 with free ports."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("distributed")
+    run_dir = tmp_path_factory.mktemp("dask")
+    scheduler_file = run_dir / "scheduler.json"
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    scheduler = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+                                 cwd=run_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        while not scheduler_file.exists() and scheduler.poll() is None:
+            time.sleep(0.1)
+        worker = subprocess.Popen([str(bin_dir / "dask"), "worker", "--scheduler-file", str(scheduler_file),
+                                   "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                                  cwd=Path(__file__).resolve().parents[2], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import json
+
+        yield json.loads(scheduler_file.read_text())["address"]
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
+
+
+CLUSTER_CONTEXT = '''
+import os
+from photonflow.datamanager.context import Variable
+
+@Variable(title="Runner pid")
+def runner_pid(run):
+    return os.getpid()
+
+@Variable(title="Worker pid", cluster=True)
+def worker_pid(run, local: "var#runner_pid", number: "meta#run_number"):
+    return [os.getpid(), local, number]
+
+@Variable(title="Frames on the worker", cluster=True, summary="sum")
+def frames_shape(run):
+    return list(run.frames.shape)
+'''
+
+
+def test_cluster_variables_run_on_the_dask_workers_and_light_ones_locally(series, dask_scheduler, tmp_path):
+    context = write(tmp_path, CLUSTER_CONTEXT)
+    summary = run_variables(context, series, tmp_path / "catalogue", PROPOSAL, tmp_path / "extracted",
+                            timeout_s=60, cluster=dask_scheduler, sink=SINK, process_timeout=180)
+    assert summary["errors"] == {}, summary.get("log")
+    assert summary["where"] == {"runner_pid": "local", "worker_pid": f"cluster {dask_scheduler}",
+                                "frames_shape": f"cluster {dask_scheduler}"}
+    with h5py.File(summary["file"]) as f:
+        worker, runner, number = f["worker_pid/data"][()]
+        assert runner == f["runner_pid/data"][()] and worker != runner and number == 12
+        assert list(f["frames_shape/data"][()]) == [4, 420, 440]
