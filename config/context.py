@@ -1,0 +1,86 @@
+"""The demo run table: what a scientist would otherwise type into a spreadsheet after each run.
+
+A context file in European XFEL DAMNIT's API (photonflow.datamanager.context): each @Variable is
+a column, computed for every run in a separate process; ``run`` gives the raw frames
+(``run.frames``), the standardized NXmx (``run.metadata(path)``) and the values logged during the
+exposure (``run.time_series(name)``).
+"""
+
+import numpy as np
+
+from photonflow.datamanager.context import Cell, Skip, Variable
+
+HOT_PIXEL_COUNTS = 60000  # counts in one frame above which a pixel is hot (saturating)
+
+
+@Variable(title="Mean intensity", summary="mean", units="counts", tags=["detector"])
+def mean_intensity(run):
+    """The mean counts per pixel of each frame."""
+    frames = run.frames
+    return np.array([frames[i].mean(dtype=np.float64) for i in range(frames.shape[0])])
+
+
+@Variable(title="Ring current", summary="mean", units="mA", tags=["source"])
+def ring_current(run):
+    """The storage ring current logged while the frames were taken."""
+    try:
+        _, current = run.time_series("source/current")
+    except (KeyError, FileNotFoundError) as missing:
+        raise Skip(str(missing)) from None
+    return current
+
+
+@Variable(title="Hot pixels", tags=["detector"])
+def hot_pixels(run):
+    """Pixels above the hot threshold in any frame."""
+    frames = run.frames
+    hot = np.zeros(frames.shape[1:], dtype=bool)
+    for i in range(frames.shape[0]):
+        hot |= frames[i] >= HOT_PIXEL_COUNTS
+    return int(hot.sum())
+
+
+@Variable(title="Summed image", transient=True)
+def summed_image(run):
+    frames = run.frames
+    total = np.zeros(frames.shape[1:], dtype=np.float64)
+    for i in range(frames.shape[0]):
+        total += frames[i]
+    return total
+
+
+@Variable(title="I(q)", summary="max", units="counts", cluster=True, tags=["analysis"])
+def azimuthal_integration(run, image: "var#summed_image"):
+    """The summed frames integrated azimuthally with pyFAI, using only the NXmx geometry
+    (wavelength, det_z distance, beam centre, pixel size): returns [q (nm^-1), I]."""
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    detector = "instrument/simulator"
+    wavelength = float(run.metadata("instrument/beam/incident_wavelength")) * 1e-10  # Å -> m
+    head = run.metadata(f"{detector}/depends_on")
+    head = head.removeprefix("/entry/")
+    distance = float(run.metadata(head))
+    if run.metadata_attrs(head).get("units") == "mm":
+        distance /= 1000.0
+    pixel_x = float(run.metadata(f"{detector}/x_pixel_size"))
+    pixel_y = float(run.metadata(f"{detector}/y_pixel_size"))
+    centre_x = float(run.metadata(f"{detector}/beam_center_x"))
+    centre_y = float(run.metadata(f"{detector}/beam_center_y"))
+    integrator = AzimuthalIntegrator(dist=distance, poni1=centre_y * pixel_y, poni2=centre_x * pixel_x,
+                                     pixel1=pixel_y, pixel2=pixel_x, wavelength=wavelength)
+    result = integrator.integrate1d(image, 2000, unit="q_nm^-1", mask=(image == 0).astype(np.int8))
+    q, intensity = np.asarray(result.radial), np.asarray(result.intensity)
+    return Cell(np.stack([q, intensity]), summary_value=float(intensity.max()), preview=intensity)
+
+
+@Variable(title="Peaks q", units="nm^-1", cluster=True, tags=["analysis"])
+def peak_positions(run, curve: "var#azimuthal_integration"):
+    """The q of the strongest rings of I(q), in increasing q (at most 5)."""
+    from scipy.signal import find_peaks
+
+    q, intensity = curve
+    peaks, properties = find_peaks(intensity, prominence=0.2 * intensity.max())
+    strongest = peaks[np.argsort(properties["prominences"])[::-1][:5]]
+    positions = np.sort(q[strongest])
+    summary = ", ".join(f"{value:.3f}" for value in positions[:3])
+    return Cell(positions, summary_value=summary)
