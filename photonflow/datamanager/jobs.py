@@ -356,6 +356,9 @@ def run_job(job_id: str, function: Callable, args: tuple, kwargs: dict):
     worker.log_event(EVENT_TOPIC, {"job": job_id, "event": RUNNING, "worker": worker.address, "time": time.time()})
     handler = _ThreadLog()
     root = logging.getLogger()
+    ours = logging.getLogger("photonflow")
+    if ours.getEffectiveLevel() > logging.INFO:  # a worker logs WARNING and above: the job's INFO is kept
+        ours.setLevel(logging.INFO)
     root.addHandler(handler)
     try:
         result = function(*args, **kwargs)

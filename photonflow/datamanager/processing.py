@@ -12,6 +12,7 @@ file is written under a temporary name and appears under its own name only when 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from photonflow.standardizing.nexus import group, write
 
 IMAGE_KEY_PROJECTION, IMAGE_KEY_FLAT, IMAGE_KEY_DARK = 0, 1, 2
 BEAM_AXIS = np.array([0.0, 0.0, 1.0])
+log = logging.getLogger(__name__)
 
 
 def normalize_tomography(nxtomo: Path, output: Path) -> Path:
@@ -70,7 +72,9 @@ def normalize_tomography(nxtomo: Path, output: Path) -> Path:
                 data.attrs["rotation_angle_indices"] = 0
             write(data, "frame_index", projections.astype(np.int64))
 
-        return _write_output(output, "normalized tomography projections", contents)
+        written = _write_output(output, "normalized tomography projections", contents)
+    log.info("normalized %d projections of %s (%d darks, %d flats)", projections.size, nxtomo, darks.size, flats.size)
+    return written
 
 
 def align_images(images_file: Path, output: Path, *, dataset: str | None = None, upsample_factor: int = 10) -> Path:
@@ -90,7 +94,8 @@ def align_images(images_file: Path, output: Path, *, dataset: str | None = None,
     with h5py.File(images_file, "r") as source:
         frames = _required(source, images_file, dataset) if dataset else _default_signal(source, images_file)
         if frames.ndim != 3 or frames.shape[0] < 1:
-            raise ConfigurationError(f"{images_file}:{frames.name}: expected a stack of frames, got shape {frames.shape}")
+            raise ConfigurationError(
+                f"{images_file}:{frames.name}: expected a stack of frames, got shape {frames.shape}")
         reference = np.asarray(frames[0], dtype=np.float64)
         shifts = np.zeros((frames.shape[0], 2))
         errors = np.zeros(frames.shape[0])
@@ -115,6 +120,7 @@ def align_images(images_file: Path, output: Path, *, dataset: str | None = None,
         write(data, "shifts", shifts, "pixel").attrs["long_name"] = "(rows, columns)"
         write(data, "error", errors, "dimensionless").attrs["long_name"] = "translation-invariant normalized RMS error"
 
+    log.info("aligned %d frames of %s", shifts.shape[0], images_file)
     return _write_output(output, "image alignment", contents)
 
 
@@ -147,6 +153,8 @@ def integrate_azimuthally(nxmx: Path, output: Path, npt: int = 1000) -> Path:
     q, intensity = np.asarray(result.radial), np.asarray(result.intensity)
     sigma = np.asarray(result.sigma) if result.sigma is not None else None
     peaks = find_peaks(q, intensity)
+    log.info("integrated %d frames of %s: peaks at q = %s nm^-1", frame_count, nxmx,
+             ", ".join(f"{value:.4f}" for value in peaks[0]))
 
     def contents(entry: h5py.Group) -> None:
         process = _process(entry, "integration", f"azimuthal integration (pyFAI {pyfai_version})",
