@@ -30,6 +30,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -432,12 +433,10 @@ class JobBoard:
 
     def wait(self, job_id: str, timeout: float | None = None) -> str:
         """Wait until the job ends (done, failed or cancelled), at most ``timeout`` s; its state."""
-        from distributed import wait
-
         job = self._job(job_id)
         try:
-            wait([job.future], timeout=timeout)
-        except TimeoutError:
+            job.future.exception(timeout=timeout)  # waits without fetching the result
+        except (TimeoutError, CancelledError):
             pass
         return self.state(job_id)
 
