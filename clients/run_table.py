@@ -146,6 +146,7 @@ class RunTableWindow(QtWidgets.QMainWindow):
         self.table = QtWidgets.QTableView()
         self.table.setModel(self.proxy_model)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.Qt.AscendingOrder)  # runs in the order they were taken
         self.table.clicked.connect(self._plot_cell)
         self.plot = PlotView()
         self.status = QtWidgets.QLabel()

@@ -26,7 +26,7 @@ from typing import Protocol
 from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.datamanager.catalogue import Catalogue, RunRecord
-from photonflow.datamanager.policy import DataPolicy
+from photonflow.datamanager.policy import DataPolicy, check_name
 from photonflow.datamanager.structure import AcquisitionNode, StructureRun, load_structure
 from photonflow.errors import ConfigurationError, StateError
 
@@ -94,7 +94,7 @@ class DataManager(StatefulCore):
     # -- the experiment ------------------------------------------------------------------------
     def set_experiment(self, proposal: str, session: str, sample: str) -> None:
         for what, value in (("proposal", proposal), ("session", session), ("sample", sample)):
-            self.policy.check_name(what, value)
+            check_name(value, what)
         with self._lock:
             if self.structure_run is not None and self._current is not None:
                 raise StateError(f"acquisition {self._current.path} is under way; end it (or EndSequence) first")
@@ -178,7 +178,7 @@ class DataManager(StatefulCore):
 
     def _dataset_name(self, node: AcquisitionNode) -> str:
         index = self.structure_run.nodes.index(node) + 1
-        return f"{index:04d}_{node.name}"
+        return f"{index:04d}_{node.dataset}"
 
     # -- what the device tells it ----------------------------------------------------------------
     def series_ended(self, result: SeriesResult) -> None:

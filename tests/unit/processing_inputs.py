@@ -44,7 +44,8 @@ def beamline_values() -> dict[str, object]:
         "mono/Energy": 12.398419843320026 / WAVELENGTH_ANGSTROM, "mono/Wavelength": WAVELENGTH_ANGSTROM,
         "attenuator/Transmission": 1.0, "slits/HorizontalGap": 0.2, "slits/VerticalGap": 0.1,
         "shutter/State": "OPEN", "omega/Position": 0.0, "samx/Position": 0.0, "samy/Position": 0.0,
-        "samz/Position": 0.0, "detz/Position": DISTANCE_MM,
+        "samz/Position": 0.0, "detz/Position": DISTANCE_MM, "datamanager/CurrentRole": "data",
+        "datamanager/CurrentNode": "", "datamanager/Proposal": "4242", "datamanager/Sample": "ceo2",
     }
 
 
@@ -62,7 +63,7 @@ def write_ceo2_nxmx(root: Path) -> Path:
                                                                           "powder/ceo2.h5"))
     finally:
         sender.close()
-    mapping = load_mapping(CONFIG / "mx.yaml", {"PREFIX": "test/beamline"})
+    mapping = load_mapping(CONFIG / "mx.yaml", {"PREFIX": "test/beamline", "DATAMANAGER": "test/photonflow/datamanager"})
     capture = SeriesCapture(mapping, BeamlineTable(beamline_values()))
     capture.snapshot("pre")
     capture.finish_during()
