@@ -27,7 +27,7 @@ from photonflow.clients.demo import (
     run_tomography,
     wait_for_standardized,
 )
-from photonflow.clients.launcher import EVENT_BUS_VARIABLE, Suite
+from photonflow.clients.launcher import EVENT_BUS_VARIABLE, JOB_ENGINE_VARIABLE, Suite
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
@@ -83,6 +83,10 @@ def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite,
             print(f"Simulated hardware up: {name}={value}")
         deployment = load_deployment_file(config)
         check_mappings(deployment)  # a mapping's mistake is named before any server starts
+        if any(d.tango_class == "PhotonflowDataManager" for s in deployment.servers for d in s.devices):
+            address = suite.start_job_engine()
+            print(f"Started the job engine (Dask scheduler and 2 workers) at {JOB_ENGINE_VARIABLE}={address}")
+            deployment = load_deployment_file(config)  # its properties may name the engine
         if not suite.tango_host:
             suite.start_database(var_dir / "tango" / database_name)
             print(f"Started an embedded Tango database (pytango-db, SQLite) at TANGO_HOST={suite.tango_host}")

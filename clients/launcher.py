@@ -71,6 +71,9 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.1):
     raise TimeoutError(f"{what} not ready after {timeout} s" + (f": {last_error}" if last_error else ""))
 
 
+JOB_ENGINE_VARIABLE = "PHOTONFLOW_JOB_ENGINE"
+
+
 @dataclass
 class ManagedProcess:
     name: str
@@ -124,6 +127,21 @@ class Suite:
             self.event_bus = setting
         os.environ[EVENT_BUS_VARIABLE] = self.event_bus
         return self.event_bus
+
+    def start_job_engine(self, workers: int = 2) -> str:
+        """The DataManager's job engine: a Dask scheduler and ``workers`` workers on loopback, as
+        processes of the suite (stopped with it). Its address goes into this process's environment
+        as PHOTONFLOW_JOB_ENGINE, and so to every server."""
+        from photonflow.datamanager.jobs import EmbeddedDask
+
+        engine = EmbeddedDask(self.var_dir / "dask", workers=workers)
+        address = engine.start()
+        for name, process in engine.processes.items():
+            log = str(self.var_dir / "dask" / f"{name}.log")
+            self.processes.append(ManagedProcess(f"dask-{name}", process.pid, log))
+            self._popens[process.pid] = process
+        os.environ[JOB_ENGINE_VARIABLE] = address
+        return address
 
     def start_database(self, database_file: Path, port: int | None = None) -> None:
         """Start pytango-db's DataBaseds on loopback; its content persists in ``database_file``."""

@@ -100,6 +100,11 @@ class EmbeddedDask:
         return self.run_dir / "scheduler.json"
 
     @property
+    def processes(self) -> dict[str, subprocess.Popen]:
+        """The scheduler and worker processes it started, each leading its own process group."""
+        return dict(self._processes)
+
+    @property
     def pids(self) -> list[int]:
         """The started processes and every process they started (a worker's nanny spawns the worker)."""
         found = []

@@ -222,7 +222,8 @@ class DataManager(StatefulCore):
             planned = node is not None and Path(result.raw_file) == getattr(self, "_expected_file", None)
             record = RunRecord(
                 run=self.catalogue.next_run_number(), proposal=self.proposal, session=self.session,
-                sample=self.sample, beamline=self.beamline, start=self._current_started if planned else "",
+                sample=self.sample, beamline=self.beamline,
+                start=self._current_started if planned else _start_time(result.raw_file),
                 end=_now(), node=node.path if planned else "", role=node.role if planned else "",
                 raw_file=result.raw_file, nexus_file="", frames_requested=result.frames_requested,
                 frames_written=result.frames_written, missing_frames=result.missing_frames,
@@ -291,6 +292,18 @@ class DataManager(StatefulCore):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _start_time(raw_file: str) -> str:
+    """When a series nobody announced began: the Recorder's file says."""
+    try:
+        import h5py
+
+        with h5py.File(raw_file, "r") as f:
+            value = f["entry/start_time"][()]
+        return value.decode() if isinstance(value, bytes) else str(value)
+    except (OSError, KeyError):
+        return ""
 
 
 def describe(record: RunRecord) -> str:
