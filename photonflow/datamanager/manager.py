@@ -32,6 +32,7 @@ from photonflow.errors import ConfigurationError, StateError
 
 log = logging.getLogger(__name__)
 NAME_CHARACTERS = "letters, digits, - _ ."
+SWEEP_INTERVAL = 1.0  # seconds: how often runs still waiting for their standardized file are looked at
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,11 @@ class DataManager(StatefulCore):
     # -- the worker ------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
-            item = self._jobs.get()
+            try:
+                item = self._jobs.get(timeout=SWEEP_INTERVAL)
+            except queue.Empty:
+                self._sweep_pending()
+                continue
             if item is None:
                 return
             job, args = item
@@ -237,8 +242,18 @@ class DataManager(StatefulCore):
             expected_nexus = str(Path(result.raw_file).with_suffix(".nxs"))
             self._pending_nexus[expected_nexus] = record.run
         self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}")
-        if Path(expected_nexus).exists():  # the Standardizer was quicker than the Controller's event
+        if _complete_nexus(expected_nexus):  # the Standardizer was quicker than the Controller's event
             self._attach_nexus(expected_nexus)
+
+    def _sweep_pending(self) -> None:
+        """Runs whose standardized file is complete though no event said so (an event missed while
+        the Standardizer restarted): attach them now."""
+        for nexus_file in list(self._pending_nexus):
+            if _complete_nexus(nexus_file):
+                try:
+                    self._attach_nexus(nexus_file)
+                except Exception:
+                    log.exception("could not attach %s", nexus_file)
 
     def _attach_nexus(self, nexus_file: str) -> None:
         with self._lock:
@@ -292,6 +307,19 @@ class DataManager(StatefulCore):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _complete_nexus(path: str) -> bool:
+    """The standardized file exists and is closed (HDF5 refuses to open a file being written)."""
+    if not Path(path).exists():
+        return False
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return "entry/definition" in f
+    except OSError:
+        return False
 
 
 def _start_time(raw_file: str) -> str:
