@@ -159,6 +159,7 @@ class DataManager(StatefulCore):
             folder = self.policy.raw_dataset(self.proposal, self.session, self.sample, dataset)
             file = folder / f"{dataset}.h5"
             self._expected_file = file
+            self.counters.current_node = node.path
         self._changed(states.RUNNING, f"Acquisition {node.path} ({node.role}) next, into {file}")
         return {"node": node.path, "role": node.role, "parameters": node.parameters,
                 "controller": {**node.controller, "file": str(file)}, "beamline": node.beamline,
