@@ -274,6 +274,10 @@ def command_run_structure(args) -> int:
         deadline = time.monotonic() + 120  # the variables of the last runs
         while time.monotonic() < deadline and not all(catalogue.variables(step["run"]) for step in done):
             time.sleep(0.5)
+        while time.monotonic() < deadline and any(  # processing the roles started (e.g. integration)
+                job["state"] in ("queued", "running") for job in json.loads(datamanager.Jobs)):
+            time.sleep(0.5)
+        datamanager.WaitIdle(10)
         rows = {row["run"]: row for row in catalogue.table()}
         print("Run table:")
         for step in done:

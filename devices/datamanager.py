@@ -62,14 +62,23 @@ class PhotonflowDataManager(PhotonflowDevice):
             variables = VariablesInProcess(self.ContextFile, catalogue_directory, self.JobEngine)
         self._stop = threading.Event()
         self._controller_state = None
+        jobs = None
+        if self.JobEngine.startswith("tcp://"):
+            from photonflow.datamanager.jobs import JobBoard, client_for
+
+            self.client = client_for(self.JobEngine)
+            jobs = JobBoard(self.client)
         core = DataManager(self.DataRoot, self.Beamline, catalogue_directory, listener, variables,
-                           self.bus.publish if self.bus is not None else None)
+                           self.bus.publish if self.bus is not None else None, jobs=jobs)
         threading.Thread(target=self._follow, name="datamanager-follow", daemon=True).start()
         return core
 
     def release_core(self, core) -> None:
         self._stop.set()
         core.close()
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+            self.client = None
         if self.bus is not None:
             self.bus.close()
 
@@ -208,6 +217,25 @@ class PhotonflowDataManager(PhotonflowDevice):
             tango.Except.throw_exception("InvalidArgument", "Give [run number, comment], e.g. ['12', 'beam lost']",
                                          "PhotonflowDataManager.SetComment")
         self._core().set_comment(int(arguments[0]), arguments[1])
+
+    @attribute(dtype=str, doc="The processing jobs as JSON: id, run, kind, state (queued, running, done, failed, "
+               "cancelled), error, output")
+    def Jobs(self):
+        return json.dumps(self.core.job_states()) if self.core is not None else "[]"
+
+    @command(dtype_in=(str,), dtype_out=str, doc_in="[run number, processing: integration, normalization or "
+             "alignment]", doc_out="The job id")
+    @operator_errors
+    def Process(self, arguments):
+        if len(arguments) != 2 or not arguments[0].strip().isdigit():
+            tango.Except.throw_exception("InvalidArgument", "Give [run number, processing], e.g. ['12', 'integration']",
+                                         "PhotonflowDataManager.Process")
+        return self._core().process(int(arguments[0]), arguments[1].strip())
+
+    @command(dtype_in=str, doc_in="A job id (see Jobs)")
+    @operator_errors
+    def CancelJob(self, job_id):
+        self._core().cancel_job(job_id)
 
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every run told is catalogued")
     def WaitIdle(self, timeout):

@@ -32,6 +32,11 @@ from photonflow.errors import ConfigurationError, StateError
 
 log = logging.getLogger(__name__)
 NAME_CHARACTERS = "letters, digits, - _ ."
+# built-in processing: its name -> the function in photonflow.datamanager.processing
+PROCESSING = {"integration": "integrate_azimuthally", "normalization": "normalize_tomography",
+              "alignment": "align_images"}
+# what a run's role starts by itself once its standardized file is written
+AUTOMATIC_PROCESSING = {"data": "integration"}
 SWEEP_INTERVAL = 1.0  # seconds: how often runs still waiting for their standardized file are looked at
 
 
@@ -68,12 +73,15 @@ class DataManagerCounters:
 class DataManager(StatefulCore):
     def __init__(self, data_root: str | Path, beamline: str, catalogue_directory: str | Path,
                  listener: CoreListener | None = None, variables: VariablesLauncher | None = None,
-                 publish: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.time):
+                 publish: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.time,
+                 jobs=None):
         super().__init__(listener, states.ON, "Ready: set the experiment (SetExperiment), then load a structure")
         self.policy = DataPolicy(Path(data_root), beamline)
         self.beamline = beamline
         self.catalogue_directory = Path(catalogue_directory)
         self.variables = variables
+        self.jobs = jobs  # a JobBoard on the Dask engine; None: no built-in processing
+        self._processing: dict[str, tuple[int, str, str]] = {}  # job id -> (run, kind, output)
         self.publish = publish
         self.clock = clock
         self.counters = DataManagerCounters()
@@ -248,7 +256,12 @@ class DataManager(StatefulCore):
 
     def _sweep_pending(self) -> None:
         """Runs whose standardized file is complete though no event said so (an event missed while
-        the Standardizer restarted): attach them now."""
+        the Standardizer restarted): attach them now. Processing jobs that ended go into the run table."""
+        if self._processing:
+            try:
+                self.job_states()
+            except Exception:
+                log.exception("could not follow the processing jobs")
         for nexus_file in list(self._pending_nexus):
             if _complete_nexus(nexus_file):
                 try:
@@ -267,6 +280,58 @@ class DataManager(StatefulCore):
         self._after_change(record, f"Run {run}: standardized file {nexus_file}")
         if self.variables is not None:
             self.variables.launch(record)
+        kind = AUTOMATIC_PROCESSING.get(record.role)
+        if kind is not None and self.jobs is not None:
+            self.process(record.run, kind)
+
+    # -- processing on the job engine ------------------------------------------------------------
+    def process(self, run: int, kind: str) -> str:
+        """Submit a built-in processing of a run to the job engine; returns the job id. Its result
+        goes to PROCESSED_DATA (NeXus NXprocess) and, once done, into the run table."""
+        from photonflow.datamanager import processing
+
+        if self.jobs is None:
+            raise StateError("no job engine: set the DataManager's JobEngine (a Dask scheduler), then Init")
+        if kind not in PROCESSING:
+            raise ConfigurationError(f"unknown processing '{kind}'; known: {', '.join(PROCESSING)}")
+        record = self._need_experiment().catalogue.run(run)
+        if record is None:
+            raise ConfigurationError(f"run {run} is not in the catalogue of {self.proposal}")
+        source = record.nexus_file or record.raw_file
+        folder = self.policy.processed_dataset(record.proposal, record.session, record.sample,
+                                               Path(record.raw_file).stem)
+        folder.mkdir(parents=True, exist_ok=True)
+        output = folder / f"{Path(record.raw_file).stem}_{kind}.h5"
+        job = self.jobs.submit(f"{kind}-r{run}", getattr(processing, PROCESSING[kind]), Path(source), output)
+        with self._lock:
+            self._processing[job] = (run, kind, str(output))
+        return job
+
+    def job_states(self) -> list[dict]:
+        """Every processing job: id, run, kind, state, error; finished ones are put in the run table."""
+        if self.jobs is None:
+            return []
+        states_now = []
+        for job in self.jobs.jobs():
+            run, kind, output = self._processing.get(job["id"], (0, job.get("name", ""), ""))
+            states_now.append({"id": job["id"], "run": run, "kind": kind, "state": job["state"],
+                               "error": job.get("error") or "", "output": output})
+            if job["state"] in ("done", "failed") and job["id"] in self._processing:
+                with self._lock:
+                    self._processing.pop(job["id"], None)
+                catalogue = Catalogue(self.catalogue_directory, self.proposal)
+                if job["state"] == "done":
+                    catalogue.set_variable(run, f"{kind}_file", output)
+                else:
+                    catalogue.set_variable(run, f"{kind}_file", None, error=job.get("error") or "failed")
+                self.counters.run_table_version = catalogue.version()
+                self.listener.counters_changed(self.counters)
+        return states_now
+
+    def cancel_job(self, job_id: str) -> None:
+        if self.jobs is None:
+            raise StateError("no job engine: nothing to cancel")
+        self.jobs.cancel(job_id)
 
     def _variables_done(self, record: RunRecord, results: dict) -> None:
         """The runner stored the run's variables in the catalogue: the table changed."""

@@ -77,6 +77,12 @@ def test_every_acquisition_is_catalogued_with_its_role_files_and_variables(struc
     assert dark["mean_intensity"] == 0.0  # shutter closed: no photon
     assert white["mean_intensity"] > 0.5 and data["mean_intensity"] > 0.5
     assert 150.0 < data["ring_current"] <= 200.5
+    # the data run's role started an azimuthal integration on the Dask engine, into PROCESSED_DATA
+    integrated = Path(data["integration_file"])
+    assert integrated.parts[-4] == "PROCESSED_DATA" and integrated.exists()
+    with h5py.File(integrated) as f:
+        process = next(item for item in f["entry"].values() if item.attrs.get("NX_class") in (b"NXprocess", "NXprocess"))
+        assert process is not None
     rows = {row["run"]: row for row in catalogue.table()}
     assert rows[runs[2].run]["role"] == "data" and rows[runs[2].run]["mean_intensity"] == data["mean_intensity"]
 
