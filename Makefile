@@ -11,7 +11,7 @@ FRAMES ?=
 EXPOSURE ?=
 PERIOD ?=
 
-.PHONY: demo test bench bench-pipeline bench-soak up down panel venv clean
+.PHONY: demo test bench bench-pipeline bench-soak bench-run-table up down panel runs venv clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-pipeline: $(INSTALLED)
 bench-soak: $(INSTALLED)
 	$(BIN)/python benchmarks/soak.py
 
+bench-run-table: $(INSTALLED)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/run_table_bench.py
+
 up: $(INSTALLED)
 	$(BIN)/photonflow up --config $(DEMO_CONFIG)
 
@@ -46,6 +49,10 @@ down: $(INSTALLED)
 
 panel: $(INSTALLED)
 	$(BIN)/photonflow-panel
+
+# the run table of a proposal's catalogue: make runs CATALOGUE=var/data/catalogue/demo0001.sqlite
+runs: $(INSTALLED)
+	$(BIN)/photonflow-runs $(CATALOGUE)
 
 clean:
 	rm -rf var $(VENV)

@@ -99,20 +99,25 @@ class RunTableModel(QtCore.QAbstractTableModel):
 
 
 class PlotView(QtWidgets.QWidget):
-    """A run's array variable, drawn with matplotlib."""
+    """A run's array variable, drawn with matplotlib (imported on the first plot: it takes a second,
+    and the table must open at once)."""
 
     def __init__(self):
         super().__init__()
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(5, 2.5))
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.addWidget(self.canvas)
+        self.figure = self.canvas = None
+        self.layout_ = QtWidgets.QVBoxLayout(self)
+        self.layout_.addWidget(QtWidgets.QLabel("Click a variable's cell to plot a run's array"))
         self.title = ""
 
     def show_array(self, title: str, x: np.ndarray | None, y: np.ndarray) -> None:
+        if self.canvas is None:
+            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+            from matplotlib.figure import Figure
+
+            self.figure = Figure(figsize=(5, 2.5))
+            self.canvas = FigureCanvasQTAgg(self.figure)
+            self.layout_.itemAt(0).widget().hide()
+            self.layout_.addWidget(self.canvas)
         self.figure.clear()
         axes = self.figure.add_subplot(111)
         axes.plot(np.arange(len(y)) if x is None else x, y)
@@ -147,6 +152,7 @@ class RunTableWindow(QtWidgets.QMainWindow):
         self.table.setModel(self.proxy_model)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.Qt.AscendingOrder)  # runs in the order they were taken
+        self.table.horizontalHeader().setResizeContentsPrecision(50)  # widths from 50 rows, not every run
         self.table.clicked.connect(self._plot_cell)
         self.plot = PlotView()
         self.status = QtWidgets.QLabel()
