@@ -84,3 +84,40 @@ def peak_positions(run, curve: "var#azimuthal_integration"):
     positions = np.sort(q[strongest])
     summary = ", ".join(f"{value:.3f}" for value in positions[:3])
     return Cell(positions, summary_value=summary)
+
+
+def _metadata(run, path):
+    """A field of the standardized file, or Skip when the run has none (no NeXus, another definition)."""
+    try:
+        return run.metadata(path)
+    except (KeyError, FileNotFoundError, OSError) as missing:
+        raise Skip(f"{path}: {missing}") from None
+
+
+@Variable(title="Wavelength", units="angstrom", tags=["beam"])
+def wavelength(run):
+    """The beam's wavelength, as the standardized file gives it."""
+    return float(_metadata(run, "instrument/beam/incident_wavelength"))
+
+
+@Variable(title="Energy", units="keV", tags=["beam"])
+def energy(run, wavelength: "var#wavelength"):
+    """The photon energy of that wavelength."""
+    return 12.398419843320026 / wavelength
+
+
+@Variable(title="Exposure", units="s", tags=["detector"])
+def exposure(run):
+    """Each frame's counting time, from the detector's description in the Recorder's file."""
+    instrument = run.frames.file["entry/instrument"]
+    for group in instrument.values():
+        if group.attrs.get("NX_class") in (b"NXdetector", "NXdetector") and "count_time" in group:
+            return float(group["count_time"][()])
+    raise Skip("the detector gave no count_time")
+
+
+@Variable(title="Frames", tags=["detector"])
+def frames(run):
+    """Frames in the run's file."""
+    return int(run.frames.shape[0])
+

@@ -218,6 +218,26 @@ class PhotonflowDataManager(PhotonflowDevice):
                                          "PhotonflowDataManager.SetComment")
         self._core().set_comment(int(arguments[0]), arguments[1])
 
+    @attribute(dtype=str, doc="The variables' computation: the run being computed and how many wait")
+    def VariablesStatus(self):
+        launcher = self.core.variables if self.core is not None else None
+        if launcher is None:
+            return "no context file"
+        running = launcher.running
+        return f"computing run {running.run}, {launcher.queued} waiting" if running else \
+            f"idle, {launcher.queued} waiting"
+
+    @command(dtype_in=(int,), dtype_out=int, doc_in="Run numbers ([] or [0]: every run of the proposal)",
+             doc_out="Runs queued")
+    @operator_errors
+    def Reprocess(self, runs):
+        return self._core().reprocess([int(run) for run in runs if int(run) > 0])
+
+    @command(dtype_out=(str,), doc_out="The context's variables (an error names its file and line)")
+    @operator_errors
+    def ReloadContext(self):
+        return self._core().reload_context()
+
     @attribute(dtype=str, doc="The processing jobs as JSON: id, run, kind, state (queued, running, done, failed, "
                "cancelled), error, output")
     def Jobs(self):

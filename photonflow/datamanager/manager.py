@@ -114,6 +114,7 @@ class DataManager(StatefulCore):
             self.counters.run_table_version = self.catalogue.version()
         self._changed(states.ON, f"Experiment {proposal}/{session}, sample {sample}; catalogue "
                       f"{self.catalogue.path}")
+        self.catch_up()
 
     def set_sample(self, sample: str) -> None:
         self.set_experiment(self._need_experiment().proposal, self.session, sample)
@@ -126,6 +127,51 @@ class DataManager(StatefulCore):
         self.counters.run_table_version = catalogue.version()
         self._message("run_values_updated", {"run": run, "proposal": self.proposal, "values": {"comment": text}})
         self._changed(self.state, f"Run {run}: comment set")
+
+    def reprocess(self, runs: list[int]) -> int:
+        """Compute these runs' variables again (all runs of the proposal when ``runs`` is empty),
+        with the context file as it is now; returns how many were queued."""
+        catalogue = self._need_experiment().catalogue
+        if self.variables is None:
+            raise StateError("no context file: set the DataManager's ContextFile, then Init")
+        records = catalogue.runs() if not runs else [catalogue.run(number) for number in runs]
+        missing = [number for number, record in zip(runs, records, strict=False) if record is None]
+        if missing:
+            raise ConfigurationError(f"run(s) {', '.join(map(str, missing))} not in the catalogue of {self.proposal}")
+        for record in records:
+            self.variables.launch(record)
+        self._changed(self.state, f"{len(records)} run(s) queued for their variables")
+        return len(records)
+
+    def reload_context(self) -> list[str]:
+        """Check the context file as it is now (each run loads it afresh): its variables' names, or
+        the error with file and line."""
+        from photonflow.datamanager.context import load_context
+
+        if self.variables is None:
+            raise StateError("no context file: set the DataManager's ContextFile, then Init")
+        names = sorted(load_context(self.variables.context_file).vars)
+        self._changed(self.state, f"Context {self.variables.context_file}: {len(names)} variables")
+        return names
+
+    def catch_up(self) -> int:
+        """Catalogue the Recorder files of this experiment's folders that no run names yet (series
+        that ended while the DataManager was down); returns how many."""
+        catalogue = self._need_experiment().catalogue
+        known = {record.raw_file for record in catalogue.runs()}
+        session = self.policy.session_directory(self.proposal, self.session)
+        found = 0
+        for raw in sorted(session.glob("RAW_DATA/*/*/*.h5")):
+            if str(raw) in known:
+                continue
+            accounting = _accounting(raw)
+            if accounting is None:
+                continue
+            self.series_ended(SeriesResult(accounting["series_id"], str(raw), accounting["frames_requested"],
+                                           accounting["frames_written"], accounting["missing_frames"],
+                                           accounting["end_reason"]))
+            found += 1
+        return found
 
     def _need_experiment(self) -> DataManager:
         if self.catalogue is None:
@@ -373,6 +419,25 @@ class DataManager(StatefulCore):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _accounting(raw: Path) -> dict | None:
+    """What a Recorder file says of its series, or None if it is not one (or is still open)."""
+    try:
+        import h5py
+
+        with h5py.File(raw, "r") as f:
+            counts = f["entry/accounting"]
+            reason = counts["end_reason"][()]
+            return {
+                "series_id": int(counts["series_id"][()]),
+                "frames_requested": int(counts["frames_requested"][()]),
+                "frames_written": int(counts["frames_written"][()]),
+                "missing_frames": int(counts["missing_frames"][()]),
+                "end_reason": reason.decode() if isinstance(reason, bytes) else str(reason),
+            }
+    except (OSError, KeyError):
+        return None
 
 
 def _complete_nexus(path: str) -> bool:

@@ -105,3 +105,32 @@ def test_calls_in_the_wrong_order_say_what_to_do_first(manager):
 def test_names_that_would_leave_the_data_root_are_refused(manager, proposal, error):
     with pytest.raises(error):
         manager.set_experiment(proposal, "s1", "a")
+
+
+def test_series_that_ended_while_it_was_down_are_catalogued_from_their_files(tmp_path):
+    """A Recorder file in the experiment's RAW_DATA that no run names: catalogued from its own
+    accounting when the experiment is set again."""
+    from photonflow.acquisition.acquirer import Acquirer
+    from photonflow.recording.recorder import Recorder, RecordingRequest
+    from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
+    from photonflow.stream.transport import StreamSender
+    from tests.unit.series import acquire_into
+
+    folder = tmp_path / "data" / "mx0005" / "demo" / "s1" / "RAW_DATA" / "a" / "a_0001_x"
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(SimulatedCamera(SimulatedSensor(height=8, width=8, seed=1)), sender)
+    acquirer.update_settings(frame_count=3, exposure=0.001, period=0.01)
+    acquirer.set_series_id(4)
+    try:
+        raw = acquire_into(acquirer, Recorder(tmp_path / "data"), RecordingRequest(3, 4, acquirer.stream_endpoint,
+                                                                                  str(folder / "x.h5")))
+    finally:
+        sender.close()
+    manager = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue")
+    try:
+        manager.set_experiment("mx0005", "s1", "a")
+        assert manager.wait_idle(10)
+    finally:
+        manager.close()
+    (run,) = Catalogue(tmp_path / "catalogue", "mx0005").runs()
+    assert (run.raw_file, run.series_id, run.frames_written, run.end_reason) == (str(raw), 4, 3, "completed")
