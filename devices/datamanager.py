@@ -50,6 +50,11 @@ class PhotonflowDataManager(PhotonflowDevice):
         doc="Where cluster variables and processing run: local, or a Dask scheduler tcp://host:port",
     )
     EventBus = device_property(dtype=str, default_value="", doc="Default: $PHOTONFLOW_EVENT_BUS if set")
+    IcatConfig = device_property(
+        dtype=str, default_value="",
+        doc='The facility\'s ICAT as JSON for pyicat-plus, e.g. {"metadata_urls": ["icat-broker:61613"]}; '
+        "empty: each run is exported as ICAT JSON only",
+    )
 
     def create_core(self, listener) -> DataManager:
         url = self.EventBus or os.environ.get("PHOTONFLOW_EVENT_BUS", "")
@@ -68,8 +73,9 @@ class PhotonflowDataManager(PhotonflowDevice):
 
             self.client = client_for(self.JobEngine)
             jobs = JobBoard(self.client)
+        icat = json.loads(self.IcatConfig) if self.IcatConfig else None
         core = DataManager(self.DataRoot, self.Beamline, catalogue_directory, listener, variables,
-                           self.bus.publish if self.bus is not None else None, jobs=jobs)
+                           self.bus.publish if self.bus is not None else None, jobs=jobs, icat=icat)
         threading.Thread(target=self._follow, name="datamanager-follow", daemon=True).start()
         return core
 

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
-from photonflow.datamanager.catalogue import Catalogue, RunRecord
+from photonflow.datamanager.catalogue import Catalogue, RunRecord, send_to_icat
 from photonflow.datamanager.policy import DataPolicy, check_name
 from photonflow.datamanager.structure import AcquisitionNode, StructureRun, load_structure
 from photonflow.errors import ConfigurationError, StateError
@@ -74,13 +74,14 @@ class DataManager(StatefulCore):
     def __init__(self, data_root: str | Path, beamline: str, catalogue_directory: str | Path,
                  listener: CoreListener | None = None, variables: VariablesLauncher | None = None,
                  publish: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.time,
-                 jobs=None):
+                 jobs=None, icat: dict | None = None):
         super().__init__(listener, states.ON, "Ready: set the experiment (SetExperiment), then load a structure")
         self.policy = DataPolicy(Path(data_root), beamline)
         self.beamline = beamline
         self.catalogue_directory = Path(catalogue_directory)
         self.variables = variables
         self.jobs = jobs  # a JobBoard on the Dask engine; None: no built-in processing
+        self.icat = icat or {}  # a facility's ICAT (pyicat-plus) settings; empty: JSON export only
         self._processing: dict[str, tuple[int, str, str]] = {}  # job id -> (run, kind, output)
         self.publish = publish
         self.clock = clock
@@ -112,8 +113,10 @@ class DataManager(StatefulCore):
             self.counters.proposal, self.counters.sample = proposal, sample
             self.counters.runs = len(self.catalogue.runs())
             self.counters.run_table_version = self.catalogue.version()
+        self._restore_progress()
+        resumed = f"; structure resumed at {self.structure_run.progress:.0%}" if self.structure_run else ""
         self._changed(states.ON, f"Experiment {proposal}/{session}, sample {sample}; catalogue "
-                      f"{self.catalogue.path}")
+                      f"{self.catalogue.path}{resumed}")
         self.catch_up()
 
     def set_sample(self, sample: str) -> None:
@@ -188,6 +191,7 @@ class DataManager(StatefulCore):
                 raise StateError(f"acquisition {self._current.path} is under way: EndSequence first")
             self.structure_run = StructureRun(structure, self.proposal, self.session, self.sample)
             self.structure_path = path
+            self._save_progress()
         self._changed(states.ON, f"Structure {path} loaded: {len(self.structure_run.nodes)} acquisitions; "
                       "BeginSequence to start")
         return len(self.structure_run.nodes)
@@ -225,6 +229,30 @@ class DataManager(StatefulCore):
                 self.structure_run.finish(self._current.path, False)
             self._current = None
         self._changed(states.ON, "Sequence ended")
+
+    def _progress_file(self) -> Path:
+        return self.catalogue_directory / f"{self.proposal}_{self.session}_{self.sample}.structure.json"
+
+    def _save_progress(self) -> None:
+        """The structure's progress beside the catalogue, written whole: a restart resumes it."""
+        path = self._progress_file()
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(self.structure_run.to_json())
+        partial.replace(path)
+
+    def _restore_progress(self) -> None:
+        path = self._progress_file()
+        if not path.exists():
+            return
+        try:
+            restored = StructureRun.from_json(path.read_text())
+        except Exception as error:  # a structure edited since: start afresh, say so
+            log.warning("structure progress in %s not resumed: %s", path, error)
+            return
+        running = restored.current
+        if running is not None and restored.run_of(running.path) is None:
+            restored.retry(running.path)  # its series never ended: it is taken again
+        self.structure_run = restored
 
     def _need_structure(self) -> StructureRun:
         self._need_experiment()
@@ -294,6 +322,7 @@ class DataManager(StatefulCore):
             if planned:
                 self.structure_run.finish(node.path, result.end_reason == "completed", record.run)
                 self._current = None
+                self._save_progress()
             expected_nexus = str(Path(result.raw_file).with_suffix(".nxs"))
             self._pending_nexus[expected_nexus] = record.run
         self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}")
@@ -324,6 +353,7 @@ class DataManager(StatefulCore):
             record.nexus_file = nexus_file
             self.catalogue.record_run(record)
         self._after_change(record, f"Run {run}: standardized file {nexus_file}")
+        self._register(record)
         if self.variables is not None:
             self.variables.launch(record)
         kind = AUTOMATIC_PROCESSING.get(record.role)
@@ -389,6 +419,16 @@ class DataManager(StatefulCore):
                         if isinstance(value, dict) and value.get("error"))
         note = f"; failed: {', '.join(failed)}" if failed else ""
         self._changed(self.state, f"Run {record.run}: variables computed{note}")
+
+    def _register(self, record: RunRecord) -> None:
+        """The run as a facility catalogue ingests it: ICAT's fields as JSON beside the catalogue,
+        and sent with pyicat-plus when the facility configured it (a failure is a warning)."""
+        self.catalogue.export_icat(record.run, self.catalogue_directory / f"{record.proposal}_icat")
+        if self.icat:
+            try:
+                send_to_icat(self.catalogue.icat_dataset(record.run), self.icat)
+            except Exception as error:
+                self._changed(states.ALARM, f"Run {record.run} not registered in ICAT: {error}")
 
     def _after_change(self, record: RunRecord, status: str) -> None:
         self.counters.last_run = record.run

@@ -134,3 +134,40 @@ def test_series_that_ended_while_it_was_down_are_catalogued_from_their_files(tmp
         manager.close()
     (run,) = Catalogue(tmp_path / "catalogue", "mx0005").runs()
     assert (run.raw_file, run.series_id, run.frames_written, run.end_reason) == (str(raw), 4, 3, "completed")
+
+
+def test_a_restart_resumes_the_structure_where_it_was(tmp_path):
+    first = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue")
+    first.set_experiment("mx0006", "s1", "a")
+    first.load_structure(str(STRUCTURES / "eff_energy_scan.yaml"))
+    first.begin_sequence()
+    done = [first.next_acquisition() for _ in range(1)]
+    finish(first, done[0], 1)
+    interrupted = first.next_acquisition()  # its series never ends: the DataManager restarts
+    first.close()
+    second = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue")
+    try:
+        second.set_experiment("mx0006", "s1", "a")
+        assert second.structure_run is not None and second.structure_run.state(done[0]["node"]) == "done"
+        again = second.next_acquisition()
+        assert again["node"] == interrupted["node"]  # taken again, not skipped
+    finally:
+        second.close()
+
+
+def test_each_catalogued_run_is_exported_with_icats_fields(tmp_path):
+    import json as json_module
+
+    manager = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue")
+    try:
+        manager.set_experiment("mx0007", "s1", "lysozyme")
+        raw = tmp_path / "data" / "r.h5"
+        manager.series_ended(SeriesResult(1, str(raw), 5, 5, 0, "completed"))
+        assert manager.wait_idle(10)
+        manager.standardized(str(raw.with_suffix(".nxs")))  # the Standardizer's event, no file needed here
+        assert manager.wait_idle(10)
+    finally:
+        manager.close()
+    exported = json_module.loads((tmp_path / "catalogue" / "mx0007_icat" / "mx0007_r0001.icat.json").read_text())
+    assert exported["beamlineID"] == "demo" and exported["proposal"] == "mx0007"
+    assert exported["Sample_name"] == "lysozyme" and exported["location"] == str(tmp_path / "data")
