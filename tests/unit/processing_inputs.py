@@ -4,7 +4,6 @@ darks, flats and projections, and an image stack with known shifts."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import h5py
@@ -21,21 +20,12 @@ from photonflow.standardizing.nxmx import write_nxmx
 from photonflow.standardizing.recorded import read_recorded_series
 from photonflow.stream.transport import StreamSender
 from tests.unit.series import acquire_into
+from tests.unit.test_standardizer import BeamlineReader
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "standard"
 WAVELENGTH_ANGSTROM = 0.5
 DISTANCE_MM = 50.0
 FRAMES = 4
-
-
-class BeamlineTable:
-    """The beamline's attributes as a table, read as the Standardizer reads them."""
-
-    def __init__(self, values: dict[str, object]):
-        self.values = values
-
-    def read(self, device: str, attribute: str) -> tuple[object, float]:
-        return self.values[f"{device.rsplit('/', 1)[-1]}/{attribute}"], time.time()
 
 
 def beamline_values() -> dict[str, object]:
@@ -64,7 +54,7 @@ def write_ceo2_nxmx(root: Path) -> Path:
     finally:
         sender.close()
     mapping = load_mapping(CONFIG / "mx.yaml", {"PREFIX": "test/beamline", "DATAMANAGER": "test/photonflow/datamanager"})
-    capture = SeriesCapture(mapping, BeamlineTable(beamline_values()))
+    capture = SeriesCapture(mapping, BeamlineReader(beamline_values()))
     capture.snapshot("pre")
     capture.finish_during()
     capture.snapshot("post")
