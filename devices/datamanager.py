@@ -168,9 +168,7 @@ class PhotonflowDataManager(PhotonflowDevice):
 
     @attribute(dtype=str, doc="What the acquisition under way means: dark, flat, white, data, monopos... (empty: none)")
     def CurrentRole(self):
-        core = self.core
-        current = getattr(core, "_current", None) if core else None
-        return current.role if current is not None else ""
+        return self.core.current_role if self.core is not None else ""
 
     @attribute(dtype=float, unit="%", format="%.1f", min_value=0, max_value=100,
                doc="Acquisitions of the structure done")

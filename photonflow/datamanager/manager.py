@@ -12,7 +12,6 @@ thread of its own: the catalogue and the variables never delay the frames.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -31,7 +30,6 @@ from photonflow.datamanager.structure import AcquisitionNode, StructureRun, load
 from photonflow.errors import ConfigurationError, StateError
 
 log = logging.getLogger(__name__)
-NAME_CHARACTERS = "letters, digits, - _ ."
 # built-in processing: its name -> the function in photonflow.datamanager.processing
 PROCESSING = {"integration": "integrate_azimuthally", "normalization": "normalize_tomography",
               "alignment": "align_images"}
@@ -180,6 +178,11 @@ class DataManager(StatefulCore):
         if self.catalogue is None:
             raise StateError("no experiment yet: call SetExperiment(proposal, session, sample) first")
         return self
+
+    @property
+    def current_role(self) -> str:
+        """What the acquisition under way means (dark, flat, data...); empty between acquisitions."""
+        return self._current.role if self._current is not None else ""
 
     # -- the structure ---------------------------------------------------------------------------
     def load_structure(self, path: str) -> int:
@@ -503,13 +506,3 @@ def _start_time(raw_file: str) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
     except (OSError, KeyError):
         return ""
-
-
-def describe(record: RunRecord) -> str:
-    return json.dumps(record.__dict__, default=str)
-
-
-def check_text(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{what} must be given ({NAME_CHARACTERS})")
-    return value.strip()
