@@ -437,6 +437,12 @@ class Recorder:
         self.counters.queue_megabytes = self._queue.bytes_queued / 1e6
         self.listener.counters_changed(self.counters)
 
+    @property
+    def current_request(self) -> RecordingRequest | None:
+        """What the current (or last) series was armed with; None before the first Arm."""
+        series = self._series
+        return series.request if series is not None else None
+
     # -- commands ---------------------------------------------------------------------------
     def arm(self, request: RecordingRequest) -> Path:
         """Get ready for a series: check the file, connect to the inputs; ON/ALARM/FAULT -> RUNNING."""
@@ -612,10 +618,15 @@ class Recorder:
     def _flush_if_due(self, series: _Series) -> None:
         if series.writer is not None and self._flush_throttle.ready():
             series.writer.flush(self._live_counts())
+            self._tell_sinks("frames_flushed", optional=True)  # what a file reader can see now
 
-    def _tell_sinks(self, event: str, *args) -> None:
-        """Sinks are extras (live view, fan-out): their failure never costs a frame on disk."""
+
+    def _tell_sinks(self, event: str, *args, optional: bool = False) -> None:
+        """Sinks are extras (live view, fan-out): their failure never costs a frame on disk.
+        An ``optional`` event goes only to the sinks that have a method for it."""
         for sink in self.sinks:
+            if optional and not hasattr(sink, event):
+                continue
             try:
                 getattr(sink, event)(*args)
             except Exception:
@@ -874,6 +885,8 @@ class Recorder:
                 except OSError:
                     pass  # the journal of the open file stays: the next start repairs it as interrupted
         series.close_directory()
+        if series.writer is not None:  # the sinks were told it started: tell them it ended
+            self._tell_sinks("series_ended", None, "failed")
         self.current_file = ""
         self._notify_counters(force=True)
         lost = f"; {self.counters.frames_lost} received frame(s) lost" if self.counters.frames_lost else ""
