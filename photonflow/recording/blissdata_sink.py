@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -100,7 +101,10 @@ def open_data_store(url: str):
             real_dbsize = self._redis.dbsize
             self._redis.dbsize = lambda: 0  # the only check that refuses a shared database
             try:
-                super()._setup_redis_db()
+                with warnings.catch_warnings():
+                    # valkey 8.1 takes only FT.CONFIG SET, which redis-py 7 calls deprecated
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    super()._setup_redis_db()
             finally:
                 self._redis.dbsize = real_dbsize
 
@@ -278,6 +282,11 @@ class BlissdataSink:
 
     # -- the publishing thread ------------------------------------------------------------------
     def _run(self) -> None:
+        try:  # set blissdata up at once, so readers can wait for the first scan before it comes
+            self._data_store()
+        except Exception as error:  # not a publishing error yet: the next series tries again
+            self.last_error = f"blissdata on {self.url} not reachable: {type(error).__name__}: {error}"
+            log.warning("%s", self.last_error)
         while True:
             with self._wake:
                 while not self._events and not self._closing:
@@ -468,16 +477,13 @@ class BlissdataSink:
             frames_per_acquisition=record.frames, acquisition_offset=0, saving=saving,
         ))
         channels = {
-            epoch: NumericStreamEncoder(np.float64),
-            f"{det}:frame_number": NumericStreamEncoder(np.int64),
-            f"{det}:timestamp": NumericStreamEncoder(np.float64),
-            **{f"{det}:{m}": NumericStreamEncoder(np.float64) for m in record.frame_metadata},
+            epoch: np.float64, f"{det}:frame_number": np.int64, f"{det}:timestamp": np.float64,
+            **{f"{det}:{m}": np.float64 for m in record.frame_metadata},
         }
         streams = {}
-        for name, encoder in channels.items():
-            dtype = encoder.info()["dtype"]
-            stream = scan.create_stream(Stream.make_definition(name, dtype, (), {"unit": ""}))
-            streams[name] = (stream.key, encoder)
+        for name, dtype in channels.items():
+            stream = scan.create_stream(Stream.make_definition(name, dtype))
+            streams[name] = (stream.key, NumericStreamEncoder(dtype))
         scan.prepare()
         scan.start()
         self._series = _Published(
@@ -538,7 +544,7 @@ class BlissdataSink:
         if status == series.last_status:
             return
         key, encoder = series.image
-        self._xadd(pipe, series, "image", key, encoder, [{"last_index": status[0], "last_index_saved": status[1]}])
+        self._xadd(pipe, series, "image", key, encoder, {"last_index": status[0], "last_index_saved": status[1]})
         series.last_status = status
 
     @staticmethod

@@ -1,0 +1,240 @@
+"""The Recorder's blissdata sink against a real embedded Redis (ReJSON + RediSearch): a blissdata
+reader in another process follows a running series from get_next_scan to CLOSED and reads the
+frames through the published references; a Redis that dies mid-series costs no frame."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (the reader's filters)
+import numpy as np
+import pytest
+
+from photonflow.acquisition.acquirer import Acquirer
+from photonflow.events.redis_server import EmbeddedRedis
+from photonflow.recording.blissdata_sink import BlissdataSink, open_data_store
+from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
+from photonflow.stream.transport import StreamSender
+
+pytest.importorskip("blissdata")
+
+REQUIRED_SCAN_INFO = (
+    "name", "scan_nb", "type", "title", "npoints", "count_time", "start_time", "end_time", "acquisition_chain",
+    "channels", "devices", "data_policy", "save", "filename", "end_reason",
+)
+
+# The reader: another process, knowing only the Redis URL. It waits for the next scan, follows it
+# to CLOSED, reads every frame through its reference (file, dataset, index) with an SWMR reader
+# while the series runs, and reports what it saw, with when it saw each frame's reference.
+READER = textwrap.dedent("""
+    import json, sys, time
+    import h5py, hdf5plugin
+    import numpy as np
+    from blissdata.redis_engine.store import DataStore
+    from blissdata.redis_engine.scan import ScanState
+
+    store = DataStore(sys.argv[1])
+    print("ready", flush=True)
+    _, key = store.get_next_scan(timeout=30)
+    scan = store.load_scan(key)
+    states = [scan.state.name]
+    seen = {}          # frame number -> time its reference was seen
+    readable = {}      # frame number -> time its pixels could be read from the file
+    sums = {}
+    while True:
+        scan.update(timeout=0.005)  # returns at once on a state change
+        if scan.state.name != states[-1]:
+            states.append(scan.state.name)
+        if scan.state >= ScanState.PREPARED:
+            det = scan.info["photonflow"]["detector"]
+            image = scan.streams[det + ":image"]
+            count = len(image)
+            now = time.time()
+            for i in range(count):
+                seen.setdefault(i, now)
+            saved = image._client._last_index_saved  # frames flushed to the file
+            new = [image.get_references(i) for i in range(len(readable), saved + 1)]
+            files = {}
+            for ref in new:                       # each file opened once for the new frames in it
+                if ref.file_path not in files:
+                    files[ref.file_path] = h5py.File(ref.file_path, "r", swmr=True, locking=False)
+                sums[len(readable)] = int(np.asarray(files[ref.file_path][ref.data_path][ref.index], dtype=np.int64).sum())
+                readable[len(readable)] = time.time()
+            for f in files.values():
+                f.close()
+        if scan.state == ScanState.CLOSED:
+            break
+    det = scan.info["photonflow"]["detector"]
+    image = scan.streams[det + ":image"]
+    frames = image[0:len(image)]                              # through blissdata, after the end
+    refs = image.get_references(slice(0, len(image)))
+    epoch = scan.streams["timer:epoch"][:]
+    numbers = scan.streams[det + ":frame_number"][:]
+    written = dict(zip(numbers.tolist(), epoch.tolist()))
+    print(json.dumps({
+        "key": key, "states": states, "info": scan.info, "identity": {"name": scan.name, "number": scan.number,
+        "data_policy": scan.data_policy, "dataset": scan.dataset, "path": scan.path},
+        "streams": sorted(scan.streams), "frame_sums": [int(np.asarray(f, dtype=np.int64).sum()) for f in frames],
+        "live_sums": [sums.get(i) for i in range(len(image))],
+        "refs": [[r.file_path, r.data_path, r.index] for r in refs],
+        "numbers": numbers.tolist(), "timestamps": scan.streams[det + ":timestamp"][:].tolist(),
+        "seen_latency": [seen[n] - written[n] for n in written if n in seen],
+        "read_latency": [readable[n] - written[n] for n in written if n in readable],
+    }), flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        open_data_store(server.url)  # blissdata's setup, before a reader waits for scans there
+        yield server.url
+
+
+def start_reader(url: str) -> subprocess.Popen:
+    reader = subprocess.Popen([sys.executable, "-c", READER, url], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "ready"
+    return reader
+
+
+def reader_result(reader: subprocess.Popen) -> dict:
+    try:
+        out, _ = reader.communicate(timeout=20)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    assert reader.returncode == 0
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_series(tmp_path: Path, sink: BlissdataSink, series_id: int, frames: int, file: str,
+               period: float = 0.01, stop_after: int | None = None, abort: bool = False,
+               during=None, frames_per_file: int = 0, stop_acquirer: bool = True) -> tuple[Recorder, Path]:
+    sender = StreamSender("tcp://127.0.0.1:*")
+    camera = SimulatedCamera(SimulatedSensor(height=32, width=40, seed=series_id, serial_number="SIM-B"))
+    acquirer = Acquirer(camera, sender)
+    acquirer.update_settings(frame_count=frames, exposure=0.001, period=period)
+    acquirer.set_series_id(series_id)
+    recorder = Recorder(tmp_path, sinks=[sink], frames_per_file=frames_per_file)
+    sink.attach(recorder)
+    try:
+        path = recorder.arm(RecordingRequest(frames, series_id, acquirer.stream_endpoint, file))
+        acquirer.prepare()
+        acquirer.start()
+        if stop_after is not None:
+            while recorder.counters.frames_written < stop_after:
+                time.sleep(0.005)
+            if during is not None:
+                during()
+            if abort:
+                recorder.abort()
+            if stop_acquirer:
+                acquirer.stop()
+        assert acquirer.wait(30) and recorder.wait(30)
+    finally:
+        sender.close()
+    return recorder, path
+
+
+def file_frames(path: Path) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f["entry/data/data"][()]
+
+
+def test_a_reader_in_another_process_follows_a_series_and_reads_its_frames_by_reference(tmp_path, redis_url):
+    sink = BlissdataSink(redis_url, beamline="id00", context=lambda: {"proposal": "mx1234", "sample": "ceo2"})
+    reader = start_reader(redis_url)
+    try:
+        recorder, path = run_series(tmp_path, sink, 41, 40, "bd/series.h5", period=0.02)
+        assert sink.wait_idle(10)
+        seen = reader_result(reader)
+    finally:
+        sink.close()
+    frames = file_frames(path)
+    assert len(frames) == 40 and recorder.counters.frames_written == 40
+    assert seen["states"][0] in ("CREATED", "PREPARED", "STARTED") and seen["states"][-1] == "CLOSED"
+    assert seen["states"] == sorted(seen["states"], key=["CREATED", "PREPARED", "STARTED", "STOPPED", "CLOSED"].index)
+    # the frames through blissdata (from the file the references name) are the file's frames
+    assert seen["frame_sums"] == [int(f.astype(np.int64).sum()) for f in frames]
+    assert seen["live_sums"] == seen["frame_sums"]  # and so were the ones read while the series ran
+    assert seen["refs"][7] == [str(path), "entry/data/data", 7]
+    info = seen["info"]
+    missing = [key for key in REQUIRED_SCAN_INFO if key not in info]
+    assert not missing
+    assert info["scan_nb"] == 41 and info["npoints"] == 40 and info["filename"] == str(path) and info["save"] is True
+    assert info["end_reason"] == "SUCCESS" and info["photonflow"]["end_reason"] == "completed"
+    assert info["proposal"] == "mx1234" and info["sample_name"] == "ceo2" and info["beamline"] == "id00"
+    assert info["acquisition_chain"]["timer"]["top_master"] == "timer"
+    assert info["channels"]["simulator:image"]["dim"] == 2
+    assert seen["identity"] == {"name": "photonflow_series", "number": 41, "data_policy": "ESRF",
+                                "dataset": "series_41", "path": str(path)}
+    assert set(seen["streams"]) == {"timer:epoch", "simulator:image", "simulator:frame_number",
+                                    "simulator:timestamp"}
+    assert sorted(seen["numbers"]) == list(range(40))
+    with h5py.File(path) as f:
+        np.testing.assert_allclose(sorted(seen["timestamps"]), np.sort(f["entry/accounting/timestamp"][:40]))
+    seen_ms = 1000 * np.array(seen["seen_latency"])
+    read_ms = 1000 * np.array(seen["read_latency"])
+    print(f"\nblissdata latency, frame written -> reference seen by the reader: median {np.median(seen_ms):.1f} ms, "
+          f"max {seen_ms.max():.1f} ms; -> pixels readable from the file: median {np.median(read_ms):.1f} ms, "
+          f"max {read_ms.max():.1f} ms")
+    assert sink.publish_errors == 0 and sink.frames_published == 40
+
+
+def test_a_split_series_is_referenced_in_its_data_files(tmp_path, redis_url):
+    sink = BlissdataSink(redis_url)
+    reader = start_reader(redis_url)
+    try:
+        _, path = run_series(tmp_path, sink, 42, 25, "bd/split.h5", period=0.005, frames_per_file=10)
+        assert sink.wait_idle(10)
+        seen = reader_result(reader)
+    finally:
+        sink.close()
+    assert seen["frame_sums"] == [int(f.astype(np.int64).sum()) for f in file_frames(path)]
+    assert seen["refs"][13] == [str(path.with_name("split_data_000002.h5")), "entry/data/data", 3]
+    assert seen["info"]["data_policy"] == "no_policy"
+
+
+def test_an_aborted_series_ends_with_user_abort(tmp_path, redis_url):
+    sink = BlissdataSink(redis_url)
+    reader = start_reader(redis_url)
+    try:
+        recorder, path = run_series(tmp_path, sink, 43, 500, "bd/aborted.h5", period=0.01, stop_after=5, abort=True)
+        assert sink.wait_idle(10)
+        seen = reader_result(reader)
+    finally:
+        sink.close()
+    info = seen["info"]
+    assert info["end_reason"] == "USER_ABORT" and info["photonflow"]["end_reason"] == "aborted"
+    assert seen["states"][-1] == "CLOSED"
+    written = recorder.counters.frames_written
+    assert 5 <= written < 500 and info["photonflow"]["counts"]["frames_written"] == written
+    assert seen["frame_sums"] == [int(f.astype(np.int64).sum()) for f in file_frames(path)]
+
+
+def test_redis_stopped_mid_series_costs_no_frame_and_is_counted(tmp_path):
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    sink = BlissdataSink(url, timeout=0.5)
+    try:
+        started = time.monotonic()
+        recorder, path = run_series(tmp_path / "data", sink, 44, 60, "down.h5", period=0.01,
+                                    stop_after=10, during=server.stop, stop_acquirer=False)
+        recording_time = time.monotonic() - started
+        assert sink.wait_idle(10)
+    finally:
+        sink.close()
+        server.stop()
+    assert recorder.counters.frames_written == 60 and recorder.counters.frames_lost == 0
+    assert len(file_frames(path)) == 60
+    assert recording_time < 5  # 60 frames at 10 ms: Redis' death never held the Recorder up
+    assert sink.publish_errors >= 1 and "ConnectionError" in sink.last_error
+    assert sink.frames_unpublished > 0 and sink.frames_published + sink.frames_unpublished == 60
