@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from tango import AttrWriteType
 from tango.server import attribute, command, device_property
 
 from photonflow.devices.base import PhotonflowDevice
 from photonflow.devices.common import operator_errors
+from photonflow.recording.blissdata_sink import BlissdataSink, is_redis_url
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
 from photonflow.recording.recorder import (
     DEFAULT_END_TIMEOUT,
@@ -79,6 +82,12 @@ class PhotonflowRecorder(PhotonflowDevice):
         dtype=int, default_value=DEFAULT_MAX_FRAMES,
         doc="Largest series Arm accepts; the Recorder keeps 17 bytes per armed frame, so this bounds its memory",
     )
+    Blissdata = device_property(
+        dtype=str, default_value="${PHOTONFLOW_EVENT_BUS}",
+        doc="Redis URL (with ReJSON and RediSearch) on which every series is published as a blissdata 2 "
+        "scan, frames by reference to the file; default: the event bus PHOTONFLOW_EVENT_BUS when it is a "
+        "redis:// URL; empty: none",
+    )
     SeriesEndTimeout = device_property(
         dtype=float, default_value=DEFAULT_END_TIMEOUT,
         doc="Seconds to wait for series_end once every armed frame arrived; then the file is closed "
@@ -94,7 +103,12 @@ class PhotonflowRecorder(PhotonflowDevice):
                 raise ValueError(f"FanOutMode must be one of {', '.join(FAN_OUT_MODES)}, got {self.FanOutMode!r}")
             self.fan_out = StreamFanOut(self.FanOutMode, self.FanOutEvery, self.FanOutAddress)
             sinks.append(self.fan_out)
-        return Recorder(
+        self.blissdata = None
+        url = blissdata_url(self.Blissdata)
+        if url:
+            self.blissdata = BlissdataSink(url, beamline=self.get_name().split("/")[0], session=self.get_name())
+            sinks.append(self.blissdata)
+        recorder = Recorder(
             self.DataRoot, self.DefaultFilePathTemplate, listener,
             counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
             queue_megabytes=self.QueueMegabytes,
@@ -103,12 +117,17 @@ class PhotonflowRecorder(PhotonflowDevice):
             compression=self.Compression, compression_workers=self.CompressionWorkers,
             max_frames=self.MaxFramesPerSeries, end_timeout=self.SeriesEndTimeout,
         )
+        if self.blissdata is not None:
+            self.blissdata.attach(recorder)
+        return recorder
 
     def release_core(self, recorder: Recorder) -> None:
         recorder.abort()
         recorder.wait(5)
         if self.fan_out is not None:
             self.fan_out.close()
+        if self.blissdata is not None:
+            self.blissdata.close()
 
     def state_published(self) -> None:
         if self.core is None:  # a state the Recorder announces while it is being built
@@ -217,6 +236,22 @@ class PhotonflowRecorder(PhotonflowDevice):
     def FanOutFramesDropped(self):
         return self.fan_out.frames_dropped if self.fan_out else 0
 
+    @attribute(dtype=str, doc="Redis URL the series are published on as blissdata scans, empty when none")
+    def BlissdataUrl(self):
+        return self.blissdata.url if self.blissdata else ""
+
+    @attribute(dtype=int, doc="Frames published to blissdata (references, not pixels)")
+    def BlissdataFramesPublished(self):
+        return self.blissdata.frames_published if self.blissdata else 0
+
+    @attribute(dtype=int, doc="blissdata publishing failures (Redis down or refusing); the file is never affected")
+    def BlissdataErrors(self):
+        return self.blissdata.publish_errors if self.blissdata else 0
+
+    @attribute(dtype=str, doc="Last blissdata publishing failure, empty when none")
+    def BlissdataLastError(self):
+        return self.blissdata.last_error if self.blissdata else ""
+
     @attribute(dtype=float, unit="frames/s", format="%.1f", doc="Recent write rate")
     def WriteRate(self):
         return self._core().counters.write_rate
@@ -247,3 +282,15 @@ class PhotonflowRecorder(PhotonflowDevice):
     @operator_errors
     def Abort(self):
         self._core().abort()
+
+
+def blissdata_url(value: str) -> str:
+    """The Blissdata property as a URL: ``${PHOTONFLOW_EVENT_BUS}`` (the default) is that variable
+    when it names a Redis server, else nothing; empty disables; any other value must be a Redis URL."""
+    value = (value or "").strip()
+    if value in ("${PHOTONFLOW_EVENT_BUS}", "$PHOTONFLOW_EVENT_BUS"):
+        bus = os.environ.get("PHOTONFLOW_EVENT_BUS", "")
+        return bus if is_redis_url(bus) else ""
+    if value and not is_redis_url(value):
+        raise ValueError(f"Blissdata must be a Redis URL such as redis://127.0.0.1:6379 (or empty), got {value!r}")
+    return value

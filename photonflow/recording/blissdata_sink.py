@@ -199,6 +199,8 @@ class BlissdataSink:
         self.publish_errors = 0
         self.last_error = ""
         self.last_scan_key = ""
+        # seconds from each of the last frames written to its entry being in Redis
+        self.latencies: deque[float] = deque(maxlen=10_000)
         self._thread = threading.Thread(target=self._run, name="blissdata-publish", daemon=True)
         self._thread.start()
 
@@ -519,6 +521,7 @@ class BlissdataSink:
         pipe.execute()
         series.frames_published += len(frames)
         self.frames_published += len(frames)
+        self.latencies.extend(time.time() - values["timer:epoch"])
 
     def _send_image_status(self) -> None:
         """A flush since the last batch made more frames readable: say so."""

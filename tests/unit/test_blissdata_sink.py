@@ -183,7 +183,10 @@ def test_a_reader_in_another_process_follows_a_series_and_reads_its_frames_by_re
         np.testing.assert_allclose(sorted(seen["timestamps"]), np.sort(f["entry/accounting/timestamp"][:40]))
     seen_ms = 1000 * np.array(seen["seen_latency"])
     read_ms = 1000 * np.array(seen["read_latency"])
-    print(f"\nblissdata latency, frame written -> reference seen by the reader: median {np.median(seen_ms):.1f} ms, "
+    in_redis_ms = 1000 * np.array(sink.latencies)
+    print(f"\nblissdata latency, frame written -> in Redis: median {np.median(in_redis_ms):.1f} ms, "
+          f"max {in_redis_ms.max():.1f} ms")
+    print(f"blissdata latency, frame written -> reference seen by the reader: median {np.median(seen_ms):.1f} ms, "
           f"max {seen_ms.max():.1f} ms; -> pixels readable from the file: median {np.median(read_ms):.1f} ms, "
           f"max {read_ms.max():.1f} ms")
     assert sink.publish_errors == 0 and sink.frames_published == 40
@@ -238,3 +241,15 @@ def test_redis_stopped_mid_series_costs_no_frame_and_is_counted(tmp_path):
     assert recording_time < 5  # 60 frames at 10 ms: Redis' death never held the Recorder up
     assert sink.publish_errors >= 1 and "ConnectionError" in sink.last_error
     assert sink.frames_unpublished > 0 and sink.frames_published + sink.frames_unpublished == 60
+
+
+def test_the_recorder_property_defaults_to_the_event_bus_only_when_it_is_redis(monkeypatch):
+    from photonflow.devices.recorder import blissdata_url
+
+    monkeypatch.setenv("PHOTONFLOW_EVENT_BUS", "kafka://127.0.0.1:9092/events")
+    assert blissdata_url("${PHOTONFLOW_EVENT_BUS}") == ""
+    monkeypatch.setenv("PHOTONFLOW_EVENT_BUS", "redis://127.0.0.1:6390")
+    assert blissdata_url("${PHOTONFLOW_EVENT_BUS}") == "redis://127.0.0.1:6390"
+    assert blissdata_url("") == ""
+    with pytest.raises(ValueError, match="Redis URL"):
+        blissdata_url("tcp://127.0.0.1:5555")
