@@ -258,17 +258,20 @@ class ControllerPanel(QtWidgets.QWidget):
         self.run_table_window = None
         self.setWindowTitle(f"photonflow - {controller_name}")
 
-        left = QtWidgets.QVBoxLayout()
+        controls = QtWidgets.QWidget()
+        controls.setMinimumWidth(560)  # room for a data file's path on three lines
+        left = QtWidgets.QVBoxLayout(controls)
+        left.setContentsMargins(0, 0, 0, 0)
         left.addLayout(self._build_header())
         left.addWidget(self._build_status())
         left.addWidget(self._build_counters())
         left.addWidget(self._build_commands())
         left.addStretch(1)
         layout = QtWidgets.QHBoxLayout(self)
-        layout.addLayout(left, 0)
+        layout.addWidget(controls, 0)
         layout.addWidget(self._build_image(), 1)
         hint = self.sizeHint()
-        self.resize(max(1200, hint.width()), max(720, hint.height()))
+        self.resize(max(1280, hint.width()), max(760, hint.height()))
 
     # -- building -------------------------------------------------------------------------
     def _attribute(self, name: str) -> str:
@@ -316,11 +319,11 @@ class ControllerPanel(QtWidgets.QWidget):
             label.setAlignment(Qt.Qt.AlignRight | Qt.Qt.AlignVCenter)
             label.setTextInteractionFlags(Qt.Qt.TextSelectableByMouse)
             if attribute_name == "LastFile":
-                # paths are long: left-aligned, wrapped at "/", two lines kept free for them
+                # paths are long: left-aligned, wrapped at "/", three lines kept free for them
                 label.setAlignment(Qt.Qt.AlignLeft | Qt.Qt.AlignVCenter)
                 label.setWordWrap(True)
                 label.setAutoTrim(False)
-                label.setMinimumHeight(_lines_high(label, 2))
+                label.setMinimumHeight(_lines_high(label, 3))
             self.counter_labels[attribute_name] = label
             form.addRow(text, label)
         return box
@@ -337,13 +340,13 @@ class ControllerPanel(QtWidgets.QWidget):
             edit.setObjectName(f"form_{key}")
             label.setBuddy(edit)
             if key == "file":
-                edit.setPlaceholderText("empty: the Recorder's file name template")
+                edit.setPlaceholderText("empty: the Recorder's template")
             else:
                 edit.setAlignment(Qt.Qt.AlignRight | Qt.Qt.AlignVCenter)
             edit.returnPressed.connect(self.configure)
             edit.textEdited.connect(lambda _text, k=key: self._mark_field(k, ok=True))
             grid.addWidget(label, row, 0)
-            grid.addWidget(edit, row, 1, 1, 2 if not unit else 1)
+            grid.addWidget(edit, row, 1, 1, 1 if unit else 3)
             if unit:
                 grid.addWidget(QtWidgets.QLabel(unit), row, 2)
             self.form_fields[key] = _Field(edit, label)
