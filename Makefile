@@ -11,7 +11,7 @@ FRAMES ?=
 EXPOSURE ?=
 PERIOD ?=
 
-.PHONY: demo test bench bench-pipeline bench-soak bench-run-table up down panel runs venv clean
+.PHONY: demo test bench bench-pipeline bench-soak bench-run-table up down panel beamline-panel runs venv clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ down: $(INSTALLED)
 
 panel: $(INSTALLED)
 	$(BIN)/photonflow-panel
+
+beamline-panel: $(INSTALLED)
+	$(BIN)/photonflow-beamline
 
 # the run table of a proposal's catalogue: make runs CATALOGUE=var/data/catalogue/demo0001.sqlite
 runs: $(INSTALLED)

@@ -221,6 +221,17 @@ def _device_of(deployment, tango_class: str, suffix: str = "") -> tango.DevicePr
     return None
 
 
+def _panel_commands(deployment, controller: str) -> str:
+    """How to open the operator panels on this deployment, one command a line."""
+    lines = [f"  photonflow-panel {controller}      (Controller: state, counters, the Configure form, "
+             "the live image, the run table)"]
+    motors = [d.name for s in deployment.servers for d in s.devices if d.tango_class == "SimulatedMotor"]
+    if motors:
+        prefix = motors[0].rsplit("/", 1)[0]
+        lines.append(f"  photonflow-beamline --prefix {prefix}   (motors, monochromator, shutter, ring current trend)")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def command_up(args) -> int:
     var_dir = var_directory()
     state_file = var_dir / "run" / "suite.json"
@@ -230,8 +241,9 @@ def command_up(args) -> int:
     suite.save(state_file)
     controller = deployment.device("PhotonflowController").name
     print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
-          f"  photonflow-panel {controller}      (or jive, or a Taurus form)\n"
+          f"{_panel_commands(deployment, controller)}"
           f"  photonflow events tail --follow     (the experiment-done events on {suite.event_bus})\n"
+          "  (or jive, or a Taurus form on any device)\n"
           "Stop it with: make down")
     return 0
 

@@ -168,6 +168,7 @@ class RunTableWindow(QtWidgets.QMainWindow):
         layout.addWidget(self.status)
         self.setCentralWidget(central)
         self.resize(1100, 700)
+        self.table.resizeColumnsToContents()  # the catalogue read above: headers and values unclipped
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.refresh)
         self.timer.start(REFRESH_MS)
