@@ -24,17 +24,19 @@ class PhotonflowMotorController(MotorController):
     MaxDevice = 64
 
     ctrl_properties = {
-        "Devices": {Type: (str,), Description: "Tango names of the SimulatedMotor devices, axis 1 first (mandatory)"},
+        "Devices": {Type: str,
+                    Description: "Tango names of the SimulatedMotor devices, comma separated, axis 1 first (mandatory)"},
     }
 
     def __init__(self, inst, props, *args, **kwargs):
         MotorController.__init__(self, inst, props, *args, **kwargs)
+        self.devices = [name.strip() for name in self.Devices.split(",") if name.strip()]
         self.proxies = {}
 
     def AddDevice(self, axis):
-        if not 1 <= axis <= len(self.Devices):
-            raise ValueError(f"axis {axis} has no device: the Devices property names {len(self.Devices)}")
-        self.proxies[axis] = tango.DeviceProxy(self.Devices[axis - 1])
+        if not 1 <= axis <= len(self.devices):
+            raise ValueError(f"axis {axis} has no device: the Devices property names {len(self.devices)}")
+        self.proxies[axis] = tango.DeviceProxy(self.devices[axis - 1])
 
     def DeleteDevice(self, axis):
         self.proxies.pop(axis, None)
