@@ -79,9 +79,8 @@ def start_sardana(suite: Suite, deployment: Deployment, instance: str = "photonf
 
 
 def _existing(pool: tango.DeviceProxy) -> set[str]:
-    return {
-        element["name"] for element in json.loads(pool.read_attribute("Elements").value)["new"]
-    }
+    _, data = pool.read_attribute("Elements").value  # DevEncoded: ("json", text)
+    return {element["name"] for element in json.loads(data)["new"]}
 
 
 def create_elements(pool: tango.DeviceProxy, deployment: Deployment) -> tuple[dict[str, str], dict[str, str]]:

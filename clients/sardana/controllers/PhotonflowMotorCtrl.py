@@ -25,7 +25,7 @@ class PhotonflowMotorController(MotorController):
 
     ctrl_properties = {
         "Devices": {Type: str,
-                    Description: "Tango names of the SimulatedMotor devices, comma separated, axis 1 first (mandatory)"},
+        Description: "Tango names of the SimulatedMotor devices, comma separated, axis 1 first: mandatory"},
     }
 
     def __init__(self, inst, props, *args, **kwargs):

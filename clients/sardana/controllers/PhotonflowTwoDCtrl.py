@@ -135,14 +135,17 @@ class PhotonflowTwoDController(TwoDController, Referable):
     def _acquirer_armed(self):
         if self.controller.state() == tango.DevState.FAULT:
             raise RuntimeError(self.controller.status())
-        return self.acquirer.state() in (tango.DevState.STANDBY, tango.DevState.RUNNING)
+        try:
+            return self.acquirer.state() in (tango.DevState.STANDBY, tango.DevState.RUNNING)
+        except tango.CommunicationFailed:  # seen once while the Acquirer was being prepared: ask again
+            return False
 
     def _wait(self, check, what):
         deadline = time.monotonic() + self.Timeout
         while not check():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"photonflow: timed out waiting for {what}")
-            time.sleep(0.002)
+            time.sleep(0.005)
 
     def ReadOne(self, axis):
         with h5py.File(self._file, "r", swmr=True) as f:
