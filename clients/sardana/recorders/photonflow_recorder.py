@@ -9,7 +9,6 @@ virtual dataset of the photonflow frames (nothing copied)."""
 import re
 
 import h5py
-import numpy
 from sardana.macroserver.recorders.h5storage import NXscanH5_FileRecorder
 
 INDEXED = re.compile(r"^h5file://(?P<file>/[^:]+)::(?P<dataset>/?[\w./\-]+)\[(?P<index>\d+)\]$")
@@ -34,17 +33,19 @@ class PhotonflowNXscanH5_FileRecorder(NXscanH5_FileRecorder):
         matches = [INDEXED.match(reference) for reference in references]
         if not matches or None in matches:
             return False
-        rows, columns = dd_env.shape
-        layout = h5py.VirtualLayout(shape=(len(matches), rows, columns), dtype=dd_env.dtype)
         sources = {}
-        for point, match in enumerate(matches):
+        for match in matches:
             key = (match["file"], match["dataset"])
             if key not in sources:
                 with h5py.File(match["file"], "r", swmr=True) as f:
-                    shape = f[match["dataset"]].shape
-                sources[key] = h5py.VirtualSource(match["file"], match["dataset"], shape=shape)
-            layout[point] = sources[key][int(match["index"])]
-        measurement["_" + dd.label + "_references"] = numpy.array(references, dtype=h5py.string_dtype())
+                    frames = f[match["dataset"]]
+                    sources[key] = h5py.VirtualSource(match["file"], match["dataset"], shape=frames.shape,
+                                                      dtype=frames.dtype)
+        first = next(iter(sources.values()))
+        layout = h5py.VirtualLayout(shape=(len(matches), *first.shape[1:]), dtype=first.dtype)
+        for point, match in enumerate(matches):
+            layout[point] = sources[(match["file"], match["dataset"])][int(match["index"])]
+        measurement.create_dataset("_" + dd.label + "_references", data=references, dtype=h5py.string_dtype())
         del measurement[dd.label]
         measurement.create_virtual_dataset(dd.label, layout, fillvalue=0)
         return True
