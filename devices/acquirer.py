@@ -170,6 +170,11 @@ class AcquirerDevice(EventPushingMixin, Device):
     def Start(self):
         self._core().start()
 
+    @command(doc_in="Trigger one frame of the series (trigger mode client: a Sardana scan's point)")
+    @operator_errors
+    def SoftwareTrigger(self):
+        self._core().software_trigger()
+
     @command(doc_in="End the series after the current frame")
     @operator_errors
     def Stop(self):

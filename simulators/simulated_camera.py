@@ -1,6 +1,7 @@
 """The simulated detector, a vendor of its own (like LImA's simulator camera).
 
-Internal trigger only: frame ``n`` ends its exposure at ``t0 + n * period + exposure``.
+Internal trigger: frame ``n`` ends its exposure at ``t0 + n * period + exposure``. Trigger mode
+``client``: each frame starts when the client's software trigger arrives, and ends an exposure later.
 When generating and sending a frame takes longer than the period, frames come late rather
 than being skipped, and the timestamps say so.
 """
@@ -50,8 +51,9 @@ class SimulatedSensor:
 class SimulatedCamera:
     """Frames of Poisson photon counts on a diffraction pattern, delivered on internal trigger."""
 
-    trigger_modes = ("internal",)
+    trigger_modes = ("internal", "client")
     min_exposure = 1e-6
+    client_triggers = None  # the Acquirer's ClientTriggers (trigger mode client)
 
     def __init__(
         self,
@@ -130,6 +132,9 @@ class SimulatedCamera:
         frames = self._frames
         if frames is None:
             raise RuntimeError("the simulated camera was not prepared")
+        if settings.trigger_mode == "client":
+            yield from self._client_triggered(frames, settings, stop)
+            return
         start = time.monotonic()
         for frame_number in range(settings.frame_count):
             due = start + frame_number * settings.period + settings.exposure
@@ -137,5 +142,15 @@ class SimulatedCamera:
             if remaining > 0 and stop.wait(remaining):
                 return
             if stop.is_set():
+                return
+            yield frame_number, frames.frame(frame_number), self._wall_clock()
+
+    def _client_triggered(self, frames: DiffractionFrames, settings: AcquisitionSettings, stop: threading.Event):
+        if self.client_triggers is None:
+            raise RuntimeError("trigger mode client needs the Acquirer's client triggers")
+        for frame_number in range(settings.frame_count):
+            if not self.client_triggers.wait(stop):
+                return
+            if stop.wait(settings.exposure):
                 return
             yield frame_number, frames.frame(frame_number), self._wall_clock()

@@ -36,6 +36,7 @@ TRIGGER_MODES = {
     "external_start": "one external edge starts the series, then the detector's own timing",
     "external": "one frame per external edge, of the set exposure",
     "external_enable": "one frame per external gate, exposed for as long as the gate is open",
+    "client": "one frame per SoftwareTrigger command of a client (a Sardana scan point), of the set exposure",
 }
 
 
@@ -66,6 +67,40 @@ class SoftwareTrigger:
             self.send()
             self.due = max(self.due + self.period, now)
         return max(0.001, min(longest, self.due - time.monotonic()))
+
+
+class ClientTriggers:
+    """The triggers a client sends one per frame (trigger mode ``client``), counted so that none
+    is lost when one comes before the camera waits for it. A camera offering ``client`` gets the
+    Acquirer's instance as its ``client_triggers`` and calls ``wait`` before each frame."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._pending = 0
+
+    def reset(self) -> None:
+        with self._condition:
+            self._pending = 0
+
+    def fire(self) -> None:
+        with self._condition:
+            self._pending += 1
+            self._condition.notify_all()
+
+    def interrupt(self) -> None:
+        """Wake a waiting camera (a Stop or Abort: it then sees its stop event)."""
+        with self._condition:
+            self._condition.notify_all()
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Until a trigger came (True, it is used up) or ``stop`` is set (False)."""
+        with self._condition:
+            while self._pending == 0:
+                if stop.is_set():
+                    return False
+                self._condition.wait(0.1)
+            self._pending -= 1
+            return True
 
 
 class Camera(Protocol):
@@ -178,6 +213,9 @@ class Acquirer:
         self.series_id = 1
         self.frames_acquired = 0
         self.last_end_reason = ""
+        self.client_triggers = ClientTriggers()
+        if "client" in getattr(camera, "trigger_modes", ()):
+            camera.client_triggers = self.client_triggers
 
     @property
     def settings(self) -> AcquisitionSettings:
@@ -240,6 +278,7 @@ class Acquirer:
                 self._set_state(states.FAULT, f"Prepare failed: {error}")
                 raise
             self.frames_acquired = 0
+            self.client_triggers.reset()
             self.listener.counters_changed(0)
             s = self._settings
             self._set_state(
@@ -261,15 +300,29 @@ class Acquirer:
             )
             self._thread.start()
 
+    def software_trigger(self) -> None:
+        """One frame of a series in trigger mode ``client`` (prepared or running): the client
+        (a Sardana scan) triggers each frame itself, whenever it is ready for it."""
+        with self._lock:
+            if self._settings.trigger_mode != "client":
+                raise StateError(
+                    f"SoftwareTrigger needs trigger mode 'client', it is {self._settings.trigger_mode!r}"
+                )
+            if self.state not in (states.STANDBY, states.RUNNING):
+                raise StateError(f"SoftwareTrigger needs a prepared or running series, the acquirer is {self.state}")
+            self.client_triggers.fire()
+
     def stop(self) -> None:
         """End the series after the current frame; the stream still gets its series_end."""
         self._stop.set()
+        self.client_triggers.interrupt()
 
     def abort(self) -> None:
         """End at once, whatever the state; a prepared series is dropped."""
         with self._lock:
             self._abort.set()
             self._stop.set()
+            self.client_triggers.interrupt()
             # the detector itself is told when it has a series to drop: a DCU armed or running,
             # a camera whose driver waits inside the vendor's library for a frame
             abort_camera = getattr(self.camera, "abort", None)

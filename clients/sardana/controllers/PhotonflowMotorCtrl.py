@@ -1,0 +1,85 @@
+"""Sardana motor controller for photonflow's simulated beamline motors (``SimulatedMotor``:
+Position, Velocity, Acceleration, State, Stop). Each axis is one Tango device, named by the
+controller property ``Devices`` (axis 1 is the first name). Add this folder to PoolPath."""
+
+import tango
+from sardana import State
+from sardana.pool.controller import Description, MotorController, Type
+
+STATES = {
+    tango.DevState.ON: State.On,
+    tango.DevState.MOVING: State.Moving,
+    tango.DevState.RUNNING: State.Moving,
+    tango.DevState.ALARM: State.Alarm,
+    tango.DevState.FAULT: State.Fault,
+}
+
+
+class PhotonflowMotorController(MotorController):
+    """photonflow SimulatedMotor devices as Sardana motors."""
+
+    gender = "Simulation"
+    model = "photonflow SimulatedMotor"
+    organization = "photonflow"
+    MaxDevice = 64
+
+    ctrl_properties = {
+        "Devices": {Type: str,
+        Description: "Tango names of the SimulatedMotor devices, comma separated, axis 1 first: mandatory"},
+    }
+
+    def __init__(self, inst, props, *args, **kwargs):
+        MotorController.__init__(self, inst, props, *args, **kwargs)
+        self.devices = [name.strip() for name in self.Devices.split(",") if name.strip()]
+        self.proxies = {}
+
+    def AddDevice(self, axis):
+        if not 1 <= axis <= len(self.devices):
+            raise ValueError(f"axis {axis} has no device: the Devices property names {len(self.devices)}")
+        self.proxies[axis] = tango.DeviceProxy(self.devices[axis - 1])
+
+    def DeleteDevice(self, axis):
+        self.proxies.pop(axis, None)
+
+    def StateOne(self, axis):
+        proxy = self.proxies[axis]
+        state = proxy.state()
+        return STATES.get(state, State.Unknown), proxy.status(), MotorController.NoLimitSwitch
+
+    def ReadOne(self, axis):
+        return self.proxies[axis].read_attribute("Position").value
+
+    def StartOne(self, axis, position):
+        self.proxies[axis].write_attribute("Position", position)
+
+    def StopOne(self, axis):
+        self.proxies[axis].command_inout("Stop")
+
+    def AbortOne(self, axis):
+        self.proxies[axis].command_inout("Stop")
+
+    def SetAxisPar(self, axis, name, value):
+        name = name.lower()
+        if name == "velocity":
+            self.proxies[axis].write_attribute("Velocity", value)
+        elif name in ("acceleration", "deceleration"):  # Sardana's is the time to full speed
+            if value > 0:
+                velocity = self.proxies[axis].read_attribute("Velocity").value
+                self.proxies[axis].write_attribute("Acceleration", velocity / value)
+        elif name in ("base_rate", "step_per_unit"):
+            pass  # a simulated axis has neither
+        else:
+            raise ValueError(f"unknown axis parameter {name}")
+
+    def GetAxisPar(self, axis, name):
+        name = name.lower()
+        if name == "velocity":
+            return self.proxies[axis].read_attribute("Velocity").value
+        if name in ("acceleration", "deceleration"):
+            velocity, acceleration = (a.value for a in self.proxies[axis].read_attributes(["Velocity", "Acceleration"]))
+            return velocity / acceleration if acceleration else 0.0  # Sardana's acceleration is a time
+        if name == "base_rate":
+            return 0.0
+        if name == "step_per_unit":
+            return 1.0
+        raise ValueError(f"unknown axis parameter {name}")

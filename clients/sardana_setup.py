@@ -1,0 +1,127 @@
+"""Sardana beside photonflow: a Pool and a MacroServer (with its Door) registered in the suite's
+Tango database, photonflow's controllers, recorder and macros on their paths, and the elements
+(a 2D channel per photonflow Controller, a motor per simulated beamline motor) created.
+
+Sardana is an optional extra (``pip install -e ".[sardana]"``); nothing here imports it until
+``start_sardana`` is called.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tango
+
+from photonflow.clients.launcher import Suite, executable, orb_endpoint_arguments, wait_for
+from photonflow.deployment import Deployment
+
+PLUGINS = Path(__file__).resolve().parent / "sardana"
+# what a facility adds to its Pool's and MacroServer's properties
+SARDANA_PATHS = {
+    "Pool": {"PoolPath": [str(PLUGINS / "controllers")]},
+    "MacroServer": {"MacroPath": [str(PLUGINS / "macros")], "RecorderPath": [str(PLUGINS / "recorders")]},
+}
+SCAN_RECORDER = "PhotonflowNXscanH5_FileRecorder"
+
+
+@dataclass(frozen=True)
+class SardanaDevices:
+    instance: str
+    pool: str
+    macroserver: str
+    door: str
+    channels: dict[str, str]  # Sardana 2D channel name -> photonflow Controller
+    motors: dict[str, str]  # Sardana motor name -> SimulatedMotor device
+
+
+def register_sardana(database: tango.Database, instance: str) -> dict[str, str]:
+    """``Sardana <instance>`` (Pool + MacroServer + Door) in the database, once; returns the device
+    name of each class. photonflow's plugin folders are put on the paths each time."""
+    server = f"Sardana/{instance}"
+    if server not in database.get_server_list(server):
+        from sardana.tango.core.util import register_sardana as register
+
+        register(database, "Sardana", instance)
+    listing = list(database.get_device_class_list(server))
+    devices = {klass: name for name, klass in zip(listing[::2], listing[1::2], strict=True)}
+    for klass, properties in SARDANA_PATHS.items():
+        database.put_device_property(devices[klass], properties)
+    return devices
+
+
+def element_name(device: str) -> str:
+    return device.rsplit("/", 1)[-1]
+
+
+def start_sardana(suite: Suite, deployment: Deployment, instance: str = "photonflow",
+                  timeout: float = 60) -> SardanaDevices:
+    """Register and start ``Sardana <instance>`` as a process of the suite, then create the
+    controllers and elements of the deployment (those that exist already are kept)."""
+    database = suite.database()
+    devices = register_sardana(database, instance)
+    process = suite._spawn(f"Sardana/{instance}", [executable("Sardana"), instance, *orb_endpoint_arguments()],
+                           suite.environment())
+
+    def answering():
+        suite._check_alive(process, f"Sardana {instance}")
+        for name in (devices["Pool"], devices["MacroServer"], devices["Door"]):
+            tango.DeviceProxy(suite.device_url(name)).ping()
+        return True
+
+    wait_for(answering, timeout, f"Sardana {instance}", interval=0.2)
+    pool = tango.DeviceProxy(suite.device_url(devices["Pool"]))
+    pool.set_timeout_millis(30000)
+    channels, motors = create_elements(pool, deployment)
+    return SardanaDevices(instance, devices["Pool"], devices["MacroServer"], devices["Door"], channels, motors)
+
+
+def _existing(pool: tango.DeviceProxy) -> set[str]:
+    _, data = pool.read_attribute("Elements").value  # DevEncoded: ("json", text)
+    return {element["name"] for element in json.loads(data)["new"]}
+
+
+def create_elements(pool: tango.DeviceProxy, deployment: Deployment) -> tuple[dict[str, str], dict[str, str]]:
+    """A ``PhotonflowTwoDController`` and its channel ``<name>`` per photonflow Controller
+    (``pf_<member>``), a ``PhotonflowMotorController`` with every SimulatedMotor as a motor named
+    as its device's member (omega, samx, ...)."""
+    existing = _existing(pool)
+    devices = [d for s in deployment.servers for d in s.devices]
+    channels = {f"pf_{element_name(d.name)}": d.name for d in devices if d.tango_class == "PhotonflowController"}
+    motors = {element_name(d.name): d.name for d in devices if d.tango_class == "SimulatedMotor"}
+    for channel, controller in channels.items():
+        if f"{channel}_ctrl" not in existing:
+            pool.CreateController(["TwoDExpChannel", "PhotonflowTwoDCtrl.py", "PhotonflowTwoDController",
+                                   f"{channel}_ctrl", "Controller", controller])
+        if channel not in existing:
+            pool.CreateElement(["TwoDExpChannel", f"{channel}_ctrl", "1", channel])
+    if motors:
+        if "pf_motor_ctrl" not in existing:
+            pool.CreateController(["Motor", "PhotonflowMotorCtrl.py", "PhotonflowMotorController", "pf_motor_ctrl",
+                                   "Devices", ",".join(motors.values())])
+        for axis, motor in enumerate(motors, start=1):
+            if motor not in existing:
+                pool.CreateElement(["Motor", "pf_motor_ctrl", str(axis), motor])
+    deadline = time.monotonic() + 10
+    wanted = set(channels) | set(motors)
+    while not wanted <= _existing(pool) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return channels, motors
+
+
+def usage(sardana: SardanaDevices, tango_host: str) -> str:
+    channel = next(iter(sardana.channels), "pf_controller")
+    motor = next(iter(sardana.motors), "omega")
+    return (
+        f"Sardana '{sardana.instance}' is up: Pool {sardana.pool}, MacroServer {sardana.macroserver}, "
+        f"Door {sardana.door}\n"
+        f"  export TANGO_HOST={tango_host}\n"
+        f"  spock --profile=photonflow            (answer the Door question with {sardana.door})\n"
+        f"  Door> defmeas mg_pf {channel}\n"
+        "  Door> senv ActiveMntGrp mg_pf\n"
+        f"  Door> senv ScanDir /tmp/scans ; senv ScanFile scan.h5 ; senv ScanRecorder {SCAN_RECORDER}\n"
+        f"  Door> ct 0.1 ; ascan {motor} 0 10 20 0.1 ; pf_darks 10 0.1\n"
+        f"  channels {', '.join(sardana.channels)}; motors {', '.join(sardana.motors)}"
+    )

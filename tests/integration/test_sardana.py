@@ -1,0 +1,83 @@
+"""Sardana on photonflow: a real Pool and MacroServer (``Sardana photonflow``) beside the demo suite,
+macros run from a Door; an ascan with the photonflow channel makes ONE photonflow file whose
+frames are the simulator's, linked (not copied) by Sardana's scan file."""
+
+from __future__ import annotations
+
+import glob
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("sardana")
+
+from tests.integration.test_pipeline import demo_frames
+
+EXPOSURE = 0.01
+POINTS = 20
+
+
+@pytest.fixture(scope="module")
+def sardana(running_suite):
+    import taurus
+    from sardana.taurus.core.tango.sardana import registerExtensions
+
+    from photonflow.clients.sardana_setup import SCAN_RECORDER, start_sardana
+
+    registerExtensions()
+    devices = start_sardana(running_suite.suite, running_suite.deployment)
+    door = taurus.Device(running_suite.suite.device_url(devices.door))
+    scans = running_suite.var_dir / "scans"
+    scans.mkdir()
+    channel = next(iter(devices.channels))
+
+    def run(name, *parameters):
+        door.runMacro(name, list(parameters), synch=True)
+        return str(door.getAttribute("State").read().value).split(".")[-1], door.getAttribute("Error").read().value
+
+    for macro in (["senv", "ScanDir", [str(scans)]], ["senv", "ScanFile", ["scan.h5"]],
+                  ["senv", "ScanRecorder", [SCAN_RECORDER]], ["defmeas", "mg_pf", [channel]],
+                  ["senv", "ActiveMntGrp", ["mg_pf"]], ["set_meas_conf", "ValueRefEnabled", "True", [channel]]):
+        state, error = run(*macro)
+        assert state == "ON", (macro, error)
+    return devices, run, door, scans, channel
+
+
+def test_ct_from_a_door_takes_a_frame_and_reports_its_reference(sardana, running_suite):
+    devices, run, door, _, channel = sardana
+    state, error = run("ct", str(EXPOSURE))
+    assert state == "ON", error
+    output = " ".join(door.getAttribute("Output").read().value)
+    assert f"{channel}  =  h5file://{running_suite.data_root}" in output and "::/entry/data/data[0]" in output
+
+
+def test_an_ascan_writes_one_photonflow_file_that_the_scan_file_links(sardana, running_suite):
+    devices, run, _, scans, channel = sardana
+    before = set(glob.glob(str(running_suite.data_root / "**" / "series_*.h5"), recursive=True))
+    started = time.monotonic()
+    state, error = run("ascan", "samx", "0", "0.19", str(POINTS - 1), str(EXPOSURE))
+    elapsed = time.monotonic() - started
+    assert state == "ON", error
+    new = sorted(set(glob.glob(str(running_suite.data_root / "**" / "series_*.h5"), recursive=True)) - before)
+    assert len(new) == 1, new  # one file for the whole scan
+    with h5py.File(new[0], "r") as f:
+        frames = f["entry/data/data"][()]
+    assert frames.shape[0] == POINTS
+    expected = demo_frames(running_suite, EXPOSURE, new[0])
+    for index in range(POINTS):
+        np.testing.assert_array_equal(frames[index], expected.frame(index))
+    with h5py.File(scans / "scan.h5", "r") as f:
+        measurement = f[sorted(f, key=lambda name: int(name[5:]))[-1]]["measurement"]
+        linked = measurement[channel]
+        assert linked.is_virtual and {Path(s.file_name) for s in linked.virtual_sources()} == {Path(new[0])}
+        np.testing.assert_array_equal(linked[()], frames)
+        references = [r.decode() for r in measurement[f"_{channel}_references"][()]]
+        assert references[3] == f"h5file://{new[0]}::/entry/data/data[3]"
+        positions = measurement["samx"][()]
+    np.testing.assert_allclose(positions, np.linspace(0, 0.19, POINTS), atol=1e-6)
+    overhead = (elapsed - POINTS * EXPOSURE) / POINTS
+    print(f"\nSardana ascan of {POINTS} points, exposure {EXPOSURE} s: {elapsed:.2f} s, "
+          f"overhead {overhead * 1000:.0f} ms per point (motor moves included)")
