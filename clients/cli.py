@@ -238,11 +238,21 @@ def command_up(args) -> int:
     if state_file.exists():
         raise ConfigurationError(f"the suite seems to be up already ({state_file}); run 'make down' first")
     suite, deployment = _start_suite(args.config, var_dir, "suite.db")
-    suite.save(state_file)
+    sardana_text = "  Sardana: make down, then make up SARDANA=1 (a Pool and a MacroServer with a Door, "\
+        "photonflow's controllers, motors and macros)\n"
+    try:
+        if args.sardana:
+            from photonflow.clients.sardana_setup import start_sardana, usage
+
+            sardana = start_sardana(suite, deployment)
+            sardana_text = usage(sardana, suite.tango_host) + "\n"
+    finally:
+        suite.save(state_file)  # whatever started is stopped by make down
     controller = deployment.device("PhotonflowController").name
     print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
           f"{_panel_commands(deployment, controller)}"
           f"  photonflow events tail --follow     (the experiment-done events on {suite.event_bus})\n"
+          f"{sardana_text}"
           "  (or jive, or a Taurus form on any device)\n"
           "Stop it with: make down")
     return 0
@@ -399,6 +409,8 @@ def parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start the database and every server in the background")
     up.add_argument("--config", default="config/demo.yaml")
+    up.add_argument("--sardana", action="store_true",
+                    help="also start Sardana (Pool, MacroServer, Door) with photonflow's controllers and macros")
     up.set_defaults(handler=command_up)
     down = commands.add_parser("down", help="stop what 'up' started")
     down.set_defaults(handler=command_down)

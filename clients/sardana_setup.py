@@ -122,6 +122,8 @@ def usage(sardana: SardanaDevices, tango_host: str) -> str:
         f"  Door> defmeas mg_pf {channel}\n"
         "  Door> senv ActiveMntGrp mg_pf\n"
         f"  Door> senv ScanDir /tmp/scans ; senv ScanFile scan.h5 ; senv ScanRecorder {SCAN_RECORDER}\n"
-        f"  Door> ct 0.1 ; ascan {motor} 0 10 20 0.1 ; pf_darks 10 0.1\n"
+        "  Door> senv PhotonflowController demo/photonflow/controller ; "
+        "senv PhotonflowDataManager demo/photonflow/datamanager ; senv PhotonflowBeamline demo/beamline\n"
+        f"  Door> ct 0.1 ; ascan {motor} 0 10 20 0.1 ; pf_set_sample mx0001 ceo2 ; pf_darks 10 0.1\n"
         f"  channels {', '.join(sardana.channels)}; motors {', '.join(sardana.motors)}"
     )

@@ -14,6 +14,10 @@ import pytest
 
 pytest.importorskip("sardana")
 
+import tango
+
+from photonflow.datamanager.catalogue import Catalogue
+from tests.integration.helpers import wait_until
 from tests.integration.test_pipeline import demo_frames
 
 EXPOSURE = 0.01
@@ -81,3 +85,27 @@ def test_an_ascan_writes_one_photonflow_file_that_the_scan_file_links(sardana, r
     overhead = (elapsed - POINTS * EXPOSURE) / POINTS
     print(f"\nSardana ascan of {POINTS} points, exposure {EXPOSURE} s: {elapsed:.2f} s, "
           f"overhead {overhead * 1000:.0f} ms per point (motor moves included)")
+
+
+def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters(sardana, running_suite):
+    _, run, door, _, _ = sardana
+    deployment = running_suite.deployment
+    url = running_suite.suite.device_url
+    for variable, value in (("PhotonflowController", url(deployment.device("PhotonflowController").name)),
+                            ("PhotonflowDataManager", url(deployment.device("PhotonflowDataManager").name)),
+                            ("PhotonflowBeamline", url("demo/beamline"))):
+        state, error = run("senv", variable, [value])
+        assert state == "ON", error
+    state, error = run("pf_set_sample", "sd0001", "ceo2", "s1")
+    assert state == "ON", error
+    state, error = run("pf_darks", "3", str(EXPOSURE))
+    assert state == "ON", error
+    datamanager = tango.DeviceProxy(url(deployment.device("PhotonflowDataManager").name))
+    wait_until(lambda: datamanager.Runs >= 1, what="the darks catalogued")
+    catalogue = Catalogue(Path(datamanager.CataloguePath).parent, "sd0001")
+    dark = catalogue.runs()[-1]
+    with h5py.File(dark.raw_file, "r") as f:
+        assert f["entry/data/data"].shape[0] == 3 and f["entry/data/data"][()].max() == 0  # shutter closed
+    assert str(tango.DeviceProxy(url("demo/beamline/shutter")).state()) == "OPEN"  # opened again after
+    state, error = run("pf_darks", "0", str(EXPOSURE))
+    assert state != "ON" and "frames must be at least 1" in " ".join(error or [])

@@ -1,0 +1,206 @@
+"""Sardana macros for photonflow (add this folder to the MacroServer's MacroPath).
+
+They drive photonflow's own devices by their Tango names, held in MacroServer environment
+variables so that one MacroServer can serve any beamline:
+
+    senv PhotonflowController demo/photonflow/controller
+    senv PhotonflowDataManager demo/photonflow/datamanager
+    senv PhotonflowStandardizer tomo/photonflow/standardizer    (pf_tomo)
+    senv PhotonflowBeamline demo/beamline                       (shutter, omega, samx)
+
+A photonflow device that refuses (busy, FAULT, a bad value) stops the macro with the device's own
+reason and description.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import tango
+from sardana.macroserver.macro import Macro, Type
+
+BUSY = ("RUNNING", "STANDBY", "MOVING")
+
+
+class _PhotonflowMacro(Macro):
+    """What every photonflow macro needs: its devices, a series run to its end, clear refusals."""
+
+    def device(self, variable: str, default: str = "") -> tango.DeviceProxy:
+        try:
+            name = self.getEnv(variable)
+        except Exception:
+            if not default:
+                raise RuntimeError(f"set the environment first: senv {variable} <Tango device name>") from None
+            name = default
+        proxy = tango.DeviceProxy(name)
+        proxy.set_timeout_millis(15000)
+        return proxy
+
+    def call(self, proxy: tango.DeviceProxy, command: str, argument=None):
+        """A command; a refusal stops the macro with the device's reason and description."""
+        try:
+            return proxy.command_inout(command) if argument is None else proxy.command_inout(command, argument)
+        except tango.DevFailed as error:
+            first = error.args[0]
+            raise RuntimeError(f"{proxy.dev_name()} refused {command}: {first.reason}: {first.desc}") from None
+
+    def wait_idle(self, proxy: tango.DeviceProxy, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while str(proxy.state()) in BUSY:
+            self.checkPoint()  # Ctrl-C in spock stops here
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{proxy.dev_name()} still busy after {timeout:.0f} s: {proxy.status()}")
+            time.sleep(0.05)
+        return str(proxy.state())
+
+    def series(self, frames: int, exposure: float, period: float, file: str = "") -> str:
+        """One series through the Controller; returns its file."""
+        controller = self.device("PhotonflowController")
+        if str(controller.state()) == "FAULT":
+            raise RuntimeError(f"{controller.dev_name()} is in FAULT: {controller.status()}")
+        settings = {"frames": frames, "exposure": exposure, "period": max(period, exposure)}
+        if file:
+            settings["file"] = file
+        self.call(controller, "Configure", json.dumps(settings))
+        self.call(controller, "Start")
+        state = self.wait_idle(controller, 60 + 3 * frames * settings["period"])
+        if state != "ON":
+            raise RuntimeError(f"the series ended {state}: {controller.status()}")
+        return controller.LastFile
+
+    def shutter(self, open_: bool) -> None:
+        shutter = tango.DeviceProxy(f"{self.getEnv('PhotonflowBeamline')}/shutter")
+        wanted = "OPEN" if open_ else "CLOSE"
+        if str(shutter.state()) != wanted:
+            self.call(shutter, "Open" if open_ else "Close")
+        deadline = time.monotonic() + 30
+        while str(shutter.state()) != wanted:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{shutter.dev_name()} did not {wanted.lower()}: {shutter.status()}")
+            time.sleep(0.05)
+
+
+class pf_set_sample(_PhotonflowMacro):
+    """Say which experiment and sample the next acquisitions belong to (the DataManager's
+    catalogue and data policy folders follow)."""
+
+    param_def = [
+        ["proposal", Type.String, None, "The proposal (experiment), e.g. mx1234"],
+        ["sample", Type.String, None, "The sample's name"],
+        ["session", Type.String, "default", "The session (visit); default: 'default'"],
+    ]
+
+    def run(self, proposal, sample, session):
+        datamanager = self.device("PhotonflowDataManager")
+        self.call(datamanager, "SetExperiment", json.dumps({"proposal": proposal, "session": session,
+                                                            "sample": sample}))
+        self.output(f"Experiment {proposal}/{session}, sample {sample}: catalogue {datamanager.CataloguePath}")
+
+
+class pf_darks(_PhotonflowMacro):
+    """Take dark frames: the shutter is closed for them and opened again after."""
+
+    param_def = [
+        ["frames", Type.Integer, None, "How many dark frames (>= 1)"],
+        ["exposure", Type.Float, None, "Exposure of each frame, seconds (> 0)"],
+    ]
+
+    def run(self, frames, exposure):
+        _check_counts(frames, exposure)
+        self.shutter(False)
+        try:
+            file = self.series(frames, exposure, exposure)
+        finally:
+            self.shutter(True)
+        self.output(f"{frames} darks in {file}")
+
+
+class pf_flats(_PhotonflowMacro):
+    """Take flat (white) frames with the sample moved out of the beam, then put it back."""
+
+    param_def = [
+        ["frames", Type.Integer, None, "How many flat frames (>= 1)"],
+        ["exposure", Type.Float, None, "Exposure of each frame, seconds (> 0)"],
+        ["motor", Type.Moveable, None, "The sample translation that takes the sample out"],
+        ["out_position", Type.Float, None, "Its position with the sample out of the beam"],
+    ]
+
+    def run(self, frames, exposure, motor, out_position):
+        _check_counts(frames, exposure)
+        back = motor.getPosition()
+        self.mv(motor, out_position)
+        try:
+            file = self.series(frames, exposure, exposure)
+        finally:
+            self.mv(motor, back)
+        self.output(f"{frames} flats in {file} ({motor.getName()} at {out_position})")
+
+
+class pf_mx_collect(_PhotonflowMacro):
+    """An MX rotation collection: the goniometer turns from start by width per frame while the
+    frames are taken (from the first frame on); the Standardizer writes omega per frame."""
+
+    param_def = [
+        ["start", Type.Float, None, "Start angle, degrees"],
+        ["width", Type.Float, None, "Oscillation per frame, degrees (> 0)"],
+        ["frames", Type.Integer, None, "Number of frames (>= 1)"],
+        ["exposure", Type.Float, None, "Exposure per frame, seconds (> 0)"],
+        ["axis", Type.String, "omega", "The rotation motor of the beamline (PhotonflowBeamline/<axis>)"],
+    ]
+
+    def run(self, start, width, frames, exposure, axis):
+        _check_counts(frames, exposure)
+        if width <= 0:
+            raise ValueError(f"width must be > 0 degrees, got {width}")
+        prefix = self.getEnv("PhotonflowBeamline")
+        rotation = tango.DeviceProxy(f"{prefix}/{axis}")
+        rotation.Position = start
+        self.wait_idle(rotation, 120)
+        controller = self.device("PhotonflowController")
+        self.call(controller, "Configure", json.dumps({"frames": frames, "exposure": exposure, "period": exposure}))
+        self.call(controller, "Start")
+        while controller.FramesAcquired == 0 and str(controller.state()) in BUSY:
+            time.sleep(0.005)  # the detector prepares first: turn with the first frame
+        rotation.Velocity = width / exposure
+        rotation.Position = start + width * frames
+        state = self.wait_idle(controller, 60 + 3 * frames * exposure)
+        if state != "ON":
+            raise RuntimeError(f"the collection ended {state}: {controller.status()}")
+        self.output(f"{frames} frames over {start}..{start + width * frames} deg in {controller.LastFile}")
+
+
+class pf_tomo(_PhotonflowMacro):
+    """A tomography through the Standardizer: darks (shutter closed), flats (sample out),
+    projections while the sample turns; one NXtomo."""
+
+    param_def = [
+        ["projections", Type.Integer, None, "Projections over the rotation (>= 1)"],
+        ["darks", Type.Integer, 10, "Dark frames"],
+        ["flats", Type.Integer, 10, "Flat frames"],
+        ["exposure", Type.Float, 0.002, "Exposure per frame, seconds"],
+        ["end_angle", Type.Float, 180.0, "Last angle, degrees (from 0)"],
+    ]
+
+    def run(self, projections, darks, flats, exposure, end_angle):
+        standardizer = self.device("PhotonflowStandardizer")
+        before = standardizer.FilesWritten
+        plan = {"projections": projections, "darks": darks, "flats": flats, "exposure": exposure,
+                "period": max(exposure * 2, exposure + 0.005), "end_angle": end_angle}
+        self.call(standardizer, "AcquireTomography", json.dumps(plan))
+        deadline = time.monotonic() + 600
+        while standardizer.FilesWritten == before:
+            self.checkPoint()
+            if str(standardizer.state()) in ("ALARM", "FAULT") and "Tomography" not in standardizer.status():
+                raise RuntimeError(f"the tomography failed: {standardizer.status()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the tomography did not end within 600 s")
+            time.sleep(0.2)
+        self.output(f"NXtomo: {standardizer.LastFile}")
+
+
+def _check_counts(frames: int, exposure: float) -> None:
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    if not exposure > 0:
+        raise ValueError(f"exposure must be > 0 s, got {exposure}")
