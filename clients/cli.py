@@ -1,6 +1,7 @@
 """The ``photonflow`` command: deploy configuration, run the demo, start/stop the suite.
 
-    photonflow config apply FILE [--dry-run]   write a deployment to the Tango database
+    photonflow config apply FILE [--dry-run]   write a deployment (YAML or dsconfig JSON) to the database
+    photonflow config export --dsconfig FILE   a deployment YAML as dsconfig JSON (for json2tango)
     photonflow demo [--frames N]               one acquisition end to end, then SUMMARY {...}
     photonflow up / photonflow down            the whole suite, for Jive, Taurus or Sardana
     photonflow events tail [--url URL]         the "experiment done" events, as JSON lines
@@ -30,6 +31,7 @@ from photonflow.clients.demo import (
 from photonflow.clients.launcher import EVENT_BUS_VARIABLE, JOB_ENGINE_VARIABLE, Suite
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
+from photonflow.dsconfig_json import is_dsconfig, load_dsconfig, to_dsconfig
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
 from photonflow.standardizing.mapping import check_mappings
@@ -55,15 +57,48 @@ def _database(suite: Suite | None = None) -> tango.Database:
     return tango.Database()
 
 
+def _load_any(path: str):
+    """A deployment from photonflow's YAML or from a dsconfig JSON file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigurationError(f"cannot read {path}: {error.strerror}") from None
+    if is_dsconfig(path, text):
+        return load_dsconfig(text, path)
+    return load_deployment_file(path)
+
+
 def command_config_apply(args) -> int:
     _prepare_environment(var_directory(), args.file)
-    deployment = load_deployment_file(args.file)
+    deployment = _load_any(args.file)
     check_mappings(deployment)
+    if deployment.tango_host and not os.environ.get("TANGO_HOST"):
+        os.environ["TANGO_HOST"] = deployment.tango_host
+    elif deployment.tango_host and deployment.tango_host.lower() != os.environ["TANGO_HOST"].lower():
+        print(f"{args.file} names tango_host {deployment.tango_host}; writing to TANGO_HOST={os.environ['TANGO_HOST']}",
+              file=sys.stderr)
     changes = apply_deployment(_database(), deployment, dry_run=args.dry_run)
     verb = "would change" if args.dry_run else "changed"
     print(f"{args.file}: {verb} {len(changes)} item(s) in the Tango database at {os.environ['TANGO_HOST']}")
     for change in changes:
         print(f"  {change.describe()}")
+    return 0
+
+
+def command_config_export(args) -> int:
+    _prepare_environment(var_directory(), args.config)
+    deployment = load_deployment_file(args.config)
+    document = to_dsconfig(deployment, source=str(Path(args.config).resolve()))
+    text = json.dumps(document, indent=2) + "\n"
+    if args.dsconfig == "-":
+        sys.stdout.write(text)
+        return 0
+    Path(args.dsconfig).write_text(text)
+    count = sum(len(server.devices) for server in deployment.servers)
+    print(f"{args.dsconfig}: {len(deployment.servers)} server(s), {count} device(s) as dsconfig JSON; apply it with "
+          f"'json2tango -w {args.dsconfig}' (or 'photonflow config apply {args.dsconfig}')")
+    if deployment.starter:
+        print("  (the starter: section has no place in dsconfig: 'photonflow config apply' of the YAML writes it)")
     return 0
 
 
@@ -371,10 +406,17 @@ def parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="Tango database configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    apply = config_commands.add_parser("apply", help="write a deployment YAML to the database (idempotent)")
+    apply = config_commands.add_parser(
+        "apply", help="write a deployment to the database (idempotent): photonflow's YAML, or dsconfig JSON "
+                      "(a .json file, or one starting with '{')")
     apply.add_argument("file")
     apply.add_argument("--dry-run", action="store_true", help="only print what would change")
     apply.set_defaults(handler=command_config_apply)
+    export = config_commands.add_parser(
+        "export", help="write a deployment YAML as dsconfig JSON (json2tango applies it)")
+    export.add_argument("--dsconfig", required=True, metavar="FILE", help="the JSON file to write ('-': stdout)")
+    export.add_argument("--config", default="config/demo.yaml", help="the deployment YAML (default config/demo.yaml)")
+    export.set_defaults(handler=command_config_export)
 
     demo = commands.add_parser("demo", help="run one acquisition end to end")
     demo.add_argument("--config", default="config/demo.yaml")
