@@ -152,8 +152,7 @@ def test_a_file_that_fails_the_schema_lists_every_error_and_writes_nothing(datab
         "'/data/dsb' is not of type 'array'",
         '$.servers["PhotonflowRecorder/dsb1"].PhotonflowRecorder["dsb/pf/recorder"].properties.QueueFrames[0]: '
         "500 is not of type 'string'",
-        "$.servers.PhotonflowController.dsb1.PhotonflowController: Additional properties are not allowed "
-        "('not-a-device' was unexpected)",
+        "$.servers.PhotonflowController.dsb1.PhotonflowController: 'not-a-device' does not match any of the regexes",
         "$.servers: Additional properties are not allowed ('Photonflow Recorder' was unexpected)",
     ):
         assert line in result.stderr
