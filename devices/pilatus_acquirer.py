@@ -78,7 +78,7 @@ class PilatusAcquirer(AcquirerDevice):
         doc="Mandatory. Where camserver writes its images, as this computer sees that directory",
     )
     SerialNumber = device_property(
-        dtype=str, default_value="", doc="The serial number written to the files; empty: camserver's"
+        dtype=str, default_value="", doc="The detector's serial number, written to the files as it is (empty: none)"
     )
     RequestTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds to wait for a camserver reply")
     BeamlineMonochromator = device_property(
