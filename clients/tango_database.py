@@ -32,10 +32,19 @@ def read_view(database: tango.Database, deployment: Deployment) -> DatabaseView:
         stored = database.get_class_property(tango_class, list(properties))
         view.class_properties[tango_class] = {name: list(values) for name, values in stored.items() if len(values)}
     for entry in deployment.starter:
-        info = database.get_server_info(entry.server)
-        if info.host and info.mode == STARTER_CONTROLLED:
-            view.server_info[entry.server.lower()] = (info.host, info.level)
+        stored = server_info(database, entry.server)
+        if stored is not None:
+            view.server_info[entry.server.lower()] = stored
     return view
+
+
+def server_info(database: tango.Database, server: str) -> tuple[str, int] | None:
+    """(host, level) of a server a Starter controls, or None. DbGetServerInfo's raw answer: pytango's
+    get_server_info fails on a server never given one (mode ' ')."""
+    _, host, mode, level = (list(database.command_inout("DbGetServerInfo", server)) + ["", "", "", ""])[:4]
+    if not host.strip() or mode.strip() != str(STARTER_CONTROLLED) or not level.strip().lstrip("-").isdigit():
+        return None
+    return host.strip(), int(level)
 
 
 def apply_deployment(database: tango.Database, deployment: Deployment, dry_run: bool = False) -> list[Change]:
