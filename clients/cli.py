@@ -3,7 +3,7 @@
     photonflow config apply FILE [--dry-run]   write a deployment (YAML or dsconfig JSON) to the database
     photonflow config export --dsconfig FILE   a deployment YAML as dsconfig JSON (for json2tango)
     photonflow demo [--frames N]               one acquisition end to end, then SUMMARY {...}
-    photonflow up / photonflow down            the whole suite, for Jive, Taurus or Sardana
+    photonflow up [--starter] / photonflow down  the whole suite, for Jive, Astor, Taurus or Sardana
     photonflow events tail [--url URL]         the "experiment done" events, as JSON lines
     photonflow standardize cbf DIR -o FILE     a PILATUS CBF series as an NXmx file
 """
@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +29,14 @@ from photonflow.clients.demo import (
     run_tomography,
     wait_for_standardized,
 )
-from photonflow.clients.launcher import EVENT_BUS_VARIABLE, JOB_ENGINE_VARIABLE, Suite
+from photonflow.clients.launcher import (
+    EVENT_BUS_VARIABLE,
+    JOB_ENGINE_VARIABLE,
+    STARTER_BINARY,
+    Suite,
+    register_starter,
+    starter_binary,
+)
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
 from photonflow.dsconfig_json import is_dsconfig, load_dsconfig, to_dsconfig
@@ -102,7 +110,7 @@ def command_config_export(args) -> int:
     return 0
 
 
-def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite, object]:
+def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool = False) -> tuple[Suite, object]:
     """Event bus and database (each embedded unless configured), configuration, then every server."""
     _prepare_environment(var_dir, config)
     suite = Suite(os.environ.get("TANGO_HOST", ""), var_dir)
@@ -132,6 +140,8 @@ def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite,
         for change in changes:
             print(f"  {change.describe()}")
         started = time.monotonic()
+        if starter:
+            deployment = _start_with_starter(suite, deployment)
         already_running = suite.start_servers(deployment)
         for server in already_running:
             print(f"{server.name} is already running on this database: using it as it is "
@@ -144,6 +154,32 @@ def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite,
         suite.stop()
         raise
     return suite, deployment
+
+
+def _start_with_starter(suite: Suite, deployment):
+    """Register this computer's Starter (tango/admin/<host>, StartDsPath: this environment's bin) and,
+    when the Tango Starter is installed, have it start the `starter:` servers level by level. Returns
+    the deployment of the servers left for photonflow to start (all of them without the Starter)."""
+    hosts = sorted({entry.host for entry in deployment.starter})
+    if not hosts:
+        raise ConfigurationError("--starter needs a 'starter:' section in the configuration (each server's level)")
+    if len(hosts) > 1:
+        raise ConfigurationError(f"--starter runs one Starter, on this computer; the configuration names {hosts}")
+    host, bin_directory = hosts[0], str(Path(sys.executable).parent)
+    added = register_starter(suite.database(), host, bin_directory)
+    print(f"{'Registered' if added else 'Kept'} Starter/{host} (device tango/admin/{host}, "
+          f"StartDsPath {bin_directory})")
+    binary = starter_binary()
+    if binary is None:
+        print(f"The Tango Starter is not installed ({STARTER_BINARY}; apt install tango-starter): "
+              "photonflow starts the servers itself")
+        return deployment
+    proxy = suite.start_starter(host, binary)
+    print(f"Started the Tango Starter {binary} {host}")
+    suite.start_levels(deployment, proxy, on_level=lambda level, servers: print(
+        f"Starter level {level}: {', '.join(servers)} up"))
+    controlled = {entry.server for entry in deployment.starter if entry.level > 0}
+    return replace(deployment, servers=tuple(s for s in deployment.servers if s.name not in controlled))
 
 
 def command_demo(args) -> int:
@@ -261,8 +297,9 @@ def command_up(args) -> int:
     state_file = var_dir / "run" / "suite.json"
     if state_file.exists():
         raise ConfigurationError(f"the suite seems to be up already ({state_file}); run 'make down' first")
-    suite, deployment = _start_suite(args.config, var_dir, "suite.db")
+    suite, deployment = _start_suite(args.config, var_dir, "suite.db", starter=args.starter)
     suite.save(state_file)
+    deployment = load_deployment_file(args.config)  # every server, also those the Starter started
     controller = deployment.device("PhotonflowController").name
     print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
           f"  photonflow-panel {controller}      (or jive, or a Taurus form)\n"
@@ -429,6 +466,9 @@ def parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start the database and every server in the background")
     up.add_argument("--config", default="config/demo.yaml")
+    up.add_argument("--starter", action="store_true",
+                    help="register this computer's Tango Starter (Astor) and let it start the servers of the "
+                         "configuration's starter: section, level by level")
     up.set_defaults(handler=command_up)
     down = commands.add_parser("down", help="stop what 'up' started")
     down.set_defaults(handler=command_down)
