@@ -1,8 +1,9 @@
 """The ``photonflow`` command: deploy configuration, run the demo, start/stop the suite.
 
-    photonflow config apply FILE [--dry-run]   write a deployment to the Tango database
+    photonflow config apply FILE [--dry-run]   write a deployment (YAML or dsconfig JSON) to the database
+    photonflow config export --dsconfig FILE   a deployment YAML as dsconfig JSON (for json2tango)
     photonflow demo [--frames N]               one acquisition end to end, then SUMMARY {...}
-    photonflow up / photonflow down            the whole suite, for Jive, Taurus or Sardana
+    photonflow up [--starter] / photonflow down  the whole suite, for Jive, Astor, Taurus or Sardana
     photonflow events tail [--url URL]         the "experiment done" events, as JSON lines
     photonflow standardize cbf DIR -o FILE     a PILATUS CBF series as an NXmx file
 """
@@ -14,6 +15,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -27,9 +29,17 @@ from photonflow.clients.demo import (
     run_tomography,
     wait_for_standardized,
 )
-from photonflow.clients.launcher import EVENT_BUS_VARIABLE, JOB_ENGINE_VARIABLE, Suite
+from photonflow.clients.launcher import (
+    EVENT_BUS_VARIABLE,
+    JOB_ENGINE_VARIABLE,
+    STARTER_BINARY,
+    Suite,
+    register_starter,
+    starter_binary,
+)
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
+from photonflow.dsconfig_json import is_dsconfig, load_dsconfig, to_dsconfig
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
 from photonflow.standardizing.mapping import check_mappings
@@ -55,10 +65,26 @@ def _database(suite: Suite | None = None) -> tango.Database:
     return tango.Database()
 
 
+def _load_any(path: str):
+    """A deployment from photonflow's YAML or from a dsconfig JSON file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigurationError(f"cannot read {path}: {error.strerror}") from None
+    if is_dsconfig(path, text):
+        return load_dsconfig(text, path)
+    return load_deployment_file(path)
+
+
 def command_config_apply(args) -> int:
     _prepare_environment(var_directory(), args.file)
-    deployment = load_deployment_file(args.file)
+    deployment = _load_any(args.file)
     check_mappings(deployment)
+    if deployment.tango_host and not os.environ.get("TANGO_HOST"):
+        os.environ["TANGO_HOST"] = deployment.tango_host
+    elif deployment.tango_host and deployment.tango_host.lower() != os.environ["TANGO_HOST"].lower():
+        print(f"{args.file} names tango_host {deployment.tango_host}; writing to TANGO_HOST={os.environ['TANGO_HOST']}",
+              file=sys.stderr)
     changes = apply_deployment(_database(), deployment, dry_run=args.dry_run)
     verb = "would change" if args.dry_run else "changed"
     print(f"{args.file}: {verb} {len(changes)} item(s) in the Tango database at {os.environ['TANGO_HOST']}")
@@ -67,7 +93,24 @@ def command_config_apply(args) -> int:
     return 0
 
 
-def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite, object]:
+def command_config_export(args) -> int:
+    _prepare_environment(var_directory(), args.config)
+    deployment = load_deployment_file(args.config)
+    document = to_dsconfig(deployment, source=str(Path(args.config).resolve()))
+    text = json.dumps(document, indent=2) + "\n"
+    if args.dsconfig == "-":
+        sys.stdout.write(text)
+        return 0
+    Path(args.dsconfig).write_text(text)
+    count = sum(len(server.devices) for server in deployment.servers)
+    print(f"{args.dsconfig}: {len(deployment.servers)} server(s), {count} device(s) as dsconfig JSON; apply it with "
+          f"'json2tango -w {args.dsconfig}' (or 'photonflow config apply {args.dsconfig}')")
+    if deployment.starter:
+        print("  (the starter: section has no place in dsconfig: 'photonflow config apply' of the YAML writes it)")
+    return 0
+
+
+def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool = False) -> tuple[Suite, object]:
     """Event bus and database (each embedded unless configured), configuration, then every server."""
     _prepare_environment(var_dir, config)
     suite = Suite(os.environ.get("TANGO_HOST", ""), var_dir)
@@ -97,6 +140,8 @@ def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite,
         for change in changes:
             print(f"  {change.describe()}")
         started = time.monotonic()
+        if starter:
+            deployment = _start_with_starter(suite, deployment)
         already_running = suite.start_servers(deployment)
         for server in already_running:
             print(f"{server.name} is already running on this database: using it as it is "
@@ -109,6 +154,32 @@ def _start_suite(config: str, var_dir: Path, database_name: str) -> tuple[Suite,
         suite.stop()
         raise
     return suite, deployment
+
+
+def _start_with_starter(suite: Suite, deployment):
+    """Register this computer's Starter (tango/admin/<host>, StartDsPath: this environment's bin) and,
+    when the Tango Starter is installed, have it start the `starter:` servers level by level. Returns
+    the deployment of the servers left for photonflow to start (all of them without the Starter)."""
+    hosts = sorted({entry.host for entry in deployment.starter})
+    if not hosts:
+        raise ConfigurationError("--starter needs a 'starter:' section in the configuration (each server's level)")
+    if len(hosts) > 1:
+        raise ConfigurationError(f"--starter runs one Starter, on this computer; the configuration names {hosts}")
+    host, bin_directory = hosts[0], str(Path(sys.executable).parent)
+    added = register_starter(suite.database(), host, bin_directory)
+    print(f"{'Registered' if added else 'Kept'} Starter/{host} (device tango/admin/{host}, "
+          f"StartDsPath {bin_directory})")
+    binary = starter_binary()
+    if binary is None:
+        print(f"The Tango Starter is not installed ({STARTER_BINARY}; apt install tango-starter): "
+              "photonflow starts the servers itself")
+        return deployment
+    proxy = suite.start_starter(host, binary)
+    print(f"Started the Tango Starter {binary} {host}")
+    suite.start_levels(deployment, proxy, on_level=lambda level, servers: print(
+        f"Starter level {level}: {', '.join(servers)} up"))
+    controlled = {entry.server for entry in deployment.starter if entry.level > 0}
+    return replace(deployment, servers=tuple(s for s in deployment.servers if s.name not in controlled))
 
 
 def command_demo(args) -> int:
@@ -237,10 +308,11 @@ def command_up(args) -> int:
     state_file = var_dir / "run" / "suite.json"
     if state_file.exists():
         raise ConfigurationError(f"the suite seems to be up already ({state_file}); run 'make down' first")
-    suite, deployment = _start_suite(args.config, var_dir, "suite.db")
+    suite, deployment = _start_suite(args.config, var_dir, "suite.db", starter=args.starter)
     sardana_text = "  Sardana: make down, then make up SARDANA=1 (a Pool and a MacroServer with a Door, "\
         "photonflow's controllers, motors and macros)\n"
     try:
+        deployment = load_deployment_file(args.config)  # every server, also those the Starter started
         if args.sardana:
             from photonflow.clients.sardana_setup import start_sardana, usage
 
@@ -393,10 +465,17 @@ def parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="Tango database configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    apply = config_commands.add_parser("apply", help="write a deployment YAML to the database (idempotent)")
+    apply = config_commands.add_parser(
+        "apply", help="write a deployment to the database (idempotent): photonflow's YAML, or dsconfig JSON "
+                      "(a .json file, or one starting with '{')")
     apply.add_argument("file")
     apply.add_argument("--dry-run", action="store_true", help="only print what would change")
     apply.set_defaults(handler=command_config_apply)
+    export = config_commands.add_parser(
+        "export", help="write a deployment YAML as dsconfig JSON (json2tango applies it)")
+    export.add_argument("--dsconfig", required=True, metavar="FILE", help="the JSON file to write ('-': stdout)")
+    export.add_argument("--config", default="config/demo.yaml", help="the deployment YAML (default config/demo.yaml)")
+    export.set_defaults(handler=command_config_export)
 
     demo = commands.add_parser("demo", help="run one acquisition end to end")
     demo.add_argument("--config", default="config/demo.yaml")
@@ -411,6 +490,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--config", default="config/demo.yaml")
     up.add_argument("--sardana", action="store_true",
                     help="also start Sardana (Pool, MacroServer, Door) with photonflow's controllers and macros")
+    up.add_argument("--starter", action="store_true",
+                    help="register this computer's Tango Starter (Astor) and let it start the servers of the "
+                         "configuration's starter: section, level by level")
     up.set_defaults(handler=command_up)
     down = commands.add_parser("down", help="stop what 'up' started")
     down.set_defaults(handler=command_down)

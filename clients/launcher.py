@@ -79,6 +79,37 @@ class ManagedProcess:
     name: str
     pid: int
     log: str
+    group: bool = True  # the leader of its own process group (we started it); False: the Starter did
+
+
+# Debian's tango-starter (apt install tango-starter): Astor's agent, which starts servers by level
+STARTER_BINARY = "/usr/lib/tango/Starter"
+
+
+def starter_binary() -> str | None:
+    """The Tango Starter's executable: $PHOTONFLOW_STARTER, else Debian's, else None."""
+    candidate = os.environ.get("PHOTONFLOW_STARTER", STARTER_BINARY)
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+def register_starter(database: tango.Database, host: str, start_ds_path: str) -> bool:
+    """Register ``Starter/<host>`` with its device ``tango/admin/<host>`` and ``StartDsPath`` (where the
+    servers' executables are), as Astor does. Re-adding the device of a running Starter unexports it:
+    it is added only when missing. Returns True when it was added."""
+    device = f"tango/admin/{host}"
+    try:
+        info = database.get_device_info(device)
+        added = not (info.class_name == "Starter" and info.ds_full_name.lower() == f"starter/{host}".lower())
+    except tango.DevFailed:
+        added = True
+    if added:
+        entry = tango.DbDevInfo()
+        entry.name, entry._class, entry.server = device, "Starter", f"Starter/{host}"
+        database.add_device(entry)
+    # photonflow up starts the levels itself, in order; a facility that wants its Starter to start
+    # them at boot sets StartServersAtStartup to true (Jive)
+    database.put_device_property(device, {"StartDsPath": [start_ds_path], "StartServersAtStartup": ["false"]})
+    return added
 
 
 @dataclass
@@ -242,6 +273,50 @@ class Suite:
 
             wait_for(answering, timeout, f"device {device.name} of {server.name}", interval=0.2)
 
+    def start_starter(self, host: str, binary: str, timeout: float = 30) -> tango.DeviceProxy:
+        """Run the Tango Starter for ``host`` (registered first: register_starter), listening on
+        bind_host() only, like every server it starts (omniORB reads ORBendPoint from the environment)."""
+        os.environ["TANGO_HOST"] = self.tango_host
+        env = {**self.environment(), "ORBendPoint": f"giop:tcp:{bind_host()}:0"}
+        process = self._spawn(f"Starter/{host}", [binary, host], env)
+        starter = tango.DeviceProxy(self.device_url(f"tango/admin/{host}"))
+
+        def answering():
+            self._check_alive(process, f"Starter {host}")
+            starter.ping()
+            return True
+
+        wait_for(answering, timeout, f"Starter tango/admin/{host}", interval=0.2)
+        starter.set_timeout_millis(15000)
+        return starter
+
+    def start_levels(self, deployment: Deployment, starter: tango.DeviceProxy, timeout: float = 60,
+                     on_level: Callable[[int, list[str]], None] | None = None) -> None:
+        """Have the Starter start the deployment's servers level by level, each level once every device
+        of the one before answers; the servers it started are stopped with the suite."""
+        levels: dict[int, list[ServerSpec]] = {}
+        by_name = {server.name: server for server in deployment.servers}
+        for entry in deployment.starter:
+            if entry.level > 0:
+                levels.setdefault(entry.level, []).append(by_name[entry.server])
+        for level in sorted(levels):
+            # DevStart, one server after the other: a Starter lists (and DevStartAll starts) only servers
+            # that already ran on its host once; DevStart starts any server its StartDsPath holds
+            for server in levels[level]:
+                starter.command_inout("DevStart", server.name)
+            for server in levels[level]:
+                for device in server.devices:
+                    wait_for(lambda name=device.name: tango.DeviceProxy(self.device_url(name)).ping() is not None,
+                             timeout, f"device {device.name} of {server.name} (Starter level {level})", interval=0.2)
+                pid = self.database().get_device_info(f"dserver/{server.name}").pid
+                # stopped right after the Starter (which stop() ends first, so it restarts nothing)
+                starter_at = max((i for i, p in enumerate(self.processes) if p.name.startswith("Starter/")),
+                                 default=len(self.processes))
+                self.processes.insert(starter_at, ManagedProcess(server.name, pid, "", group=False))
+            if on_level is not None:
+                on_level(level, [server.name for server in levels[level]])
+        self.wait_until_ready([server for servers in levels.values() for server in servers], timeout)
+
     def kill(self, server_name: str) -> None:
         """SIGKILL a server, as a crash would (for tests of recovery)."""
         for managed in [p for p in self.processes if p.name == server_name]:
@@ -254,7 +329,14 @@ class Suite:
     def stop(self, timeout: float = 10) -> None:
         """Stop servers first, the database last; SIGKILL whatever ignores SIGTERM."""
         for managed in reversed(self.processes):
-            _terminate(managed.pid, self._popens.get(managed.pid), timeout)
+            if not managed.group:  # the Starter started it with SIGTERM blocked: its admin device's Kill
+                try:
+                    admin = tango.DeviceProxy(self.device_url(f"dserver/{managed.name}"))
+                    admin.set_timeout_millis(3000)
+                    admin.command_inout("Kill")
+                except tango.DevFailed:
+                    pass  # gone already, or the database is: SIGTERM, then SIGKILL
+            _terminate(managed.pid, self._popens.get(managed.pid), timeout, managed.group)
         self.processes.clear()
         self._popens.clear()
 
@@ -284,16 +366,21 @@ def _answers(server: ServerSpec, device_url: Callable[[str], str]) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie no parent of ours will reap, e.g. a server the Starter started, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
-
-
-def _terminate(pid: int, popen: subprocess.Popen | None, timeout: float) -> None:
     try:
-        os.killpg(pid, signal.SIGTERM)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _terminate(pid: int, popen: subprocess.Popen | None, timeout: float, group: bool = True) -> None:
+    kill = os.killpg if group else os.kill
+    try:
+        kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
@@ -305,7 +392,7 @@ def _terminate(pid: int, popen: subprocess.Popen | None, timeout: float) -> None
             return
         time.sleep(0.05)
     try:
-        os.killpg(pid, signal.SIGKILL)
+        kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
     if popen is not None:

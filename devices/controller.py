@@ -174,8 +174,8 @@ class PhotonflowController(EventPushingMixin, Device):
 
     event_attributes = tuple(COUNTER_ATTRIBUTES)
 
-    Acquirer = device_property(dtype=str, mandatory=True, doc="Tango name of the Acquirer device")
-    Recorder = device_property(dtype=str, mandatory=True, doc="Tango name of the Recorder device")
+    Acquirer = device_property(dtype=str, mandatory=True, doc="Mandatory. Tango name of the Acquirer device")
+    Recorder = device_property(dtype=str, mandatory=True, doc="Mandatory. Tango name of the Recorder device")
     FinishTimeout = device_property(
         dtype=float, default_value=30.0,
         doc="Seconds to wait, after the Acquirer finished, for the Recorder to see the series end",

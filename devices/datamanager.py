@@ -32,11 +32,11 @@ class PhotonflowDataManager(PhotonflowDevice):
     COUNTERS = {"LastRun": "last_run", "RunTableVersion": "run_table_version", "Runs": "runs",
                 "CurrentNode": "current_node", "Progress": "progress", "Proposal": "proposal", "Sample": "sample"}
 
-    Controller = device_property(dtype=str, mandatory=True, doc="The Controller whose series are catalogued")
+    Controller = device_property(dtype=str, mandatory=True, doc="Mandatory. The Controller whose series are catalogued")
     Standardizer = device_property(
         dtype=str, default_value="", doc="The Standardizer whose files complete each run (empty: none)"
     )
-    DataRoot = device_property(dtype=str, mandatory=True, doc="Root of the data policy's folders")
+    DataRoot = device_property(dtype=str, mandatory=True, doc="Mandatory. Root of the data policy's folders")
     Beamline = device_property(dtype=str, default_value="photonflow", doc="The beamline's name in paths and records")
     CatalogueDirectory = device_property(
         dtype=str, default_value="", doc="Where the run catalogues (one SQLite per proposal) are; empty: "

@@ -62,7 +62,7 @@ def _dcu_value(name: str, dtype, doc: str, unit: str = ""):
 class DectrisAcquirer(BeamlineFollowingAcquirer):
     """A DECTRIS EIGER2 or PILATUS4 behind its detector control unit (SIMPLON API 1.8.0)."""
 
-    DcuUrl = device_property(dtype=str, mandatory=True, doc="SIMPLON address of the DCU: http://host[:port]")
+    DcuUrl = device_property(dtype=str, mandatory=True, doc="Mandatory. SIMPLON address of the DCU: http://host[:port]")
     DcuStreamEndpoint = device_property(
         dtype=str, default_value="",
         doc="ZeroMQ endpoint of the DCU's stream; empty: tcp://<DCU host>:31001 (v2) or :9999 (v1)",

@@ -69,12 +69,17 @@ def _mx_setting(key: str, unit: str, doc: str, minimum: float, maximum: float, d
 class PilatusAcquirer(AcquirerDevice):
     """A PILATUS3 driven over camserver's TCP protocol; the CBF images it writes are streamed."""
 
-    CamserverAddress = device_property(dtype=str, mandatory=True, doc="camserver's host:port (41234 on a real one)")
+    CamserverAddress = device_property(
+        dtype=str, mandatory=True, doc="Mandatory. camserver's host:port (41234 on a real one)"
+    )
     Model = device_property(dtype=str, default_value="pilatus3_1m", doc=f"One of {', '.join(MODELS)}")
     ImageDirectory = device_property(
-        dtype=str, mandatory=True, doc="Where camserver writes its images, as this computer sees that directory",
+        dtype=str, mandatory=True,
+        doc="Mandatory. Where camserver writes its images, as this computer sees that directory",
     )
-    SerialNumber = device_property(dtype=str, default_value="")
+    SerialNumber = device_property(
+        dtype=str, default_value="", doc="The detector's serial number, written to the files as it is (empty: none)"
+    )
     RequestTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds to wait for a camserver reply")
     BeamlineMonochromator = device_property(
         dtype=str, default_value="", doc="Monochromator whose Wavelength goes to camserver at Prepare; empty: none"

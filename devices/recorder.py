@@ -41,7 +41,7 @@ class PhotonflowRecorder(PhotonflowDevice):
     COUNTERS = COUNTER_ATTRIBUTES
     extra_events = ("CurrentFile", "LastFile", "Preview", "PreviewFrameNumber")
 
-    DataRoot = device_property(dtype=str, mandatory=True, doc="Directory every data file must be under")
+    DataRoot = device_property(dtype=str, mandatory=True, doc="Mandatory. Directory every data file must be under")
     DefaultFilePathTemplate = device_property(
         dtype=str, default_value=DEFAULT_FILE_TEMPLATE,
         doc="FilePathTemplate at start-up: the file name used when Arm gives none; "

@@ -30,7 +30,7 @@ class SimulatorAcquirer(BeamlineFollowingAcquirer):
     )
     Seed = device_property(dtype=int, default_value=0, doc="Random seed; equal seeds give equal frames")
     PixelSize = device_property(dtype=float, default_value=75e-6, doc="Pixel pitch in metres")
-    SerialNumber = device_property(dtype=str, default_value="SIM-0001")
+    SerialNumber = device_property(dtype=str, default_value="SIM-0001", doc="The simulated detector's serial number")
     BeamCentre = device_property(
         dtype=str, default_value="", doc="Beam centre 'row,column' in pixels; empty: near the middle"
     )

@@ -119,9 +119,12 @@ class PhotonflowStandardizer(PhotonflowDevice):
     COUNTERS = {"FilesWritten": "files_written", "CaptureFailures": "capture_failures", "LastFile": "last_file",
                 "Warnings": "warnings"}
 
-    Controller = device_property(dtype=str, mandatory=True, doc="Tango name of the Controller whose series it follows")
+    Controller = device_property(
+        dtype=str, mandatory=True, doc="Mandatory. Tango name of the Controller whose series it follows"
+    )
     MappingFile = device_property(
-        dtype=str, mandatory=True, doc="The beamline's mapping (YAML): which attribute is which NeXus field, when"
+        dtype=str, mandatory=True,
+        doc="Mandatory. The beamline's mapping (YAML): which attribute is which NeXus field, when"
     )
     DevicePrefix = device_property(
         dtype=str, default_value="", doc="Fills ${PREFIX} in the mapping (e.g. demo/beamline)"
@@ -131,7 +134,7 @@ class PhotonflowStandardizer(PhotonflowDevice):
         "acquisition means"
     )
     DataRoot = device_property(
-        dtype=str, mandatory=True, doc="The Recorder's data root: files are written only under it"
+        dtype=str, mandatory=True, doc="Mandatory. The Recorder's data root: files are written only under it"
     )
     EventBus = device_property(
         dtype=str, default_value="",

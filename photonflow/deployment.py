@@ -1,12 +1,23 @@
 """Configuration as data: which servers run which devices with which properties.
 
-The YAML follows the dsconfig layout beamline engineers know:
+photonflow's own YAML, modelled on (not the same as) MAX IV's dsconfig JSON: the nesting of
+dsconfig's "v1" servers, single values allowed where dsconfig needs lists of strings, ``${VAR}``
+expansion, and photonflow's own sections. ``photonflow config export --dsconfig`` writes the
+dsconfig JSON of a deployment (photonflow.dsconfig_json), and ``config apply`` reads either.
 
     servers:
       <Executable>/<instance>:
         <TangoClass>:
           <domain/family/member>:
+            alias: name                      # optional
             properties: {Name: value, ...}
+    classes:                                 # optional: class properties
+      <TangoClass>:
+        properties: {Name: value, ...}
+    starter:                                 # optional: for Astor's Starter (DbPutServerInfo)
+      host: <host>                           # default: this computer's short name
+      servers:
+        <Executable>/<instance>: <level>     # or {level: N, host: name}
 
 A top-level ``event_bus:`` says where "experiment done" events go: absent or ``embedded``, the
 Redis-compatible server ``photonflow up``/``demo`` start themselves; else the URL of a facility's
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +48,7 @@ SERVER_CLASSES: dict[str, tuple[str, ...]] = {server: tuple(classes) for server,
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+$")
 _INSTANCE = re.compile(r"^[A-Za-z0-9_\-.]+$")
 EMBEDDED_EVENT_BUS = "embedded"
-TOP_LEVEL_KEYS = ("servers", "simulators", "demo", "event_bus")
+TOP_LEVEL_KEYS = ("servers", "classes", "starter", "simulators", "demo", "event_bus")
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,16 @@ class DeviceSpec:
     name: str
     tango_class: str
     properties: dict[str, list[str]] = field(default_factory=dict)
+    alias: str = ""
+
+
+@dataclass(frozen=True)
+class StarterEntry:
+    """Where Astor's Starter runs a server, and in which start-up level (1 first; 0: not controlled)."""
+
+    server: str
+    host: str
+    level: int
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,12 @@ class Deployment:
     demo: dict[str, float] = field(default_factory=dict)
     # where events go: EMBEDDED_EVENT_BUS (the suite starts its own Redis) or a bus URL
     event_bus: str = "embedded"
+    # class properties: {class: {name: values}}
+    class_properties: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # the Starter's host and level of each server it controls (the `starter:` section)
+    starter: tuple[StarterEntry, ...] = ()
+    # the database a dsconfig file says it is for (its `tango_host`); "" for YAML
+    tango_host: str = ""
 
     def device(self, tango_class: str) -> DeviceSpec:
         """The first device of a class (e.g. the demo's Controller)."""
@@ -92,9 +120,9 @@ class Deployment:
 class Change:
     """One write to the Tango database, described for the operator."""
 
-    kind: str  # "add_device" or "put_property"
+    kind: str  # "add_device", "put_property", "put_alias", "put_class_property" or "put_server_info"
     server: str
-    device: str
+    device: str  # the class, for put_class_property
     tango_class: str = ""
     property_name: str = ""
     old: list[str] | None = None
@@ -103,6 +131,15 @@ class Change:
     def describe(self) -> str:
         if self.kind == "add_device":
             return f"add device {self.device} (class {self.tango_class}) to server {self.server}"
+        if self.kind == "put_alias":
+            before, after = ", ".join(self.old or []) or "none", ", ".join(self.new or [])
+            return f"set alias of {self.device}: {before} -> {after}"
+        if self.kind == "put_server_info":
+            before, after = ", ".join(self.old or []) or "none", ", ".join(self.new or [])
+            return f"set Starter info of {self.server}: {before} -> {after}"
+        if self.kind == "put_class_property":
+            old = "unset" if not self.old else ", ".join(self.old)
+            return f"set class {self.device}->{self.property_name}: {old} -> {', '.join(self.new or [])}"
         old = "unset" if not self.old else ", ".join(self.old)
         return f"set {self.device}->{self.property_name}: {old} -> {', '.join(self.new or [])}"
 
@@ -126,7 +163,8 @@ def load_deployment(
     if unknown:
         raise source.error(
             top[unknown[0]][0],
-            f"unknown top-level key '{unknown[0]}'; expected 'servers' (and 'simulators', 'demo', 'event_bus')",
+            f"unknown top-level key '{unknown[0]}'; expected 'servers' (and 'classes', 'starter', 'simulators', "
+            "'demo', 'event_bus')",
         )
     simulators = _simulators(source, top["simulators"][1]) if "simulators" in top else ()
     demo = _demo_settings(source, top["demo"][1]) if "demo" in top else {}
@@ -164,17 +202,74 @@ def load_deployment(
                     raise source.error(device_key, f"device {name} is already defined in {devices_seen[name.lower()]}")
                 devices_seen[name.lower()] = server_key.value
                 properties: dict[str, list[str]] = {}
+                alias = ""
                 if not (isinstance(device_node, yaml.ScalarNode) and device_node.value in ("", "null", "~")):
                     for section_key, section_node in source.mapping(device_node, name):
+                        if section_key.value == "alias":
+                            alias = source.scalar_text(section_node, f"{name} alias")
+                            continue
                         if section_key.value != "properties":
                             raise source.error(
-                                section_key, f"{name}: unknown key '{section_key.value}'; expected 'properties'"
+                                section_key,
+                                f"{name}: unknown key '{section_key.value}'; expected 'properties' or 'alias'",
                             )
-                        for prop_key, prop_node in source.mapping(section_node, f"{name} properties"):
-                            properties[prop_key.value] = source.texts(prop_node, f"{name}->{prop_key.value}")
-                devices.append(DeviceSpec(name, class_key.value, properties))
+                        properties.update(_properties(source, section_node, name))
+                devices.append(DeviceSpec(name, class_key.value, properties, alias))
         servers.append(ServerSpec(executable, instance, tuple(devices)))
-    return Deployment(tuple(servers), simulators, demo, event_bus)
+    class_properties = _classes(source, top["classes"][1]) if "classes" in top else {}
+    starter = _starter(source, top["starter"][1], {s.name for s in servers}) if "starter" in top else ()
+    return Deployment(tuple(servers), simulators, demo, event_bus, class_properties, starter)
+
+
+def _properties(source: YamlSource, node: yaml.Node, owner: str) -> dict[str, list[str]]:
+    return {key.value: source.texts(value, f"{owner}->{key.value}")
+            for key, value in source.mapping(node, f"{owner} properties")}
+
+
+def _classes(source: YamlSource, node: yaml.Node) -> dict[str, dict[str, list[str]]]:
+    known = {tango_class for classes in SERVER_CLASSES.values() for tango_class in classes}
+    result = {}
+    for class_key, class_node in source.mapping(node, "classes"):
+        if class_key.value not in known:
+            raise source.error(
+                class_key, f"classes: unknown class '{class_key.value}'; known: {', '.join(sorted(known))}")
+        sections = source.keyed(class_node, f"classes {class_key.value}", {"properties"})
+        result[class_key.value] = _properties(source, sections["properties"][1], class_key.value) if sections else {}
+    return result
+
+
+def default_starter_host() -> str:
+    """The name a Starter on this computer has (``Starter/<host>``): the short host name."""
+    return socket.gethostname().split(".")[0]
+
+
+def _starter(source: YamlSource, node: yaml.Node, servers: set[str]) -> tuple[StarterEntry, ...]:
+    """The ``starter:`` section: a default ``host`` and each server's level (or {level, host})."""
+    sections = source.keyed(node, "starter", {"host", "servers"})
+    host = source.scalar_text(sections["host"][1], "starter host") if "host" in sections else default_starter_host()
+    if "servers" not in sections:
+        raise source.error(node, "starter: expected 'servers': each server's start-up level")
+    by_lower = {name.lower(): name for name in servers}
+    entries = []
+    for server_key, value_node in source.mapping(sections["servers"][1], "starter servers"):
+        name = by_lower.get(str(server_key.value).lower())
+        if name is None:
+            raise source.error(server_key, f"starter: '{server_key.value}' is not a server of this deployment")
+        server_host, level_node = host, value_node
+        if isinstance(value_node, yaml.MappingNode):
+            items = source.keyed(value_node, f"starter {name}", {"level", "host"})
+            if "level" not in items:
+                raise source.error(value_node, f"starter {name}: expected 'level'")
+            level_node = items["level"][1]
+            if "host" in items:
+                server_host = source.scalar_text(items["host"][1], f"starter {name} host")
+        text = source.scalar_text(level_node, f"starter {name} level")
+        if not text.isdigit() or int(text) > 200:
+            raise source.error(level_node, f"starter {name}: the level must be a whole number 0-200, got '{text}'")
+        if not server_host.strip():
+            raise source.error(value_node, f"starter {name}: empty host")
+        entries.append(StarterEntry(name, server_host.strip(), int(text)))
+    return tuple(entries)
 
 
 def _simulators(source: YamlSource, node: yaml.Node) -> tuple[SimulatorSpec, ...]:
@@ -253,6 +348,9 @@ class DatabaseView:
 
     device_servers: dict[str, tuple[str, str]] = field(default_factory=dict)  # device -> (server, class)
     properties: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # device (lower case) -> alias
+    class_properties: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    server_info: dict[str, tuple[str, int]] = field(default_factory=dict)  # server (lower) -> (host, level)
 
 
 def plan_changes(deployment: Deployment, current: DatabaseView) -> list[Change]:
@@ -274,4 +372,21 @@ def plan_changes(deployment: Deployment, current: DatabaseView) -> list[Change]:
                         Change("put_property", server.name, device.name, property_name=name,
                                old=existing.get(name), new=value)
                     )
+            if device.alias and current.aliases.get(device.name.lower()) != device.alias:
+                old_alias = current.aliases.get(device.name.lower())
+                changes.append(Change("put_alias", server.name, device.name, old=[old_alias] if old_alias else None,
+                                      new=[device.alias]))
+    for tango_class, properties in deployment.class_properties.items():
+        existing = current.class_properties.get(tango_class, {})
+        for name, value in properties.items():
+            if existing.get(name) != value:
+                changes.append(Change("put_class_property", "", tango_class, property_name=name,
+                                      old=existing.get(name), new=value))
+    for entry in deployment.starter:
+        wanted = (entry.host, entry.level)
+        if current.server_info.get(entry.server.lower()) != wanted:
+            old = current.server_info.get(entry.server.lower())
+            changes.append(Change("put_server_info", entry.server, "",
+                                  old=[f"host {old[0]}", f"level {old[1]}"] if old else None,
+                                  new=[f"host {entry.host}", f"level {entry.level}"]))
     return changes

@@ -61,7 +61,14 @@ def test_a_default_applies_when_the_variable_is_unset():
         ("event_bus: http://bus:80\n" + GOOD, "bl1.yaml:1: event_bus: event bus URL 'http://bus:80': unsupported scheme 'http'"),
         (GOOD + "event_bus: kafka://broker:9092\n", "bl1.yaml:8: event_bus: event bus URL 'kafka://broker:9092' is malformed; expected kafka://host:port[,host:port]/topic"),
         (GOOD + "event_bus: [redis://a:1]\n", "bl1.yaml:8: event_bus: expected a single value"),
-        (GOOD + "eventbus: embedded\n", "bl1.yaml:8: unknown top-level key 'eventbus'; expected 'servers' (and 'simulators', 'demo', 'event_bus')"),
+        (GOOD.replace("${ROOT}", "/x") + "starter:\n  servers:\n    PhotonflowRecorder/bl2: 1\n",
+         "bl1.yaml:10: starter: 'PhotonflowRecorder/bl2' is not a server of this deployment"),
+        (GOOD.replace("${ROOT}", "/x") + "starter:\n  servers:\n    PhotonflowRecorder/bl1: {level: high}\n",
+         "bl1.yaml:10: starter PhotonflowRecorder/bl1: the level must be a whole number 0-200, got 'high'"),
+        (GOOD.replace("${ROOT}", "/x") + "starter:\n  hosts: a\n",
+         "bl1.yaml:9: starter: unknown key 'hosts'; expected one of host, servers"),
+        (GOOD.replace("${ROOT}", "/x") + "classes:\n  Nope: {}\n", "bl1.yaml:9: classes: unknown class 'Nope'"),
+        (GOOD + "eventbus: embedded\n", "bl1.yaml:8: unknown top-level key 'eventbus'; expected 'servers' (and 'classes', 'starter', 'simulators', 'demo', 'event_bus')"),
     ],
 )
 def test_errors_name_the_line_and_key(text, complaint):

@@ -1,0 +1,163 @@
+"""dsconfig both ways, against a real pytango-db database and the real dsconfig tools:
+json2tango applies `photonflow config export --dsconfig` unchanged, and `photonflow config apply`
+reads dsconfig JSON (tango2json's dumps, v1 and v2 nesting, classes, aliases, tango_host)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tango
+
+from tests.conftest import DEMO_CONFIG
+from tests.integration.helpers import preserved_environment
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+
+
+def run(tango_host: str, *command: str) -> subprocess.CompletedProcess:
+    """dsconfig's tools as their own processes; photonflow's command in this one (its imports take 2 s)."""
+    env = {"TANGO_HOST": tango_host, "PHOTONFLOW_DATA_ROOT": "/data/bl1", "PHOTONFLOW_VAR": "/tmp"}
+    if command[0] != "photonflow":
+        return subprocess.run([str(BIN / command[0]), *command[1:]], capture_output=True, text=True,
+                              env={**os.environ, **env}, timeout=60)
+    return photonflow(env, *command[1:])
+
+
+def photonflow(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
+    from photonflow.clients.cli import main
+
+    with preserved_environment("TANGO_HOST", *env), \
+            contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
+        os.environ.pop("TANGO_HOST", None)
+        os.environ.update(env)
+        code = main(list(arguments))
+    return subprocess.CompletedProcess(["photonflow", *arguments], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    """A pytango-db database of this module's own; yields its TANGO_HOST."""
+    from photonflow.clients.launcher import Suite
+
+    directory = tmp_path_factory.mktemp("dsconfig_db")
+    suite = Suite("", directory)
+    suite.start_database(directory / "tango.db")
+    try:
+        yield suite.tango_host
+    finally:
+        suite.stop()
+
+
+def db(tango_host: str) -> tango.Database:
+    host, port = tango_host.rsplit(":", 1)
+    return tango.Database(host, int(port))
+
+
+def test_json2tango_applies_the_export_and_photonflow_then_sees_nothing_to_change(database, tmp_path):
+    exported = tmp_path / "demo.json"
+    result = run(database, "photonflow", "config", "export", "--dsconfig", str(exported), "--config", str(DEMO_CONFIG))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(exported.read_text())
+    recorder = document["servers"]["PhotonflowRecorder"]["demo"]["PhotonflowRecorder"]["demo/photonflow/recorder"]
+    assert recorder["properties"]["DataRoot"] == ["/data/bl1"]
+    assert all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+               for server in document["servers"].values() for instance in server.values()
+               for devices in instance.values() for device in devices.values()
+               for v in device["properties"].values())
+
+    from dsconfig.formatting import normalize_config, validate_json
+
+    validate_json(normalize_config(document))  # dsconfig's own schema check (exits on failure)
+
+    applied = run(database, "json2tango", "-w", str(exported))
+    assert applied.returncode == 2, applied.stdout + applied.stderr  # dsconfig: CONFIG_APPLIED
+    info = db(database).get_device_info("demo/photonflow/controller")
+    assert (info.ds_full_name, info.class_name) == ("PhotonflowController/demo", "PhotonflowController")
+    assert list(db(database).get_device_property("demo/photonflow/recorder", "DataRoot")["DataRoot"]) == ["/data/bl1"]
+
+    again = run(database, "photonflow", "config", "apply", str(DEMO_CONFIG), "--dry-run")
+    assert again.returncode == 0, again.stderr
+    # all json2tango wrote is what photonflow would; only the starter: section has no place in dsconfig
+    changes = again.stdout.splitlines()[1:]
+    assert "would change 6 item(s)" in again.stdout and len(changes) == 6
+    assert all(line.startswith("  set Starter info of Photonflow") for line in changes), changes
+    assert run(database, "json2tango", str(exported)).returncode == 0  # dsconfig: no changes needed
+
+
+def test_photonflow_applies_what_tango2json_dumps(database, tmp_path):
+    first = run(database, "photonflow", "config", "apply", str(DEMO_CONFIG))
+    assert first.returncode == 0, first.stderr
+    dumped = run(database, "tango2json", "server:Photonflow.*")
+    assert dumped.returncode == 0, dumped.stderr
+    dump = tmp_path / "dump.json"
+    dump.write_text(dumped.stdout)
+    assert json.loads(dumped.stdout)["tango_host"]
+    again = run(database, "photonflow", "config", "apply", str(dump), "--dry-run")
+    assert again.returncode == 0, again.stderr
+    assert f"{dump}: would change 0 item(s)" in again.stdout
+
+
+V1_WITH_CLASSES = {
+    "_title": "a hand-written dsconfig file",
+    "servers": {
+        "PhotonflowRecorder/dsc1": {  # v1 nesting
+            "PhotonflowRecorder": {
+                "dsc/pf/recorder": {"alias": "dsc_recorder",
+                                    "properties": {"DataRoot": ["/data/dsc"], "FanOutMode": ["off"]}}}},
+        "PhotonflowController": {  # v2 nesting
+            "dsc1": {"PhotonflowController": {
+                "dsc/pf/controller": {"properties": {"Acquirer": ["dsc/pf/acq"], "Recorder": ["dsc/pf/recorder"]}}}}},
+    },
+    "classes": {"PhotonflowRecorder": {"properties": {"QueueFrames": ["500"]}}},
+}
+
+
+def test_config_apply_reads_v1_and_v2_nesting_classes_and_aliases(database, tmp_path):
+    config = tmp_path / "dsc.json"
+    config.write_text(json.dumps({**V1_WITH_CLASSES, "tango_host": database}))
+    result = photonflow({"PHOTONFLOW_VAR": str(tmp_path)}, "config", "apply", str(config))  # tango_host says where
+    assert result.returncode == 0, result.stderr
+    assert "add device dsc/pf/recorder (class PhotonflowRecorder) to server PhotonflowRecorder/dsc1" in result.stdout
+    assert "set alias of dsc/pf/recorder: none -> dsc_recorder" in result.stdout
+    assert "set class PhotonflowRecorder->QueueFrames: unset -> 500" in result.stdout
+    database_ = db(database)
+    assert database_.get_device_info("dsc/pf/controller").ds_full_name == "PhotonflowController/dsc1"
+    assert database_.get_device_from_alias("dsc_recorder") == "dsc/pf/recorder"
+    assert list(database_.get_class_property("PhotonflowRecorder", "QueueFrames")["QueueFrames"]) == ["500"]
+    assert "changed 0 item(s)" in run(database, "photonflow", "config", "apply", str(config)).stdout
+
+
+def test_a_file_that_fails_the_schema_lists_every_error_and_writes_nothing(database, tmp_path):
+    broken = json.loads(json.dumps(V1_WITH_CLASSES).replace("dsc", "dsb"))  # names of its own
+    recorder = broken["servers"]["PhotonflowRecorder/dsb1"]["PhotonflowRecorder"]["dsb/pf/recorder"]
+    recorder["properties"]["DataRoot"] = "/data/dsb"  # not a list
+    recorder["properties"]["QueueFrames"] = [500]  # not strings
+    broken["servers"]["PhotonflowController"]["dsb1"]["PhotonflowController"]["not-a-device"] = {}
+    broken["servers"]["Photonflow Recorder"] = {}
+    broken["devices"] = {}
+    config = tmp_path / "broken.json"
+    config.write_text(json.dumps(broken, indent=1))
+    result = run(database, "photonflow", "config", "apply", str(config))
+    assert result.returncode == 2
+    assert f"{config}: 5 problem(s), nothing written" in result.stderr
+    for line in (
+        "$.devices: unknown top-level key",
+        '$.servers["PhotonflowRecorder/dsb1"].PhotonflowRecorder["dsb/pf/recorder"].properties.DataRoot: '
+        "'/data/dsb' is not of type 'array'",
+        '$.servers["PhotonflowRecorder/dsb1"].PhotonflowRecorder["dsb/pf/recorder"].properties.QueueFrames[0]: '
+        "500 is not of type 'string'",
+        "$.servers.PhotonflowController.dsb1.PhotonflowController: 'not-a-device' does not match any of the regexes",
+        "$.servers: 'Photonflow Recorder' does not match any of the regexes",
+    ):
+        assert line in result.stderr
+    with pytest.raises(tango.DevFailed):
+        db(database).get_device_info("dsb/pf/controller")
