@@ -42,7 +42,7 @@ bench-run-table: $(INSTALLED)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/run_table_bench.py
 
 up: $(INSTALLED)
-	$(BIN)/photonflow up --config $(DEMO_CONFIG) $(if $(SARDANA),--sardana)
+	$(BIN)/photonflow up --config $(DEMO_CONFIG) $(if $(SARDANA),--sardana) $(if $(STARTER),--starter)
 
 down: $(INSTALLED)
 	$(BIN)/photonflow down
