@@ -102,6 +102,8 @@ def test_controller_counters_and_state_arrive_as_change_events(controller):
     try:
         acquire(controller, frames=60, exposure=0.005, period=0.02)
         assert done.wait(10), written
+        # the polled state is ON; its event may still be on its way to this subscriber
+        wait_until(lambda: states_seen and states_seen[-1] == "ON", timeout=10, what=f"the ON event ({states_seen})")
     finally:
         for event_id in ids:
             controller.unsubscribe_event(event_id)
