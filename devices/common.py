@@ -117,3 +117,45 @@ class TangoReader:
         if isinstance(value, tango.DevState):
             value = str(value)
         return value, reading.time.totime()
+
+
+class SeriesEdges:
+    """Turns a Controller's State events into series edges: "started" when it becomes busy,
+    "ended" when it no longer is, None otherwise (a repeated or same-kind state)."""
+
+    def __init__(self, busy_states: tuple[str, ...]):
+        self.busy_states = busy_states
+        self._state: str | None = None
+
+    def edge(self, state: str) -> str | None:
+        was_busy, busy = self._state in self.busy_states, state in self.busy_states
+        self._state = state
+        if busy == was_busy:
+            return None
+        return "started" if busy else "ended"
+
+
+def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted) -> None:
+    """Subscribe to change events once ``first`` answers (it may start after this server), hold the
+    subscriptions until ``stop`` is set, then end them. ``wanted()`` gives (proxy, attribute,
+    callback) triples once ``first`` answers; Stateless subscriptions, so Tango re-subscribes by
+    itself when a peer restarts. Runs on a thread of its own."""
+    while not stop.is_set():
+        try:
+            first.ping()
+            break
+        except tango.DevFailed:
+            stop.wait(0.5)
+    if stop.is_set():
+        return
+    subscriptions = [
+        (proxy, proxy.subscribe_event(attribute, tango.EventType.CHANGE_EVENT, callback,
+                                      sub_mode=tango.EventSubMode.Stateless))
+        for proxy, attribute, callback in wanted()
+    ]
+    stop.wait()
+    for proxy, event_id in subscriptions:
+        try:
+            proxy.unsubscribe_event(event_id)
+        except tango.DevFailed:
+            pass

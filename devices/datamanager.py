@@ -13,13 +13,12 @@ import os
 import threading
 
 import tango
-from tango import EventSubMode, EventType
 from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import BUSY_STATES
 from photonflow.datamanager.manager import DataManager, SeriesResult
 from photonflow.devices.base import PhotonflowDevice
-from photonflow.devices.common import operator_errors
+from photonflow.devices.common import SeriesEdges, follow_events, operator_errors
 from photonflow.events.bus import event_bus_from_url
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,8 @@ class PhotonflowDataManager(PhotonflowDevice):
 
             variables = VariablesInProcess(self.ContextFile, catalogue_directory, self.JobEngine)
         self._stop = threading.Event()
-        self._controller_state = None
+        self._edges = SeriesEdges(BUSY_STATES)
+        self.controller = tango.DeviceProxy(self.Controller)
         jobs = None
         if self.JobEngine.startswith("tcp://"):
             from photonflow.datamanager.jobs import JobBoard, client_for
@@ -76,7 +76,8 @@ class PhotonflowDataManager(PhotonflowDevice):
         icat = json.loads(self.IcatConfig) if self.IcatConfig else None
         core = DataManager(self.DataRoot, self.Beamline, catalogue_directory, listener, variables,
                            self.bus.publish if self.bus is not None else None, jobs=jobs, icat=icat)
-        threading.Thread(target=self._follow, name="datamanager-follow", daemon=True).start()
+        threading.Thread(target=follow_events, args=(self._stop, self.controller, self._wanted_events),
+                         name="datamanager-follow", daemon=True).start()
         return core
 
     def release_core(self, core) -> None:
@@ -89,36 +90,17 @@ class PhotonflowDataManager(PhotonflowDevice):
             self.bus.close()
 
     # -- following the Controller and the Standardizer -----------------------------------------
-    def _follow(self) -> None:
-        self.controller = tango.DeviceProxy(self.Controller)
-        while not self._stop.is_set():
-            try:
-                self.controller.ping()
-                break
-            except tango.DevFailed:
-                self._stop.wait(0.5)
-        subscriptions = []
-        if not self._stop.is_set():
-            subscriptions.append((self.controller, self.controller.subscribe_event(
-                "State", EventType.CHANGE_EVENT, self._on_controller_state, sub_mode=EventSubMode.Stateless)))
-            if self.Standardizer:
-                standardizer = tango.DeviceProxy(self.Standardizer)
-                subscriptions.append((standardizer, standardizer.subscribe_event(
-                    "LastFile", EventType.CHANGE_EVENT, self._on_standardized, sub_mode=EventSubMode.Stateless)))
-        self._stop.wait()
-        for proxy, event_id in subscriptions:
-            try:
-                proxy.unsubscribe_event(event_id)
-            except tango.DevFailed:
-                pass
+    def _wanted_events(self) -> list:
+        wanted = [(self.controller, "State", self._on_controller_state)]
+        if self.Standardizer:
+            wanted.append((tango.DeviceProxy(self.Standardizer), "LastFile", self._on_standardized))
+        return wanted
 
     def _on_controller_state(self, event) -> None:
         if event.err or self.core is None:
             return
         state = str(event.attr_value.value)
-        was_busy = self._controller_state in BUSY_STATES
-        self._controller_state = state
-        if not was_busy or state in BUSY_STATES:
+        if self._edges.edge(state) != "ended":
             return
         try:
             values = {reading.name: reading.value for reading in self.controller.read_attributes(

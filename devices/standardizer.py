@@ -14,12 +14,11 @@ import threading
 import time
 
 import tango
-from tango import EventSubMode, EventType
 from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import BUSY_STATES
 from photonflow.devices.base import PhotonflowDevice
-from photonflow.devices.common import TangoReader, operator_errors
+from photonflow.devices.common import SeriesEdges, TangoReader, follow_events, operator_errors
 from photonflow.errors import ConfigurationError, PhotonflowError
 from photonflow.events.bus import event_bus_from_url
 from photonflow.standardizing.mapping import load_mapping
@@ -147,11 +146,12 @@ class PhotonflowStandardizer(PhotonflowDevice):
         mapping = load_mapping(self.MappingFile, {"PREFIX": self.DevicePrefix, "DATAMANAGER": self.DataManager})
         url = self.EventBus or os.environ.get("PHOTONFLOW_EVENT_BUS", "")
         self.bus = event_bus_from_url(url) if url else None
-        self._controller_state = None
+        self._edges = SeriesEdges(BUSY_STATES)
         self._stop = threading.Event()
+        self.controller = tango.DeviceProxy(self.Controller)
         core = Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus)
-        self._follower = threading.Thread(target=self._follow_controller, name="standardizer-follow", daemon=True)
-        self._follower.start()
+        threading.Thread(target=follow_events, args=(self._stop, self.controller, self._wanted_events),
+                         name="standardizer-follow", daemon=True).start()
         return core
 
     def delete_device(self):
@@ -161,30 +161,14 @@ class PhotonflowStandardizer(PhotonflowDevice):
         if getattr(self, "bus", None) is not None:
             self.bus.close()
 
-    def _follow_controller(self) -> None:
-        """Subscribes once the Controller answers (it may start after this server); Stateless, so
-        Tango re-subscribes by itself when the Controller restarts."""
-        self.controller = tango.DeviceProxy(self.Controller)
-        while not self._stop.is_set():
-            try:
-                self.controller.ping()
-                break
-            except tango.DevFailed:
-                self._stop.wait(0.5)
-        if self._stop.is_set():
-            return
-        subscriptions = [(self.controller, self.controller.subscribe_event(
-            "State", EventType.CHANGE_EVENT, self._on_controller_state, sub_mode=EventSubMode.Stateless
-        ))]
+    def _wanted_events(self) -> list:
+        """The Controller's State, and the attributes the mapping takes from change events."""
+        wanted = [(self.controller, "State", self._on_controller_state)]
         core = self.core
-        for capture in core.mapping.evented():  # values the mapping takes from change events
-            proxy = core.reader.proxy(capture.device)
-            callback = self._forward_change(capture.device, capture.attribute)
-            subscriptions.append((proxy, proxy.subscribe_event(
-                capture.attribute, EventType.CHANGE_EVENT, callback, sub_mode=EventSubMode.Stateless
-            )))
-        self._stop.wait()
-        threading.Thread(target=self._unsubscribe, args=(subscriptions,), daemon=True).start()
+        for capture in core.mapping.evented():
+            wanted.append((core.reader.proxy(capture.device), capture.attribute,
+                           self._forward_change(capture.device, capture.attribute)))
+        return wanted
 
     def _forward_change(self, device: str, attribute_name: str):
         def on_change(event) -> None:
@@ -195,26 +179,15 @@ class PhotonflowStandardizer(PhotonflowDevice):
 
         return on_change
 
-    @staticmethod
-    def _unsubscribe(subscriptions: list) -> None:
-        for proxy, event_id in subscriptions:
-            try:
-                proxy.unsubscribe_event(event_id)
-            except tango.DevFailed:
-                pass
-
     def _on_controller_state(self, event) -> None:
         if event.err or self.core is None:
             return
-        state = str(event.attr_value.value)
-        was_busy = self._controller_state in BUSY_STATES
-        busy = state in BUSY_STATES
-        self._controller_state = state
-        if busy == was_busy:
+        edge = self._edges.edge(str(event.attr_value.value))
+        if edge is None:
             return
         try:
             series_id = int(self.controller.read_attribute("SeriesId").value)
-            if busy:
+            if edge == "started":
                 self.core.series_started(series_id)
             else:
                 self.core.series_ended(series_id, self.controller.read_attribute("LastFile").value)
