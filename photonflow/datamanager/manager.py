@@ -398,7 +398,7 @@ class DataManager(StatefulCore):
             if job["state"] in ("done", "failed") and job["id"] in self._processing:
                 with self._lock:
                     self._processing.pop(job["id"], None)
-                catalogue = Catalogue(self.catalogue_directory, self.proposal)
+                catalogue = self._catalogue_of(self.proposal)
                 if job["state"] == "done":
                     catalogue.set_variable(run, f"{kind}_file", output)
                 else:
@@ -412,9 +412,16 @@ class DataManager(StatefulCore):
             raise StateError("no job engine: nothing to cancel")
         self.jobs.cancel(job_id)
 
+    def _catalogue_of(self, proposal: str) -> Catalogue:
+        """The open catalogue when it is that proposal's (a run finishing after SetExperiment
+        changed it gets its own)."""
+        catalogue = self.catalogue
+        return catalogue if catalogue is not None and catalogue.proposal == proposal else \
+            Catalogue(self.catalogue_directory, proposal)
+
     def _variables_done(self, record: RunRecord, results: dict) -> None:
         """The runner stored the run's variables in the catalogue: the table changed."""
-        catalogue = Catalogue(self.catalogue_directory, record.proposal)
+        catalogue = self._catalogue_of(record.proposal)
         self.counters.run_table_version = catalogue.version()
         self._message("run_values_updated", {"run": record.run, "proposal": record.proposal,
                                              "values": catalogue.variables(record.run)})
