@@ -21,7 +21,7 @@ import numpy as np
 
 from photonflow.acquisition.andor import pack_mono12packed, unpack_mono12packed
 from photonflow.simulators.beamline_view import BeamConditions
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.trigger_input import TriggerInput
 
 
@@ -110,6 +110,7 @@ class SimulatedSDK3Camera:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._frames: DiffractionFrames | None = None
+        preload_calibrant()
         self.produced = 0
         self._nframes = 0
         self.trigger_input = TriggerInput()

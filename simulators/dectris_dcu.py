@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from photonflow.allocator import reuse_frame_buffers
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.stream import dectris as codec
 from photonflow.stream.bslz4 import compress
 from photonflow.stream.stins import BSLZ4
@@ -211,6 +211,7 @@ class SimulatedDcu:
         self._abort = threading.Event()
         self._thread: threading.Thread | None = None
         self._frames: DiffractionFrames | None = None
+        preload_calibrant()
         self._triggers_done = 0
 
     # -- configuration ----------------------------------------------------------------------
@@ -319,7 +320,10 @@ class SimulatedDcu:
                 raise SimplonError(400, "the simulated DCU draws its rings only for a detector_distance > 0 m")
             settings = self.pattern_settings()
             if self._frames is None or self._frames.settings != settings:
+                if self._frames is not None:
+                    self._frames.cancel()
                 self._frames = DiffractionFrames(settings)
+            self._frames.fill_in_background(self._value("nimages") * self._value("ntrigger"))
             self.sequence_id += 1
             self.images_sent = 0
             self._triggers_done = 0

@@ -4,18 +4,22 @@ beamline (wavelength, sample-detector distance, pixel size, beam centre), plus B
 and air scatter, reproducible from a seed. Ring ``k`` of d-spacing ``d`` sits at
 2θ = 2·asin(λ / 2d), ``distance · tan(2θ) / pixel_size`` pixels from the beam centre.
 
-Drawing a fresh Poisson realisation of a 1065x1030 frame takes ~50 ms, far longer than a
-2 ms frame period. So ``prepare`` draws a bank of independent realisations once, and frame
-``n`` is assembled from horizontal bands of bank entries picked by the digits of ``n``:
-every pixel is still an honest Poisson draw, consecutive frames differ, and frame ``n``
-is unique for ``n < bank_size ** bands`` (65 536 with the defaults). ``frame(n)`` is a
-pure function of the settings and ``n``, so a test regenerates exactly what was sent.
+Drawing a fresh Poisson realisation of a 1065x1030 frame takes ~100 ms, far longer than a
+2 ms frame period. So frames come from a bank of independent realisations, and frame ``n``
+is assembled from horizontal bands of bank entries picked by the digits of ``n``: every
+pixel is still an honest Poisson draw, consecutive frames differ, and frame ``n`` is unique
+for ``n < bank_size ** bands`` (65 536 with the defaults). Each (entry, band) block of the
+bank has its own seed and is drawn when first needed, or beforehand by ``fill_in_background``
+(numpy draws without the GIL): arming costs only the mean pattern (~50 ms, not the 1.6 s a
+whole bank took), and a short series draws only the blocks it uses. ``frame(n)`` is a pure
+function of the settings and ``n``, so a test regenerates exactly what was sent.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +63,12 @@ def ring_radii(settings: PatternSettings, max_radius: float = math.inf) -> list[
             break
         radii.append(radius)
     return radii
+
+
+def preload_calibrant(name: str = "CeO2") -> None:
+    """Read the calibrant (and import pyFAI, ~1.8 s) in a daemon thread now, at the simulator's
+    start, rather than when the first series is armed."""
+    threading.Thread(target=calibrant_d_spacings, args=(name,), name="preload-calibrant", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -133,34 +143,67 @@ class DiffractionFrames:
         self.settings = settings
         self.dtype = np.dtype(settings.dtype)
         self.shape = (settings.height, settings.width)
-        mean = expected_counts(settings)
-        rng = np.random.default_rng([settings.seed, 1])
-        limit = np.iinfo(self.dtype).max if self.dtype.kind in "ui" else None
-        bank = np.empty((settings.bank_size, *self.shape), dtype=self.dtype)
-        for index in range(settings.bank_size):
-            counts = rng.poisson(mean)
-            if limit is not None:
-                np.minimum(counts, limit, out=counts)
-            bank[index] = counts
-        self._bank = bank
+        self._mean = expected_counts(settings)
+        self._limit = np.iinfo(self.dtype).max if self.dtype.kind in "ui" else None
         bands = max(1, min(settings.bands, settings.height))
         self._band_edges = np.linspace(0, settings.height, bands + 1).astype(int)
+        self._blocks: dict[tuple[int, int], np.ndarray] = {}  # (entry, band) -> rows of that band
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
 
     @property
     def unique_frames(self) -> int:
         """How many consecutive frame numbers give distinct frames."""
         return self.settings.bank_size ** (len(self._band_edges) - 1)
 
+    def _entries(self, frame_number: int) -> list[tuple[int, int]]:
+        """The (entry, band) blocks frame ``frame_number`` is made of."""
+        digits, bank_size, blocks = frame_number, self.settings.bank_size, []
+        for band in range(len(self._band_edges) - 1):
+            # Rotating by the band index keeps the bands of frame 0 from all being entry 0.
+            blocks.append(((digits + band) % bank_size, band))
+            digits //= bank_size
+        return blocks
+
+    def _block(self, entry: int, band: int) -> np.ndarray:
+        block = self._blocks.get((entry, band))
+        if block is not None:
+            return block
+        top, bottom = self._band_edges[band], self._band_edges[band + 1]
+        counts = np.random.default_rng([self.settings.seed, 1, entry, band]).poisson(self._mean[top:bottom])
+        if self._limit is not None:
+            np.minimum(counts, self._limit, out=counts)
+        with self._lock:  # two threads may draw the same block: equal seeds, equal blocks; keep one
+            return self._blocks.setdefault((entry, band), counts.astype(self.dtype))
+
     def frame(self, frame_number: int) -> np.ndarray:
         """A new array holding frame ``frame_number`` (callers may hand it to ZeroMQ)."""
         if frame_number < 0:
             raise ValueError(f"frame number must be >= 0, got {frame_number}")
         out = np.empty(self.shape, dtype=self.dtype)
-        digits = frame_number
-        bank_size = self.settings.bank_size
-        for band, (top, bottom) in enumerate(zip(self._band_edges[:-1], self._band_edges[1:], strict=True)):
-            # Rotating by the band index keeps the bands of frame 0 from all being entry 0.
-            entry = (digits + band) % bank_size
-            digits //= bank_size
-            out[top:bottom] = self._bank[entry, top:bottom]
+        for (entry, band), top, bottom in zip(
+            self._entries(frame_number), self._band_edges[:-1], self._band_edges[1:], strict=True
+        ):
+            out[top:bottom] = self._block(entry, band)
         return out
+
+    def fill_in_background(self, frames: int) -> threading.Thread:
+        """Draw, in a daemon thread, the blocks frames ``0..frames-1`` need, in the order they
+        need them, so the acquisition rarely waits for one; ``cancel`` ends it early."""
+        last = min(frames, self.unique_frames)
+        total = self.settings.bank_size * (len(self._band_edges) - 1)
+
+        def fill():
+            for frame_number in range(last):
+                if self._cancelled.is_set() or len(self._blocks) == total:
+                    return
+                for entry, band in self._entries(frame_number):
+                    self._block(entry, band)
+
+        thread = threading.Thread(target=fill, name="diffraction-bank", daemon=True)
+        thread.start()
+        return thread
+
+    def cancel(self) -> None:
+        """Stop drawing ahead (these frames are no longer wanted)."""
+        self._cancelled.set()

@@ -41,7 +41,7 @@ import numpy as np
 from fabio.cbfimage import CbfImage
 
 from photonflow.acquisition.pilatus import END, MODELS, PIXEL_SIZE, image_names
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.trigger_input import TriggerInput
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ class Camserver:
         self.trigger_input = TriggerInput()
         self._exposure: threading.Thread | None = None
         self._frames: DiffractionFrames | None = None
+        preload_calibrant()
         self.images_written = 0
 
     def frame(self, number: int) -> np.ndarray:

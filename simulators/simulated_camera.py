@@ -19,7 +19,7 @@ import numpy as np
 from photonflow.acquisition.acquirer import AcquisitionSettings
 from photonflow.errors import ConfigurationError
 from photonflow.simulators.beamline_view import BeamConditions
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.stream.stins import PIXEL_TYPES
 
 
@@ -71,6 +71,7 @@ class SimulatedCamera:
         self.beam_centre = beam_centre or (sensor.height * 0.47, sensor.width * 0.52)
         self.beam = BeamConditions()
         self._frames: DiffractionFrames | None = None
+        preload_calibrant()
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -124,7 +125,10 @@ class SimulatedCamera:
             self.beam = self._beamline()
         wanted = self.pattern_settings(settings)
         if self._frames is None or self._frames.settings != wanted:
+            if self._frames is not None:
+                self._frames.cancel()
             self._frames = DiffractionFrames(wanted)
+        self._frames.fill_in_background(settings.frame_count)
 
     def frames(
         self, settings: AcquisitionSettings, stop: threading.Event

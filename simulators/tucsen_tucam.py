@@ -52,7 +52,7 @@ from photonflow.acquisition.tucsen import (
     TUIDP_TEMPERATURE,
     TUREG_SN,
 )
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.trigger_input import TriggerInput
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class SimulatedTucam:
         self._stop_sensor = threading.Event()
         self.trigger_input = TriggerInput()
         self._pattern: tuple | None = None
+        preload_calibrant()
         self.functions = SimpleNamespace(**{
             name: ctypes.CFUNCTYPE(TUCAMRET, *argtypes)(self._entry(name)) for name, argtypes in PROTOTYPES.items()
         })

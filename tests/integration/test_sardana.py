@@ -87,6 +87,34 @@ def test_an_ascan_writes_one_photonflow_file_that_the_scan_file_links(sardana, r
           f"overhead {overhead * 1000:.0f} ms per point (motor moves included)")
 
 
+def test_a_timescan_that_skips_points_still_ends_with_a_scan_file_linking_the_frames_taken(sardana, running_suite):
+    """With no latency, Sardana skips the triggers that come while a point is still being
+    acquired: those points have no reference. The recorder links the others and reads zeros
+    for the skipped ones instead of failing the scan."""
+    _, run, _, scans, channel = sardana
+    state, error = run("timescan", "9", str(EXPOSURE))
+    assert state == "ON", error
+    with h5py.File(scans / "scan.h5", "r") as f:
+        entry = sorted(f, key=lambda name: int(name[5:]))[-1]
+        measurement = f[entry]["measurement"]
+        references = [r.decode() for r in measurement[f"_{channel}_references"][()]]
+        assert measurement[channel].is_virtual and measurement[channel].shape[0] == len(references)
+    taken = {point: int(reference.rsplit("[", 1)[1][:-1])
+             for point, reference in enumerate(references) if reference.startswith("h5file://")}
+    assert 0 in taken
+    file = references[0].split("::")[0][len("h5file://"):]
+    state, error = run("ct", str(EXPOSURE))  # the next acquisition ends the partial series
+    assert state == "ON", error
+    with h5py.File(file, "r") as f:
+        frames = f["entry/data/data"][()]
+    with h5py.File(scans / "scan.h5", "r") as f:
+        linked = f[entry]["measurement"][channel][()]
+    for point, index in taken.items():
+        np.testing.assert_array_equal(linked[point], frames[index])
+    for point in set(range(len(references))) - set(taken):
+        assert not linked[point].any()
+
+
 def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters(sardana, running_suite):
     _, run, door, _, _ = sardana
     deployment = running_suite.deployment

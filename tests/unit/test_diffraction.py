@@ -58,3 +58,21 @@ def test_counts_saturate_at_the_pixel_type_limit():
 def test_negative_frame_numbers_are_refused():
     with pytest.raises(ValueError):
         DiffractionFrames(SMALL).frame(-1)
+
+
+def test_frames_drawn_ahead_in_the_background_equal_frames_drawn_on_demand_in_any_order():
+    settings = PatternSettings(height=64, width=48, seed=7, bank_size=4, bands=3)
+    ahead = DiffractionFrames(settings)
+    ahead.fill_in_background(70).join()
+    on_demand = DiffractionFrames(settings)
+    for number in (69, 3, 17, 0, 42):  # out of order: each block has its own seed
+        np.testing.assert_array_equal(on_demand.frame(number), ahead.frame(number))
+
+
+def test_a_cancelled_background_fill_stops_and_frames_are_still_drawn_on_demand():
+    settings = PatternSettings(height=64, width=48, seed=7, bank_size=4, bands=3)
+    frames = DiffractionFrames(settings)
+    frames.cancel()
+    frames.fill_in_background(70).join()
+    assert not frames._blocks  # nothing drawn ahead once cancelled
+    np.testing.assert_array_equal(frames.frame(5), DiffractionFrames(settings).frame(5))

@@ -1,7 +1,8 @@
 """Sardana 2D controller for a photonflow Controller device (add this folder to the Pool's PoolPath).
 
-A scan arms photonflow once (``PrepareOne``: one ``Configure`` for all its points, one file),
-then each point's start triggers one frame (trigger mode ``client``: the Acquirer's
+A scan arms photonflow once (``PrepareOne``: one ``Configure`` and ``Start`` for all its
+points, one file; the arming overlaps the move to the first point), then each point's start
+triggers one frame (trigger mode ``client``: the Acquirer's
 ``SoftwareTrigger``). The channel's value reference is the frame in that file,
 ``h5file:///<file>::/entry/data/data[<index>]`` (silx's DataUrl syntax); the photonflow scan
 recorder (``../recorders``) links those frames into Sardana's NXscan file as a virtual dataset.
@@ -71,6 +72,7 @@ class PhotonflowTwoDController(TwoDController, Referable):
         self._prepared = False
         self._file = ""
         self._stopped = False
+        self._started = False
 
     def _proxy(self, name):
         proxy = tango.DeviceProxy(name)
@@ -91,8 +93,10 @@ class PhotonflowTwoDController(TwoDController, Referable):
         state = self.controller.state()
         if state == tango.DevState.FAULT:
             return State.Fault, self.controller.status()
-        if self._triggered == 0 or self._stopped:
+        if self._stopped or not self._started:
             return STATES.get(state, State.Unknown), self.controller.status()
+        if self._triggered == 0:  # started at PrepareOne: armed, or arming, for the first point
+            return State.On, f"Series of {self._frames} frames started: waiting for the first point"
         written = self.recorder.read_attribute("FramesWritten").value
         if written < self._triggered:
             return State.Moving, f"Frame {self._triggered - 1}: {written} of {self._frames} frames written"
@@ -111,11 +115,14 @@ class PhotonflowTwoDController(TwoDController, Referable):
         }))
         self._frames, self._triggered, self._exposure = int(frames), 0, float(exposure)
         self._stopped = False
+        self._started = False
 
     def PrepareOne(self, axis, value, repetitions, latency, nb_starts):
-        """Once per scan: one series of repetitions x points frames, one file."""
+        """Once per scan: one series of repetitions x points frames, one file, started now so
+        the detector arms while the motors move to the first point."""
         self._configure(value, repetitions * nb_starts)
         self._prepared = True
+        self._start_series()
 
     def LoadOne(self, axis, value, repetitions, latency):
         if self._prepared and self._triggered < self._frames:
@@ -124,10 +131,15 @@ class PhotonflowTwoDController(TwoDController, Referable):
         self._configure(value, repetitions)
 
     # -- acquisition --------------------------------------------------------------------------
+    def _start_series(self):
+        self.controller.Start()
+        self._file = self.controller.read_attribute("LastFile").value
+        self._started = True
+
     def StartOne(self, axis, value):
+        if not self._started:
+            self._start_series()
         if self._triggered == 0:
-            self.controller.Start()
-            self._file = self.controller.read_attribute("LastFile").value
             self._wait(self._acquirer_armed, "the Acquirer to be armed")
         self.acquirer.command_inout("SoftwareTrigger")
         self._triggered += 1
