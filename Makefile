@@ -11,7 +11,7 @@ FRAMES ?=
 EXPOSURE ?=
 PERIOD ?=
 
-.PHONY: demo test bench bench-pipeline bench-soak bench-run-table up down panel beamline-panel runs venv clean
+.PHONY: demo test bench bench-pipeline bench-soak bench-run-table bench-sardana up down panel beamline-panel runs venv clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-pipeline: $(INSTALLED)
 
 bench-soak: $(INSTALLED)
 	$(BIN)/python benchmarks/soak.py
+
+bench-sardana: $(INSTALLED)
+	$(BIN)/python benchmarks/sardana_bench.py
 
 bench-run-table: $(INSTALLED)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/run_table_bench.py

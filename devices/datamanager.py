@@ -152,6 +152,11 @@ class PhotonflowDataManager(PhotonflowDevice):
     def CurrentRole(self):
         return self.core.current_role if self.core is not None else ""
 
+    @attribute(dtype=str, doc="JSON: the data-policy fields of the acquisition under way (proposal, beamline, "
+               "session, sample, dataset, role, node), as the Recorder's blissdata scans carry them")
+    def DataPolicy(self):
+        return json.dumps(self.core.data_policy() if self.core is not None else {})
+
     @attribute(dtype=float, unit="%", format="%.1f", min_value=0, max_value=100,
                doc="Acquisitions of the structure done")
     def Progress(self):

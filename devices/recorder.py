@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -9,7 +10,7 @@ from tango import AttrWriteType
 from tango.server import attribute, command, device_property
 
 from photonflow.devices.base import PhotonflowDevice
-from photonflow.devices.common import operator_errors
+from photonflow.devices.common import TangoReader, operator_errors
 from photonflow.recording.blissdata_sink import BlissdataSink, is_redis_url
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
 from photonflow.recording.recorder import (
@@ -88,6 +89,11 @@ class PhotonflowRecorder(PhotonflowDevice):
         "scan, frames by reference to the file; default: the event bus PHOTONFLOW_EVENT_BUS when it is a "
         "redis:// URL; empty: none",
     )
+    DataManager = device_property(
+        dtype=str, default_value="",
+        doc="The DataManager whose DataPolicy (proposal, session, sample, dataset, role) each blissdata scan "
+        "carries; empty: the scans carry no data policy",
+    )
     SeriesEndTimeout = device_property(
         dtype=float, default_value=DEFAULT_END_TIMEOUT,
         doc="Seconds to wait for series_end once every armed frame arrived; then the file is closed "
@@ -106,7 +112,8 @@ class PhotonflowRecorder(PhotonflowDevice):
         self.blissdata = None
         url = blissdata_url(self.Blissdata)
         if url:
-            self.blissdata = BlissdataSink(url, beamline=self.get_name().split("/")[0], session=self.get_name())
+            self.blissdata = BlissdataSink(url, beamline=self.get_name().split("/")[0], session=self.get_name(),
+                                           context=self._data_policy if self.DataManager else None)
             sinks.append(self.blissdata)
         recorder = Recorder(
             self.DataRoot, self.DefaultFilePathTemplate, listener,
@@ -120,6 +127,12 @@ class PhotonflowRecorder(PhotonflowDevice):
         if self.blissdata is not None:
             self.blissdata.attach(recorder)
         return recorder
+
+    def _data_policy(self) -> dict:
+        """Read by the blissdata publisher at each series start (its thread, never the writer's)."""
+        if not hasattr(self, "_reader"):
+            self._reader = TangoReader(timeout_s=1.0)
+        return json.loads(self._reader(self.DataManager, "DataPolicy") or "{}")
 
     def release_core(self, recorder: Recorder) -> None:
         recorder.abort()

@@ -184,6 +184,22 @@ class DataManager(StatefulCore):
         """What the acquisition under way means (dark, flat, data...); empty between acquisitions."""
         return self._current.role if self._current is not None else ""
 
+    def data_policy(self) -> dict[str, str]:
+        """The data-policy fields of what is being acquired now, for live consumers (blissdata's
+        scan identity): proposal, beamline, session, sample, the dataset and its role; {} before
+        an experiment is set. An acquisition nobody planned has no dataset and no role."""
+        with self._lock:
+            if self.catalogue is None:
+                return {}
+            current, planned_file = self._current, getattr(self, "_expected_file", None)
+            return {
+                "data_policy": "ESRF", "proposal": self.proposal, "beamline": self.beamline,
+                "session": self.session, "sample": self.sample,
+                "dataset": planned_file.stem if current is not None and planned_file is not None else "",
+                "role": current.role if current is not None else "",
+                "node": current.path if current is not None else "",
+            }
+
     # -- the structure ---------------------------------------------------------------------------
     def load_structure(self, path: str) -> int:
         """Load a data structure description; returns how many acquisitions it has."""

@@ -458,6 +458,8 @@ class BlissdataSink:
                 "data_path": DATA_PATH,
                 "frames_per_file": record.frames_per_file,
                 "detector": det,
+                "role": str(context.get("role", "")),  # dark, flat, data... as the DataManager planned it
+                "node": str(context.get("node", "")),
             },
         }
         scan = store.create_scan(identity, info)

@@ -5,6 +5,7 @@ frames are the simulator's, linked (not copied) by Sardana's scan file."""
 from __future__ import annotations
 
 import glob
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ pytest.importorskip("sardana")
 import tango
 
 from photonflow.datamanager.catalogue import Catalogue
+from photonflow.recording.blissdata_sink import open_data_store
 from tests.integration.helpers import wait_until
 from tests.integration.test_pipeline import demo_frames
 
@@ -135,5 +137,14 @@ def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters
     with h5py.File(dark.raw_file, "r") as f:
         assert f["entry/data/data"].shape[0] == 3 and f["entry/data/data"][()].max() == 0  # shutter closed
     assert str(tango.DeviceProxy(url("demo/beamline/shutter")).state()) == "OPEN"  # opened again after
+    # the darks' blissdata scan carries the DataManager's data policy (the Recorder reads DataPolicy)
+    store = open_data_store(running_suite.suite.event_bus)
+    _, keys = store.search_existing_scans(name="photonflow_series", proposal="sd0001")
+    scans = [store.load_scan(key) for key in keys]
+    darks = next(scan for scan in scans if scan.info["filename"] == str(dark.raw_file))
+    assert (darks.proposal, darks.collection, darks.session) == ("sd0001", "ceo2", "s1")
+    policy = json.loads(datamanager.DataPolicy)
+    assert policy["proposal"] == "sd0001" and policy["role"] == ""  # darks taken outside a structure
+    assert darks.info["data_policy"] == "ESRF" and darks.info["beamline"] == policy["beamline"]
     state, error = run("pf_darks", "0", str(EXPOSURE))
     assert state != "ON" and "frames must be at least 1" in " ".join(error or [])

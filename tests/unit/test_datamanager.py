@@ -63,6 +63,23 @@ def test_a_structure_runs_acquisition_by_acquisition_with_roles_and_policy_paths
     assert kinds == {"run_values_updated"}
 
 
+def test_the_data_policy_names_the_acquisition_under_way_for_live_consumers(manager):
+    assert manager.data_policy() == {}  # no experiment yet
+    manager.set_experiment("mx0001", "20261127", "fe_foil")
+    between = manager.data_policy()
+    assert (between["proposal"], between["session"], between["sample"], between["beamline"]) == (
+        "mx0001", "20261127", "fe_foil", "demo")
+    assert between["dataset"] == between["role"] == ""
+    manager.load_structure(str(STRUCTURES / "eff_energy_scan.yaml"))
+    manager.begin_sequence()
+    step = manager.next_acquisition()
+    during = manager.data_policy()
+    assert during["dataset"] == step["dataset"] == Path(step["controller"]["file"]).stem
+    assert (during["role"], during["node"], during["data_policy"]) == (step["role"], step["node"], "ESRF")
+    finish(manager, step, 1)
+    assert manager.data_policy()["role"] == ""
+
+
 def test_a_series_nobody_planned_is_catalogued_without_a_role(manager, tmp_path):
     manager.set_experiment("mx0002", "s1", "lysozyme")
     manager.series_ended(SeriesResult(9, str(tmp_path / "data" / "x.h5"), 100, 98, 2, "ALARM: 2 frames missing"))
