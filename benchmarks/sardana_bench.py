@@ -73,7 +73,7 @@ def main() -> int:
 
         for macro in (["senv", "ScanDir", [str(scans)]], ["senv", "ScanFile", ["scan.h5"]],
                       ["senv", "ScanRecorder", [SCAN_RECORDER]], ["defmeas", "mg_pf", [channel]],
-                      ["defmeas", "mg_dummy", [DUMMY]],
+                      ["defmeas", "mg_dummy", [DUMMY]], ["senv", "ActiveMntGrp", ["mg_pf"]],
                       ["set_meas_conf", "ValueRefEnabled", "True", [channel]]):
             run(*macro)
         scan = ["ascan", "samx", "0", str(0.01 * (POINTS - 1)), str(POINTS - 1), str(EXPOSURE)]

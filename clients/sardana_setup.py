@@ -62,6 +62,11 @@ def start_sardana(suite: Suite, deployment: Deployment, instance: str = "photonf
     controllers and elements of the deployment (those that exist already are kept)."""
     database = suite.database()
     devices = register_sardana(database, instance)
+    # the MacroServer's environment (senv) in the suite's own folder: by default it is a file under
+    # /tmp/tango-<user> shared by every MacroServer of that instance name on the host
+    environment = suite.var_dir / "sardana" / instance / "macroserver.properties"
+    environment.parent.mkdir(parents=True, exist_ok=True)
+    database.put_device_property(devices["MacroServer"], {"EnvironmentDb": [str(environment)]})
     process = suite._spawn(f"Sardana/{instance}", [executable("Sardana"), instance, *orb_endpoint_arguments()],
                            suite.environment())
 

@@ -7,6 +7,13 @@ triggers one frame (trigger mode ``client``: the Acquirer's
 ``h5file:///<file>::/entry/data/data[<index>]`` (silx's DataUrl syntax); the photonflow scan
 recorder (``../recorders``) links those frames into Sardana's NXscan file as a virtual dataset.
 Without ``PrepareOne`` (a plain ``ct``), ``LoadOne`` configures a series of one frame.
+
+The measurement group's synchronization picks photonflow's trigger mode: software trigger (a
+step scan) ``client``, one frame per point; software start (``set_meas_conf Synchronization
+Start``: a timescan) ``internal``, the detector's own timing; hardware trigger, start and gate
+``external``, ``external_start`` and ``external_enable`` (the detector's trigger input wired to
+the synchronizer). Outside ``client`` the frames come by themselves, and each read gives the
+references of the frames written since the last read.
 """
 
 import json
@@ -16,6 +23,7 @@ import h5py
 import numpy
 import tango
 from sardana import State
+from sardana.pool import AcqSynch
 from sardana.pool.controller import (
     DefaultValue,
     Description,
@@ -33,6 +41,14 @@ STATES = {
     tango.DevState.MOVING: State.Moving,
     tango.DevState.STANDBY: State.Standby,
     tango.DevState.FAULT: State.Fault,
+}
+
+TRIGGER_MODES = {  # Sardana's synchronization -> photonflow's trigger mode
+    AcqSynch.SoftwareTrigger: "client",
+    AcqSynch.SoftwareStart: "internal",
+    AcqSynch.HardwareTrigger: "external",
+    AcqSynch.HardwareStart: "external_start",
+    AcqSynch.HardwareGate: "external_enable",
 }
 
 
@@ -73,6 +89,8 @@ class PhotonflowTwoDController(TwoDController, Referable):
         self._file = ""
         self._stopped = False
         self._started = False
+        self._trigger_mode = "client"
+        self._reported = 0  # frames whose value or reference was given (trigger modes but client)
 
     def _proxy(self, name):
         proxy = tango.DeviceProxy(name)
@@ -93,7 +111,7 @@ class PhotonflowTwoDController(TwoDController, Referable):
         state = self.controller.state()
         if state == tango.DevState.FAULT:
             return State.Fault, self.controller.status()
-        if self._stopped or not self._started:
+        if self._stopped or not self._started or self._trigger_mode != "client":
             return STATES.get(state, State.Unknown), self.controller.status()
         if self._triggered == 0:  # started at PrepareOne: armed, or arming, for the first point
             return State.On, f"Series of {self._frames} frames started: waiting for the first point"
@@ -105,30 +123,43 @@ class PhotonflowTwoDController(TwoDController, Referable):
         return State.On, f"{written} of {self._frames} frames written to {self._file}"
 
     # -- configuration --------------------------------------------------------------------------
-    def _configure(self, exposure, frames):
+    def SetCtrlPar(self, parameter, value):
+        if parameter.lower() == "synchronization":
+            if value not in TRIGGER_MODES:
+                raise ValueError(f"photonflow has no trigger mode for {AcqSynch(value).name}: "
+                                 "use a software or hardware trigger, a start, or a hardware gate")
+            self._trigger_mode = TRIGGER_MODES[value]
+        else:
+            super().SetCtrlPar(parameter, value)
+
+    def _configure(self, exposure, frames, latency=0.0):
         if self.controller.state() == tango.DevState.RUNNING:  # a scan stopped by the user before
             self.controller.Abort()
             self._wait(lambda: self.controller.state() != tango.DevState.RUNNING, "the last series to end")
         self.controller.Configure(json.dumps({
             "frames": int(frames), "exposure": float(exposure),
-            "period": float(exposure) + float(self.Latency), "trigger_mode": "client",
+            "period": float(exposure) + max(float(self.Latency), float(latency)),
+            "trigger_mode": self._trigger_mode,
         }))
         self._frames, self._triggered, self._exposure = int(frames), 0, float(exposure)
+        self._reported = 0
         self._stopped = False
         self._started = False
 
     def PrepareOne(self, axis, value, repetitions, latency, nb_starts):
         """Once per scan: one series of repetitions x points frames, one file, started now so
         the detector arms while the motors move to the first point."""
-        self._configure(value, repetitions * nb_starts)
+        self._configure(value, repetitions * nb_starts, latency)
         self._prepared = True
         self._start_series()
 
     def LoadOne(self, axis, value, repetitions, latency):
-        if self._prepared and self._triggered < self._frames:
+        if self._prepared and self._trigger_mode == "client" and self._triggered < self._frames:
             return  # a frame of the prepared series
+        if self._prepared and self._trigger_mode != "client" and not self._triggered:
+            return  # the prepared series, not started yet
         self._prepared = False
-        self._configure(value, repetitions)
+        self._configure(value, repetitions, latency)
 
     # -- acquisition --------------------------------------------------------------------------
     def _start_series(self):
@@ -141,8 +172,11 @@ class PhotonflowTwoDController(TwoDController, Referable):
             self._start_series()
         if self._triggered == 0:
             self._wait(self._acquirer_armed, "the Acquirer to be armed")
-        self.acquirer.command_inout("SoftwareTrigger")
-        self._triggered += 1
+        if self._trigger_mode == "client":
+            self.acquirer.command_inout("SoftwareTrigger")
+            self._triggered += 1
+        else:  # started once; the frames follow the detector's timing or its trigger input
+            self._triggered = self._frames
 
     def _acquirer_armed(self):
         if self.controller.state() == tango.DevState.FAULT:
@@ -159,12 +193,22 @@ class PhotonflowTwoDController(TwoDController, Referable):
                 raise RuntimeError(f"photonflow: timed out waiting for {what}")
             time.sleep(0.005)
 
+    def _new_frames(self):
+        """Frames written since the last read (trigger modes but client), and marks them read."""
+        first, self._reported = self._reported, self.recorder.read_attribute("FramesWritten").value
+        return range(first, self._reported)
+
     def ReadOne(self, axis):
         with h5py.File(self._file, "r", swmr=True) as f:
-            return numpy.array(f[DATASET][self._triggered - 1])
+            if self._trigger_mode == "client":
+                return numpy.array(f[DATASET][self._triggered - 1])
+            frames = self._new_frames()
+            return [numpy.array(f[DATASET][index]) for index in frames]
 
     def RefOne(self, axis):
-        return frame_reference(self._file, self._triggered - 1)
+        if self._trigger_mode == "client":
+            return frame_reference(self._file, self._triggered - 1)
+        return [frame_reference(self._file, index) for index in self._new_frames()]
 
     def StopOne(self, axis):
         self._stopped = True
