@@ -24,7 +24,8 @@ from sardana.pool.controller import (
     Type,
 )
 
-DATASET = "/entry/data/data"
+from photonflow.recording.frame_reference import DATASET, frame_reference
+
 STATES = {
     tango.DevState.ON: State.On,
     tango.DevState.ALARM: State.Alarm,
@@ -33,11 +34,6 @@ STATES = {
     tango.DevState.STANDBY: State.Standby,
     tango.DevState.FAULT: State.Fault,
 }
-
-
-def frame_reference(path, index):
-    """The value reference of frame ``index`` of a photonflow file."""
-    return f"h5file://{path}::{DATASET}[{index}]"
 
 
 class PhotonflowTwoDController(TwoDController, Referable):

@@ -6,12 +6,10 @@ A photonflow channel refers to one frame of one file per scan:
 point; this one links frame ``index`` of that dataset, so the scan file's measurement holds a
 virtual dataset of the photonflow frames (nothing copied)."""
 
-import re
-
 import h5py
 from sardana.macroserver.recorders.h5storage import NXscanH5_FileRecorder
 
-INDEXED = re.compile(r"^h5file://(?P<file>/[^:]+)::(?P<dataset>/?[\w./\-]+)\[(?P<index>\d+)\]$")
+from photonflow.recording.frame_reference import parse_frame_reference
 
 
 class PhotonflowNXscanH5_FileRecorder(NXscanH5_FileRecorder):
@@ -30,21 +28,21 @@ class PhotonflowNXscanH5_FileRecorder(NXscanH5_FileRecorder):
 
     def _link_frames(self, measurement, dd, dd_env):
         references = [r.decode() if isinstance(r, bytes) else str(r) for r in measurement[dd.label][()]]
-        matches = [INDEXED.match(reference) for reference in references]
-        if not matches or None in matches:
+        frames = [parse_frame_reference(reference) for reference in references]
+        if not frames or None in frames:
             return False
         sources = {}
-        for match in matches:
-            key = (match["file"], match["dataset"])
+        for frame in frames:
+            key = (frame.file, frame.dataset)
             if key not in sources:
-                with h5py.File(match["file"], "r", swmr=True) as f:
-                    frames = f[match["dataset"]]
-                    sources[key] = h5py.VirtualSource(match["file"], match["dataset"], shape=frames.shape,
-                                                      dtype=frames.dtype)
+                with h5py.File(frame.file, "r", swmr=True) as f:
+                    dataset = f[frame.dataset]
+                    sources[key] = h5py.VirtualSource(frame.file, frame.dataset, shape=dataset.shape,
+                                                      dtype=dataset.dtype)
         first = next(iter(sources.values()))
-        layout = h5py.VirtualLayout(shape=(len(matches), *first.shape[1:]), dtype=first.dtype)
-        for point, match in enumerate(matches):
-            layout[point] = sources[(match["file"], match["dataset"])][int(match["index"])]
+        layout = h5py.VirtualLayout(shape=(len(frames), *first.shape[1:]), dtype=first.dtype)
+        for point, frame in enumerate(frames):
+            layout[point] = sources[(frame.file, frame.dataset)][frame.index]
         measurement.create_dataset("_" + dd.label + "_references", data=references, dtype=h5py.string_dtype())
         del measurement[dd.label]
         measurement.create_virtual_dataset(dd.label, layout, fillvalue=0)
