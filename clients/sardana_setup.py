@@ -117,6 +117,7 @@ def create_elements(pool: tango.DeviceProxy, deployment: Deployment) -> tuple[di
 def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
     channel = next(iter(sardana.channels), "pf_controller")
     motor = next(iter(sardana.motors), "omega")
+    blissdata = event_bus if is_redis_url(event_bus) else "redis://<host>:<port>"
     return (
         f"Sardana '{sardana.instance}' is up: Pool {sardana.pool}, MacroServer {sardana.macroserver}, "
         f"Door {sardana.door}\n"
@@ -128,7 +129,7 @@ def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
         "  Door> senv PhotonflowController demo/photonflow/controller ; "
         "senv PhotonflowDataManager demo/photonflow/datamanager ; senv PhotonflowBeamline demo/beamline\n"
         f"  Door> senv DataRecorder {BLISSDATA_RECORDER} ; "
-        f"senv BlissdataURL {event_bus if is_redis_url(event_bus) else 'redis://<host>:<port>'}    (every scan on blissdata)\n"
+        f"senv BlissdataURL {blissdata}    (every scan also a blissdata scan)\n"
         f"  Door> ct 0.1 ; ascan {motor} 0 10 20 0.1 ; pf_set_sample mx0001 ceo2 ; pf_darks 10 0.1\n"
         f"  channels {', '.join(sardana.channels)}; motors {', '.join(sardana.motors)}"
     )
