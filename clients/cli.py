@@ -317,7 +317,7 @@ def command_up(args) -> int:
             from photonflow.clients.sardana_setup import start_sardana, usage
 
             sardana = start_sardana(suite, deployment)
-            sardana_text = usage(sardana, suite.tango_host) + "\n"
+            sardana_text = usage(sardana, suite.tango_host, suite.event_bus) + "\n"
     finally:
         suite.save(state_file)  # whatever started is stopped by make down
     controller = deployment.device("PhotonflowController").name

@@ -17,6 +17,7 @@ import tango
 
 from photonflow.clients.launcher import Suite, executable, orb_endpoint_arguments, wait_for
 from photonflow.deployment import Deployment
+from photonflow.recording.blissdata_scan import is_redis_url
 
 PLUGINS = Path(__file__).resolve().parent / "sardana"
 # what a facility adds to its Pool's and MacroServer's properties
@@ -25,6 +26,8 @@ SARDANA_PATHS = {
     "MacroServer": {"MacroPath": [str(PLUGINS / "macros")], "RecorderPath": [str(PLUGINS / "recorders")]},
 }
 SCAN_RECORDER = "PhotonflowNXscanH5_FileRecorder"
+# every scan also as a blissdata 2 scan (a recorder that writes no file: Sardana's DataRecorder)
+BLISSDATA_RECORDER = "PhotonflowBlissdataRecorder"
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,10 @@ def create_elements(pool: tango.DeviceProxy, deployment: Deployment) -> tuple[di
     return channels, motors
 
 
-def usage(sardana: SardanaDevices, tango_host: str) -> str:
+def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
     channel = next(iter(sardana.channels), "pf_controller")
     motor = next(iter(sardana.motors), "omega")
+    blissdata = event_bus if is_redis_url(event_bus) else "redis://<host>:<port>"
     return (
         f"Sardana '{sardana.instance}' is up: Pool {sardana.pool}, MacroServer {sardana.macroserver}, "
         f"Door {sardana.door}\n"
@@ -129,6 +133,8 @@ def usage(sardana: SardanaDevices, tango_host: str) -> str:
         f"  Door> senv ScanDir /tmp/scans ; senv ScanFile scan.h5 ; senv ScanRecorder {SCAN_RECORDER}\n"
         "  Door> senv PhotonflowController demo/photonflow/controller ; "
         "senv PhotonflowDataManager demo/photonflow/datamanager ; senv PhotonflowBeamline demo/beamline\n"
+        f"  Door> senv DataRecorder {BLISSDATA_RECORDER} ; "
+        f"senv BlissdataURL {blissdata}    (every scan also a blissdata scan)\n"
         f"  Door> ct 0.1 ; ascan {motor} 0 10 20 0.1 ; pf_set_sample mx0001 ceo2 ; pf_darks 10 0.1\n"
         f"  channels {', '.join(sardana.channels)}; motors {', '.join(sardana.motors)}"
     )

@@ -34,19 +34,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-import photonflow
 from photonflow.errors import ConfigurationError
+from photonflow.recording.blissdata_scan import (
+    REDIS_TIMEOUT,
+    Channel,
+    DataPolicy,
+    ScanDescription,
+    StreamWriter,
+    end_scan,
+    frames_by_reference,
+    is_redis_url,
+    iso,
+    numeric,
+    open_data_store,
+    with_timeouts,
+)
 from photonflow.recording.nexus_writer import detector_group_name
 from photonflow.stream.stins import UNKNOWN, DataMessage, SeriesEnd, SeriesStart
 
@@ -66,50 +75,6 @@ DATA_PATH = "entry/data/data"  # the frames in the master file, and in every dat
 DEFAULT_BATCH_INTERVAL = 0.01
 DEFAULT_BATCH_FRAMES = 100
 DEFAULT_MAX_PENDING = 1_000_000  # frame records waiting for Redis (~100 bytes each) before dropping
-REDIS_TIMEOUT = 1.0  # seconds: a dead Redis is found out within this, in the publisher thread only
-
-
-def is_redis_url(url: str) -> bool:
-    return urlsplit(url).scheme in ("redis", "rediss", "unix")
-
-
-def with_timeouts(url: str, timeout: float = REDIS_TIMEOUT) -> str:
-    """The URL with socket timeouts (unless it sets its own), so no Redis call waits forever."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.setdefault("socket_timeout", str(timeout))
-    query.setdefault("socket_connect_timeout", str(timeout))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def open_data_store(url: str):
-    """blissdata's DataStore on ``url``, set up for blissdata on first use.
-
-    blissdata sets up only an empty database; photonflow's event bus may share the server and
-    already hold its own streams, which are not scans and do not disturb blissdata's index.
-    """
-    from blissdata.redis_engine.store import DataStore
-
-    try:
-        return DataStore(url)
-    except RuntimeError as error:
-        if "No blissdata protocol version" not in str(error):
-            raise
-
-    class _SharedServerSetup(DataStore):
-        def _setup_redis_db(self):
-            real_dbsize = self._redis.dbsize
-            self._redis.dbsize = lambda: 0  # the only check that refuses a shared database
-            try:
-                with warnings.catch_warnings():
-                    # valkey 8.1 takes only FT.CONFIG SET, which redis-py 7 calls deprecated
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    super()._setup_redis_db()
-            finally:
-                self._redis.dbsize = real_dbsize
-
-    _SharedServerSetup(url, init_db=True)
-    return DataStore(url)
 
 
 @dataclass
@@ -135,15 +100,13 @@ class _Published:
 
     record: _SeriesRecord
     scan: Any
-    image: Any
-    channels: dict[str, Any]  # name -> (key, encoder, index)
-    indices: dict[str, int] = field(default_factory=dict)
+    streams: StreamWriter
+    image: str  # the Lima stream's name
     written: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     prefix: int = 0  # frames 0 .. prefix-1 all written
     saved: int = 0  # frames 0 .. saved-1 flushed to the file when last told
     highest: int = -1
     frames_published: int = 0
-    last_status: tuple[int, int] = (-1, -1)
 
 
 class BlissdataSink:
@@ -375,123 +338,43 @@ class BlissdataSink:
             return {}
 
     def _start(self, record: _SeriesRecord) -> None:
-        from blissdata.streams.default import Stream
-        from blissdata.streams.encoding.json import JsonStreamEncoder
-        from blissdata.streams.encoding.numeric import NumericStreamEncoder
-        from blissdata.streams.lima import LimaStream
-
         store = self._data_store()
         context = self._context()
         file = record.file
-        proposal = str(context.get("proposal", "")) or None
-        sample = str(context.get("sample", context.get("collection", ""))) or None
-        dataset = str(context.get("dataset", "")) or f"series_{record.series_id}"
-        data_policy = str(context.get("data_policy", "ESRF" if proposal else "no_policy"))
-        identity = {
-            "name": SCAN_NAME,
-            "number": record.series_id,
-            "data_policy": data_policy,
-            "session": str(context.get("session", self.session)),
-            "proposal": proposal,
-            "collection": sample,
-            "dataset": dataset,
-            "path": file,
-        }
+        policy = DataPolicy.from_context(context, session=self.session, dataset=f"series_{record.series_id}",
+                                         beamline=self.beamline)
         det = record.detector
-        image, epoch = f"{det}:image", "timer:epoch"
-        scalars = [f"{det}:frame_number", f"{det}:timestamp"] + [f"{det}:{m}" for m in record.frame_metadata]
-        title = str(context.get("title", "")) or f"{SCAN_NAME} {record.series_id} {record.frames} frames"
-        info = {
-            "name": SCAN_NAME,
-            "scan_nb": record.series_id,
-            "session_name": identity["session"],
-            "user_name": str(context.get("user", "")) or "photonflow",
-            "data_policy": data_policy,
-            "proposal": proposal,
-            "beamline": str(context.get("beamline", self.beamline)),
-            "sample_name": sample,
-            "dataset": dataset,
-            "title": title,
-            "type": SCAN_NAME,
-            "npoints": record.frames,
-            "count_time": record.count_time,
-            "start_time": _iso(record.start_time),
-            "end_time": None,
-            "acquisition_chain": {
-                "timer": {
-                    "top_master": "timer",
-                    "devices": ["timer", det],
-                    "scalars": [epoch, *scalars],
-                    "spectra": [],
-                    "images": [image],
-                    "master": {"scalars": [epoch], "spectra": [], "images": []},
-                }
-            },
-            "devices": {
-                "timer": {"name": "timer", "channels": [epoch], "triggered_devices": [det]},
-                det: {"name": det, "channels": [image, *scalars], "type": "lima",
-                      "metadata": record.detector_info},
-            },
-            "channels": {
-                epoch: {"dim": 0, "display_name": "epoch", "unit": "s"},
-                image: {"dim": 2, "display_name": "image"},
-                f"{det}:frame_number": {"dim": 0, "display_name": "frame_number"},
-                f"{det}:timestamp": {"dim": 0, "display_name": "timestamp", "unit": "s"},
-                **{f"{det}:{m}": {"dim": 0, "display_name": m} for m in record.frame_metadata},
-            },
-            "display_extra": {"plotselect": [], "displayed_channels": [image]},
-            "save": True,
-            "filename": file,
-            "images_path": file,
-            "publisher": self.publisher,
-            "publisher_version": photonflow.__version__,
-            "data_writer": "photonflow",
-            "writer_options": {"chunk_options": {}, "separate_scan_files": False},
-            "scan_meta_categories": ["positioners", "instrument", "technique"],
-            "positioners": {},
-            "instrument": {"name": str(context.get("beamline", self.beamline))},
-            "technique": {},
-            "photonflow": {
-                "series_id": record.series_id,
-                "frames_armed": record.frames,
-                "file": file,
-                "data_path": DATA_PATH,
-                "frames_per_file": record.frames_per_file,
-                "detector": det,
-                "role": str(context.get("role", "")),  # dark, flat, data... as the DataManager planned it
-                "node": str(context.get("node", "")),
-            },
+        image = f"{det}:image"
+        numbers = {
+            "timer:epoch": (np.float64, "s"), f"{det}:frame_number": (np.int64, None),
+            f"{det}:timestamp": (np.float64, "s"), **{f"{det}:{m}": (np.float64, None) for m in record.frame_metadata},
         }
-        scan = store.create_scan(identity, info)
-        if record.frames_per_file:
-            escaped = Path(file.replace("%", "%%"))  # blissdata fills in the file number with %
-            saving = {  # the names of data_file_path: <stem>_data_000001.h5 holds frames 0..frames_per_file-1
-                "file_path": str(escaped.with_name(f"{escaped.stem}_data_%06d{escaped.suffix}")),
-                "data_path": DATA_PATH, "file_format": "hdf5",
-                "file_offset": 1, "frames_per_file": record.frames_per_file,
-            }
-        else:  # one file: "%.0s" takes the file number and prints nothing
-            saving = {
-                "file_path": file.replace("%", "%%") + "%.0s", "data_path": DATA_PATH, "file_format": "hdf5",
-                "file_offset": 0, "frames_per_file": record.frames,
-            }
-        image_stream = scan.create_stream(LimaStream.make_definition(
-            image, dtype=record.dtype, shape=list(record.shape), server_url=f"photonflow:{file}",
-            buffer_max_number=0,  # no detector server to ask: frames come from the file only
-            frames_per_acquisition=record.frames, acquisition_offset=0, saving=saving,
-        ))
-        channels = {
-            epoch: np.float64, f"{det}:frame_number": np.int64, f"{det}:timestamp": np.float64,
-            **{f"{det}:{m}": np.float64 for m in record.frame_metadata},
-        }
-        streams = {}
-        for name, dtype in channels.items():
-            stream = scan.create_stream(Stream.make_definition(name, dtype))
-            streams[name] = (stream.key, NumericStreamEncoder(dtype))
+        channels = [Channel("timer:epoch", unit="s", display_name="epoch"), Channel(image, dim=2),
+                    *(Channel(name, unit=unit) for name, (_, unit) in numbers.items() if name != "timer:epoch")]
+        description = ScanDescription(
+            name=SCAN_NAME, number=record.series_id,
+            title=str(context.get("title", "")) or f"{SCAN_NAME} {record.series_id} {record.frames} frames",
+            npoints=record.frames, count_time=record.count_time, start_time=iso(record.start_time), file=file,
+            policy=policy, channels=channels,
+            device_info={det: {"type": "lima", "metadata": record.detector_info}},
+            publisher=self.publisher,
+            sections={"photonflow": {
+                "series_id": record.series_id, "frames_armed": record.frames, "file": file, "data_path": DATA_PATH,
+                "frames_per_file": record.frames_per_file, "detector": det,
+                # dark, flat, data... as the DataManager planned it; empty for a series nobody planned
+                "role": str(context.get("role", "")), "node": str(context.get("node", "")),
+            }},
+        )
+        scan = store.create_scan(description.identity(), description.scan_info())
+        streams = StreamWriter(store)
+        streams.add(scan, frames_by_reference(image, file, DATA_PATH, record.dtype, record.shape, record.frames,
+                                              record.frames_per_file))
+        for name, (dtype, _) in numbers.items():
+            streams.add(scan, numeric(name, dtype))
         scan.prepare()
         scan.start()
         self._series = _Published(
-            record=record, scan=scan, image=(image_stream.key, JsonStreamEncoder()), channels=streams,
+            record=record, scan=scan, streams=streams, image=image,
             written=np.zeros(max(record.frames, 1), dtype=bool),
         )
         self.scans_published += 1
@@ -516,9 +399,9 @@ class BlissdataSink:
             series.highest = max(series.highest, int(inside.max()))
         while series.prefix < series.written.size and series.written[series.prefix]:
             series.prefix += 1
-        pipe = self._data_store()._redis.pipeline(transaction=False)
-        for name, (key, encoder) in series.channels.items():
-            self._xadd(pipe, series, name, key, encoder, values[name])
+        pipe = series.streams.pipeline()
+        for name, data in values.items():
+            series.streams.append(pipe, name, data)
         self._add_image_status(pipe, series)
         pipe.execute()
         series.frames_published += len(frames)
@@ -528,8 +411,8 @@ class BlissdataSink:
     def _send_image_status(self) -> None:
         """A flush since the last batch made more frames readable: say so."""
         series = self._series
-        if self._status(series) != series.last_status:
-            pipe = self._data_store()._redis.pipeline(transaction=False)
+        if self._status(series) != series.streams.told(series.image):
+            pipe = series.streams.pipeline()
             self._add_image_status(pipe, series)
             pipe.execute()
 
@@ -545,39 +428,16 @@ class BlissdataSink:
         return series.prefix - 1, saved
 
     def _add_image_status(self, pipe, series: _Published, final: bool = False) -> None:
-        status = self._status(series, final)
-        if status == series.last_status:
-            return
-        key, encoder = series.image
-        self._xadd(pipe, series, "image", key, encoder, {"last_index": status[0], "last_index_saved": status[1]})
-        series.last_status = status
-
-    @staticmethod
-    def _xadd(pipe, series: _Published, name: str, key: str, encoder, data) -> None:
-        """One stream entry holding a batch of points, as blissdata's own writer makes it."""
-        batch = encoder.encode(data)
-        index = series.indices.get(name, 0)
-        pipe.xadd(key, batch.todict(), id=f"{index}-1")
-        series.indices[name] = index + batch.len
+        series.streams.image_status(pipe, series.image, *self._status(series, final))
 
     def _end(self, end_reason: str, counts: dict[str, int] | None) -> None:
         series, self._series = self._series, None
         if series is None:
             return
-        pipe = self._data_store()._redis.pipeline(transaction=False)
+        pipe = series.streams.pipeline()
         self._add_image_status(pipe, series, final=True)
         pipe.execute()
-        scan = series.scan
-        scan.stop()  # seals every stream
-        scan.info["end_time"] = datetime.now().astimezone().isoformat()
-        scan.info["end_reason"] = BLISS_END_REASONS.get(end_reason, "FAILURE")
-        scan.info["photonflow"]["end_reason"] = end_reason
-        scan.info["photonflow"]["frames_published"] = series.frames_published
+        ours = {"end_reason": end_reason, "frames_published": series.frames_published}
         if counts is not None:
-            scan.info["photonflow"]["counts"] = counts
-        scan.close()
-
-
-def _iso(text: str) -> str:
-    """An ISO 8601 time with its offset, as blissdata's consumers parse it ('Z' spelled +00:00)."""
-    return text[:-1] + "+00:00" if text.endswith("Z") else text
+            ours["counts"] = counts
+        end_scan(series.scan, BLISS_END_REASONS.get(end_reason, "FAILURE"), {"photonflow": ours})

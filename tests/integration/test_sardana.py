@@ -148,3 +148,79 @@ def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters
     assert darks.info["data_policy"] == "ESRF" and darks.info["beamline"] == policy["beamline"]
     state, error = run("pf_darks", "0", str(EXPOSURE))
     assert state != "ON" and "frames must be at least 1" in " ".join(error or [])
+
+
+# A blissdata reader in another process, knowing only the Redis URL: it waits for the next scan
+# named as asked (the Recorder publishes its own photonflow_series scans on the same Redis), follows
+# it to CLOSED, reads the frames through its image stream (blissdata's lima plugin, from the file by
+# reference) into an .npy file and prints what it saw.
+BLISSDATA_READER = """
+import json, sys
+import hdf5plugin
+import numpy as np
+from blissdata.redis_engine.store import DataStore
+from blissdata.redis_engine.scan import ScanState
+
+url, name, channel, frames_file = sys.argv[1:]
+store = DataStore(url)
+print("ready", flush=True)
+since = None
+while True:
+    since, key = store.get_next_scan(since=since, timeout=120)
+    scan = store.load_scan(key)
+    if scan.name == name:
+        break
+states = [scan.state.name]
+while scan.state != ScanState.CLOSED:
+    scan.update(timeout=1)
+    if scan.state.name != states[-1]:
+        states.append(scan.state.name)
+image = scan.streams[channel + ":image"]
+np.save(frames_file, np.asarray(image[0:len(image)]))
+print(json.dumps({"name": scan.name, "number": scan.number, "states": states, "info": scan.info,
+                  "streams": sorted(scan.streams), "samx": scan.streams["axis:samx"][:].tolist(),
+                  "refs": [[r.file_path, r.data_path, r.index] for r in image.get_references(slice(0, len(image)))]}),
+      flush=True)
+"""
+
+
+def test_an_ascan_is_published_on_blissdata_with_its_frames_by_reference(sardana, running_suite, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from photonflow.clients.sardana_setup import BLISSDATA_RECORDER
+
+    _, run, door, _, channel = sardana
+    url = running_suite.suite.event_bus
+    for macro in (["senv", "DataRecorder", [BLISSDATA_RECORDER]], ["senv", "BlissdataURL", [url]]):
+        state, error = run(*macro)
+        assert state == "ON", (macro, error)
+    before = set(glob.glob(str(running_suite.data_root / "**" / "series_*.h5"), recursive=True))
+    reader = subprocess.Popen([sys.executable, "-c", BLISSDATA_READER, url, "ascan", channel,
+                               str(tmp_path / "frames.npy")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "ready"
+        state, error = run("ascan", "samx", "0", "0.19", str(POINTS - 1), str(EXPOSURE))
+        assert state == "ON", error
+        out, _ = reader.communicate(timeout=60)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+        # the MacroServer's environment outlives the suite (a file per Sardana instance): leave none behind
+        state, error = run("usenv", ["DataRecorder", "BlissdataURL"])
+        assert state == "ON", error
+    assert reader.returncode == 0
+    seen = json.loads(out.strip().splitlines()[-1])
+    new = sorted(set(glob.glob(str(running_suite.data_root / "**" / "series_*.h5"), recursive=True)) - before)
+    assert len(new) == 1, new
+    serial = door.getEnvironment("ScanID")
+    assert (seen["name"], seen["number"]) == ("ascan", serial)
+    assert seen["states"][-1] == "CLOSED" and seen["info"]["end_reason"] == "SUCCESS"
+    assert seen["info"]["title"].startswith("ascan samx 0") and seen["info"]["npoints"] == POINTS
+    assert {"timer:elapsed_time", "timer:epoch", "axis:samx", f"{channel}:image"} <= set(seen["streams"])
+    np.testing.assert_allclose(seen["samx"], np.linspace(0, 0.19, POINTS), atol=1e-6)
+    assert seen["refs"][3] == [new[0], "entry/data/data", 3]
+    with h5py.File(new[0], "r") as f:
+        np.testing.assert_array_equal(np.load(tmp_path / "frames.npy"), f["entry/data/data"][()])

@@ -33,7 +33,8 @@ from sardana.pool.controller import (
     Type,
 )
 
-DATASET = "/entry/data/data"
+from photonflow.recording.frame_reference import DATASET, frame_reference
+
 STATES = {
     tango.DevState.ON: State.On,
     tango.DevState.ALARM: State.Alarm,
@@ -50,11 +51,6 @@ TRIGGER_MODES = {  # Sardana's synchronization -> photonflow's trigger mode
     AcqSynch.HardwareStart: "external_start",
     AcqSynch.HardwareGate: "external_enable",
 }
-
-
-def frame_reference(path, index):
-    """The value reference of frame ``index`` of a photonflow file."""
-    return f"h5file://{path}::{DATASET}[{index}]"
 
 
 class PhotonflowTwoDController(TwoDController, Referable):

@@ -6,13 +6,12 @@ A photonflow channel refers to one frame of one file per scan:
 point; this one links frame ``index`` of that dataset, so the scan file's measurement holds a
 virtual dataset of the photonflow frames (nothing copied)."""
 
-import re
-
 import h5py
 from sardana.macroserver.recorders.h5storage import NXscanH5_FileRecorder
 
+from photonflow.recording.frame_reference import parse_frame_reference
+
 MISSING = ("", "None", "nan")  # what Sardana records for a point that has no reference
-INDEXED = re.compile(r"^h5file://(?P<file>/[^:]+)::(?P<dataset>/?[\w./\-]+)\[(?P<index>\d+)\]$")
 
 
 class PhotonflowNXscanH5_FileRecorder(NXscanH5_FileRecorder):
@@ -34,26 +33,26 @@ class PhotonflowNXscanH5_FileRecorder(NXscanH5_FileRecorder):
         a timescan does when a point outlasts its period) reads as zeros. Returns False, leaving
         Sardana's own linking, when the references are not photonflow's."""
         references = [r.decode() if isinstance(r, bytes) else str(r) for r in measurement[dd.label][()]]
-        matches = [INDEXED.match(reference) for reference in references]
-        missing = [m is None and reference in MISSING for m, reference in zip(matches, references, strict=True)]
-        if all(missing) or any(m is None and not gap for m, gap in zip(matches, missing, strict=True)):
+        frames = [parse_frame_reference(reference) for reference in references]
+        missing = [frame is None and reference in MISSING for frame, reference in zip(frames, references, strict=True)]
+        if all(missing) or any(frame is None and not gap for frame, gap in zip(frames, missing, strict=True)):
             return False
         wanted = {}  # (file, dataset) -> frames the references reach
-        for match in filter(None, matches):
-            key = (match["file"], match["dataset"])
-            wanted[key] = max(wanted.get(key, 0), int(match["index"]) + 1)
+        for frame in filter(None, frames):
+            key = (frame.file, frame.dataset)
+            wanted[key] = max(wanted.get(key, 0), frame.index + 1)
         sources = {}
-        for (file, dataset), reach in wanted.items():
+        for (file, name), reach in wanted.items():
             with h5py.File(file, "r", swmr=True) as f:
-                frames = f[dataset]
+                dataset = f[name]
                 # a file still being written may not show its last frames yet: link them anyway
-                shape = (max(frames.shape[0], reach), *frames.shape[1:])
-                sources[(file, dataset)] = h5py.VirtualSource(file, dataset, shape=shape, dtype=frames.dtype)
+                shape = (max(dataset.shape[0], reach), *dataset.shape[1:])
+                sources[(file, name)] = h5py.VirtualSource(file, name, shape=shape, dtype=dataset.dtype)
         first = next(iter(sources.values()))
-        layout = h5py.VirtualLayout(shape=(len(matches), *first.shape[1:]), dtype=first.dtype)
-        for point, match in enumerate(matches):
-            if match is not None:
-                layout[point] = sources[(match["file"], match["dataset"])][int(match["index"])]
+        layout = h5py.VirtualLayout(shape=(len(frames), *first.shape[1:]), dtype=first.dtype)
+        for point, frame in enumerate(frames):
+            if frame is not None:
+                layout[point] = sources[(frame.file, frame.dataset)][frame.index]
         measurement.create_dataset("_" + dd.label + "_references", data=references, dtype=h5py.string_dtype())
         del measurement[dd.label]
         measurement.create_virtual_dataset(dd.label, layout, fillvalue=0)

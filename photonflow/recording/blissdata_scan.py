@@ -1,0 +1,308 @@
+"""What every photonflow publisher of blissdata 2 scans shares, so that a detector series and a
+Sardana scan look alike to blissdata's consumers (Flint, the ESRF NeXus writer, ewoks):
+
+- the connection: a Redis URL with timeouts, blissdata set up on a server the event bus shares;
+- the description: ``ScanDescription`` turns what a publisher knows of its scan into blissdata's
+  identity and the ``scan_info`` keys its consumers read (one timer as top master, devices and
+  channels named ``<device>:<channel>``, data policy, saving);
+- the frames: a Lima stream that references them in photonflow's HDF5 files, never sends pixels;
+- the entries: ``StreamWriter`` appends batches of points, as blissdata's own writer lays them
+  out, in one pipelined round trip per batch;
+- the end: ``end_scan`` seals the streams and closes the scan with its end time and reason.
+
+Publishers: the Recorder's ``BlissdataSink`` (blissdata_sink.py) and Sardana's
+``PhotonflowBlissdataRecorder`` through ``blissdata_step_scan.py``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import photonflow
+
+REDIS_TIMEOUT = 1.0  # seconds: a dead Redis is found out within this
+TIMER = "timer"  # the top master of every photonflow scan
+
+
+def is_redis_url(url: str) -> bool:
+    return urlsplit(url).scheme in ("redis", "rediss", "unix")
+
+
+def with_timeouts(url: str, timeout: float = REDIS_TIMEOUT) -> str:
+    """The URL with socket timeouts (unless it sets its own), so no Redis call waits forever."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("socket_timeout", str(timeout))
+    query.setdefault("socket_connect_timeout", str(timeout))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def open_data_store(url: str):
+    """blissdata's DataStore on ``url``, set up for blissdata on first use.
+
+    blissdata sets up only an empty database; photonflow's event bus may share the server and
+    already hold its own streams, which are not scans and do not disturb blissdata's index.
+    """
+    from blissdata.redis_engine.store import DataStore
+
+    try:
+        return DataStore(url)
+    except RuntimeError as error:
+        if "No blissdata protocol version" not in str(error):
+            raise
+
+    class _SharedServerSetup(DataStore):
+        def _setup_redis_db(self):
+            real_dbsize = self._redis.dbsize
+            self._redis.dbsize = lambda: 0  # the only check that refuses a shared database
+            try:
+                with warnings.catch_warnings():
+                    # valkey 8.1 takes only FT.CONFIG SET, which redis-py 7 calls deprecated
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    super()._setup_redis_db()
+            finally:
+                self._redis.dbsize = real_dbsize
+
+    _SharedServerSetup(url, init_db=True)
+    return DataStore(url)
+
+
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat()
+
+
+def iso(text: str) -> str:
+    """An ISO 8601 time with its offset, as blissdata's consumers parse it ('Z' spelled +00:00)."""
+    return text[:-1] + "+00:00" if text.endswith("Z") else text
+
+
+@dataclass(frozen=True)
+class DataPolicy:
+    """Whose data a scan is: blissdata's identity fields, echoed in scan_info."""
+
+    session: str
+    dataset: str
+    proposal: str | None = None
+    collection: str | None = None  # the sample
+    beamline: str = "photonflow"
+    user: str = "photonflow"
+    policy: str = "no_policy"
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any], session: str, dataset: str, beamline: str) -> DataPolicy:
+        """From a context such as the DataManager's (proposal, session, sample...), missing keys
+        taking the publisher's defaults; a proposal makes the policy ESRF's, else none."""
+        context = {k: v for k, v in context.items() if v not in (None, "")}
+        proposal = str(context.get("proposal", "")) or None
+        return cls(
+            session=str(context.get("session", session)),
+            dataset=str(context.get("dataset", "")) or dataset,
+            proposal=proposal,
+            collection=str(context.get("sample", context.get("collection", ""))) or None,
+            beamline=str(context.get("beamline", beamline)),
+            user=str(context.get("user", "")) or "photonflow",
+            policy=str(context.get("data_policy", "ESRF" if proposal else "no_policy")),
+        )
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One stream of a scan, named ``<device>:<short name>`` as blissdata's consumers group them."""
+
+    name: str
+    dim: int = 0
+    unit: str | None = None
+    display_name: str = ""  # default: the short name
+
+    @property
+    def device(self) -> str:
+        return self.name.split(":", 1)[0]
+
+    def info(self) -> dict[str, Any]:
+        described = {"dim": self.dim, "display_name": self.display_name or self.name.split(":", 1)[-1]}
+        if self.unit:
+            described["unit"] = self.unit
+        return described
+
+
+@dataclass
+class ScanDescription:
+    """What a publisher knows of its scan when it starts; ``identity()`` and ``scan_info()`` say it
+    in blissdata's words. Devices are the channels' prefixes; ``timer`` triggers every other one."""
+
+    name: str  # the scan's type: photonflow_series, ascan...
+    number: int
+    title: str
+    npoints: int
+    count_time: float | None
+    start_time: str  # ISO 8601 with its offset
+    file: str  # the file the scan is saved in ("" if none)
+    policy: DataPolicy
+    channels: Sequence[Channel]
+    masters: tuple[str, ...] = (TIMER,)  # devices whose channels say where each point is
+    device_info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. type, metadata
+    positioners: Mapping[str, Any] = field(default_factory=dict)
+    images_path: str = ""  # default: the file
+    publisher: str = "photonflow"
+    data_writer: str = "photonflow"
+    sections: Mapping[str, Any] = field(default_factory=dict)  # the publisher's own, e.g. "photonflow"
+
+    def identity(self) -> dict[str, Any]:
+        policy = self.policy
+        return {
+            "name": self.name, "number": self.number, "data_policy": policy.policy, "session": policy.session,
+            "proposal": policy.proposal, "collection": policy.collection, "dataset": policy.dataset,
+            "path": self.file,
+        }
+
+    def scan_info(self) -> dict[str, Any]:
+        policy = self.policy
+        devices: dict[str, list[Channel]] = {TIMER: []}
+        for channel in self.channels:
+            devices.setdefault(channel.device, []).append(channel)
+        by_dim = {dim: [c.name for c in self.channels if c.dim == dim] for dim in (0, 1, 2)}
+        master = [c for c in self.channels if c.device in self.masters]
+        displayed = by_dim[2] or [c.name for c in self.channels if c.dim == 0 and c not in master]
+        return {
+            "name": self.name,
+            "scan_nb": self.number,
+            "session_name": policy.session,
+            "user_name": policy.user,
+            "data_policy": policy.policy,
+            "proposal": policy.proposal,
+            "beamline": policy.beamline,
+            "sample_name": policy.collection,
+            "dataset": policy.dataset,
+            "title": self.title,
+            "type": self.name,
+            "npoints": self.npoints,
+            "count_time": self.count_time,
+            "start_time": self.start_time,
+            "end_time": None,
+            "acquisition_chain": {
+                TIMER: {
+                    "top_master": TIMER,
+                    "devices": list(devices),
+                    "scalars": by_dim[0],
+                    "spectra": by_dim[1],
+                    "images": by_dim[2],
+                    "master": {"scalars": [c.name for c in master if c.dim == 0],
+                               "spectra": [c.name for c in master if c.dim == 1],
+                               "images": [c.name for c in master if c.dim == 2]},
+                }
+            },
+            "devices": {
+                name: {
+                    "name": name, "channels": [c.name for c in channels],
+                    **({"triggered_devices": [d for d in devices if d != TIMER]} if name == TIMER else {}),
+                    **self.device_info.get(name, {}),
+                }
+                for name, channels in devices.items()
+            },
+            "channels": {c.name: c.info() for c in self.channels},
+            "display_extra": {"plotselect": [], "displayed_channels": displayed},
+            "save": bool(self.file),
+            "filename": self.file,
+            "images_path": self.images_path or self.file,
+            "publisher": self.publisher,
+            "publisher_version": photonflow.__version__,
+            "data_writer": self.data_writer,
+            "writer_options": {"chunk_options": {}, "separate_scan_files": False},
+            "scan_meta_categories": ["positioners", "instrument", "technique"],
+            "positioners": dict(self.positioners),
+            "instrument": {"name": policy.beamline},
+            "technique": {},
+            **self.sections,
+        }
+
+
+def numeric(name: str, dtype, shape: Sequence[int] = ()):
+    """A stream of numbers, one value (or array of ``shape``) per point."""
+    from blissdata.streams.default import Stream
+
+    return Stream.make_definition(name, dtype, tuple(shape))
+
+
+def frames_by_reference(name: str, file: str, data_path: str, dtype: str, shape: Sequence[int], frames: int,
+                        frames_per_file: int = 0):
+    """A Lima stream (blissdata's ``lima`` plugin) whose frames are read from photonflow's HDF5
+    file by reference: its entries only say how many are written (``last_index``) and readable
+    (``last_index_saved``). ``frames_per_file`` > 0: a split series, frames in data files
+    ``<stem>_data_000001.h5``... beside ``file``."""
+    from blissdata.streams.lima import LimaStream
+
+    if frames_per_file:
+        escaped = Path(file.replace("%", "%%"))  # blissdata fills in the file number with %
+        saving = {  # the names of data_file_path: <stem>_data_000001.h5 holds frames 0..frames_per_file-1
+            "file_path": str(escaped.with_name(f"{escaped.stem}_data_%06d{escaped.suffix}")),
+            "data_path": data_path, "file_format": "hdf5",
+            "file_offset": 1, "frames_per_file": frames_per_file,
+        }
+    else:  # one file: "%.0s" takes the file number and prints nothing
+        saving = {
+            "file_path": file.replace("%", "%%") + "%.0s", "data_path": data_path, "file_format": "hdf5",
+            "file_offset": 0, "frames_per_file": frames,
+        }
+    return LimaStream.make_definition(
+        name, dtype=dtype, shape=list(shape), server_url=f"photonflow:{file}",
+        buffer_max_number=0,  # no detector server to ask: frames come from the file only
+        frames_per_acquisition=frames, acquisition_offset=0, saving=saving,
+    )
+
+
+class StreamWriter:
+    """Appends to a scan's streams, each batch of points one entry keyed by the index of its first
+    point, as blissdata's own writer lays them out; the caller groups batches of several streams
+    into one pipelined round trip."""
+
+    def __init__(self, store):
+        self._redis = store._redis
+        self._streams: dict[str, tuple[str, Any]] = {}  # name -> (Redis key, encoder)
+        self._indices: dict[str, int] = {}
+        self._image_status: dict[str, tuple[int, int]] = {}  # Lima stream -> what readers were told
+
+    def add(self, scan, definition) -> None:
+        """Create the stream ``definition`` describes in ``scan`` (still CREATED)."""
+        stream = scan.create_stream(definition)
+        self._streams[definition.name] = (stream.key, definition.encoder)
+
+    def pipeline(self):
+        return self._redis.pipeline(transaction=False)
+
+    def append(self, pipe, name: str, data) -> None:
+        key, encoder = self._streams[name]
+        batch = encoder.encode(data)
+        index = self._indices.get(name, 0)
+        pipe.xadd(key, batch.todict(), id=f"{index}-1")
+        self._indices[name] = index + batch.len
+
+    def image_status(self, pipe, name: str, last_index: int, last_index_saved: int) -> None:
+        """Tell readers of a Lima stream the last frame written and the last one readable, if
+        that changed since last told."""
+        status = (last_index, last_index_saved)
+        if self.told(name) != status:
+            self.append(pipe, name, {"last_index": last_index, "last_index_saved": last_index_saved})
+            self._image_status[name] = status
+
+    def told(self, name: str) -> tuple[int, int]:
+        return self._image_status.get(name, (-1, -1))
+
+
+def end_scan(scan, end_reason: str, sections: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Seal every stream, then close the scan with its end time, ``end_reason`` (SUCCESS,
+    USER_ABORT, FAILURE) and what the publisher adds to its own ``sections``."""
+    from blissdata.redis_engine.scan import ScanState
+
+    if scan.state == ScanState.STARTED:
+        scan.stop()  # seals every stream
+    scan.info["end_time"] = now_iso()
+    scan.info["end_reason"] = end_reason
+    for section, values in (sections or {}).items():
+        scan.info.setdefault(section, {}).update(values)
+    scan.close()

@@ -1,0 +1,329 @@
+"""A step scan run by a scan engine (Sardana's, through ``PhotonflowBlissdataRecorder``) published as
+a blissdata 2 scan, point by point, for the same consumers as photonflow's own series.
+
+The engine says what the scan is when it starts (``StepScan``: its columns and the stream each
+becomes), hands over each point's values, then the scan's end. Each call only queues: one thread
+per scan talks to Redis, so a Redis that is down or slow never delays nor breaks the scan. A
+failure is counted in a ``PublishHealth`` shared by the scans, warned about once per outage, and
+that scan's publication is given up.
+
+Streams: ``timer:elapsed_time`` and ``timer:epoch``; ``axis:<motor>`` per motor; one per other
+channel; for each photonflow 2D channel a Lima stream that references the frames in the file its
+value reference names (one file per scan, frame ``n`` for point ``n``, see ``frame_reference``).
+blissdata takes no stream once a scan is PREPARED and that file is known only at the first point,
+so a scan with photonflow frames is PREPARED and STARTED with its first point, any other at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from photonflow.recording.blissdata_scan import (
+    REDIS_TIMEOUT,
+    TIMER,
+    Channel,
+    DataPolicy,
+    ScanDescription,
+    StreamWriter,
+    end_scan,
+    frames_by_reference,
+    numeric,
+    open_data_store,
+    with_timeouts,
+)
+from photonflow.recording.frame_reference import FrameReference, parse_frame_reference
+from photonflow.recording.recorder import FLUSH_INTERVAL
+
+log = logging.getLogger(__name__)
+
+MOTOR, SCALAR, ARRAY, FRAMES = "motor", "scalar", "array", "frames"
+ELAPSED, EPOCH = f"{TIMER}:elapsed_time", f"{TIMER}:epoch"
+AXIS = "axis"  # the device of the scanned motors' streams, as in BLISS
+# The Recorder makes what it wrote readable to SWMR readers at most every FLUSH_INTERVAL, at the
+# latest one queue poll (0.1 s) later: a frame is told readable once that much has passed.
+READABLE_AFTER = FLUSH_INTERVAL + 0.2
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the engine's records and the stream it becomes."""
+
+    key: str  # its key in a point's values
+    stream: str  # <device>:<channel>
+    kind: str  # MOTOR, SCALAR, ARRAY (``shape`` numbers a point) or FRAMES (a photonflow frame reference a point)
+    label: str = ""  # what the engine calls it
+    dtype: str = "float64"
+    shape: tuple[int, ...] = ()
+    unit: str | None = None
+
+    def channel(self) -> Channel:
+        return Channel(self.stream, dim=2 if self.kind == FRAMES else len(self.shape), unit=self.unit,
+                       display_name=self.label)
+
+
+@dataclass
+class StepScan:
+    """What the engine knows of a scan when it starts."""
+
+    name: str  # the scan's type: ascan, dscan...
+    number: int
+    title: str  # the command line
+    npoints: int
+    count_time: float | None
+    start_epoch: float  # when it started, seconds since 1970
+    file: str  # the engine's scan file ("" if it saves none)
+    columns: list[Column]
+    elapsed_key: str = "timestamp"  # seconds since the start in each point's values
+    positioners: dict[str, float | None] = field(default_factory=dict)  # scanned motors at the start
+    units: dict[str, str | None] = field(default_factory=dict)
+    session: str = "sardana"
+    beamline: str = "photonflow"
+    data_writer: str = "sardana"
+
+    def description(self, policy: DataPolicy, frames: Mapping[str, FrameReference] | None = None) -> ScanDescription:
+        """In blissdata's words; ``frames`` (stream -> first point's reference) names the
+        photonflow files once known, and only the FRAMES columns found there are kept."""
+        columns = [c for c in self.columns if c.kind != FRAMES or frames is None or c.stream in frames]
+        channels = [Channel(ELAPSED, unit="s"), Channel(EPOCH, unit="s"), *(c.channel() for c in columns)]
+        files = sorted({reference.file for reference in (frames or {}).values()})
+        return ScanDescription(
+            name=self.name, number=self.number, title=self.title, npoints=self.npoints,
+            count_time=self.count_time, start_time=datetime.fromtimestamp(self.start_epoch).astimezone().isoformat(),
+            file=self.file, policy=policy, channels=channels, masters=(TIMER, AXIS),
+            device_info={c.channel().device: {"type": "lima"} for c in columns if c.kind == FRAMES},
+            positioners={"positioners_start": dict(self.positioners), "positioners_units": dict(self.units)},
+            images_path=files[0] if len(files) == 1 else self.file, data_writer=self.data_writer,
+            sections={"photonflow": {"frame_files": files}} if files else {},
+        )
+
+    def values(self, point: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """One point's numbers per numeric stream (a missing value is NaN)."""
+        elapsed = _number(point.get(self.elapsed_key))
+        values = {ELAPSED: np.float64(elapsed),
+                  EPOCH: np.float64(self.start_epoch + elapsed if math.isfinite(elapsed) else time.time())}
+        for column in self.columns:
+            if column.kind == FRAMES:
+                continue
+            value = point.get(column.key)
+            if column.kind == ARRAY:
+                values[column.stream] = np.asarray(value, dtype=column.dtype).reshape(column.shape)
+            else:
+                values[column.stream] = np.asarray(_number(value)).astype(column.dtype)
+        return values
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class PublishHealth:
+    """How publishing went across scans: failures counted, warned about once per outage."""
+
+    def __init__(self, logger: logging.Logger = log):
+        self.logger = logger
+        self.scans_published = 0
+        self.errors = 0
+        self.last_error = ""
+        self._failing = False
+
+    def failed(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message
+        if not self._failing:
+            self._failing = True
+            self.logger.warning("%s (the scans go on; warned once until publishing works again)", message)
+
+    def succeeded(self) -> None:
+        self.scans_published += 1
+        if self._failing:
+            self._failing = False
+            self.logger.info("blissdata publishing works again")
+
+
+class StepScanPublisher:
+    """Publishes one step scan on the Redis at ``url``; ``point`` and ``end`` only queue.
+
+    ``context()`` (called in the publishing thread, may be slow or fail) gives data-policy fields:
+    proposal, session, sample, dataset...
+    """
+
+    def __init__(self, url: str, scan: StepScan, context: Callable[[], Mapping[str, Any]] | None = None,
+                 health: PublishHealth | None = None, timeout: float = REDIS_TIMEOUT):
+        self.url = url
+        self.step_scan = scan
+        self.context = context
+        self.health = health or PublishHealth()
+        self.timeout = timeout
+        self.scan_key = ""
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._scan = None
+        self._streams: StreamWriter | None = None
+        self._policy: DataPolicy | None = None
+        self._frames: dict[str, FrameReference] | None = None  # Lima stream -> first point's reference
+        self._written: dict[str, list[tuple[float, int]]] = {}  # Lima stream -> (when, index) not yet readable
+        self._broken = False
+        self._thread = threading.Thread(target=self._run, name=f"blissdata-{scan.name}-{scan.number}", daemon=True)
+        self._thread.start()
+
+    def point(self, index: int, values: Mapping[str, Any]) -> None:
+        self._events.put(("point", index, dict(values)))
+
+    def end(self, end_reason: str) -> None:
+        """``end_reason``: SUCCESS, USER_ABORT or FAILURE."""
+        self._events.put(("end", end_reason, None))
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until the scan is published to its end; True if it is."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the publishing thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        self._guard(self._start)
+        while True:
+            try:
+                waiting = any(self._written.values())  # frames to tell readable once flushed
+                kind, first, second = self._events.get(timeout=READABLE_AFTER / 2 if waiting else None)
+            except queue.Empty:
+                self._guard(self._tell_readable, False)
+                continue
+            if kind == "point":
+                self._guard(self._point, first, second)
+            else:
+                if self._guard(self._end, first) and not self._broken:
+                    self.health.succeeded()
+                return
+
+    def _guard(self, action, *args) -> bool:
+        if self._broken:
+            return False
+        try:
+            action(*args)
+            return True
+        except Exception as error:  # Redis down, timed out, refused: never the scan's problem
+            self._broken = True
+            self.health.failed(f"blissdata publishing of {self.step_scan.name} {self.step_scan.number} to {self.url} "
+                               f"failed: {type(error).__name__}: {error}")
+            return False
+
+    def _context(self) -> Mapping[str, Any]:
+        if self.context is None:
+            return {}
+        try:
+            return self.context()
+        except Exception as error:  # the context's source (e.g. the DataManager) is down: no policy
+            log.warning("blissdata: no data-policy context for %s %s: %s", self.step_scan.name,
+                        self.step_scan.number, error)
+            return {}
+
+    def _start(self) -> None:
+        scan = self.step_scan
+        store = open_data_store(with_timeouts(self.url, self.timeout))
+        self._policy = DataPolicy.from_context(self._context(), session=scan.session,
+                                               dataset=f"{scan.name}_{scan.number}", beamline=scan.beamline)
+        description = scan.description(self._policy)
+        self._scan = store.create_scan(description.identity(), description.scan_info())
+        self._streams = StreamWriter(store)
+        for name in (ELAPSED, EPOCH):
+            self._streams.add(self._scan, numeric(name, "float64"))
+        for column in scan.columns:
+            if column.kind != FRAMES:
+                self._streams.add(self._scan, numeric(column.stream, column.dtype, column.shape))
+        if not any(column.kind == FRAMES for column in scan.columns):
+            self._frames = {}
+            self._scan.prepare()
+            self._scan.start()
+        self.scan_key = self._scan.key  # set once the scan is as far as it goes before its first point
+
+    def _start_frames(self, point: Mapping[str, Any]) -> None:
+        """The first point names the photonflow files: their Lima streams, then PREPARED, STARTED."""
+        scan = self.step_scan
+        self._frames = {}
+        for column in scan.columns:
+            if column.kind != FRAMES:
+                continue
+            reference = parse_frame_reference(point.get(column.key, ""))
+            if reference is None:
+                log.warning("blissdata: %s is no photonflow frame reference (%r): not published", column.label,
+                            point.get(column.key))
+                continue
+            dtype, shape = _frame_layout(reference, column)
+            self._streams.add(self._scan, frames_by_reference(
+                column.stream, reference.file, reference.dataset.lstrip("/"), dtype, shape, scan.npoints))
+            self._frames[column.stream] = reference
+            self._written[column.stream] = []
+        self._scan.info = scan.description(self._policy, self._frames).scan_info()
+        self._scan.prepare()
+        self._scan.start()
+
+    def _point(self, index: int, point: Mapping[str, Any]) -> None:
+        if self._frames is None:
+            self._start_frames(point)
+        pipe = self._streams.pipeline()
+        for name, value in self.step_scan.values(point).items():
+            self._streams.append(pipe, name, value[np.newaxis])  # a batch of one point
+        now = time.monotonic()
+        for stream in self._frames:
+            reference = parse_frame_reference(point.get(self._column_key(stream), ""))
+            if reference is not None:
+                self._written[stream].append((now, reference.index))
+        self._add_image_status(pipe, final=False)
+        pipe.execute()
+
+    def _column_key(self, stream: str) -> str:
+        return next(c.key for c in self.step_scan.columns if c.stream == stream)
+
+    def _add_image_status(self, pipe, final: bool) -> None:
+        """Each Lima stream's last frame written and last one readable (once the Recorder flushed
+        it, or all of them at the end: the photonflow file is closed before the scan ends)."""
+        now = time.monotonic()
+        for stream, written in self._written.items():
+            if not written:
+                continue
+            last = written[-1][1]
+            readable = [index for when, index in written if final or now - when >= READABLE_AFTER]
+            told_saved = self._streams.told(stream)[1]
+            self._streams.image_status(pipe, stream, last, max(readable, default=told_saved))
+            if final:
+                written.clear()
+            else:
+                written[:] = [(when, index) for when, index in written if now - when < READABLE_AFTER]
+
+    def _tell_readable(self, final: bool) -> None:
+        pipe = self._streams.pipeline()
+        self._add_image_status(pipe, final)
+        pipe.execute()
+
+    def _end(self, end_reason: str) -> None:
+        if self._scan is None:
+            return
+        if self._written:
+            self._tell_readable(True)
+        end_scan(self._scan, end_reason)
+
+
+def _frame_layout(reference: FrameReference, column: Column) -> tuple[str, tuple[int, ...]]:
+    """The frames' dtype and shape as the photonflow file holds them (the engine's if unreadable)."""
+    try:
+        import h5py
+
+        with h5py.File(reference.file, "r", swmr=True, locking=False) as f:
+            dataset = f[reference.dataset]
+            return dataset.dtype.name, tuple(int(n) for n in dataset.shape[1:])
+    except Exception as error:  # not yet readable: the engine's description will do
+        log.info("blissdata: frame layout of %s from Sardana, not the file: %s", reference.file, error)
+        return column.dtype, column.shape
+
