@@ -117,6 +117,32 @@ def test_a_timescan_that_skips_points_still_ends_with_a_scan_file_linking_the_fr
         assert not linked[point].any()
 
 
+def test_a_timescan_with_software_start_takes_every_point_on_the_detectors_own_timing(sardana, running_suite):
+    """Synchronization Start: one Start, then the detector's internal timing (trigger mode
+    internal); the channel gives the references of the frames written since its last read."""
+    _, run, _, scans, channel = sardana
+    for macro in (["set_meas_conf", "Synchronization", "Start", [channel]], ["timescan", "10", str(EXPOSURE), "0.01"]):
+        state, error = run(*macro)
+        try:
+            assert state == "ON", (macro, error)
+        except AssertionError:
+            run("set_meas_conf", "Synchronization", "Trigger", [channel])
+            raise
+    state, error = run("set_meas_conf", "Synchronization", "Trigger", [channel])
+    assert state == "ON", error
+    controller = tango.DeviceProxy(running_suite.suite.device_url(running_suite.controller))
+    wait_until(lambda: str(controller.state()) in ("ON", "ALARM"), what="the series to end")
+    with h5py.File(scans / "scan.h5", "r") as f:
+        measurement = f[sorted(f, key=lambda name: int(name[5:]))[-1]]["measurement"]
+        references = [r.decode() for r in measurement[f"_{channel}_references"][()]]
+        linked = measurement[channel][()]
+    file = references[0].split("::")[0][len("h5file://"):]
+    assert references == [f"h5file://{file}::/entry/data/data[{index}]" for index in range(10)]
+    with h5py.File(file, "r") as f:
+        np.testing.assert_array_equal(linked, f["entry/data/data"][()])
+        assert f["entry/data/data"].shape[0] == 10
+
+
 def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters(sardana, running_suite):
     _, run, door, _, _ = sardana
     deployment = running_suite.deployment

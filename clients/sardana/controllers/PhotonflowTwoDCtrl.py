@@ -107,7 +107,11 @@ class PhotonflowTwoDController(TwoDController, Referable):
         state = self.controller.state()
         if state == tango.DevState.FAULT:
             return State.Fault, self.controller.status()
-        if self._stopped or not self._started or self._trigger_mode != "client":
+        if self._stopped or not self._started:
+            return STATES.get(state, State.Unknown), self.controller.status()
+        if self._trigger_mode != "client":  # the frames come by themselves: busy until the file is closed
+            if state == tango.DevState.RUNNING or self.recorder.state() == tango.DevState.RUNNING:
+                return State.Moving, self.controller.status()
             return STATES.get(state, State.Unknown), self.controller.status()
         if self._triggered == 0:  # started at PrepareOne: armed, or arming, for the first point
             return State.On, f"Series of {self._frames} frames started: waiting for the first point"
