@@ -181,6 +181,7 @@ class SimulatedSDK3Camera:
         self._frames = DiffractionFrames(PatternSettings(
             height=self.features["AOIHeight"].value, width=self.features["AOIWidth"].value, dtype=dtype,
             seed=self.seed, exposure=self.features["ExposureTime"].value, scale=beam.scale))
+        self._frames.draw(self._nframes)  # before the acquisition starts: no frame late
         self._buffers, self.produced = [], 0
         self.trigger_input.clear()
         self._stop.clear()

@@ -323,7 +323,7 @@ class SimulatedDcu:
                 if self._frames is not None:
                     self._frames.cancel()
                 self._frames = DiffractionFrames(settings)
-            self._frames.fill_in_background(self._value("nimages") * self._value("ntrigger"))
+            self._frames.draw(self._value("nimages") * self._value("ntrigger"))  # no frame late
             self.sequence_id += 1
             self.images_sent = 0
             self._triggers_done = 0

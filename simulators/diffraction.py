@@ -9,9 +9,10 @@ Drawing a fresh Poisson realisation of a 1065x1030 frame takes ~100 ms, far long
 is assembled from horizontal bands of bank entries picked by the digits of ``n``: every
 pixel is still an honest Poisson draw, consecutive frames differ, and frame ``n`` is unique
 for ``n < bank_size ** bands`` (65 536 with the defaults). Each (entry, band) block of the
-bank has its own seed and is drawn when first needed, or beforehand by ``fill_in_background``
-(numpy draws without the GIL): arming costs only the mean pattern (~50 ms, not the 1.6 s a
-whole bank took), and a short series draws only the blocks it uses. ``frame(n)`` is a pure
+bank has its own seed and is drawn when first needed, or beforehand: at arming (``draw``) for a
+series on the detector's own timing, so no frame is late, or in a thread
+(``fill_in_background``) for frames triggered one by one by a client, whose arming then costs
+only the mean pattern (~50 ms instead of 1.6 s). A series draws only the blocks it uses. ``frame(n)`` is a pure
 function of the settings and ``n``, so a test regenerates exactly what was sent.
 """
 
@@ -187,20 +188,21 @@ class DiffractionFrames:
             out[top:bottom] = self._block(entry, band)
         return out
 
-    def fill_in_background(self, frames: int) -> threading.Thread:
-        """Draw, in a daemon thread, the blocks frames ``0..frames-1`` need, in the order they
-        need them, so the acquisition rarely waits for one; ``cancel`` ends it early."""
+    def draw(self, frames: int) -> None:
+        """Draw now the blocks frames ``0..frames-1`` need, in the order they need them (a series
+        on the detector's own timing must not wait for one); ``cancel`` ends it early."""
         last = min(frames, self.unique_frames)
         total = self.settings.bank_size * (len(self._band_edges) - 1)
+        for frame_number in range(last):
+            if self._cancelled.is_set() or len(self._blocks) == total:
+                return
+            for entry, band in self._entries(frame_number):
+                self._block(entry, band)
 
-        def fill():
-            for frame_number in range(last):
-                if self._cancelled.is_set() or len(self._blocks) == total:
-                    return
-                for entry, band in self._entries(frame_number):
-                    self._block(entry, band)
-
-        thread = threading.Thread(target=fill, name="diffraction-bank", daemon=True)
+    def fill_in_background(self, frames: int) -> threading.Thread:
+        """``draw`` in a daemon thread (numpy draws without the GIL): for frames that come one
+        per client trigger, so arming does not wait for the bank."""
+        thread = threading.Thread(target=self.draw, args=(frames,), name="diffraction-bank", daemon=True)
         thread.start()
         return thread
 

@@ -252,6 +252,7 @@ class Camserver:
             raise ValueError("expected the image file name")
         self._kill.clear()
         self._frames = frame_source(self.state)
+        self._frames.draw(self.state.n_images)  # before "Starting": no image of the series late
         self.images_written = 0
         names = image_names(arguments[0], self.state.n_images)
         self.trigger_input.clear()

@@ -128,7 +128,10 @@ class SimulatedCamera:
             if self._frames is not None:
                 self._frames.cancel()
             self._frames = DiffractionFrames(wanted)
-        self._frames.fill_in_background(settings.frame_count)
+        if settings.trigger_mode == "client":  # frames one by one, on a client's command: draw meanwhile
+            self._frames.fill_in_background(settings.frame_count)
+        else:  # on the detector's own timing: every frame on time
+            self._frames.draw(settings.frame_count)
 
     def frames(
         self, settings: AcquisitionSettings, stop: threading.Event

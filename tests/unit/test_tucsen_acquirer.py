@@ -138,7 +138,9 @@ def test_an_unplugged_camera_faults_mid_series_and_opens_again_once_back(tmp_pat
 
     camera, acquirer, recorder, path = record(tmp_path, library, frames=200, while_running=unplug_after_three_frames)
     assert acquirer.state == states.FAULT
-    assert "TUCAM_Buf_WaitForFrame: TUCAMRET_USB_STATUS_ERROR" in acquirer.status
+    # unplugged while waiting for a frame, or just before the call: the library's reason either way
+    assert any(f"TUCAM_Buf_WaitForFrame: {code}" in acquirer.status
+               for code in ("TUCAMRET_USB_STATUS_ERROR", "TUCAMRET_FAIL_READ_CAMERA")), acquirer.status
     with h5py.File(path, "r") as f:  # what came before is in the file
         assert f["entry/data/data"].shape[0] == acquirer.frames_acquired >= 3
         np.testing.assert_array_equal(f["entry/data/data"][2], library.frame(2))
