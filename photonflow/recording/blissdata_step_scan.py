@@ -9,7 +9,8 @@ that scan's publication is given up.
 
 Streams: ``timer:elapsed_time`` and ``timer:epoch``; ``axis:<motor>`` per motor; one per other
 channel; for each photonflow 2D channel a Lima stream that references the frames in the file its
-value reference names (one file per scan, frame ``n`` for point ``n``, see ``frame_reference``).
+value reference names (one file per scan; the frames its points' references index, see
+``frame_reference``).
 blissdata takes no stream once a scan is PREPARED and that file is known only at the first point,
 so a scan with photonflow frames is PREPARED and STARTED with its first point, any other at once.
 """
