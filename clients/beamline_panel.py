@@ -22,7 +22,13 @@ from taurus.external.qt import Qt, QtCore, QtWidgets
 from taurus.qt.qtgui.display import TaurusLabel, TaurusLed
 from taurus_pyqtgraph import TaurusTrend
 
-from photonflow.clients.panel import COMMAND_TIMEOUT_S, PanelCommandButton, describe_error, device_model
+from photonflow.clients.panel import (
+    COMMAND_TIMEOUT_S,
+    MessageLine,
+    PanelCommandButton,
+    describe_error,
+    device_model,
+)
 
 DEFAULT_PREFIX = "demo/beamline"
 BEAMLINE_CLASSES = ("SimulatedMotor", "SimulatedMonochromator", "SimulatedShutter", "SimulatedStorageRing")
@@ -83,11 +89,7 @@ class BeamlinePanel(QtWidgets.QWidget):
         self.trend: TaurusTrend | None = None
 
         title = QtWidgets.QLabel(f"<b>Beamline</b> {html.escape(self.prefix)}")
-        self.message_label = QtWidgets.QLabel("")
-        self.message_label.setWordWrap(True)
-        self.message_label.setTextInteractionFlags(Qt.Qt.TextSelectableByMouse)
-        self.message_label.setMinimumHeight(2 * self.message_label.fontMetrics().lineSpacing() + 8)
-        self.message_label.setAlignment(Qt.Qt.AlignLeft | Qt.Qt.AlignTop)
+        self.message_label = MessageLine(lines=2)
 
         left = QtWidgets.QVBoxLayout()
         left.addWidget(self._build_motors())
@@ -273,9 +275,7 @@ class BeamlinePanel(QtWidgets.QWidget):
         return trend_set[0].getData()
 
     def show_message(self, text: str, error: bool) -> None:
-        colour = "#b00020" if error else "#1b5e20"
-        self.message_label.setStyleSheet(f"color: {colour};")
-        self.message_label.setText(text)
+        self.message_label.show_outcome(text, error)
 
     def message(self) -> str:
         return self.message_label.text()

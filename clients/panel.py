@@ -132,6 +132,22 @@ def _lines_high(label: QtWidgets.QLabel, lines: int) -> int:
     return lines * label.fontMetrics().lineSpacing() + 8
 
 
+class MessageLine(QtWidgets.QLabel):
+    """The outcome of the operator's last action, selectable, in red when there is something to fix;
+    ``lines`` of room are kept so a long reason is not clipped."""
+
+    def __init__(self, lines: int):
+        super().__init__("")
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.Qt.TextSelectableByMouse)
+        self.setMinimumHeight(_lines_high(self, lines))
+        self.setAlignment(Qt.Qt.AlignLeft | Qt.Qt.AlignTop)
+
+    def show_outcome(self, text: str, error: bool) -> None:
+        self.setStyleSheet(f"color: {'#b00020' if error else '#1b5e20'};")
+        self.setText(text)
+
+
 class PanelCommandButton(TaurusCommandButton):
     """A TaurusCommandButton that reports a failed command in the panel.
 
@@ -372,11 +388,7 @@ class ControllerPanel(QtWidgets.QWidget):
         self.run_table_button.clicked.connect(self.open_run_table)
         grid.addWidget(self.run_table_button, fields + 1, 0, 1, 4)
 
-        self.message_label = QtWidgets.QLabel("")
-        self.message_label.setWordWrap(True)
-        self.message_label.setTextInteractionFlags(Qt.Qt.TextSelectableByMouse)
-        self.message_label.setMinimumHeight(_lines_high(self.message_label, 3))
-        self.message_label.setAlignment(Qt.Qt.AlignLeft | Qt.Qt.AlignTop)
+        self.message_label = MessageLine(lines=3)
         grid.addWidget(self.message_label, fields + 2, 0, 1, 4)
         grid.setColumnStretch(1, 1)
         return box
@@ -496,9 +508,7 @@ class ControllerPanel(QtWidgets.QWidget):
 
     def show_message(self, text: str, error: bool) -> None:
         """The last command's outcome, in red when the operator has something to fix."""
-        colour = "#b00020" if error else "#1b5e20"
-        self.message_label.setStyleSheet(f"color: {colour};")
-        self.message_label.setText(text)
+        self.message_label.show_outcome(text, error)
 
     def message(self) -> str:
         """The text of the last command's outcome (what the operator reads)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 
 import numpy as np
 from tango import AttrWriteType
@@ -34,6 +35,10 @@ COUNTER_ATTRIBUTES = {
     "WriteRate": "write_rate",
     "DataRate": "data_rate",
 }
+
+
+def _json_attribute(reader: TangoReader, device: str, attribute: str) -> dict:
+    return json.loads(reader(device, attribute) or "{}")
 
 
 class PhotonflowRecorder(PhotonflowDevice):
@@ -112,8 +117,10 @@ class PhotonflowRecorder(PhotonflowDevice):
         self.blissdata = None
         url = blissdata_url(self.Blissdata)
         if url:
+            # the DataManager's data policy, read by the publisher at each series start (its thread)
+            context = partial(_json_attribute, TangoReader(timeout_s=1.0), self.DataManager, "DataPolicy")
             self.blissdata = BlissdataSink(url, beamline=self.get_name().split("/")[0], session=self.get_name(),
-                                           context=self._data_policy if self.DataManager else None)
+                                           context=context if self.DataManager else None)
             sinks.append(self.blissdata)
         recorder = Recorder(
             self.DataRoot, self.DefaultFilePathTemplate, listener,
@@ -127,12 +134,6 @@ class PhotonflowRecorder(PhotonflowDevice):
         if self.blissdata is not None:
             self.blissdata.attach(recorder)
         return recorder
-
-    def _data_policy(self) -> dict:
-        """Read by the blissdata publisher at each series start (its thread, never the writer's)."""
-        if not hasattr(self, "_reader"):
-            self._reader = TangoReader(timeout_s=1.0)
-        return json.loads(self._reader(self.DataManager, "DataPolicy") or "{}")
 
     def release_core(self, recorder: Recorder) -> None:
         recorder.abort()

@@ -277,15 +277,13 @@ class StepScanPublisher:
         for name, value in self.step_scan.values(point).items():
             self._streams.append(pipe, name, value[np.newaxis])  # a batch of one point
         now = time.monotonic()
-        for stream in self._frames:
-            reference = parse_frame_reference(point.get(self._column_key(stream), ""))
-            if reference is not None:
-                self._written[stream].append((now, reference.index))
+        for column in self.step_scan.columns:
+            if column.stream in self._frames:
+                reference = parse_frame_reference(point.get(column.key, ""))
+                if reference is not None:
+                    self._written[column.stream].append((now, reference.index))
         self._add_image_status(pipe, final=False)
         pipe.execute()
-
-    def _column_key(self, stream: str) -> str:
-        return next(c.key for c in self.step_scan.columns if c.stream == stream)
 
     def _add_image_status(self, pipe, final: bool) -> None:
         """Each Lima stream's last frame written and last one readable (once the Recorder flushed

@@ -154,10 +154,8 @@ class PhotonflowTwoDController(TwoDController, Referable):
         self._start_series()
 
     def LoadOne(self, axis, value, repetitions, latency):
-        if self._prepared and self._trigger_mode == "client" and self._triggered < self._frames:
-            return  # a frame of the prepared series
-        if self._prepared and self._trigger_mode != "client" and not self._triggered:
-            return  # the prepared series, not started yet
+        if self._prepared and self._triggered < self._frames:
+            return  # the prepared series, still taking frames (StartOne outside client mode takes them all)
         self._prepared = False
         self._configure(value, repetitions, latency)
 
