@@ -46,6 +46,10 @@ class PhotonflowDevice(EventPushingMixin, Device):
     def create_core(self, listener: CoreListener):
         raise NotImplementedError
 
+    def core_ready(self, core) -> None:
+        """After the core is the device's: start here what calls back into it (event followers), so
+        no callback can find the device without its core."""
+
     def init_device(self):
         super().init_device()
         self.enable_events()
@@ -56,6 +60,7 @@ class PhotonflowDevice(EventPushingMixin, Device):
             log.exception("%s could not start", self.get_name())
             self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
             return
+        self.core_ready(self.core)
         self.publish_state(self.core.state, self.core.status)
 
     def delete_device(self):

@@ -139,21 +139,30 @@ def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted) -> No
     """Subscribe to change events once ``first`` answers (it may start after this server), hold the
     subscriptions until ``stop`` is set, then end them. ``wanted()`` gives (proxy, attribute,
     callback) triples once ``first`` answers; Stateless subscriptions, so Tango re-subscribes by
-    itself when a peer restarts. Runs on a thread of its own."""
-    while not stop.is_set():
+    itself when a peer restarts. Runs on a thread of its own, which a failed subscription never
+    ends: it is logged and tried again, since a device that follows nothing loses every series."""
+    subscriptions: list = []
+    while not stop.is_set() and not subscriptions:
         try:
             first.ping()
-            break
         except tango.DevFailed:
             stop.wait(0.5)
-    if stop.is_set():
-        return
-    subscriptions = [
-        (proxy, proxy.subscribe_event(attribute, tango.EventType.CHANGE_EVENT, callback,
-                                      sub_mode=tango.EventSubMode.Stateless))
-        for proxy, attribute, callback in wanted()
-    ]
+            continue
+        try:
+            for proxy, attribute, callback in wanted():
+                subscriptions.append((proxy, proxy.subscribe_event(
+                    attribute, tango.EventType.CHANGE_EVENT, callback, sub_mode=tango.EventSubMode.Stateless)))
+        except Exception:
+            log.exception("could not subscribe to the events followed; trying again in 5 s")
+            unsubscribe(subscriptions)
+            subscriptions = []
+            stop.wait(5)
     stop.wait()
+    unsubscribe(subscriptions)
+
+
+def unsubscribe(subscriptions: list) -> None:
+    """End (proxy, event id) subscriptions; a peer already gone has ended them itself."""
     for proxy, event_id in subscriptions:
         try:
             proxy.unsubscribe_event(event_id)

@@ -23,7 +23,7 @@ from photonflow.control.controller import (
     Controller,
     ControllerListener,
 )
-from photonflow.devices.common import EventPushingMixin, operator_errors
+from photonflow.devices.common import EventPushingMixin, operator_errors, unsubscribe
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +162,7 @@ class _DeviceListener(ControllerListener):
 
 def _end_subscriptions(watchdog: threading.Thread, subscriptions: list) -> None:
     watchdog.join(60)  # it may be subscribing right now: let it finish, then end its subscriptions too
-    for proxy, event_id in subscriptions:
-        try:
-            proxy.unsubscribe_event(event_id)
-        except tango.DevFailed:
-            pass
+    unsubscribe(subscriptions)
 
 
 class PhotonflowController(EventPushingMixin, Device):

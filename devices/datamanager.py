@@ -74,11 +74,12 @@ class PhotonflowDataManager(PhotonflowDevice):
             self.client = client_for(self.JobEngine)
             jobs = JobBoard(self.client)
         icat = json.loads(self.IcatConfig) if self.IcatConfig else None
-        core = DataManager(self.DataRoot, self.Beamline, catalogue_directory, listener, variables,
+        return DataManager(self.DataRoot, self.Beamline, catalogue_directory, listener, variables,
                            self.bus.publish if self.bus is not None else None, jobs=jobs, icat=icat)
+
+    def core_ready(self, core) -> None:
         threading.Thread(target=follow_events, args=(self._stop, self.controller, self._wanted_events),
                          name="datamanager-follow", daemon=True).start()
-        return core
 
     def release_core(self, core) -> None:
         self._stop.set()

@@ -7,6 +7,7 @@ No client has to call it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -149,10 +150,12 @@ class PhotonflowStandardizer(PhotonflowDevice):
         self._edges = SeriesEdges(BUSY_STATES)
         self._stop = threading.Event()
         self.controller = tango.DeviceProxy(self.Controller)
-        core = Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus)
-        threading.Thread(target=follow_events, args=(self._stop, self.controller, self._wanted_events),
+        return Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus)
+
+    def core_ready(self, core) -> None:
+        wanted = functools.partial(self._wanted_events, core)
+        threading.Thread(target=follow_events, args=(self._stop, self.controller, wanted),
                          name="standardizer-follow", daemon=True).start()
-        return core
 
     def delete_device(self):
         if self.core is not None:
@@ -161,10 +164,9 @@ class PhotonflowStandardizer(PhotonflowDevice):
         if getattr(self, "bus", None) is not None:
             self.bus.close()
 
-    def _wanted_events(self) -> list:
+    def _wanted_events(self, core: Standardizer) -> list:
         """The Controller's State, and the attributes the mapping takes from change events."""
         wanted = [(self.controller, "State", self._on_controller_state)]
-        core = self.core
         for capture in core.mapping.evented():
             wanted.append((core.reader.proxy(capture.device), capture.attribute,
                            self._forward_change(capture.device, capture.attribute)))
