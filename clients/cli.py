@@ -373,6 +373,8 @@ def command_run_structure(args) -> int:
             time.sleep(0.5)
         datamanager.WaitIdle(10)
         rows = {row["run"]: row for row in catalogue.table()}
+        unfinished = [step["run"] for step in done
+                      if not catalogue.run(step["run"]).nexus_file or not catalogue.variables(step["run"])]
         print("Run table:")
         for step in done:
             row = rows.get(step["run"], {})
@@ -381,7 +383,12 @@ def command_run_structure(args) -> int:
         summary = {"structure": structure, "acquisitions": len(done), "runs": [step["run"] for step in done],
                    "roles": sorted({step["role"] for step in done}), "catalogue": catalogue_path,
                    "seconds": round(time.monotonic() - started, 1),
-                   "state": "ON" if all(step["state"] == "ON" for step in done) else "ALARM"}
+                   "unfinished": unfinished,
+                   "state": "ON" if all(step["state"] == "ON" for step in done) and not unfinished else "ALARM"}
+        if unfinished:
+            print(f"Runs {unfinished} have no standardized file or no computed variables after "
+                  f"{time.monotonic() - started:.0f} s: see the Standardizer's and the DataManager's logs in "
+                  f"{var_dir / 'log'}", file=sys.stderr)
     finally:
         suite.stop()
         print("Stopped every process the sequence started.")
