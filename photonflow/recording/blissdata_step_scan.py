@@ -176,6 +176,7 @@ class StepScanPublisher:
         self._frames: dict[str, FrameReference] | None = None  # Lima stream -> first point's reference
         self._written: dict[str, list[tuple[float, int]]] = {}  # Lima stream -> (when, index) not yet readable
         self._broken = False
+        self.failure = ""  # why this scan could not be published, once it could not
         self._thread = threading.Thread(target=self._run, name=f"blissdata-{scan.name}-{scan.number}", daemon=True)
         self._thread.start()
 
@@ -216,8 +217,9 @@ class StepScanPublisher:
             return True
         except Exception as error:  # Redis down, timed out, refused: never the scan's problem
             self._broken = True
-            self.health.failed(f"blissdata publishing of {self.step_scan.name} {self.step_scan.number} to {self.url} "
-                               f"failed: {type(error).__name__}: {error}")
+            self.failure = (f"blissdata publishing of {self.step_scan.name} {self.step_scan.number} to {self.url} "
+                            f"failed: {type(error).__name__}: {error}")
+            self.health.failed(self.failure)
             return False
 
     def _context(self) -> Mapping[str, Any]:

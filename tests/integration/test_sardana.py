@@ -251,3 +251,27 @@ def test_an_ascan_is_published_on_blissdata_with_its_frames_by_reference(sardana
     assert seen["refs"][3] == [new[0], "entry/data/data", 3]
     with h5py.File(new[0], "r") as f:
         np.testing.assert_array_equal(np.load(tmp_path / "frames.npy"), f["entry/data/data"][()])
+
+
+def test_a_scan_whose_blissdata_publishing_fails_goes_on_and_warns_the_scientist(sardana, running_suite):
+    import socket
+
+    from photonflow.clients.sardana_setup import BLISSDATA_RECORDER
+
+    _, run, door, _, _ = sardana
+    with socket.socket() as probe:  # a port nothing listens on: Redis refused
+        probe.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{probe.getsockname()[1]}"
+    for macro in (["senv", "DataRecorder", [BLISSDATA_RECORDER]], ["senv", "BlissdataURL", [dead]]):
+        state, error = run(*macro)
+        assert state == "ON", (macro, error)
+    try:
+        state, error = run("ascan", "samx", "0", "0.01", "1", str(EXPOSURE))
+        warnings = " ".join(door.getAttribute("Warning").read().value or [])
+    finally:
+        state_after, error_after = run("usenv", ["DataRecorder", "BlissdataURL"])
+        assert state_after == "ON", error_after
+    assert state == "ON", error  # the scan itself is not blissdata's to stop
+    serial = door.getEnvironment("ScanID")
+    assert f"blissdata publishing of ascan {serial} to {dead} failed" in warnings, warnings
+    assert "only blissdata readers missed it" in warnings

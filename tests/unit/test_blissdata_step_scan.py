@@ -5,6 +5,7 @@ through blissdata (frames through its lima plugin, from the file), and a Redis t
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 import h5py
@@ -154,14 +155,17 @@ def test_a_scan_without_frames_starts_at_once_and_a_stopped_one_ends_as_user_abo
 
 def test_a_redis_that_is_down_costs_the_scan_nothing_and_is_warned_about_once(caplog):
     health = PublishHealth()
-    with caplog.at_level(logging.WARNING, logger="photonflow.recording.blissdata_step_scan"):
+    with socket.socket() as silent, caplog.at_level(logging.WARNING, logger="photonflow.recording.blissdata_step_scan"):
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # connections complete but nothing ever answers: the publisher hangs until its timeout
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}"
         for _ in range(2):
-            started = time.monotonic()
-            publisher = StepScanPublisher("redis://127.0.0.1:1", step_scan(), health=health, timeout=0.2)
+            publisher = StepScanPublisher(url, step_scan(), health=health, timeout=2.0)
             for point in range(POINTS):
                 publisher.point(point, {"timestamp": 0.0, "samx": 0.0})
             publisher.end("SUCCESS")
-            assert time.monotonic() - started < 0.05  # the scan's calls only queue
-            assert publisher.wait(5)
-    assert health.errors == 2 and health.scans_published == 0 and "ConnectionError" in health.last_error
+            assert not publisher.wait(0)  # the scan's calls only queued: they are back while Redis hangs
+            assert publisher.wait(10)
+            assert publisher.failure.startswith(f"blissdata publishing of ascan 17 to {url} failed")
+    assert health.errors == 2 and health.scans_published == 0 and "Timeout" in health.last_error
     assert len([r for r in caplog.records if "blissdata publishing" in r.getMessage()]) == 1

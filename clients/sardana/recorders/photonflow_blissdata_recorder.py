@@ -46,6 +46,7 @@ END_REASONS = {"Normal": "SUCCESS", "Stop": "USER_ABORT", "Abort": "USER_ABORT",
 NOT_CHANNELS = ("point_nb", "timestamp")  # Sardana's own columns: the point number and the elapsed time
 NEXUS_EXTENSIONS = (".h5", ".hdf5", ".nxs", ".nx5")
 DATAMANAGER_TIMEOUT_MS = 1000
+END_WAIT = 5.0  # seconds the scan's end waits for its publishing to end, to report how it went
 HEALTH = PublishHealth()  # across the scans of this MacroServer: warned once per Redis outage
 
 
@@ -146,8 +147,15 @@ class PhotonflowBlissdataRecorder(DataRecorder):
             return
         status = recordlist.getEnviron().get("endstatus")
         reason = "SUCCESS" if status is None else END_REASONS.get(ScanEndStatus.whatis(status), "FAILURE")
-        self.publisher.end(reason)
-        self.publisher = None
+        publisher, self.publisher = self.publisher, None
+        publisher.end(reason)
+        # the scientist hears of a scan readers could not follow, in spock, not only in the server's log
+        scan = publisher.step_scan
+        if not publisher.wait(END_WAIT):
+            self.macro.warning(f"blissdata: {scan.name} {scan.number} still publishing to {self.url} after "
+                               f"{END_WAIT:.0f} s")
+        elif publisher.failure:
+            self.macro.warning(f"{publisher.failure}. The scan itself went on: only blissdata readers missed it.")
 
 
 def data_policy_context(datamanager):
