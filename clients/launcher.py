@@ -308,7 +308,8 @@ class Suite:
                 for device in server.devices:
                     wait_for(lambda name=device.name: tango.DeviceProxy(self.device_url(name)).ping() is not None,
                              timeout, f"device {device.name} of {server.name} (Starter level {level})", interval=0.2)
-                pid = self.database().get_device_info(f"dserver/{server.name}").pid
+                pid = wait_for(lambda name=server.name: self.database().get_device_info(f"dserver/{name}").pid or None,
+                               timeout, f"the process id of {server.name} in the database")
                 # stopped right after the Starter (which stop() ends first, so it restarts nothing)
                 starter_at = max((i for i, p in enumerate(self.processes) if p.name.startswith("Starter/")),
                                  default=len(self.processes))
@@ -378,6 +379,8 @@ def _alive(pid: int) -> bool:
 
 
 def _terminate(pid: int, popen: subprocess.Popen | None, timeout: float, group: bool = True) -> None:
+    if pid <= 0:  # no process known: kill(0) or kill(-1) would signal our own group, or every process
+        return
     kill = os.killpg if group else os.kill
     try:
         kill(pid, signal.SIGTERM)

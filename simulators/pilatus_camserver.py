@@ -314,7 +314,7 @@ class CamserverHandler(socketserver.StreamRequestHandler):
                 try:
                     self.wfile.write(f"{code} {status} {text}".encode() + END)
                     self.wfile.flush()
-                except OSError:
+                except (OSError, ValueError):  # the client hung up (ValueError: its file is closed)
                     pass
 
         camserver = self.server.camserver
