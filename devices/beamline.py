@@ -100,9 +100,12 @@ class _SimulatedDevice(EventPushingMixin, Device):
         with tango.EnsureOmniThread():
             while not stop.wait(max(self.RefreshInterval, 0.01)):
                 try:
-                    self.poll_peers()
-                    if not stop.is_set():
-                        self.refresh()
+                    self.poll_peers()  # not under the monitor: a slow peer must not hold up this device's clients
+                    # the monitor first, as a command's or a write's refresh() has it: pushing an event
+                    # takes it, so holding the refresh lock without it deadlocked against a write
+                    with tango.AutoTangoMonitor(self):
+                        if not stop.is_set():
+                            self.refresh()
                 except Exception:
                     log.exception("refreshing %s failed", self.get_name())
 

@@ -29,6 +29,9 @@ servers:
 """
 
 
+MANY_MOVES = 600
+
+
 class Devices:
     def __init__(self, suite):
         self.suite = suite
@@ -72,6 +75,32 @@ def test_a_motor_move_is_seen_moving_then_at_its_target_with_position_events(bea
         assert len(between) >= 3 and between == sorted(between)  # seen on the way, in order
     finally:
         detz.unsubscribe_event(event_id)
+
+
+def test_a_scans_many_short_moves_are_all_answered_while_position_events_are_pushed(beamline):
+    """A write's own event push and the refresh thread's once deadlocked on the device's monitor
+    until Tango's 3 s timeout: about 4 moves in 1000 failed, as a Sardana scan's point did. A
+    client with Tango's default timeout, as Sardana's motor controller is, sees each stall fail."""
+    detz = tango.DeviceProxy(beamline.detz.dev_name())
+    detz.set_timeout_millis(3000)
+    event_id = detz.subscribe_event("Position", tango.EventType.CHANGE_EVENT, Received())
+    failures = []
+    try:
+        for move in range(MANY_MOVES):
+            target = 150.0 + 0.01 * (move % 2 + 1)
+            try:
+                detz.write_attribute("Position", target)
+                while str(detz.state()) == "MOVING":
+                    pass
+            except tango.DevFailed as error:
+                failures.append((move, error.args[-1].reason))
+        assert failures == []
+        assert detz.Position == pytest.approx(target)
+    finally:
+        detz.unsubscribe_event(event_id)
+        wait_for_state(detz, "ON", timeout=30)
+        detz.write_attribute("Position", 150.0)
+        wait_for_state(detz, "ON", timeout=30)
 
 
 def test_a_move_beyond_a_soft_limit_is_refused_naming_the_limit(beamline):
