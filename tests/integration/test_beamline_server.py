@@ -81,8 +81,7 @@ def test_a_scans_many_short_moves_are_all_answered_while_position_events_are_pus
     """A write's own event push and the refresh thread's once deadlocked on the device's monitor
     until Tango's 3 s timeout: about 4 moves in 1000 failed, as a Sardana scan's point did. A
     client with Tango's default timeout, as Sardana's motor controller is, sees each stall fail."""
-    detz = tango.DeviceProxy(beamline.detz.dev_name())
-    detz.set_timeout_millis(3000)
+    detz = proxy(beamline.suite.device_url("bltest/beamline/detz"), timeout_s=3)
     event_id = detz.subscribe_event("Position", tango.EventType.CHANGE_EVENT, Received())
     failures = []
     try:
