@@ -72,7 +72,6 @@ import tango
 import yaml
 
 from photonflow.clients.launcher import Suite, wait_for
-from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import load_deployment_file
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -438,9 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     label = f"{SHAPE[0]}x{SHAPE[1]}_{DTYPE}"
     try:
         deployment = load_deployment_file(derive_deployment(var_dir, data_root, SHAPE))
-        suite.start_database(var_dir / "tango" / "pipeline_bench.db")
-        apply_deployment(suite.database(), deployment)
-        suite.start_servers(deployment)
+        suite.start_deployment(deployment, var_dir / "tango" / "pipeline_bench.db")
         pids = {p.name.split("/")[0].removeprefix("Photonflow").lower(): p.pid for p in suite.processes}
         pids["bench"] = os.getpid()
         controller = tango.DeviceProxy(deployment.device("PhotonflowController").name)

@@ -27,7 +27,6 @@ import h5py
 
 from photonflow.clients.launcher import Suite
 from photonflow.clients.sardana_setup import SCAN_RECORDER, start_sardana
-from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import load_deployment_file
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -44,9 +43,7 @@ def main() -> int:
     suite = Suite("", var_dir)
     try:
         suite.start_event_bus()
-        suite.start_database(var_dir / "tango.db")
-        apply_deployment(suite.database(), deployment)
-        suite.start_servers(deployment)
+        suite.start_deployment(deployment, var_dir / "tango.db")
         os.environ["TANGO_HOST"] = suite.tango_host
         import taurus
         from sardana.taurus.core.tango.sardana import registerExtensions

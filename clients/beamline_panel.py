@@ -111,6 +111,16 @@ class BeamlinePanel(QtWidgets.QWidget):
         QtWidgets.QVBoxLayout(box).addWidget(QtWidgets.QLabel(f"No {what} under {self.prefix} in the database."))
         return box
 
+    def _single_device_box(self, title: str, tango_class: str) -> tuple[QtWidgets.QGroupBox, str | None]:
+        """A section showing the first device of ``tango_class``, titled with its name; without
+        one, the section says so and the name is None."""
+        box = QtWidgets.QGroupBox(title)
+        names = self.devices.get(tango_class, [])
+        if not names:
+            return self._missing(box, tango_class), None
+        box.setTitle(f"{title} {names[0]}")
+        return box, names[0]
+
     def _command_button(self, device: str, command: str) -> PanelCommandButton:
         button = PanelCommandButton(command=command, text=command, timeout=COMMAND_TIMEOUT_S)
         button.setModel(device_model(device))
@@ -155,13 +165,10 @@ class BeamlinePanel(QtWidgets.QWidget):
         return box
 
     def _build_monochromator(self) -> QtWidgets.QWidget:
-        box = QtWidgets.QGroupBox("Monochromator")
-        monos = self.devices.get("SimulatedMonochromator", [])
-        if not monos:
-            return self._missing(box, "SimulatedMonochromator")
-        name = monos[0]
+        box, name = self._single_device_box("Monochromator", "SimulatedMonochromator")
+        if name is None:
+            return box
         model = device_model(name)
-        box.setTitle(f"Monochromator {name}")
         grid = QtWidgets.QGridLayout(box)
         self.mono_widgets = {
             "led": _led(f"{model}/State"),
@@ -180,13 +187,10 @@ class BeamlinePanel(QtWidgets.QWidget):
         return box
 
     def _build_shutter(self) -> QtWidgets.QWidget:
-        box = QtWidgets.QGroupBox("Shutter")
-        shutters = self.devices.get("SimulatedShutter", [])
-        if not shutters:
-            return self._missing(box, "SimulatedShutter")
-        name = shutters[0]
+        box, name = self._single_device_box("Shutter", "SimulatedShutter")
+        if name is None:
+            return box
         model = device_model(name)
-        box.setTitle(f"Shutter {name}")
         layout = QtWidgets.QGridLayout(box)
         status = TaurusLabel()
         status.setModel(f"{model}/Status")
@@ -209,13 +213,10 @@ class BeamlinePanel(QtWidgets.QWidget):
         return box
 
     def _build_ring(self) -> QtWidgets.QWidget:
-        box = QtWidgets.QGroupBox("Storage ring")
-        rings = self.devices.get("SimulatedStorageRing", [])
-        if not rings:
-            return self._missing(box, "SimulatedStorageRing")
-        name = rings[0]
+        box, name = self._single_device_box("Storage ring", "SimulatedStorageRing")
+        if name is None:
+            return box
         model = device_model(name)
-        box.setTitle(f"Storage ring {name}")
         layout = QtWidgets.QVBoxLayout(box)
         values = QtWidgets.QFormLayout()
         self.ring_widgets = {

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import tango
 
+from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, Deployment, ServerSpec, simulator_environment
 from photonflow.events.redis_server import EmbeddedRedis
 
@@ -190,6 +191,12 @@ class Suite:
             return tango.Database("127.0.0.1", port).get_info()
 
         wait_for(answering, 30, f"Tango database on {self.tango_host}")
+
+    def start_deployment(self, deployment: Deployment, database_file: Path) -> None:
+        """An embedded database at ``database_file``, the deployment written to it, then its servers."""
+        self.start_database(database_file)
+        apply_deployment(self.database(), deployment)
+        self.start_servers(deployment)
 
     def device_url(self, name: str) -> str:
         """The device's full name on this suite's database: a process that already talked to

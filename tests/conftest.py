@@ -41,7 +41,6 @@ class SuiteDevices:
 def running_suite(tmp_path_factory):
     """The demo deployment on its own database, servers as separate processes."""
     from photonflow.clients.launcher import Suite
-    from photonflow.clients.tango_database import apply_deployment
     from photonflow.deployment import load_deployment_file
     from tests.integration.helpers import preserved_environment
 
@@ -55,9 +54,7 @@ def running_suite(tmp_path_factory):
         suite = Suite("", var_dir)
         try:
             suite.start_event_bus()
-            suite.start_database(var_dir / "tango.db")
-            apply_deployment(suite.database(), deployment)
-            suite.start_servers(deployment)
+            suite.start_deployment(deployment, var_dir / "tango.db")
             yield SuiteDevices(
                 tango_host=suite.tango_host,
                 controller=deployment.device("PhotonflowController").name,

@@ -83,7 +83,6 @@ def running_deployment(text: str, var_dir: Path, environment: dict[str, str]):
     """A deployment started as `make demo` starts one, on its own database: simulated hardware
     first (its announced addresses fill the properties), then the servers. Yields the Suite."""
     from photonflow.clients.launcher import Suite
-    from photonflow.clients.tango_database import apply_deployment
     from photonflow.deployment import load_deployment
 
     with preserved_environment("TANGO_HOST", *environment):
@@ -92,9 +91,7 @@ def running_deployment(text: str, var_dir: Path, environment: dict[str, str]):
         try:
             suite.start_simulators(load_deployment(text, simulators_only=True))
             deployment = load_deployment(text)
-            suite.start_database(var_dir / "tango.db")
-            apply_deployment(suite.database(), deployment)
-            suite.start_servers(deployment)
+            suite.start_deployment(deployment, var_dir / "tango.db")
             yield suite
         finally:
             suite.stop()
