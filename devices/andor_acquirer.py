@@ -10,9 +10,10 @@ from __future__ import annotations
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
-from photonflow.acquisition.andor import PIXEL_TYPES, AndorCamera, AndorSettings
+from photonflow.acquisition.andor import AndorCamera, AndorSettings
 from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
 from photonflow.devices.common import operator_errors
+from photonflow.drivers.sdk3 import PIXEL_TYPES
 from photonflow.errors import ConfigurationError
 
 
@@ -45,7 +46,8 @@ class AndorAcquirer(BeamlineFollowingAcquirer):
 
             if self.Simulation not in MODELS:
                 raise ConfigurationError(f"Simulation must be empty or one of {', '.join(MODELS)}")
-            sdk = SimulatedSDK3Camera(self.Simulation, self.SerialNumber, self.Seed, self.beamline_view().read)
+            beamline = self.simulated_beamline().conditions
+            sdk = SimulatedSDK3Camera(self.Simulation, self.SerialNumber, self.Seed, beamline)
         else:
             sdk = open_sdk3_camera(self.CameraIndex)
         return AndorCamera(sdk, AndorSettings(self.PixelEncoding, self.ShutteringMode, True, self.Binning))

@@ -1,20 +1,26 @@
-"""What a simulated detector needs to follow the simulated beamline: the devices it reads at
-each Prepare (ring current, wavelength, shutter, transmission, distance), as device properties
-shared by every simulated Acquirer, and a reader of their attributes through Tango. The
-DectrisAcquirer derives from it too: a DCU is told the wavelength and distance at Prepare
-(the ring, shutter and attenuator it cannot use)."""
+"""The beamline devices an Acquirer follows, as device properties, and the beamline port
+(``photonflow.acquisition.beamline.Beamline``) built from them over Tango: a simulated detector
+reads them all at each Prepare (ring current, wavelength, shutter, transmission, distance); a
+DectrisAcquirer tells the DCU the wavelength and distance (the ring, shutter and attenuator it
+cannot use)."""
 
 from __future__ import annotations
 
 from tango.server import device_property
 
+from photonflow.acquisition.beamline import Beamline, BeamlineNames, parse_beam_centre
 from photonflow.devices.acquirer import AcquirerDevice
 from photonflow.devices.common import TangoReader
-from photonflow.simulators.beamline_view import BeamlineNames, BeamlineView
+
+
+def beamline_port(names: BeamlineNames, beam_centre: str = "",
+                  unread: str = "the detector keeps its value") -> Beamline:
+    """The port reading ``names`` through Tango; ``beam_centre`` is a BeamCentre property's text."""
+    return Beamline(names, TangoReader(), parse_beam_centre(beam_centre), unread)
 
 
 class BeamlineFollowingAcquirer(AcquirerDevice):
-    """An Acquirer whose simulated camera follows the beamline named by its properties."""
+    """An Acquirer whose camera follows the beamline named by its properties."""
 
     BeamlineRing = device_property(dtype=str, default_value="", doc="Storage ring device (Current); empty: none")
     BeamlineMonochromator = device_property(
@@ -26,9 +32,12 @@ class BeamlineFollowingAcquirer(AcquirerDevice):
         dtype=str, default_value="", doc="Motor giving the sample-detector distance in mm; empty: 120 mm"
     )
 
-    def beamline_view(self) -> BeamlineView:
-        names = BeamlineNames(
+    def beamline_names(self) -> BeamlineNames:
+        return BeamlineNames(
             ring=self.BeamlineRing, monochromator=self.BeamlineMonochromator, shutter=self.BeamlineShutter,
             attenuator=self.BeamlineAttenuator, distance_motor=self.DetectorDistanceMotor,
         )
-        return BeamlineView(names, TangoReader())
+
+    def simulated_beamline(self) -> Beamline:
+        """Every device named, for a simulated camera: what cannot be read keeps the simulation's default."""
+        return beamline_port(self.beamline_names(), unread="using the simulation's default")

@@ -16,10 +16,10 @@ from __future__ import annotations
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
-from photonflow.acquisition.dectris import BeamlineFollowingDectris, BeamlineLink, DectrisCamera, DectrisSettings
-from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
-from photonflow.devices.common import TangoReader, operator_errors
-from photonflow.devices.simulator_acquirer import parse_beam_centre
+from photonflow.acquisition.beamline import BeamlineNames
+from photonflow.acquisition.dectris import BeamlineFollowingDectris, DectrisCamera, DectrisSettings
+from photonflow.devices.beamline_link import BeamlineFollowingAcquirer, beamline_port
+from photonflow.devices.common import operator_errors
 from photonflow.errors import ConfigurationError
 
 
@@ -87,13 +87,11 @@ class DectrisAcquirer(BeamlineFollowingAcquirer):
             header_detail=self.HeaderDetail, timeout=self.RequestTimeout,
             filewriter_mode=self.DcuFileWriterMode, monitor_mode=self.DcuMonitorMode,
         )
-        beam_centre = parse_beam_centre(self.BeamCentre)
-        if not (self.BeamlineMonochromator or self.DetectorDistanceMotor or beam_centre):
+        names = BeamlineNames(monochromator=self.BeamlineMonochromator, distance_motor=self.DetectorDistanceMotor)
+        beamline = beamline_port(names, self.BeamCentre, unread="the DCU keeps its value")
+        if not beamline.followed:
             return DectrisCamera(settings)  # the DCU's own wavelength, distance and beam centre, as set on it
-        return BeamlineFollowingDectris(settings, BeamlineLink(
-            read=TangoReader(), monochromator=self.BeamlineMonochromator,
-            distance_motor=self.DetectorDistanceMotor, beam_centre=beam_centre,
-        ))
+        return BeamlineFollowingDectris(settings, beamline)
 
     PhotonEnergy = _dcu_parameter("photon_energy", "eV", "Energy of the incident photons", 0.0, 1e6, "%.1f")
     ThresholdEnergy = _dcu_parameter("threshold_energy", "eV", "Counting threshold", 0.0, 1e6, "%.1f")

@@ -2,53 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
-from photonflow.acquisition.pilatus import MODELS, PilatusCamera, PilatusSettings
+from photonflow.acquisition.beamline import BeamlineNames
+from photonflow.acquisition.pilatus import BeamlineFollowingPilatus, PilatusCamera, PilatusSettings
 from photonflow.devices.acquirer import AcquirerDevice
-from photonflow.devices.common import TangoReader, operator_errors
-from photonflow.devices.simulator_acquirer import parse_beam_centre
-
-log = logging.getLogger(__name__)
-
-
-class BeamlineFollowingPilatus(PilatusCamera):
-    """At each Prepare, tells camserver (``mxsettings``, hence every CBF header) the wavelength
-    and detector distance the beamline has now, and the beam centre; a beamline device that
-    cannot be read leaves camserver's value as it was (and the log says so)."""
-
-    def __init__(self, settings: PilatusSettings, monochromator: str, distance_motor: str,
-                 beam_centre: tuple[float, float] | None, read=None):
-        super().__init__(settings)
-        self.monochromator, self.distance_motor, self.beam_centre = monochromator, distance_motor, beam_centre
-        self._read = read or TangoReader()
-
-    def _beamline_value(self, device: str, attribute: str) -> float | None:
-        try:
-            return float(self._read(device, attribute))
-        except Exception as error:
-            log.warning("cannot read %s/%s (%s); camserver keeps its value", device, attribute, error)
-            return None
-
-    def prepare(self, settings: AcquisitionSettings) -> None:
-        values = {}
-        if self.monochromator:
-            wavelength = self._beamline_value(self.monochromator, "Wavelength")  # Å
-            if wavelength:
-                values["Wavelength"] = f"{wavelength:.5f}"
-        if self.distance_motor:
-            distance = self._beamline_value(self.distance_motor, "Position")  # mm
-            if distance:
-                values["Detector_distance"] = f"{distance / 1000:.5f}"
-        if self.beam_centre is not None:
-            values["Beam_xy"] = (f"{self.beam_centre[1]:.2f}", f"{self.beam_centre[0]:.2f}")
-        if values:
-            self.mx_settings(**values)
-        super().prepare(settings)
+from photonflow.devices.beamline_link import beamline_port
+from photonflow.devices.common import operator_errors
+from photonflow.drivers.camserver import MODELS
 
 
 def _mx_setting(key: str, unit: str, doc: str, minimum: float, maximum: float, default: float):
@@ -94,10 +56,11 @@ class PilatusAcquirer(AcquirerDevice):
             address=self.CamserverAddress, model=self.Model, image_directory=self.ImageDirectory,
             timeout=self.RequestTimeout, serial_number=self.SerialNumber,
         )
-        beam_centre = parse_beam_centre(self.BeamCentre)
-        if not (self.BeamlineMonochromator or self.DetectorDistanceMotor or beam_centre):
+        names = BeamlineNames(monochromator=self.BeamlineMonochromator, distance_motor=self.DetectorDistanceMotor)
+        beamline = beamline_port(names, self.BeamCentre, unread="camserver keeps its value")
+        if not beamline.followed:
             return PilatusCamera(settings)
-        return BeamlineFollowingPilatus(settings, self.BeamlineMonochromator, self.DetectorDistanceMotor, beam_centre)
+        return BeamlineFollowingPilatus(settings, beamline)
 
     Wavelength = _mx_setting("Wavelength", "Å", "X-ray wavelength", 0.0, 100.0, 1.0)
     DetectorDistance = _mx_setting("Detector_distance", "m", "Sample to detector distance", 0.0, 100.0, 0.25)

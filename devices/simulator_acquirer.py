@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from tango.server import device_property
 
+from photonflow.acquisition.beamline import parse_beam_centre
 from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
-from photonflow.errors import ConfigurationError
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
-
-
-def parse_beam_centre(text: str) -> tuple[float, float] | None:
-    """``"row,col"`` in pixels; empty: None (near the middle)."""
-    if not text.strip():
-        return None
-    try:
-        row, column = (float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigurationError(f"BeamCentre is 'row,column' in pixels, e.g. '500.5,515.0', got {text!r}") from None
-    return row, column
 
 
 class SimulatorAcquirer(BeamlineFollowingAcquirer):
@@ -44,6 +33,6 @@ class SimulatorAcquirer(BeamlineFollowingAcquirer):
                 pixel_size=self.PixelSize,
                 serial_number=self.SerialNumber,
             ),
-            beamline=self.beamline_view().read,
+            beamline=self.simulated_beamline().conditions,
             beam_centre=parse_beam_centre(self.BeamCentre),
         )

@@ -11,9 +11,10 @@ from __future__ import annotations
 from tango import AttrWriteType
 from tango.server import attribute, device_property
 
-from photonflow.acquisition.tucsen import FAN_GEARS, MODELS, TucsenCamera, TucsenSettings, load_tucam_library
+from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
 from photonflow.devices.acquirer import AcquirerDevice
 from photonflow.devices.common import operator_errors
+from photonflow.drivers.tucam import FAN_GEARS, MODELS, load_tucam_library
 from photonflow.errors import ConfigurationError
 
 

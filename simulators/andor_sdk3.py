@@ -15,14 +15,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from photonflow.acquisition.andor import pack_mono12packed, unpack_mono12packed
-from photonflow.simulators.beamline_view import BeamConditions
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
+from photonflow.drivers.sdk3 import PIXEL_TYPES, pack_mono12packed, unpack_mono12packed
+from photonflow.simulators.diffraction import Beam, DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.trigger_input import TriggerInput
+
+if TYPE_CHECKING:  # for annotations only: a simulator never loads the acquisition logic
+    from photonflow.acquisition.beamline import BeamConditions
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class SimulatedSDK3Camera:
 
     def __init__(self, model: str = "zyla55", serial_number: str = "VSC-00001", seed: int = 0,
                  beamline: Callable[[], BeamConditions] | None = None):
-        """``beamline`` gives the beam at each start (a BeamlineView's ``read``): the frames scale with
+        """``beamline`` gives the beam at each start (the beamline port's ``conditions``): the frames scale with
         the ring current, the transmission and the shutter (closed: dark frames)."""
         self._beamline = beamline
         self.model = MODELS[model]
@@ -90,7 +92,7 @@ class SimulatedSDK3Camera:
             "SensorHeight": Feature(m.height, writable=False),
             "PixelWidth": Feature(m.pixel_size, writable=False),
             "PixelHeight": Feature(m.pixel_size, writable=False),
-            "PixelEncoding": Feature("Mono16", values=("Mono12", "Mono12Packed", "Mono16", "Mono32")),
+            "PixelEncoding": Feature("Mono16", values=tuple(PIXEL_TYPES)),
             "ElectronicShutteringMode": Feature("Rolling", values=("Rolling", "Global")),
             "CycleMode": Feature("Fixed", values=("Fixed", "Continuous")),
             "FrameCount": Feature(1, 1, 2**31 - 1),
@@ -176,8 +178,8 @@ class SimulatedSDK3Camera:
         self._check_failure()
         self.stop_acquisition()
         encoding = self.features["PixelEncoding"].value
-        dtype = "uint32" if encoding == "Mono32" else "uint16"
-        beam = self._beamline() if self._beamline is not None else BeamConditions()
+        dtype = PIXEL_TYPES[encoding]
+        beam = Beam.following(self._beamline()) if self._beamline is not None else Beam()
         self._frames = DiffractionFrames(PatternSettings(
             height=self.features["AOIHeight"].value, width=self.features["AOIWidth"].value, dtype=dtype,
             seed=self.seed, exposure=self.features["ExposureTime"].value, scale=beam.scale))
@@ -250,7 +252,7 @@ class SimulatedSDK3Camera:
             if encoding == "Mono12Packed":
                 images.append(unpack_mono12packed(raw, width, height, stride))
             else:
-                dtype = np.uint32 if encoding == "Mono32" else np.uint16
+                dtype = np.dtype(PIXEL_TYPES[encoding])
                 rows = np.frombuffer(raw, np.uint8).reshape(height, stride)[:, : width * np.dtype(dtype).itemsize]
                 images.append(np.ascontiguousarray(rows).view(dtype).reshape(height, width))
         return images

@@ -73,6 +73,30 @@ def preload_calibrant(name: str = "CeO2") -> None:
 
 
 @dataclass(frozen=True)
+class Beam:
+    """The beam simulated frames are drawn for: what the beamline gave, and this simulation's
+    defaults (20 keV, 120 mm, the nominal intensity) where it gave nothing."""
+
+    wavelength: float = DEFAULT_WAVELENGTH  # m
+    distance: float = DEFAULT_DISTANCE  # m
+    scale: float = 1.0  # ring current / nominal x attenuator transmission x shutter open
+
+    @classmethod
+    def following(cls, conditions) -> Beam:
+        """``conditions``: a reading of the beamline port (photonflow.acquisition.beamline's
+        BeamConditions): ``wavelength`` and ``distance`` in m, None where unknown, and
+        ``intensity_scale``."""
+        wavelength, distance = conditions.wavelength, conditions.distance
+        return cls(DEFAULT_WAVELENGTH if wavelength is None else wavelength,
+                   DEFAULT_DISTANCE if distance is None else distance, conditions.intensity_scale)
+
+    @property
+    def photon_energy(self) -> float:
+        """eV"""
+        return HC_KEV_ANGSTROM * 1000.0 / (self.wavelength * 1e10)
+
+
+@dataclass(frozen=True)
 class PatternSettings:
     """Everything the frames depend on; equal settings give identical frames."""
 

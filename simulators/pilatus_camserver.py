@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from fabio.cbfimage import CbfImage
 
-from photonflow.acquisition.pilatus import END, MODELS, PIXEL_SIZE, image_names
+from photonflow.drivers.camserver import END, MODELS, PIXEL_SIZE, image_names
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.trigger_input import TriggerInput
 

@@ -12,15 +12,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
 from photonflow.errors import ConfigurationError
-from photonflow.simulators.beamline_view import BeamConditions
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
+from photonflow.simulators.diffraction import Beam, DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.stream.stins import PIXEL_TYPES
+
+if TYPE_CHECKING:  # for annotations only: a simulator never loads the acquisition logic it is tested against
+    from photonflow.acquisition.acquirer import AcquisitionSettings
+    from photonflow.acquisition.beamline import BeamConditions
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,15 @@ class SimulatedCamera:
         beamline: Callable[[], BeamConditions] | None = None,
         beam_centre: tuple[float, float] | None = None,
     ):
-        """``beamline`` gives the beam conditions at each Prepare (a BeamlineView's ``read``);
-        without it the defaults of BeamConditions hold. ``beam_centre``: (row, column) pixels."""
+        """``beamline`` gives the beam conditions at each Prepare (the beamline port's ``conditions``);
+        without it, and for what it cannot say, the simulation's defaults hold (``Beam``).
+        ``beam_centre``: (row, column) pixels."""
         sensor.validate()
         self.sensor = sensor
         self._wall_clock = wall_clock
         self._beamline = beamline
         self.beam_centre = beam_centre or (sensor.height * 0.47, sensor.width * 0.52)
-        self.beam = BeamConditions()
+        self.beam = Beam()
         self._frames: DiffractionFrames | None = None
         preload_calibrant()
 
@@ -122,7 +125,7 @@ class SimulatedCamera:
 
     def prepare(self, settings: AcquisitionSettings) -> None:
         if self._beamline is not None:
-            self.beam = self._beamline()
+            self.beam = Beam.following(self._beamline())
         wanted = self.pattern_settings(settings)
         if self._frames is None or self._frames.settings != wanted:
             if self._frames is not None:

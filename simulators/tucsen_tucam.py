@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from photonflow.acquisition.tucsen import (
+from photonflow.drivers.tucam import (
     CODE,
     HANDLE,
     MODELS,

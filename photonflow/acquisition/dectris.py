@@ -5,41 +5,35 @@ Why: a DECTRIS detector control unit (DCU) is driven over HTTP and streams its o
 Acquirer: it configures the DCU, arms, triggers and disarms it, and tells where the DCU's
 stream is and in which protocol, for the Recorder to read it directly, compressed as sent.
 
-``SimplonClient`` is the HTTP layer: every value is read as SIMPLON's JSON description and
-written as ``{"value": ...}``; a refusal (HTTP 4xx/5xx) becomes ``DetectorError`` carrying
-the DCU's own message; a connection that fails or times out becomes
-``DetectorConnectionLost``. Nothing here imports Tango.
+The HTTP layer, ``SimplonClient``, is the vendor's interface (``photonflow.drivers.simplon``).
+Nothing here imports Tango.
 
 ``BeamlineFollowingDectris`` is the same camera told, at each Prepare, the wavelength,
-detector distance and beam centre the beamline has then (read through a ``read(device,
-attribute)`` port the Tango layer gives), so the DCU's own metadata say where the rings are.
+detector distance and beam centre the beamline has then (read through the beamline port,
+``photonflow.acquisition.beamline``), so the DCU's own metadata say where the rings are.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.acquisition.beamline import Beamline
+from photonflow.drivers.simplon import SimplonClient
 from photonflow.errors import (
     ConfigurationError,
-    DetectorConnectionLost,
     DetectorError,
     PhotonflowError,
 )
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "1.8.0"
 # photonflow's trigger modes and SIMPLON's: internal series, internal enable (exposure per
 # trigger), external series (one edge for them all, or one per image), external enable.
 TRIGGER_MODES = {"internal": "ints", "internal_enable": "inte", "external_start": "exts", "external": "exts",
@@ -49,88 +43,6 @@ STREAM_PROTOCOLS = {"cbor": "dectris-v2", "legacy": "dectris-v1"}
 
 
 ARM_TIMEOUT = 30.0  # seconds: arming prepares the whole series in the DCU
-PLANCK_EV_ANGSTROM = 12398.419843320026  # h c in eV Å: photon energy = this / wavelength
-
-
-class SimplonClient:
-    """One keep-alive HTTP connection to a DCU's SIMPLON API, safe to share between threads."""
-
-    def __init__(self, url: str, timeout: float = 5.0, api_version: str = API_VERSION):
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigurationError(f"the DCU address must look like http://host[:port], got {url!r}")
-        self.host, self.port = parts.hostname, parts.port or 80
-        self.url = f"http://{self.host}:{self.port}"
-        self.timeout = timeout
-        self.api_version = api_version
-        self._connection: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()
-
-    def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        with self._lock:
-            try:
-                if self._connection is None:
-                    self._connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-                self._connection.timeout = timeout or self.timeout
-                if self._connection.sock is not None:
-                    self._connection.sock.settimeout(self._connection.timeout)
-                self._connection.request(method, path, data, headers)
-                response = self._connection.getresponse()
-                payload = response.read()
-            except (OSError, http.client.HTTPException) as error:
-                self._drop_connection()
-                cause = "timed out" if isinstance(error, (socket.timeout, TimeoutError)) else (
-                    str(error) or type(error).__name__)
-                raise DetectorConnectionLost(
-                    f"no answer from the DCU at {self.url} ({method} {path}): {cause}"
-                ) from None
-        text = payload.decode(errors="replace").strip()
-        if response.status >= 400:
-            raise DetectorError(f"the DCU refused {method} {path} (HTTP {response.status}): {text or response.reason}")
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-
-    def _drop_connection(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def _path(self, subsystem: str, task: str, name: str) -> str:
-        return f"/{subsystem}/api/{self.api_version}/{task}/{name}"
-
-    def describe(self, subsystem: str, name: str) -> dict[str, Any]:
-        """A config parameter's SIMPLON description: value, value_type, min, max, unit, access_mode."""
-        return self._request("GET", self._path(subsystem, "config", name))
-
-    def get(self, subsystem: str, name: str) -> Any:
-        return self.describe(subsystem, name)["value"]
-
-    def set(self, subsystem: str, name: str, value: Any) -> list[str]:
-        """Write a config value; returns the parameters the DCU changed with it."""
-        return self._request("PUT", self._path(subsystem, "config", name), {"value": value}) or []
-
-    def status(self, subsystem: str, name: str) -> Any:
-        return self._request("GET", self._path(subsystem, "status", name))["value"]
-
-    def command(self, name: str, value: Any = None, timeout: float | None = None, subsystem: str = "detector") -> Any:
-        body = None if value is None else {"value": value}
-        return self._request("PUT", self._path(subsystem, "command", name), body, timeout)
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop_connection()
-
-    def __enter__(self) -> SimplonClient:
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)
@@ -307,19 +219,6 @@ class DectrisCamera:
         self.client.close()
 
 
-Reader = Callable[[str, str], Any]
-
-
-@dataclass(frozen=True)
-class BeamlineLink:
-    """The beamline devices a DCU follows at Prepare; an empty name is not followed."""
-
-    read: Reader = field(repr=False)  # read(device, attribute) -> value (Tango in the device layer)
-    monochromator: str = ""  # its Wavelength, Å
-    distance_motor: str = ""  # its Position, mm: the sample-detector distance
-    beam_centre: tuple[float, float] | None = None  # (row, column) pixels: beam_center_y, beam_center_x
-
-
 class BeamlineFollowingDectris(DectrisCamera):
     """At each Prepare, writes to the DCU's detector config the wavelength (``wavelength`` in Å,
     or ``photon_energy`` in eV where the DCU has no ``wavelength``), ``detector_distance`` (m) and
@@ -332,21 +231,10 @@ class BeamlineFollowingDectris(DectrisCamera):
     a value the DCU refuses (outside its limits) fails the Prepare with the DCU's own words.
     """
 
-    def __init__(self, settings: DectrisSettings, beamline: BeamlineLink, client: SimplonClient | None = None):
+    def __init__(self, settings: DectrisSettings, beamline: Beamline, client: SimplonClient | None = None):
         self.beamline = beamline
         self._energy_parameter: str | None = None  # "wavelength" or "photon_energy", found at the first Prepare
         super().__init__(settings, client)
-
-    def _beamline_value(self, device: str, attribute: str) -> float | None:
-        try:
-            value = float(self.beamline.read(device, attribute))
-        except Exception as error:  # a beamline device that is down must not stop the detector
-            log.warning("cannot read %s/%s (%s); the DCU keeps its value", device, attribute, error)
-            return None
-        if not (math.isfinite(value) and value > 0):
-            log.warning("%s/%s is %s, not a positive number; the DCU keeps its value", device, attribute, value)
-            return None
-        return value
 
     def _energy_name(self) -> str:
         """``wavelength`` if this DCU's SIMPLON has it, else ``photon_energy``."""
@@ -362,20 +250,17 @@ class BeamlineFollowingDectris(DectrisCamera):
 
     def geometry(self) -> dict[str, float]:
         """What the beamline says now, as the DCU's detector config names it."""
-        link, values = self.beamline, {}
-        if link.monochromator:
-            wavelength = self._beamline_value(link.monochromator, "Wavelength")  # Å
-            if wavelength is not None:
-                if self._energy_name() == "wavelength":
-                    values["wavelength"] = wavelength
-                else:
-                    values["photon_energy"] = PLANCK_EV_ANGSTROM / wavelength
-        if link.distance_motor:
-            distance = self._beamline_value(link.distance_motor, "Position")  # mm
-            if distance is not None:
-                values["detector_distance"] = distance / 1000.0
-        if link.beam_centre is not None:
-            values["beam_center_x"], values["beam_center_y"] = float(link.beam_centre[1]), float(link.beam_centre[0])
+        beam, values = self.beamline.conditions(), {}
+        if beam.wavelength_angstrom is not None:
+            if self._energy_name() == "wavelength":
+                values["wavelength"] = beam.wavelength_angstrom
+            else:
+                values["photon_energy"] = beam.photon_energy
+        if beam.distance is not None:
+            values["detector_distance"] = beam.distance
+        centre = self.beamline.beam_centre
+        if centre is not None:
+            values["beam_center_x"], values["beam_center_y"] = float(centre[1]), float(centre[0])
         return values
 
     def configure_series(self, settings: AcquisitionSettings) -> None:

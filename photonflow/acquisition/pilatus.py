@@ -5,117 +5,30 @@ camserver only takes commands. So this camera configures camserver, starts the e
 and reads every image file as soon as camserver has written it (fabio parses the CBF and
 its miniCBF header), to hand the frames to the Acquirer, which puts them on the STINS stream.
 
-``CamserverClient`` is the protocol: one command per line, replies ``<code> <OK|ERR>
-<text>`` each ended by ``\\x18``. An ``ERR`` reply becomes ``DetectorError`` with
-camserver's own text; a connection that fails, closes or times out becomes
-``DetectorConnectionLost``. Nothing here imports Tango.
+camserver's protocol (``CamserverClient``) and the CBF header (``parse_header``) are the
+vendor's interfaces, in ``photonflow.drivers.camserver`` and ``photonflow.drivers.minicbf``.
+Nothing here imports Tango.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.acquisition.beamline import Beamline
+from photonflow.drivers.camserver import EXPOSURE_DONE, MODELS, PIXEL_SIZE, CamserverClient, image_names
+from photonflow.drivers.minicbf import header_time, parse_header
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 
 log = logging.getLogger(__name__)
-
-END = b"\x18"
-PIXEL_SIZE = 172e-6  # metres
-# (columns, rows) of each PILATUS3 model
-MODELS = {
-    "pilatus3_100k": (487, 195),
-    "pilatus3_300k": (487, 619),
-    "pilatus3_1m": (981, 1043),
-    "pilatus3_2m": (1475, 1679),
-    "pilatus3_6m": (2463, 2527),
-}
-EXPOSURE_DONE = 7  # the reply code that ends an exposure
-
-
-@dataclass(frozen=True)
-class Reply:
-    code: int
-    ok: bool
-    text: str
-
-
-class CamserverClient:
-    """One TCP connection to camserver (it serves one client at a time)."""
-
-    def __init__(self, address: str, timeout: float = 5.0):
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigurationError(f"the camserver address must be host:port, got {address!r}")
-        self.address, self.timeout = address, timeout
-        try:
-            self._socket = socket.create_connection((host, int(port)), timeout)
-        except OSError as error:
-            raise DetectorConnectionLost(f"cannot reach camserver at {address}: {error.strerror or error}") from None
-        self._buffer = b""
-        self._lock = threading.Lock()  # one command and its reply at a time
-
-    def _lost(self, what: str) -> DetectorConnectionLost:
-        return DetectorConnectionLost(f"camserver at {self.address} {what}")
-
-    def read_reply(self, timeout: float | None = None) -> Reply:
-        """The next reply, whatever command it answers (an exposure's end comes unasked)."""
-        self._socket.settimeout(timeout or self.timeout)
-        while END not in self._buffer:
-            try:
-                chunk = self._socket.recv(65536)
-            except TimeoutError:
-                raise self._lost(f"did not answer within {timeout or self.timeout} s") from None
-            except OSError as error:
-                raise self._lost(f"dropped the connection ({error.strerror or error})") from None
-            if not chunk:
-                raise self._lost("closed the connection")
-            self._buffer += chunk
-        raw, self._buffer = self._buffer.split(END, 1)
-        code, _, rest = raw.decode(errors="replace").strip().partition(" ")
-        status, _, text = rest.partition(" ")
-        if not code.isdigit() or status not in ("OK", "ERR"):
-            raise DetectorError(f"camserver sent something that is not a reply: {raw[:200]!r}")
-        return Reply(int(code), status == "OK", text.strip())
-
-    def send(self, line: str) -> None:
-        """Send a command whose reply comes later (``k`` during an exposure)."""
-        with self._lock:
-            try:
-                self._socket.sendall(line.encode() + b"\n")
-            except OSError as error:
-                raise self._lost(f"dropped the connection ({error.strerror or error})") from None
-
-    def command(self, line: str, timeout: float | None = None) -> Reply:
-        """Send one command and return its reply; an ERR reply raises DetectorError."""
-        with self._lock:
-            try:
-                self._socket.sendall(line.encode() + b"\n")
-            except OSError as error:
-                raise self._lost(f"dropped the connection ({error.strerror or error})") from None
-            reply = self.read_reply(timeout)
-        if not reply.ok:
-            raise DetectorError(f"camserver refused '{line}': {reply.code} ERR {reply.text}")
-        return reply
-
-    def close(self) -> None:
-        self._socket.close()
-
-    def __enter__(self) -> CamserverClient:
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)
@@ -127,41 +40,6 @@ class PilatusSettings:
     image_directory: str = "/tmp"  # where camserver writes, as this computer sees it
     timeout: float = 5.0
     serial_number: str = ""
-
-
-def parse_header(header: Any) -> dict[str, Any]:
-    """A CBF's miniCBF header (fabio's PilatusHeader) in NXdetector names."""
-    def value(key):
-        try:
-            return header[key]
-        except (KeyError, TypeError):
-            return None
-
-    sensor, pixel, beam = value("sensor"), value("Pixel_size"), value("Beam_xy")
-    wavelength = value("Wavelength")
-    detector = value("Detector")  # "PILATUS3 100K, S/N 24-0111" (fabio drops the comma)
-    model, _, serial = str(detector).partition("S/N") if detector else ("", "", "")
-    described = {
-        "description": detector,
-        "model": model.strip(" ,") or None,
-        "serial_number": serial.strip() or None,
-        "sensor_material": sensor[0] if sensor else None,
-        "sensor_thickness": sensor[1] if sensor else None,
-        "x_pixel_size": pixel[0] if pixel else None,
-        "y_pixel_size": pixel[1] if pixel else None,
-        "count_time": value("Exposure_time"),
-        "frame_time": value("Exposure_period"),
-        "dead_time": value("Tau"),
-        "saturation_value": value("Count_cutoff"),
-        "threshold_energy": value("Threshold_setting"),
-        "incident_wavelength": wavelength * 1e-10 if wavelength else None,
-        "distance": value("Detector_distance"),
-        "beam_center_x": beam[0] if beam else None,
-        "beam_center_y": beam[1] if beam else None,
-        "start_angle": value("Start_angle"),
-        "angle_increment": value("Angle_increment"),
-    }
-    return {key: item for key, item in described.items() if item is not None}
 
 
 # The numbers of each CBF header that go with its frame on the stream (STINS ``metadata``).
@@ -289,21 +167,24 @@ class PilatusCamera:
         self.client.close()
 
 
-def image_names(template: str, count: int) -> list[str]:
-    """camserver's file names: the name itself for one image, ``<stem>_NNNNN.cbf`` for several."""
-    if count == 1:
-        return [template]
-    stem = template.rsplit(".", 1)[0]
-    return [f"{stem}_{n:05d}.cbf" for n in range(count)]
+class BeamlineFollowingPilatus(PilatusCamera):
+    """At each Prepare, tells camserver (``mxsettings``, hence every CBF header) the wavelength
+    and detector distance the beamline has now, and the beam centre; a beamline device that
+    cannot be read leaves camserver's value as it was (and the log says so)."""
 
+    def __init__(self, settings: PilatusSettings, beamline: Beamline, client: CamserverClient | None = None):
+        super().__init__(settings, client)
+        self.beamline = beamline
 
-def header_time(image) -> float | None:
-    """The image's date from its miniCBF header (second line), as a UNIX time."""
-    contents = image.header.get("_array_data.header_contents", "")
-    lines = contents.splitlines()
-    if len(lines) > 1:
-        try:
-            return datetime.fromisoformat(lines[1].lstrip("# ").strip()).timestamp()
-        except ValueError:
-            return None
-    return None
+    def prepare(self, settings: AcquisitionSettings) -> None:
+        beam, values = self.beamline.conditions(), {}
+        if beam.wavelength_angstrom is not None:
+            values["Wavelength"] = f"{beam.wavelength_angstrom:.5f}"
+        if beam.distance is not None:
+            values["Detector_distance"] = f"{beam.distance:.5f}"
+        centre = self.beamline.beam_centre
+        if centre is not None:
+            values["Beam_xy"] = (f"{centre[1]:.2f}", f"{centre[0]:.2f}")
+        if values:
+            self.mx_settings(**values)
+        super().prepare(settings)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from photonflow.acquisition.pilatus import header_time, parse_header
+from photonflow.drivers.minicbf import header_time, parse_header
 from photonflow.errors import ConfigurationError, FilePathError
 from photonflow.recording.nexus_writer import (
     LIBVER,

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from photonflow.acquisition.pilatus import CamserverClient
+from photonflow.drivers.camserver import CamserverClient
 from tests.integration.helpers import acquire, devfailed, proxy, running_deployment, wait_for_state
 
 DEPLOYMENT = """

@@ -11,8 +11,8 @@ import numpy as np
 from pyFAI.calibrant import get_calibrant
 
 from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.beamline import BeamConditions
 from photonflow.recording.recorder import Recorder, RecordingRequest
-from photonflow.simulators.beamline_view import BeamConditions
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.standardizing.capture import SeriesCapture
 from photonflow.standardizing.mapping import load_mapping
@@ -41,7 +41,7 @@ def beamline_values() -> dict[str, object]:
 
 def write_ceo2_nxmx(root: Path) -> Path:
     """A Recorder series of CeO2 rings made for the geometry the beamline reports, and its NXmx."""
-    beam = BeamConditions(wavelength=WAVELENGTH_ANGSTROM * 1e-10, distance=DISTANCE_MM / 1000.0)
+    beam = BeamConditions(wavelength_angstrom=WAVELENGTH_ANGSTROM, distance_mm=DISTANCE_MM)
     camera = SimulatedCamera(SimulatedSensor(height=400, width=400, seed=11, serial_number="SIM-DM"),
                              beamline=lambda: beam, beam_centre=(190.0, 205.0))
     sender = StreamSender("tcp://127.0.0.1:*")

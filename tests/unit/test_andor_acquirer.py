@@ -8,12 +8,8 @@ import pytest
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
-from photonflow.acquisition.andor import (
-    AndorCamera,
-    AndorSettings,
-    pack_mono12packed,
-    unpack_mono12packed,
-)
+from photonflow.acquisition.andor import AndorCamera, AndorSettings
+from photonflow.drivers.sdk3 import pack_mono12packed, unpack_mono12packed
 from photonflow.errors import ConfigurationError, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from fabio.cbfimage import CbfImage
 
-from photonflow.acquisition.pilatus import CamserverClient
 from photonflow.clients.cli import main
+from photonflow.drivers.camserver import CamserverClient
 from photonflow.errors import ConfigurationError, FilePathError
 from photonflow.simulators.pilatus_camserver import Camserver, CamserverState, start_server
 from photonflow.standardizing.cbf import HEADER_KEY, standardize_cbf

@@ -11,16 +11,10 @@ import pytest
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
-from photonflow.acquisition.dectris import (
-    BeamlineFollowingDectris,
-    BeamlineLink,
-    DectrisCamera,
-    DectrisSettings,
-    DetectorConnectionLost,
-    DetectorError,
-    SimplonClient,
-)
-from photonflow.errors import ConfigurationError
+from photonflow.acquisition.beamline import Beamline, BeamlineNames
+from photonflow.acquisition.dectris import BeamlineFollowingDectris, DectrisCamera, DectrisSettings
+from photonflow.drivers.simplon import SimplonClient
+from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.dectris_dcu import (
     DetectorModel,
@@ -299,8 +293,8 @@ def fixed_beamline(device, attribute):
 
 def test_prepare_tells_the_dcu_the_beamline_geometry_and_its_frames_are_drawn_there(dcu):
     simulated, server = dcu
-    link = BeamlineLink(read=fixed_beamline, monochromator="bl/mono", distance_motor="bl/detz",
-                        beam_centre=(30.5, 41.25))
+    link = Beamline(BeamlineNames(monochromator="bl/mono", distance_motor="bl/detz"), fixed_beamline,
+                    beam_centre=(30.5, 41.25))
     camera = BeamlineFollowingDectris(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint), link)
     acquirer = Acquirer(camera, sender=None)
     acquirer.update_settings(frame_count=3, exposure=0.001, period=0.002)
@@ -335,7 +329,7 @@ def test_a_dcu_without_wavelength_is_told_the_photon_energy_and_an_unreadable_de
             raise ConnectionError("bl/detz is not exported")
         return fixed_beamline(device, attribute)
 
-    link = BeamlineLink(read=motor_down, monochromator="bl/mono", distance_motor="bl/detz")
+    link = Beamline(BeamlineNames(monochromator="bl/mono", distance_motor="bl/detz"), motor_down)
     camera = BeamlineFollowingDectris(DectrisSettings(server.url), link)
     camera.configure_series(AcquisitionSettings(frame_count=1, exposure=0.001, period=0.002))
     config = simulated.config["detector"]

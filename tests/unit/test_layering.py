@@ -1,12 +1,18 @@
-"""The core imports no Tango: every decision stays testable without a server."""
+"""The core imports no Tango: every decision stays testable without a server. A real detector's
+server loads no simulator, and a simulator speaks the vendor's interface (photonflow.drivers)
+without the acquisition logic it is tested against."""
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPOSITORY
 
 CORE = REPOSITORY / "photonflow"
 SIMULATORS = REPOSITORY / "simulators"
+DRIVERS = CORE / "drivers"
 
 
 def imported_modules(path: Path, depth: int = 1) -> set[str]:
@@ -54,3 +60,43 @@ def test_the_layering_check_does_see_a_simulator_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("from photonflow.simulators.diffraction import DiffractionFrames\n")
     assert "photonflow.simulators" in imported_modules(sample, depth=2)
+
+
+def modules_loaded_by(imports: list[str], prefix: str) -> list[str]:
+    """The modules under ``prefix`` that importing ``imports`` loads, in a fresh interpreter."""
+    script = (f"import importlib, json, sys\nfor name in {imports!r}:\n    importlib.import_module(name)\n"
+              f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({prefix!r}))))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            check=False, cwd=REPOSITORY)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+REAL_DETECTOR_SERVERS = [f"photonflow.devices.{name}_acquirer" for name in ("dectris", "pilatus", "andor", "tucsen")]
+
+
+def test_a_real_detectors_acquirer_loads_no_simulator():
+    # the simulated Andor and Tucsen are imported only when the Simulation property asks for them
+    assert modules_loaded_by(REAL_DETECTOR_SERVERS, "photonflow.simulators") == []
+
+
+def test_the_loading_check_does_see_a_simulator():
+    loaded = modules_loaded_by(["photonflow.devices.simulator_acquirer"], "photonflow.simulators")
+    assert "photonflow.simulators.simulated_camera" in loaded
+
+
+def test_simulators_and_drivers_load_no_acquisition_logic():
+    simulators = [f"photonflow.simulators.{path.stem}" for path in SIMULATORS.glob("*.py") if path.stem != "__init__"]
+    drivers = [f"photonflow.drivers.{path.stem}" for path in DRIVERS.glob("*.py") if path.stem != "__init__"]
+    assert "photonflow.simulators.simulated_camera" in simulators and "photonflow.drivers.tucam" in drivers
+    assert modules_loaded_by(simulators + drivers, "photonflow.acquisition") == []
+
+
+def test_drivers_import_only_errors_of_photonflow():
+    offenders = {
+        str(path.relative_to(REPOSITORY)): sorted(imported)
+        for path in DRIVERS.rglob("*.py")
+        if (imported := {name for name in imported_modules(path, depth=2) if name.startswith("photonflow.")}
+            - {"photonflow.errors", "photonflow.drivers"})
+    }
+    assert offenders == {}

@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 
 from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer
-from photonflow.acquisition.pilatus import (
-    CamserverClient,
-    PilatusCamera,
-    PilatusSettings,
-)
+from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
+from photonflow.acquisition.beamline import Beamline, BeamlineNames
+from photonflow.acquisition.pilatus import BeamlineFollowingPilatus, PilatusCamera, PilatusSettings
+from photonflow.drivers.camserver import CamserverClient
 from photonflow.errors import DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.pilatus_camserver import (
@@ -195,3 +193,28 @@ def test_camserver_rings_follow_the_wavelength_distance_and_beam_centre_of_its_h
     assert pattern.beam_centre == (98.0, 244.0) and pattern.pixel_size == pytest.approx(172e-6)
     state.mx["Beam_xy"] = "(0.00, 0.00)"  # camserver's default: not set
     assert frame_source(state).settings.beam_centre is None
+
+
+def test_prepare_tells_camserver_the_beamline_geometry_and_an_unreadable_motor_changes_nothing(camserver):
+    simulated, server, images = camserver
+    values = {("bl/mono", "Wavelength"): 0.8, ("bl/detz", "Position"): ConnectionError("bl/detz is not exported")}
+
+    def read(device, attribute):
+        value = values[(device, attribute)]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    beamline = Beamline(BeamlineNames(monochromator="bl/mono", distance_motor="bl/detz"), read,
+                        beam_centre=(98.0, 244.0), unread="camserver keeps its value")
+    camera = BeamlineFollowingPilatus(PilatusSettings(server.address, "pilatus3_100k", str(images)), beamline)
+    try:
+        camera.prepare(AcquisitionSettings(frame_count=1, exposure=0.01, period=0.02))
+        assert simulated.state.mx["Wavelength"] == "0.80000"
+        assert simulated.state.mx["Detector_distance"] == "0.25000"  # camserver's, as it was
+        assert simulated.state.mx["Beam_xy"] == "(244.00, 98.00)"  # x = column, y = row
+        values[("bl/detz", "Position")] = 150.0
+        camera.prepare(AcquisitionSettings(frame_count=1, exposure=0.01, period=0.02))
+        assert simulated.state.mx["Detector_distance"] == "0.15000"
+    finally:
+        camera.close()

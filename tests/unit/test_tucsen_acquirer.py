@@ -9,7 +9,8 @@ import pytest
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
-from photonflow.acquisition.tucsen import PROTOTYPES, TucsenCamera, TucsenSettings, load_tucam_library, mangled_name
+from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
+from photonflow.drivers.tucam import PROTOTYPES, load_tucam_library, mangled_name
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.tucsen_tucam import SimulatedTucam

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.beamline import BeamConditions
 from photonflow.datamanager.context import Cell, RunData, Skip, Variable, load_context
 from photonflow.datamanager.runner import Results, run_variables, save_results
 from photonflow.errors import ConfigurationError
 from photonflow.recording.recorder import Recorder, RecordingRequest
-from photonflow.simulators.beamline_view import BeamConditions
 from photonflow.simulators.diffraction import calibrant_d_spacings
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender
@@ -40,7 +40,7 @@ def series(tmp_path_factory) -> dict:
     logged during the exposure), as a run's dict for the runner."""
     root = tmp_path_factory.mktemp("data")
     sensor = SimulatedSensor(height=420, width=440, seed=11, pixel_size=100e-6, serial_number="SIM-V")
-    beam = BeamConditions(wavelength=WAVELENGTH_ANGSTROM * 1e-10, distance=DISTANCE_MM / 1000.0)
+    beam = BeamConditions(wavelength_angstrom=WAVELENGTH_ANGSTROM, distance_mm=DISTANCE_MM)
     camera = SimulatedCamera(sensor, beamline=lambda: beam, beam_centre=CENTRE)
     sender = StreamSender("tcp://127.0.0.1:*")
     acquirer = Acquirer(camera, sender)

@@ -1,0 +1,156 @@
+"""Following the beamline: what a detector reads of it at each Prepare, for every camera alike.
+
+Why: a detector's metadata (and a simulated detector's frames) must say the wavelength,
+distance and beam the beamline had when the series was taken. Every camera that follows the
+beamline reads it through this one port: the Tango layer gives a ``read(device, attribute)``
+callable (``TangoReader``), this module decides which devices are read and what their readings
+mean, and the camera turns the conditions into its own settings (the DCU's config, camserver's
+``mxsettings``, a simulation's photons).
+
+A device that cannot be read, or gives no usable number, never stops a detector from arming:
+the log says so, and that quantity is None in the conditions, so the camera keeps its own value
+(the DCU's, camserver's) or its default (a simulation's). Nothing here imports Tango.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from photonflow.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+PLANCK_EV_ANGSTROM = 12398.419843320026  # h c in eV Å: photon energy = this / wavelength
+
+Reader = Callable[[str, str], Any]  # read(device, attribute) -> value; a state by its name (OPEN)
+
+
+@dataclass(frozen=True)
+class BeamlineNames:
+    """Tango names of the beamline devices a detector follows; an empty name is not followed."""
+
+    ring: str = ""  # Current and NominalCurrent, mA
+    monochromator: str = ""  # Wavelength, Å
+    shutter: str = ""  # State: OPEN lets the beam through
+    attenuator: str = ""  # Transmission, 0 to 1
+    distance_motor: str = ""  # Position, mm: the sample-detector distance
+
+
+@dataclass(frozen=True)
+class BeamConditions:
+    """The beamline at one reading, in its devices' units; None: not followed, or not readable."""
+
+    wavelength_angstrom: float | None = None
+    distance_mm: float | None = None
+    ring_fraction: float | None = None  # ring current / nominal current
+    transmission: float | None = None
+    shutter_open: bool | None = None
+    notes: tuple[str, ...] = field(default=(), compare=False)  # what could not be read, and why
+
+    @property
+    def wavelength(self) -> float | None:
+        """m"""
+        return None if self.wavelength_angstrom is None else self.wavelength_angstrom * 1e-10
+
+    @property
+    def distance(self) -> float | None:
+        """m"""
+        return None if self.distance_mm is None else self.distance_mm / 1000.0
+
+    @property
+    def photon_energy(self) -> float | None:
+        """eV"""
+        return None if self.wavelength_angstrom is None else PLANCK_EV_ANGSTROM / self.wavelength_angstrom
+
+    @property
+    def intensity_scale(self) -> float:
+        """The fraction of the nominal beam that reaches the sample; what is not known counts as full."""
+        ring = 1.0 if self.ring_fraction is None else self.ring_fraction
+        transmission = 1.0 if self.transmission is None else self.transmission
+        return ring * transmission * (0.0 if self.shutter_open is False else 1.0)
+
+
+class Beamline:
+    """The beamline a detector follows: its devices, read through ``read`` at each Prepare, and
+    the beam centre on the detector (a setting of the beamline's, not read from a device).
+
+    ``unread`` ends the warning for a value that cannot be used, saying what the detector does
+    instead ("the DCU keeps its value", "using the simulation's default").
+    """
+
+    def __init__(self, names: BeamlineNames, read: Reader, beam_centre: tuple[float, float] | None = None,
+                 unread: str = "the detector keeps its value"):
+        self.names = names
+        self.beam_centre = beam_centre  # (row, column) pixels
+        self._read = read
+        self._unread = unread
+
+    @property
+    def followed(self) -> bool:
+        """Whether there is anything to tell the detector at Prepare."""
+        names = self.names
+        return self.beam_centre is not None or any(
+            (names.ring, names.monochromator, names.shutter, names.attenuator, names.distance_motor))
+
+    def _value(self, device: str, attribute: str, notes: list[str]) -> Any:
+        try:
+            return self._read(device, attribute)
+        except Exception as error:  # a beamline device that is down must not stop the detector from arming
+            return self._skip(f"cannot read {device}/{attribute} ({error})", notes)
+
+    def _skip(self, why: str, notes: list[str]) -> None:
+        note = f"{why}; {self._unread}"
+        log.warning(note)
+        notes.append(note)
+        return None
+
+    def _number(self, device: str, attribute: str, notes: list[str], positive: bool = True) -> float | None:
+        value = self._value(device, attribute, notes)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or (positive and number <= 0):
+            kind = "a positive number" if positive else "a number"
+            return self._skip(f"{device}/{attribute} is {value}, not {kind}", notes)
+        return number
+
+    def conditions(self) -> BeamConditions:
+        """The beamline now: each device named is read once; what cannot be used is None."""
+        names, notes = self.names, []
+        wavelength = self._number(names.monochromator, "Wavelength", notes) if names.monochromator else None
+        distance = self._number(names.distance_motor, "Position", notes) if names.distance_motor else None
+        ring_fraction = None
+        if names.ring:
+            current = self._number(names.ring, "Current", notes, positive=False)
+            nominal = self._number(names.ring, "NominalCurrent", notes) if current is not None else None
+            if nominal is not None:
+                ring_fraction = max(current, 0.0) / nominal
+        transmission = None
+        if names.attenuator:
+            transmission = self._number(names.attenuator, "Transmission", notes, positive=False)
+            if transmission is not None:
+                transmission = min(max(transmission, 0.0), 1.0)
+        shutter_open = None
+        if names.shutter:
+            state = self._value(names.shutter, "State", notes)
+            if state is not None:
+                shutter_open = str(state) == "OPEN"
+        return BeamConditions(wavelength, distance, ring_fraction, transmission, shutter_open, tuple(notes))
+
+
+def parse_beam_centre(text: str) -> tuple[float, float] | None:
+    """``"row,col"`` in pixels; empty: None (the detector's own, or near the middle)."""
+    if not text.strip():
+        return None
+    try:
+        row, column = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigurationError(f"BeamCentre is 'row,column' in pixels, e.g. '500.5,515.0', got {text!r}") from None
+    return row, column

@@ -1,0 +1,60 @@
+"""The PILATUS CBF header ("miniCBF", ``_array_data.header_convention`` PILATUS_1.2, DECTRIS'
+PILATUS CBF header specification): the detector's settings, written by camserver as ``# Keyword
+value unit`` lines into every image file.
+
+Why: the PILATUS camera puts each image's numbers on the stream beside its frame, and the
+Standardizer reads CBF files as they are; both read the header the same way, here, from fabio's
+parsed image (``pilatus_headers``). Nothing here imports Tango.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def parse_header(header: Any) -> dict[str, Any]:
+    """A CBF's miniCBF header (fabio's PilatusHeader) in NXdetector names."""
+    def value(key):
+        try:
+            return header[key]
+        except (KeyError, TypeError):
+            return None
+
+    sensor, pixel, beam = value("sensor"), value("Pixel_size"), value("Beam_xy")
+    wavelength = value("Wavelength")
+    detector = value("Detector")  # "PILATUS3 100K, S/N 24-0111" (fabio drops the comma)
+    model, _, serial = str(detector).partition("S/N") if detector else ("", "", "")
+    described = {
+        "description": detector,
+        "model": model.strip(" ,") or None,
+        "serial_number": serial.strip() or None,
+        "sensor_material": sensor[0] if sensor else None,
+        "sensor_thickness": sensor[1] if sensor else None,
+        "x_pixel_size": pixel[0] if pixel else None,
+        "y_pixel_size": pixel[1] if pixel else None,
+        "count_time": value("Exposure_time"),
+        "frame_time": value("Exposure_period"),
+        "dead_time": value("Tau"),
+        "saturation_value": value("Count_cutoff"),
+        "threshold_energy": value("Threshold_setting"),
+        "incident_wavelength": wavelength * 1e-10 if wavelength else None,
+        "distance": value("Detector_distance"),
+        "beam_center_x": beam[0] if beam else None,
+        "beam_center_y": beam[1] if beam else None,
+        "start_angle": value("Start_angle"),
+        "angle_increment": value("Angle_increment"),
+    }
+    return {key: item for key, item in described.items() if item is not None}
+
+
+def header_time(image) -> float | None:
+    """The image's date from its miniCBF header (second line), as a UNIX time."""
+    contents = image.header.get("_array_data.header_contents", "")
+    lines = contents.splitlines()
+    if len(lines) > 1:
+        try:
+            return datetime.fromisoformat(lines[1].lstrip("# ").strip()).timestamp()
+        except ValueError:
+            return None
+    return None
