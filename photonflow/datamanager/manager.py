@@ -201,10 +201,11 @@ class DataManager(StatefulCore):
             }
 
     # -- the structure ---------------------------------------------------------------------------
-    def load_structure(self, path: str) -> int:
-        """Load a data structure description; returns how many acquisitions it has."""
+    def load_structure(self, path: str, overrides: dict | None = None) -> int:
+        """Load a data structure description, with a client's ``overrides`` of its values (see
+        ``structure.py``); returns how many acquisitions it has."""
         self._need_experiment()
-        structure = load_structure(path)
+        structure = load_structure(path, overrides=overrides)
         with self._lock:
             if self._current is not None:
                 raise StateError(f"acquisition {self._current.path} is under way: EndSequence first")
@@ -240,7 +241,7 @@ class DataManager(StatefulCore):
         self._changed(states.RUNNING, f"Acquisition {node.path} ({node.role}) next, into {file}")
         return {"node": node.path, "role": node.role, "parameters": node.parameters,
                 "controller": {**node.controller, "file": str(file)}, "beamline": node.beamline,
-                "dataset": dataset}
+                "dataset": dataset, "rotation": node.rotation}
 
     def end_sequence(self) -> None:
         with self._lock:
