@@ -345,7 +345,8 @@ class DataManager(StatefulCore):
                 self._save_progress()
             expected_nexus = str(Path(result.raw_file).with_suffix(".nxs"))
             self._pending_nexus[expected_nexus] = record.run
-        self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}")
+        self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}",
+                           catalogued=True)
         if _complete_nexus(expected_nexus):  # the Standardizer was quicker than the Controller's event
             self._attach_nexus(expected_nexus)
 
@@ -457,8 +458,11 @@ class DataManager(StatefulCore):
             except Exception as error:
                 self._changed(states.ALARM, f"Run {record.run} not registered in ICAT: {error}")
 
-    def _after_change(self, record: RunRecord, status: str) -> None:
-        self.counters.last_run = record.run
+    def _after_change(self, record: RunRecord, status: str, catalogued: bool = False) -> None:
+        """``catalogued``: ``record`` is a new run. LastRun moves only then (a sequencer waits for it
+        to move), not when an earlier run's standardized file comes after a later run."""
+        if catalogued:
+            self.counters.last_run = record.run
         self.counters.runs = len(self.catalogue.runs())
         self.counters.run_table_version = self.catalogue.version()
         if self.structure_run is not None:
