@@ -125,7 +125,7 @@ class Standardizer(StatefulCore):
         return self._write(recorded, capture)
 
     def _planned_now(self) -> PlannedAcquisition | None:
-        if not self.datamanager:
+        if not self.datamanager or self.mapping.definition != "NXtomo":  # only a tomography joins series
             return None
         try:
             text, _ = self.reader.read(self.datamanager, "DataPolicy")
