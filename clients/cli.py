@@ -26,7 +26,6 @@ from photonflow.clients.demo import (
     describe_file,
     rotate_during_series,
     run_acquisition,
-    run_tomography,
     wait_for_standardized,
 )
 from photonflow.clients.launcher import (
@@ -45,6 +44,7 @@ from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
 from photonflow.standardizing.mapping import check_mappings
 
 DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002}
+TOMOGRAPHY_STRUCTURE = "structures/tomography.yaml"  # beside the deployment (config/)
 
 
 def var_directory() -> Path:
@@ -193,7 +193,8 @@ def command_demo(args) -> int:
                   for key, default in DEMO_DEFAULTS.items()}
         standardizer = _device_of(deployment, "PhotonflowStandardizer")
         if standardizer is not None and standardizer.Definition == "NXtomo":
-            summary = _demo_tomography(standardizer, controller, chosen, args.timeout)
+            structure = Path(args.config).resolve().parent / TOMOGRAPHY_STRUCTURE
+            summary = _demo_tomography(deployment, standardizer, controller, chosen, str(structure), args.timeout)
         else:
             summary = _demo_series(args, deployment, controller, standardizer, chosen)
     finally:
@@ -260,16 +261,26 @@ def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
     return {"run": record.run, "catalogue": path}
 
 
-def _demo_tomography(standardizer, controller, chosen: dict, timeout: float) -> dict:
-    """One tomography through the Standardizer: darks, flats, projections, one NXtomo."""
-    plan = {"projections": chosen["frames"], "darks": 10, "flats": 10, "exposure": chosen["exposure"],
-            "period": chosen["period"], "start_angle": 0.0, "end_angle": 180.0, "sample_out": 5.0,
-            "sample_name": "simulated sample", "name": f"demo_tomo_{datetime.now():%H%M%S}"}
-    print(f"Tomography through {standardizer.dev_name()}: {plan['darks']} darks (shutter closed), {plan['flats']} "
-          f"flats (sample out), {plan['projections']} projections over 0-180 deg ...")
-    summary = run_tomography(standardizer, controller, plan, timeout)
+def _demo_tomography(deployment, standardizer, controller, chosen: dict, structure: str, timeout: float) -> dict:
+    """One tomography, the structure run through the DataManager (darks, flats, projections); the
+    Standardizer joins them in one NXtomo."""
+    from photonflow.clients.sequencer import Beamline, run_tomography, tomography_overrides
+
+    datamanager = _device_of(deployment, "PhotonflowDataManager")
+    if datamanager is None:
+        raise ConfigurationError(f"{structure} runs through a PhotonflowDataManager: the deployment has none")
+    prefix = standardizer.get_property("DevicePrefix")["DevicePrefix"][0]
+    overrides = tomography_overrides(projections=chosen["frames"], exposure=chosen["exposure"],
+                                     period=chosen["period"])
+    print(f"Tomography {structure} through {datamanager.dev_name()}: darks (shutter closed), flats (sample out), "
+          f"{chosen['frames']} projections while the sample turns ...")
+    experiment = {"proposal": "demo0001", "session": datetime.now().strftime("%Y%m%d"), "sample": "simulated_sample"}
+    summary = run_tomography(datamanager, controller, standardizer, Beamline(prefix), structure, experiment,
+                             overrides, timeout)
     _show_standardized(summary)
-    print(f"Standardizer: {summary.pop('status')}")
+    print(f"Standardizer: {standardizer.status()}")
+    if summary.get("nexus"):
+        summary.update(_catalogued(datamanager, str(Path(summary["nexus"]).with_suffix(".h5"))))
     return summary
 
 
@@ -397,20 +408,31 @@ def command_run_structure(args) -> int:
 
 
 def command_tomo(args) -> int:
-    """A tomography on a running suite (make up DETECTOR=tomo), through its Standardizer."""
+    """A tomography on a running suite (make up DETECTOR=tomo): the tomography structure through
+    its DataManager, the options overriding the structure's values."""
+    from photonflow.clients.sequencer import TOMOGRAPHY_OPTIONS, Beamline, run_tomography, tomography_overrides
+
     if not os.environ.get("TANGO_HOST"):
         state_file = var_directory() / "run" / "suite.json"
         if not state_file.exists():
             raise ConfigurationError("TANGO_HOST is not set and no suite is up: run 'make up DETECTOR=tomo' first")
         os.environ["TANGO_HOST"] = Suite.load(state_file, var_directory()).tango_host
-    standardizer = tango.DeviceProxy(args.standardizer)
-    standardizer.set_timeout_millis(15000)
-    controller = tango.DeviceProxy(standardizer.get_property("Controller")["Controller"][0])
-    plan = {key: getattr(args, key) for key in ("projections", "darks", "flats", "exposure", "period",
-                                                  "start_angle", "end_angle", "sample_out", "sample_name", "name")}
-    summary = run_tomography(standardizer, controller, plan, args.timeout)
+    devices = []
+    for name in (args.datamanager, args.standardizer):
+        proxy = tango.DeviceProxy(name)
+        proxy.set_timeout_millis(15000)
+        devices.append(proxy)
+    datamanager, standardizer = devices
+    controller = tango.DeviceProxy(datamanager.get_property("Controller")["Controller"][0])
+    controller.set_timeout_millis(15000)
+    prefix = standardizer.get_property("DevicePrefix")["DevicePrefix"][0]
+    overrides = tomography_overrides(**{key: getattr(args, key) for key in (*TOMOGRAPHY_OPTIONS, "sample_out")})
+    experiment = {"proposal": args.proposal, "session": args.session, "sample": args.sample_name}
+    structure = str(Path(args.structure).resolve())  # as the DataManager sees it: on this computer
+    summary = run_tomography(datamanager, controller, standardizer, Beamline(prefix), structure, experiment,
+                             overrides, args.timeout)
     print("SUMMARY " + json.dumps(summary))
-    return 0 if summary.get("nexus") and summary.get("nexus_problems") == 0 else 1
+    return 0 if summary["state"] == "ON" and summary.get("nexus") and summary.get("nexus_problems") == 0 else 1
 
 
 def _event_bus_url(args) -> str:
@@ -526,18 +548,26 @@ def parser() -> argparse.ArgumentParser:
     structure.add_argument("--timeout", type=float, default=600, help="seconds per acquisition")
     structure.set_defaults(handler=command_run_structure)
 
-    tomo = commands.add_parser("tomo", help="a tomography (darks, flats, projections) on a running suite: one NXtomo")
-    tomo.add_argument("--standardizer", default="tomo/photonflow/standardizer", help="its Standardizer device")
-    for name, kind, default, meaning in (
-        ("projections", int, 180, "frames while the sample turns"), ("darks", int, 10, "frames, shutter closed"),
-        ("flats", int, 10, "frames, sample out"), ("exposure", float, 0.002, "s"), ("period", float, 0.011, "s"),
-        ("start_angle", float, 0.0, "deg"), ("end_angle", float, 180.0, "deg"),
-        ("sample_out", float, 5.0, "the sample translation's position for the flats"),
-        ("sample_name", str, "sample", "the sample's name in the file"), ("name", str, "tomo", "the scan's name"),
+    tomo = commands.add_parser("tomo", help="a tomography (darks, flats, projections) on a running suite: the "
+                               "tomography structure through the DataManager, one NXtomo")
+    tomo.add_argument("--structure", default=f"config/{TOMOGRAPHY_STRUCTURE}", metavar="FILE",
+                      help=f"the tomography's data structure description (default config/{TOMOGRAPHY_STRUCTURE})")
+    tomo.add_argument("--datamanager", default="tomo/photonflow/datamanager", help="the DataManager that runs it")
+    tomo.add_argument("--standardizer", default="tomo/photonflow/standardizer", help="the Standardizer that writes "
+                      "the NXtomo (its DevicePrefix: the beamline's devices)")
+    for name, kind, meaning in (
+        ("projections", int, "frames while the sample turns (the data acquisition)"),
+        ("darks", int, "frames, shutter closed"), ("flats", int, "frames, sample out"), ("exposure", float, "s"),
+        ("period", float, "s"), ("start_angle", float, "deg"), ("end_angle", float, "deg"),
+        ("sample_out", float, "the sample translation's position for the flats"),
     ):
-        tomo.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=default,
-                          help=f"{meaning} (default {default})")
-    tomo.add_argument("--timeout", type=float, default=1800)
+        tomo.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
+                          help=f"{meaning} (default: the structure's)")
+    tomo.add_argument("--sample-name", default="sample", help="the sample (the data policy's folder and the NXtomo's "
+                      "sample/name): letters, digits, - _ . (default sample)")
+    tomo.add_argument("--proposal", default="tomo0001")
+    tomo.add_argument("--session", default=datetime.now().strftime("%Y%m%d"))
+    tomo.add_argument("--timeout", type=float, default=1800, help="seconds per acquisition")
     tomo.set_defaults(handler=command_tomo)
 
     standardize = commands.add_parser("standardize", help="standardized NeXus files from existing data")

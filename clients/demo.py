@@ -158,38 +158,3 @@ def wait_for_standardized(standardizer: tango.DeviceProxy, recorder_file: str, t
         "nexus_problems": len(report.problems),
         "capture_warnings": list(standardizer.Warnings or []),
     }
-
-
-def run_tomography(standardizer: tango.DeviceProxy, controller: tango.DeviceProxy, plan: dict,
-                   timeout: float) -> dict:
-    """Run a tomography through the Standardizer (darks, flats, projections), show progress, and
-    return the NXtomo it wrote, validated."""
-    from photonflow.standardizing.validation import validate_nexus
-
-    wait_for_state(controller, {"ON", "ALARM"}, 60)
-    before = standardizer.FilesWritten
-    started = time.monotonic()
-    standardizer.AcquireTomography(json.dumps(plan))
-    last_status = ""
-
-    def finished():
-        nonlocal last_status
-        status = standardizer.status()
-        if status != last_status:
-            print(f"  {status}", file=sys.stderr)
-            last_status = status
-        return standardizer.FilesWritten > before or (
-            str(standardizer.state()) in ("ALARM", "FAULT") and "Tomography" not in status)
-
-    wait_for(finished, timeout, "the tomography", interval=0.2)
-    summary = {
-        "frames": {"dark": plan["darks"], "flat": plan["flats"], "projection": plan["projections"]},
-        "seconds": round(time.monotonic() - started, 3),
-        "state": str(standardizer.state()),
-        "status": standardizer.status(),
-    }
-    if standardizer.FilesWritten == before:
-        return {**summary, "nexus": "", "definition": "NXtomo", "nexus_error": standardizer.status()}
-    report = validate_nexus(standardizer.LastFile)
-    return {**summary, "nexus": standardizer.LastFile, "definition": report.definition,
-            "nexus_problems": len(report.problems), "capture_warnings": list(standardizer.Warnings or [])}

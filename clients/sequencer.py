@@ -1,16 +1,22 @@
 """A sequencer in Python: runs a data structure description through the DataManager, the
 simulated beamline and the Controller, acquisition after acquisition, as a beamline's macro would
-(Sardana and SPEC macros call the same DataManager commands)."""
+(Sardana and SPEC macros call the same DataManager commands).
+
+A tomography is such a structure (config/structures/tomography.yaml): ``run_tomography`` runs it
+with a client's values, and the Standardizer joins its darks, flats and projections in one NXtomo.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
 
 import tango
 
-from photonflow.clients.demo import run_acquisition, wait_for_state
+from photonflow.clients.demo import run_acquisition, wait_for_standardized, wait_for_state
+from photonflow.clients.launcher import wait_for
 
 
 class Beamline:
@@ -21,6 +27,7 @@ class Beamline:
         self.prefix = prefix
         self.url = url
         self._proxies: dict[str, tango.DeviceProxy] = {}
+        self._speeds: dict[str, float] = {}  # motor -> its speed before a turn changed it
 
     def proxy(self, alias: str) -> tango.DeviceProxy:
         if alias not in self._proxies:
@@ -48,6 +55,23 @@ class Beamline:
             shutter.command_inout("Open" if open_ else "Close")
         wait_for_state(shutter, {wanted}, 30)
 
+    def turn(self, rotation: dict, frames: int, period: float, controller: tango.DeviceProxy) -> None:
+        """Turn ``rotation``'s axis to its end over the frames, from the first frame on (the
+        detector prepares first), at the speed that spreads the turn over the series."""
+        wait_for(lambda: controller.FramesAcquired > 0 or str(controller.state()) != "RUNNING", 60,
+                 "the first frame", interval=0.005)
+        axis = self.proxy(rotation["axis"])
+        self._speeds.setdefault(rotation["axis"], float(axis.Velocity))
+        axis.Velocity = abs(rotation["end"] - rotation["start"]) / (frames * period)
+        axis.write_attribute("Position", float(rotation["end"]))
+
+    def restore_speeds(self) -> None:
+        """The speeds a turn changed, back as they were (once the axes are at rest)."""
+        for alias, speed in self._speeds.items():
+            self.wait_still(alias)
+            self.proxy(alias).Velocity = speed
+        self._speeds.clear()
+
     def wait_still(self, alias: str, timeout: float = 120) -> None:
         proxy = self.proxy(alias)
         deadline = time.monotonic() + timeout
@@ -58,10 +82,16 @@ class Beamline:
 
 
 def run_structure(datamanager: tango.DeviceProxy, controller: tango.DeviceProxy, beamline: Beamline,
-                  structure: str, experiment: dict, timeout: float = 600, log=sys.stderr) -> list[dict]:
-    """Every acquisition of ``structure``; returns what each was (node, role, run)."""
-    datamanager.SetExperiment(json.dumps(experiment))
-    count = datamanager.LoadStructure(structure)
+                  structure: str, experiment: dict | None, timeout: float = 600, log=sys.stderr,
+                  overrides: dict | None = None) -> list[dict]:
+    """Every acquisition of ``structure`` (with ``overrides`` of its values), for ``experiment``
+    (None: the DataManager's as it is); returns what each was (node, role, run, file)."""
+    if experiment is not None:
+        datamanager.SetExperiment(json.dumps(experiment))
+    if overrides:
+        count = datamanager.LoadStructureWith([structure, json.dumps(overrides)])
+    else:
+        count = datamanager.LoadStructure(structure)
     datamanager.BeginSequence()
     done = []
     try:
@@ -74,15 +104,73 @@ def run_structure(datamanager: tango.DeviceProxy, controller: tango.DeviceProxy,
             beamline.apply(step["beamline"])
             settings = step["controller"]
             before = datamanager.LastRun
-            summary = run_acquisition(controller, int(settings["frames"]), float(settings["exposure"]),
-                                      float(settings["period"]), settings["file"], timeout, quiet=True)
+            frames, period = int(settings["frames"]), float(settings["period"])
+            turn = None
+            if step.get("rotation"):
+                turn = functools.partial(beamline.turn, step["rotation"], frames, period, controller)
+            try:
+                summary = run_acquisition(controller, frames, float(settings["exposure"]), period, settings["file"],
+                                          timeout, on_start=turn, quiet=True)
+            finally:
+                beamline.restore_speeds()
             deadline = time.monotonic() + 60
             while datamanager.LastRun == before and time.monotonic() < deadline:
                 time.sleep(0.05)
             done.append({"node": step["node"], "role": step["role"], "run": datamanager.LastRun,
-                         "file": summary["file"], "state": summary["state"]})
+                         "file": summary["file"], "state": summary["state"],
+                         "frames_written": summary["frames_written"], "missing_frames": summary["missing_frames"]})
             if summary["state"] != "ON":
                 raise RuntimeError(f"{step['node']} ended {summary['state']}: {summary.get('status', '')}")
     finally:
         datamanager.EndSequence()
     return done
+
+
+# `photonflow tomo`'s options as overrides of the tomography structure: option -> (section, key)
+TOMOGRAPHY_OPTIONS = {
+    "projections": ("frames", "data"), "darks": ("frames", "dark"), "flats": ("frames", "flat"),
+    "exposure": ("parameters", "exposure"), "period": ("parameters", "period"),
+    "start_angle": ("parameters", "start_angle"), "end_angle": ("parameters", "end_angle"),
+}
+
+
+def tomography_overrides(**options) -> dict:
+    """The options given (None: the structure's value) as the DataManager's structure overrides;
+    ``sample_out`` is the sample translation's ``out`` position."""
+    overrides: dict = {}
+    for option, value in options.items():
+        if value is None:
+            continue
+        if option == "sample_out":
+            overrides.setdefault("beamline", {})["sample"] = {"out": value}
+        elif option in TOMOGRAPHY_OPTIONS:
+            section, key = TOMOGRAPHY_OPTIONS[option]
+            overrides.setdefault(section, {})[key] = value
+        else:
+            raise ValueError(f"unknown tomography option {option!r}; known: {', '.join(TOMOGRAPHY_OPTIONS)}, "
+                             "sample_out")
+    return overrides
+
+
+def run_tomography(datamanager: tango.DeviceProxy, controller: tango.DeviceProxy, standardizer: tango.DeviceProxy,
+                   beamline: Beamline, structure: str, experiment: dict | None, overrides: dict,
+                   timeout: float = 600, log=sys.stderr) -> dict:
+    """The tomography ``structure`` through the DataManager; the summary names the NXtomo the
+    Standardizer wrote beside the projections (joining the darks and flats), validated."""
+    started = time.monotonic()
+    done = run_structure(datamanager, controller, beamline, structure, experiment, timeout, log, overrides)
+    frames: dict[str, int] = {}
+    for step in done:
+        kind = {"data": "projection", "white": "flat"}.get(step["role"], step["role"])
+        frames[kind] = frames.get(kind, 0) + step["frames_written"]
+    summary = {"frames": frames, "runs": [step["run"] for step in done],
+               "missing_frames": sum(step["missing_frames"] for step in done),
+               "state": "ON" if all(step["state"] == "ON" for step in done) else "ALARM"}
+    projections = [step for step in done if step["role"] == "data"]
+    if not projections:
+        return {**summary, "nexus": "", "definition": "NXtomo",
+                "nexus_error": f"{structure} has no data acquisition (the projections)"}
+    summary.update(wait_for_standardized(standardizer, projections[-1]["file"], 120))
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    summary["catalogue"] = datamanager.CataloguePath
+    return summary

@@ -185,13 +185,26 @@ class PhotonflowDataManager(PhotonflowDevice):
     def LoadStructure(self, path):
         return self._core().load_structure(path)
 
+    @command(dtype_in=(str,), dtype_out=int,
+             doc_in='[file, overrides as JSON], e.g. ["tomography.yaml", \'{"frames": {"data": 30}, '
+             '"parameters": {"exposure": 0.01}, "beamline": {"sample": {"out": 6.0}}}\']',
+             doc_out="Its acquisitions")
+    @operator_errors
+    def LoadStructureWith(self, arguments):
+        if len(arguments) != 2:
+            tango.Except.throw_exception("InvalidArgument", "Give [structure file, overrides as JSON], e.g. "
+                                         "['tomography.yaml', '{\"frames\": {\"data\": 30}}']",
+                                         "PhotonflowDataManager.LoadStructureWith")
+        overrides = _json_object(arguments[1], "LoadStructureWith", ())
+        return self._core().load_structure(arguments[0], overrides)
+
     @command(doc_in="Start running the loaded structure")
     @operator_errors
     def BeginSequence(self):
         self._core().begin_sequence()
 
     @command(dtype_out=str, doc_out='JSON {"node", "role", "controller": {frames, exposure, period, file}, '
-             '"beamline": {...}}; "" when the structure is done')
+             '"beamline": {...}, "rotation": {axis, start, end} or null}; "" when the structure is done')
     @operator_errors
     def NextAcquisition(self):
         node = self._core().next_acquisition()

@@ -2,13 +2,12 @@
 
 It follows its Controller's State: a series starts when the Controller becomes busy and ends
 when it is no longer, and then the Controller's LastFile is the Recorder's file to standardize.
-No client has to call it.
+No client has to call it; it runs no sequence (a tomography is a DataManager structure).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
@@ -20,97 +19,11 @@ from tango.server import attribute, command, device_property
 from photonflow.control.controller import BUSY_STATES
 from photonflow.devices.base import PhotonflowDevice
 from photonflow.devices.common import SeriesEdges, TangoReader, follow_events, operator_errors
-from photonflow.errors import ConfigurationError, PhotonflowError
 from photonflow.events.bus import event_bus_from_url
 from photonflow.standardizing.mapping import load_mapping
 from photonflow.standardizing.standardizer import Standardizer
-from photonflow.standardizing.tomography import TomographyPlan
 
 log = logging.getLogger(__name__)
-
-
-def _wait(check, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise PhotonflowError(f"{what} did not happen within {timeout:.0f} s", reason="Timeout")
-        time.sleep(interval)
-
-
-class TangoAcquisition:
-    """The Controller as the tomography sequence uses it: Configure, Start, wait for the end."""
-
-    def __init__(self, controller: str):
-        self.proxy = tango.DeviceProxy(controller)
-        self.proxy.set_timeout_millis(15000)
-
-    def _state(self) -> str:
-        return str(self.proxy.state())
-
-    def acquire(self, frames, exposure, period, file, on_first_frame=None) -> tuple[int, str]:
-        _wait(lambda: self._state() not in BUSY_STATES, 60, f"{self.proxy.dev_name()} idle")
-        self.proxy.Configure(json.dumps({"frames": frames, "exposure": exposure, "period": period, "file": file}))
-        self.proxy.Start()
-        if on_first_frame is not None:
-            _wait(lambda: self.proxy.FramesAcquired > 0 or self._state() not in BUSY_STATES, 60, "the first frame",
-                  0.005)
-            on_first_frame()
-        _wait(lambda: self._state() not in BUSY_STATES, frames * period * 3 + 120, f"the end of the {file} series")
-        if self._state() != "ON":
-            raise PhotonflowError(f"the series {file} ended {self._state()}: {self.proxy.status()}",
-                                  reason="SeriesFailed")
-        return int(self.proxy.SeriesId), self.proxy.LastFile
-
-
-class TangoBeamline:
-    """The shutter and the sample's axes (named as in the mapping) as the sequence moves them."""
-
-    def __init__(self, mapping, reader: TangoReader):
-        self.reader = reader
-        self.axes = {axis.name: axis.capture for axis in mapping.axes if axis.capture.device}
-        shutters = [f.capture.device for f in mapping.fields if f.component == "shutter" and f.capture.device]
-        self.shutter = shutters[0] if shutters else None
-        self._speeds: dict[str, float] = {}
-
-    def set_shutter(self, open_: bool) -> None:
-        if self.shutter is None:
-            raise ConfigurationError("the mapping names no shutter (components: shutter: status:), so darks "
-                                     "cannot be taken with the beam off")
-        proxy = self.reader.proxy(self.shutter)
-        wanted = "OPEN" if open_ else "CLOSE"
-        if str(proxy.state()) != wanted:
-            proxy.command_inout("Open" if open_ else "Close")
-            _wait(lambda: str(proxy.state()) in (wanted, "FAULT"), 30, f"{self.shutter} {wanted}")
-            if str(proxy.state()) != wanted:
-                raise PhotonflowError(f"{self.shutter} did not {wanted.lower()}: {proxy.status()}",
-                                      reason="ShutterFailed")
-
-    def _axis(self, name: str) -> tango.DeviceProxy:
-        return self.reader.proxy(self.axes[name].device)
-
-    def position(self, axis: str) -> float:
-        return float(self._axis(axis).read_attribute(self.axes[axis].attribute).value)
-
-    def move(self, axis, position, velocity=None, wait=True) -> None:
-        proxy = self._axis(axis)
-        if velocity is not None:
-            self._speeds.setdefault(axis, float(proxy.Velocity))
-            proxy.Velocity = velocity
-        proxy.write_attribute(self.axes[axis].attribute, position)
-        if wait:
-            self.wait_still(axis)
-
-    def wait_still(self, axis: str) -> None:
-        proxy = self._axis(axis)
-        _wait(lambda: str(proxy.state()) != "MOVING", 300, f"{self.axes[axis].device} at rest")
-
-    def restore(self) -> None:
-        for axis, speed in self._speeds.items():
-            try:
-                self._axis(axis).Velocity = speed
-            except tango.DevFailed as error:
-                log.warning("could not restore the speed of %s: %s", axis, error.args[0].desc)
-        self._speeds.clear()
 
 
 class PhotonflowStandardizer(PhotonflowDevice):
@@ -130,8 +43,9 @@ class PhotonflowStandardizer(PhotonflowDevice):
         dtype=str, default_value="", doc="Fills ${PREFIX} in the mapping (e.g. demo/beamline)"
     )
     DataManager = device_property(
-        dtype=str, default_value="", doc="Fills ${DATAMANAGER} in the mapping: the DataManager saying what each "
-        "acquisition means"
+        dtype=str, default_value="", doc="The DataManager saying what each acquisition means: its DataPolicy, read "
+        "at each series start, names the tomography a dark, flat or data series belongs to; fills ${DATAMANAGER} "
+        "in the mapping"
     )
     DataRoot = device_property(
         dtype=str, mandatory=True, doc="Mandatory. The Recorder's data root: files are written only under it"
@@ -150,7 +64,8 @@ class PhotonflowStandardizer(PhotonflowDevice):
         self._edges = SeriesEdges(BUSY_STATES)
         self._stop = threading.Event()
         self.controller = tango.DeviceProxy(self.Controller)
-        return Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus)
+        return Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus,
+                            datamanager=self.DataManager)
 
     def core_ready(self, core) -> None:
         wanted = functools.partial(self._wanted_events, core)
@@ -227,16 +142,6 @@ class PhotonflowStandardizer(PhotonflowDevice):
             tango.Except.throw_exception("InvalidArgument", "Give the path of a Recorder file (.h5) under the data "
                                          "root", "PhotonflowStandardizer.Standardize")
         return str(self._core().standardize(master_file.strip()))
-
-    @command(dtype_in=str,
-             doc_in='The plan as JSON, e.g. {"projections": 90, "darks": 10, "flats": 10, "exposure": 0.005, '
-             '"period": 0.01, "start_angle": 0, "end_angle": 180, "sample_out": 5, "sample_name": "rock"}; '
-             "absent keys take their defaults. Runs in the background: State RUNNING, then LastFile is the NXtomo")
-    @operator_errors
-    def AcquireTomography(self, text):
-        core = self._core()
-        plan = TomographyPlan.from_json(text)
-        core.acquire_tomography(plan, TangoAcquisition(self.Controller), TangoBeamline(core.mapping, core.reader))
 
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every series is written")
     def WaitIdle(self, timeout):

@@ -38,7 +38,11 @@ class YamlSource:
         self.environment = environment
 
     def error(self, node: yaml.Node, message: str) -> ConfigurationError:
-        return ConfigurationError(f"{self.path}:{node.start_mark.line + 1}: {message}")
+        """A node read from a named stream of its own (a client's overrides of a file) is reported
+        under that stream's name; a node of the text (``<unicode string>``) under ``path``."""
+        name = node.start_mark.name
+        where = self.path if name.startswith("<") else name
+        return ConfigurationError(f"{where}:{node.start_mark.line + 1}: {message}")
 
     def mapping(self, node: yaml.Node, what: str) -> list[tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):

@@ -201,10 +201,11 @@ class DataManager(StatefulCore):
             }
 
     # -- the structure ---------------------------------------------------------------------------
-    def load_structure(self, path: str) -> int:
-        """Load a data structure description; returns how many acquisitions it has."""
+    def load_structure(self, path: str, overrides: dict | None = None) -> int:
+        """Load a data structure description, with a client's ``overrides`` of its values (see
+        ``structure.py``); returns how many acquisitions it has."""
         self._need_experiment()
-        structure = load_structure(path)
+        structure = load_structure(path, overrides=overrides)
         with self._lock:
             if self._current is not None:
                 raise StateError(f"acquisition {self._current.path} is under way: EndSequence first")
@@ -240,7 +241,7 @@ class DataManager(StatefulCore):
         self._changed(states.RUNNING, f"Acquisition {node.path} ({node.role}) next, into {file}")
         return {"node": node.path, "role": node.role, "parameters": node.parameters,
                 "controller": {**node.controller, "file": str(file)}, "beamline": node.beamline,
-                "dataset": dataset}
+                "dataset": dataset, "rotation": node.rotation}
 
     def end_sequence(self) -> None:
         with self._lock:
@@ -344,7 +345,8 @@ class DataManager(StatefulCore):
                 self._save_progress()
             expected_nexus = str(Path(result.raw_file).with_suffix(".nxs"))
             self._pending_nexus[expected_nexus] = record.run
-        self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}")
+        self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}",
+                           catalogued=True)
         if _complete_nexus(expected_nexus):  # the Standardizer was quicker than the Controller's event
             self._attach_nexus(expected_nexus)
 
@@ -456,8 +458,11 @@ class DataManager(StatefulCore):
             except Exception as error:
                 self._changed(states.ALARM, f"Run {record.run} not registered in ICAT: {error}")
 
-    def _after_change(self, record: RunRecord, status: str) -> None:
-        self.counters.last_run = record.run
+    def _after_change(self, record: RunRecord, status: str, catalogued: bool = False) -> None:
+        """``catalogued``: ``record`` is a new run. LastRun moves only then (a sequencer waits for it
+        to move), not when an earlier run's standardized file comes after a later run."""
+        if catalogued:
+            self.counters.last_run = record.run
         self.counters.runs = len(self.catalogue.runs())
         self.counters.run_table_version = self.catalogue.version()
         if self.structure_run is not None:

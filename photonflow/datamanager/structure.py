@@ -30,16 +30,28 @@ refused at load with file, line and key, before anything moves.
 Beamline settings are named as the sequencer applies them: ``device/Attribute`` of the beamline's
 simulated or real devices (``mono/Energy``), a bare motor name for its position (``samx``), and
 ``shutter`` with ``open``/``closed``.
+
+An acquisition with ``rotation: continuous`` turns the axis its ``start_angle`` setting names, from
+``start_angle`` to ``end_angle`` over its frames (a tomography's projections): the node's
+``rotation`` says so to the sequencer, which starts the turn at the first frame.
+
+A client may run a shipped structure with its own values (``photonflow tomo --projections 30``)
+without editing the file: *overrides* (JSON) are checked as strictly as the file::
+
+    {"parameters": {"exposure": 0.01, "end_angle": 90},   # win over every paramSet and acquisition
+     "frames": {"data": 30, "dark": 4},                   # the frames of every acquisition of a role
+     "beamline": {"sample": {"out": 6.0}}}                # one value of a beamline setting's table
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -56,6 +68,7 @@ STATES = (PENDING, RUNNING, DONE, FAILED)
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PARAMETER = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,63}$")
 MAX_NODES = 100_000
+OVERRIDES = "overrides"  # the name errors in overrides are reported under
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class AcquisitionNode:
     parameters: dict  # merged paramSets along the path, e.g. {"energy": 7.1, "frames": 10, ...}
     controller: dict  # {"frames": int, "exposure": float, "period": float} for Controller.Configure
     beamline: dict  # settings to apply before it: {"mono/Energy": 7.1, "shutter": "open", "samx": 5.0}
+    rotation: dict | None = None  # a turn during the frames: {"axis": "omega", "start": 0.0, "end": 180.0}
 
     @property
     def dataset(self) -> str:
@@ -76,7 +90,7 @@ class AcquisitionNode:
 
     def to_dict(self) -> dict:
         return {"path": self.path, "name": self.name, "role": self.role, "parameters": dict(self.parameters),
-                "controller": dict(self.controller), "beamline": dict(self.beamline)}
+                "controller": dict(self.controller), "beamline": dict(self.beamline), "rotation": self.rotation}
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,7 @@ class Structure:
     roles: tuple[str, ...]
     beamline: dict[str, BeamlineSetting]
     nodes: tuple[AcquisitionNode, ...]
+    overrides: dict = field(default_factory=dict)  # as given to load_structure, kept to load it again
 
     @property
     def fingerprint(self) -> list[str]:
@@ -128,18 +143,28 @@ class _Scan:
     items: list = field(default_factory=list)
 
 
-def load_structure(path: str | Path, environment: dict[str, str] | None = None) -> Structure:
-    """The structure described in the YAML file ``path``, or ConfigurationError 'file:line: key: message'."""
+def load_structure(path: str | Path, environment: dict[str, str] | None = None,
+                   overrides: dict | None = None) -> Structure:
+    """The structure described in the YAML file ``path`` (with ``overrides``), or ConfigurationError
+    'file:line: key: message'."""
     path = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigurationError(f"{path}: cannot read the structure file: {error.strerror or error}") from None
-    return parse_structure(text, path, environment)
+    return parse_structure(text, path, environment, overrides)
 
 
-def parse_structure(text: str, path: str = "<structure>", environment: dict[str, str] | None = None) -> Structure:
-    return _Parser(YamlSource(path, environment or {})).parse(compose(text, path))
+def parse_structure(text: str, path: str = "<structure>", environment: dict[str, str] | None = None,
+                    overrides: dict | None = None) -> Structure:
+    parser = _Parser(YamlSource(path, environment or {}))
+    if overrides:
+        # JSON is YAML, one key a line: an error names the override's line, under OVERRIDES
+        stream = io.StringIO(json.dumps(overrides, indent=1))
+        stream.name = OVERRIDES
+        parser.overrides_node = yaml.compose(stream, Loader=yaml.SafeLoader)
+    structure = parser.parse(compose(text, path))
+    return replace(structure, overrides=dict(overrides or {}))
 
 
 class _Parser:
@@ -153,6 +178,9 @@ class _Parser:
         self.roles: tuple[str, ...] = ROLES
         self.beamline: dict[str, BeamlineSetting] = {}
         self.nodes: list[AcquisitionNode] = []
+        self.overrides_node: yaml.Node | None = None
+        self.forced: dict = {}  # parameter -> (value, node): the overrides' parameters
+        self.frames_of: dict = {}  # role -> (frames, node): the overrides' frames
 
     def parse(self, root: yaml.Node | None) -> Structure:
         source = self.source
@@ -168,6 +196,8 @@ class _Parser:
             self.roles = ROLES + tuple(role for role in self.extra_roles(top["roles"][1]) if role not in ROLES)
         if "beamline" in top:
             self.beamline = self.beamline_settings(top["beamline"][1])
+        if self.overrides_node is not None:
+            self.read_overrides(self.overrides_node)
         items = self.sequence(top["sequence"][1], "sequence")
         self.expand(items, name, {})
         if not self.nodes:
@@ -381,6 +411,41 @@ class _Parser:
             points = math.floor(intervals + 1e-9) + 1
         return [round(start + index * step, 12) for index in range(points)]
 
+    def read_overrides(self, node: yaml.Node) -> None:
+        """The overrides, read with their own source (errors name 'overrides:line'), against this
+        structure's roles and beamline settings."""
+        reader = _Parser(YamlSource(OVERRIDES, {}))
+        source = reader.source
+        entries = source.keyed(node, OVERRIDES, {"parameters", "frames", "beamline"})
+        if "parameters" in entries:
+            self.forced = reader.param_set(entries["parameters"][1], "parameters").parameters
+        if "frames" in entries:
+            for role_node, frames_node in source.mapping(entries["frames"][1], "frames"):
+                role = source.scalar_text(role_node, "frames")
+                if role not in self.roles:
+                    raise source.error(role_node, f"frames: unknown role '{role}'; known: {', '.join(self.roles)}")
+                frames = reader.value(frames_node, f"frames: {role}")
+                if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= 10_000_000:
+                    raise source.error(frames_node, f"frames: {role}: expected a whole number of frames from 1 to "
+                                       f"10000000, got '{frames_node.value}'")
+                self.frames_of[role] = (frames, frames_node)
+        if "beamline" in entries:
+            for key, table in source.mapping(entries["beamline"][1], "beamline"):
+                parameter = source.scalar_text(key, "beamline")
+                setting = self.beamline.get(parameter)
+                if setting is None or not isinstance(setting.values, dict):
+                    tables = [name for name, known in self.beamline.items() if isinstance(known.values, dict)]
+                    raise source.error(key, f"beamline: '{parameter}' has no table of values in the structure; "
+                                       f"known: {', '.join(tables) or 'none'}")
+                values = dict(setting.values)
+                for name_node, value_node in source.mapping(table, f"beamline: {parameter}"):
+                    name = source.scalar_text(name_node, f"beamline: {parameter}")
+                    if name not in values:
+                        raise source.error(name_node, f"beamline: {parameter}: '{name}' is not one of "
+                                           f"{', '.join(map(str, values))}")
+                    values[name] = reader.value(value_node, f"beamline: {parameter}: {name}")
+                self.beamline[parameter] = BeamlineSetting(setting.setting, values)
+
     # --- expanding -----------------------------------------------------------------------------
 
     def expand(self, items: list, prefix: str, inherited: dict) -> None:
@@ -389,7 +454,10 @@ class _Parser:
             if isinstance(item, _ParamSet):
                 parameters.update(item.parameters)
             elif isinstance(item, _Acquisition):
-                self.nodes.append(self.acquisition_node(item, prefix, {**parameters, **item.parameters}))
+                merged = {**parameters, **item.parameters, **self.forced}
+                if item.role in self.frames_of:
+                    merged["frames"] = self.frames_of[item.role]
+                self.nodes.append(self.acquisition_node(item, prefix, merged))
                 if len(self.nodes) > MAX_NODES:
                     raise self.source.error(item.node, f"the structure expands to more than {MAX_NODES} acquisitions")
             else:
@@ -425,7 +493,34 @@ class _Parser:
             beamline[setting.setting] = value
         parameters = {name: value for name, (value, _) in merged.items()}
         controller = {"frames": int(merged["frames"][0]), "exposure": float(exposure), "period": float(period)}
-        return AcquisitionNode(f"{prefix}/{item.name}", item.name, item.role, parameters, controller, beamline)
+        return AcquisitionNode(f"{prefix}/{item.name}", item.name, item.role, parameters, controller, beamline,
+                               self.rotation(item, merged))
+
+    def rotation(self, item: _Acquisition, merged: dict) -> dict | None:
+        """``rotation: continuous``: the axis ``start_angle`` moves, turned to ``end_angle`` over the frames."""
+        if "rotation" not in merged:
+            return None
+        where = f"acquisition '{item.name}': rotation"
+        kind, kind_node = merged["rotation"]
+        if kind != "continuous":
+            raise self.source.error(kind_node, f"{where}: '{kind}' is not a rotation photonflow knows (continuous)")
+        setting = self.beamline.get("start_angle")
+        if setting is None or "/" in setting.setting or setting.setting == "shutter":
+            raise self.source.error(kind_node, f"{where}: continuous needs 'start_angle: <motor>' under beamline: "
+                                    "(the axis that turns)")
+        angles = {}
+        for name in ("start_angle", "end_angle"):
+            if name not in merged:
+                raise self.source.error(kind_node, f"{where}: continuous needs {name} (degrees), here or in a "
+                                        "paramSet before it")
+            value, value_node = merged[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.source.error(value_node, f"{where}: {name}: expected a number, got '{value_node.value}'")
+            angles[name] = float(value)
+        if angles["start_angle"] == angles["end_angle"]:
+            raise self.source.error(merged["end_angle"][1], f"{where}: end_angle must differ from start_angle: "
+                                    "the sample must turn")
+        return {"axis": setting.setting, "start": angles["start_angle"], "end": angles["end_angle"]}
 
 
 class StructureRun:
@@ -517,7 +612,7 @@ class StructureRun:
         with self._lock:
             return {
                 "structure": {"name": self.structure.name, "path": os.path.abspath(self.structure.path),
-                              "nodes": self.structure.fingerprint},
+                              "nodes": self.structure.fingerprint, "overrides": self.structure.overrides},
                 "proposal": self.proposal, "session": self.session, "sample": self.sample,
                 "states": dict(self._states), "runs": dict(self._runs),
             }
@@ -532,7 +627,7 @@ class StructureRun:
         try:
             saved = data["structure"]
             if structure is None:
-                structure = load_structure(saved["path"])
+                structure = load_structure(saved["path"], overrides=saved.get("overrides"))
             run = cls(structure, data["proposal"], data["session"], data["sample"])
             if structure.fingerprint != list(saved["nodes"]):
                 raise ConfigurationError(f"the structure {saved['path']} changed since this run was saved "

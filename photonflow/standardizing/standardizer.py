@@ -6,6 +6,10 @@ bus.
 It is told of series by the device (which follows the Controller's events) and does its work on
 a thread of its own: a slow device, an unreadable attribute or a full bus never delays the
 frames, and every such problem is recorded in the file and reported as a warning.
+
+It sequences nothing: what a series is (a tomography's darks, flats or projections) it learns
+from the DataManager's ``DataPolicy`` at the series start, and with an NXtomo mapping it joins
+the series of one tomography into one NXtomo when its projections end (``planned.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +28,7 @@ import h5py
 
 from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
-from photonflow.errors import ConfigurationError, FilePathError, PhotonflowError, StateError
+from photonflow.errors import FilePathError, PhotonflowError
 from photonflow.events.bus import experiment_done_event
 from photonflow.recording.nexus_writer import LIBVER
 from photonflow.recording.paths import DataRoot
@@ -34,8 +37,8 @@ from photonflow.standardizing.mapping import BeamlineMapping
 from photonflow.standardizing.nexus import entry_as_json
 from photonflow.standardizing.nxmx import write_nxmx
 from photonflow.standardizing.nxtomo import TomographyPart, write_nxtomo, write_tomography
+from photonflow.standardizing.planned import PlannedAcquisition, TomographyJoiner
 from photonflow.standardizing.recorded import RecordedSeries, read_recorded_series
-from photonflow.standardizing.tomography import Acquisition, Beamline, TomographyPlan, steps, tomography_axes
 
 log = logging.getLogger(__name__)
 STANDARD_SUFFIX = ".nxs"
@@ -66,25 +69,29 @@ class StandardizerCounters:
 class _Series:
     series_id: int
     capture: SeriesCapture
+    planned: PlannedAcquisition | None = None
 
 
 class Standardizer(StatefulCore):
+    """``datamanager``: the DataManager device whose ``DataPolicy`` says what each series is
+    (empty: none, every series is standardized on its own)."""
+
     def __init__(self, mapping: BeamlineMapping, reader: AttributeReader, data_root: str | Path,
                  listener: CoreListener | None = None, publisher: EventPublisher | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, datamanager: str = ""):
         super().__init__(listener, states.ON, f"Ready: writes {mapping.definition} for {mapping.beamline}")
         self.mapping = mapping
         self.reader = reader
         self.data_root = DataRoot(data_root)
         self.publisher = publisher
         self.clock = clock
+        self.datamanager = datamanager
         self.counters = StandardizerCounters()
         self._series: _Series | None = None
         self._jobs: queue.Queue = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
-        self._sequence_active = threading.Event()
-        self._sequence_series: set[int] = set()
+        self._tomography = TomographyJoiner()
         self._evented: dict[tuple[str, str], list] = {}
         for capture in mapping.evented():
             self._evented.setdefault((capture.device.lower(), capture.attribute.lower()), []).append(capture)
@@ -93,12 +100,12 @@ class Standardizer(StatefulCore):
 
     # -- what the device tells it ---------------------------------------------------------------
     def series_started(self, series_id: int) -> None:
-        if not self._in_sequence(series_id):
-            self._submit(self._start, series_id)
+        """Asks the DataManager now, on the caller's thread, what the series is: its acquisition
+        is the DataManager's current one from before the Start until the series is catalogued."""
+        self._submit(self._start, series_id, self._planned_now())
 
     def series_ended(self, series_id: int, master_file: str) -> None:
-        if not self._in_sequence(series_id):
-            self._submit(self._end, series_id, master_file)
+        self._submit(self._end, series_id, master_file)
 
     def attribute_changed(self, device: str, attribute: str, value: object, timestamp: float) -> None:
         """A change event of a value the mapping takes from events during the exposure."""
@@ -107,19 +114,6 @@ class Standardizer(StatefulCore):
             return
         for capture in self._evented.get((device.lower(), attribute.lower()), ()):
             series.capture.sample(capture, value, timestamp)
-
-    def acquire_tomography(self, plan: TomographyPlan, acquisition: Acquisition, beamline: Beamline) -> None:
-        """Run a tomography (darks, flats, projections) on the worker; one NXtomo at the end. The
-        sequence's own series are not standardized one by one."""
-        if self.mapping.definition != "NXtomo":
-            raise ConfigurationError(f"this Standardizer writes {self.mapping.definition}; a tomography needs a "
-                                     "mapping whose definition is NXtomo (e.g. config/standard/tomo.yaml)")
-        plan.check()
-        rotation = tomography_axes(self.mapping)  # refuses a mapping without the axes, before anything moves
-        if self._sequence_active.is_set() or not self._idle.is_set():
-            raise StateError("the Standardizer is busy (a series or a tomography is under way); wait for it to end")
-        self._sequence_active.set()
-        self._submit(self._tomography, plan, acquisition, beamline, *rotation)
 
     def standardize(self, master_file: str) -> Path:
         """Standardize a Recorder file now (e.g. one written before), capturing the beamline as it
@@ -130,8 +124,15 @@ class Standardizer(StatefulCore):
         capture.snapshot("post")
         return self._write(recorded, capture)
 
-    def _in_sequence(self, series_id: int) -> bool:
-        return self._sequence_active.is_set() or series_id in self._sequence_series
+    def _planned_now(self) -> PlannedAcquisition | None:
+        if not self.datamanager or self.mapping.definition != "NXtomo":  # only a tomography joins series
+            return None
+        try:
+            text, _ = self.reader.read(self.datamanager, "DataPolicy")
+            return PlannedAcquisition.from_data_policy(text)
+        except Exception as error:  # the series is still standardized, on its own
+            log.warning("could not ask %s what the series is: %s", self.datamanager, error)
+            return None
 
     def wait_idle(self, timeout: float) -> bool:
         """True once every series told so far is written (for tests and the demo)."""
@@ -166,10 +167,10 @@ class Standardizer(StatefulCore):
                 if self._jobs.empty():
                     self._idle.set()
 
-    def _start(self, series_id: int) -> None:
+    def _start(self, series_id: int, planned: PlannedAcquisition | None = None) -> None:
         if self._series is not None:  # the previous series never ended (the Controller restarted?)
             self._series.capture.stop_polling()
-        series = _Series(series_id, SeriesCapture(self.mapping, self.reader, self.clock))
+        series = _Series(series_id, SeriesCapture(self.mapping, self.reader, self.clock), planned)
         self._series = series
         self._set_state(states.RUNNING, f"Capturing the beamline for series {series_id}")
         series.capture.begin()
@@ -185,47 +186,34 @@ class Standardizer(StatefulCore):
             self._warn([f"series {series_id}: the Controller named no file"], f"Series {series_id}: no file to "
                        "standardize (the Recorder wrote none)")
             return
-        self._write(self._recorded(master_file), series.capture)
+        recorded = self._recorded(master_file)
+        planned = self._planned_for(series, recorded)
+        if planned is not None and planned.image_kind is not None and self.mapping.definition == "NXtomo":
+            self._write_tomography(planned, TomographyPart(planned.image_kind, recorded, series.capture))
+        else:
+            self._write(recorded, series.capture)
 
-    def _tomography(self, plan: TomographyPlan, acquisition: Acquisition, beamline: Beamline,
-                    rotation: str, translation: str) -> None:
-        folder = f"tomo/{plan.name}_{datetime.now():%Y%m%d_%H%M%S}"
-        parts: list[TomographyPart] = []
-        try:
-            sample_in = beamline.position(translation)
-            beamline.move(rotation, plan.start_angle)
-            for step in steps(plan):
-                self._set_state(states.RUNNING, f"Tomography {plan.name}: {step.frames} {step.kind} frame(s) "
-                                f"({len(parts) + 1} of {len(steps(plan))})")
-                beamline.set_shutter(step.kind != "dark")
-                beamline.move(translation, plan.sample_out if step.kind == "flat" else sample_in)
-                turn = None
-                if step.kind == "projection":
-                    def turn():
-                        beamline.move(rotation, plan.end_angle, plan.velocity, wait=False)
-                capture = SeriesCapture(self.mapping, self.reader, self.clock)
-                capture.begin()
-                try:
-                    series_id, master = acquisition.acquire(step.frames, plan.exposure, plan.period,
-                                                            f"{folder}/{step.kind}.h5", turn)
-                finally:
-                    capture.end()
-                self._sequence_series.add(series_id)
-                if turn is not None:
-                    beamline.wait_still(rotation)
-                parts.append(TomographyPart(step.kind, self._recorded(master), capture))
-            self._write_tomography(plan, parts)
-        finally:
-            beamline.restore()
-            self._sequence_active.clear()
+    def _planned_for(self, series: _Series, recorded: RecordedSeries) -> PlannedAcquisition | None:
+        """The DataManager's acquisition, if the file is the one its data policy named."""
+        planned = series.planned
+        if planned is not None and planned.dataset != recorded.path.stem:
+            log.warning("series %s wrote %s, not the DataManager's dataset %s (%s): standardized on its own",
+                        series.series_id, recorded.path.name, planned.dataset, planned.node)
+            return None
+        return planned
 
-    def _write_tomography(self, plan: TomographyPlan, parts: list[TomographyPart]) -> Path:
-        output = parts[-1].recorded.path.parent / f"{plan.name}.nxs"
+    def _write_tomography(self, planned: PlannedAcquisition, part: TomographyPart) -> Path:
+        """A dark or flat series in an NXtomo of its own; the projections in the NXtomo that joins
+        the darks and flats of their tomography before them (beside the projections' file)."""
+        parts = self._tomography.add(planned, part)
+        output = part.recorded.path.with_suffix(STANDARD_SUFFIX)
+        self._set_state(states.RUNNING, f"Writing {output.name} ({planned.node}: "
+                        + ", ".join(p.kind for p in parts) + ")")
         with self._creator(output.parent) as create:
-            path = write_tomography(output, self.mapping, parts, create, sample_name=plan.sample_name)
+            path = write_tomography(output, self.mapping, parts, create, sample_name=planned.sample or None)
         capture = SeriesCapture(self.mapping, self.reader, self.clock)  # the failures of every part, together
-        capture.failures = [failure for part in parts for failure in part.capture.failures]
-        self._finish(path, parts[-1].recorded, capture)
+        capture.failures = [failure for p in parts for failure in p.capture.failures]
+        self._finish(path, part.recorded, capture)
         return path
 
     @contextmanager

@@ -1,6 +1,8 @@
-"""A tomography on the tomo deployment (config/tomo.yaml), servers as processes: AcquireTomography
-takes darks with the shutter closed, flats with the sample out, projections while the stage turns,
-and one NXtomo joins them, valid against the official NXDL."""
+"""A tomography on the tomo deployment (config/tomo.yaml), servers as processes: the structure
+config/structures/tomography.yaml runs through the DataManager (darks with the shutter closed,
+flats with the sample out, projections while the stage turns), a client's values overriding the
+structure's; the Standardizer, told by the DataManager what each series is, joins them in one
+NXtomo, valid against the official NXDL."""
 
 from __future__ import annotations
 
@@ -15,12 +17,16 @@ import numpy as np
 import pytest
 import tango
 
+from photonflow.clients.sequencer import Beamline, run_tomography, tomography_overrides
+from photonflow.datamanager.catalogue import Catalogue
 from photonflow.standardizing.validation import validate_nexus
 from tests.conftest import REPOSITORY
 from tests.integration.helpers import proxy, running_deployment, wait_for_state, wait_until
 
-PLAN = {"projections": 30, "darks": 4, "flats": 5, "exposure": 0.002, "period": 0.011, "start_angle": 0.0,
-        "end_angle": 90.0, "sample_out": 6.0, "sample_name": "test rock", "name": "rock"}
+STRUCTURE = str(REPOSITORY / "config" / "structures" / "tomography.yaml")
+OPTIONS = {"projections": 30, "darks": 4, "flats": 5, "exposure": 0.002, "period": 0.011, "start_angle": 0.0,
+           "end_angle": 90.0, "sample_out": 6.0}
+EXPERIMENT = {"proposal": "tm0001", "session": "s1", "sample": "test_rock"}
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +35,22 @@ def tomography(tmp_path_factory):
     text = (REPOSITORY / "config" / "tomo.yaml").read_text()
     environment = {"PHOTONFLOW_DATA_ROOT": str(var_dir / "data"), "PHOTONFLOW_CONFIG_DIR": str(REPOSITORY / "config")}
     with running_deployment(text, var_dir, environment) as suite:  # full names: this process knows several databases
-        standardizer = proxy(suite.device_url("tomo/photonflow/standardizer"))
-        wait_for_state(proxy(suite.device_url("tomo/photonflow/controller")), "ON")
-        standardizer.AcquireTomography(json.dumps(PLAN))
-        wait_until(lambda: standardizer.FilesWritten == 1 or str(standardizer.state()) == "ALARM", timeout=120,
-                   what="the NXtomo written")
-        yield standardizer, var_dir / "data", suite
+        device = {name: proxy(suite.device_url(f"tomo/photonflow/{name}"))
+                  for name in ("controller", "datamanager", "standardizer")}
+        wait_for_state(device["controller"], "ON")
+        summary = run_tomography(device["datamanager"], device["controller"], device["standardizer"],
+                                 Beamline("tomo/beamline", suite.device_url), STRUCTURE, EXPERIMENT,
+                                 tomography_overrides(**OPTIONS), timeout=120)
+        yield summary, device, var_dir / "data", suite
 
 
 def test_one_valid_nxtomo_holds_darks_flats_and_projections_in_order(tomography):
-    standardizer, data_root, _ = tomography
-    assert str(standardizer.state()) == "ON", standardizer.status()
-    nxtomo = standardizer.LastFile
-    assert nxtomo.startswith(str(data_root / "tomo" / "rock_")) and nxtomo.endswith("/rock.nxs")
+    summary, device, data_root, _ = tomography
+    assert summary["state"] == "ON" and summary["frames"] == {"dark": 4, "flat": 5, "projection": 30}, summary
+    nxtomo = summary["nexus"]
+    raw = data_root / "tm0001" / "tomo" / "s1" / "RAW_DATA" / "test_rock"
+    assert Path(nxtomo).parent.parent == raw and nxtomo.endswith("_tomo_projections.nxs")  # the data policy's
+    assert device["standardizer"].LastFile == nxtomo
     report = validate_nexus(nxtomo)
     assert report.definition == "NXtomo" and report.problems == ()
     with h5py.File(nxtomo) as f:
@@ -58,47 +67,57 @@ def test_one_valid_nxtomo_holds_darks_flats_and_projections_in_order(tomography)
         assert np.allclose(angles[:9], 0.0)
         turning = angles[9:]
         assert np.all(np.diff(turning) >= 0) and 45.0 < turning[-1] <= 90.0
-        assert f["entry/sample/name"][()] == b"test rock"
+        assert f["entry/sample/name"][()] == b"test_rock"  # the DataManager's sample
 
 
 def test_the_frames_are_the_recorders_files_joined_without_copy(tomography):
-    standardizer, _, _ = tomography
-    with h5py.File(standardizer.LastFile) as f:
+    summary, _, _, _ = tomography
+    catalogue = Catalogue(Path(summary["catalogue"]).parent, "tm0001")
+    runs = [catalogue.run(number) for number in summary["runs"]]
+    assert [(run.node, run.role) for run in runs] == [("tomo/darks", "dark"), ("tomo/flats", "flat"),
+                                                      ("tomo/projections", "data")]
+    wait_until(lambda: catalogue.run(runs[-1].run).nexus_file == summary["nexus"], timeout=60,
+               what="the data run's standardized file: the tomography's NXtomo")
+    folder = Path(summary["nexus"]).parent
+    with h5py.File(summary["nexus"]) as f:
         data = f["entry/instrument/detector/data"]
         assert data.is_virtual
         sources = {source.file_name for source in data.virtual_sources()}
-        assert sources == {"dark.h5", "flat.h5", "projection.h5"}  # relative: the folder can move
-        folder = standardizer.LastFile.rsplit("/", 1)[0]
-        with h5py.File(f"{folder}/flat.h5") as flat:
+        assert sources == {os.path.relpath(run.raw_file, folder) for run in runs}  # relative: the folder can move
+        with h5py.File(runs[1].raw_file) as flat:
             np.testing.assert_array_equal(data[6], flat["entry/data/data"][2])
+    with h5py.File(Path(runs[0].raw_file).with_suffix(".nxs")) as darks:  # each run has its own file, with the image_key of its role
+        assert list(darks["entry/instrument/detector/image_key"][()]) == [2] * 4
 
 
-def test_a_bad_plan_is_refused_before_anything_moves(tomography):
-    standardizer, _, _ = tomography
-    written = standardizer.FilesWritten
-    for plan, complaint in (({"projections": 0}, "projections must be at least 1"),
-                            ({"period": 0.001, "exposure": 0.01}, "period >= exposure"),
-                            ({"colour": "red"}, "unknown key"),
-                            ({"end_angle": 0.0}, "must differ from start_angle"),
-                            ({"name": "../escape"}, "name must be")):
+def test_bad_overrides_are_refused_before_anything_moves(tomography):
+    _, device, _, _ = tomography
+    datamanager, controller = device["datamanager"], device["controller"]
+    series = controller.SeriesId
+    for overrides, complaint in (({"frames": {"data": 0}}, "frames: data: expected a whole number"),
+                                 ({"parameters": {"period": 0.001, "exposure": 0.01}}, "shorter than exposure"),
+                                 ({"colour": "red"}, "unknown key 'colour'"),
+                                 ({"parameters": {"end_angle": 0.0}}, "end_angle must differ from start_angle")):
         with pytest.raises(tango.DevFailed) as caught:
-            standardizer.AcquireTomography(json.dumps(plan))
+            datamanager.LoadStructureWith([STRUCTURE, json.dumps(overrides)])
         assert caught.value.args[0].reason == "InvalidConfiguration"
         assert complaint in caught.value.args[0].desc
-    assert standardizer.FilesWritten == written
+    assert controller.SeriesId == series and str(datamanager.state()) == "ON"
 
 
 def test_the_tomo_command_runs_one_on_a_running_suite(tomography):
-    standardizer, data_root, suite = tomography
+    _, _, _, suite = tomography
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("photonflow")), "tomo", "--projections", "12", "--darks", "2",
-         "--flats", "2", "--end-angle", "30", "--name", "cli", "--sample-name", "from the command line"],
+        [str(Path(sys.executable).with_name("photonflow")), "tomo", "--structure", STRUCTURE, "--projections", "12",
+         "--darks", "2", "--flats", "2", "--end-angle", "30", "--sample-name", "cli_rock", "--proposal", "tm0002"],
         env={**os.environ, "TANGO_HOST": suite.tango_host}, capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1].removeprefix("SUMMARY "))
     assert summary["definition"] == "NXtomo" and summary["nexus_problems"] == 0
     assert summary["frames"] == {"dark": 2, "flat": 2, "projection": 12}
+    assert Path(summary["catalogue"]).stem == "tm0002" and len(summary["runs"]) == 3
     with h5py.File(summary["nexus"]) as f:
-        assert f["entry/sample/name"][()] == b"from the command line"
+        assert f["entry/sample/name"][()] == b"cli_rock"
         assert list(f["entry/instrument/detector/image_key"][()]) == [2, 2, 1, 1] + [0] * 12
+        assert f["entry/sample/rotation_angle"][-1] <= 30.0

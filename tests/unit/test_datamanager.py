@@ -188,3 +188,30 @@ def test_each_catalogued_run_is_exported_with_icats_fields(tmp_path):
     exported = json_module.loads((tmp_path / "catalogue" / "mx0007_icat" / "mx0007_r0001.icat.json").read_text())
     assert exported["beamlineID"] == "demo" and exported["proposal"] == "mx0007"
     assert exported["Sample_name"] == "lysozyme" and exported["location"] == str(tmp_path / "data")
+
+
+def test_a_tomography_runs_with_a_clients_overrides_and_names_the_turn_of_its_projections(manager):
+    manager.set_experiment("tm0001", "s1", "rock")
+    manager.load_structure(str(STRUCTURES / "tomography.yaml"),
+                           {"frames": {"data": 12}, "parameters": {"end_angle": 30.0}})
+    manager.begin_sequence()
+    steps = []
+    while (step := manager.next_acquisition()) is not None:
+        steps.append(step)
+        finish(manager, step, len(steps))
+    assert [(step["role"], step["controller"]["frames"]) for step in steps] == [("dark", 10), ("flat", 10), ("data", 12)]
+    assert [step["rotation"] for step in steps] == [None, None, {"axis": "omega", "start": 0.0, "end": 30.0}]
+
+
+def test_last_run_stays_the_last_catalogued_when_an_earlier_runs_file_is_attached_after_it(manager, tmp_path):
+    """A sequencer waits for LastRun to move: a short series may be catalogued before the previous
+    run's standardized file is written."""
+    manager.set_experiment("mx0009", "s1", "a")
+    for series_id in (1, 2):
+        manager.series_ended(SeriesResult(series_id, str(tmp_path / f"series_{series_id}.h5"), 1, 1, 0, "completed"))
+    assert manager.wait_idle(10)
+    manager.standardized(str(tmp_path / "series_1.nxs"))
+    assert manager.wait_idle(10)
+    first, second = Catalogue(tmp_path / "catalogue", "mx0009").runs()
+    assert first.nexus_file == str(tmp_path / "series_1.nxs")
+    assert manager.counters.last_run == second.run

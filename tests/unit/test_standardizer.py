@@ -4,6 +4,8 @@ frames that validate against the official NXDL with no problem."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -242,6 +244,71 @@ def test_a_tomography_joins_darks_flats_and_projections_in_one_valid_nxtomo(reco
             assert f["entry/instrument/detector/distance"][()] == pytest.approx(0.150)
     finally:
         output.unlink()
+
+
+def run_planned_series(recorded_file: Path, folder: Path, series: list[tuple[str, str, float, float]]) -> Standardizer:
+    """Series as a DataManager's structure runs them: each (node, role, omega, samx) a copy of the
+    Recorder's file named as the data policy names its dataset, the DataManager's DataPolicy
+    naming it at the series start."""
+    folder.mkdir()
+    values = beamline_values()
+    standardizer = Standardizer(load_mapping(CONFIG / "tomo.yaml", PREFIX), BeamlineReader(values),
+                                recorded_file.parents[1], datamanager=PREFIX["DATAMANAGER"])
+    try:
+        for series_id, (node, role, omega, samx) in enumerate(series, start=1):
+            dataset = f"{series_id:04d}_tomo_{node}"
+            copy = shutil.copy(recorded_file, folder / f"{dataset}.h5")
+            values.update({"omega/Position": omega, "samx/Position": samx, "datamanager/DataPolicy": json.dumps(
+                {"node": f"tomo/{node}", "role": role, "dataset": dataset, "sample": "rock"})})
+            standardizer.series_started(series_id)
+            standardizer.series_ended(series_id, str(copy))
+            assert standardizer.wait_idle(30)
+    finally:
+        standardizer.close()
+    return standardizer
+
+
+def test_a_structures_darks_flats_and_projections_are_joined_in_one_valid_nxtomo(recorded_file):
+    """The DataManager says what each series is: the darks and the flats get an NXtomo of their own
+    (their image_key), the projections' NXtomo joins the three series of the tomography."""
+    folder = recorded_file.parents[1] / "structure"
+    standardizer = run_planned_series(recorded_file, folder, [
+        ("darks", "dark", 0.0, 0.5), ("flats", "flat", 0.0, 5.0), ("projections", "data", 90.0, 0.5)])
+    joined = folder / "0003_tomo_projections.nxs"
+    assert standardizer.counters.last_file == str(joined) and standardizer.state == "ON", standardizer.status
+    report = validate_nexus(joined)
+    assert report.definition == "NXtomo" and report.problems == ()
+    with h5py.File(joined) as f, h5py.File(recorded_file) as master:
+        frames = master["entry/instrument/simulator/data"][()]
+        np.testing.assert_array_equal(f["entry/data/data"][()], np.concatenate([frames] * 3))
+        assert {source.file_name for source in f["entry/instrument/detector/data"].virtual_sources()} == {
+            "0001_tomo_darks.h5", "0002_tomo_flats.h5", "0003_tomo_projections.h5"}  # relative: the folder can move
+        assert list(f["entry/instrument/detector/image_key"][()]) == [2] * 6 + [1] * 6 + [0] * 6
+        assert list(f["entry/sample/rotation_angle"][()]) == [0.0] * 12 + [90.0] * 6
+        np.testing.assert_allclose(f["entry/sample/x_translation"][()], [0.0005] * 6 + [0.005] * 6 + [0.0005] * 6)
+        assert f["entry/sample/name"][()] == b"rock"  # the DataManager's sample
+    with h5py.File(folder / "0001_tomo_darks.nxs") as f:
+        assert list(f["entry/instrument/detector/image_key"][()]) == [2] * 6
+    assert validate_nexus(folder / "0002_tomo_flats.nxs").problems == ()
+
+
+def test_a_series_whose_file_is_not_the_datamanagers_dataset_is_standardized_on_its_own(recorded_file):
+    folder = recorded_file.parents[1] / "elsewhere"
+    folder.mkdir()
+    stray = shutil.copy(recorded_file, folder / "stray.h5")  # not the file the DataManager's policy named
+    standardizer = Standardizer(load_mapping(CONFIG / "tomo.yaml", PREFIX), BeamlineReader({
+        **beamline_values(), "datamanager/DataPolicy": json.dumps(
+            {"node": "tomo/flats", "role": "flat", "dataset": "0002_tomo_flats", "sample": "rock"})}),
+        recorded_file.parents[1], datamanager=PREFIX["DATAMANAGER"])
+    try:
+        standardizer.series_started(2)
+        standardizer.series_ended(2, str(stray))
+        assert standardizer.wait_idle(30)
+    finally:
+        standardizer.close()
+    with h5py.File(stray.with_suffix(".nxs")) as f:
+        assert set(f["entry/instrument/detector/image_key"][()]) == {0}  # not called a flat: projections
+        assert f["entry/sample/name"][()] == b"simulated sample"  # the mapping's, not the DataManager's
 
 
 # -- mappings refused at load ----------------------------------------------------------------

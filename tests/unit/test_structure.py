@@ -77,6 +77,62 @@ def test_the_tomography_example_is_darks_flats_then_projections():
     assert flats.beamline == {"shutter": "open", "samx": 5.0, "omega": 0.0}
     assert projections.parameters["rotation"] == "continuous"
     assert projections.parameters["end_angle"] == 180.0
+    assert projections.rotation == {"axis": "omega", "start": 0.0, "end": 180.0}  # the sequencer turns omega
+    assert darks.rotation is None and flats.rotation is None
+
+
+def test_a_clients_overrides_change_frames_by_role_parameters_and_a_beamline_value():
+    overrides = {"frames": {"data": 30, "dark": 4}, "parameters": {"exposure": 0.004, "end_angle": 90},
+                 "beamline": {"sample": {"out": 6.0}}}
+    structure = load_structure(CONFIG / "tomography.yaml", overrides=overrides)
+    darks, flats, projections = structure.nodes
+    assert [node.controller["frames"] for node in structure.nodes] == [4, 10, 30]
+    assert {node.controller["exposure"] for node in structure.nodes} == {0.004}
+    assert flats.beamline["samx"] == 6.0 and darks.beamline["samx"] == 0.0
+    assert projections.rotation == {"axis": "omega", "start": 0.0, "end": 90.0}
+    assert structure.overrides == overrides
+
+
+def test_a_saved_run_resumes_with_the_overrides_it_was_loaded_with():
+    structure = load_structure(CONFIG / "tomography.yaml", overrides={"frames": {"data": 12}})
+    run = StructureRun(structure, "tm0001", "s1", "rock")
+    restored = StructureRun.from_json(run.to_json())
+    assert restored.nodes[-1].controller["frames"] == 12
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    ({"frames": {"dak": 4}}, ["overrides:3:", "frames: unknown role 'dak'"]),
+    ({"frames": {"data": 0}}, ["overrides:3:", "frames: data: expected a whole number of frames"]),
+    ({"parameters": {"exposure": -1}}, ["overrides:3:", "exposure: must be more than 0 s"]),
+    ({"parameters": {"period": 0.001}}, ["tomography.yaml:", "period 0.001 s is shorter than exposure"]),
+    ({"parameters": {"end_angle": 0.0}}, ["overrides:3:", "end_angle must differ from start_angle"]),
+    ({"beamline": {"sample": {"away": 1.0}}}, ["overrides:4:", "sample: 'away' is not one of in, out"]),
+    ({"beamline": {"shutter": {"open": 1}}}, ["overrides:3:", "'shutter' has no table of values", "known: sample"]),
+    ({"colour": "red"}, ["overrides:2:", "unknown key 'colour'"]),
+])
+def test_bad_overrides_are_refused_saying_which_and_why(overrides, words):
+    with pytest.raises(ConfigurationError) as caught:
+        load_structure(CONFIG / "tomography.yaml", overrides=overrides)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_a_continuous_rotation_needs_its_axis_and_both_angles(tmp_path):
+    text = """
+        name: t
+        beamline:
+          start_angle: omega
+        sequence:
+          - paramSet: {frames: 2, exposure: 0.1, period: 0.1, start_angle: 0}
+          - acquisition: {name: p, role: data, parameters: {rotation: continuous}}
+    """
+    with pytest.raises(ConfigurationError, match=r"structure.yaml:7: acquisition 'p': rotation: continuous needs "
+                                                 "end_angle"):
+        load_structure(write(tmp_path, text))
+    with pytest.raises(ConfigurationError, match=r"needs 'start_angle: <motor>' under beamline:"):
+        load_structure(write(tmp_path, text.replace("start_angle: omega", "energy: mono/Energy")))
+    with pytest.raises(ConfigurationError, match=r"'spin' is not a rotation photonflow knows"):
+        load_structure(write(tmp_path, text.replace("continuous", "spin")))
 
 
 def test_a_scan_takes_a_list_of_values_and_nested_scans_repeat_inside(tmp_path):

@@ -5,8 +5,9 @@ variables so that one MacroServer can serve any beamline:
 
     senv PhotonflowController demo/photonflow/controller
     senv PhotonflowDataManager demo/photonflow/datamanager
-    senv PhotonflowStandardizer tomo/photonflow/standardizer    (pf_tomo)
+    senv PhotonflowStandardizer tomo/photonflow/standardizer    (pf_tomo: it writes the NXtomo)
     senv PhotonflowBeamline demo/beamline                       (shutter, omega, samx)
+    senv PhotonflowTomography /path/to/tomography.yaml          (pf_tomo; default: the shipped one)
 
 A photonflow device that refuses (busy, FAULT, a bad value) stops the macro with the device's own
 reason and description.
@@ -16,11 +17,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import tango
 from sardana.macroserver.macro import Macro, Type
 
 BUSY = ("RUNNING", "STANDBY", "MOVING")
+# the shipped tomography structure, in the repository beside clients/
+TOMOGRAPHY = Path(__file__).resolve().parents[3] / "config" / "structures" / "tomography.yaml"
 
 
 class _PhotonflowMacro(Macro):
@@ -171,32 +175,56 @@ class pf_mx_collect(_PhotonflowMacro):
 
 
 class pf_tomo(_PhotonflowMacro):
-    """A tomography through the Standardizer: darks (shutter closed), flats (sample out),
-    projections while the sample turns; one NXtomo."""
+    """A tomography: the tomography structure run through the DataManager (darks with the shutter
+    closed, flats with the sample out, projections while the sample turns), these values
+    overriding the structure's; the Standardizer joins them in one NXtomo. The experiment and
+    sample are the DataManager's (pf_set_sample first)."""
 
     param_def = [
         ["projections", Type.Integer, None, "Projections over the rotation (>= 1)"],
         ["darks", Type.Integer, 10, "Dark frames"],
         ["flats", Type.Integer, 10, "Flat frames"],
         ["exposure", Type.Float, 0.002, "Exposure per frame, seconds"],
-        ["end_angle", Type.Float, 180.0, "Last angle, degrees (from 0)"],
+        ["end_angle", Type.Float, 180.0, "Last angle, degrees (from the structure's start_angle)"],
     ]
 
     def run(self, projections, darks, flats, exposure, end_angle):
-        standardizer = self.device("PhotonflowStandardizer")
-        before = standardizer.FilesWritten
-        plan = {"projections": projections, "darks": darks, "flats": flats, "exposure": exposure,
-                "period": max(exposure * 2, exposure + 0.005), "end_angle": end_angle}
-        self.call(standardizer, "AcquireTomography", json.dumps(plan))
-        deadline = time.monotonic() + 600
-        while standardizer.FilesWritten == before:
-            self.checkPoint()
-            if str(standardizer.state()) in ("ALARM", "FAULT") and "Tomography" not in standardizer.status():
-                raise RuntimeError(f"the tomography failed: {standardizer.status()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the tomography did not end within 600 s")
-            time.sleep(0.2)
-        self.output(f"NXtomo: {standardizer.LastFile}")
+        from photonflow.clients.sequencer import Beamline, run_tomography, tomography_overrides
+
+        datamanager = self.device("PhotonflowDataManager")
+        if not datamanager.Proposal:
+            raise RuntimeError("the DataManager has no experiment: pf_set_sample <proposal> <sample> first")
+        overrides = tomography_overrides(projections=projections, darks=darks, flats=flats, exposure=exposure,
+                                         period=max(exposure * 2, exposure + 0.005), end_angle=end_angle)
+        structure = self.getEnv("PhotonflowTomography") if "PhotonflowTomography" in self.getAllEnv() \
+            else str(TOMOGRAPHY)
+        try:
+            summary = run_tomography(datamanager, self.device("PhotonflowController"),
+                                     self.device("PhotonflowStandardizer"), Beamline(self.getEnv("PhotonflowBeamline")),
+                                     structure, None, overrides, log=_Output(self))
+        except tango.DevFailed as error:
+            first = error.args[0]
+            raise RuntimeError(f"the tomography stopped: {first.reason}: {first.desc}") from None
+        if not summary.get("nexus") or summary["state"] != "ON":
+            raise RuntimeError(f"the tomography ended {summary['state']}: {summary.get('nexus_error', '')}")
+        self.output(f"NXtomo ({summary['nexus_problems']} validation problem(s)): {summary['nexus']}; "
+                    f"runs {summary['runs']} in {summary['catalogue']}")
+
+
+class _Output:
+    """The sequencer's progress lines as the macro's output; each line is also where Ctrl-C in
+    spock stops the sequence (the DataManager's EndSequence follows)."""
+
+    def __init__(self, macro: Macro):
+        self.macro = macro
+
+    def write(self, text: str) -> None:
+        self.macro.checkPoint()
+        if text.strip():
+            self.macro.output(text.rstrip())
+
+    def flush(self) -> None:
+        pass
 
 
 def _check_counts(frames: int, exposure: float) -> None:
