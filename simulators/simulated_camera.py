@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.acquisition.acquirer import AcquisitionSettings, FrameSource, TakesClientTriggers
 from photonflow.errors import ConfigurationError
 from photonflow.simulators.beamline_view import BeamConditions
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
@@ -48,12 +48,11 @@ class SimulatedSensor:
             )
 
 
-class SimulatedCamera:
+class SimulatedCamera(FrameSource, TakesClientTriggers):
     """Frames of Poisson photon counts on a diffraction pattern, delivered on internal trigger."""
 
     trigger_modes = ("internal", "client")
     min_exposure = 1e-6
-    client_triggers = None  # the Acquirer's ClientTriggers (trigger mode client)
 
     def __init__(
         self,

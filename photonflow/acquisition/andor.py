@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings, SoftwareTrigger
+from photonflow.acquisition.acquirer import AcquisitionSettings, Closable, FrameSource, SoftwareTrigger
 from photonflow.errors import ConfigurationError, DetectorError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class AndorSettings:
     timeout: float = 5.0
 
 
-class AndorCamera:
+class AndorCamera(FrameSource, Closable):
     """A Zyla or Balor behind SDK3; ``sdk`` is a pylablib AndorSDK3Camera or the simulated one."""
 
     trigger_modes = tuple(TRIGGER_MODES)

@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.acquisition.acquirer import (
+    Abortable,
+    AcquisitionSettings,
+    Checkable,
+    Closable,
+    SelfStreamingDetector,
+)
 from photonflow.errors import (
     ConfigurationError,
     DetectorConnectionLost,
@@ -147,10 +153,9 @@ class DectrisSettings:
     monitor_mode: str = ""
 
 
-class DectrisCamera:
+class DectrisCamera(SelfStreamingDetector, Checkable, Abortable, Closable):
     """An EIGER2/PILATUS4 behind its DCU; the DCU streams the frames itself."""
 
-    streams_itself = True
     trigger_modes = tuple(TRIGGER_MODES)
 
     def __init__(self, settings: DectrisSettings, client: SimplonClient | None = None):

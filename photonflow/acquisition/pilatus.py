@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
+from photonflow.acquisition.acquirer import AcquisitionSettings, Closable, FrameSource
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ EXPOSE_COMMANDS = {"internal": "exposure", "external_start": "exttrigger", "exte
                    "external_enable": "extenable"}
 
 
-class PilatusCamera:
+class PilatusCamera(FrameSource, Closable):
     """A PILATUS3 behind camserver; images come as CBF files on a shared disk."""
 
     trigger_modes = tuple(EXPOSE_COMMANDS)

@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings, SoftwareTrigger
+from photonflow.acquisition.acquirer import (
+    Abortable,
+    AcquisitionSettings,
+    Checkable,
+    Closable,
+    FrameSource,
+    SoftwareTrigger,
+)
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 
 log = logging.getLogger(__name__)
@@ -208,7 +215,7 @@ class TucsenSettings:
     timeout: float = 5.0
 
 
-class TucsenCamera:
+class TucsenCamera(FrameSource, Checkable, Abortable, Closable):
     """A Dhyana behind TUCam; ``library`` is ``load_tucam_library()`` or the simulated one."""
 
     trigger_modes = tuple(TRIGGER_MODES)

@@ -45,7 +45,7 @@ def test_a_series_sends_start_every_frame_in_order_and_end():
     assert [m.message_id for m in messages] == list(range(7))
     assert acquirer.state == states.ON and acquirer.frames_acquired == 5
     assert [s for s, _ in events.states] == [states.STANDBY, states.RUNNING, states.ON]
-    assert events.counters[-1] == 5
+    assert events.counters[-1].frames_acquired == 5
 
 
 def test_frames_keep_to_the_period():
