@@ -142,7 +142,7 @@ class _SimulatedDevice(PhotonflowDevice):
 class SimulatedMotor(_SimulatedDevice):
     """One simulated axis moving along a trapezoidal velocity profile; writing Position moves it."""
 
-    event_attributes = ("Position", "Target")
+    extra_events = ("Position", "Target")
 
     InitialPosition = device_property(dtype=float, default_value=0.0, doc="Position at start-up")
     InitialVelocity = device_property(dtype=float, default_value=1.0, doc="Velocity at start-up, unit/s")
@@ -221,7 +221,7 @@ class SimulatedMotor(_SimulatedDevice):
 class SimulatedMonochromator(_SimulatedDevice):
     """A double-crystal monochromator (Si(111) by default): writing Energy or Wavelength moves its Bragg axis."""
 
-    event_attributes = ("Energy", "Wavelength", "BraggAngle")
+    extra_events = ("Energy", "Wavelength", "BraggAngle")
 
     InitialEnergy = device_property(dtype=float, default_value=12.4, doc="Photon energy at start-up, keV")
     EnergyRange = device_property(dtype=(float,), default_value=[5.0, 25.0], doc="Lowest and highest energy, keV")
@@ -288,7 +288,7 @@ class SimulatedMonochromator(_SimulatedDevice):
 class SimulatedStorageRing(_SimulatedDevice):
     """The storage ring's beam: current decaying with the lifetime, topped up every TopUpPeriod."""
 
-    event_attributes = ("Current", "RefillCountdown")
+    extra_events = ("Current", "RefillCountdown")
 
     RefreshInterval = device_property(dtype=float, default_value=0.5, doc="Seconds between Current events")
     TopUpCurrent = device_property(dtype=float, default_value=200.0, doc="Nominal current, after a top-up, mA")
@@ -409,7 +409,7 @@ class SimulatedShutter(_SimulatedDevice):
 class SimulatedSlits(_SimulatedDevice):
     """Slits driven as horizontal/vertical gap and offset (mm)."""
 
-    event_attributes = ("HorizontalGap", "HorizontalOffset", "VerticalGap", "VerticalOffset")
+    extra_events = ("HorizontalGap", "HorizontalOffset", "VerticalGap", "VerticalOffset")
     AXES = {
         "HorizontalGap": "horizontal_gap", "HorizontalOffset": "horizontal_offset",
         "VerticalGap": "vertical_gap", "VerticalOffset": "vertical_offset",
@@ -488,7 +488,7 @@ class SimulatedSlits(_SimulatedDevice):
 class SimulatedAttenuator(_SimulatedDevice):
     """Filters in or out of the beam; Transmission at the energy its Monochromator peer gives."""
 
-    event_attributes = ("Transmission", "Energy", "InsertedFilters")
+    extra_events = ("Transmission", "Energy", "InsertedFilters")
 
     RefreshInterval = device_property(dtype=float, default_value=0.2, doc="Seconds between reads of the energy")
     Filters = device_property(
