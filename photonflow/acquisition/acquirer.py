@@ -244,7 +244,7 @@ def validate_settings(settings: AcquisitionSettings, camera: Camera) -> None:
         )
 
 
-class SentSeries:
+class SeriesSentByAcquirer:
     """The run path of a ``FrameSource``: the Acquirer sends each frame on its own STINS stream."""
 
     protocol = "stins"
@@ -261,7 +261,7 @@ class SentSeries:
         acquirer._run_sent_series(self.camera, self.sender)
 
 
-class StreamedSeries:
+class SeriesStreamedByDetector:
     """The run path of a ``SelfStreamingDetector``: it streams, the Acquirer follows its count."""
 
     abort_when_prepared = True  # an armed DCU holds a series to drop
@@ -290,12 +290,12 @@ class Acquirer(StatefulCore):
         self.camera = camera
         self.sender = sender
         if isinstance(camera, SelfStreamingDetector):
-            self._series: SentSeries | StreamedSeries = StreamedSeries(camera)
+            self._series: SeriesSentByAcquirer | SeriesStreamedByDetector = SeriesStreamedByDetector(camera)
         elif isinstance(camera, FrameSource):
             if sender is None:
                 raise ConfigurationError(
                     f"{type(camera).__name__} hands frames over: it needs a stream to send them on")
-            self._series = SentSeries(camera, sender)
+            self._series = SeriesSentByAcquirer(camera, sender)
         else:
             raise ConfigurationError(
                 f"{type(camera).__name__} is neither a FrameSource nor a SelfStreamingDetector; declare which")
