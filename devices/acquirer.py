@@ -7,31 +7,18 @@ are defined once here, over ``photonflow.acquisition.acquirer.Acquirer``.
 
 from __future__ import annotations
 
-import tango
 from tango import AttrWriteType
-from tango.server import Device, attribute, command, device_property
+from tango.server import attribute, command, device_property
 
-from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer, AcquirerListener, parse_settings
-from photonflow.devices.common import EventPushingMixin, operator_errors
+from photonflow.acquisition.acquirer import Acquirer, parse_settings
+from photonflow.camera import SelfStreamingDetector
+from photonflow.devices.base import PhotonflowDevice, counter
+from photonflow.devices.common import operator_errors
 from photonflow.stream.transport import DEFAULT_SEND_TIMEOUT, StreamSender
 
 
-class _DeviceListener(AcquirerListener):
-    def __init__(self, device: AcquirerDevice):
-        self.device = device
-
-    def state_changed(self, state: str, status: str) -> None:
-        self.device.publish_state(state, status)
-
-    def counters_changed(self, frames_acquired: int) -> None:
-        self.device.publish_value("FramesAcquired", frames_acquired)
-
-
-class AcquirerDevice(EventPushingMixin, Device):
+class AcquirerDevice(PhotonflowDevice):
     """Drives one detector and puts its frames on a STINS stream."""
-
-    event_attributes = ("FramesAcquired",)
 
     StreamBindAddress = device_property(
         dtype=str,
@@ -50,37 +37,13 @@ class AcquirerDevice(EventPushingMixin, Device):
         """The vendor's camera object (see photonflow.acquisition.acquirer.Camera)."""
         raise NotImplementedError
 
-    def init_device(self):
-        super().init_device()
-        self.enable_events()
-        self.acquirer = None
-        try:
-            camera = self.create_camera()
-            # A detector that streams its frames itself (a DECTRIS DCU) needs no sender of ours.
-            sender = None if getattr(camera, "streams_itself", False) else StreamSender(
-                self.StreamBindAddress, send_timeout=self.SendTimeout
-            )
-        except Exception as error:
-            self.publish_state(states.FAULT, f"Cannot initialise: {error}. Fix the properties, then Init.")
-            return
-        self.acquirer = Acquirer(camera, sender, _DeviceListener(self), counter_interval=self.EventInterval)
-        self.publish_state(self.acquirer.state, self.acquirer.status)
-
-    def delete_device(self):
-        if self.acquirer is not None:
-            self.acquirer.abort()
-            self.acquirer.wait(5)
-            if self.acquirer.sender is not None:
-                self.acquirer.sender.close()
-            close_camera = getattr(self.acquirer.camera, "close", None)  # a connection to the detector
-            if close_camera is not None:
-                close_camera()
-            self.acquirer = None
-
-    def _core(self) -> Acquirer:
-        if self.acquirer is None:
-            tango.Except.throw_exception("NotInitialised", self.get_status(), "AcquirerDevice")
-        return self.acquirer
+    def create_core(self, listener) -> Acquirer:
+        camera = self.create_camera()
+        # A detector that streams its frames itself (a DECTRIS DCU) needs no sender of ours.
+        sender = None if isinstance(camera, SelfStreamingDetector) else StreamSender(
+            self.StreamBindAddress, send_timeout=self.SendTimeout
+        )
+        return Acquirer(camera, sender, listener, counter_interval=self.EventInterval)
 
     # -- settings -----------------------------------------------------------------------
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="s", format="%.6f",
@@ -132,9 +95,7 @@ class AcquirerDevice(EventPushingMixin, Device):
         self._core().set_series_id(int(value))
 
     # -- readings -----------------------------------------------------------------------
-    @attribute(dtype=int, doc="Frames acquired in the current or last series")
-    def FramesAcquired(self):
-        return self._core().frames_acquired
+    FramesAcquired = counter("frames_acquired", int, "Frames acquired in the current or last series")
 
     @attribute(dtype=(int,), max_dim_x=2, doc="Frame shape: rows, columns")
     def FrameShape(self):

@@ -16,9 +16,10 @@ import time
 
 import tango
 from tango import AttrWriteType
-from tango.server import Device, attribute, command, device_property
+from tango.server import attribute, command, device_property
 
-from photonflow.devices.common import EventPushingMixin, operator_errors, to_dev_state
+from photonflow.devices.base import PhotonflowDevice
+from photonflow.devices.common import operator_errors, to_dev_state
 from photonflow.errors import ConfigurationError
 from photonflow.simulators.beamline import Attenuator, Filter, Monochromator, Motor, Shutter, Slits, StorageRing
 
@@ -54,12 +55,17 @@ class _Peer:
         return None if values is None else values[0]
 
 
-class _SimulatedDevice(EventPushingMixin, Device):
-    """The shell every simulated beamline device shares: model, live State/Status, events."""
+class _SimulatedDevice(PhotonflowDevice):
+    """The shell every simulated beamline device shares: its core is a model whose State, Status
+    and values are read live; a refresh thread of its own pushes what changed as events."""
 
     RefreshInterval = device_property(
         dtype=float, default_value=0.05, doc="Seconds between checks for changed values to push as events"
     )
+
+    def create_core(self, listener):
+        """The model; it reports nothing itself (the refresh thread reads it), so ``listener`` is unused."""
+        return self.create_model()
 
     def create_model(self):
         raise NotImplementedError
@@ -71,30 +77,18 @@ class _SimulatedDevice(EventPushingMixin, Device):
     def poll_peers(self) -> None:
         """Read peer devices (from the refresh thread only)."""
 
-    def init_device(self):
-        super().init_device()
-        self.enable_events()
-        self.model = None
+    def core_ready(self, core) -> None:
         self._pushed: dict = {}
         self._refresh_lock = threading.Lock()
-        self._init_error = ""
-        try:
-            self.model = self.create_model()
-        except Exception as error:  # a property the operator must fix; the device says which
-            self._init_error = f"Cannot initialise: {error}. Fix the device properties, then Init."
-            self.publish_state("FAULT", self._init_error)
-            return
         self.refresh()
         stop = self._stop = threading.Event()
         threading.Thread(
             target=self._refresh_loop, args=(stop,), name=f"refresh-{self.get_name()}", daemon=True
         ).start()
 
-    def delete_device(self):
+    def release_core(self, core) -> None:
         # Not joined: the thread may be waiting for this device's monitor, which Init holds.
-        stop = getattr(self, "_stop", None)
-        if stop is not None:
-            stop.set()
+        self._stop.set()
 
     def _refresh_loop(self, stop: threading.Event) -> None:
         with tango.EnsureOmniThread():
@@ -109,12 +103,16 @@ class _SimulatedDevice(EventPushingMixin, Device):
                 except Exception:
                     log.exception("refreshing %s failed", self.get_name())
 
+    def core_state(self, core) -> tuple[str, str]:
+        return self.model_state()
+
     def model_state(self) -> tuple[str, str]:
-        return self.model.state, self.model.status
+        """State and status as read now: a model's own, or with what a device adds (a peer's news)."""
+        return self.core.state, self.core.status
 
     def refresh(self) -> None:
         """Push State/Status and every value that changed since the last push."""
-        if self.model is None:
+        if self.core is None:
             return
         with self._refresh_lock:
             state, status = self.model_state()
@@ -126,16 +124,11 @@ class _SimulatedDevice(EventPushingMixin, Device):
                     self._pushed[name] = value
                     self.publish_value(name, value)
 
-    def _model(self):
-        if self.model is None:
-            tango.Except.throw_exception("NotInitialised", self._init_error, type(self).__name__)
-        return self.model
-
     def dev_state(self):
-        return to_dev_state(self.model_state()[0]) if self.model is not None else tango.DevState.FAULT
+        return to_dev_state(self.model_state()[0]) if self.core is not None else super().dev_state()
 
     def dev_status(self):
-        return self.model_state()[1] if self.model is not None else self._init_error
+        return self.model_state()[1] if self.core is not None else super().dev_status()
 
     def set_attribute_unit(self, unit: str, *names: str) -> None:
         attributes = self.get_device_attr()
@@ -149,7 +142,7 @@ class _SimulatedDevice(EventPushingMixin, Device):
 class SimulatedMotor(_SimulatedDevice):
     """One simulated axis moving along a trapezoidal velocity profile; writing Position moves it."""
 
-    event_attributes = ("Position", "Target")
+    extra_events = ("Position", "Target")
 
     InitialPosition = device_property(dtype=float, default_value=0.0, doc="Position at start-up")
     InitialVelocity = device_property(dtype=float, default_value=1.0, doc="Velocity at start-up, unit/s")
@@ -173,62 +166,62 @@ class SimulatedMotor(_SimulatedDevice):
         return motor
 
     def event_values(self) -> dict:
-        return {"Position": self.model.position, "Target": self.model.target}
+        return {"Position": self.core.position, "Target": self.core.target}
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, format="%.4f",
                doc="Where the axis is; writing it moves the axis there, within the soft limits")
     def Position(self):
-        return self._model().position
+        return self._core().position
 
     @Position.write
     @operator_errors
     def Position(self, value):
-        self._model().move_to(value)
+        self._core().move_to(value)
         self.refresh()
 
     @attribute(dtype=float, format="%.4f", doc="Where the current (or last) move ends")
     def Target(self):
-        return self._model().target
+        return self._core().target
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, format="%.4f", min_value=0,
                doc="Cruising speed of a move")
     def Velocity(self):
-        return self._model().velocity
+        return self._core().velocity
 
     @Velocity.write
     @operator_errors
     def Velocity(self, value):
-        self._model().velocity = value
+        self._core().velocity = value
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, format="%.4f", min_value=0,
                doc="Acceleration and deceleration of a move")
     def Acceleration(self):
-        return self._model().acceleration
+        return self._core().acceleration
 
     @Acceleration.write
     @operator_errors
     def Acceleration(self, value):
-        self._model().acceleration = value
+        self._core().acceleration = value
 
     @attribute(dtype=float, format="%.4f", doc="Lowest position a move may go to (property SoftLimits)")
     def SoftLimitLow(self):
-        return self._model().low
+        return self._core().low
 
     @attribute(dtype=float, format="%.4f", doc="Highest position a move may go to (property SoftLimits)")
     def SoftLimitHigh(self):
-        return self._model().high
+        return self._core().high
 
     @command(doc_in="Decelerate to rest")
     @operator_errors
     def Stop(self):
-        self._model().stop()
+        self._core().stop()
         self.refresh()
 
 
 class SimulatedMonochromator(_SimulatedDevice):
     """A double-crystal monochromator (Si(111) by default): writing Energy or Wavelength moves its Bragg axis."""
 
-    event_attributes = ("Energy", "Wavelength", "BraggAngle")
+    extra_events = ("Energy", "Wavelength", "BraggAngle")
 
     InitialEnergy = device_property(dtype=float, default_value=12.4, doc="Photon energy at start-up, keV")
     EnergyRange = device_property(dtype=(float,), default_value=[5.0, 25.0], doc="Lowest and highest energy, keV")
@@ -246,56 +239,56 @@ class SimulatedMonochromator(_SimulatedDevice):
         )
 
     def event_values(self) -> dict:
-        mono = self.model
+        mono = self.core
         return {"Energy": mono.energy, "Wavelength": mono.wavelength, "BraggAngle": mono.bragg.position}
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="keV", format="%.5f",
                doc="Photon energy; writing it moves the Bragg axis, within EnergyLow..EnergyHigh")
     def Energy(self):
-        return self._model().energy
+        return self._core().energy
 
     @Energy.write
     @operator_errors
     def Energy(self, value):
-        self._model().move_energy(value)
+        self._core().move_energy(value)
         self.refresh()
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="Å", format="%.6f",
                doc="X-ray wavelength, 12.398419843320026 / Energy; writing it moves to that energy")
     def Wavelength(self):
-        return self._model().wavelength
+        return self._core().wavelength
 
     @Wavelength.write
     @operator_errors
     def Wavelength(self, value):
         if not value > 0:
             raise ConfigurationError(f"the wavelength must be positive, got {value} Å")
-        self._model().move_wavelength(value)
+        self._core().move_wavelength(value)
         self.refresh()
 
     @attribute(dtype=float, unit="deg", format="%.5f", doc="Bragg angle of the crystals")
     def BraggAngle(self):
-        return self._model().bragg.position
+        return self._core().bragg.position
 
     @attribute(dtype=float, unit="keV", format="%.3f", doc="Lowest energy (property EnergyRange)")
     def EnergyLow(self):
-        return self._model().low_energy
+        return self._core().low_energy
 
     @attribute(dtype=float, unit="keV", format="%.3f", doc="Highest energy (property EnergyRange)")
     def EnergyHigh(self):
-        return self._model().high_energy
+        return self._core().high_energy
 
     @command(doc_in="Stop the Bragg axis")
     @operator_errors
     def Stop(self):
-        self._model().stop()
+        self._core().stop()
         self.refresh()
 
 
 class SimulatedStorageRing(_SimulatedDevice):
     """The storage ring's beam: current decaying with the lifetime, topped up every TopUpPeriod."""
 
-    event_attributes = ("Current", "RefillCountdown")
+    extra_events = ("Current", "RefillCountdown")
 
     RefreshInterval = device_property(dtype=float, default_value=0.5, doc="Seconds between Current events")
     TopUpCurrent = device_property(dtype=float, default_value=200.0, doc="Nominal current, after a top-up, mA")
@@ -312,46 +305,46 @@ class SimulatedStorageRing(_SimulatedDevice):
         )
 
     def event_values(self) -> dict:
-        return {"Current": round(self.model.current, 3), "RefillCountdown": round(self.model.refill_countdown)}
+        return {"Current": round(self.core.current, 3), "RefillCountdown": round(self.core.refill_countdown)}
 
     @attribute(dtype=float, unit="mA", format="%.3f", min_value=0, doc="Stored current")
     def Current(self):
-        return self._model().current
+        return self._core().current
 
     @attribute(dtype=float, unit="mA", format="%.1f", doc="Current right after a top-up")
     def NominalCurrent(self):
-        return self._model().nominal_current
+        return self._core().nominal_current
 
     @attribute(dtype=float, unit="s", format="%.0f", doc="Beam lifetime (1/e of the current)")
     def Lifetime(self):
-        return self._model().lifetime
+        return self._core().lifetime
 
     @attribute(dtype=float, unit="s", format="%.1f", doc="Seconds to the next top-up")
     def RefillCountdown(self):
-        return self._model().refill_countdown
+        return self._core().refill_countdown
 
     @attribute(dtype=float, unit="GeV", format="%.2f", doc="Electron energy")
     def Energy(self):
-        return self._model().energy
+        return self._core().energy
 
     @attribute(dtype=str, doc="Operation mode (USER, MDT...)")
     def Mode(self):
-        return self._model().mode
+        return self._core().mode
 
     @attribute(dtype=str, doc="Filling pattern (uniform, 16-bunch...)")
     def FillingMode(self):
-        return self._model().filling_mode
+        return self._core().filling_mode
 
     @command(doc_in="Lose the beam: the current drops to 0 (shutters watching this ring close)")
     @operator_errors
     def BeamLoss(self):
-        self._model().beam_loss()
+        self._core().beam_loss()
         self.refresh()
 
     @command(doc_in="Refill the ring to the nominal current")
     @operator_errors
     def RestoreBeam(self):
-        self._model().restore()
+        self._core().restore()
         self.refresh()
 
 
@@ -371,7 +364,7 @@ class SimulatedShutter(_SimulatedDevice):
         return Shutter(self.OpenAtStart, self.TravelTime, beam_available=lambda: self._beam is not False)
 
     def model_state(self) -> tuple[str, str]:
-        state, status = self.model.state, self.model.status
+        state, status = self.core.state, self.core.status
         if self._ring and self._beam is None and self._ring.error:
             status += f" Storage ring {self._ring.name} unreachable ({self._ring.error}): no beam-loss interlock."
         return state, status
@@ -387,36 +380,36 @@ class SimulatedShutter(_SimulatedDevice):
         state, current = values
         self._beam = state != tango.DevState.FAULT and current >= self.BeamThreshold
         if not self._beam:
-            self.model.beam_lost()
+            self.core.beam_lost()
 
     @attribute(dtype=bool, doc="The watched storage ring has beam (True without a ring to watch)")
     def BeamAvailable(self):
-        self._model()
+        self._core()
         return self._beam is not False
 
     @command(doc_in="Open the shutter (refused without beam or in FAULT)")
     @operator_errors
     def Open(self):
-        self._model().open()
+        self._core().open()
         self.refresh()
 
     @command(doc_in="Close the shutter")
     @operator_errors
     def Close(self):
-        self._model().close()
+        self._core().close()
         self.refresh()
 
     @command(doc_in="Clear a fault; the shutter stays where it is")
     @operator_errors
     def Reset(self):
-        self._model().reset()
+        self._core().reset()
         self.refresh()
 
 
 class SimulatedSlits(_SimulatedDevice):
     """Slits driven as horizontal/vertical gap and offset (mm)."""
 
-    event_attributes = ("HorizontalGap", "HorizontalOffset", "VerticalGap", "VerticalOffset")
+    extra_events = ("HorizontalGap", "HorizontalOffset", "VerticalGap", "VerticalOffset")
     AXES = {
         "HorizontalGap": "horizontal_gap", "HorizontalOffset": "horizontal_offset",
         "VerticalGap": "vertical_gap", "VerticalOffset": "vertical_offset",
@@ -436,13 +429,13 @@ class SimulatedSlits(_SimulatedDevice):
         )
 
     def event_values(self) -> dict:
-        return {name: self.model[axis].position for name, axis in self.AXES.items()}
+        return {name: self.core[axis].position for name, axis in self.AXES.items()}
 
     def _read(self, name: str) -> float:
-        return self._model()[self.AXES[name]].position
+        return self._core()[self.AXES[name]].position
 
     def _move(self, name: str, value: float) -> None:
-        self._model().move(self.AXES[name], value)
+        self._core().move(self.AXES[name], value)
         self.refresh()
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="mm", format="%.4f",
@@ -488,14 +481,14 @@ class SimulatedSlits(_SimulatedDevice):
     @command(doc_in="Stop every blade")
     @operator_errors
     def Stop(self):
-        self._model().stop()
+        self._core().stop()
         self.refresh()
 
 
 class SimulatedAttenuator(_SimulatedDevice):
     """Filters in or out of the beam; Transmission at the energy its Monochromator peer gives."""
 
-    event_attributes = ("Transmission", "Energy", "InsertedFilters")
+    extra_events = ("Transmission", "Energy", "InsertedFilters")
 
     RefreshInterval = device_property(dtype=float, default_value=0.2, doc="Seconds between reads of the energy")
     Filters = device_property(
@@ -521,21 +514,21 @@ class SimulatedAttenuator(_SimulatedDevice):
             self._energy = self.DefaultEnergy if values is None else float(values[0])
 
     def model_state(self) -> tuple[str, str]:
-        status = f"{self.model.status} Transmission {self._transmission():.4g} at {self._energy:.4f} keV."
+        status = f"{self.core.status} Transmission {self._transmission():.4g} at {self._energy:.4f} keV."
         if self._mono and self._mono.error:
             status += f" Monochromator {self._mono.name} unreachable ({self._mono.error}): using {self._energy} keV."
         return "ON", status
 
     def _transmission(self) -> float:
         try:
-            return self.model.transmission(self._energy)
+            return self.core.transmission(self._energy)
         except ConfigurationError:  # an energy beyond the tables: the Status says so via Transmission's read
             return float("nan")
 
     def event_values(self) -> dict:
         return {
             "Transmission": self._transmission(), "Energy": self._energy,
-            "InsertedFilters": tuple(self.model.inserted),
+            "InsertedFilters": tuple(self.core.inserted),
         }
 
     @attribute(dtype=float, format="%.4e", min_value=0, max_value=1,
@@ -543,7 +536,7 @@ class SimulatedAttenuator(_SimulatedDevice):
     @operator_errors
     def Transmission(self):
         self.poll_peers()
-        return self._model().transmission(self._energy)
+        return self._core().transmission(self._energy)
 
     @attribute(dtype=float, unit="keV", format="%.4f", doc="The photon energy Transmission is computed for")
     def Energy(self):
@@ -551,27 +544,27 @@ class SimulatedAttenuator(_SimulatedDevice):
 
     @attribute(dtype=(str,), max_dim_x=64, doc="The filters, by number: material and thickness")
     def FilterList(self):
-        return [f"{index}: {flt}" for index, flt in enumerate(self._model().filters)]
+        return [f"{index}: {flt}" for index, flt in enumerate(self._core().filters)]
 
     @attribute(dtype=(bool,), max_dim_x=64, doc="For each filter, whether it is in the beam")
     def InsertedFilters(self):
-        return self._model().inserted
+        return self._core().inserted
 
     @command(dtype_in=int, doc_in="Put filter number N into the beam")
     @operator_errors
     def Insert(self, index):
-        self._model().insert(index)
+        self._core().insert(index)
         self.refresh()
 
     @command(dtype_in=int, doc_in="Take filter number N out of the beam")
     @operator_errors
     def Extract(self, index):
-        self._model().extract(index)
+        self._core().extract(index)
         self.refresh()
 
     @command(doc_in="Take every filter out of the beam")
     @operator_errors
     def ExtractAll(self):
-        for index in range(len(self._model().filters)):
-            self.model.extract(index)
+        for index in range(len(self._core().filters)):
+            self.core.extract(index)
         self.refresh()

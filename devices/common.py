@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -135,19 +136,24 @@ class SeriesEdges:
         return "started" if busy else "ended"
 
 
-def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted) -> None:
+def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted, wait_at_most: float | None = None) -> None:
     """Subscribe to change events once ``first`` answers (it may start after this server), hold the
     subscriptions until ``stop`` is set, then end them. ``wanted()`` gives (proxy, attribute,
-    callback) triples once ``first`` answers; Stateless subscriptions, so Tango re-subscribes by
-    itself when a peer restarts. Runs on a thread of its own, which a failed subscription never
-    ends: it is logged and tried again, since a device that follows nothing loses every series."""
+    callback) triples once ``first`` answers, or once ``wait_at_most`` seconds passed without an
+    answer; Stateless subscriptions, so Tango subscribes by itself when a peer (re)starts, and a
+    peer still down reports it through the callbacks. Runs on a thread of its own, which a failed
+    subscription never ends: it is logged and tried again, since a device that follows nothing
+    loses every series. Ending the subscriptions here, never under a device's monitor, keeps an
+    Init from waiting for an event callback that waits for that monitor."""
     subscriptions: list = []
+    deadline = None if wait_at_most is None else time.monotonic() + wait_at_most
     while not stop.is_set() and not subscriptions:
         try:
             first.ping()
         except tango.DevFailed:
-            stop.wait(0.5)
-            continue
+            if deadline is None or time.monotonic() < deadline:
+                stop.wait(0.2 if deadline is not None else 0.5)
+                continue
         try:
             for proxy, attribute, callback in wanted():
                 subscriptions.append((proxy, proxy.subscribe_event(

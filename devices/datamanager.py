@@ -17,7 +17,7 @@ from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import BUSY_STATES
 from photonflow.datamanager.manager import DataManager, SeriesResult
-from photonflow.devices.base import PhotonflowDevice
+from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import SeriesEdges, follow_events, operator_errors
 from photonflow.events.bus import event_bus_from_url
 
@@ -25,11 +25,16 @@ log = logging.getLogger(__name__)
 RUN_STREAM = "photonflow:runs"  # the run table's messages ({msg_kind, data}, as DAMNIT sends them)
 
 
+def _text(value) -> str:
+    return value or ""
+
+
+def _percent(fraction) -> float:
+    return 100.0 * float(fraction or 0.0)
+
+
 class PhotonflowDataManager(PhotonflowDevice):
     """The experiment's structure, the run catalogue and the run table of computed variables."""
-
-    COUNTERS = {"LastRun": "last_run", "RunTableVersion": "run_table_version", "Runs": "runs",
-                "CurrentNode": "current_node", "Progress": "progress", "Proposal": "proposal", "Sample": "sample"}
 
     Controller = device_property(dtype=str, mandatory=True, doc="Mandatory. The Controller whose series are catalogued")
     Standardizer = device_property(
@@ -121,33 +126,18 @@ class PhotonflowDataManager(PhotonflowDevice):
         self.core.standardized(event.attr_value.value)
 
     # -- attributes ---------------------------------------------------------------------------
-    @attribute(dtype=int, doc="The last run catalogued")
-    def LastRun(self):
-        return self.counter("LastRun")
-
-    @attribute(dtype=int, doc="Runs in the proposal's catalogue")
-    def Runs(self):
-        return self.counter("Runs")
-
-    @attribute(dtype=int, doc="Increments whenever the run table changes (a run, a variable, a comment)")
-    def RunTableVersion(self):
-        return self.counter("RunTableVersion")
-
-    @attribute(dtype=str, doc="The proposal (experiment) runs are catalogued under")
-    def Proposal(self):
-        return self.counter("Proposal") or ""
-
-    @attribute(dtype=str, doc="The sample being measured")
-    def Sample(self):
-        return self.counter("Sample") or ""
+    LastRun = counter("last_run", int, "The last run catalogued")
+    Runs = counter("runs", int, "Runs in the proposal's catalogue")
+    RunTableVersion = counter("run_table_version", int,
+                              "Increments whenever the run table changes (a run, a variable, a comment)")
+    Proposal = counter("proposal", str, "The proposal (experiment) runs are catalogued under", convert=_text)
+    Sample = counter("sample", str, "The sample being measured", convert=_text)
 
     @attribute(dtype=str, doc="The session (visit) of the proposal")
     def Session(self):
         return self.core.session if self.core else ""
 
-    @attribute(dtype=str, doc="The structure node being acquired (empty: none)")
-    def CurrentNode(self):
-        return self.counter("CurrentNode") or ""
+    CurrentNode = counter("current_node", str, "The structure node being acquired (empty: none)", convert=_text)
 
     @attribute(dtype=str, doc="What the acquisition under way means: dark, flat, white, data, monopos... (empty: none)")
     def CurrentRole(self):
@@ -158,10 +148,8 @@ class PhotonflowDataManager(PhotonflowDevice):
     def DataPolicy(self):
         return json.dumps(self.core.data_policy() if self.core is not None else {})
 
-    @attribute(dtype=float, unit="%", format="%.1f", min_value=0, max_value=100,
-               doc="Acquisitions of the structure done")
-    def Progress(self):
-        return 100.0 * float(self.counter("Progress") or 0.0)
+    Progress = counter("progress", float, "Acquisitions of the structure done", convert=_percent,
+                       unit="%", format="%.1f", min_value=0, max_value=100)
 
     @attribute(dtype=str, doc="The proposal's run catalogue (SQLite)")
     def CataloguePath(self):

@@ -10,7 +10,7 @@ import numpy as np
 from tango import AttrWriteType
 from tango.server import attribute, command, device_property
 
-from photonflow.devices.base import PhotonflowDevice
+from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import TangoReader, operator_errors
 from photonflow.recording.blissdata_sink import BlissdataSink, is_redis_url
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
@@ -23,19 +23,6 @@ from photonflow.recording.recorder import (
 )
 from photonflow.recording.sinks import FAN_OUT_MODES, LivePreview, StreamFanOut
 
-COUNTER_ATTRIBUTES = {
-    "FramesReceived": "frames_received",
-    "FramesWritten": "frames_written",
-    "MissingFrames": "missing_frames",
-    "DuplicateFrames": "duplicate_frames",
-    "MessagesRejected": "messages_rejected",
-    "FramesLost": "frames_lost",
-    "QueueDepth": "queue_depth",
-    "QueueDepthMegabytes": "queue_megabytes",
-    "WriteRate": "write_rate",
-    "DataRate": "data_rate",
-}
-
 
 def _json_attribute(reader: TangoReader, device: str, attribute: str) -> dict:
     return json.loads(reader(device, attribute) or "{}")
@@ -44,7 +31,6 @@ def _json_attribute(reader: TangoReader, device: str, attribute: str) -> dict:
 class PhotonflowRecorder(PhotonflowDevice):
     """Writes a STINS frame stream into HDF5/NeXus files under a data root."""
 
-    COUNTERS = COUNTER_ATTRIBUTES
     extra_events = ("CurrentFile", "LastFile", "Preview", "PreviewFrameNumber")
 
     DataRoot = device_property(dtype=str, mandatory=True, doc="Mandatory. Directory every data file must be under")
@@ -188,41 +174,21 @@ class PhotonflowRecorder(PhotonflowDevice):
     def StreamEndpoint(self):
         return self._core().stream_endpoint
 
-    @attribute(dtype=int, doc="Data messages received in this series")
-    def FramesReceived(self):
-        return self._core().counters.frames_received
-
-    @attribute(dtype=int, doc="Frames written to the file in this series")
-    def FramesWritten(self):
-        return self._core().counters.frames_written
-
-    @attribute(dtype=int, doc="Frames the sender sent that never reached the file (known at series end)")
-    def MissingFrames(self):
-        return self._core().counters.missing_frames
-
-    @attribute(dtype=int, doc="Frames received twice and dropped")
-    def DuplicateFrames(self):
-        return self._core().counters.duplicate_frames
-
-    @attribute(dtype=int, doc="Malformed stream messages rejected")
-    def MessagesRejected(self):
-        return self._core().counters.messages_rejected
-
-    @attribute(dtype=int, doc="Frames received but never written (dropped on Abort or a disk fault)")
-    def FramesLost(self):
-        return self._core().counters.frames_lost
-
-    @attribute(dtype=int, doc="Messages waiting between receiving and writing")
-    def QueueDepth(self):
-        return self._core().counters.queue_depth
+    FramesReceived = counter("frames_received", int, "Data messages received in this series")
+    FramesWritten = counter("frames_written", int, "Frames written to the file in this series")
+    MissingFrames = counter("missing_frames", int,
+                            "Frames the sender sent that never reached the file (known at series end)")
+    DuplicateFrames = counter("duplicate_frames", int, "Frames received twice and dropped")
+    MessagesRejected = counter("messages_rejected", int, "Malformed stream messages rejected")
+    FramesLost = counter("frames_lost", int, "Frames received but never written (dropped on Abort or a disk fault)")
+    QueueDepth = counter("queue_depth", int, "Messages waiting between receiving and writing")
 
     @attribute(dtype=int, doc="Messages the queue can hold before the sender must wait")
     def QueueCapacity(self):
         return self._core().queue_frames
 
-    @attribute(dtype=float, unit="MB", format="%.1f", doc="Megabytes of frames waiting between receiving and writing")
-    def QueueDepthMegabytes(self):
-        return self._core().counters.queue_megabytes
+    QueueDepthMegabytes = counter("queue_megabytes", float, "Megabytes of frames waiting between receiving and writing",
+                                  unit="MB", format="%.1f")
 
     @attribute(dtype=int, unit="MB", doc="Megabytes the queue can hold before the sender must wait")
     def QueueCapacityMegabytes(self):
@@ -266,13 +232,8 @@ class PhotonflowRecorder(PhotonflowDevice):
     def BlissdataLastError(self):
         return self.blissdata.last_error if self.blissdata else ""
 
-    @attribute(dtype=float, unit="frames/s", format="%.1f", doc="Recent write rate")
-    def WriteRate(self):
-        return self._core().counters.write_rate
-
-    @attribute(dtype=float, unit="MB/s", format="%.1f", doc="Recent write rate in megabytes")
-    def DataRate(self):
-        return self._core().counters.data_rate
+    WriteRate = counter("write_rate", float, "Recent write rate", unit="frames/s", format="%.1f")
+    DataRate = counter("data_rate", float, "Recent write rate in megabytes", unit="MB/s", format="%.1f")
 
     @command(dtype_in=str, dtype_out=str,
              doc_in='JSON: {"frames": N, "series_id": ID, "endpoint": "tcp://..." or a list, '

@@ -17,7 +17,7 @@ import tango
 from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import BUSY_STATES
-from photonflow.devices.base import PhotonflowDevice
+from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import SeriesEdges, TangoReader, follow_events, operator_errors
 from photonflow.events.bus import event_bus_from_url
 from photonflow.standardizing.mapping import load_mapping
@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 
 class PhotonflowStandardizer(PhotonflowDevice):
     """Writes each series' standardized NeXus file (NXmx, NXtomo) from the beamline's Tango metadata."""
-
-    COUNTERS = {"FilesWritten": "files_written", "CaptureFailures": "capture_failures", "LastFile": "last_file",
-                "Warnings": "warnings"}
 
     Controller = device_property(
         dtype=str, mandatory=True, doc="Mandatory. Tango name of the Controller whose series it follows"
@@ -112,21 +109,12 @@ class PhotonflowStandardizer(PhotonflowDevice):
             log.warning("could not follow the Controller: %s", error.args[0].desc)
 
     # -- attributes ---------------------------------------------------------------------------
-    @attribute(dtype=str, doc="The last standardized file")
-    def LastFile(self):
-        return self.counter("LastFile")
-
-    @attribute(dtype=int, doc="Standardized files written since start-up")
-    def FilesWritten(self):
-        return self.counter("FilesWritten")
-
-    @attribute(dtype=int, doc="Values that could not be captured, since start-up (each one is named in its file)")
-    def CaptureFailures(self):
-        return self.counter("CaptureFailures")
-
-    @attribute(dtype=(str,), max_dim_x=1000, doc="What the last series could not capture or send")
-    def Warnings(self):
-        return list(self.counter("Warnings") or ())
+    LastFile = counter("last_file", str, "The last standardized file")
+    FilesWritten = counter("files_written", int, "Standardized files written since start-up")
+    CaptureFailures = counter("capture_failures", int,
+                              "Values that could not be captured, since start-up (each one is named in its file)")
+    Warnings = counter("warnings", (str,), "What the last series could not capture or send",
+                       convert=lambda warnings: list(warnings or ()), max_dim_x=1000)
 
     @attribute(dtype=str, doc="The application definition written (NXmx, NXtomo)")
     def Definition(self):

@@ -15,16 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from photonflow.camera import BeamConditions
 from photonflow.drivers.sdk3 import PIXEL_TYPES, pack_mono12packed, unpack_mono12packed
 from photonflow.simulators.diffraction import Beam, DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.trigger_input import TriggerInput
-
-if TYPE_CHECKING:  # for annotations only: a simulator never loads the acquisition logic
-    from photonflow.acquisition.beamline import BeamConditions
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from photonflow.allocator import reuse_frame_buffers
+from photonflow.camera import PLANCK_EV_ANGSTROM  # h c in eV Å: wavelength = this / photon energy
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.stream import dectris as codec
 from photonflow.stream.bslz4 import compress
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.8.0"
 SUBSYSTEMS = ("detector", "stream", "monitor", "filewriter", "system")
 TRIGGER_MODES = ("ints", "inte", "exts", "exte")
-PLANCK_EV_ANGSTROM = 12398.419843320026  # h c in eV Å: wavelength = this / photon energy
 
 
 @dataclass(frozen=True)

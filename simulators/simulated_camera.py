@@ -12,17 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from photonflow.camera import AcquisitionSettings, BeamConditions, FrameSource, TakesClientTriggers
 from photonflow.errors import ConfigurationError
 from photonflow.simulators.diffraction import Beam, DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.stream.stins import PIXEL_TYPES
-
-if TYPE_CHECKING:  # for annotations only: a simulator never loads the acquisition logic it is tested against
-    from photonflow.acquisition.acquirer import AcquisitionSettings
-    from photonflow.acquisition.beamline import BeamConditions
 
 
 @dataclass(frozen=True)
@@ -50,12 +47,11 @@ class SimulatedSensor:
             )
 
 
-class SimulatedCamera:
+class SimulatedCamera(FrameSource, TakesClientTriggers):
     """Frames of Poisson photon counts on a diffraction pattern, delivered on internal trigger."""
 
     trigger_modes = ("internal", "client")
     min_exposure = 1e-6
-    client_triggers = None  # the Acquirer's ClientTriggers (trigger mode client)
 
     def __init__(
         self,

@@ -1,8 +1,14 @@
 """The Acquirer's logic, common to every detector vendor.
 
-A vendor module supplies a ``Camera`` (configure the hardware, deliver frames); this class
-owns the state machine (ON -> STANDBY -> RUNNING -> ON), the STINS series on the stream, the
+A vendor module supplies a camera that says what it is by its bases: a ``FrameSource`` hands
+frames to the Acquirer, a ``SelfStreamingDetector`` streams them itself; ``Checkable``,
+``Abortable``, ``Closable`` and ``TakesClientTriggers`` add what only some cameras can do. This
+class owns the state machine (ON -> STANDBY -> RUNNING -> ON), the series on the stream, the
 frame counter and the notifications the Tango device turns into events.
+
+The series id belongs to whoever sequences the series: the Controller writes ``SeriesId``
+before each one. The Acquirer carries the id it was last given (1 until then) and never
+counts on its own, so an id is never advanced twice.
 """
 
 from __future__ import annotations
@@ -11,11 +17,23 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 from photonflow import states
+from photonflow.camera import (
+    Abortable,
+    AcquisitionSettings,
+    Camera,
+    Checkable,
+    ClientTriggers,
+    Closable,
+    FrameSource,
+    SelfStreamingDetector,
+    TakesClientTriggers,
+)
+from photonflow.core import CoreListener, StatefulCore
 from photonflow.errors import ConfigurationError, StateError
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import ReceiverGone, SendInterrupted
@@ -28,124 +46,17 @@ MAX_EXPOSURE = 3600.0
 MAX_PERIOD = 86400.0
 
 
-# photonflow's trigger modes, the same words for every vendor (each camera offers some of them)
-TRIGGER_MODES = {
-    "internal": "the detector's own timing: a frame every period",
-    "internal_enable": "the Acquirer triggers each frame a period apart, the exposure given with the trigger",
-    "software": "the Acquirer sends a software trigger for each frame, a period apart",
-    "external_start": "one external edge starts the series, then the detector's own timing",
-    "external": "one frame per external edge, of the set exposure",
-    "external_enable": "one frame per external gate, exposed for as long as the gate is open",
-    "client": "one frame per SoftwareTrigger command of a client (a Sardana scan point), of the set exposure",
-}
-
-
-@dataclass(frozen=True)
-class AcquisitionSettings:
-    """What one series asks of the detector."""
-
-    frame_count: int = 1
-    exposure: float = 0.001  # seconds of counting per frame
-    period: float = 0.002  # seconds from one frame's start to the next
-    trigger_mode: str = "internal"
-
-
-class SoftwareTrigger:
-    """Sends a camera's software trigger once per period, never a burst to catch up after a
-    late frame; says how long a wait for the frame may last before the next one is due."""
-
-    def __init__(self, period: float, send: Callable[[], Any] | None):
-        self.period, self.send = period, send
-        self.due = time.monotonic()
-
-    def wait_time(self, longest: float) -> float:
-        """Trigger if due (no-op without ``send``); then at most ``longest`` seconds of waiting."""
-        if self.send is None:
-            return longest
-        now = time.monotonic()
-        if now >= self.due:
-            self.send()
-            self.due = max(self.due + self.period, now)
-        return max(0.001, min(longest, self.due - time.monotonic()))
-
-
-class ClientTriggers:
-    """The triggers a client sends one per frame (trigger mode ``client``), counted so that none
-    is lost when one comes before the camera waits for it. A camera offering ``client`` gets the
-    Acquirer's instance as its ``client_triggers`` and calls ``wait`` before each frame."""
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._pending = 0
-
-    def reset(self) -> None:
-        with self._condition:
-            self._pending = 0
-
-    def fire(self) -> None:
-        with self._condition:
-            self._pending += 1
-            self._condition.notify_all()
-
-    def interrupt(self) -> None:
-        """Wake a waiting camera (a Stop or Abort: it then sees its stop event)."""
-        with self._condition:
-            self._condition.notify_all()
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Until a trigger came (True, it is used up) or ``stop`` is set (False)."""
-        with self._condition:
-            while self._pending == 0:
-                if stop.is_set():
-                    return False
-                self._condition.wait(0.1)
-            self._pending -= 1
-            return True
-
-
-class Camera(Protocol):
-    """What a vendor module provides to the common Acquirer."""
-
-    trigger_modes: tuple[str, ...]
-    min_exposure: float
-    # A camera whose frames carry values of their own also has ``frame_metadata``: their names.
-
-    @property
-    def frame_shape(self) -> tuple[int, int]: ...
-
-    @property
-    def frame_dtype(self) -> str: ...
-
-    def describe(self, settings: AcquisitionSettings) -> dict[str, Any]:
-        """The STINS ``detector`` description, with NXdetector field names."""
-
-    def prepare(self, settings: AcquisitionSettings) -> None:
-        """Configure (arm) the hardware for a series."""
-
-    def frames(
-        self, settings: AcquisitionSettings, stop: threading.Event
-    ) -> Iterator[tuple]:
-        """Yield (frame_number, frame, UNIX timestamp) until done or ``stop`` is set.
-
-        A camera whose frames carry their own values (a CBF header) adds a fourth item, a
-        dict of numbers by name: the STINS ``metadata`` of that frame.
-        """
-
-
 class Sender(Protocol):
     endpoint: str
 
     def send(self, parts: list, stop: threading.Event | None = None) -> None: ...
 
+    def close(self) -> None: ...
 
-class AcquirerListener:
-    """Callbacks the device implements; the defaults ignore everything."""
 
-    def state_changed(self, state: str, status: str) -> None:
-        pass
-
-    def counters_changed(self, frames_acquired: int) -> None:
-        pass
+@dataclass
+class AcquirerCounters:
+    frames_acquired: int = 0  # in the current or last series
 
 
 def parse_settings(text: str) -> dict[str, Any]:
@@ -187,20 +98,61 @@ def validate_settings(settings: AcquisitionSettings, camera: Camera) -> None:
         )
 
 
-class Acquirer:
-    """Runs series of frames from a camera onto a STINS stream."""
+class SeriesSentByAcquirer:
+    """The run path of a ``FrameSource``: the Acquirer sends each frame on its own STINS stream."""
+
+    protocol = "stins"
+    abort_when_prepared = False  # nothing is armed on the camera before Start
+
+    def __init__(self, camera: FrameSource, sender: Sender):
+        self.camera, self.sender = camera, sender
+
+    @property
+    def endpoint(self) -> str:
+        return self.sender.endpoint
+
+    def run(self, acquirer: Acquirer) -> None:
+        acquirer._run_sent_series(self.camera, self.sender)
+
+
+class SeriesStreamedByDetector:
+    """The run path of a ``SelfStreamingDetector``: it streams, the Acquirer follows its count."""
+
+    abort_when_prepared = True  # an armed DCU holds a series to drop
+
+    def __init__(self, camera: SelfStreamingDetector):
+        self.camera = camera
+        self.endpoint, self.protocol = camera.stream_endpoint, camera.stream_protocol
+
+    def run(self, acquirer: Acquirer) -> None:
+        acquirer._run_detector_series(self.camera)
+
+
+class Acquirer(StatefulCore):
+    """Runs series of frames from a camera onto a stream; the run path is chosen here, once, by
+    what the camera is."""
 
     def __init__(
         self,
         camera: Camera,
-        sender: Sender,
-        listener: AcquirerListener | None = None,
+        sender: Sender | None,
+        listener: CoreListener | None = None,
         counter_interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ):
+        super().__init__(listener, states.ON, "Idle: set exposure, period and frame count, then Prepare.")
         self.camera = camera
         self.sender = sender
-        self.listener = listener or AcquirerListener()
+        if isinstance(camera, SelfStreamingDetector):
+            self._series: SeriesSentByAcquirer | SeriesStreamedByDetector = SeriesStreamedByDetector(camera)
+        elif isinstance(camera, FrameSource):
+            if sender is None:
+                raise ConfigurationError(
+                    f"{type(camera).__name__} hands frames over: it needs a stream to send them on")
+            self._series = SeriesSentByAcquirer(camera, sender)
+        else:
+            raise ConfigurationError(
+                f"{type(camera).__name__} is neither a FrameSource nor a SelfStreamingDetector; declare which")
         self._encoder = StinsEncoder()
         self._counter_throttle = Throttle(counter_interval, clock)
         self._settings = AcquisitionSettings()
@@ -208,31 +160,28 @@ class Acquirer:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._thread: threading.Thread | None = None
-        self.state = states.ON
-        self.status = "Idle: set exposure, period and frame count, then Prepare."
-        self.series_id = 1
-        self.frames_acquired = 0
+        self.series_id = 1  # the Controller's to give (see the module's docstring)
+        self.counters = AcquirerCounters()
         self.last_end_reason = ""
         self.client_triggers = ClientTriggers()
-        if "client" in getattr(camera, "trigger_modes", ()):
-            camera.client_triggers = self.client_triggers
+        if isinstance(camera, TakesClientTriggers):
+            camera.take_client_triggers(self.client_triggers)
 
     @property
     def settings(self) -> AcquisitionSettings:
         return self._settings
 
     @property
-    def streams_itself(self) -> bool:
-        """True for detectors whose control unit streams the frames itself (e.g. a DECTRIS DCU)."""
-        return getattr(self.camera, "streams_itself", False)
+    def frames_acquired(self) -> int:
+        return self.counters.frames_acquired
 
     @property
     def stream_endpoint(self) -> str:
-        return self.camera.stream_endpoint if self.streams_itself else self.sender.endpoint
+        return self._series.endpoint
 
     @property
     def stream_protocol(self) -> str:
-        return self.camera.stream_protocol if self.streams_itself else "stins"
+        return self._series.protocol
 
     def update_settings(self, **changes: Any) -> None:
         """Change settings between series; each value is checked now, the combination
@@ -245,14 +194,14 @@ class Acquirer:
 
     def check_settings(self, **settings: Any) -> None:
         """Refuse settings this detector cannot take, as Prepare would, without changing anything:
-        photonflow's limits, then the camera's own where it can tell them without arming (``check``)."""
+        photonflow's limits, then the camera's own where it can tell them without arming."""
         checked = replace(self._settings, **settings)
         validate_settings(checked, self.camera)
-        camera_check = getattr(self.camera, "check", None)
-        if camera_check is not None:
-            camera_check(checked)
+        if isinstance(self.camera, Checkable):
+            self.camera.check(checked)
 
     def set_series_id(self, series_id: int) -> None:
+        """The id the next series carries, given by whoever sequences the series (the Controller)."""
         with self._lock:
             self._require_idle("change the series id")
             if isinstance(series_id, bool) or not isinstance(series_id, int) or series_id < 0:
@@ -263,9 +212,10 @@ class Acquirer:
         if self.state in (states.RUNNING,):
             raise StateError(f"cannot {action} while acquiring; Stop or Abort first")
 
-    def _set_state(self, state: str, status: str) -> None:
-        self.state, self.status = state, status
-        self.listener.state_changed(state, status)
+    def _count(self, frames_acquired: int, always: bool = False) -> None:
+        self.counters.frames_acquired = frames_acquired
+        if always or self._counter_throttle.ready():
+            self.listener.counters_changed(self.counters)
 
     def prepare(self) -> None:
         """Validate the settings and arm the camera; ON/STANDBY/FAULT -> STANDBY."""
@@ -277,9 +227,8 @@ class Acquirer:
             except Exception as error:
                 self._set_state(states.FAULT, f"Prepare failed: {error}")
                 raise
-            self.frames_acquired = 0
             self.client_triggers.reset()
-            self.listener.counters_changed(0)
+            self._count(0, always=True)
             s = self._settings
             self._set_state(
                 states.STANDBY,
@@ -296,7 +245,7 @@ class Acquirer:
             self._abort.clear()
             self._set_state(states.RUNNING, f"Acquiring series {self.series_id}.")
             self._thread = threading.Thread(
-                target=self._run_series, name=f"acquire-series-{self.series_id}", daemon=True
+                target=self._series.run, args=(self,), name=f"acquire-series-{self.series_id}", daemon=True
             )
             self._thread.start()
 
@@ -325,12 +274,11 @@ class Acquirer:
             self.client_triggers.interrupt()
             # the detector itself is told when it has a series to drop: a DCU armed or running,
             # a camera whose driver waits inside the vendor's library for a frame
-            abort_camera = getattr(self.camera, "abort", None)
-            if abort_camera is not None and (
-                self.state == states.RUNNING or (self.streams_itself and self.state == states.STANDBY)
+            if isinstance(self.camera, Abortable) and (
+                self.state == states.RUNNING or (self._series.abort_when_prepared and self.state == states.STANDBY)
             ):
                 try:
-                    abort_camera()
+                    self.camera.abort()
                 except Exception as error:  # the series still ends here; the status says why
                     log.warning("abort on the detector failed: %s", error)
             if self.state == states.STANDBY:
@@ -344,34 +292,41 @@ class Acquirer:
             return not thread.is_alive()
         return True
 
-    def _run_series(self) -> None:
-        if self.streams_itself:
-            return self._run_detector_series()
+    def close(self) -> None:
+        """Let the detector go (the device's Init or shutdown): end any series, close the stream
+        and the camera's connection."""
+        self.abort()
+        self.wait(5)
+        if self.sender is not None:
+            self.sender.close()
+        if isinstance(self.camera, Closable):
+            self.camera.close()
+
+    def _run_sent_series(self, camera: FrameSource, sender: Sender) -> None:
         settings = self._settings
         series_id = self.series_id
         sent = 0
         end_reason = "completed"
         try:
-            self.sender.send(
+            sender.send(
                 self._encoder.series_start(
                     series_id,
                     settings.frame_count,
-                    self.camera.frame_shape,
-                    self.camera.frame_dtype,
-                    self.camera.describe(settings),
-                    frame_metadata=getattr(self.camera, "frame_metadata", ()),
+                    camera.frame_shape,
+                    camera.frame_dtype,
+                    camera.describe(settings),
+                    frame_metadata=camera.frame_metadata,
                 ),
                 self._abort,
             )
-            for frame_number, frame, timestamp, *details in self.camera.frames(settings, self._stop):
-                self.frames_acquired += 1
+            for frame_number, frame, timestamp, *details in camera.frames(settings, self._stop):
+                self.counters.frames_acquired += 1
                 metadata = details[0] if details else None  # the frame's own values, when the camera has them
-                self.sender.send(
+                sender.send(
                     self._encoder.data(series_id, frame_number, frame, timestamp, metadata=metadata), self._abort
                 )
                 sent += 1
-                if self._counter_throttle.ready():
-                    self.listener.counters_changed(self.frames_acquired)
+                self._count(self.frames_acquired)
             if self._abort.is_set():
                 end_reason = "aborted"
             elif self._stop.is_set() and sent < settings.frame_count:
@@ -380,7 +335,7 @@ class Acquirer:
             end_reason = "aborted"
         except ReceiverGone as error:  # the Recorder went away: end the series, ready for the next
             log.warning("series %s: %s", series_id, error)
-            self._finish(series_id, sent, "failed")
+            self._finish(sender, series_id, sent, "failed")
             self._set_state(
                 states.ALARM,
                 f"Series {series_id} ended after {self.frames_acquired} frames acquired, {sent} sent: {error} "
@@ -390,56 +345,45 @@ class Acquirer:
         except Exception as error:  # a camera or transport failure ends the series in FAULT
             log.exception("series %s failed", series_id)
             end_reason = "failed"
-            self._finish(series_id, sent, end_reason)
+            self._finish(sender, series_id, sent, end_reason)
             self._set_state(states.FAULT, f"Series {series_id} failed after {sent} frames: {error}")
             return
-        self._finish(series_id, sent, end_reason)
+        self._finish(sender, series_id, sent, end_reason)
         self._set_state(
             states.ON,
             f"Series {series_id} {end_reason}: {self.frames_acquired} of "
             f"{settings.frame_count} frames acquired.",
         )
 
-    def _run_detector_series(self) -> None:
+    def _run_detector_series(self, camera: SelfStreamingDetector) -> None:
         """A series whose frames the detector streams itself: trigger it and follow its count."""
         settings, series_id = self._settings, self.series_id
-
-        def progress(taken: int) -> None:
-            self.frames_acquired = taken
-            if self._counter_throttle.ready():
-                self.listener.counters_changed(taken)
-
         try:
-            self.camera.run_series(settings, self._stop, progress)
+            camera.run_series(settings, self._stop, self._count)
         except Exception as error:  # the vendor's own message goes to the status
             log.exception("series %s failed", series_id)
             self.last_end_reason = "failed"
-            self.listener.counters_changed(self.frames_acquired)
-            self.series_id = series_id + 1
+            self._count(self.frames_acquired, always=True)
             self._set_state(states.FAULT, f"Series {series_id} failed after {self.frames_acquired} frames: {error}")
             return
         end_reason = "aborted" if self._abort.is_set() else (
             "stopped" if self.frames_acquired < settings.frame_count else "completed")
         self.last_end_reason = end_reason
-        self.listener.counters_changed(self.frames_acquired)
-        self.series_id = series_id + 1
+        self._count(self.frames_acquired, always=True)
         self._set_state(
             states.ON,
             f"Series {series_id} {end_reason}: {self.frames_acquired} of {settings.frame_count} frames acquired.",
         )
 
-    def _finish(self, series_id: int, sent: int, end_reason: str) -> None:
+    def _finish(self, sender: Sender, series_id: int, sent: int, end_reason: str) -> None:
         self.last_end_reason = end_reason
-        self.listener.counters_changed(self.frames_acquired)
+        self._count(self.frames_acquired, always=True)
         give_up = threading.Event()
         timer = threading.Timer(2.0, give_up.set)
         timer.start()
         try:
-            self.sender.send(
-                self._encoder.series_end(series_id, self.frames_acquired, sent, end_reason), give_up
-            )
+            sender.send(self._encoder.series_end(series_id, self.frames_acquired, sent, end_reason), give_up)
         except (SendInterrupted, ReceiverGone):
             log.warning("series_end of series %s not delivered: no receiver", series_id)
         finally:
             timer.cancel()
-        self.series_id = series_id + 1

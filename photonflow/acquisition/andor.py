@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings, SoftwareTrigger
+from photonflow.camera import AcquisitionSettings, Closable, FrameSource, SoftwareTrigger
 from photonflow.drivers.sdk3 import PIXEL_TYPES
 from photonflow.errors import ConfigurationError, DetectorError
 
@@ -45,7 +45,7 @@ class AndorSettings:
     timeout: float = 5.0
 
 
-class AndorCamera:
+class AndorCamera(FrameSource, Closable):
     """A Zyla or Balor behind SDK3; ``sdk`` is a pylablib AndorSDK3Camera or the simulated one."""
 
     trigger_modes = tuple(TRIGGER_MODES)

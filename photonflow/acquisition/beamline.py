@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from photonflow.camera import BeamConditions
 from photonflow.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
-
-PLANCK_EV_ANGSTROM = 12398.419843320026  # h c in eV Å: photon energy = this / wavelength
 
 Reader = Callable[[str, str], Any]  # read(device, attribute) -> value; a state by its name (OPEN)
 
@@ -38,40 +37,6 @@ class BeamlineNames:
     shutter: str = ""  # State: OPEN lets the beam through
     attenuator: str = ""  # Transmission, 0 to 1
     distance_motor: str = ""  # Position, mm: the sample-detector distance
-
-
-@dataclass(frozen=True)
-class BeamConditions:
-    """The beamline at one reading, in its devices' units; None: not followed, or not readable."""
-
-    wavelength_angstrom: float | None = None
-    distance_mm: float | None = None
-    ring_fraction: float | None = None  # ring current / nominal current
-    transmission: float | None = None
-    shutter_open: bool | None = None
-    notes: tuple[str, ...] = field(default=(), compare=False)  # what could not be read, and why
-
-    @property
-    def wavelength(self) -> float | None:
-        """m"""
-        return None if self.wavelength_angstrom is None else self.wavelength_angstrom * 1e-10
-
-    @property
-    def distance(self) -> float | None:
-        """m"""
-        return None if self.distance_mm is None else self.distance_mm / 1000.0
-
-    @property
-    def photon_energy(self) -> float | None:
-        """eV"""
-        return None if self.wavelength_angstrom is None else PLANCK_EV_ANGSTROM / self.wavelength_angstrom
-
-    @property
-    def intensity_scale(self) -> float:
-        """The fraction of the nominal beam that reaches the sample; what is not known counts as full."""
-        ring = 1.0 if self.ring_fraction is None else self.ring_fraction
-        transmission = 1.0 if self.transmission is None else self.transmission
-        return ring * transmission * (0.0 if self.shutter_open is False else 1.0)
 
 
 class Beamline:

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
 from photonflow.acquisition.beamline import Beamline
+from photonflow.camera import Abortable, AcquisitionSettings, Checkable, Closable, SelfStreamingDetector
 from photonflow.drivers.simplon import SimplonClient
 from photonflow.errors import (
     ConfigurationError,
@@ -59,10 +59,9 @@ class DectrisSettings:
     monitor_mode: str = ""
 
 
-class DectrisCamera:
+class DectrisCamera(SelfStreamingDetector, Checkable, Abortable, Closable):
     """An EIGER2/PILATUS4 behind its DCU; the DCU streams the frames itself."""
 
-    streams_itself = True
     trigger_modes = tuple(TRIGGER_MODES)
 
     def __init__(self, settings: DectrisSettings, client: SimplonClient | None = None):

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
 from photonflow.acquisition.beamline import Beamline
+from photonflow.camera import AcquisitionSettings, Closable, FrameSource
 from photonflow.drivers.camserver import EXPOSURE_DONE, MODELS, PIXEL_SIZE, CamserverClient, image_names
 from photonflow.drivers.minicbf import header_time, parse_header
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
@@ -54,7 +54,7 @@ EXPOSE_COMMANDS = {"internal": "exposure", "external_start": "exttrigger", "exte
                    "external_enable": "extenable"}
 
 
-class PilatusCamera:
+class PilatusCamera(FrameSource, Closable):
     """A PILATUS3 behind camserver; images come as CBF files on a shared disk."""
 
     trigger_modes = tuple(EXPOSE_COMMANDS)

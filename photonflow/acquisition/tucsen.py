@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.acquisition.acquirer import AcquisitionSettings, SoftwareTrigger
+from photonflow.camera import Abortable, AcquisitionSettings, Checkable, Closable, FrameSource, SoftwareTrigger
 from photonflow.drivers.tucam import (
     CODE,
     FAN_GEARS,
@@ -84,7 +84,7 @@ class TucsenSettings:
     timeout: float = 5.0
 
 
-class TucsenCamera:
+class TucsenCamera(FrameSource, Checkable, Abortable, Closable):
     """A Dhyana behind TUCam; ``library`` is ``load_tucam_library()`` or the simulated one."""
 
     trigger_modes = tuple(TRIGGER_MODES)

@@ -15,10 +15,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from photonflow import states
+from photonflow.core import CoreListener, StatefulCore
 from photonflow.errors import ConfigurationError, PhotonflowError, StateError
 from photonflow.throttle import Throttle
 
@@ -127,14 +128,6 @@ class RecorderPort(Protocol):
     def last_file(self) -> str: ...
 
 
-class ControllerListener:
-    def state_changed(self, state: str, status: str) -> None:
-        pass
-
-    def counters_changed(self, counters: dict[str, Any]) -> None:
-        pass
-
-
 @dataclass
 class _Peer:
     name: str
@@ -170,7 +163,11 @@ class SeriesReport:
 
 
 @dataclass
-class _Counters:
+class ControllerCounters:
+    """The current or last series as the Controller counts it; the series id is the Controller's
+    to give (it writes it to the Acquirer and the Recorder before each series)."""
+
+    series_id: int = 0
     frames_requested: int = 0
     frames_acquired: int = 0
     frames_received: int = 0
@@ -178,27 +175,28 @@ class _Counters:
     missing_frames: int = 0
     last_file: str = ""
 
+    @property
     def progress(self) -> float:
+        """Percent of the frames requested that are written."""
         if not self.frames_requested:
             return 0.0
         return min(100.0, 100.0 * self.frames_written / self.frames_requested)
 
 
-class Controller:
+class Controller(StatefulCore):
     """Sequences one series at a time and reports one combined state."""
 
     def __init__(
         self,
         acquirer: AcquirerPort,
         recorder: RecorderPort,
-        listener: ControllerListener | None = None,
+        listener: CoreListener | None = None,
         finish_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         run_in_background: Callable[[Callable[[], None]], None] | None = None,
     ):
         self.acquirer = acquirer
         self.recorder = recorder
-        self.listener = listener or ControllerListener()
         self.finish_timeout = finish_timeout
         self._clock = clock
         # Preparing a detector can take longer than a Tango client waits for a command.
@@ -208,15 +206,20 @@ class Controller:
         self._lock = threading.RLock()
         self._peers = {ACQUIRER: _Peer(ACQUIRER), RECORDER: _Peer(RECORDER)}
         self.request: AcquisitionRequest | None = None
-        self.counters = _Counters()
-        self.series_id = 0
+        self.counters = ControllerCounters()
         self.last_report: SeriesReport | None = None
         self._phase = IDLE
         self._finishing_since = 0.0
         self._fault = ""
-        self._published: tuple[str, str] | None = None
         self._status_throttle = Throttle(STATUS_INTERVAL, clock)
         self._report_retry = Throttle(REPORT_RETRY_INTERVAL, clock)
+        self._published = self.combined_state()
+        super().__init__(listener, *self._published)
+
+    @property
+    def series_id(self) -> int:
+        """The id of the current or last series: this Controller's, 0 before the first."""
+        return self.counters.series_id
 
     # -- commands -------------------------------------------------------------------------
     def configure(self, text: str) -> AcquisitionRequest:
@@ -247,8 +250,7 @@ class Controller:
             except Exception:
                 self._safely(self.recorder.abort)
                 raise
-            self.series_id = series_id
-            self.counters = _Counters(frames_requested=request.frames, last_file=path)
+            self.counters = ControllerCounters(series_id, frames_requested=request.frames, last_file=path)
             self.last_report = None
             self._fault = ""
             self._phase = STARTING
@@ -440,22 +442,10 @@ class Controller:
         state = self.combined_state()
         if state != self._published:
             self._published = state
-            self.listener.state_changed(*state)
+            self._set_state(*state)
 
     def _publish_counters(self) -> None:
-        c = self.counters
-        self.listener.counters_changed(
-            {
-                "frames_requested": c.frames_requested,
-                "frames_acquired": c.frames_acquired,
-                "frames_received": c.frames_received,
-                "frames_written": c.frames_written,
-                "missing_frames": c.missing_frames,
-                "last_file": c.last_file,
-                "progress": c.progress(),
-                "series_id": self.series_id,
-            }
-        )
+        self.listener.counters_changed(replace(self.counters))
 
     @staticmethod
     def _safely(action: Callable[[], Any], raise_errors: bool = False) -> str:

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
 from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
+from photonflow.camera import AcquisitionSettings
 from photonflow.simulators.tucsen_tucam import SimulatedTucam
 from tests.integration.helpers import acquire, devfailed, proxy, running_deployment
 

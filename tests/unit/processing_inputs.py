@@ -11,7 +11,7 @@ import numpy as np
 from pyFAI.calibrant import get_calibrant
 
 from photonflow.acquisition.acquirer import Acquirer
-from photonflow.acquisition.beamline import BeamConditions
+from photonflow.camera import BeamConditions
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.standardizing.capture import SeriesCapture

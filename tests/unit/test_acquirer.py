@@ -7,6 +7,15 @@ import pytest
 
 from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
+from photonflow.camera import (
+    Abortable,
+    Camera,
+    Checkable,
+    Closable,
+    FrameSource,
+    SelfStreamingDetector,
+    TakesClientTriggers,
+)
 from photonflow.errors import ConfigurationError, StateError
 from photonflow.simulators.diffraction import DiffractionFrames
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
@@ -45,7 +54,7 @@ def test_a_series_sends_start_every_frame_in_order_and_end():
     assert [m.message_id for m in messages] == list(range(7))
     assert acquirer.state == states.ON and acquirer.frames_acquired == 5
     assert [s for s, _ in events.states] == [states.STANDBY, states.RUNNING, states.ON]
-    assert events.counters[-1] == 5
+    assert events.counters[-1].frames_acquired == 5
 
 
 def test_frames_keep_to_the_period():
@@ -138,10 +147,68 @@ def test_the_simulated_sensor_refuses_impossible_geometry():
 
 def test_every_vendor_speaks_photonflows_trigger_modes():
     from photonflow.acquisition import andor, dectris, pilatus, tucsen
-    from photonflow.acquisition.acquirer import TRIGGER_MODES
+    from photonflow.camera import TRIGGER_MODES
 
     cameras = (SimulatedCamera, dectris.DectrisCamera, pilatus.PilatusCamera, andor.AndorCamera,
                tucsen.TucsenCamera)
     for camera in cameras:
         assert "internal" in camera.trigger_modes, camera.__name__
         assert set(camera.trigger_modes) <= TRIGGER_MODES.keys(), camera.__name__
+
+
+def test_the_simulated_camera_is_given_the_acquirers_client_triggers_because_it_says_it_takes_them():
+    camera = SimulatedCamera(SENSOR)
+    acquirer = Acquirer(camera, RecordingSender())
+    assert isinstance(camera, TakesClientTriggers) and camera.client_triggers is acquirer.client_triggers
+
+
+def test_each_vendor_camera_declares_how_its_frames_travel_and_what_else_it_can_do():
+    from photonflow.acquisition.andor import AndorCamera
+    from photonflow.acquisition.dectris import DectrisCamera
+    from photonflow.acquisition.pilatus import PilatusCamera
+    from photonflow.acquisition.tucsen import TucsenCamera
+
+    capabilities = (FrameSource, SelfStreamingDetector, Checkable, Abortable, Closable, TakesClientTriggers)
+    declared = {camera.__name__: {c.__name__ for c in capabilities if issubclass(camera, c)}
+                for camera in (SimulatedCamera, DectrisCamera, PilatusCamera, AndorCamera, TucsenCamera)}
+    assert declared == {
+        "SimulatedCamera": {"FrameSource", "TakesClientTriggers"},
+        "DectrisCamera": {"SelfStreamingDetector", "Checkable", "Abortable", "Closable"},
+        "PilatusCamera": {"FrameSource", "Closable"},
+        "AndorCamera": {"FrameSource", "Closable"},
+        "TucsenCamera": {"FrameSource", "Checkable", "Abortable", "Closable"},
+    }
+
+
+def test_a_camera_that_hands_frames_over_needs_a_stream_and_one_that_says_neither_is_refused():
+    with pytest.raises(ConfigurationError, match="needs a stream to send them on"):
+        Acquirer(SimulatedCamera(SENSOR), sender=None)
+
+    class Undeclared(Camera):
+        trigger_modes, min_exposure = ("internal",), 1e-6
+
+        def describe(self, settings):
+            return {}
+
+        def prepare(self, settings):
+            pass
+
+    with pytest.raises(ConfigurationError, match="neither a FrameSource nor a SelfStreamingDetector"):
+        Acquirer(Undeclared(), RecordingSender())
+
+
+def test_the_acquirer_carries_the_series_id_it_was_given_and_never_counts_on_its_own():
+    acquirer, _ = make_acquirer(frame_count=1)
+
+    def run_series() -> None:
+        acquirer.prepare()
+        acquirer.start()
+        assert acquirer.wait(10)
+
+    acquirer.set_series_id(7)  # as the Controller writes SeriesId before a series
+    run_series()
+    run_series()  # nobody gave a new id: the same one again, not 8
+    acquirer.set_series_id(8)
+    run_series()
+    starts = [m.series_id for m in acquirer.sender.messages if isinstance(m, SeriesStart)]
+    assert starts == [7, 7, 8] and acquirer.series_id == 8

@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from photonflow.acquisition.acquirer import AcquisitionSettings
-from photonflow.acquisition.beamline import BeamConditions, Beamline, BeamlineNames, parse_beam_centre
+from photonflow.acquisition.beamline import Beamline, BeamlineNames, parse_beam_centre
+from photonflow.camera import AcquisitionSettings, BeamConditions
 from photonflow.errors import ConfigurationError
 from photonflow.simulators.diffraction import DEFAULT_DISTANCE, DEFAULT_WAVELENGTH, Beam
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
+from photonflow.acquisition.acquirer import Acquirer
 from photonflow.acquisition.beamline import Beamline, BeamlineNames
 from photonflow.acquisition.dectris import BeamlineFollowingDectris, DectrisCamera, DectrisSettings
+from photonflow.camera import AcquisitionSettings
 from photonflow.drivers.simplon import SimplonClient
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest

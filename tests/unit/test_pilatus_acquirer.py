@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
+from photonflow.acquisition.acquirer import Acquirer
 from photonflow.acquisition.beamline import Beamline, BeamlineNames
 from photonflow.acquisition.pilatus import BeamlineFollowingPilatus, PilatusCamera, PilatusSettings
+from photonflow.camera import AcquisitionSettings
 from photonflow.drivers.camserver import CamserverClient
 from photonflow.errors import DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest

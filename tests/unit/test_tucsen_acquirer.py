@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer, AcquisitionSettings
+from photonflow.acquisition.acquirer import Acquirer
 from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
+from photonflow.camera import AcquisitionSettings
 from photonflow.drivers.tucam import PROTOTYPES, load_tucam_library, mangled_name
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest

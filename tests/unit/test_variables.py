@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from photonflow.acquisition.acquirer import Acquirer
-from photonflow.acquisition.beamline import BeamConditions
+from photonflow.camera import BeamConditions
 from photonflow.datamanager.context import Cell, RunData, Skip, Variable, load_context
 from photonflow.datamanager.runner import Results, run_variables, save_results
 from photonflow.errors import ConfigurationError
