@@ -17,7 +17,7 @@ import tango
 
 from photonflow.clients.launcher import Suite, executable, orb_endpoint_arguments, wait_for
 from photonflow.deployment import Deployment
-from photonflow.recording.blissdata_scan import is_redis_url
+from photonflow.publishing.blissdata_scan import is_redis_url
 
 PLUGINS = Path(__file__).resolve().parent / "sardana"
 # what a facility adds to its Pool's and MacroServer's properties

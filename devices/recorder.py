@@ -12,7 +12,7 @@ from tango.server import attribute, command, device_property
 
 from photonflow.devices.base import PhotonflowDevice
 from photonflow.devices.common import TangoReader, operator_errors
-from photonflow.recording.blissdata_sink import BlissdataSink, is_redis_url
+from photonflow.publishing.blissdata_sink import BlissdataSink, is_redis_url
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
 from photonflow.recording.recorder import (
     DEFAULT_END_TIMEOUT,

@@ -18,7 +18,7 @@ pytest.importorskip("sardana")
 import tango
 
 from photonflow.datamanager.catalogue import Catalogue
-from photonflow.recording.blissdata_sink import open_data_store
+from photonflow.publishing.blissdata_sink import open_data_store
 from tests.integration.helpers import wait_until
 from tests.integration.test_pipeline import demo_frames
 

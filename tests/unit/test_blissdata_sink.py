@@ -18,7 +18,7 @@ import pytest
 
 from photonflow.acquisition.acquirer import Acquirer
 from photonflow.events.redis_server import EmbeddedRedis
-from photonflow.recording.blissdata_sink import BlissdataSink, open_data_store
+from photonflow.publishing.blissdata_sink import BlissdataSink, open_data_store
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender

@@ -16,7 +16,7 @@ it needs a second ScanFile entry; ``DataRecorder`` needs none. It writes no file
 The scan: name the macro's (``ascan``), number Sardana's serial number, title the command line;
 streams ``timer:elapsed_time``, ``timer:epoch``, ``axis:<motor>``, ``<channel>:value`` per other
 channel and ``<channel>:image`` per photonflow 2D channel, its frames referenced in the photonflow
-file (see photonflow/recording/blissdata_step_scan.py). The publishing happens in a thread of its
+file (see photonflow/publishing/blissdata_step_scan.py). The publishing happens in a thread of its
 own: a Redis that is down costs the scan nothing (one warning in the MacroServer's log).
 """
 
@@ -29,8 +29,8 @@ from sardana.macroserver.scan.gscan import ScanEndStatus
 from sardana.macroserver.scan.recorder import DataRecorder
 from sardana.macroserver.scan.scandata import MoveableDesc
 
-from photonflow.recording.blissdata_scan import is_redis_url
-from photonflow.recording.blissdata_step_scan import (
+from photonflow.publishing.blissdata_scan import is_redis_url
+from photonflow.publishing.blissdata_step_scan import (
     ARRAY,
     AXIS,
     FRAMES,

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from photonflow.errors import ConfigurationError
-from photonflow.recording.blissdata_scan import (
+from photonflow.publishing.blissdata_scan import (
     REDIS_TIMEOUT,
     Channel,
     DataPolicy,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.recording.blissdata_scan import (
+from photonflow.publishing.blissdata_scan import (
     REDIS_TIMEOUT,
     TIMER,
     Channel,
@@ -42,7 +42,7 @@ from photonflow.recording.blissdata_scan import (
     open_data_store,
     with_timeouts,
 )
-from photonflow.recording.frame_reference import FrameReference, parse_frame_reference
+from photonflow.publishing.frame_reference import FrameReference, parse_frame_reference
 from photonflow.recording.recorder import FLUSH_INTERVAL
 
 log = logging.getLogger(__name__)
