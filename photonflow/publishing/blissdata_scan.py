@@ -58,8 +58,9 @@ def blissdata_url(event_bus: str) -> str:
         return ""
     parts = urlsplit(event_bus)
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "db"])
-    path = parts.path if parts.scheme == "unix" else ""
-    return urlunsplit(parts._replace(path=path, query=query))
+    if parts.scheme == "unix":  # unix:///path/to/socket?db=N
+        return f"unix://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
+    return urlunsplit(parts._replace(path="", query=query))
 
 
 def open_data_store(url: str):
