@@ -317,9 +317,12 @@ class StreamWriter:
     def flush(self) -> None:
         """Wait until Redis has acknowledged everything sent; raise if it failed or took longer
         than ``timeout``."""
+        def join_all():
+            for stream in self._streams.values():
+                stream.join()
+
         try:
-            _bounded(lambda: [stream.join() for stream in self._streams.values()], self.timeout,
-                     "acknowledge blissdata's entries")
+            _bounded(join_all, self.timeout, "acknowledge blissdata's entries")
         except PublishingTimeout:
             self._ping()  # a Redis that is gone says so (ConnectionError); a slow one: the timeout
             raise
@@ -335,7 +338,7 @@ class StreamWriter:
 
     def abandon(self) -> None:
         """After a failure: stop blissdata's writers (sealing what Redis still takes) without
-        waiting for them, so none of their threads outlives the scan."""
+        waiting for them, so that their threads, which wait for more, can end."""
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             threading.Thread(target=_quietly, args=(stream.seal,), name="blissdata-abandon", daemon=True).start()

@@ -4,10 +4,12 @@ NeXus writer, ewoks, a Sardana-blissdata client...).
 A ``BlissdataSink`` is a Recorder sink (see ``sinks.py``). The Recorder's writing thread only
 appends a few numbers per frame to a queue (never the pixels, never a network call); one
 publishing thread of the sink turns them into Redis writes, in batches: every ``batch_interval``
-seconds, or sooner once ``batch_frames`` frames wait, one entry per stream carries the batch,
-sent through blissdata's own stream writers. A Redis that is down or slow therefore costs the Recorder nothing:
-the publisher counts the failure (``publish_errors``, ``last_error``, ``frames_unpublished``),
-gives up that series and starts afresh with the next one.
+seconds after the first frame once the previous batch is in Redis, or sooner once ``batch_frames``
+frames wait, one entry per stream carries the batch, sent through blissdata's own stream writers
+(which wait 10 ms for more before writing: the frames of that wait make the next batch). A Redis
+that is down or slow therefore costs the Recorder nothing: the publisher counts the failure
+(``publish_errors``, ``last_error``, ``frames_unpublished``), gives up that series and starts
+afresh with the next one.
 
 What a series becomes (names ``<det>`` = the detector's NeXus group name, as in the file):
 
@@ -72,7 +74,7 @@ BLISS_END_REASONS = {
     "interrupted": "FAILURE",
 }
 DATA_PATH = "entry/data/data"  # the frames in the master file, and in every data file of a split series
-DEFAULT_BATCH_INTERVAL = 0.002
+DEFAULT_BATCH_INTERVAL = 0.0005  # s: a batch is what came while the last one went out
 DEFAULT_BATCH_FRAMES = 100
 DEFAULT_MAX_PENDING = 1_000_000  # frame records waiting for Redis (~100 bytes each) before dropping
 
