@@ -146,15 +146,16 @@ class Suite:
 
     def start_event_bus(self, setting: str = EMBEDDED_EVENT_BUS) -> str:
         """The event bus, before the servers: ``embedded`` starts a Redis-compatible server (with
-        ReJSON and RediSearch) on loopback, stopped with the suite; a URL is used as it is. Its
-        URL goes into this process's environment as PHOTONFLOW_EVENT_BUS, and so to every server."""
+        ReJSON and RediSearch) on loopback, stopped with the suite, the events on database 1 and
+        blissdata's scans on 0; a URL is used as it is. Its URL goes into this process's
+        environment as PHOTONFLOW_EVENT_BUS, and so to every server."""
         if setting == EMBEDDED_EVENT_BUS:
             server = EmbeddedRedis(self.var_dir / "eventbus", log_file=self.var_dir / "log" / "event_bus.log")
             server.start()
             # stopped like every other process of the suite (SIGTERM: it keeps nothing on disk)
             self.processes.append(ManagedProcess("event_bus", server.pid, str(server.log_file)))
             self._popens[server.pid] = server.process
-            self.event_bus = server.url
+            self.event_bus = server.event_bus_url
         else:
             self.event_bus = setting
         os.environ[EVENT_BUS_VARIABLE] = self.event_bus

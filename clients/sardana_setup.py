@@ -17,7 +17,7 @@ import tango
 
 from photonflow.clients.launcher import Suite, executable, orb_endpoint_arguments, wait_for
 from photonflow.deployment import Deployment
-from photonflow.recording.blissdata_scan import is_redis_url
+from photonflow.publishing.blissdata_scan import blissdata_url
 
 PLUGINS = Path(__file__).resolve().parent / "sardana"
 # what a facility adds to its Pool's and MacroServer's properties
@@ -122,7 +122,7 @@ def create_elements(pool: tango.DeviceProxy, deployment: Deployment) -> tuple[di
 def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
     channel = next(iter(sardana.channels), "pf_controller")
     motor = next(iter(sardana.motors), "omega")
-    blissdata = event_bus if is_redis_url(event_bus) else "redis://<host>:<port>"
+    blissdata = blissdata_url(event_bus) or "redis://<host>:<port>"
     return (
         f"Sardana '{sardana.instance}' is up: Pool {sardana.pool}, MacroServer {sardana.macroserver}, "
         f"Door {sardana.door}\n"

@@ -12,7 +12,8 @@ from tango.server import attribute, command, device_property
 
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import TangoReader, operator_errors
-from photonflow.recording.blissdata_sink import BlissdataSink, is_redis_url
+from photonflow.publishing import blissdata_scan
+from photonflow.publishing.blissdata_sink import BlissdataSink, is_redis_url
 from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
 from photonflow.recording.recorder import (
     DEFAULT_END_TIMEOUT,
@@ -77,8 +78,8 @@ class PhotonflowRecorder(PhotonflowDevice):
     Blissdata = device_property(
         dtype=str, default_value="${PHOTONFLOW_EVENT_BUS}",
         doc="Redis URL (with ReJSON and RediSearch) on which every series is published as a blissdata 2 "
-        "scan, frames by reference to the file; default: the event bus PHOTONFLOW_EVENT_BUS when it is a "
-        "redis:// URL; empty: none",
+        "scan, frames by reference to the file; default: blissdata's database (0) on the server of the event "
+        "bus PHOTONFLOW_EVENT_BUS when it is a redis:// URL; empty: none",
     )
     DataManager = device_property(
         dtype=str, default_value="",
@@ -260,12 +261,12 @@ class PhotonflowRecorder(PhotonflowDevice):
 
 
 def blissdata_url(value: str) -> str:
-    """The Blissdata property as a URL: ``${PHOTONFLOW_EVENT_BUS}`` (the default) is that variable
-    when it names a Redis server, else nothing; empty disables; any other value must be a Redis URL."""
+    """The Blissdata property as a URL: ``${PHOTONFLOW_EVENT_BUS}`` (the default) is blissdata's
+    database on that variable's server when it names a Redis server, else nothing; empty disables;
+    any other value must be a Redis URL."""
     value = (value or "").strip()
     if value in ("${PHOTONFLOW_EVENT_BUS}", "$PHOTONFLOW_EVENT_BUS"):
-        bus = os.environ.get("PHOTONFLOW_EVENT_BUS", "")
-        return bus if is_redis_url(bus) else ""
+        return blissdata_scan.blissdata_url(os.environ.get("PHOTONFLOW_EVENT_BUS", ""))
     if value and not is_redis_url(value):
         raise ValueError(f"Blissdata must be a Redis URL such as redis://127.0.0.1:6379 (or empty), got {value!r}")
     return value

@@ -35,6 +35,9 @@ MODULES_DIRECTORY = ("redis-stack-server", "lib")
 MODULE_FILES = ("rejson.so", "redisearch.so")
 # What MODULE LIST calls the two modules once loaded (blissdata checks for the same names).
 REQUIRED_MODULES = ("ReJSON", "search")
+# The events' database: database 0 is blissdata's, the only one RediSearch indexes (see
+# photonflow.publishing.blissdata_scan.blissdata_url).
+EVENT_BUS_DATABASE = 1
 _BIND_RACE_ATTEMPTS = 5
 
 
@@ -120,6 +123,11 @@ class EmbeddedRedis:
         if self.port is None:
             raise EventServerError("the embedded Redis server is not started", reason="EventServerNotStarted")
         return f"redis://{self.host}:{self.port}"
+
+    @property
+    def event_bus_url(self) -> str:
+        """The URL of the event bus on this server: its own database, apart from blissdata's."""
+        return f"{self.url}/{EVENT_BUS_DATABASE}"
 
     @property
     def pid(self) -> int | None:

@@ -8,12 +8,14 @@ import os
 import socket
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
 import redis
 
 from photonflow.events import RedisStreamBus, experiment_done_event
+from photonflow.publishing.blissdata_scan import blissdata_url, open_data_store
 from tests.conftest import DEMO_CONFIG, REPOSITORY
 
 pytestmark = pytest.mark.timeout(180)
@@ -43,11 +45,14 @@ def test_up_starts_the_event_bus_for_the_servers_and_down_stops_it(tmp_path):
         with RedisStreamBus(url) as bus:
             sent = experiment_done_event("demo", "/data/series_00001.nxs", "NXmx", 1, {"frames": 20})
             bus.publish(sent)
+        open_data_store(blissdata_url(url))  # blissdata sets its database up itself: nobody else writes there
+        blissdata_keys = redis.Redis.from_url(blissdata_url(url)).keys()
         tail = photonflow(tmp_path, "events", "tail")
     finally:
         down = photonflow(tmp_path, "down")
 
-    assert url.startswith("redis://127.0.0.1:")
+    assert url.startswith("redis://127.0.0.1:") and url.endswith("/1")  # the events' own database
+    assert blissdata_keys and not any(key.startswith(b"photonflow") for key in blissdata_keys)
     assert f"PHOTONFLOW_EVENT_BUS={url}" in up.stdout
     assert {"ReJSON", "search"} <= loaded
     assert recorder_environment["PHOTONFLOW_EVENT_BUS"] == url
@@ -55,7 +60,7 @@ def test_up_starts_the_event_bus_for_the_servers_and_down_stops_it(tmp_path):
     assert down.returncode == 0, down.stdout + down.stderr
     assert not psutil.pid_exists(servers["event_bus"]) or psutil.Process(servers["event_bus"]).status() == "zombie"
     with pytest.raises(ConnectionRefusedError), socket.create_connection(
-        ("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5
+        ("127.0.0.1", urlsplit(url).port), timeout=5
     ):
         pass
 

@@ -18,7 +18,7 @@ pytest.importorskip("sardana")
 import tango
 
 from photonflow.datamanager.catalogue import Catalogue
-from photonflow.recording.blissdata_sink import open_data_store
+from photonflow.publishing.blissdata_scan import blissdata_url, open_data_store
 from tests.integration.helpers import wait_until
 from tests.integration.test_pipeline import demo_frames
 
@@ -165,7 +165,7 @@ def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters
         assert f["entry/data/data"].shape[0] == 3 and f["entry/data/data"][()].max() == 0  # shutter closed
     assert str(tango.DeviceProxy(url("demo/beamline/shutter")).state()) == "OPEN"  # opened again after
     # the darks' blissdata scan carries the DataManager's data policy (the Recorder reads DataPolicy)
-    store = open_data_store(running_suite.suite.event_bus)
+    store = open_data_store(blissdata_url(running_suite.suite.event_bus))
     _, keys = store.search_existing_scans(name="photonflow_series", proposal="sd0001")
     scans = [store.load_scan(key) for key in keys]
     darks = next(scan for scan in scans if scan.info["filename"] == str(dark.raw_file))
@@ -219,7 +219,7 @@ def test_an_ascan_is_published_on_blissdata_with_its_frames_by_reference(sardana
     from photonflow.clients.sardana_setup import BLISSDATA_RECORDER
 
     _, run, door, _, channel = sardana
-    url = running_suite.suite.event_bus
+    url = blissdata_url(running_suite.suite.event_bus)
     for macro in (["senv", "DataRecorder", [BLISSDATA_RECORDER]], ["senv", "BlissdataURL", [url]]):
         state, error = run(*macro)
         assert state == "ON", (macro, error)

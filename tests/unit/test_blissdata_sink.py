@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 
 from photonflow.acquisition.acquirer import Acquirer
+from photonflow.errors import ConfigurationError
+from photonflow.events import RedisStreamBus, experiment_done_event
 from photonflow.events.redis_server import EmbeddedRedis
-from photonflow.recording.blissdata_sink import BlissdataSink, open_data_store
+from photonflow.publishing.blissdata_scan import blissdata_url
+from photonflow.publishing.blissdata_sink import BlissdataSink, open_data_store
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender
@@ -223,6 +226,8 @@ def test_an_aborted_series_ends_with_user_abort(tmp_path, redis_url):
     assert seen["frame_sums"] == [int(f.astype(np.int64).sum()) for f in file_frames(path)]
 
 
+# blissdata's stream writers send from threads of their own, which end with Redis' ConnectionError
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_redis_stopped_mid_series_costs_no_frame_and_is_counted(tmp_path):
     server = EmbeddedRedis(tmp_path / "redis")
     url = server.start()
@@ -250,6 +255,36 @@ def test_the_recorder_property_defaults_to_the_event_bus_only_when_it_is_redis(m
     assert blissdata_url("${PHOTONFLOW_EVENT_BUS}") == ""
     monkeypatch.setenv("PHOTONFLOW_EVENT_BUS", "redis://127.0.0.1:6390")
     assert blissdata_url("${PHOTONFLOW_EVENT_BUS}") == "redis://127.0.0.1:6390"
+    monkeypatch.setenv("PHOTONFLOW_EVENT_BUS", "redis://127.0.0.1:6390/1")  # the suite's bus: database 1
+    assert blissdata_url("${PHOTONFLOW_EVENT_BUS}") == "redis://127.0.0.1:6390"
+    assert blissdata_url("redis://127.0.0.1:6391/0") == "redis://127.0.0.1:6391/0"  # as given
     assert blissdata_url("") == ""
     with pytest.raises(ValueError, match="Redis URL"):
         blissdata_url("tcp://127.0.0.1:5555")
+
+
+def test_blissdata_takes_database_0_of_the_event_bus_server():
+    assert blissdata_url("redis://127.0.0.1:6390/1") == "redis://127.0.0.1:6390"
+    assert blissdata_url("redis://:secret@bus:6390/3?socket_timeout=2") == "redis://:secret@bus:6390?socket_timeout=2"
+    assert blissdata_url("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock"
+    assert blissdata_url("kafka://bus:9092/events") == ""
+
+
+def test_blissdata_sets_up_its_database_itself_beside_a_busy_event_bus(tmp_path):
+    from blissdata.redis_engine.store import DataStore
+
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        with RedisStreamBus(server.event_bus_url) as bus:
+            bus.publish(experiment_done_event("id00", "/data/series_1.nxs", "NXmx", 1, {}))
+            store = open_data_store(blissdata_url(server.event_bus_url))
+            scan = store.create_scan({"name": "photonflow_series", "number": 1, "data_policy": "no_policy"})
+            assert DataStore(server.url).load_scan(scan.key).number == 1
+            assert [m.event["filepath"] for m in bus.read()] == ["/data/series_1.nxs"]
+
+
+def test_a_database_shared_with_the_event_bus_is_refused_with_what_to_do(tmp_path):
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        with RedisStreamBus(server.url) as bus:  # an event bus on database 0, blissdata's
+            bus.publish(experiment_done_event("id00", "/data/series_1.nxs", "NXmx", 1, {}))
+            with pytest.raises(ConfigurationError, match=r"put the event bus on another one \(redis://host:port/1\)"):
+                open_data_store(blissdata_url(server.url))

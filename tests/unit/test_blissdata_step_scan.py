@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from photonflow.events.redis_server import EmbeddedRedis
-from photonflow.recording.blissdata_scan import DataPolicy, open_data_store
-from photonflow.recording.blissdata_step_scan import (
+from photonflow.publishing.blissdata_scan import DataPolicy, open_data_store
+from photonflow.publishing.blissdata_step_scan import (
     FRAMES,
     MOTOR,
     SCALAR,
@@ -23,7 +23,7 @@ from photonflow.recording.blissdata_step_scan import (
     StepScan,
     StepScanPublisher,
 )
-from photonflow.recording.frame_reference import FrameReference, frame_reference, parse_frame_reference
+from photonflow.publishing.frame_reference import FrameReference, frame_reference, parse_frame_reference
 
 pytest.importorskip("blissdata")
 
@@ -155,7 +155,7 @@ def test_a_scan_without_frames_starts_at_once_and_a_stopped_one_ends_as_user_abo
 
 def test_a_redis_that_is_down_costs_the_scan_nothing_and_is_warned_about_once(caplog):
     health = PublishHealth()
-    with socket.socket() as silent, caplog.at_level(logging.WARNING, logger="photonflow.recording.blissdata_step_scan"):
+    with socket.socket() as silent, caplog.at_level(logging.WARNING, logger="photonflow.publishing.blissdata_step_scan"):
         silent.bind(("127.0.0.1", 0))
         silent.listen()  # connections complete but nothing ever answers: the publisher hangs until its timeout
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}"

@@ -33,7 +33,7 @@ from sardana.pool.controller import (
     Type,
 )
 
-from photonflow.recording.frame_reference import DATASET, frame_reference
+from photonflow.publishing.frame_reference import DATASET, frame_reference
 
 STATES = {
     tango.DevState.ON: State.On,

@@ -5,8 +5,9 @@ the MacroServer's RecorderPath, then
     senv DataRecorder PhotonflowBlissdataRecorder
     senv BlissdataURL redis://<host>:<port>
 
-``BlissdataURL`` unset: the event bus ``PHOTONFLOW_EVENT_BUS`` of the MacroServer's environment when
-it is a redis:// URL, else nothing is published. ``PhotonflowDataManager`` set: the scan belongs to
+``BlissdataURL`` unset: blissdata's database (0) on the server of the event bus
+``PHOTONFLOW_EVENT_BUS`` of the MacroServer's environment when it is a redis:// URL, else nothing is
+published. ``PhotonflowDataManager`` set: the scan belongs to
 that DataManager's proposal, session and sample (data policy ESRF), else to none (no_policy).
 
 Sardana pairs each ``ScanRecorder`` entry with the ``ScanFile`` entry of the same rank, so as a
@@ -16,7 +17,7 @@ it needs a second ScanFile entry; ``DataRecorder`` needs none. It writes no file
 The scan: name the macro's (``ascan``), number Sardana's serial number, title the command line;
 streams ``timer:elapsed_time``, ``timer:epoch``, ``axis:<motor>``, ``<channel>:value`` per other
 channel and ``<channel>:image`` per photonflow 2D channel, its frames referenced in the photonflow
-file (see photonflow/recording/blissdata_step_scan.py). The publishing happens in a thread of its
+file (see photonflow/publishing/blissdata_step_scan.py). The publishing happens in a thread of its
 own: a Redis that is down costs the scan nothing (one warning in the MacroServer's log).
 """
 
@@ -29,8 +30,8 @@ from sardana.macroserver.scan.gscan import ScanEndStatus
 from sardana.macroserver.scan.recorder import DataRecorder
 from sardana.macroserver.scan.scandata import MoveableDesc
 
-from photonflow.recording.blissdata_scan import is_redis_url
-from photonflow.recording.blissdata_step_scan import (
+from photonflow.publishing import blissdata_scan
+from photonflow.publishing.blissdata_step_scan import (
     ARRAY,
     AXIS,
     FRAMES,
@@ -51,11 +52,11 @@ HEALTH = PublishHealth()  # across the scans of this MacroServer: warned once pe
 
 
 def blissdata_url(setting, event_bus):
-    """The Redis to publish on: the BlissdataURL setting, else the event bus if it is Redis."""
-    for url in (setting, event_bus):
-        if url and is_redis_url(str(url)):
-            return str(url)
-    return ""
+    """The Redis to publish on: the BlissdataURL setting, else blissdata's database on the event
+    bus's server if that is Redis."""
+    if setting and blissdata_scan.is_redis_url(str(setting)):
+        return str(setting)
+    return blissdata_scan.blissdata_url(str(event_bus or ""))
 
 
 def scan_file(scan_dir, scan_files):

@@ -9,7 +9,7 @@ virtual dataset of the photonflow frames (nothing copied)."""
 import h5py
 from sardana.macroserver.recorders.h5storage import NXscanH5_FileRecorder
 
-from photonflow.recording.frame_reference import parse_frame_reference
+from photonflow.publishing.frame_reference import parse_frame_reference
 
 MISSING = ("", "None", "nan")  # what Sardana records for a point that has no reference
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.recording.blissdata_scan import (
+from photonflow.publishing.blissdata_scan import (
     REDIS_TIMEOUT,
     TIMER,
     Channel,
@@ -42,7 +42,7 @@ from photonflow.recording.blissdata_scan import (
     open_data_store,
     with_timeouts,
 )
-from photonflow.recording.frame_reference import FrameReference, parse_frame_reference
+from photonflow.publishing.frame_reference import FrameReference, parse_frame_reference
 from photonflow.recording.recorder import FLUSH_INTERVAL
 
 log = logging.getLogger(__name__)
@@ -202,9 +202,16 @@ class StepScanPublisher:
             except queue.Empty:
                 self._guard(self._tell_readable, False)
                 continue
-            if kind == "point":
-                self._guard(self._point, first, second)
-            else:
+            points = []
+            while kind == "point":  # the points queued while the last ones went out: one batch
+                points.append(second)
+                try:
+                    kind, first, second = self._events.get_nowait()
+                except queue.Empty:
+                    kind = ""
+            if points:
+                self._guard(self._points, points)
+            if kind == "end":
                 if self._guard(self._end, first) and not self._broken:
                     self.health.succeeded()
                 return
@@ -217,6 +224,8 @@ class StepScanPublisher:
             return True
         except Exception as error:  # Redis down, timed out, refused: never the scan's problem
             self._broken = True
+            if self._streams is not None:
+                self._streams.abandon()
             self.failure = (f"blissdata publishing of {self.step_scan.name} {self.step_scan.number} to {self.url} "
                             f"failed: {type(error).__name__}: {error}")
             self.health.failed(self.failure)
@@ -234,12 +243,13 @@ class StepScanPublisher:
 
     def _start(self) -> None:
         scan = self.step_scan
-        store = open_data_store(with_timeouts(self.url, self.timeout))
+        url = with_timeouts(self.url, self.timeout)
+        store = open_data_store(url)
         self._policy = DataPolicy.from_context(self._context(), session=scan.session,
                                                dataset=f"{scan.name}_{scan.number}", beamline=scan.beamline)
         description = scan.description(self._policy)
         self._scan = store.create_scan(description.identity(), description.scan_info())
-        self._streams = StreamWriter(store)
+        self._streams = StreamWriter(url, self.timeout)
         for name in (ELAPSED, EPOCH):
             self._streams.add(self._scan, numeric(name, "float64"))
         for column in scan.columns:
@@ -272,22 +282,25 @@ class StepScanPublisher:
         self._scan.prepare()
         self._scan.start()
 
-    def _point(self, index: int, point: Mapping[str, Any]) -> None:
+    def _points(self, points: list[Mapping[str, Any]]) -> None:
+        """Points in the order taken, one entry per stream (blissdata's writers wait 10 ms for more
+        before writing: a fast scan's points go out together)."""
         if self._frames is None:
-            self._start_frames(point)
-        pipe = self._streams.pipeline()
-        for name, value in self.step_scan.values(point).items():
-            self._streams.append(pipe, name, value[np.newaxis])  # a batch of one point
+            self._start_frames(points[0])
+        values = [self.step_scan.values(point) for point in points]
+        for name in values[0]:
+            self._streams.send(name, np.stack([value[name] for value in values]))
         now = time.monotonic()
         for column in self.step_scan.columns:
             if column.stream in self._frames:
-                reference = parse_frame_reference(point.get(column.key, ""))
-                if reference is not None:
-                    self._written[column.stream].append((now, reference.index))
-        self._add_image_status(pipe, final=False)
-        pipe.execute()
+                for point in points:
+                    reference = parse_frame_reference(point.get(column.key, ""))
+                    if reference is not None:
+                        self._written[column.stream].append((now, reference.index))
+        self._add_image_status(final=False)
+        self._streams.flush()
 
-    def _add_image_status(self, pipe, final: bool) -> None:
+    def _add_image_status(self, final: bool) -> None:
         """Each Lima stream's last frame written and last one readable (once the Recorder flushed
         it, or all of them at the end: the photonflow file is closed before the scan ends)."""
         now = time.monotonic()
@@ -297,23 +310,22 @@ class StepScanPublisher:
             last = written[-1][1]
             readable = [index for when, index in written if final or now - when >= READABLE_AFTER]
             told_saved = self._streams.told(stream)[1]
-            self._streams.image_status(pipe, stream, last, max(readable, default=told_saved))
+            self._streams.image_status(stream, last, max(readable, default=told_saved))
             if final:
                 written.clear()
             else:
                 written[:] = [(when, index) for when, index in written if now - when < READABLE_AFTER]
 
     def _tell_readable(self, final: bool) -> None:
-        pipe = self._streams.pipeline()
-        self._add_image_status(pipe, final)
-        pipe.execute()
+        self._add_image_status(final)
+        self._streams.flush()
 
     def _end(self, end_reason: str) -> None:
         if self._scan is None:
             return
         if self._written:
             self._tell_readable(True)
-        end_scan(self._scan, end_reason)
+        end_scan(self._scan, end_reason, timeout=self.timeout)
 
 
 def _frame_layout(reference: FrameReference, column: Column) -> tuple[str, tuple[int, ...]]:

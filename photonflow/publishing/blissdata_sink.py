@@ -4,10 +4,12 @@ NeXus writer, ewoks, a Sardana-blissdata client...).
 A ``BlissdataSink`` is a Recorder sink (see ``sinks.py``). The Recorder's writing thread only
 appends a few numbers per frame to a queue (never the pixels, never a network call); one
 publishing thread of the sink turns them into Redis writes, in batches: every ``batch_interval``
-seconds, or sooner once ``batch_frames`` frames wait, one pipelined round trip carries the
-new entries of every stream. A Redis that is down or slow therefore costs the Recorder nothing:
-the publisher counts the failure (``publish_errors``, ``last_error``, ``frames_unpublished``),
-gives up that series and starts afresh with the next one.
+seconds after the first frame once the previous batch is in Redis, or sooner once ``batch_frames``
+frames wait, one entry per stream carries the batch, sent through blissdata's own stream writers
+(which wait 10 ms for more before writing: the frames of that wait make the next batch). A Redis
+that is down or slow therefore costs the Recorder nothing: the publisher counts the failure
+(``publish_errors``, ``last_error``, ``frames_unpublished``), gives up that series and starts
+afresh with the next one.
 
 What a series becomes (names ``<det>`` = the detector's NeXus group name, as in the file):
 
@@ -42,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from photonflow.errors import ConfigurationError
-from photonflow.recording.blissdata_scan import (
+from photonflow.publishing.blissdata_scan import (
     REDIS_TIMEOUT,
     Channel,
     DataPolicy,
@@ -72,7 +74,7 @@ BLISS_END_REASONS = {
     "interrupted": "FAILURE",
 }
 DATA_PATH = "entry/data/data"  # the frames in the master file, and in every data file of a split series
-DEFAULT_BATCH_INTERVAL = 0.01
+DEFAULT_BATCH_INTERVAL = 0.0005  # s: a batch is what came while the last one went out
 DEFAULT_BATCH_FRAMES = 100
 DEFAULT_MAX_PENDING = 1_000_000  # frame records waiting for Redis (~100 bytes each) before dropping
 
@@ -146,6 +148,7 @@ class BlissdataSink:
         self.batch_interval = batch_interval
         self.batch_frames = batch_frames
         self.max_pending = max_pending
+        self.timeout = timeout
         self._recorder = None
         self._events: deque = deque()
         self._wake = threading.Condition()
@@ -154,6 +157,7 @@ class BlissdataSink:
         self._busy = False
         self._store = None
         self._series: _Published | None = None
+        self._writer: StreamWriter | None = None  # the streams open in Redis, given up if Redis fails
         self._broken = False  # the current series failed to publish: its remaining events are dropped
         self.scans_published = 0
         self.frames_published = 0
@@ -320,6 +324,9 @@ class BlissdataSink:
             log.warning("%s", self.last_error)
             self._broken = True
             self._store = None  # reconnect for the next series
+            if self._writer is not None:
+                self._writer.abandon()
+                self._writer = None
             return False
 
     # -- Redis, in the publishing thread ----------------------------------------------------------
@@ -366,7 +373,7 @@ class BlissdataSink:
             }},
         )
         scan = store.create_scan(description.identity(), description.scan_info())
-        streams = StreamWriter(store)
+        streams = self._writer = StreamWriter(self._store_url, self.timeout)
         streams.add(scan, frames_by_reference(image, file, DATA_PATH, record.dtype, record.shape, record.frames,
                                               record.frames_per_file))
         for name, (dtype, _) in numbers.items():
@@ -399,11 +406,10 @@ class BlissdataSink:
             series.highest = max(series.highest, int(inside.max()))
         while series.prefix < series.written.size and series.written[series.prefix]:
             series.prefix += 1
-        pipe = series.streams.pipeline()
         for name, data in values.items():
-            series.streams.append(pipe, name, data)
-        self._add_image_status(pipe, series)
-        pipe.execute()
+            series.streams.send(name, data)
+        self._add_image_status(series)
+        series.streams.flush()
         series.frames_published += len(frames)
         self.frames_published += len(frames)
         self.latencies.extend(time.time() - values["timer:epoch"])
@@ -412,9 +418,8 @@ class BlissdataSink:
         """A flush since the last batch made more frames readable: say so."""
         series = self._series
         if self._status(series) != series.streams.told(series.image):
-            pipe = series.streams.pipeline()
-            self._add_image_status(pipe, series)
-            pipe.execute()
+            self._add_image_status(series)
+            series.streams.flush()
 
     def _status(self, series: _Published, final: bool = False) -> tuple[int, int]:
         if final:  # the file is closed: every frame written can be read
@@ -427,17 +432,17 @@ class BlissdataSink:
             saved = min(saved, (saved // fpf) * fpf - 1)
         return series.prefix - 1, saved
 
-    def _add_image_status(self, pipe, series: _Published, final: bool = False) -> None:
-        series.streams.image_status(pipe, series.image, *self._status(series, final))
+    def _add_image_status(self, series: _Published, final: bool = False) -> None:
+        series.streams.image_status(series.image, *self._status(series, final))
 
     def _end(self, end_reason: str, counts: dict[str, int] | None) -> None:
         series, self._series = self._series, None
         if series is None:
             return
-        pipe = series.streams.pipeline()
-        self._add_image_status(pipe, series, final=True)
-        pipe.execute()
+        self._add_image_status(series, final=True)
+        series.streams.flush()
         ours = {"end_reason": end_reason, "frames_published": series.frames_published}
         if counts is not None:
             ours["counts"] = counts
-        end_scan(series.scan, BLISS_END_REASONS.get(end_reason, "FAILURE"), {"photonflow": ours})
+        end_scan(series.scan, BLISS_END_REASONS.get(end_reason, "FAILURE"), {"photonflow": ours}, self.timeout)
+        self._writer = None

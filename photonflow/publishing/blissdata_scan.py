@@ -1,13 +1,14 @@
 """What every photonflow publisher of blissdata 2 scans shares, so that a detector series and a
 Sardana scan look alike to blissdata's consumers (Flint, the ESRF NeXus writer, ewoks):
 
-- the connection: a Redis URL with timeouts, blissdata set up on a server the event bus shares;
+- the connection: a Redis URL with timeouts; blissdata on database 0 of the event bus's server,
+  the bus on a database of its own (``blissdata_url``), so blissdata sets it up unaided;
 - the description: ``ScanDescription`` turns what a publisher knows of its scan into blissdata's
   identity and the ``scan_info`` keys its consumers read (one timer as top master, devices and
   channels named ``<device>:<channel>``, data policy, saving);
 - the frames: a Lima stream that references them in photonflow's HDF5 files, never sends pixels;
-- the entries: ``StreamWriter`` appends batches of points, as blissdata's own writer lays them
-  out, in one pipelined round trip per batch;
+- the entries: ``StreamWriter`` sends batches of points through blissdata's own stream writers
+  and waits, bounded, until Redis has them;
 - the end: ``end_scan`` seals the streams and closes the scan with its end time and reason.
 
 Publishers: the Recorder's ``BlissdataSink`` (blissdata_sink.py) and Sardana's
@@ -16,6 +17,8 @@ Publishers: the Recorder's ``BlissdataSink`` (blissdata_sink.py) and Sardana's
 
 from __future__ import annotations
 
+import logging
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +28,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import photonflow
+from photonflow.errors import ConfigurationError, PhotonflowError
+
+log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 1.0  # seconds: a dead Redis is found out within this
 TIMER = "timer"  # the top master of every photonflow scan
@@ -43,12 +49,23 @@ def with_timeouts(url: str, timeout: float = REDIS_TIMEOUT) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def open_data_store(url: str):
-    """blissdata's DataStore on ``url``, set up for blissdata on first use.
+def blissdata_url(event_bus: str) -> str:
+    """Where blissdata publishes, given the event bus's URL: database 0 of the same server ("" if
+    the bus is no Redis). RediSearch, which blissdata's scan index needs, indexes database 0 only,
+    so it is blissdata's; photonflow's bus keeps its events on a database of its own (the suite's
+    embedded bus on 1: ``redis://host:port/1``)."""
+    if not is_redis_url(event_bus):
+        return ""
+    parts = urlsplit(event_bus)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "db"])
+    if parts.scheme == "unix":  # unix:///path/to/socket?db=N
+        return f"unix://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
+    return urlunsplit(parts._replace(path="", query=query))
 
-    blissdata sets up only an empty database; photonflow's event bus may share the server and
-    already hold its own streams, which are not scans and do not disturb blissdata's index.
-    """
+
+def open_data_store(url: str):
+    """blissdata's DataStore on ``url``, set up for blissdata on first use by blissdata itself,
+    which takes only an empty database."""
     from blissdata.redis_engine.store import DataStore
 
     try:
@@ -56,21 +73,23 @@ def open_data_store(url: str):
     except RuntimeError as error:
         if "No blissdata protocol version" not in str(error):
             raise
-
-    class _SharedServerSetup(DataStore):
-        def _setup_redis_db(self):
-            real_dbsize = self._redis.dbsize
-            self._redis.dbsize = lambda: 0  # the only check that refuses a shared database
-            try:
-                with warnings.catch_warnings():
-                    # valkey 8.1 takes only FT.CONFIG SET, which redis-py 7 calls deprecated
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    super()._setup_redis_db()
-            finally:
-                self._redis.dbsize = real_dbsize
-
-    _SharedServerSetup(url, init_db=True)
-    return DataStore(url)
+    try:
+        with warnings.catch_warnings():
+            # valkey 8.1 takes only FT.CONFIG SET, which redis-py 7 calls deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return DataStore(url, init_db=True)
+    except RuntimeError as error:
+        if "non-empty" not in str(error):
+            raise
+        try:
+            return DataStore(url)  # another publisher set it up in the meantime
+        except RuntimeError:
+            raise ConfigurationError(
+                f"blissdata cannot set up {url}: the database holds other keys ({error}). blissdata needs "
+                "database 0 of its Redis to itself: put the event bus on another one (redis://host:port/1) "
+                "or give blissdata another server",
+                reason="BlissdataDatabaseShared",
+            ) from error
 
 
 def now_iso() -> str:
@@ -256,53 +275,116 @@ def frames_by_reference(name: str, file: str, data_path: str, dtype: str, shape:
     )
 
 
-class StreamWriter:
-    """Appends to a scan's streams, each batch of points one entry keyed by the index of its first
-    point, as blissdata's own writer lays them out; the caller groups batches of several streams
-    into one pipelined round trip."""
+class PublishingTimeout(PhotonflowError):
+    """Redis did not acknowledge what blissdata's writers sent in time: slow, or gone."""
 
-    def __init__(self, store):
-        self._redis = store._redis
-        self._streams: dict[str, tuple[str, Any]] = {}  # name -> (Redis key, encoder)
-        self._indices: dict[str, int] = {}
+    reason = "BlissdataTimeout"
+
+
+class StreamWriter:
+    """A scan's streams, written through blissdata's own stream writers: each ``send`` is one batch
+    of points (one entry, indexed by blissdata); ``flush`` waits until Redis has them all.
+
+    blissdata's writers send from threads of their own, which end with an error of their own when
+    Redis goes, and never time out: ``flush`` waits at most ``timeout`` then asks Redis (``url``)
+    why, and ``abandon`` lets the writers end once Redis failed."""
+
+    def __init__(self, url: str, timeout: float = REDIS_TIMEOUT):
+        self.url = url
+        self.timeout = timeout
+        self._streams: dict[str, Any] = {}
         self._image_status: dict[str, tuple[int, int]] = {}  # Lima stream -> what readers were told
 
     def add(self, scan, definition) -> None:
         """Create the stream ``definition`` describes in ``scan`` (still CREATED)."""
-        stream = scan.create_stream(definition)
-        self._streams[definition.name] = (stream.key, definition.encoder)
+        self._streams[definition.name] = scan.create_stream(definition)
 
-    def pipeline(self):
-        return self._redis.pipeline(transaction=False)
+    def send(self, name: str, data) -> None:
+        """Queue one batch of points (a numpy array, first axis the points) for the stream."""
+        self._streams[name].send(data)
 
-    def append(self, pipe, name: str, data) -> None:
-        key, encoder = self._streams[name]
-        batch = encoder.encode(data)
-        index = self._indices.get(name, 0)
-        pipe.xadd(key, batch.todict(), id=f"{index}-1")
-        self._indices[name] = index + batch.len
-
-    def image_status(self, pipe, name: str, last_index: int, last_index_saved: int) -> None:
+    def image_status(self, name: str, last_index: int, last_index_saved: int) -> None:
         """Tell readers of a Lima stream the last frame written and the last one readable, if
         that changed since last told."""
         status = (last_index, last_index_saved)
         if self.told(name) != status:
-            self.append(pipe, name, {"last_index": last_index, "last_index_saved": last_index_saved})
+            self.send(name, {"last_index": last_index, "last_index_saved": last_index_saved})
             self._image_status[name] = status
 
     def told(self, name: str) -> tuple[int, int]:
         return self._image_status.get(name, (-1, -1))
 
+    def flush(self) -> None:
+        """Wait until Redis has acknowledged everything sent; raise if it failed or took longer
+        than ``timeout``."""
+        def join_all():
+            for stream in self._streams.values():
+                stream.join()
 
-def end_scan(scan, end_reason: str, sections: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        try:
+            _bounded(join_all, self.timeout, "acknowledge blissdata's entries")
+        except PublishingTimeout:
+            self._ping()  # a Redis that is gone says so (ConnectionError); a slow one: the timeout
+            raise
+
+    def _ping(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    def abandon(self) -> None:
+        """After a failure: stop blissdata's writers (sealing what Redis still takes) without
+        waiting for them, so that their threads, which wait for more, can end."""
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            threading.Thread(target=_quietly, args=(stream.seal,), name="blissdata-abandon", daemon=True).start()
+
+
+def _bounded(action, timeout: float, what: str) -> None:
+    """Run ``action`` in a thread and wait ``timeout`` s for it: blissdata's joins have no timeout."""
+    outcome: list[BaseException | None] = []
+
+    def run():
+        try:
+            action()
+            outcome.append(None)
+        except BaseException as error:  # handed to the waiting thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, name="blissdata-join", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise PublishingTimeout(f"Redis did not {what} within {timeout} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _quietly(action) -> None:
+    try:
+        action()
+    except Exception as error:  # Redis is already known to have failed: nothing more to report
+        log.debug("blissdata writer ended with %s", error)
+
+
+def end_scan(scan, end_reason: str, sections: Mapping[str, Mapping[str, Any]] | None = None,
+             timeout: float = REDIS_TIMEOUT) -> None:
     """Seal every stream, then close the scan with its end time, ``end_reason`` (SUCCESS,
-    USER_ABORT, FAILURE) and what the publisher adds to its own ``sections``."""
+    USER_ABORT, FAILURE) and what the publisher adds to its own ``sections``; raise if Redis has
+    not taken it all within a few ``timeout``."""
     from blissdata.redis_engine.scan import ScanState
 
-    if scan.state == ScanState.STARTED:
-        scan.stop()  # seals every stream
-    scan.info["end_time"] = now_iso()
-    scan.info["end_reason"] = end_reason
-    for section, values in (sections or {}).items():
-        scan.info.setdefault(section, {}).update(values)
-    scan.close()
+    def end():
+        if scan.state == ScanState.STARTED:
+            scan.stop()  # seals every stream
+        scan.info["end_time"] = now_iso()
+        scan.info["end_reason"] = end_reason
+        for section, values in (sections or {}).items():
+            scan.info.setdefault(section, {}).update(values)
+        scan.close()
+
+    _bounded(end, 3 * timeout, "close the scan")
