@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,6 +69,8 @@ def test_up_starts_the_event_bus_for_the_servers_and_down_stops_it(tmp_path):
 def test_an_external_bus_is_used_as_it_is_and_nothing_is_started(tmp_path):
     config = tmp_path / "external.yaml"
     config.write_text("event_bus: redis://127.0.0.1:1\n" + DEMO_CONFIG.read_text())
+    # the deployment's files beside it, as ${PHOTONFLOW_CONFIG_DIR} (the config's folder) finds them
+    shutil.copytree(DEMO_CONFIG.parent / "standard", tmp_path / "standard")
     var_dir = tmp_path / "var"
 
     up = photonflow(var_dir, "up", "--config", str(config))
