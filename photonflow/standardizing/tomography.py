@@ -7,78 +7,49 @@ so the logic is tested without Tango and the device only supplies the Tango side
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Protocol
 
 from photonflow.errors import ConfigurationError
+from photonflow.requests import Request, value
 from photonflow.standardizing.mapping import BeamlineMapping
 
 NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 @dataclass(frozen=True)
-class TomographyPlan:
-    """What to acquire; every value is checked before anything moves."""
+class TomographyPlan(Request):
+    """AcquireTomography: what to acquire; every value is checked before anything moves. Absent
+    keys take their defaults."""
 
-    projections: int = 90
-    darks: int = 10
-    flats: int = 10
-    exposure: float = 0.005
-    period: float = 0.01
-    start_angle: float = 0.0  # deg
-    end_angle: float = 180.0  # deg, reached at the last projection's end
-    sample_out: float = 5.0  # where the sample translation goes for the flats (its unit, e.g. mm)
-    sample_name: str = "sample"
-    name: str = "tomo"  # the scan's folder and file names
+    command = "AcquireTomography"
+    example = {"projections": 90, "darks": 10, "flats": 10, "exposure": 0.005, "period": 0.01, "end_angle": 180}
+
+    projections: int = value(90, minimum=1, maximum=100_000, doc="frames while the sample turns")
+    darks: int = value(10, minimum=0, maximum=100_000, doc="frames with the shutter closed")
+    flats: int = value(10, minimum=0, maximum=100_000, doc="frames with the sample out of the beam")
+    exposure: float = value(0.005, positive=True, unit="seconds", doc="how long each frame counts")
+    period: float = value(0.01, unit="seconds", doc="from one frame's start to the next; at least the exposure")
+    start_angle: float = value(0.0, unit="degrees", doc="the rotation at the first projection")
+    end_angle: float = value(180.0, unit="degrees", doc="the rotation reached at the last projection's end")
+    sample_out: float = value(5.0, doc="where the sample translation goes for the flats (its unit, e.g. mm)")
+    sample_name: str = value("sample", doc="the sample's name in the NXtomo")
+    name: str = value("tomo", pattern=NAME, mismatch="is not a name of 1-64 letters, digits, - or _",
+                      doc="the scan's folder and file names")
 
     @classmethod
     def from_json(cls, text: str) -> TomographyPlan:
-        try:
-            given = json.loads(text or "{}")
-        except json.JSONDecodeError as error:
-            raise ConfigurationError(f"the tomography plan is not valid JSON: {error}") from None
-        if not isinstance(given, dict):
-            raise ConfigurationError("the tomography plan must be a JSON object, e.g. {\"projections\": 90}")
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise ConfigurationError(f"unknown key(s) in the tomography plan: {', '.join(unknown)}; "
-                                     f"known: {', '.join(known)}")
-        values = {}
-        for name, value in given.items():
-            default = getattr(cls, name)
-            if isinstance(default, str):
-                if not isinstance(value, str):
-                    raise ConfigurationError(f"{name} must be text, got {value!r}")
-            elif isinstance(default, int):
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ConfigurationError(f"{name} must be a whole number, got {value!r}")
-            elif not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-                raise ConfigurationError(f"{name} must be a finite number, got {value!r}")
-            values[name] = value
-        plan = cls(**values)
-        plan.check()
-        return plan
+        return cls.parse(text or "{}")
 
     def check(self) -> None:
-        if self.projections < 1:
-            raise ConfigurationError(f"projections must be at least 1, got {self.projections}")
-        for name in ("darks", "flats"):
-            if not 0 <= getattr(self, name) <= 100_000:
-                raise ConfigurationError(f"{name} must be between 0 and 100000, got {getattr(self, name)}")
-        if self.projections > 100_000:
-            raise ConfigurationError(f"projections must be at most 100000, got {self.projections}")
+        """What the fields' own limits cannot say: the period holds the exposure, the sample turns."""
         if self.exposure <= 0 or self.period < self.exposure:
             raise ConfigurationError(f"exposure must be > 0 and period >= exposure, got exposure {self.exposure} s, "
                                      f"period {self.period} s")
         if self.end_angle == self.start_angle:
             raise ConfigurationError("end_angle must differ from start_angle: the sample must turn")
-        if not NAME.match(self.name):
-            raise ConfigurationError(f"name must be 1-64 letters, digits, - or _, got {self.name!r}")
 
     @property
     def velocity(self) -> float:

@@ -76,14 +76,16 @@ def test_the_frames_are_the_recorders_files_joined_without_copy(tomography):
 def test_a_bad_plan_is_refused_before_anything_moves(tomography):
     standardizer, _, _ = tomography
     written = standardizer.FilesWritten
-    for plan, complaint in (({"projections": 0}, "projections must be at least 1"),
-                            ({"period": 0.001, "exposure": 0.01}, "period >= exposure"),
-                            ({"colour": "red"}, "unknown key"),
-                            ({"end_angle": 0.0}, "must differ from start_angle"),
-                            ({"name": "../escape"}, "name must be")):
+    for plan, reason, complaint in (
+        ({"projections": 0}, "InvalidConfiguration", "'projections' must be at least 1"),
+        ({"period": 0.001, "exposure": 0.01}, "InvalidConfiguration", "period >= exposure"),
+        ({"colour": "red"}, "UnknownConfigurationKey", "unknown key"),
+        ({"end_angle": 0.0}, "InvalidConfiguration", "must differ from start_angle"),
+        ({"name": "../escape"}, "InvalidConfiguration", "'name' '../escape' is not a name of 1-64 letters"),
+    ):
         with pytest.raises(tango.DevFailed) as caught:
             standardizer.AcquireTomography(json.dumps(plan))
-        assert caught.value.args[0].reason == "InvalidConfiguration"
+        assert caught.value.args[0].reason == reason
         assert complaint in caught.value.args[0].desc
     assert standardizer.FilesWritten == written
 
