@@ -117,6 +117,7 @@ import numpy as np
 
 from photonflow import states
 from photonflow.allocator import reuse_frame_buffers
+from photonflow.recording.config import RecorderConfig
 from photonflow.recording.nexus_writer import make_durable
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
@@ -439,7 +440,7 @@ class Run:
 def run_recorder(case: Case, frames: FrameSet, scratch: ScratchDirectory, series_id: int) -> Run:
     """One timed recorder run: go -> file closed (and on disk if durable). Verifies the file."""
     name = f"recorder_{case.name}_{series_id}.h5"
-    recorder = Recorder(scratch.directory, durable=case.durable)
+    recorder = Recorder(RecorderConfig(scratch.directory, durable=case.durable))
     endpoint = frames.producer.bind(case.frames, series_id, case.protocol)
     path = recorder.arm(RecordingRequest(case.frames, series_id, endpoint, name, case.protocol))
     scratch.start_run(path)

@@ -59,12 +59,8 @@ import psutil
 
 from photonflow import states
 from photonflow.allocator import reuse_frame_buffers
-from photonflow.recording.recorder import (
-    DEFAULT_QUEUE_FRAMES,
-    DEFAULT_QUEUE_MEGABYTES,
-    Recorder,
-    RecordingRequest,
-)
+from photonflow.recording.config import DEFAULT_QUEUE_FRAMES, DEFAULT_QUEUE_MEGABYTES, RecorderConfig
+from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import RECEIVE_HIGH_WATER_MARK, StreamSender
@@ -159,7 +155,7 @@ def slope_bytes_per_frame(samples: np.ndarray, frames: int, low: float = 0.25) -
 def bookkeeping_bytes(frames: int, recorder: Recorder | None = None) -> dict:
     """What the Recorder keeps per frame by design, at the end of a series of ``frames``.
 
-    The map of accepted frame numbers (``_Series.accepted``: one byte per frame, grown by
+    The map of accepted frame numbers (``Series.accepted``: one byte per frame, grown by
     doubling) and the per-frame ``receive_time``/``timestamp`` float64 arrays of the writer
     (8 + 8 bytes per frame of capacity, also grown by doubling, so briefly held twice).
     Measured on the Recorder's own objects when they can be reached, else estimated alike.
@@ -244,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if not conn.poll(120):
             raise RuntimeError("the producer did not bind within 120 s")
         kind, endpoint = conn.recv()
-        recorder = Recorder(directory, durable=False, queue_frames=args.queue_frames)
+        recorder = Recorder(RecorderConfig(directory, durable=False, queue_frames=args.queue_frames))
         path = recorder.arm(RecordingRequest(frames, SERIES_ID, endpoint, "soak.h5"))
         time.sleep(0.3)  # connected and settled: the baseline is the armed, idle Recorder
         sampler = RssSampler(recorder)

@@ -115,7 +115,7 @@ class AcquirerDevice(PhotonflowDevice):
 
     # -- commands -----------------------------------------------------------------------
     @command(dtype_in=str,
-             doc_in='JSON {"frame_count", "exposure", "period", "trigger_mode"}: refused as Prepare would, '
+             doc_in='JSON {"frames", "exposure", "period", "trigger_mode"}: refused as Prepare would, '
              "nothing changed")
     @operator_errors
     def CheckSettings(self, text):

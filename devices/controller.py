@@ -57,7 +57,7 @@ class TangoAcquirer:
 
     def check_settings(self, request: AcquisitionRequest) -> None:
         self.proxy.command_inout("CheckSettings", json.dumps({
-            "frame_count": request.frames, "exposure": request.exposure, "period": request.period,
+            "frames": request.frames, "exposure": request.exposure, "period": request.period,
             "trigger_mode": request.trigger_mode,
         }))
 

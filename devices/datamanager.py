@@ -17,9 +17,11 @@ from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import BUSY_STATES
 from photonflow.datamanager.manager import DataManager, SeriesResult
+from photonflow.datamanager.policy import Experiment
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import SeriesEdges, follow_events, operator_errors
 from photonflow.events.bus import event_bus_from_url
+from photonflow.requests import json_object
 
 log = logging.getLogger(__name__)
 RUN_STREAM = "photonflow:runs"  # the run table's messages ({msg_kind, data}, as DAMNIT sends them)
@@ -160,8 +162,8 @@ class PhotonflowDataManager(PhotonflowDevice):
     @command(dtype_in=str, doc_in='JSON {"proposal": "mx1234", "session": "20261127", "sample": "lysozyme"}')
     @operator_errors
     def SetExperiment(self, text):
-        given = _json_object(text, "SetExperiment", ("proposal", "session", "sample"))
-        self._core().set_experiment(given["proposal"], given["session"], given["sample"])
+        given = Experiment.parse(text)
+        self._core().set_experiment(given.proposal, given.session, given.sample)
 
     @command(dtype_in=str, doc_in="The sample measured from now on")
     @operator_errors
@@ -183,7 +185,7 @@ class PhotonflowDataManager(PhotonflowDevice):
             tango.Except.throw_exception("InvalidArgument", "Give [structure file, overrides as JSON], e.g. "
                                          "['tomography.yaml', '{\"frames\": {\"data\": 30}}']",
                                          "PhotonflowDataManager.LoadStructureWith")
-        overrides = _json_object(arguments[1], "LoadStructureWith", ())
+        overrides = json_object(arguments[1], "LoadStructureWith", {"frames": {"data": 30}}, reason="InvalidArgument")
         return self._core().load_structure(arguments[0], overrides)
 
     @command(doc_in="Start running the loaded structure")
@@ -253,14 +255,3 @@ class PhotonflowDataManager(PhotonflowDevice):
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every run told is catalogued")
     def WaitIdle(self, timeout):
         return self._core().wait_idle(max(0.0, min(timeout, 600.0)))
-
-
-def _json_object(text: str, command_name: str, required: tuple[str, ...]) -> dict:
-    try:
-        given = json.loads(text)
-    except json.JSONDecodeError as error:
-        tango.Except.throw_exception("InvalidArgument", f"not valid JSON: {error}", command_name)
-    if not isinstance(given, dict) or any(not isinstance(given.get(key), str) for key in required):
-        tango.Except.throw_exception("InvalidArgument", f"give a JSON object with the texts {', '.join(required)}",
-                                     command_name)
-    return given

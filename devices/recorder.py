@@ -14,14 +14,15 @@ from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import TangoReader, operator_errors
 from photonflow.publishing import blissdata_scan
 from photonflow.publishing.blissdata_sink import BlissdataSink, is_redis_url
-from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
-from photonflow.recording.recorder import (
+from photonflow.recording.config import (
     DEFAULT_END_TIMEOUT,
     DEFAULT_MAX_FRAMES,
     DEFAULT_QUEUE_MEGABYTES,
-    Recorder,
-    parse_recording_request,
+    RecorderConfig,
 )
+from photonflow.recording.paths import DEFAULT_FILE_TEMPLATE
+from photonflow.recording.recorder import Recorder
+from photonflow.recording.request import parse_recording_request
 from photonflow.recording.sinks import FAN_OUT_MODES, LivePreview, StreamFanOut
 
 
@@ -109,15 +110,14 @@ class PhotonflowRecorder(PhotonflowDevice):
             self.blissdata = BlissdataSink(url, beamline=self.get_name().split("/")[0], session=self.get_name(),
                                            context=context if self.DataManager else None)
             sinks.append(self.blissdata)
-        recorder = Recorder(
-            self.DataRoot, self.DefaultFilePathTemplate, listener,
-            counter_interval=self.EventInterval, queue_frames=self.QueueFrames,
-            queue_megabytes=self.QueueMegabytes,
-            journal_name=self.get_name().replace("/", "_"), sinks=sinks,
-            frames_per_file=self.DefaultFramesPerFile,
+        config = RecorderConfig(
+            self.DataRoot, self.DefaultFilePathTemplate, frames_per_file=self.DefaultFramesPerFile,
             compression=self.Compression, compression_workers=self.CompressionWorkers,
+            queue_frames=self.QueueFrames, queue_megabytes=self.QueueMegabytes,
             max_frames=self.MaxFramesPerSeries, end_timeout=self.SeriesEndTimeout,
+            counter_interval=self.EventInterval, journal_name=self.get_name().replace("/", "_"),
         )
+        recorder = Recorder(config, listener, sinks=sinks)
         if self.blissdata is not None:
             self.blissdata.attach(recorder)
         return recorder

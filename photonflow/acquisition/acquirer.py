@@ -13,7 +13,6 @@ counts on its own, so an id is never advanced twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 from photonflow import states
 from photonflow.camera import (
+    TRIGGER_MODES,
     Abortable,
     AcquisitionSettings,
     Camera,
@@ -35,6 +35,7 @@ from photonflow.camera import (
 )
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.errors import ConfigurationError, StateError
+from photonflow.requests import Request, value
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import ReceiverGone, SendInterrupted
 from photonflow.throttle import Throttle
@@ -59,16 +60,24 @@ class AcquirerCounters:
     frames_acquired: int = 0  # in the current or last series
 
 
+@dataclass(frozen=True)
+class SettingsCheck(Request):
+    """CheckSettings: settings to check as Prepare would (the detector's limits and trigger
+    modes), nothing changed; those not given are the Acquirer's current ones."""
+
+    command = "CheckSettings"
+    example = {"frames": 100, "exposure": 0.001, "period": 0.002, "trigger_mode": "internal"}
+
+    frame_count: int | None = value(None, key="frames", doc="the number of frames in the series")
+    exposure: float | None = value(None, unit="seconds", doc="how long each frame counts")
+    period: float | None = value(None, unit="seconds", doc="from one frame's start to the next")
+    trigger_mode: str | None = value(None, doc=f"one of the detector's trigger modes ({', '.join(TRIGGER_MODES)})")
+
+
 def parse_settings(text: str) -> dict[str, Any]:
-    """Settings as JSON (``AcquisitionSettings`` field names), for checking them over Tango."""
-    try:
-        raw = json.loads(text)
-    except (ValueError, RecursionError):
-        raw = None
-    names = {f.name for f in fields(AcquisitionSettings)}
-    if not isinstance(raw, dict) or not raw.keys() <= names:
-        raise ConfigurationError(f"settings must be a JSON object with some of {', '.join(sorted(names))}")
-    return raw
+    """CheckSettings' JSON as changes to ``AcquisitionSettings`` (the keys given)."""
+    check = SettingsCheck.parse(text)
+    return {f.name: getattr(check, f.name) for f in fields(check) if getattr(check, f.name) is not None}
 
 
 def validate_settings(settings: AcquisitionSettings, camera: Camera) -> None:

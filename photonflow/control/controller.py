@@ -9,9 +9,7 @@ series whose end never arrives.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from typing import Any, Protocol
 from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.errors import ConfigurationError, PhotonflowError, StateError
+from photonflow.requests import Request, value
 from photonflow.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -38,71 +37,31 @@ UNCONFIRMED = "could not read the final counters from the Recorder; the report f
 
 
 @dataclass(frozen=True)
-class AcquisitionRequest:
-    """What the operator asked for with Configure."""
+class AcquisitionRequest(Request):
+    """Configure: one series as the operator asks for it. The Acquirer (the camera's limits and
+    trigger modes) and the Recorder (the file) check it too, before anything is set."""
 
-    frames: int
-    exposure: float
-    period: float
-    trigger_mode: str = "internal"
-    file: str | None = None
+    command = "Configure"
+    example = {"frames": 100, "exposure": 0.001, "period": 0.002, "file": "sample/scan1.h5"}
 
+    frames: int = value(minimum=1, maximum=MAX_FRAMES, doc="the number of frames in the series")
+    exposure: float = value(positive=True, unit="seconds", doc="how long each frame counts")
+    period: float = value(unit="seconds", doc="from one frame's start to the next; at least the exposure")
+    trigger_mode: str = value("internal", doc="how frames are triggered (internal, software, external, ...: "
+                              "the detector's own set)")
+    file: str | None = value(None, doc="the file under the Recorder's data root; none: its FilePathTemplate")
 
-_REQUEST_KEYS: dict[str, tuple[type, ...]] = {
-    "frames": (int,),
-    "exposure": (int, float),
-    "period": (int, float),
-    "trigger_mode": (str,),
-    "file": (str,),
-}
+    def check(self) -> None:
+        if self.period < self.exposure:
+            raise ConfigurationError(
+                f"'period' ({self.period} s) is shorter than 'exposure' ({self.exposure} s); "
+                "the period must be at least the exposure time"
+            )
 
 
 def parse_request(text: str) -> AcquisitionRequest:
     """Validate a Configure JSON string; every error names the key and what to do."""
-    try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
-        raise ConfigurationError(
-            f"Configure needs a JSON object, e.g. {{\"frames\": 100, \"exposure\": 0.001, "
-            f"\"period\": 0.002, \"file\": \"sample/scan1.h5\"}}: {detail}"
-        ) from None
-    if not isinstance(raw, dict):
-        raise ConfigurationError("Configure needs a JSON object of settings")
-    unknown = sorted(raw.keys() - _REQUEST_KEYS.keys())
-    if unknown:
-        raise ConfigurationError(
-            f"unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(_REQUEST_KEYS)}",
-            reason="UnknownConfigurationKey",
-        )
-    for key in ("frames", "exposure", "period"):
-        if key not in raw:
-            raise ConfigurationError(f"missing key '{key}'")
-    for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, _REQUEST_KEYS[key]):
-            kind = " or ".join(t.__name__ for t in _REQUEST_KEYS[key])
-            raise ConfigurationError(f"'{key}' must be {kind}, got {value!r}")
-    if raw["frames"] < 1:
-        raise ConfigurationError(f"'frames' must be at least 1, got {raw['frames']}")
-    if raw["frames"] > MAX_FRAMES:
-        raise ConfigurationError(f"'frames' must be at most {MAX_FRAMES}, got {raw['frames']}")
-    for key in ("exposure", "period"):
-        if not math.isfinite(raw[key]):
-            raise ConfigurationError(f"'{key}' must be a finite number of seconds, got {raw[key]}")
-    if raw["exposure"] <= 0:
-        raise ConfigurationError(f"'exposure' must be a positive number of seconds, got {raw['exposure']}")
-    if raw["period"] < raw["exposure"]:
-        raise ConfigurationError(
-            f"'period' ({raw['period']} s) is shorter than 'exposure' ({raw['exposure']} s); "
-            "the period must be at least the exposure time"
-        )
-    return AcquisitionRequest(
-        frames=raw["frames"],
-        exposure=float(raw["exposure"]),
-        period=float(raw["period"]),
-        trigger_mode=raw.get("trigger_mode", "internal"),
-        file=raw.get("file"),
-    )
+    return AcquisitionRequest.parse(text)
 
 
 class AcquirerPort(Protocol):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from photonflow.errors import FilePathError
+from photonflow.requests import Request, value
 
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 RAW = "RAW_DATA"
@@ -29,6 +31,20 @@ def check_name(value: object, what: str) -> str:
         raise FilePathError(f"the {what} name {value!r} has characters other than letters, digits, '-', '_' "
                             "and '.'; rename it")
     return value
+
+
+@dataclass(frozen=True)
+class Experiment(Request):
+    """SetExperiment: the proposal, session and sample the data belong to from now on; each a
+    plain name of letters, digits, '-', '_' or '.' (it names a directory of the data policy)."""
+
+    command = "SetExperiment"
+    example = {"proposal": "mx1234", "session": "20261127", "sample": "lysozyme"}
+    error_reason = "InvalidArgument"
+
+    proposal: str = value(doc="the proposal, e.g. mx1234")
+    session: str = value(doc="the session (the beamtime), e.g. 20261127")
+    sample: str = value(doc="the sample measured, e.g. lysozyme")
 
 
 class DataPolicy:

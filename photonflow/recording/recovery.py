@@ -6,12 +6,20 @@ they stay set and a plain ``h5py.File(path, "r")`` refuses the file (HDF5 sugges
 clears the flags and rewrites the superblock checksum (Jenkins lookup3, as HDF5 computes it).
 ``finalise_interrupted`` then trims the series to the frames whose arrival was recorded and
 marks it ``interrupted``, so the file tells the truth about what it holds.
+
+``CrashJournal`` is how the next Recorder knows which file that is: the note a series writes
+in the data root when it creates its file and removes when the file is closed.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -25,6 +33,8 @@ from photonflow.recording.nexus_writer import (
 )
 from photonflow.recording.paths import DataRoot
 from photonflow.stream.stins import utc_now_iso
+
+log = logging.getLogger(__name__)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MASK = 0xFFFFFFFF
@@ -184,3 +194,90 @@ def _finalise_data_files(master: Path, frames: int, frames_per_file: int) -> Non
             kept = max(0, min(frames_per_file, frames - first))
             f["entry/data/data"].resize(kept, axis=0)
             f["entry/data/data"].attrs["image_nr_high"] = first + kept
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What a Recorder found at start-up: the file it repaired and that file's own accounting,
+    or a status saying why nothing was repaired ('' when there was no journal at all)."""
+
+    status: str = ""
+    file: str = ""
+    accounting: dict[str, int] = field(default_factory=dict)
+
+
+class CrashJournal:
+    """The note, in the data root, of the file a series has open: written when the series
+    creates its file, removed when the file is closed, marked ``failed`` when the disk refused
+    even the closing. A Recorder that finds the note at start-up was killed mid-series (or lost
+    its disk): ``repair_interrupted`` finalises the file it names. Only a file this Recorder
+    opened, under its data root and still marked running, is ever touched: a note naming
+    anything else is set aside, never followed."""
+
+    def __init__(self, root: DataRoot, recorder_name: str, wall_clock: Callable[[], float] = time.time):
+        self._root = root
+        self._wall_clock = wall_clock
+        self.name = f".photonflow-open-{recorder_name}.json"  # opened relative to the root, never through a link
+        self.path = root.path / self.name
+
+    def series_opened(self, file: Path, token: str) -> None:
+        self._write({"file": str(file.relative_to(self._root.path)), "token": token})
+
+    def series_failed(self, file: Path, token: str) -> None:
+        """The file could not be closed: the next start repairs it and marks it failed."""
+        self._write({"file": str(file.relative_to(self._root.path)), "token": token, "end_reason": "failed"})
+
+    def series_closed(self) -> None:
+        try:
+            os.unlink(self.name, dir_fd=self._root.fd)
+        except FileNotFoundError:
+            pass
+
+    def _write(self, entry: dict) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.name, flags, 0o644, dir_fd=self._root.fd)
+        with os.fdopen(fd, "w") as journal:
+            journal.write(json.dumps(entry))
+
+    def repair_interrupted(self) -> Repair:
+        """Repair the file an earlier run left open (killed mid-series, or failed on a full disk)."""
+        try:
+            fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._root.fd)
+        except FileNotFoundError:
+            return Repair()
+        except OSError as error:
+            return self._set_aside(f"it cannot be read ({error.strerror})")
+        try:
+            with os.fdopen(fd) as journal:
+                entry = json.loads(journal.read(65536))
+            path = self._root.path / entry["file"]
+            token, end_reason = str(entry["token"]), entry.get("end_reason", "interrupted")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+            return self._set_aside(f"it is not a photonflow journal ({error})")
+        refusal = writer_refusal(self._root, path, token)
+        if refusal:
+            return self._set_aside(refusal)
+        try:
+            frames = finalise_interrupted(path, end_reason)
+        except (OSError, ValueError, KeyError) as error:
+            log.error("could not repair %s named in %s: %s", path, self.path, error)
+            return Repair(f"Idle. The interrupted file {path} could not be repaired ({error}); see {self.path}.")
+        self.series_closed()
+        accounting = read_accounting(path)
+        status = (
+            f"Idle. Repaired {path} left open by an {end_reason} series: {frames} frames kept, "
+            f"{accounting['missing_frames']} missing."
+        )
+        log.warning(status)
+        return Repair(status, str(path), accounting)
+
+    def _set_aside(self, why: str) -> Repair:
+        """Rename the journal (never follow it) and say why nothing was repaired."""
+        aside = f"{self.name}.refused-{int(self._wall_clock())}"
+        try:
+            os.rename(self.name, aside, src_dir_fd=self._root.fd, dst_dir_fd=self._root.fd)
+        except OSError:
+            pass
+        status = f"Idle. Nothing repaired: the crash journal {self.path} was set aside as {aside}: {why}."
+        log.error(status)
+        return Repair(status)

@@ -22,6 +22,7 @@ from photonflow.events import RedisStreamBus, experiment_done_event
 from photonflow.events.redis_server import EmbeddedRedis
 from photonflow.publishing.blissdata_scan import blissdata_url
 from photonflow.publishing.blissdata_sink import BlissdataSink, open_data_store
+from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender
@@ -126,7 +127,7 @@ def run_series(tmp_path: Path, sink: BlissdataSink, series_id: int, frames: int,
     acquirer = Acquirer(camera, sender)
     acquirer.update_settings(frame_count=frames, exposure=0.001, period=period)
     acquirer.set_series_id(series_id)
-    recorder = Recorder(tmp_path, sinks=[sink], frames_per_file=frames_per_file)
+    recorder = Recorder(RecorderConfig(tmp_path, frames_per_file=frames_per_file), sinks=[sink])
     sink.attach(recorder)
     try:
         path = recorder.arm(RecordingRequest(frames, series_id, acquirer.stream_endpoint, file))

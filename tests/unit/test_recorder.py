@@ -8,7 +8,9 @@ import pytest
 
 from photonflow import states
 from photonflow.errors import ConfigurationError, FilePathError, RecordingError, StateError
-from photonflow.recording.recorder import Recorder, RecordingRequest, parse_recording_request
+from photonflow.recording.config import RecorderConfig
+from photonflow.recording.recorder import Recorder
+from photonflow.recording.request import RecordingRequest, parse_recording_request
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
 from tests.unit.fakes import EventLog
@@ -31,7 +33,7 @@ def stream():
 @pytest.fixture
 def recorder(tmp_path):
     events = EventLog()
-    return Recorder(tmp_path / "data", listener=events, counter_interval=0.0)
+    return Recorder(RecorderConfig(tmp_path / "data", counter_interval=0.0), listener=events)
 
 
 def arm(recorder, stream, frames, name="scan.h5", series_id=1):
@@ -204,7 +206,7 @@ def test_a_directory_that_cannot_be_made_is_reported(recorder, stream, tmp_path)
 
 
 def test_the_template_names_the_file_when_none_is_given(tmp_path, stream):
-    recorder = Recorder(tmp_path, "run_{series_id:03d}.h5")
+    recorder = Recorder(RecorderConfig(tmp_path, "run_{series_id:03d}.h5"))
     path = recorder.arm(RecordingRequest(1, 12, stream.endpoint))
     assert path == tmp_path.resolve() / "run_012.h5"
     recorder.abort()

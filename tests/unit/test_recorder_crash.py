@@ -19,8 +19,9 @@ from tests.unit.test_recorder import DETECTOR, SHAPE, frame
 RECORDER_PROCESS = textwrap.dedent(
     """
     import sys, time
+    from photonflow.recording.config import RecorderConfig
     from photonflow.recording.recorder import Recorder, RecordingRequest
-    recorder = Recorder(sys.argv[1], counter_interval=0.0, frames_per_file=int(sys.argv[4]))
+    recorder = Recorder(RecorderConfig(sys.argv[1], counter_interval=0.0, frames_per_file=int(sys.argv[4])))
     recorder.arm(RecordingRequest(1000, 1, sys.argv[2], "crash.h5"))
     while recorder.counters.frames_written < int(sys.argv[3]):
         time.sleep(0.01)

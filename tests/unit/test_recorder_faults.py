@@ -24,8 +24,9 @@ LIMITED_RECORDER = textwrap.dedent(
     # Past the limit, write() fails with EFBIG instead of the process being killed.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+    from photonflow.recording.config import RecorderConfig
     from photonflow.recording.recorder import Recorder, RecordingRequest
-    recorder = Recorder(sys.argv[1], durable=False)
+    recorder = Recorder(RecorderConfig(sys.argv[1], durable=False))
     recorder.arm(RecordingRequest(500, 1, sys.argv[2], "full.h5"))
     deadline = time.monotonic() + 30
     while recorder.state == "RUNNING" and time.monotonic() < deadline:

@@ -10,7 +10,10 @@ import pytest
 
 from photonflow import states
 from photonflow.errors import ConfigurationError
-from photonflow.recording.recorder import Recorder, RecordingRequest, frame_ranges, parse_recording_request
+from photonflow.recording.config import RecorderConfig
+from photonflow.recording.recorder import Recorder
+from photonflow.recording.request import RecordingRequest, parse_recording_request
+from photonflow.recording.series import frame_ranges
 from photonflow.stream import maxiv
 from photonflow.stream.stins import StinsEncoder
 from tests.unit.fakes import EventLog
@@ -19,7 +22,7 @@ from tests.unit.test_recorder import DETECTOR, SHAPE, arm, frame, send_series
 
 @pytest.fixture
 def recorder(tmp_path):
-    return Recorder(tmp_path / "data", listener=EventLog(), counter_interval=0.0)
+    return Recorder(RecorderConfig(tmp_path / "data", counter_interval=0.0), listener=EventLog())
 
 
 def with_header(parts, **changes):
@@ -51,7 +54,7 @@ def test_arm_refuses_json_nested_too_deeply_with_an_example_of_what_it_takes():
 
 
 def test_arm_refuses_more_frames_than_the_recorder_takes_naming_the_property(tmp_path, stream):
-    recorder = Recorder(tmp_path, max_frames=1000)
+    recorder = Recorder(RecorderConfig(tmp_path, max_frames=1000))
     with pytest.raises(ConfigurationError) as caught:
         recorder.arm(RecordingRequest(10**30, 1, stream.endpoint, "huge.h5"))
     assert "at most 1000 (property MaxFramesPerSeries)" in str(caught.value)
@@ -59,7 +62,7 @@ def test_arm_refuses_more_frames_than_the_recorder_takes_naming_the_property(tmp
 
 
 def test_arm_refuses_a_split_into_more_data_files_than_a_master_maps(tmp_path, stream):
-    recorder = Recorder(tmp_path, frames_per_file=1)
+    recorder = Recorder(RecorderConfig(tmp_path, frames_per_file=1))
     with pytest.raises(ConfigurationError) as caught:
         recorder.arm(RecordingRequest(100_000, 1, stream.endpoint, "split.h5"))
     assert "would make 100000 data files; at most 1000: set FramesPerFile to at least 100" in str(caught.value)
@@ -135,7 +138,7 @@ def test_a_rejected_series_start_ends_in_alarm_with_its_reason_and_no_earlier_fi
 
 
 def test_a_series_whose_end_never_comes_is_closed_once_every_armed_frame_is_in(tmp_path, stream):
-    recorder = Recorder(tmp_path, end_timeout=0.3)
+    recorder = Recorder(RecorderConfig(tmp_path, end_timeout=0.3))
     path = arm(recorder, stream, 4)
     send_series(stream, range(4), end=False)
     assert recorder.wait(10), recorder.status
@@ -148,7 +151,7 @@ def test_a_series_whose_end_never_comes_is_closed_once_every_armed_frame_is_in(t
 
 
 def test_a_series_still_missing_frames_is_not_closed_by_the_end_timeout(tmp_path, stream):
-    recorder = Recorder(tmp_path, end_timeout=0.1)
+    recorder = Recorder(RecorderConfig(tmp_path, end_timeout=0.1))
     arm(recorder, stream, 4)
     send_series(stream, range(3), end=False, frame_count=4)
     assert not recorder.wait(1.0)

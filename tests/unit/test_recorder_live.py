@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from photonflow import states
+from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
@@ -56,7 +57,7 @@ def watch_growth(path, until_frames, result):
 
 def test_a_reader_in_another_process_sees_frames_grow_while_the_series_runs(tmp_path, senders):
     sender = senders()
-    recorder = Recorder(tmp_path, counter_interval=0.0)
+    recorder = Recorder(RecorderConfig(tmp_path, counter_interval=0.0))
     path = recorder.arm(RecordingRequest(60, 1, sender.endpoint, "live.h5"))
     encoder = StinsEncoder()
     sender.send(encoder.series_start(1, 60, SHAPE, "uint16", DETECTOR))
@@ -135,7 +136,7 @@ def test_per_frame_bookkeeping_records_arrival_and_marks_the_missing(tmp_path, s
 
 def test_a_small_queue_slows_the_sender_but_loses_nothing(tmp_path, senders):
     sender = senders()
-    recorder = Recorder(tmp_path, queue_frames=2, counter_interval=0.0)
+    recorder = Recorder(RecorderConfig(tmp_path, queue_frames=2, counter_interval=0.0))
     path = recorder.arm(RecordingRequest(200, 1, sender.endpoint, "tight.h5"))
     depths = []
     recorder.listener.counters_changed = lambda counters: depths.append(counters.queue_depth)
@@ -213,7 +214,8 @@ class SlowWriter:
 def test_the_queue_holds_no_more_bytes_than_its_budget_however_many_frames_it_may_hold(tmp_path, senders):
     sender = senders()
     shape = (500, 500)  # 0.5 MB a frame: two do not fit in a 1 MB budget
-    recorder = Recorder(tmp_path, queue_frames=256, queue_megabytes=1, counter_interval=0.0, sinks=[SlowWriter()])
+    recorder = Recorder(RecorderConfig(tmp_path, queue_frames=256, queue_megabytes=1, counter_interval=0.0),
+                        sinks=[SlowWriter()])
     path = recorder.arm(RecordingRequest(60, 1, sender.endpoint, "budget.h5"))
     depths, sizes = [], []
 

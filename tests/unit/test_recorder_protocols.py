@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from photonflow import states
+from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream import bslz4, dectris, maxiv
@@ -59,7 +60,7 @@ def test_maxiv_legacy_stream_without_series_ids_or_counts_is_recorded(tmp_path, 
 def test_raw_frames_can_be_stored_compressed_by_the_worker_pool_in_order(tmp_path, sender):
     from photonflow.stream.stins import StinsEncoder
 
-    recorder = Recorder(tmp_path, compression="bslz4", compression_workers=2)
+    recorder = Recorder(RecorderConfig(tmp_path, compression="bslz4", compression_workers=2))
     path = recorder.arm(RecordingRequest(40, 1, sender.endpoint, "packed.h5"))
     encoder = StinsEncoder()
     sender.send(encoder.series_start(1, 40, (64, 80), "uint32", {"name": "sim"}))
@@ -81,4 +82,4 @@ def test_an_unknown_compression_is_refused(tmp_path):
     from photonflow.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="compression must be one of none, bslz4"):
-        Recorder(tmp_path, compression="zstd")
+        Recorder(RecorderConfig(tmp_path, compression="zstd"))

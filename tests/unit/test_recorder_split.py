@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 
 from photonflow import states
+from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
@@ -12,7 +13,7 @@ from tests.unit.test_recorder import DETECTOR, SHAPE, frame
 
 def record(tmp_path, count, frame_numbers, frames_per_file=4, end=True, stop=False):
     sender = StreamSender("tcp://127.0.0.1:*")
-    recorder = Recorder(tmp_path, frames_per_file=frames_per_file)
+    recorder = Recorder(RecorderConfig(tmp_path, frames_per_file=frames_per_file))
     try:
         path = recorder.arm(RecordingRequest(count, 1, sender.endpoint, "split.h5"))
         encoder = StinsEncoder()
@@ -48,7 +49,7 @@ def test_the_virtual_dataset_spans_the_data_files_and_reads_back_every_frame(tmp
 
 def test_the_master_is_readable_while_the_series_runs(tmp_path):
     sender = StreamSender("tcp://127.0.0.1:*")
-    recorder = Recorder(tmp_path, frames_per_file=4)
+    recorder = Recorder(RecorderConfig(tmp_path, frames_per_file=4))
     path = recorder.arm(RecordingRequest(12, 1, sender.endpoint, "live.h5"))
     encoder = StinsEncoder()
     sender.send(encoder.series_start(1, 12, SHAPE, "uint16", DETECTOR))
