@@ -36,7 +36,7 @@ def test_the_import_contracts_hold(tmp_path):
     lay_out_as_installed(tmp_path)
     result = lint_imports(tmp_path, REPOSITORY / ".importlinter")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 0 broken." in result.stdout
+    assert "Contracts: 4 kept, 0 broken." in result.stdout
 
 
 def test_a_core_module_importing_tango_breaks_a_contract(tmp_path):
@@ -46,3 +46,30 @@ def test_a_core_module_importing_tango_breaks_a_contract(tmp_path):
     result = lint_imports(tmp_path, REPOSITORY / ".importlinter")
     assert result.returncode != 0
     assert "photonflow.errors -> tango" in result.stdout
+
+
+def breaks_with(tmp_path, module: str, line: str) -> str:
+    """lint-imports' report once ``line`` is added to ``module`` (a path under the installed layout)."""
+    lay_out_as_installed(tmp_path)
+    path = tmp_path / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa\n")
+    result = lint_imports(tmp_path, REPOSITORY / ".importlinter")
+    assert result.returncode != 0
+    return result.stdout
+
+
+def test_a_real_detectors_device_importing_a_simulator_breaks_a_contract(tmp_path):
+    report = breaks_with(tmp_path, "photonflow/devices/dectris_acquirer.py",
+                         "import photonflow.simulators.dectris_dcu")
+    assert "photonflow.devices.dectris_acquirer -> photonflow.simulators.dectris_dcu" in report
+
+
+def test_a_simulator_importing_acquisition_logic_breaks_a_contract(tmp_path):
+    report = breaks_with(tmp_path, "photonflow/simulators/pilatus_camserver.py",
+                         "import photonflow.acquisition.pilatus")
+    assert "photonflow.simulators.pilatus_camserver -> photonflow.acquisition.pilatus" in report
+
+
+def test_a_client_importing_the_recorder_breaks_a_contract(tmp_path):
+    report = breaks_with(tmp_path, "photonflow/clients/panel.py", "import photonflow.recording.recorder")
+    assert "photonflow.clients.panel -> photonflow.recording.recorder" in report

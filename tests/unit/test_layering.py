@@ -100,3 +100,27 @@ def test_drivers_import_only_errors_of_photonflow():
             - {"photonflow.errors", "photonflow.drivers"})
     }
     assert offenders == {}
+
+
+SARDANA_PLUGINS = REPOSITORY / "clients" / "sardana"  # files Sardana loads by path: no package import-linter sees
+
+
+def photonflow_imports_outside(path: Path, allowed: tuple[str, ...]) -> set[str]:
+    """The photonflow modules ``path`` imports (also inside functions) that are not under ``allowed``."""
+    return {name for name in imported_modules(path, depth=3)
+            if name.startswith("photonflow") and not name.startswith(allowed)}
+
+
+def test_sardana_plugins_reach_photonflow_through_publishing_and_clients_only():
+    offenders = {
+        str(path.relative_to(REPOSITORY)): sorted(found)
+        for path in SARDANA_PLUGINS.rglob("*.py")
+        if (found := photonflow_imports_outside(path, ("photonflow.publishing", "photonflow.clients")))
+    }
+    assert offenders == {}
+
+
+def test_the_sardana_plugin_check_does_see_a_recorder_import(tmp_path):
+    sample = tmp_path / "plugin.py"
+    sample.write_text("def read_one():\n    from photonflow.recording.recorder import Recorder\n")
+    assert photonflow_imports_outside(sample, ("photonflow.publishing",)) == {"photonflow.recording.recorder"}
