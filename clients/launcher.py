@@ -66,7 +66,7 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.1):
             result = check()
             if result is not None and result is not False:
                 return result
-        except Exception as error:  # not ready yet
+        except Exception as error:  # noqa: BLE001 - not ready yet
             last_error = error
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout} s" + (f": {last_error}" if last_error else ""))

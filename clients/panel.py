@@ -160,7 +160,7 @@ class PanelCommandButton(TaurusCommandButton):
     def onClicked(self, value=0):
         try:
             return self._onClicked()
-        except Exception as error:  # DevFailed above all; never let a click crash the panel
+        except Exception as error:  # noqa: BLE001 - DevFailed above all; never let a click crash the panel
             self.commandFailed.emit(self.getCommand(), describe_error(error))
             return None
 
@@ -428,7 +428,7 @@ class ControllerPanel(QtWidgets.QWidget):
         try:
             text = taurus.Attribute(self._attribute("Configuration")).read().rvalue
             configuration = json.loads(text) if text else {}
-        except Exception:  # no device, or nothing configured yet: the defaults stay
+        except Exception:  # noqa: BLE001 - no device, or nothing configured yet: the defaults stay
             return
         for key, field in self.form_fields.items():
             value = configuration.get(key)
@@ -466,7 +466,7 @@ class ControllerPanel(QtWidgets.QWidget):
                 device.command_inout("Configure", text)
             finally:
                 device.set_timeout_millis(previous_timeout)
-        except Exception as error:  # DevFailed from the device, or no device at all
+        except Exception as error:  # noqa: BLE001 - DevFailed from the device, or no device at all
             self.show_message(f"Configure failed: {describe_error(error)}", error=True)
             return False
         described = f"{configuration['frames']} frames, exposure {configuration['exposure']:g} s, " \

@@ -201,24 +201,29 @@ def load_deployment(
                 if name.lower() in devices_seen:
                     raise source.error(device_key, f"device {name} is already defined in {devices_seen[name.lower()]}")
                 devices_seen[name.lower()] = server_key.value
-                properties: dict[str, list[str]] = {}
-                alias = ""
-                if not (isinstance(device_node, yaml.ScalarNode) and device_node.value in ("", "null", "~")):
-                    for section_key, section_node in source.mapping(device_node, name):
-                        if section_key.value == "alias":
-                            alias = source.scalar_text(section_node, f"{name} alias")
-                            continue
-                        if section_key.value != "properties":
-                            raise source.error(
-                                section_key,
-                                f"{name}: unknown key '{section_key.value}'; expected 'properties' or 'alias'",
-                            )
-                        properties.update(_properties(source, section_node, name))
+                properties, alias = _device_sections(source, device_node, name)
                 devices.append(DeviceSpec(name, class_key.value, properties, alias))
         servers.append(ServerSpec(executable, instance, tuple(devices)))
     class_properties = _classes(source, top["classes"][1]) if "classes" in top else {}
     starter = _starter(source, top["starter"][1], {s.name for s in servers}) if "starter" in top else ()
     return Deployment(tuple(servers), simulators, demo, event_bus, class_properties, starter)
+
+
+def _device_sections(source: YamlSource, node: yaml.Node, name: str) -> tuple[dict[str, list[str]], str]:
+    """A device's properties and alias; an empty entry (``name:``) has neither."""
+    properties: dict[str, list[str]] = {}
+    alias = ""
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "null", "~"):
+        return properties, alias
+    for section_key, section_node in source.mapping(node, name):
+        if section_key.value == "alias":
+            alias = source.scalar_text(section_node, f"{name} alias")
+            continue
+        if section_key.value != "properties":
+            raise source.error(
+                section_key, f"{name}: unknown key '{section_key.value}'; expected 'properties' or 'alias'")
+        properties.update(_properties(source, section_node, name))
+    return properties, alias
 
 
 def _properties(source: YamlSource, node: yaml.Node, owner: str) -> dict[str, list[str]]:

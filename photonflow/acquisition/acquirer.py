@@ -288,7 +288,7 @@ class Acquirer(StatefulCore):
             ):
                 try:
                     self.camera.abort()
-                except Exception as error:  # the series still ends here; the status says why
+                except Exception as error:  # noqa: BLE001 - the series still ends here; the status says why
                     log.warning("abort on the detector failed: %s", error)
             if self.state == states.STANDBY:
                 self._set_state(states.ON, "Aborted before start.")

@@ -77,7 +77,7 @@ class AndorCamera(FrameSource, Closable):
             return function(*args)
         except DetectorError:
             raise
-        except Exception as error:  # pylablib's AndorError and friends carry the SDK's code
+        except Exception as error:  # noqa: BLE001 - pylablib's AndorError and friends carry the SDK's code
             raise DetectorError(f"Andor SDK3: {error}") from None
 
     def _get(self, name: str) -> Any:
@@ -125,7 +125,7 @@ class AndorCamera(FrameSource, Closable):
             while number < settings.frame_count and not stop.is_set():
                 try:
                     self.sdk.wait_for_frame(timeout=trigger.wait_time(0.2))  # short waits, to see stop in time
-                except Exception as error:
+                except Exception as error:  # noqa: BLE001 - pylablib's timeout has no type of its own: told by its name below
                     if "timeout" not in (type(error).__name__ + str(error)).lower():
                         raise DetectorError(f"Andor SDK3: {error}") from None
                     if not waits_for_edges and time.monotonic() - last_frame > patience:

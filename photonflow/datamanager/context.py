@@ -460,7 +460,7 @@ def load_context(path: str | os.PathLike) -> ContextFile:
     module.__file__ = path
     try:
         exec(compiled, module.__dict__)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a context file's code may raise anything: named with its line
         raise ConfigurationError(
             f"{path}:{_error_line(path, error)}: the context raised {type(error).__name__}: {error}") from None
     variables = {value.name: value for value in vars(module).values()

@@ -484,7 +484,7 @@ class JobBoard:
 def _error_text(future) -> str:
     try:
         error = future.exception(timeout=5)
-    except Exception as failure:  # describing an error must not raise another
+    except Exception as failure:  # noqa: BLE001 - describing an error must not raise another
         return f"{type(failure).__name__}: {failure}"
     return f"{type(error).__name__}: {error}" if error is not None else ""
 

@@ -266,7 +266,7 @@ class DataManager(StatefulCore):
             return
         try:
             restored = StructureRun.from_json(path.read_text())
-        except Exception as error:  # a structure edited since: start afresh, say so
+        except Exception as error:  # noqa: BLE001 - a structure edited since: start afresh, say so
             log.warning("structure progress in %s not resumed: %s", path, error)
             return
         running = restored.current
@@ -455,7 +455,7 @@ class DataManager(StatefulCore):
         if self.icat:
             try:
                 send_to_icat(self.catalogue.icat_dataset(record.run), self.icat)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - ICAT's client raises anything: the run stays catalogued, the state says why
                 self._changed(states.ALARM, f"Run {record.run} not registered in ICAT: {error}")
 
     def _after_change(self, record: RunRecord, status: str, catalogued: bool = False) -> None:
@@ -480,7 +480,7 @@ class DataManager(StatefulCore):
             return
         try:
             self.publish({"msg_kind": kind, "data": data})
-        except Exception as error:  # the run is catalogued: a bus problem is only logged
+        except Exception as error:  # noqa: BLE001 - the run is catalogued: a bus problem is only logged
             log.warning("message %s not published: %s", kind, error)
 
     def _changed(self, state: str, status: str) -> None:

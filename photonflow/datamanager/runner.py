@@ -80,7 +80,7 @@ def _call_with_timeout(function, timeout_s: float, name: str):
     def target():
         try:
             outcome["value"] = function()
-        except BaseException as error:  # the variable's own error, recorded for its cell
+        except BaseException as error:  # noqa: BLE001 - the variable's own error, recorded for its cell
             outcome["error"] = error
 
     worker = threading.Thread(target=target, name=f"variable-{name}", daemon=True)
@@ -138,7 +138,7 @@ def _cluster_client(address: str | None, notes: list[str]):
         from distributed import Client
 
         return Client(address, timeout=10)
-    except Exception as error:  # no cluster: the variables still run, locally
+    except Exception as error:  # noqa: BLE001 - no cluster: the variables still run, locally
         notes.append(f"the Dask scheduler at {address} could not be reached ({error}); "
                      "cluster variables computed locally")
         return None
@@ -173,7 +173,7 @@ def execute(context: ContextFile, run: RunData, *, timeout_s: float = 60.0,
                 else:
                     results.where[name] = "local"
                     cell = _call_with_timeout(lambda v=var, k=kwargs: v.evaluate(run, k), timeout_s, name)
-            except Exception as error:  # recorded for this cell; the others still run
+            except Exception as error:  # noqa: BLE001 - recorded for this cell; the others still run
                 if isinstance(error, Skip):
                     log.info("skipped %s: %s", name, error)
                 else:
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = process_run(arguments)
         code = 0
-    except Exception as error:  # reported to the caller as the process's outcome
+    except Exception as error:  # noqa: BLE001 - reported to the caller as the process's outcome
         log.error("%s", error)
         summary = {"run": arguments.get("run", {}).get("number"), "failed": str(error),
                    "reason": getattr(error, "reason", type(error).__name__)}

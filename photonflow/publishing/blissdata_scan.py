@@ -352,7 +352,7 @@ def _bounded(action, timeout: float, what: str) -> None:
         try:
             action()
             outcome.append(None)
-        except BaseException as error:  # handed to the waiting thread
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
             outcome.append(error)
 
     thread = threading.Thread(target=run, name="blissdata-join", daemon=True)
@@ -367,7 +367,7 @@ def _bounded(action, timeout: float, what: str) -> None:
 def _quietly(action) -> None:
     try:
         action()
-    except Exception as error:  # Redis is already known to have failed: nothing more to report
+    except Exception as error:  # noqa: BLE001 - Redis is already known to have failed: nothing more to report
         log.debug("blissdata writer ended with %s", error)
 
 

@@ -253,7 +253,7 @@ class BlissdataSink:
     def _run(self) -> None:
         try:  # set blissdata up at once, so readers can wait for the first scan before it comes
             self._data_store()
-        except Exception as error:  # not a publishing error yet: the next series tries again
+        except Exception as error:  # noqa: BLE001 - not a publishing error yet: the next series tries again
             self.last_error = f"blissdata on {self.url} not reachable: {type(error).__name__}: {error}"
             log.warning("%s", self.last_error)
         while True:
@@ -318,7 +318,7 @@ class BlissdataSink:
         try:
             action(*args)
             return True
-        except Exception as error:  # Redis down, timed out, refused: never the Recorder's problem
+        except Exception as error:  # noqa: BLE001 - Redis down, timed out, refused: never the Recorder's problem
             self.publish_errors += 1
             self.last_error = f"blissdata publishing to {self.url} failed: {type(error).__name__}: {error}"
             log.warning("%s", self.last_error)
@@ -340,7 +340,7 @@ class BlissdataSink:
             return {}
         try:
             return {k: v for k, v in dict(self.context()).items() if v not in (None, "")}
-        except Exception as error:  # the context's source (e.g. the DataManager) is down
+        except Exception as error:  # noqa: BLE001 - the context's source (e.g. the DataManager) is down
             log.warning("blissdata: no data-policy context: %s", error)
             return {}
 

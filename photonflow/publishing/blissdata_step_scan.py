@@ -222,7 +222,7 @@ class StepScanPublisher:
         try:
             action(*args)
             return True
-        except Exception as error:  # Redis down, timed out, refused: never the scan's problem
+        except Exception as error:  # noqa: BLE001 - Redis down, timed out, refused: never the scan's problem
             self._broken = True
             if self._streams is not None:
                 self._streams.abandon()
@@ -236,7 +236,7 @@ class StepScanPublisher:
             return {}
         try:
             return self.context()
-        except Exception as error:  # the context's source (e.g. the DataManager) is down: no policy
+        except Exception as error:  # noqa: BLE001 - the context's source (e.g. the DataManager) is down: no policy
             log.warning("blissdata: no data-policy context for %s %s: %s", self.step_scan.name,
                         self.step_scan.number, error)
             return {}
@@ -336,7 +336,7 @@ def _frame_layout(reference: FrameReference, column: Column) -> tuple[str, tuple
         with h5py.File(reference.file, "r", swmr=True, locking=False) as f:
             dataset = f[reference.dataset]
             return dataset.dtype.name, tuple(int(n) for n in dataset.shape[1:])
-    except Exception as error:  # not yet readable: the engine's description will do
+    except Exception as error:  # noqa: BLE001 - not yet readable: the engine's description will do
         log.info("blissdata: frame layout of %s from Sardana, not the file: %s", reference.file, error)
         return column.dtype, column.shape
 

@@ -18,6 +18,7 @@ final accounting, is created at the start and only written afterwards.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,8 @@ import photonflow
 from photonflow.recording.paths import SeriesDirectory
 from photonflow.recording.writeback import BackgroundWriteback
 from photonflow.stream.stins import SeriesStart
+
+log = logging.getLogger(__name__)
 
 # NXdetector fields photonflow fills from the stream's detector description, with their units.
 NXDETECTOR_FIELDS: dict[str, str | None] = {
@@ -541,7 +544,8 @@ class NexusFrameWriter:
         for closable in (*self._data_files.values(), self._file):
             try:
                 closable.close()
-            except Exception:
+            except Exception:  # the disk refused even that: say which file, go on with the others
+                log.exception("could not close %s after a write error", getattr(closable, "filename", closable))
                 closed = False
         self._data_files.clear()
         return closed

@@ -158,7 +158,7 @@ class Recorder:
                 self._end_previous_threads()
                 try:
                     receiver = self._receiver_factory(request.endpoints)
-                except Exception as error:  # ZeroMQ refuses the address: say which, not a Python error
+                except Exception as error:  # noqa: BLE001 - ZeroMQ refuses the address: say which, not a Python error
                     raise ConfigurationError(
                         f"cannot connect to the stream {', '.join(request.endpoints)}: {error}",
                         reason="InvalidEndpoint",

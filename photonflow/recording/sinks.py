@@ -175,7 +175,7 @@ class LivePreview:
     def _show(self, message: DataMessage) -> None:
         try:
             preview = block_sum(frame_pixels(message), self.factor_for(message.shape))
-        except Exception as error:  # a preview must never fail a recording
+        except Exception as error:  # noqa: BLE001 - a preview must never fail a recording
             self._failed(f"no preview of frame {message.frame_number}: {error}")
             return
         self._latest = preview
@@ -184,7 +184,7 @@ class LivePreview:
         if self._on_preview is not None:
             try:
                 self._on_preview(preview, message.frame_number)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - the device's event push: a preview must never fail a recording
                 self._failed(f"publishing the preview of frame {message.frame_number} failed: {error}")
 
     def _failed(self, reason: str) -> None:

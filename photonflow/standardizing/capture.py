@@ -114,7 +114,7 @@ class SeriesCapture:
         for capture in self.mapping.captures(moment):
             try:
                 value, _ = self.reader.read(capture.device, capture.attribute)
-            except Exception as error:  # any failure is recorded, none stops the capture
+            except Exception as error:  # noqa: BLE001 - any failure is recorded, none stops the capture
                 self._fail(moment, capture, error)
                 continue
             self._store(moment, capture, value)
@@ -140,7 +140,7 @@ class SeriesCapture:
             capture = captures[index]
             try:
                 value, timestamp = self.reader.read(capture.device, capture.attribute)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure is recorded once per value, none stops the capture
                 if capture.key not in self._failed_during:  # once per value, not once per poll
                     self._failed_during.add(capture.key)
                     self._fail("during", capture, error)

@@ -74,7 +74,7 @@ def _open(path: Path):
 
     try:
         image = fabio.open(str(path))
-    except Exception as error:  # fabio raises anything from OSError to AttributeError on a wrong file
+    except Exception as error:  # noqa: BLE001 - fabio raises anything from OSError to AttributeError on a wrong file
         raise ConfigurationError(f"{path} is not a readable CBF image ({type(error).__name__}: {error})") from None
     text = image.header.get(HEADER_KEY) if type(image).__name__ == "CbfImage" else None
     if not text:

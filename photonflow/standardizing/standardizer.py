@@ -130,7 +130,7 @@ class Standardizer(StatefulCore):
         try:
             text, _ = self.reader.read(self.datamanager, "DataPolicy")
             return PlannedAcquisition.from_data_policy(text)
-        except Exception as error:  # the series is still standardized, on its own
+        except Exception as error:  # noqa: BLE001 - the series is still standardized, on its own
             log.warning("could not ask %s what the series is: %s", self.datamanager, error)
             return None
 
@@ -267,7 +267,7 @@ class Standardizer(StatefulCore):
                                       entry_as_json(path))
         try:
             self.publisher.publish(event)
-        except Exception as error:  # the file is written: a bus problem is a warning, not a loss
+        except Exception as error:  # noqa: BLE001 - the file is written: a bus problem is a warning, not a loss
             return f"the experiment-done event was not sent: {error}"
         return ""
 

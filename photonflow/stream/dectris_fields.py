@@ -44,7 +44,7 @@ def refusing_anything_else(protocol: str) -> Callable:
                 return decode(parts)
             except StreamMessageError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - the net under the decoder: never another exception type
                 raise StreamMessageError(
                     f"{protocol} message could not be decoded: {type(error).__name__}: {error}"
                 ) from None

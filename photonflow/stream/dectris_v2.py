@@ -100,21 +100,28 @@ def _v2_channel(message: dict, where: str) -> str | None:
     return channels[0] if channels else None
 
 
+def _v2_threshold_energy(message: dict, channel: str | None, where: str) -> float | None:
+    """The recorded channel's counting threshold (eV), or the only one; None when not sent."""
+    thresholds = message.get("threshold_energy")
+    if thresholds is None:
+        return None
+    if not isinstance(thresholds, dict):
+        fail(f"{where}: 'threshold_energy' must be a map of channel to energy, got {show(thresholds)}")
+    energy = thresholds.get(channel) if channel is not None else None
+    if energy is None and len(thresholds) == 1:
+        energy = next(iter(thresholds.values()))
+    if energy is not None and not KINDS["number"][0](energy):
+        fail(f"{where}: 'threshold_energy' of {channel} must be a finite number, got {show(energy)}")
+    return energy
+
+
 def _v2_start(message: dict) -> SeriesStart:
     where = "Dectris stream v2 start message"
     channel = _v2_channel(message, where)
     detector = map_detector(message, V2_DETECTOR, where)
-    thresholds = message.get("threshold_energy")
-    if thresholds is not None:
-        if not isinstance(thresholds, dict):
-            fail(f"{where}: 'threshold_energy' must be a map of channel to energy, got {show(thresholds)}")
-        energy = thresholds.get(channel) if channel is not None else None
-        if energy is None and len(thresholds) == 1:
-            energy = next(iter(thresholds.values()))
-        if energy is not None:
-            if not KINDS["number"][0](energy):
-                fail(f"{where}: 'threshold_energy' of {channel} must be a finite number, got {show(energy)}")
-            detector["threshold_energy"] = energy
+    energy = _v2_threshold_energy(message, channel, where)
+    if energy is not None:
+        detector["threshold_energy"] = energy
     translation = message.get("detector_translation")
     if translation is not None:
         if not (

@@ -200,7 +200,7 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
         return handler(header, parts)
     except StreamMessageError:
         raise
-    except Exception as error:  # the net under the checks above: never another exception type
+    except Exception as error:  # noqa: BLE001 - the net under the checks above: never another exception type
         raise StreamMessageError(
             f"MAX IV stream message could not be decoded: {type(error).__name__}: {error}"
         ) from None

@@ -56,7 +56,7 @@ def test_counts_saturate_at_the_pixel_type_limit():
 
 
 def test_negative_frame_numbers_are_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"frame number must be >= 0, got -1"):
         DiffractionFrames(SMALL).frame(-1)
 
 

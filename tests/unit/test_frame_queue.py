@@ -77,7 +77,7 @@ def test_get_gives_up_after_its_timeout_or_at_once_without_one():
 
 @pytest.mark.parametrize("items, nbytes", [(0, 10), (10, 0)])
 def test_a_queue_that_could_hold_nothing_is_refused(items, nbytes):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"the queue must hold at least one (item|byte), got 0"):
         FrameQueue(items, nbytes)
 
 

@@ -33,7 +33,7 @@ class _PhotonflowMacro(Macro):
     def device(self, variable: str, default: str = "") -> tango.DeviceProxy:
         try:
             name = self.getEnv(variable)
-        except Exception:
+        except Exception:  # noqa: BLE001 - Sardana's UnknownEnv and its kin: any failure means not set
             if not default:
                 raise RuntimeError(f"set the environment first: senv {variable} <Tango device name>") from None
             name = default

@@ -136,7 +136,7 @@ class PhotonflowBlissdataRecorder(DataRecorder):
     def _session(self):
         try:
             return str(self.macro.getMacroServer().get_name())
-        except Exception:  # an older Sardana: any name will do, it only groups scans
+        except Exception:  # noqa: BLE001 - an older Sardana: any name will do, it only groups scans
             return "sardana"
 
     def _writeRecord(self, record):
@@ -171,7 +171,7 @@ def data_policy_context(datamanager):
 def _position(desc):
     try:
         return float(desc.moveable.getPosition())
-    except Exception:  # a motor that cannot be read has no start position, the scan goes on
+    except Exception:  # noqa: BLE001 - a motor that cannot be read has no start position, the scan goes on
         return None
 
 
