@@ -9,6 +9,7 @@ from pathlib import Path
 from tests.conftest import REPOSITORY
 
 CONTROLLER = REPOSITORY / "photonflow" / "control" / "controller.py"
+PORTS = REPOSITORY / "tests" / "unit" / "ports.py"  # each port beside its fakes and implementations
 
 
 def mypy(*arguments: str) -> subprocess.CompletedProcess:
@@ -23,6 +24,11 @@ def test_the_core_type_checks_clean():
     result = mypy()
     assert result.returncode == 0, f"mypy found problems in photonflow/:\n{result.stdout}{result.stderr}"
     assert "Success: no issues found" in result.stdout
+
+
+def test_the_tests_fakes_and_the_cores_implementations_conform_to_the_ports():
+    result = mypy(str(PORTS))
+    assert result.returncode == 0, f"a fake or an implementation no longer fits its port:\n{result.stdout}{result.stderr}"
 
 
 def test_a_port_called_with_the_wrong_type_fails_the_check(tmp_path: Path):
