@@ -330,9 +330,9 @@ class DataManager(StatefulCore):
         catalogue = self._need_catalogue()
         with self._lock:
             node, structure_run = self._current, self.structure_run
-            # the acquisition under way (of the loaded structure) when this is the file it was given
-            planned = node if node is not None and structure_run is not None and \
-                Path(result.raw_file) == getattr(self, "_expected_file", None) else None
+            # the structure's acquisition under way when this is the file it was given; else a series of its own
+            planned = node if (node is not None and structure_run is not None
+                               and Path(result.raw_file) == getattr(self, "_expected_file", None)) else None
             record = RunRecord(
                 run=catalogue.next_run_number(), proposal=self.proposal, session=self.session,
                 sample=self.sample, beamline=self.beamline,
@@ -344,7 +344,7 @@ class DataManager(StatefulCore):
                 dataset=Path(result.raw_file).stem,
             )
             catalogue.record_run(record)
-            if planned and structure_run is not None:
+            if planned is not None and structure_run is not None:
                 structure_run.finish(planned.path, result.end_reason == "completed", record.run)
                 self._current = None
                 self._save_progress(structure_run)

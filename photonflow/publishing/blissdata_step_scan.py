@@ -111,8 +111,10 @@ class StepScan:
     def values(self, point: Mapping[str, Any]) -> dict[str, np.ndarray | np.float64]:
         """One point's numbers per numeric stream (a missing value is NaN)."""
         elapsed = _number(point.get(self.elapsed_key))
-        values: dict[str, np.ndarray | np.float64] = {ELAPSED: np.float64(elapsed),
-                  EPOCH: np.float64(self.start_epoch + elapsed if math.isfinite(elapsed) else time.time())}
+        values: dict[str, np.ndarray | np.float64] = {
+            ELAPSED: np.float64(elapsed),
+            EPOCH: np.float64(self.start_epoch + elapsed if math.isfinite(elapsed) else time.time()),
+        }
         for column in self.columns:
             if column.kind == FRAMES:
                 continue
