@@ -141,8 +141,9 @@ class SelfStreamingDetector(Camera):
 
     @abstractmethod
     def run_series(self, settings: AcquisitionSettings, stop: threading.Event,
-                   progress: Callable[[int], None]) -> None:
-        """Run the armed series to its end or ``stop``, telling ``progress`` the frames taken."""
+                   progress: Callable[[int], None]) -> int | None:
+        """Run the armed series to its end or ``stop``, telling ``progress`` the frames taken;
+        a detector that counts them may also return how many it took."""
 
 
 class Checkable(ABC):

@@ -112,8 +112,8 @@ def load_dsconfig(text: str, path: str = "<dsconfig>") -> Deployment:
         normalized["classes"] = document["classes"]
     from jsonschema import Draft4Validator  # dsconfig's own dependency
 
-    for error in sorted(Draft4Validator(schema()).iter_errors(normalized), key=lambda e: [str(p) for p in e.path]):
-        problems.append(f"{json_path(_original_path(list(error.absolute_path), v1_keys))}: {error.message}")
+    for violation in sorted(Draft4Validator(schema()).iter_errors(normalized), key=lambda e: [str(p) for p in e.path]):
+        problems.append(f"{json_path(_original_path(list(violation.absolute_path), v1_keys))}: {violation.message}")
     if problems:
         raise ConfigurationError(_report(path, problems))
     deployment = _deployment(normalized, v1_keys, problems, tango_host)

@@ -44,6 +44,7 @@ def value(default: Any = dataclasses.MISSING, **limits: Any) -> Any:
     return dataclasses.field(default=default, metadata={"limits": Limits(**limits)})
 
 
+@dataclasses.dataclass(frozen=True)
 class Request:
     """Base of the command arguments; subclasses are frozen dataclasses of declared fields."""
 
@@ -119,7 +120,8 @@ class Request:
             for item in items:
                 cls._within(key, item, limits)
             return tuple(items)
-        if isinstance(given, bool) != (kind is bool) or not isinstance(given, _ACCEPTED[kind]):
+        accepted = isinstance(given, _ACCEPTED[kind])  # kept apart: it would narrow ``given`` to ``object``
+        if isinstance(given, bool) != (kind is bool) or not accepted:
             cls._refuse(f"'{key}' must be {_phrase(kind, limits, optional)}, got {given!r}")
         if kind is float:
             if not math.isfinite(given):

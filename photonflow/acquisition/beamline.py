@@ -83,19 +83,21 @@ class Beamline:
             number = math.nan
         if not math.isfinite(number) or (positive and number <= 0):
             kind = "a positive number" if positive else "a number"
-            return self._skip(f"{device}/{attribute} is {value}, not {kind}", notes)
+            self._skip(f"{device}/{attribute} is {value}, not {kind}", notes)
+            return None
         return number
 
     def conditions(self) -> BeamConditions:
         """The beamline now: each device named is read once; what cannot be used is None."""
-        names, notes = self.names, []
+        names = self.names
+        notes: list[str] = []  # what could not be read, for the status
         wavelength = self._number(names.monochromator, "Wavelength", notes) if names.monochromator else None
         distance = self._number(names.distance_motor, "Position", notes) if names.distance_motor else None
         ring_fraction = None
         if names.ring:
             current = self._number(names.ring, "Current", notes, positive=False)
             nominal = self._number(names.ring, "NominalCurrent", notes) if current is not None else None
-            if nominal is not None:
+            if current is not None and nominal is not None:
                 ring_fraction = max(current, 0.0) / nominal
         transmission = None
         if names.attenuator:

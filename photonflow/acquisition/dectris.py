@@ -99,6 +99,8 @@ class DectrisCamera(SelfStreamingDetector, Checkable, Abortable, Closable):
 
     @property
     def frame_shape(self) -> tuple[int, int]:
+        if self._geometry is None:  # connect() reads it, from __init__ on
+            raise DetectorError("the DCU's frame size is not read yet: the detector is not connected")
         return self._geometry
 
     @property
@@ -250,11 +252,12 @@ class BeamlineFollowingDectris(DectrisCamera):
     def geometry(self) -> dict[str, float]:
         """What the beamline says now, as the DCU's detector config names it."""
         beam, values = self.beamline.conditions(), {}
-        if beam.wavelength_angstrom is not None:
+        wavelength, energy = beam.wavelength_angstrom, beam.photon_energy
+        if wavelength is not None and energy is not None:  # either both known or neither
             if self._energy_name() == "wavelength":
-                values["wavelength"] = beam.wavelength_angstrom
+                values["wavelength"] = wavelength
             else:
-                values["photon_energy"] = beam.photon_energy
+                values["photon_energy"] = energy
         if beam.distance is not None:
             values["detector_distance"] = beam.distance
         centre = self.beamline.beam_centre

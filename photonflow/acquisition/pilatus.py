@@ -67,7 +67,7 @@ class PilatusCamera(FrameSource, Closable):
         self.settings = settings
         self.client = client or CamserverClient(settings.address, settings.timeout)
         self.version = self.client.command("version").text
-        self.threshold = None
+        self.threshold: float | None = None  # eV, once set
         self.mx: dict[str, Any] = {}  # what mxsettings last set: camserver has no read-back
         self.last_header: dict[str, Any] = {}
         self._series = 0
@@ -177,7 +177,8 @@ class BeamlineFollowingPilatus(PilatusCamera):
         self.beamline = beamline
 
     def prepare(self, settings: AcquisitionSettings) -> None:
-        beam, values = self.beamline.conditions(), {}
+        beam = self.beamline.conditions()
+        values: dict[str, str | tuple[str, str]] = {}  # mxsettings' names
         if beam.wavelength_angstrom is not None:
             values["Wavelength"] = f"{beam.wavelength_angstrom:.5f}"
         if beam.distance is not None:

@@ -56,6 +56,7 @@ from photonflow.drivers.tucam import (
     TUIDP_TEMPERATURE,
     TUREG_SN,
     TUSN_SIZE,
+    DhyanaModel,
 )
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 
@@ -108,16 +109,17 @@ class TucsenCamera(FrameSource, Checkable, Abortable, Closable):
                 raise DetectorConnectionLost(f"TUCam could not open camera {index}")
             self.handle = opened.hIdxTUCam
             self.model_name = self.info_text(TUIDI_CAMERA_MODEL)
-            self.model = next((m for m in MODELS.values() if m.name == self.model_name), None)
-            if self.model is None:
+            model = next((m for m in MODELS.values() if m.name == self.model_name), None)
+            if model is None:
                 raise ConfigurationError(f"camera {index} is a {self.model_name!r}; photonflow drives "
                                          f"{', '.join(m.name for m in MODELS.values())}")
+            self.model: DhyanaModel = model
             self.serial_number = self.read_serial_number()
             self.firmware = self.info_text(TUIDI_VERSION_FRMW)
             exposure = self.property_range(TUIDP_EXPOSURETM)
             self.min_exposure = exposure.dbValMin / 1000
             self.max_exposure = exposure.dbValMax / 1000
-            self.target_temperature = None
+            self.target_temperature: float | None = None
             self.roi = (0, 0, self.model.width, self.model.height)
             self.set_gain_mode(settings.gain_mode)
             self.set_bit_depth(settings.bit_depth)

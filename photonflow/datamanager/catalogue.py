@@ -22,9 +22,11 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +36,7 @@ from photonflow.errors import ConfigurationError
 BUSY_TIMEOUT_S = 30.0
 MAX_ARRAY_BYTES = 1 << 20  # arrays up to 1 MiB are kept in the database (for plots); larger ones only in HDF5
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-SUMMARIES = {
+SUMMARIES: dict[str, Callable[[np.ndarray], Any]] = {
     "mean": np.mean, "sum": np.sum, "min": np.min, "max": np.max, "std": np.std, "median": np.median,
     "size": np.size, "nanmean": np.nanmean, "nansum": np.nansum,
 }

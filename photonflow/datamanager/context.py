@@ -24,7 +24,7 @@ import re
 import sys
 import traceback
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
@@ -76,8 +76,8 @@ class Variable:
         self.transient = transient
         self.units = units
         self._data = data
-        self.func = None
-        self.name = None
+        self.func: Callable[..., Any] | None = None  # set when it decorates the function
+        self.name: str | None = None
         if callable(title):  # @Variable without parentheses
             self.title = None
             self(title)
@@ -142,6 +142,8 @@ class Variable:
     def evaluate(self, run: RunData, kwargs: dict[str, Any]) -> Cell:
         """Calls the function; wraps its result in a :class:`Cell` (which refuses what HDF5 and
         the table cannot hold: a TypeError that is recorded for the cell)."""
+        if self.func is None:
+            raise ConfigurationError(f"variable {self.title!r} decorates no function")
         cell = self.func(run, **kwargs)
         if not isinstance(cell, Cell):
             cell = Cell(cell, _check=not self.transient)
@@ -409,7 +411,7 @@ class ContextFile:
         return names
 
     def ordered_vars(self) -> tuple[str, ...]:
-        sorter = TopologicalSorter()
+        sorter: TopologicalSorter[str] = TopologicalSorter()
         for name, var in self.vars.items():
             sorter.add(name, *sorted(self.direct_dependencies(var)))
         return tuple(sorter.static_order())
@@ -456,6 +458,8 @@ def load_context(path: str | os.PathLike) -> ContextFile:
         raise ConfigurationError(f"{path}:{error.lineno}: syntax error: {error.msg}") from None
     module_name = f"photonflow_context_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_loader(module_name, loader=None, origin=path)
+    if spec is None:  # only ever for a loader that refuses: none is given here
+        raise ConfigurationError(f"{path}:0: cannot make a module of the context file")
     module = importlib.util.module_from_spec(spec)
     module.__file__ = path
     try:
@@ -464,5 +468,5 @@ def load_context(path: str | os.PathLike) -> ContextFile:
         raise ConfigurationError(
             f"{path}:{_error_line(path, error)}: the context raised {type(error).__name__}: {error}") from None
     variables = {value.name: value for value in vars(module).values()
-                 if isinstance(value, Variable) and value.func is not None}
+                 if isinstance(value, Variable) and value.func is not None and value.name is not None}
     return ContextFile(variables, path, code)

@@ -53,6 +53,9 @@ class SeriesResult:
 class VariablesLauncher(Protocol):
     """Computes a run's variables (in another process) and stores them in the catalogue."""
 
+    context_file: Path  # the DAMNIT-style context file each run loads afresh
+    on_done: Callable[[RunRecord, dict], None]  # the DataManager's, set when it takes the launcher
+
     def launch(self, run: RunRecord) -> None: ...
 
 
@@ -107,21 +110,22 @@ class DataManager(StatefulCore):
             if self.structure_run is not None and self._current is not None:
                 raise StateError(f"acquisition {self._current.path} is under way; end it (or EndSequence) first")
             self.proposal, self.session, self.sample = proposal, session, sample
-            self.catalogue = Catalogue(self.catalogue_directory, proposal)
+            self.catalogue = catalogue = Catalogue(self.catalogue_directory, proposal)
             self.counters.proposal, self.counters.sample = proposal, sample
-            self.counters.runs = len(self.catalogue.runs())
-            self.counters.run_table_version = self.catalogue.version()
+            self.counters.runs = len(catalogue.runs())
+            self.counters.run_table_version = catalogue.version()
         self._restore_progress()
         resumed = f"; structure resumed at {self.structure_run.progress:.0%}" if self.structure_run else ""
         self._changed(states.ON, f"Experiment {proposal}/{session}, sample {sample}; catalogue "
-                      f"{self.catalogue.path}{resumed}")
+                      f"{catalogue.path}{resumed}")
         self.catch_up()
 
     def set_sample(self, sample: str) -> None:
-        self.set_experiment(self._need_experiment().proposal, self.session, sample)
+        self._need_catalogue()
+        self.set_experiment(self.proposal, self.session, sample)
 
     def set_comment(self, run: int, text: str) -> None:
-        catalogue = self._need_experiment().catalogue
+        catalogue = self._need_catalogue()
         if catalogue.run(run) is None:
             raise ConfigurationError(f"run {run} is not in the catalogue of {self.proposal}")
         catalogue.set_comment(run, text)
@@ -132,13 +136,14 @@ class DataManager(StatefulCore):
     def reprocess(self, runs: list[int]) -> int:
         """Compute these runs' variables again (all runs of the proposal when ``runs`` is empty),
         with the context file as it is now; returns how many were queued."""
-        catalogue = self._need_experiment().catalogue
+        catalogue = self._need_catalogue()
         if self.variables is None:
             raise StateError("no context file: set the DataManager's ContextFile, then Init")
-        records = catalogue.runs() if not runs else [catalogue.run(number) for number in runs]
-        missing = [number for number, record in zip(runs, records, strict=False) if record is None]
+        looked_up = [catalogue.run(number) for number in runs]
+        missing = [number for number, record in zip(runs, looked_up, strict=True) if record is None]
         if missing:
             raise ConfigurationError(f"run(s) {', '.join(map(str, missing))} not in the catalogue of {self.proposal}")
+        records = [record for record in looked_up if record is not None] if runs else catalogue.runs()
         for record in records:
             self.variables.launch(record)
         self._changed(self.state, f"{len(records)} run(s) queued for their variables")
@@ -158,7 +163,7 @@ class DataManager(StatefulCore):
     def catch_up(self) -> int:
         """Catalogue the Recorder files of this experiment's folders that no run names yet (series
         that ended while the DataManager was down); returns how many."""
-        catalogue = self._need_experiment().catalogue
+        catalogue = self._need_catalogue()
         known = {record.raw_file for record in catalogue.runs()}
         session = self.policy.session_directory(self.proposal, self.session)
         found = 0
@@ -174,10 +179,11 @@ class DataManager(StatefulCore):
             found += 1
         return found
 
-    def _need_experiment(self) -> DataManager:
+    def _need_catalogue(self) -> Catalogue:
+        """The experiment's catalogue; refused before SetExperiment."""
         if self.catalogue is None:
             raise StateError("no experiment yet: call SetExperiment(proposal, session, sample) first")
-        return self
+        return self.catalogue
 
     @property
     def current_role(self) -> str:
@@ -204,17 +210,17 @@ class DataManager(StatefulCore):
     def load_structure(self, path: str, overrides: dict | None = None) -> int:
         """Load a data structure description, with a client's ``overrides`` of its values (see
         ``structure.py``); returns how many acquisitions it has."""
-        self._need_experiment()
+        self._need_catalogue()
         structure = load_structure(path, overrides=overrides)
         with self._lock:
             if self._current is not None:
                 raise StateError(f"acquisition {self._current.path} is under way: EndSequence first")
-            self.structure_run = StructureRun(structure, self.proposal, self.session, self.sample)
+            self.structure_run = structure_run = StructureRun(structure, self.proposal, self.session, self.sample)
             self.structure_path = path
-            self._save_progress()
-        self._changed(states.ON, f"Structure {path} loaded: {len(self.structure_run.nodes)} acquisitions; "
+            self._save_progress(structure_run)
+        self._changed(states.ON, f"Structure {path} loaded: {len(structure_run.nodes)} acquisitions; "
                       "BeginSequence to start")
-        return len(self.structure_run.nodes)
+        return len(structure_run.nodes)
 
     def begin_sequence(self) -> None:
         run = self._need_structure()
@@ -233,7 +239,7 @@ class DataManager(StatefulCore):
                 return None
             self._current = node
             self._current_started = _now()
-            dataset = self._dataset_name(node)
+            dataset = _dataset_name(structure_run, node)
             folder = self.policy.raw_dataset(self.proposal, self.session, self.sample, dataset)
             file = folder / f"{dataset}.h5"
             self._expected_file = file
@@ -253,11 +259,11 @@ class DataManager(StatefulCore):
     def _progress_file(self) -> Path:
         return self.catalogue_directory / f"{self.proposal}_{self.session}_{self.sample}.structure.json"
 
-    def _save_progress(self) -> None:
+    def _save_progress(self, structure_run: StructureRun) -> None:
         """The structure's progress beside the catalogue, written whole: a restart resumes it."""
         path = self._progress_file()
         partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(self.structure_run.to_json())
+        partial.write_text(structure_run.to_json())
         partial.replace(path)
 
     def _restore_progress(self) -> None:
@@ -275,14 +281,10 @@ class DataManager(StatefulCore):
         self.structure_run = restored
 
     def _need_structure(self) -> StructureRun:
-        self._need_experiment()
+        self._need_catalogue()
         if self.structure_run is None:
             raise StateError("no structure loaded: LoadStructure(file) first")
         return self.structure_run
-
-    def _dataset_name(self, node: AcquisitionNode) -> str:
-        index = self.structure_run.nodes.index(node) + 1
-        return f"{index:04d}_{node.dataset}"
 
     # -- what the device tells it ----------------------------------------------------------------
     def series_ended(self, result: SeriesResult) -> None:
@@ -325,24 +327,27 @@ class DataManager(StatefulCore):
     def _record(self, result: SeriesResult) -> None:
         if self.catalogue is None:  # nobody said which experiment: a catalogue of its own
             self.set_experiment("unassigned", "default", "unknown")
+        catalogue = self._need_catalogue()
         with self._lock:
-            node = self._current
-            planned = node is not None and Path(result.raw_file) == getattr(self, "_expected_file", None)
+            node, structure_run = self._current, self.structure_run
+            # the structure's acquisition under way when this is the file it was given; else a series of its own
+            planned = node if (node is not None and structure_run is not None
+                               and Path(result.raw_file) == getattr(self, "_expected_file", None)) else None
             record = RunRecord(
-                run=self.catalogue.next_run_number(), proposal=self.proposal, session=self.session,
+                run=catalogue.next_run_number(), proposal=self.proposal, session=self.session,
                 sample=self.sample, beamline=self.beamline,
                 start=self._current_started if planned else _start_time(result.raw_file),
-                end=_now(), node=node.path if planned else "", role=node.role if planned else "",
+                end=_now(), node=planned.path if planned else "", role=planned.role if planned else "",
                 raw_file=result.raw_file, nexus_file="", frames_requested=result.frames_requested,
                 frames_written=result.frames_written, missing_frames=result.missing_frames,
                 end_reason=result.end_reason, series_id=result.series_id,
                 dataset=Path(result.raw_file).stem,
             )
-            self.catalogue.record_run(record)
-            if planned:
-                self.structure_run.finish(node.path, result.end_reason == "completed", record.run)
+            catalogue.record_run(record)
+            if planned is not None and structure_run is not None:
+                structure_run.finish(planned.path, result.end_reason == "completed", record.run)
                 self._current = None
-                self._save_progress()
+                self._save_progress(structure_run)
             expected_nexus = str(Path(result.raw_file).with_suffix(".nxs"))
             self._pending_nexus[expected_nexus] = record.run
         self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}",
@@ -367,12 +372,14 @@ class DataManager(StatefulCore):
 
     def _attach_nexus(self, nexus_file: str) -> None:
         with self._lock:
-            run = self._pending_nexus.pop(nexus_file, None)
-            if run is None or self.catalogue is None:
+            run, catalogue = self._pending_nexus.pop(nexus_file, None), self.catalogue
+            if run is None or catalogue is None:
                 return
-            record = self.catalogue.run(run)
+            record = catalogue.run(run)
+            if record is None:  # another proposal's catalogue is open now
+                return
             record.nexus_file = nexus_file
-            self.catalogue.record_run(record)
+            catalogue.record_run(record)
         self._after_change(record, f"Run {run}: standardized file {nexus_file}")
         self._register(record)
         if self.variables is not None:
@@ -391,7 +398,7 @@ class DataManager(StatefulCore):
             raise StateError("no job engine: set the DataManager's JobEngine (a Dask scheduler), then Init")
         if kind not in PROCESSING:
             raise ConfigurationError(f"unknown processing '{kind}'; known: {', '.join(PROCESSING)}")
-        record = self._need_experiment().catalogue.run(run)
+        record = self._need_catalogue().run(run)
         if record is None:
             raise ConfigurationError(f"run {run} is not in the catalogue of {self.proposal}")
         source = record.nexus_file or record.raw_file
@@ -451,10 +458,11 @@ class DataManager(StatefulCore):
     def _register(self, record: RunRecord) -> None:
         """The run as a facility catalogue ingests it: ICAT's fields as JSON beside the catalogue,
         and sent with pyicat-plus when the facility configured it (a failure is a warning)."""
-        self.catalogue.export_icat(record.run, self.catalogue_directory / f"{record.proposal}_icat")
+        catalogue = self._need_catalogue()
+        catalogue.export_icat(record.run, self.catalogue_directory / f"{record.proposal}_icat")
         if self.icat:
             try:
-                send_to_icat(self.catalogue.icat_dataset(record.run), self.icat)
+                send_to_icat(catalogue.icat_dataset(record.run), self.icat)
             except Exception as error:  # noqa: BLE001 - ICAT's client raises anything: the run stays catalogued, the state says why
                 self._changed(states.ALARM, f"Run {record.run} not registered in ICAT: {error}")
 
@@ -463,8 +471,9 @@ class DataManager(StatefulCore):
         to move), not when an earlier run's standardized file comes after a later run."""
         if catalogued:
             self.counters.last_run = record.run
-        self.counters.runs = len(self.catalogue.runs())
-        self.counters.run_table_version = self.catalogue.version()
+        catalogue = self._need_catalogue()
+        self.counters.runs = len(catalogue.runs())
+        self.counters.run_table_version = catalogue.version()
         if self.structure_run is not None:
             self.counters.progress = self.structure_run.progress
         self.counters.current_node = self._current.path if self._current else ""
@@ -534,3 +543,9 @@ def _start_time(raw_file: str) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
     except (OSError, KeyError):
         return ""
+
+
+def _dataset_name(structure_run: StructureRun, node: AcquisitionNode) -> str:
+    """The dataset's folder name: its place in the structure, then its name."""
+    index = structure_run.nodes.index(node) + 1
+    return f"{index:04d}_{node.dataset}"

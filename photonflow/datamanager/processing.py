@@ -86,7 +86,7 @@ def align_images(images_file: Path, output: Path, *, dataset: str | None = None,
     made by ``np.roll(first, (dy, dx))`` gets ``(-dy, -dx)``. The frames are the file's default
     NXdata signal (or ``dataset``, a path inside the file).
     """
-    from skimage import __version__ as skimage_version
+    from skimage import __version__ as skimage_version  # type: ignore[attr-defined]  # lazy-loaded, not in its stubs
     from skimage.registration import phase_cross_correlation
 
     images_file, output = Path(images_file), Path(output)

@@ -252,7 +252,7 @@ class _Parser:
             items = self.source.keyed(entry, where, {"setting", "values"})
             if "setting" not in items:
                 raise self.source.error(entry, f"{where}: missing 'setting' (the device/attribute it moves)")
-            values = None
+            values: tuple | dict | None = None
             if "values" in items:
                 values_node = items["values"][1]
                 if isinstance(values_node, yaml.SequenceNode):
@@ -277,7 +277,8 @@ class _Parser:
     def sequence(self, node: yaml.Node, key: str) -> list:
         if not isinstance(node, yaml.SequenceNode) or not node.value:
             raise self.source.error(node, f"{key}: expected a list of paramSet, acquisition and scan items")
-        items, names = [], {}
+        items: list[_ParamSet | _Acquisition | _Scan] = []
+        names: dict[str, int] = {}  # item name -> its line
         for item_node in node.value:
             if not isinstance(item_node, yaml.MappingNode) or len(item_node.value) != 1:
                 raise self.source.error(item_node, f"{key}: each item is one of {', '.join(self.ITEMS)} "
@@ -287,6 +288,7 @@ class _Parser:
             if kind == "paramSet":
                 items.append(self.param_set(body, "paramSet"))
                 continue
+            item: _Acquisition | _Scan
             if kind == "acquisition":
                 item = self.acquisition(body, kind_node)
             elif kind == "scan":

@@ -146,7 +146,7 @@ class EmbeddedRedis:
             start_of_log = self.log_file.stat().st_size if self.log_file.exists() else 0
             process = self._launch(installation, port)
             try:
-                self._wait_until_answering(process, port, start_of_log)
+                self._wait_until_answering(process, installation, port, start_of_log)
             except _PortTaken:
                 continue
             except BaseException:
@@ -186,7 +186,8 @@ class EmbeddedRedis:
                 cwd=self.run_dir, start_new_session=True,
             )
 
-    def _wait_until_answering(self, process: subprocess.Popen, port: int, start_of_log: int) -> None:
+    def _wait_until_answering(self, process: subprocess.Popen, installation: RedisInstallation, port: int,
+                              start_of_log: int) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if process.poll() is not None:
@@ -194,7 +195,7 @@ class EmbeddedRedis:
                 if "Address already in use" in log:
                     raise _PortTaken()
                 raise EventServerError(
-                    f"the embedded Redis server ({process.args[0]}) exited with code {process.returncode} "
+                    f"the embedded Redis server ({installation.server}) exited with code {process.returncode} "
                     f"on start; end of {self.log_file}:\n{_tail(log)}",
                     reason="EventServerNotStarted",
                 )
@@ -239,8 +240,9 @@ class EmbeddedRedis:
             return
         if process.poll() is None:
             try:
-                with _client(self.host, self.port) as client:
-                    client.shutdown(nosave=True)
+                if self.port is not None:  # set with the process
+                    with _client(self.host, self.port) as client:
+                        client.shutdown(nosave=True)
             except redis.RedisError:
                 pass  # it answered no more: the signals below end it
             _end(process, timeout, asked_to_stop=True)

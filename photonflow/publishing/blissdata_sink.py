@@ -189,7 +189,7 @@ class BlissdataSink:
             series_id=series_id,
             frames=frames,
             detector=detector_group_name(start.detector),
-            shape=tuple(start.shape or (0, 0)),
+            shape=start.shape or (0, 0),
             dtype=start.dtype or "uint16",
             file=recorder.current_file if recorder is not None else "",
             frames_per_file=recorder.frames_per_file if recorder is not None else 0,
@@ -302,13 +302,14 @@ class BlissdataSink:
         if frames:
             self._frames(frames)
         if self._series is not None and not self._broken:
-            self._guard(self._send_image_status)
+            self._guard(self._send_image_status, self._series)
 
     def _frames(self, frames: list) -> None:
-        if self._series is None or self._broken:
+        series = self._series
+        if series is None or self._broken:
             self.frames_unpublished += len(frames)
             return
-        if not self._guard(self._send_frames, frames):
+        if not self._guard(self._send_frames, series, frames):
             self.frames_unpublished += len(frames)
 
     def _guard(self, action, *args) -> bool:
@@ -387,8 +388,7 @@ class BlissdataSink:
         self.scans_published += 1
         self.last_scan_key = scan.key
 
-    def _send_frames(self, frames: list) -> None:
-        series = self._series
+    def _send_frames(self, series: _Published, frames: list) -> None:
         numbers = np.fromiter((f[0] for f in frames), dtype=np.int64, count=len(frames))
         record = series.record
         values = {
@@ -414,9 +414,8 @@ class BlissdataSink:
         self.frames_published += len(frames)
         self.latencies.extend(time.time() - values["timer:epoch"])
 
-    def _send_image_status(self) -> None:
+    def _send_image_status(self, series: _Published) -> None:
         """A flush since the last batch made more frames readable: say so."""
-        series = self._series
         if self._status(series) != series.streams.told(series.image):
             self._add_image_status(series)
             series.streams.flush()

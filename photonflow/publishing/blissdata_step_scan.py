@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from photonflow.errors import StateError
 from photonflow.publishing.blissdata_scan import (
     REDIS_TIMEOUT,
     TIMER,
@@ -107,11 +108,13 @@ class StepScan:
             sections={"photonflow": {"frame_files": files}} if files else {},
         )
 
-    def values(self, point: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def values(self, point: Mapping[str, Any]) -> dict[str, np.ndarray | np.float64]:
         """One point's numbers per numeric stream (a missing value is NaN)."""
         elapsed = _number(point.get(self.elapsed_key))
-        values = {ELAPSED: np.float64(elapsed),
-                  EPOCH: np.float64(self.start_epoch + elapsed if math.isfinite(elapsed) else time.time())}
+        values: dict[str, np.ndarray | np.float64] = {
+            ELAPSED: np.float64(elapsed),
+            EPOCH: np.float64(self.start_epoch + elapsed if math.isfinite(elapsed) else time.time()),
+        }
         for column in self.columns:
             if column.kind == FRAMES:
                 continue
@@ -170,7 +173,7 @@ class StepScanPublisher:
         self.timeout = timeout
         self.scan_key = ""
         self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._scan = None
+        self._scan: Any = None  # blissdata's Scan, once _start made it
         self._streams: StreamWriter | None = None
         self._policy: DataPolicy | None = None
         self._frames: dict[str, FrameReference] | None = None  # Lima stream -> first point's reference
@@ -245,26 +248,34 @@ class StepScanPublisher:
         scan = self.step_scan
         url = with_timeouts(self.url, self.timeout)
         store = open_data_store(url)
-        self._policy = DataPolicy.from_context(self._context(), session=scan.session,
-                                               dataset=f"{scan.name}_{scan.number}", beamline=scan.beamline)
-        description = scan.description(self._policy)
-        self._scan = store.create_scan(description.identity(), description.scan_info())
-        self._streams = StreamWriter(url, self.timeout)
+        self._policy = policy = DataPolicy.from_context(self._context(), session=scan.session,
+                                                        dataset=f"{scan.name}_{scan.number}", beamline=scan.beamline)
+        description = scan.description(policy)
+        self._scan = published = store.create_scan(description.identity(), description.scan_info())
+        self._streams = streams = StreamWriter(url, self.timeout)
         for name in (ELAPSED, EPOCH):
-            self._streams.add(self._scan, numeric(name, "float64"))
+            streams.add(published, numeric(name, "float64"))
         for column in scan.columns:
             if column.kind != FRAMES:
-                self._streams.add(self._scan, numeric(column.stream, column.dtype, column.shape))
+                streams.add(published, numeric(column.stream, column.dtype, column.shape))
         if not any(column.kind == FRAMES for column in scan.columns):
             self._frames = {}
-            self._scan.prepare()
-            self._scan.start()
-        self.scan_key = self._scan.key  # set once the scan is as far as it goes before its first point
+            published.prepare()
+            published.start()
+        self.scan_key = published.key  # set once the scan is as far as it goes before its first point
 
-    def _start_frames(self, point: Mapping[str, Any]) -> None:
+    def _opened(self) -> tuple[Any, StreamWriter, DataPolicy]:
+        """What ``_start`` made: the scan, its streams and its data policy. When it failed, the
+        publisher is broken and ``_guard`` calls nothing that needs them."""
+        if self._scan is None or self._streams is None or self._policy is None:
+            raise StateError(f"blissdata: the scan {self.step_scan.name} {self.step_scan.number} was never created")
+        return self._scan, self._streams, self._policy
+
+    def _start_frames(self, point: Mapping[str, Any]) -> dict[str, FrameReference]:
         """The first point names the photonflow files: their Lima streams, then PREPARED, STARTED."""
         scan = self.step_scan
-        self._frames = {}
+        published, streams, policy = self._opened()
+        self._frames = frames = {}
         for column in scan.columns:
             if column.kind != FRAMES:
                 continue
@@ -274,33 +285,34 @@ class StepScanPublisher:
                             point.get(column.key))
                 continue
             dtype, shape = _frame_layout(reference, column)
-            self._streams.add(self._scan, frames_by_reference(
+            streams.add(published, frames_by_reference(
                 column.stream, reference.file, reference.dataset.lstrip("/"), dtype, shape, scan.npoints))
-            self._frames[column.stream] = reference
+            frames[column.stream] = reference
             self._written[column.stream] = []
-        self._scan.info = scan.description(self._policy, self._frames).scan_info()
-        self._scan.prepare()
-        self._scan.start()
+        published.info = scan.description(policy, frames).scan_info()
+        published.prepare()
+        published.start()
+        return frames
 
     def _points(self, points: list[Mapping[str, Any]]) -> None:
         """Points in the order taken, one entry per stream (blissdata's writers wait 10 ms for more
         before writing: a fast scan's points go out together)."""
-        if self._frames is None:
-            self._start_frames(points[0])
+        _, streams, _ = self._opened()
+        frames = self._frames if self._frames is not None else self._start_frames(points[0])
         values = [self.step_scan.values(point) for point in points]
         for name in values[0]:
-            self._streams.send(name, np.stack([value[name] for value in values]))
+            streams.send(name, np.stack([value[name] for value in values]))
         now = time.monotonic()
         for column in self.step_scan.columns:
-            if column.stream in self._frames:
+            if column.stream in frames:
                 for point in points:
                     reference = parse_frame_reference(point.get(column.key, ""))
                     if reference is not None:
                         self._written[column.stream].append((now, reference.index))
-        self._add_image_status(final=False)
-        self._streams.flush()
+        self._add_image_status(streams, final=False)
+        streams.flush()
 
-    def _add_image_status(self, final: bool) -> None:
+    def _add_image_status(self, streams: StreamWriter, final: bool) -> None:
         """Each Lima stream's last frame written and last one readable (once the Recorder flushed
         it, or all of them at the end: the photonflow file is closed before the scan ends)."""
         now = time.monotonic()
@@ -309,16 +321,17 @@ class StepScanPublisher:
                 continue
             last = written[-1][1]
             readable = [index for when, index in written if final or now - when >= READABLE_AFTER]
-            told_saved = self._streams.told(stream)[1]
-            self._streams.image_status(stream, last, max(readable, default=told_saved))
+            told_saved = streams.told(stream)[1]
+            streams.image_status(stream, last, max(readable, default=told_saved))
             if final:
                 written.clear()
             else:
                 written[:] = [(when, index) for when, index in written if now - when < READABLE_AFTER]
 
     def _tell_readable(self, final: bool) -> None:
-        self._add_image_status(final)
-        self._streams.flush()
+        _, streams, _ = self._opened()
+        self._add_image_status(streams, final)
+        streams.flush()
 
     def _end(self, end_reason: str) -> None:
         if self._scan is None:

@@ -16,7 +16,7 @@ _REFERENCE = re.compile(r"^h5file://(?P<file>/[^:]+)::(?P<dataset>/?[\w./\-]+)\[
 class FrameReference(NamedTuple):
     file: str
     dataset: str
-    index: int
+    index: int  # type: ignore[assignment]  # the frame's index, named as in the reference; shadows tuple.index
 
 
 def frame_reference(file: str, index: int, dataset: str = DATASET) -> str:

@@ -51,6 +51,7 @@ class StreamIntake:
                 if parts is None:
                     continue
                 nbytes = sum(len(part) for part in parts)
+                item: tuple[object, float | str]  # (message, arrival) or (REJECTED, why)
                 try:
                     item = (decoder(parts), self._wall_clock())
                 except StreamMessageError as error:

@@ -30,6 +30,7 @@ import hdf5plugin
 import numpy as np
 
 import photonflow
+from photonflow.errors import RecordingError
 from photonflow.recording.paths import SeriesDirectory
 from photonflow.recording.writeback import BackgroundWriteback
 from photonflow.stream.stins import SeriesStart
@@ -296,8 +297,11 @@ class NexusFrameWriter:
     ):
         self._directory = directory
         self.writer_token = writer_token  # names this writer in the file, for crash repair
-        self.shape = start.shape
-        self.encoding = start.encoding
+        if start.shape is None or start.dtype is None or start.encoding is None:
+            raise RecordingError("a file is made only for a series_start that says what a frame is "
+                                 "(shape, dtype and encoding)")
+        self.shape: tuple[int, int] = start.shape
+        self.encoding: str = start.encoding
         self.dtype = np.dtype(start.dtype).newbyteorder("<")
         self.frame_bytes = self.shape[0] * self.shape[1] * self.dtype.itemsize
         self.frames_per_file = frames_per_file if start.frame_count > 0 else 0
@@ -307,7 +311,8 @@ class NexusFrameWriter:
         self._receive_times = np.full(0, np.nan)
         self._timestamps = np.full(0, np.nan)
         self._frame_metadata: dict[str, np.ndarray] = {}  # per-frame values by name, NaN where never sent
-        self._dirty = [None, -1]  # lowest and highest frame index whose bookkeeping is not yet in the file
+        # lowest and highest frame index whose bookkeeping is not yet in the file
+        self._dirty: tuple[int | None, int] = (None, -1)
         self._data_files: dict[int, DataFile] = {}
         self.data_file_paths: list[Path] = []
         self._stack: FrameStack | None = None
@@ -424,7 +429,7 @@ class NexusFrameWriter:
                 if values is not None:  # the Recorder rejects a frame with names series_start did not announce
                     values[frame_number] = value
         low, high = self._dirty
-        self._dirty = [frame_number if low is None else min(low, frame_number), max(high, frame_number)]
+        self._dirty = (frame_number if low is None else min(low, frame_number), max(high, frame_number))
         if frame_number > self.highest_frame:
             self.highest_frame = frame_number
 
@@ -486,7 +491,7 @@ class NexusFrameWriter:
             if dataset.shape[0] < extent:
                 dataset.resize(extent, axis=0)
             dataset[low : high + 1] = values[low : high + 1]
-        self._dirty = [None, -1]
+        self._dirty = (None, -1)
 
     def _bookkeeping_datasets(self) -> Iterator[tuple[h5py.Dataset, np.ndarray]]:
         """Each per-frame dataset with the values behind it."""

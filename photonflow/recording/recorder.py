@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +36,11 @@ from photonflow.recording.config import RecorderConfig
 from photonflow.recording.counters import CounterReport, RecorderCounters
 from photonflow.recording.frame_queue import FrameQueue, QueueEmpty
 from photonflow.recording.intake import REJECTED, Receiver, StreamIntake
+from photonflow.recording.nexus_writer import NexusFrameWriter
 from photonflow.recording.paths import DataRoot, render_template, resolve_data_file
 from photonflow.recording.recovery import CrashJournal
 from photonflow.recording.request import RecordingRequest
-from photonflow.recording.series import Series, frame_disagreement
+from photonflow.recording.series import Series, described_by, frame_disagreement
 from photonflow.recording.series_file import SeriesFile
 from photonflow.recording.sinks import FrameSink
 from photonflow.stream.protocols import decoder_for
@@ -116,7 +118,7 @@ class Recorder:
         if repair.file:  # its own accounting is the counters, so the Controller's report matches the file
             self.counters = RecorderCounters.from_accounting(repair.accounting)
             self.last_file = repair.file
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Series, Any, float], bool]] = {
             SeriesStart: self._on_series_start,
             DataMessage: self._on_data,
             SeriesEnd: self._on_series_end,
@@ -211,6 +213,8 @@ class Recorder:
     # -- writing ----------------------------------------------------------------------------
     def _write_loop(self) -> None:
         series, intake = self._series, self._intake
+        if series is None or intake is None:  # arm sets both before it starts this thread
+            raise StateError("the Recorder's writer started before it was armed")
         try:
             while True:
                 try:
@@ -229,8 +233,8 @@ class Recorder:
                     self._count_lost(message)
                     continue
                 if message == REJECTED:
-                    self._reject(detail)
-                elif self._handlers[type(message)](message, detail):
+                    self._reject(series, detail)
+                elif self._handlers[type(message)](series, message, detail):
                     return
                 self._flush_if_due(series)
             self._drain_lost()
@@ -241,16 +245,15 @@ class Recorder:
             log.exception("recording failed")
             self._fail(series, f"recording into {series.file.path} failed: {error}")
 
-    def _on_series_start(self, message: SeriesStart, _received: float) -> bool:
-        series = self._series
+    def _on_series_start(self, series: Series, message: SeriesStart, _received: float) -> bool:
         refusal = series.id_refusal(message)
         if refusal:
-            self._reject(refusal)
+            self._reject(series, refusal)
         elif series.start is not None:
             # Every input announces the series; they must agree on what a frame is.
             disagreement = frame_disagreement(message, series.start)
             if disagreement:
-                self._reject(f"series_start of another input announces {disagreement}")
+                self._reject(series, f"series_start of another input announces {disagreement}")
         else:
             series.start = message
             if None not in (message.shape, message.dtype, message.encoding):
@@ -258,61 +261,63 @@ class Recorder:
             # else: this protocol describes frames only in the frames; the first one opens the file
         return False
 
-    def _open_file(self, series: Series, start: SeriesStart) -> None:
-        series.file.open(start, series.request, self.config,
-                         lambda message, received, chunk: self._store(series, message, received, chunk))
+    def _open_file(self, series: Series, start: SeriesStart) -> NexusFrameWriter:
+        writer = series.file.open(start, series.request, self.config,
+                                  lambda message, received, chunk: self._store(writer, message, received, chunk))
         # A detector's pixel mask or flatfield is in the file now: not kept in memory all series long.
         series.start = replace(start, detector={
             key: value for key, value in start.detector.items() if not isinstance(value, np.ndarray)
         })
         self.current_file = str(series.file.path)
         self._tell_sinks("series_started", start)
-        self._set_state(states.RUNNING, self._recording_status())
+        self._set_state(states.RUNNING, self._recording_status(series))
+        return writer
 
-    def _on_data(self, message: DataMessage, received: float) -> bool:
+    def _on_data(self, series: Series, message: DataMessage, received: float) -> bool:
         """Check a frame against the series, then store it (or count it a duplicate). Per frame:
         keep this path free of any work the checks and the write do not need."""
-        series = self._series
         refusal = series.id_refusal(message)
-        if not refusal and series.start is None:
-            refusal = f"frame {message.frame_number} arrived before series_start"
-        if not refusal:
-            disagreement = frame_disagreement(message, series.start)
-            if disagreement:
-                refusal = f"frame {message.frame_number} is {disagreement}"
-        if not refusal:
-            if series.file.writer is None:  # a protocol that describes frames only in the frames
-                self._open_file(series, series.described_by(message))
-            refusal = series.numbering_refusal(message)
+        start = series.start
+        if refusal or start is None:
+            self._reject(series, refusal or f"frame {message.frame_number} arrived before series_start")
+            return False
+        disagreement = frame_disagreement(message, start)
+        if disagreement:
+            self._reject(series, f"frame {message.frame_number} is {disagreement}")
+            return False
+        writer = series.file.writer
+        if writer is None:  # a protocol that describes frames only in the frames
+            writer = self._open_file(series, described_by(start, message))
+        refusal = series.numbering_refusal(message, start)
         if refusal:
-            self._reject(refusal)
+            self._reject(series, refusal)
             return False
         self.counters.frames_received += 1
+        compressor = series.file.compressor
         if not series.accept(message.frame_number):
             self.counters.duplicate_frames += 1
-        elif series.file.compressor is not None:
-            series.file.compressor.submit(message, received)
+        elif compressor is not None:
+            compressor.submit(message, received)
         else:
-            self._store(series, message, received, message.payload)
+            self._store(writer, message, received, message.payload)
         return False
 
-    def _store(self, series: Series, message: DataMessage, received: float, payload) -> None:
-        series.file.writer.write_frame(message.frame_number, payload, message.timestamp, received, message.metadata)
+    def _store(self, writer: NexusFrameWriter, message: DataMessage, received: float, payload) -> None:
+        writer.write_frame(message.frame_number, payload, message.timestamp, received, message.metadata)
         self.counters.frames_written += 1
         self._tell_sinks("frame_written", message)
         if self._report.due():
             self._notify_counters()
 
-    def _on_series_end(self, message: SeriesEnd, _received: float) -> bool:
-        series = self._series
+    def _on_series_end(self, series: Series, message: SeriesEnd, _received: float) -> bool:
         refusal = series.id_refusal(message)
         if refusal:
-            self._reject(refusal)
+            self._reject(series, refusal)
             return False
         series.ends.append(message)
         if len(series.ends) < len(series.request.endpoints):
             return False  # other inputs still sending
-        self._intake.stop()  # the series is complete: the receiver can go, before anyone re-arms
+        self._stop_intake()  # the series is complete: the receiver can go, before anyone re-arms
         reasons = {end.end_reason for end in series.ends}
         end_reason = next((r for r in ("failed", "aborted", "stopped") if r in reasons), "completed")
         self._finish(series, end_reason, series.ends)
@@ -336,7 +341,7 @@ class Recorder:
         """After a write error: every frame received but not written is counted lost, and the file
         is closed as ``failed`` with the frames it holds (or, if the disk refuses even that, left
         for the next start's repair, which marks it failed)."""
-        self._intake.stop()
+        self._stop_intake()
         self._drain_lost()
         kept = series.file.close_failed()
         c = self.counters
@@ -356,11 +361,14 @@ class Recorder:
     def _new_queue(self) -> FrameQueue:
         return FrameQueue(self.config.queue_frames, self.config.queue_megabytes * 1_000_000)
 
+    def _stop_intake(self) -> None:
+        if self._intake is not None:
+            self._intake.stop()
+
     def _end_previous_threads(self) -> None:
         """A receiver of the last series may still be within its poll: let it go first, or it
         would stay connected, take frames of the new series and put them in the new queue."""
-        if self._intake is not None:
-            self._intake.stop()
+        self._stop_intake()
         for thread in self._threads:
             thread.join(5)
         if any(thread.is_alive() for thread in self._threads):
@@ -404,19 +412,19 @@ class Recorder:
             except Exception:
                 log.exception("%s failed in %s", event, type(sink).__name__)
 
-    def _reject(self, reason: str) -> None:
+    def _reject(self, series: Series, reason: str) -> None:
         self.counters.messages_rejected += 1
-        self._series.rejection = reason
+        series.rejection = reason
         log.warning("rejected stream message: %s", reason)
         self._set_state(
             self.state,
-            f"{self._recording_status()} Rejected {self.counters.messages_rejected} "
+            f"{self._recording_status(series)} Rejected {self.counters.messages_rejected} "
             f"malformed message(s); last: {reason}",
         )
         self._notify_counters()
 
-    def _recording_status(self) -> str:
-        return f"Recording series {self._series.request.series_id} into {self._series.file.path}."
+    def _recording_status(self, series: Series) -> str:
+        return f"Recording series {series.request.series_id} into {series.file.path}."
 
     def _set_state(self, state: str, status: str) -> None:
         self.state, self.status = state, status

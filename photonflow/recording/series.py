@@ -67,32 +67,23 @@ class Series:
             return f"message of series {message.series_id}, but armed for series {expected}"
         return ""
 
-    def numbering_refusal(self, message: DataMessage) -> str:
-        """Why a frame of this series cannot be stored (its number or its metadata), or ''."""
+    def numbering_refusal(self, message: DataMessage, start: SeriesStart) -> str:
+        """Why a frame of this series cannot be stored (its number or its metadata), or ''.
+        ``start`` is the series' start, which the caller has already checked came."""
         if message.frame_number >= self.request.frame_count:
             return f"frame number {message.frame_number} is beyond the {self.request.frame_count} frames armed"
-        if 0 < self.start.frame_count <= message.frame_number:
+        if 0 < start.frame_count <= message.frame_number:
             return (
-                f"frame number {message.frame_number} is beyond the {self.start.frame_count} frames "
+                f"frame number {message.frame_number} is beyond the {start.frame_count} frames "
                 "series_start announced"
             )
-        if message.metadata and not message.metadata.keys() <= set(self.start.frame_metadata):
-            unannounced = ", ".join(sorted(message.metadata.keys() - set(self.start.frame_metadata)))
+        if message.metadata and not message.metadata.keys() <= set(start.frame_metadata):
+            unannounced = ", ".join(sorted(message.metadata.keys() - set(start.frame_metadata)))
             return (
                 f"frame {message.frame_number} carries metadata {unannounced} that series_start "
                 "did not announce in frame_metadata"
             )
         return ""
-
-    def described_by(self, first: DataMessage) -> SeriesStart:
-        """The series start completed by its first frame, for protocols that describe frames
-        only in the frames."""
-        return replace(
-            self.start,
-            shape=self.start.shape or first.shape,
-            dtype=self.start.dtype or first.dtype,
-            encoding=self.start.encoding or first.encoding,
-        )
 
     def final_accounting(self, ends: list[SeriesEnd] | None, highest_written: int | None) -> tuple[np.ndarray, dict]:
         """The frame numbers that never came and the counts the file is closed with.
@@ -153,6 +144,17 @@ def frame_disagreement(message, reference: SeriesStart) -> str:
         if None not in (theirs, ours) and theirs != ours:
             return f"{field_name} {theirs}, but the series has {field_name} {ours}"
     return ""
+
+
+def described_by(start: SeriesStart, first: DataMessage) -> SeriesStart:
+    """The series start completed by its first frame, for protocols that describe frames
+    only in the frames."""
+    return replace(
+        start,
+        shape=start.shape or first.shape,
+        dtype=start.dtype or first.dtype,
+        encoding=start.encoding or first.encoding,
+    )
 
 
 def frame_ranges(numbers: np.ndarray, shown: int = 10) -> str:

@@ -48,9 +48,9 @@ class SeriesFile:
         return cls(path, directory, journal)
 
     def open(self, start: SeriesStart, request: RecordingRequest, config: RecorderConfig,
-             store: Callable) -> None:
-        """Create the file for the series ``start`` describes; with compression, frames that
-        arrive raw go through the compressor to ``store``."""
+             store: Callable) -> NexusFrameWriter:
+        """Create the file for the series ``start`` describes and return its writer; with
+        compression, frames that arrive raw go through the compressor to ``store``."""
         # The file holds what was armed: the series id when the protocol carries none, and the
         # armed frame count (the detector's own count is kept as frames_announced).
         stored = replace(
@@ -61,12 +61,13 @@ class SeriesFile:
         if config.compression == "bslz4" and start.encoding == "raw":
             stored = replace(stored, encoding="bslz4")
             self.compressor = CompressionPipeline(store, config.compression_workers)
-        self.writer = NexusFrameWriter(
+        self.writer = writer = NexusFrameWriter(
             self.path, stored, config.frames_per_file, writeback=config.durable,
             directory=self.directory, writer_token=self.token,
         )
-        self.path = self.writer.path
+        self.path = writer.path
         self.journal.series_opened(self.path, self.token)
+        return writer
 
     def drain(self) -> None:
         """Let the compressor store every frame it holds, before the final accounting."""

@@ -147,7 +147,8 @@ class LivePreview:
 
     def series_started(self, start: SeriesStart) -> None:
         self._pending = None
-        self.factor_for(start.shape)  # decide the binning before the first frame
+        if start.shape is not None:  # the Recorder tells its sinks once it knows what a frame is
+            self.factor_for(start.shape)  # decide the binning before the first frame
 
     def frame_written(self, message: DataMessage) -> None:
         if not self._throttle.ready():
@@ -213,7 +214,7 @@ class StinsRelayEncoder(StinsEncoder):
                 SERIES_START,
                 start.series_id,
                 frame_count=start.frame_count,
-                shape=list(start.shape),
+                shape=list(start.shape or ()),  # the Recorder tells its sinks once it knows
                 dtype=start.dtype,
                 encoding=start.encoding,
                 detector=start.detector,
@@ -288,9 +289,9 @@ class StreamFanOut:
         """Would a message be taken now? Push: a worker is connected with room. Pub: always."""
         return self._socket is not None and bool(self._socket.poll(timeout_ms, zmq.POLLOUT))
 
-    def _send(self, parts: list) -> bool:
+    def _send(self, socket: zmq.Socket, parts: list) -> bool:
         try:
-            self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
             return True
         except zmq.Again:  # no worker, or all full: drop rather than stall the Recorder
             return False
@@ -300,18 +301,20 @@ class StreamFanOut:
             return False
 
     def series_started(self, start: SeriesStart) -> None:
-        if self._socket is None:
+        socket = self._socket
+        if socket is None:
             return
         self._series_id = start.series_id
         self._series_frames = self._series_forwarded = 0
-        if not self._send(self._encoder.series_start_of(start)):
+        if not self._send(socket, self._encoder.series_start_of(start)):
             self.series_messages_dropped += 1
 
     def frame_written(self, message: DataMessage) -> None:
         self._series_frames += 1
-        if message.frame_number % self.every or self._socket is None:
+        socket = self._socket
+        if message.frame_number % self.every or socket is None:
             return
-        if self._send(self._encoder.data_of(message)):
+        if self._send(socket, self._encoder.data_of(message)):
             self.frames_forwarded += 1
             self._series_forwarded += 1
         else:
@@ -321,7 +324,8 @@ class StreamFanOut:
         """Close the series for consumers, even when the Recorder was stopped without a series_end."""
         series_id = end.series_id if end is not None else self._series_id
         self._series_id = None
-        if self._socket is None or series_id is None:
+        socket = self._socket
+        if socket is None or series_id is None:
             return
         parts = self._encoder.series_end(
             series_id,
@@ -330,7 +334,7 @@ class StreamFanOut:
             end_reason=end_reason if end_reason in END_REASONS else "failed",
             end_time=end.end_time if end is not None else utc_now_iso(),
         )
-        if not self._send(parts):
+        if not self._send(socket, parts):
             self.series_messages_dropped += 1
 
     def close(self) -> None:

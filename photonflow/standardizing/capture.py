@@ -113,7 +113,7 @@ class SeriesCapture:
                 self._store(moment, capture, capture.value)
         for capture in self.mapping.captures(moment):
             try:
-                value, _ = self.reader.read(capture.device, capture.attribute)
+                value, _ = self.reader.read(*capture.tango_attribute)
             except Exception as error:  # noqa: BLE001 - any failure is recorded, none stops the capture
                 self._fail(moment, capture, error)
                 continue
@@ -139,7 +139,7 @@ class SeriesCapture:
                 break
             capture = captures[index]
             try:
-                value, timestamp = self.reader.read(capture.device, capture.attribute)
+                value, timestamp = self.reader.read(*capture.tango_attribute)
             except Exception as error:  # noqa: BLE001 - any failure is recorded once per value, none stops the capture
                 if capture.key not in self._failed_during:  # once per value, not once per poll
                     self._failed_during.add(capture.key)

@@ -56,7 +56,8 @@ def cbf_files(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigurationError(f"{directory} is not a folder of CBF images")
-    files, strangers = [], []
+    files: list[Path] = []
+    strangers: list[Path] = []
     for path in sorted(directory.iterdir()):
         if path.name.startswith(".") or path.is_dir():
             continue
@@ -135,6 +136,8 @@ def write_series_file(files: list[Path], path: Path) -> CbfSeries:
                 taken = header_time(image)
                 if taken is not None:
                     series.end_time = taken + float(header.get("count_time", 0.0))
+            if stack is None:
+                raise ConfigurationError(f"no CBF images to write into {path}")
             stack.trim()
             _describe(f, series)
     except BaseException:

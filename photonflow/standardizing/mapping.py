@@ -20,7 +20,7 @@ import yaml
 from photonflow.errors import ConfigurationError
 from photonflow.yaml_source import YamlSource, compose
 
-UNITS = pint.UnitRegistry()
+UNITS: pint.UnitRegistry = pint.UnitRegistry()
 DEFINITIONS = ("NXmx", "NXtomo")
 MOMENTS = ("pre", "during", "post")  # pre-exposure, during the exposure, post-exposure
 
@@ -85,6 +85,13 @@ class Capture:
     @property
     def source(self) -> str:
         return f"{self.device}/{self.attribute}" if self.device else "fixed value"
+
+    @property
+    def tango_attribute(self) -> tuple[str, str]:
+        """(device, attribute) of a value read from Tango; refused for a fixed value."""
+        if self.device is None or self.attribute is None:
+            raise ConfigurationError(f"{self.key} is a fixed value: there is no attribute to read")
+        return self.device, self.attribute
 
 
 @dataclass(frozen=True)
@@ -282,7 +289,7 @@ class _CaptureReader:
         scan = False
         if "scan" in items:
             scan = _scalar(source.scalar_text(items["scan"][1], f"{key}: scan")) is True
-        return AxisMapping(group, name, kind, vector, depends_on, capture, offset, offset_unit, scan)
+        return AxisMapping(group, name, kind, _three(vector), depends_on, capture, _three(offset), offset_unit, scan)
 
     def _attribute(self, node: yaml.Node, key: str) -> tuple[str, str]:
         text = self.source.scalar_text(node, f"{key}: attribute")
@@ -338,3 +345,9 @@ def convert(value, unit: str | None, target: str):
     if unit is None:
         return value
     return UNITS.Quantity(value, unit).to(target).magnitude
+
+
+def _three(numbers: tuple[float, ...]) -> tuple[float, float, float]:
+    """A vector or offset, which ``YamlSource.numbers`` read as exactly three numbers."""
+    x, y, z = numbers
+    return x, y, z

@@ -21,7 +21,7 @@ from assonant.data_classes.data_handlers import Axis, TimeSeries
 import photonflow
 from photonflow.recording.nexus_writer import LIBVER, nexus_time
 from photonflow.standardizing.capture import HOLDER, SeriesCapture
-from photonflow.standardizing.mapping import COMPONENTS, AxisMapping, BeamlineMapping, convert
+from photonflow.standardizing.mapping import AXIS_UNITS, COMPONENTS, AxisMapping, BeamlineMapping, convert
 from photonflow.standardizing.recorded import RecordedSeries
 
 TEXT = h5py.string_dtype("utf-8")
@@ -111,7 +111,8 @@ def write_axes(parent: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapt
         found = axis_values(capture, axis, recorded)
         if found is None:
             missing.append(axis.capture.key)
-            value, unit = 0.0, axis.capture.unit  # the chain must resolve; the failure is recorded
+            # the chain must resolve; the failure is recorded (an axis' unit is checked when it is mapped)
+            value, unit = 0.0, axis.capture.unit or AXIS_UNITS[axis.transformation_type]
         else:
             value, unit = found
         depends_on = "." if axis.depends_on == "." else f"{transformations.name}/{axis.depends_on}"

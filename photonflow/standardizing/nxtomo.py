@@ -107,9 +107,9 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
             angles = _per_frame(parts, rotation_axis, "deg", missing)
         write(sample, "rotation_angle", angles, "deg")
         for axis in mapping.axes_of("goniometer"):
-            name = _translation_name(axis)
-            if name:
-                write(sample, name, _per_frame(parts, axis, "m", missing), "m")
+            translation = _translation_name(axis)
+            if translation:
+                write(sample, translation, _per_frame(parts, axis, "m", missing), "m")
 
         control = group(entry, "control", "NXmonitor")
         write(control, "data", _monitor(parts), "mA")
@@ -132,15 +132,16 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
 def _rotation_axis(mapping: BeamlineMapping) -> AxisMapping | None:
     rotations = [axis for axis in mapping.axes_of("goniometer") if axis.transformation_type == "rotation"]
     scanned = [axis for axis in rotations if axis.scan]
-    return (scanned or rotations or [None])[0]
+    axes = scanned or rotations
+    return axes[0] if axes else None
 
 
 def _translation_name(axis: AxisMapping) -> str | None:
     if axis.transformation_type != "translation":
         return None
     vector = np.asarray(axis.vector, dtype=np.float64)
-    unit = tuple(float(abs(v)) for v in vector / np.linalg.norm(vector))
-    return TRANSLATION_NAMES.get(unit)
+    x, y, z = (float(abs(v)) for v in vector / np.linalg.norm(vector))
+    return TRANSLATION_NAMES.get((x, y, z))
 
 
 def _per_frame(parts: list[TomographyPart], axis: AxisMapping, unit: str, missing: list[str]) -> np.ndarray:

@@ -94,7 +94,8 @@ class Standardizer(StatefulCore):
         self._tomography = TomographyJoiner()
         self._evented: dict[tuple[str, str], list] = {}
         for capture in mapping.evented():
-            self._evented.setdefault((capture.device.lower(), capture.attribute.lower()), []).append(capture)
+            device, attribute = capture.tango_attribute
+            self._evented.setdefault((device.lower(), attribute.lower()), []).append(capture)
         self._worker = threading.Thread(target=self._work, name="standardizer", daemon=True)
         self._worker.start()
 
@@ -129,7 +130,7 @@ class Standardizer(StatefulCore):
             return None
         try:
             text, _ = self.reader.read(self.datamanager, "DataPolicy")
-            return PlannedAcquisition.from_data_policy(text)
+            return PlannedAcquisition.from_data_policy(str(text))
         except Exception as error:  # noqa: BLE001 - the series is still standardized, on its own
             log.warning("could not ask %s what the series is: %s", self.datamanager, error)
             return None

@@ -187,7 +187,7 @@ def _end_of_blocks(data: memoryview, position: int, blocks: int) -> int:
     Compiled (numba), without the interpreter lock: a Python loop cost ~70 us per 1M-pixel
     frame, 2 us here, so every frame is checked at the detector's rate.
     """
-    size = data.shape[0]
+    size = data.shape[0]  # type: ignore[index]  # a 1-d buffer (numba's array), whose shape is set
     for block in range(blocks):
         if position + 4 > size:
             return -(block + 1)

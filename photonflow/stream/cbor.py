@@ -8,7 +8,7 @@ Generic: DECTRIS' stream v2 (``dectris``) is one user; nothing here is vendor-sp
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from photonflow.errors import StreamMessageError
 from photonflow.stream.buffers import as_bytes
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise StreamMessageError(message)
 
 
@@ -75,7 +75,7 @@ class _CborReader:
         self.position = end
         return view
 
-    def _truncated(self, count: int) -> None:
+    def _truncated(self, count: int) -> NoReturn:
         _fail(
             f"CBOR message truncated: {count} byte(s) needed at byte {self.position}, "
             f"{self.size - self.position} left"

@@ -7,7 +7,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -27,7 +27,7 @@ DEFAULT_CHANNEL = "threshold_1"
 DECTRIS_COMPRESSION = 56500  # DECTRIS' tag of a compressed typed array: ["bslz4", element size, chunk]
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     raise StreamMessageError(message)
 
 

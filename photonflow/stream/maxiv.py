@@ -38,7 +38,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from photonflow.errors import StreamMessageError
 from photonflow.stream.buffers import as_bytes
@@ -65,7 +65,7 @@ _COMPRESSION_NAMES = {encoding: name for name, encoding in COMPRESSIONS.items()}
 METADATA_NAMES = {"exposure_time": "count_time", "exptime": "count_time", "photon_energy": "incident_energy"}
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise StreamMessageError(message)
 
 

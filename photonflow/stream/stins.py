@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -255,7 +255,7 @@ def _described(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise StreamMessageError(message)
 
 

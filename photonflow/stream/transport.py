@@ -40,7 +40,7 @@ class StreamSender:
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ):
         self.send_timeout = send_timeout
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
         self._socket.setsockopt(zmq.LINGER, 2000)
@@ -85,7 +85,7 @@ class StreamReceiver:
 
     def __init__(self, endpoints: str | Sequence[str], high_water_mark: int = RECEIVE_HIGH_WATER_MARK):
         self.endpoints = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
-        context = zmq.Context.instance()
+        context: zmq.Context = zmq.Context.instance()
         self._socket = context.socket(zmq.PULL)
         self._socket.setsockopt(zmq.RCVHWM, high_water_mark)
         self._socket.setsockopt(zmq.LINGER, 0)

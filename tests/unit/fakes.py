@@ -10,7 +10,7 @@ from photonflow.stream.stins import decode
 
 
 class RecordingSender:
-    """Keeps every message sent, decoded, as a receiver would see it."""
+    """Keeps every message sent, decoded, as a receiver would see it (an acquisition Sender)."""
 
     endpoint = "inproc://recording-sender"
 
@@ -18,10 +18,13 @@ class RecordingSender:
         self.messages = []
         self.sent = threading.Event()
 
-    def send(self, parts, stop=None):
+    def send(self, parts: list, stop: threading.Event | None = None) -> None:
         raw = [p.tobytes() if isinstance(p, np.ndarray) else bytes(p) for p in parts]
         self.messages.append(decode(raw))
         self.sent.set()
+
+    def close(self) -> None:
+        """Nothing to let go: no socket."""
 
 
 class EventLog:

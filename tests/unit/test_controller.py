@@ -9,12 +9,14 @@ import pytest
 from photonflow import states
 from photonflow.acquisition.acquirer import validate_settings
 from photonflow.camera import AcquisitionSettings
-from photonflow.control.controller import ACQUIRER, RECORDER, Controller, parse_request
+from photonflow.control.controller import ACQUIRER, RECORDER, AcquisitionRequest, Controller, parse_request
 from photonflow.errors import ConfigurationError, FilePathError, StateError
 from tests.unit.fakes import EventLog
 
 
 class FakeAcquirer:
+    """The Acquirer as the Controller sees it (an AcquirerPort: tests/unit/ports.py)."""
+
     def __init__(self):
         self.current_state = states.ON
         self.calls = []
@@ -22,77 +24,79 @@ class FakeAcquirer:
         self.fail_prepare = None
         self.started = threading.Event()
 
-    def state(self):
+    def state(self) -> str:
         return self.current_state
 
-    def check_settings(self, request):
+    def check_settings(self, request: AcquisitionRequest) -> None:
         """The real check, against a camera of the simulator's limits."""
         settings = AcquisitionSettings(request.frames, request.exposure, request.period, request.trigger_mode)
         validate_settings(settings, SimpleNamespace(min_exposure=1e-6, trigger_modes=("internal", "software")))
 
-    def configure(self, request, series_id):
+    def configure(self, request: AcquisitionRequest, series_id: int) -> None:
         self.calls.append(("configure", request.frames, series_id))
 
-    def prepare(self):
+    def prepare(self) -> None:
         if self.fail_prepare:
             raise RuntimeError(self.fail_prepare)
         self.calls.append("prepare")
         self.current_state = states.STANDBY
 
-    def start(self):
+    def start(self) -> None:
         self.calls.append("start")
         self.current_state = states.RUNNING
         self.started.set()
 
-    def stop(self):
+    def stop(self) -> None:
         self.calls.append("stop")
 
-    def abort(self):
+    def abort(self) -> None:
         self.calls.append("abort")
         self.current_state = states.ON
 
-    def stream_endpoint(self):
+    def stream_endpoint(self) -> str:
         return "tcp://127.0.0.1:5000"
 
-    def stream_protocol(self):
+    def stream_protocol(self) -> str:
         return "stins"
 
-    def frames_acquired(self):
+    def frames_acquired(self) -> int:
         return self.acquired
 
 
 class FakeRecorder:
+    """The Recorder as the Controller sees it (a RecorderPort: tests/unit/ports.py)."""
+
     def __init__(self):
         self.current_state = states.ON
         self.calls = []
         self.numbers = {"frames_received": 0, "frames_written": 0, "missing_frames": 0}
         self.file = ""
 
-    def state(self):
+    def state(self) -> str:
         return self.current_state
 
-    def last_file(self):
+    def last_file(self) -> str:
         return self.file
 
-    def check_file(self, file):
+    def check_file(self, file: str) -> str:
         if file.startswith("/"):
             raise FilePathError(f"{file} is outside the data root")
         return "/data/" + file
 
-    def arm(self, frames, series_id, endpoint, file, protocol):
+    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str) -> str:
         self.calls.append(("arm", frames, series_id, endpoint, file, protocol))
         self.current_state = states.RUNNING
         return "/data/" + (file or "auto.h5")
 
-    def stop(self):
+    def stop(self) -> None:
         self.calls.append("stop")
         self.current_state = states.ON
 
-    def abort(self):
+    def abort(self) -> None:
         self.calls.append("abort")
         self.current_state = states.ON
 
-    def counters(self):
+    def counters(self) -> dict[str, int]:
         return dict(self.numbers)
 
 

@@ -1,0 +1,49 @@
+"""Every port of the core beside what stands for it: the core's own implementations, and the
+fakes the tests drive the core with. Never imported: mypy checks it (tests/unit/test_types.py),
+so a fake or an implementation that drifts from its port fails `make test` instead of a test
+passing against an interface the real peer no longer has. The Tango side (devices/) is not
+type-checked; its peers of these ports are exercised by the integration tests."""
+
+from photonflow.acquisition.acquirer import Sender
+from photonflow.control.controller import AcquirerPort, RecorderPort
+from photonflow.datamanager.catalogue import Catalogue
+from photonflow.datamanager.manager import VariablesLauncher
+from photonflow.datamanager.runner import ResultSink
+from photonflow.datamanager.variables_launcher import VariablesInProcess
+from photonflow.events.bus import EventBus
+from photonflow.recording.intake import Receiver
+from photonflow.standardizing.capture import AttributeReader
+from photonflow.standardizing.standardizer import EventPublisher
+from photonflow.stream.transport import StreamReceiver, StreamSender
+from tests.unit.fakes import RecordingSender
+from tests.unit.test_controller import FakeAcquirer, FakeRecorder
+from tests.unit.test_standardizer import BeamlineReader
+
+
+def controller_peers(fake_acquirer: FakeAcquirer, fake_recorder: FakeRecorder) -> None:
+    acquirer: AcquirerPort = fake_acquirer
+    recorder: RecorderPort = fake_recorder
+    del acquirer, recorder
+
+
+def acquisition_senders(stream_sender: StreamSender, recording_sender: RecordingSender) -> None:
+    sender: Sender = stream_sender
+    sender = recording_sender
+    del sender
+
+
+def recorder_receivers(stream_receiver: StreamReceiver) -> None:
+    receiver: Receiver = stream_receiver
+    del receiver
+
+
+def standardizer_peers(event_bus: EventBus, beamline_reader: BeamlineReader) -> None:
+    publisher: EventPublisher = event_bus
+    reader: AttributeReader = beamline_reader
+    del publisher, reader
+
+
+def datamanager_peers(variables_in_process: VariablesInProcess, catalogue: Catalogue) -> None:
+    variables: VariablesLauncher = variables_in_process
+    results: ResultSink = catalogue
+    del variables, results
