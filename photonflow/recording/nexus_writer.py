@@ -546,11 +546,12 @@ class NexusFrameWriter:
         False if HDF5 could not close a file (the disk refused even that)."""
         self._stop_writeback()
         closed = True
-        for closable in (*self._data_files.values(), self._file):
+        files = [(f"data file {index}", data_file) for index, data_file in self._data_files.items()]
+        for name, closable in (*files, (str(self.path), self._file)):
             try:
                 closable.close()
-            except Exception:  # the disk refused even that: say which file, go on with the others
-                log.exception("could not close %s after a write error", getattr(closable, "filename", closable))
+            except Exception:  # the disk refused even that: say which file (never by asking HDF5), go on
+                log.exception("could not close %s after a write error", name)
                 closed = False
         self._data_files.clear()
         return closed

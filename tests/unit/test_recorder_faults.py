@@ -64,6 +64,7 @@ def test_a_full_disk_faults_naming_the_file_and_cause_and_spares_earlier_files(t
             process.kill()
             process.communicate()
         sender.close()
+    assert out.strip(), (process.returncode, err)
     state, status, written = __import__("json").loads(out.strip().splitlines()[-1])
     assert state == "FAULT", (out, err)
     assert status.startswith(f"cannot write {tmp_path / 'full.h5'}: File too large"), status
