@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPOSITORY / "config" / "demo.yaml"
+from tests.helpers.paths import DEMO_CONFIG, REPOSITORY
+
 # Tests here start real servers (gui/ drives the panel against them): `-m "not integration"`
 # leaves only the unit tests, which need no Tango at all.
 SERVER_TEST_DIRECTORIES = (REPOSITORY / "tests" / "integration", REPOSITORY / "tests" / "gui")
@@ -42,7 +42,7 @@ def running_suite(tmp_path_factory):
     """The demo deployment on its own database, servers as separate processes."""
     from photonflow.clients.launcher import Suite
     from photonflow.deployment import load_deployment_file
-    from tests.integration.helpers import preserved_environment
+    from tests.helpers.devices import preserved_environment
 
     var_dir = tmp_path_factory.mktemp("suite")
     data_root = var_dir / "data"

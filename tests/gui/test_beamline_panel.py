@@ -14,7 +14,7 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import: no display 
 
 import tango
 
-from tests.gui.test_panel import app, assert_usable_png, process_until, save_screenshot  # noqa: F401 - app: fixture
+from tests.helpers.panel import process_until, save_screenshot
 
 pytestmark = pytest.mark.gui
 PREFIX = "demo/beamline"
@@ -22,7 +22,7 @@ MOTORS = [f"{PREFIX}/{name}" for name in ("detz", "omega", "samx", "samy", "samz
 
 
 @pytest.fixture
-def panel(app, running_suite):  # noqa: F811 - the imported fixture
+def panel(app, running_suite):
     from photonflow.clients.beamline_panel import BeamlinePanel
 
     widget = BeamlinePanel(PREFIX)

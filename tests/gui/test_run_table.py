@@ -14,7 +14,7 @@ import pytest
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import: no display needed
 
 from photonflow.datamanager.catalogue import Catalogue, RunRecord
-from tests.conftest import REPOSITORY
+from tests.helpers.paths import REPOSITORY
 
 pytestmark = pytest.mark.gui
 SCREENSHOT = REPOSITORY / "var" / "screenshots" / "run_table.png"

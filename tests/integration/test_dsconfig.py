@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import tango
 
-from tests.conftest import DEMO_CONFIG
-from tests.integration.helpers import preserved_environment
+from tests.helpers.devices import preserved_environment
+from tests.helpers.paths import DEMO_CONFIG
 
 pytestmark = pytest.mark.integration
 

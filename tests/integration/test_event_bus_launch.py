@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from photonflow.events import RedisStreamBus, experiment_done_event
-from tests.conftest import DEMO_CONFIG, REPOSITORY
+from tests.helpers.paths import DEMO_CONFIG, REPOSITORY
 
 pytestmark = pytest.mark.timeout(180)
 

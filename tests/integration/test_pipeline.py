@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tango
 
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
-from tests.integration.helpers import (
+from tests.helpers.devices import (
     acquire,
+    demo_frames,
     devfailed,
     proxy,
     wait_for_state,
@@ -30,33 +30,6 @@ def devices(running_suite):
 @pytest.fixture
 def controller(devices):
     return proxy(devices.controller)
-
-
-def demo_frames(devices, exposure: float, data_file) -> DiffractionFrames:
-    """The frames the demo's simulated detector sends, rebuilt from its configuration and the
-    beamline it followed when armed (wavelength, distance, beam centre, intensity), as the
-    detector recorded them in the data file."""
-    properties = devices.deployment.device("SimulatorAcquirer").properties
-    with h5py.File(data_file, "r") as f:
-        detector = f["entry/instrument/simulator"]
-        specific = detector["detector_specific"]
-        beam = {
-            "beam_centre": (float(detector["beam_center_y"][()]), float(detector["beam_center_x"][()])),
-            "distance": float(detector["distance"][()]),
-            "pixel_size": float(detector["x_pixel_size"][()]),
-            "wavelength": float(specific["incident_wavelength"][()]),
-            "scale": float(specific["beam_intensity_scale"][()]),
-        }
-    return DiffractionFrames(
-        PatternSettings(
-            height=int(properties["ImageHeight"][0]),
-            width=int(properties["ImageWidth"][0]),
-            dtype=properties["ImageType"][0],
-            seed=int(properties["Seed"][0]),
-            exposure=exposure,
-            **beam,
-        )
-    )
 
 
 def test_500_frames_end_to_end_every_frame_equals_what_the_simulator_sent(devices, controller):

@@ -19,8 +19,7 @@ import tango
 
 from photonflow.datamanager.catalogue import Catalogue
 from photonflow.recording.blissdata_sink import open_data_store
-from tests.integration.helpers import wait_until
-from tests.integration.test_pipeline import demo_frames
+from tests.helpers.devices import demo_frames, wait_until
 
 EXPOSURE = 0.01
 POINTS = 20

@@ -18,7 +18,7 @@ from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from photonflow.clients.demo import rotate_during_series
 from photonflow.standardizing.validation import validate_nexus
-from tests.integration.helpers import proxy, wait_for_state, wait_until
+from tests.helpers.devices import proxy, wait_for_state, wait_until
 
 FRAMES = 40
 PERIOD = 0.01

@@ -15,7 +15,7 @@ import tango
 from photonflow.clients.launcher import STARTER_BINARY, Suite, register_starter, starter_binary
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import default_starter_host, load_deployment
-from tests.integration.helpers import preserved_environment, wait_until
+from tests.helpers.devices import preserved_environment, wait_until
 
 pytestmark = pytest.mark.integration
 

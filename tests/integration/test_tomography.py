@@ -16,8 +16,8 @@ import pytest
 import tango
 
 from photonflow.standardizing.validation import validate_nexus
-from tests.conftest import REPOSITORY
-from tests.integration.helpers import proxy, running_deployment, wait_for_state, wait_until
+from tests.helpers.devices import proxy, running_deployment, wait_for_state, wait_until
+from tests.helpers.paths import REPOSITORY
 
 PLAN = {"projections": 30, "darks": 4, "flats": 5, "exposure": 0.002, "period": 0.011, "start_angle": 0.0,
         "end_angle": 90.0, "sample_out": 6.0, "sample_name": "test rock", "name": "rock"}

@@ -11,7 +11,7 @@ import h5py
 import psutil
 import pytest
 
-from tests.integration.helpers import acquire, devfailed, proxy, running_deployment, wait_for_state, wait_until
+from tests.helpers.devices import acquire, devfailed, proxy, running_deployment, wait_for_state, wait_until
 
 DEPLOYMENT = """
 servers:

@@ -11,7 +11,7 @@ from photonflow.errors import StateError
 from photonflow.simulators.diffraction import DiffractionFrames
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.stins import DataMessage, SeriesEnd
-from tests.unit.fakes import EventLog, RecordingSender
+from tests.helpers.fakes import EventLog, RecordingSender
 
 SENSOR = SimulatedSensor(height=16, width=24, seed=3)
 

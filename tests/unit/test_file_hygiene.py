@@ -10,7 +10,7 @@ import numpy as np
 from photonflow import states
 from photonflow.recording.recorder import Recorder
 from photonflow.stream.stins import StinsEncoder
-from tests.unit.test_recorder import SHAPE, arm, frame
+from tests.helpers.recording import SHAPE, arm, frame
 
 ODD_DETECTOR = {
     "model": "Odd",

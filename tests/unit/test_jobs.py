@@ -28,7 +28,7 @@ from photonflow.datamanager.jobs import (
 )
 from photonflow.datamanager.processing import integrate_azimuthally
 from photonflow.errors import ConfigurationError
-from tests.unit.processing_inputs import assert_peaks_at_ceo2, write_ceo2_nxmx
+from tests.helpers.processing_inputs import assert_peaks_at_ceo2, write_ceo2_nxmx
 
 
 @pytest.fixture(scope="module")

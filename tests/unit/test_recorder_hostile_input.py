@@ -13,8 +13,8 @@ from photonflow.errors import ConfigurationError
 from photonflow.recording.recorder import Recorder, RecordingRequest, frame_ranges, parse_recording_request
 from photonflow.stream import maxiv
 from photonflow.stream.stins import StinsEncoder
-from tests.unit.fakes import EventLog
-from tests.unit.test_recorder import DETECTOR, SHAPE, arm, frame, send_series
+from tests.helpers.fakes import EventLog
+from tests.helpers.recording import DETECTOR, SHAPE, arm, frame, send_series
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from photonflow import states
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
-from tests.unit.fakes import EventLog
-from tests.unit.test_recorder import DETECTOR, SHAPE, frame
+from tests.helpers.fakes import EventLog
+from tests.helpers.recording import DETECTOR, SHAPE, frame
 
 
 @pytest.fixture

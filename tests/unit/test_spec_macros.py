@@ -11,8 +11,8 @@ import tango
 
 from photonflow.deployment import load_deployment_file
 from photonflow.servers import SERVERS
-from tests.conftest import DEMO_CONFIG, REPOSITORY
-from tests.unit.spec_syntax import SpecSyntaxError, parse, walk
+from tests.helpers.paths import DEMO_CONFIG, REPOSITORY
+from tests.helpers.spec_syntax import SpecSyntaxError, parse, walk
 
 MACRO_FILES = sorted((REPOSITORY / "clients" / "spec").glob("*.mac"))
 # SPEC's built-in functions the macros may call

@@ -9,7 +9,7 @@ import pytest
 
 from photonflow import states
 from photonflow.recording.writeback import BackgroundWriteback
-from tests.unit.test_recorder_split import record
+from tests.helpers.recording import record_split
 
 MB = 1_000_000
 
@@ -67,7 +67,7 @@ def descriptors_on(directory: Path) -> list[str]:
 
 
 def test_a_durable_split_series_leaves_no_descriptor_or_writeback_thread_behind(tmp_path):
-    recorder, path = record(tmp_path, 10, range(10), frames_per_file=3)
+    recorder, path = record_split(tmp_path, 10, range(10), frames_per_file=3)
     assert recorder.durable and recorder.state == states.ON
     assert len(list(tmp_path.glob("split_data_*.h5"))) == 4
     assert descriptors_on(tmp_path) == [str(tmp_path)]  # only the data root, held for the Recorder's life
