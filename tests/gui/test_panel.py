@@ -169,7 +169,7 @@ def test_bad_configure_shows_the_devfailed_reason_in_the_panel(panel, running_su
 
 def test_the_run_table_button_opens_the_datamanagers_run_table(panel, running_suite, tmp_path):
     datamanager = running_suite.deployment.device("PhotonflowDataManager").name
-    proxy = tango.DeviceProxy(datamanager)
+    proxy = tango.DeviceProxy(running_suite.suite.device_url(datamanager))
     last_file = tango.DeviceProxy(running_suite.controller).LastFile
     assert last_file, "an earlier test ran a series"
 

@@ -62,7 +62,7 @@ def devfailed(call, *args) -> tango.DevError:
 
 @contextlib.contextmanager
 def preserved_environment(*keys: str):
-    """Restore these environment variables afterwards (the launcher points TANGO_HOST at its database)."""
+    """Restore these environment variables afterwards (a suite's simulators announce theirs there)."""
     saved = {key: os.environ.get(key) for key in keys}
     try:
         yield
@@ -81,7 +81,7 @@ def running_deployment(text: str, var_dir: Path, environment: dict[str, str]):
     from photonflow.clients.launcher import Suite
     from photonflow.deployment import load_deployment
 
-    with preserved_environment("TANGO_HOST", *environment):
+    with preserved_environment(*environment):
         os.environ.update(environment)
         suite = Suite("", var_dir)
         try:

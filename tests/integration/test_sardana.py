@@ -130,7 +130,7 @@ def test_a_timescan_with_software_start_takes_every_point_on_the_detectors_own_t
             raise
     state, error = run("set_meas_conf", "Synchronization", "Trigger", [channel])
     assert state == "ON", error
-    controller = tango.DeviceProxy(running_suite.suite.device_url(running_suite.controller))
+    controller = tango.DeviceProxy(running_suite.controller)
     wait_until(lambda: str(controller.state()) in ("ON", "ALARM"), what="the series to end")
     with h5py.File(scans / "scan.h5", "r") as f:
         measurement = f[sorted(f, key=lambda name: int(name[5:]))[-1]]["measurement"]
