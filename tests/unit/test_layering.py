@@ -88,3 +88,15 @@ def test_the_helper_check_does_see_an_import_from_another_test_module(tmp_path):
     sample.write_text("from tests.unit.test_recorder import frame\nfrom .test_panel import app\nimport test_jobs\n"
                       "from tests.helpers.recording import SHAPE\nfrom tango.test_context import DeviceTestContext\n")
     assert imports_of_another_test_module(sample) == ["tests.unit.test_recorder", ".test_panel", "test_jobs"]
+
+
+def test_the_unit_tier_starts_no_tango_server():
+    """A device in a test server belongs in tests/device; a database and server processes in
+    tests/integration."""
+    servers = {"tango.test_context", "tango.server", "photonflow.clients.launcher"}
+    offenders = [
+        str(path.relative_to(REPOSITORY))
+        for path in (TESTS / "unit").rglob("*.py")
+        if servers & (imported_modules(path, depth=2) | imported_modules(path, depth=3))
+    ]
+    assert offenders == []

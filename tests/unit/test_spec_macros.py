@@ -1,6 +1,6 @@
 """The SPEC macros (clients/spec/*.mac) parse, call only what exists, and name only devices,
 commands and attributes that photonflow's Tango classes define, with the argument types used.
-SPEC does not run here: tests/unit/spec_syntax.py parses the subset of SPEC the macros use."""
+SPEC does not run here: tests/helpers/spec_syntax.py parses the subset of SPEC the macros use."""
 
 from __future__ import annotations
 
