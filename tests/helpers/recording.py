@@ -13,6 +13,7 @@ from photonflow.acquisition.acquirer import Acquirer
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
+from tests.helpers.paths import REPOSITORY
 
 SHAPE = (24, 40)
 DETECTOR = {"name": "sim", "model": "Test", "x_pixel_size": 75e-6, "count_time": 0.001, "trigger_mode": "internal"}
@@ -74,15 +75,45 @@ def acquire_into(acquirer: Acquirer, recorder: Recorder, request: RecordingReque
     return path
 
 
+class Flushes:
+    """A sink of the Recorder counting its flushes: after one, what it wrote before is in the file
+    for a reader (and for the repair after a crash)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def series_started(self, start) -> None:
+        pass
+
+    def frame_written(self, message) -> None:
+        pass
+
+    def series_ended(self, end, end_reason) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def frames_flushed(self) -> None:
+        self.count += 1
+
+
+# A Recorder in a process of its own: arguments data root, endpoint, frames to write, frames per
+# file; it says "written N" once N frames are written and flushed, then waits to be killed.
 RECORDER_PROCESS = textwrap.dedent(
-    """
+    f"""
     import sys, time
+    sys.path.insert(0, {str(REPOSITORY)!r})
     from photonflow.recording.recorder import Recorder, RecordingRequest
-    recorder = Recorder(sys.argv[1], counter_interval=0.0, frames_per_file=int(sys.argv[4]))
+    from tests.helpers.recording import Flushes
+    flushes = Flushes()
+    recorder = Recorder(sys.argv[1], counter_interval=0.0, frames_per_file=int(sys.argv[4]), sinks=[flushes])
     recorder.arm(RecordingRequest(1000, 1, sys.argv[2], "crash.h5"))
     while recorder.counters.frames_written < int(sys.argv[3]):
         time.sleep(0.01)
-    time.sleep(0.5)  # at least one flush of the bookkeeping since
+    flushed = flushes.count
+    while flushes.count == flushed:  # one flush of the bookkeeping since
+        time.sleep(0.01)
     print("written", recorder.counters.frames_written, flush=True)
     time.sleep(60)
     """

@@ -9,6 +9,7 @@ from pathlib import Path
 from photonflow.standardizing.mapping import load_mapping
 from photonflow.standardizing.standardizer import Standardizer
 from tests.helpers.paths import STANDARD_MAPPINGS
+from tests.helpers.waiting import wait_until
 
 CONFIG = STANDARD_MAPPINGS
 PREFIX = {"PREFIX": "test/beamline", "DATAMANAGER": "test/photonflow/datamanager"}
@@ -41,12 +42,16 @@ def beamline_values(omega: float = 30.0) -> dict[str, object]:
 
 
 def standardize(recorded_file: Path, reader: BeamlineReader, mapping_name: str = "mx.yaml",
-                during: float = 0.0) -> Path:
+                polls_during: int = 0) -> Path:
+    """Series 7 standardized over ``recorded_file``; the series lasts until the reader was polled
+    ``polls_during`` times after the pre-exposure snapshot."""
     mapping = load_mapping(CONFIG / mapping_name, PREFIX)
     standardizer = Standardizer(mapping, reader, recorded_file.parents[1])
     try:
         standardizer.series_started(7)
-        time.sleep(during)
+        assert standardizer.wait_idle(30)  # the pre-exposure snapshot is taken, the polling started
+        before = reader.reads
+        wait_until(lambda: reader.reads >= before + polls_during, 30, what=f"{polls_during} polls during the series")
         standardizer.series_ended(7, str(recorded_file))
         assert standardizer.wait_idle(30)
         return Path(standardizer.counters.last_file), standardizer

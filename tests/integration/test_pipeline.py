@@ -174,6 +174,7 @@ def test_live_preview_and_fan_out_follow_the_series(devices, controller):
     viewer = zmq.Context.instance().socket(zmq.SUB)
     viewer.setsockopt(zmq.SUBSCRIBE, b"")
     viewer.setsockopt(zmq.LINGER, 0)
+    joined = viewer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     viewer.connect(recorder.FanOutEndpoint)
     previews = []
     event_id = recorder.subscribe_event(
@@ -182,9 +183,10 @@ def test_live_preview_and_fan_out_follow_the_series(devices, controller):
     )
     try:
         wait_until(lambda: recorder.FanOutFramesForwarded >= 0, what="fan-out attribute")
-        import time
-
-        time.sleep(0.5)  # a SUB socket only gets what is published after it has joined
+        # a SUB socket only gets what is published after it has joined: its subscription goes out
+        # once the connection's handshake is done, long before a series has started
+        assert joined.poll(30_000), "the viewer never joined the fan-out"
+        viewer.disable_monitor()
         assert acquire(controller, frames=50, exposure=0.001, period=0.02) == "ON"
         received = {}
         while viewer.poll(2000):
@@ -195,6 +197,7 @@ def test_live_preview_and_fan_out_follow_the_series(devices, controller):
                 break
     finally:
         recorder.unsubscribe_event(event_id)
+        joined.close()
         viewer.close()
     assert sorted(received) == [0, 10, 20, 30, 40]
     expected = demo_frames(devices, exposure=0.001, data_file=controller.LastFile)

@@ -2,6 +2,7 @@
 
 import multiprocessing
 import threading
+import time
 
 import h5py
 import numpy as np
@@ -12,7 +13,8 @@ from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
 from tests.helpers.fakes import EventLog
-from tests.helpers.recording import DETECTOR, SHAPE, frame
+from tests.helpers.recording import DETECTOR, SHAPE, Flushes, frame
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture
@@ -31,8 +33,6 @@ def senders():
 
 def watch_growth(path, until_frames, result):
     """In another process: open the file SWMR and record the frame counts seen while it grows."""
-    import time
-
     seen = []
     deadline = time.monotonic() + 30
     with h5py.File(path, "r", swmr=True) as f:
@@ -56,7 +56,8 @@ def watch_growth(path, until_frames, result):
 
 def test_a_reader_in_another_process_sees_frames_grow_while_the_series_runs(tmp_path, senders):
     sender = senders()
-    recorder = Recorder(tmp_path, counter_interval=0.0)
+    flushes = Flushes()
+    recorder = Recorder(tmp_path, counter_interval=0.0, sinks=[flushes])
     path = recorder.arm(RecordingRequest(60, 1, sender.endpoint, "live.h5"))
     encoder = StinsEncoder()
     sender.send(encoder.series_start(1, 60, SHAPE, "uint16", DETECTOR))
@@ -65,9 +66,8 @@ def test_a_reader_in_another_process_sees_frames_grow_while_the_series_runs(tmp_
     results = context.Queue()
     while recorder.counters.frames_written < 1:
         recorder.wait(0.01)
-    import time
-
-    time.sleep(0.3)  # let the first flush reach the file before the reader opens it
+    flushed = flushes.count
+    wait_until(lambda: flushes.count > flushed, 30, what="the first frame flushed to the file for the reader")
     reader = context.Process(target=watch_growth, args=(str(path), 60, results))
     reader.start()
     assert results.get(timeout=60) == ("opened",)  # the reader watches before the series goes on

@@ -25,6 +25,7 @@ from photonflow.standardizing.validation import validate_nexus
 from photonflow.stream.transport import StreamSender
 from tests.helpers.recording import acquire_into
 from tests.helpers.standardizing import CONFIG, PREFIX, BeamlineReader, beamline_values, standardize
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +116,17 @@ def test_during_the_series_values_are_polled_or_taken_from_change_events(recorde
     """The ring current is polled (2 Hz); omega comes from its change events, as the device
     forwards them (events: true in the mapping)."""
     mapping = load_mapping(CONFIG / "mx.yaml", PREFIX)
-    standardizer = Standardizer(mapping, BeamlineReader(beamline_values()), recorded_file.parents[1])
+    reader = BeamlineReader(beamline_values())
+    standardizer = Standardizer(mapping, reader, recorded_file.parents[1])
     try:
         standardizer.series_started(7)
-        time.sleep(0.2)  # the worker takes the pre-exposure snapshot
+        assert standardizer.wait_idle(30)  # the worker took the pre-exposure snapshot and polls
+        before_polls = reader.reads
         start = time.time()
         for step in range(5):
             standardizer.attribute_changed("test/beamline/omega", "Position", 30.0 + step, start + 0.1 * step)
         standardizer.attribute_changed("test/beamline/samx", "Position", 9.0, start)  # not evented: ignored
-        time.sleep(0.6)
+        wait_until(lambda: reader.reads > before_polls, 30, what="a poll of the ring current during the series")
         standardizer.series_ended(7, str(recorded_file))
         assert standardizer.wait_idle(30)
         output = Path(standardizer.counters.last_file)
@@ -260,7 +263,7 @@ def test_polling_stops_when_asked(recorded_file):
     stop = threading.Event()
     poller = threading.Thread(target=capture.poll_during, args=(stop,))
     poller.start()
-    time.sleep(0.2)
+    wait_until(lambda: reader.reads >= 5, 30, what="five polls of the ring current")
     stop.set()
     poller.join(2)
     assert not poller.is_alive()

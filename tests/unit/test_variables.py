@@ -51,7 +51,7 @@ def series(tmp_path_factory) -> dict:
     finally:
         sender.close()
     values = {**beamline_values(), "mono/Wavelength": WAVELENGTH_ANGSTROM, "detz/Position": DISTANCE_MM}
-    nexus, _ = standardize(raw, BeamlineReader(values), during=0.6)
+    nexus, _ = standardize(raw, BeamlineReader(values), polls_during=2)
     return {"number": 12, "proposal": PROPOSAL, "role": "data", "node": "eff/energy[2]/data",
             "sample": "CeO2", "raw_file": str(raw), "nexus": str(nexus)}
 
