@@ -58,12 +58,13 @@ def _prepare_environment(var_dir: Path, config: str | None = None) -> None:
 
 
 def _database(tango_host: str) -> tango.Database:
-    """The database at ``tango_host`` (host:port); TANGO_HOST's own form (several hosts) as it is."""
+    """The database at ``tango_host`` (host:port): this process's TANGO_HOST as Tango reads it (several
+    hosts included), another one by its first host."""
     if not tango_host:
         raise ConfigurationError("TANGO_HOST is not set: say which Tango database to write to (host:port)")
     if tango_host == os.environ.get("TANGO_HOST"):
         return tango.Database()
-    host, port = tango_host.rsplit(":", 1)
+    host, port = tango_host.split(",")[0].rsplit(":", 1)
     return tango.Database(host, int(port))
 
 

@@ -31,7 +31,7 @@ def wait_for_state(device: tango.DeviceProxy, *wanted: str, timeout: float = 30)
     return wait_until(
         lambda: str(device.state()) if str(device.state()) in wanted else None,
         timeout,
-        what=f"{device.dev_name()} in {wanted} (status: {_status(device)})",
+        what=lambda: f"{device.dev_name()} in {wanted} (status: {_status(device)})",
     )
 
 

@@ -10,7 +10,8 @@ import time
 def wait_until(check, timeout: float = 30, interval: float = 0.05, what: str = "condition",
                tolerate: tuple[type[BaseException], ...] = ()):
     """``check()``'s first true value, polled every ``interval`` s; fails the test after ``timeout`` s
-    naming ``what`` and the last value (or tolerated exception, e.g. a device restarting)."""
+    naming ``what`` (a text, or a function giving it then) and the last value (or tolerated
+    exception, e.g. a device restarting)."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -21,7 +22,8 @@ def wait_until(check, timeout: float = 30, interval: float = 0.05, what: str = "
         except tolerate as error:
             last = error
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
+            raise AssertionError(f"{what() if callable(what) else what} not reached within {timeout} s "
+                                 f"(last: {last!r})")
         time.sleep(interval)
 
 

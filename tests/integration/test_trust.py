@@ -129,7 +129,7 @@ def test_a_recorder_killed_mid_series_leaves_a_report_that_matches_the_repaired_
     # Controller may yet hear that the Recorder went (a FAULT that would land in the next series).
     wait_until(lambda: any("the recorder is unreachable" in status.lower() for status in statuses)
                and str(controller.state()) == "ALARM", timeout=60,
-               what=f"the Controller following the restarted Recorder (its statuses: {statuses[-5:]})")
+               what=lambda: f"the Controller following the restarted Recorder (its statuses: {statuses[-5:]})")
     assert acquire(controller, frames=5, exposure=0.001, period=0.002, file="after_kill.h5") == "ON", \
         controller.status()
 
