@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import h5py
 import psutil
@@ -55,6 +56,7 @@ def test_started_servers_are_ready_at_once_and_configure_works_immediately(suite
     controller = proxy(suite.device_url(CONTROLLER))
     controller.Configure(json.dumps({"frames": 3, "exposure": 0.001, "period": 0.002, "file": "ready.h5"}))
     assert json.loads(controller.Configuration)["frames"] == 3
+    assert os.environ.get("TANGO_HOST") != suite.tango_host  # the servers' only: this process's is left alone
 
 
 def test_every_server_listens_on_loopback_only(suite):
