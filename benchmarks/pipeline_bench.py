@@ -432,7 +432,6 @@ def main(argv: list[str] | None = None) -> int:
     var_dir = Path(tempfile.mkdtemp(prefix="pipeline_bench_", dir=args.dir))
     data_root = var_dir / "data"
     data_root.mkdir()
-    saved_host = os.environ.pop("TANGO_HOST", None)
     suite = Suite("", var_dir)
     label = f"{SHAPE[0]}x{SHAPE[1]}_{DTYPE}"
     try:
@@ -440,10 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         suite.start_deployment(deployment, var_dir / "tango" / "pipeline_bench.db")
         pids = {p.name.split("/")[0].removeprefix("Photonflow").lower(): p.pid for p in suite.processes}
         pids["bench"] = os.getpid()
-        controller = tango.DeviceProxy(deployment.device("PhotonflowController").name)
-        recorder = tango.DeviceProxy(deployment.device("PhotonflowRecorder").name)
-        standardizer = tango.DeviceProxy(deployment.device("PhotonflowStandardizer").name)
-        acquirer = tango.DeviceProxy(deployment.device("SimulatorAcquirer").name)
+        controller = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowController").name))
+        recorder = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowRecorder").name))
+        standardizer = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowStandardizer").name))
+        acquirer = tango.DeviceProxy(suite.device_url(deployment.device("SimulatorAcquirer").name))
         for proxy in (controller, recorder, acquirer, standardizer):
             proxy.set_timeout_millis(15000)
         if tuple(acquirer.FrameShape) != SHAPE or recorder.FanOutEndpoint:
@@ -486,10 +485,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         suite.stop()
-        if saved_host is not None:
-            os.environ["TANGO_HOST"] = saved_host
-        else:
-            os.environ.pop("TANGO_HOST", None)
         if args.keep:
             print(f"kept {var_dir}", file=sys.stderr)
         else:

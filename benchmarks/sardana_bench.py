@@ -36,7 +36,6 @@ DUMMY = "dummy_ct"
 
 def main() -> int:
     var_dir = Path(tempfile.mkdtemp(prefix="sardana_bench_"))
-    os.environ.pop("TANGO_HOST", None)
     os.environ["PHOTONFLOW_DATA_ROOT"] = str(var_dir / "data")
     os.environ["PHOTONFLOW_CONFIG_DIR"] = str(REPOSITORY / "config")
     deployment = load_deployment_file(REPOSITORY / "config" / "demo.yaml")
@@ -44,9 +43,10 @@ def main() -> int:
     try:
         suite.start_event_bus()
         suite.start_deployment(deployment, var_dir / "tango.db")
-        os.environ["TANGO_HOST"] = suite.tango_host
         import taurus
         from sardana.taurus.core.tango.sardana import registerExtensions
+
+        taurus.Factory("tango").set_default_tango_host(suite.tango_host)  # Sardana's elements by short name
 
         registerExtensions()
         sardana = start_sardana(suite, deployment)

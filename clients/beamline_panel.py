@@ -77,11 +77,17 @@ def _led(model: str) -> TaurusLed:
 class BeamlinePanel(QtWidgets.QWidget):
     """Motors, monochromator, shutter and storage ring of one beamline prefix."""
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX, parent=None, devices: dict[str, list[str]] | None = None):
+    def __init__(self, prefix: str = DEFAULT_PREFIX, parent=None, devices: dict[str, list[str]] | None = None,
+                 tango_host: str = ""):
+        """``tango_host``: the beamline's database (host:port) when it is not this process's TANGO_HOST."""
         super().__init__(parent)
         self.prefix = prefix.strip("/")
+        self.tango_host = tango_host
         self.setWindowTitle(f"photonflow - beamline {self.prefix}")
-        self.devices = devices if devices is not None else find_beamline_devices(self.prefix)
+        if devices is None:
+            host, _, port = tango_host.rpartition(":")
+            devices = find_beamline_devices(self.prefix, tango.Database(host, int(port)) if tango_host else None)
+        self.devices = devices
         self.motor_rows: dict[str, dict[str, QtWidgets.QWidget]] = {}
         self.mono_widgets: dict[str, QtWidgets.QWidget] = {}
         self.shutter_widgets: dict[str, QtWidgets.QWidget] = {}
@@ -123,7 +129,7 @@ class BeamlinePanel(QtWidgets.QWidget):
 
     def _command_button(self, device: str, command: str) -> PanelCommandButton:
         button = PanelCommandButton(command=command, text=command, timeout=COMMAND_TIMEOUT_S)
-        button.setModel(device_model(device))
+        button.setModel(device_model(device, self.tango_host))
         button.commandExecuted.connect(
             lambda _result, d=device, c=command: self.show_message(f"{d}: {c} done.", error=False))
         button.commandFailed.connect(lambda c, text, d=device: self.show_message(f"{d}: {c} failed: {text}", True))
@@ -148,8 +154,8 @@ class BeamlinePanel(QtWidgets.QWidget):
             header = QtWidgets.QLabel(f"<b>{text}</b>")
             grid.addWidget(header, 0, column, alignment=Qt.Qt.AlignCenter if column > 1 else Qt.Qt.AlignLeft)
         for row, name in enumerate(motors, start=1):
-            model = device_model(name)
-            unit = _property(name, "Unit")
+            model = device_model(name, self.tango_host)
+            unit = _property(name, "Unit", self.tango_host)
             widgets = {
                 "led": _led(f"{model}/State"),
                 "name": QtWidgets.QLabel(name.rsplit("/", 1)[-1]),
@@ -168,7 +174,7 @@ class BeamlinePanel(QtWidgets.QWidget):
         box, name = self._single_device_box("Monochromator", "SimulatedMonochromator")
         if name is None:
             return box
-        model = device_model(name)
+        model = device_model(name, self.tango_host)
         grid = QtWidgets.QGridLayout(box)
         self.mono_widgets = {
             "led": _led(f"{model}/State"),
@@ -190,7 +196,7 @@ class BeamlinePanel(QtWidgets.QWidget):
         box, name = self._single_device_box("Shutter", "SimulatedShutter")
         if name is None:
             return box
-        model = device_model(name)
+        model = device_model(name, self.tango_host)
         layout = QtWidgets.QGridLayout(box)
         status = TaurusLabel()
         status.setModel(f"{model}/Status")
@@ -216,7 +222,7 @@ class BeamlinePanel(QtWidgets.QWidget):
         box, name = self._single_device_box("Storage ring", "SimulatedStorageRing")
         if name is None:
             return box
-        model = device_model(name)
+        model = device_model(name, self.tango_host)
         layout = QtWidgets.QVBoxLayout(box)
         values = QtWidgets.QFormLayout()
         self.ring_widgets = {
@@ -261,7 +267,7 @@ class BeamlinePanel(QtWidgets.QWidget):
             self.show_message(f"{device}/{attribute}: {text!r} is not a number.", error=True)
             return False
         try:
-            proxy = tango.DeviceProxy(device_model(device))
+            proxy = tango.DeviceProxy(device_model(device, self.tango_host))
             proxy.set_timeout_millis(int(COMMAND_TIMEOUT_S * 1000))
             proxy.write_attribute(attribute, value)
         except tango.DevFailed as error:
@@ -282,9 +288,9 @@ class BeamlinePanel(QtWidgets.QWidget):
         return self.message_label.text()
 
 
-def _property(device: str, name: str) -> str:
+def _property(device: str, name: str, tango_host: str = "") -> str:
     try:
-        values = tango.DeviceProxy(device_model(device)).get_property([name])[name]
+        values = tango.DeviceProxy(device_model(device, tango_host)).get_property([name])[name]
     except tango.DevFailed:
         return ""
     return values[0] if values else ""

@@ -57,12 +57,15 @@ def _prepare_environment(var_dir: Path, config: str | None = None) -> None:
         os.environ.setdefault("PHOTONFLOW_CONFIG_DIR", str(Path(config).resolve().parent))
 
 
-def _database(suite: Suite | None = None) -> tango.Database:
-    if suite is not None:
-        return suite.database()
-    if not os.environ.get("TANGO_HOST"):
+def _database(tango_host: str) -> tango.Database:
+    """The database at ``tango_host`` (host:port): this process's TANGO_HOST as Tango reads it (several
+    hosts included), another one by its first host."""
+    if not tango_host:
         raise ConfigurationError("TANGO_HOST is not set: say which Tango database to write to (host:port)")
-    return tango.Database()
+    if tango_host == os.environ.get("TANGO_HOST"):
+        return tango.Database()
+    host, port = tango_host.split(",")[0].rsplit(":", 1)
+    return tango.Database(host, int(port))
 
 
 def _load_any(path: str):
@@ -80,14 +83,13 @@ def command_config_apply(args) -> int:
     _prepare_environment(var_directory(), args.file)
     deployment = _load_any(args.file)
     check_mappings(deployment)
-    if deployment.tango_host and not os.environ.get("TANGO_HOST"):
-        os.environ["TANGO_HOST"] = deployment.tango_host
-    elif deployment.tango_host and deployment.tango_host.lower() != os.environ["TANGO_HOST"].lower():
-        print(f"{args.file} names tango_host {deployment.tango_host}; writing to TANGO_HOST={os.environ['TANGO_HOST']}",
+    tango_host = os.environ.get("TANGO_HOST") or deployment.tango_host
+    if deployment.tango_host and deployment.tango_host.lower() != tango_host.lower():
+        print(f"{args.file} names tango_host {deployment.tango_host}; writing to TANGO_HOST={tango_host}",
               file=sys.stderr)
-    changes = apply_deployment(_database(), deployment, dry_run=args.dry_run)
+    changes = apply_deployment(_database(tango_host), deployment, dry_run=args.dry_run)
     verb = "would change" if args.dry_run else "changed"
-    print(f"{args.file}: {verb} {len(changes)} item(s) in the Tango database at {os.environ['TANGO_HOST']}")
+    print(f"{args.file}: {verb} {len(changes)} item(s) in the Tango database at {tango_host}")
     for change in changes:
         print(f"  {change.describe()}")
     return 0
@@ -186,17 +188,18 @@ def command_demo(args) -> int:
     var_dir = var_directory()
     suite, deployment = _start_suite(args.config, var_dir, "demo.db")
     try:
-        controller = tango.DeviceProxy(deployment.device("PhotonflowController").name)
+        controller = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowController").name))
         controller.set_timeout_millis(15000)
         # the command line first, then the configuration's `demo:` (what that detector can do)
         chosen = {key: getattr(args, key) if getattr(args, key) is not None else deployment.demo.get(key, default)
                   for key, default in DEMO_DEFAULTS.items()}
-        standardizer = _device_of(deployment, "PhotonflowStandardizer")
+        standardizer = _device_of(suite, deployment, "PhotonflowStandardizer")
         if standardizer is not None and standardizer.Definition == "NXtomo":
             structure = Path(args.config).resolve().parent / TOMOGRAPHY_STRUCTURE
-            summary = _demo_tomography(deployment, standardizer, controller, chosen, str(structure), args.timeout)
+            summary = _demo_tomography(suite, deployment, standardizer, controller, chosen, str(structure),
+                                       args.timeout)
         else:
-            summary = _demo_series(args, deployment, controller, standardizer, chosen)
+            summary = _demo_series(args, suite, deployment, controller, standardizer, chosen)
     finally:
         suite.stop()
         print("Stopped every process the demo started.")
@@ -205,11 +208,11 @@ def command_demo(args) -> int:
     return 0 if summary["state"] == "ON" and summary.get("missing_frames", 0) == 0 and standardized else 1
 
 
-def _demo_series(args, deployment, controller, standardizer, chosen: dict) -> dict:
+def _demo_series(args, suite: Suite, deployment, controller, standardizer, chosen: dict) -> dict:
     """One series through the Controller (a rotation scan when there is an omega), then its NeXus file."""
     print(f"Acquiring {chosen['frames']} frames (exposure {chosen['exposure']} s, period {chosen['period']} s) "
           f"through {controller.dev_name()} ...")
-    omega = _device_of(deployment, "SimulatedMotor", "/omega")
+    omega = _device_of(suite, deployment, "SimulatedMotor", "/omega")
 
     def rotate() -> None:  # omega turns with the frames: a rotation scan, omega per frame in the NXmx
         if standardizer is not None and omega is not None:
@@ -227,7 +230,7 @@ def _demo_series(args, deployment, controller, standardizer, chosen: dict) -> di
         summary.update(wait_for_standardized(standardizer, summary["file"], 120))
         _show_standardized(summary)
         print(f"Standardizer: {standardizer.status()}")
-    datamanager = _device_of(deployment, "PhotonflowDataManager")
+    datamanager = _device_of(suite, deployment, "PhotonflowDataManager")
     if datamanager is not None and summary["file"]:
         summary.update(_catalogued(datamanager, summary["file"]))
     return summary
@@ -261,12 +264,13 @@ def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
     return {"run": record.run, "catalogue": path}
 
 
-def _demo_tomography(deployment, standardizer, controller, chosen: dict, structure: str, timeout: float) -> dict:
+def _demo_tomography(suite: Suite, deployment, standardizer, controller, chosen: dict, structure: str,
+                     timeout: float) -> dict:
     """One tomography, the structure run through the DataManager (darks, flats, projections); the
     Standardizer joins them in one NXtomo."""
     from photonflow.clients.sequencer import Beamline, run_tomography, tomography_overrides
 
-    datamanager = _device_of(deployment, "PhotonflowDataManager")
+    datamanager = _device_of(suite, deployment, "PhotonflowDataManager")
     if datamanager is None:
         raise ConfigurationError(f"{structure} runs through a PhotonflowDataManager: the deployment has none")
     prefix = standardizer.get_property("DevicePrefix")["DevicePrefix"][0]
@@ -275,8 +279,8 @@ def _demo_tomography(deployment, standardizer, controller, chosen: dict, structu
     print(f"Tomography {structure} through {datamanager.dev_name()}: darks (shutter closed), flats (sample out), "
           f"{chosen['frames']} projections while the sample turns ...")
     experiment = {"proposal": "demo0001", "session": datetime.now().strftime("%Y%m%d"), "sample": "simulated_sample"}
-    summary = run_tomography(datamanager, controller, standardizer, Beamline(prefix), structure, experiment,
-                             overrides, timeout)
+    summary = run_tomography(datamanager, controller, standardizer, Beamline(prefix, suite.device_url), structure,
+                             experiment, overrides, timeout)
     _show_standardized(summary)
     print(f"Standardizer: {standardizer.status()}")
     if summary.get("nexus"):
@@ -292,12 +296,12 @@ def _show_standardized(summary: dict) -> None:
             print(line)
 
 
-def _device_of(deployment, tango_class: str, suffix: str = "") -> tango.DeviceProxy | None:
+def _device_of(suite: Suite, deployment, tango_class: str, suffix: str = "") -> tango.DeviceProxy | None:
     """A proxy to the deployment's first device of ``tango_class`` (whose name ends in ``suffix``)."""
     for server in deployment.servers:
         for device in server.devices:
             if device.tango_class == tango_class and device.name.endswith(suffix):
-                proxy = tango.DeviceProxy(device.name)
+                proxy = tango.DeviceProxy(suite.device_url(device.name))
                 proxy.set_timeout_millis(15000)
                 return proxy
     return None
@@ -364,15 +368,15 @@ def command_run_structure(args) -> int:
     structure = str(Path(args.structure).resolve())
     suite, deployment = _start_suite(args.config, var_dir, "structure.db")
     try:
-        controller = _device_of(deployment, "PhotonflowController")
-        datamanager = _device_of(deployment, "PhotonflowDataManager")
+        controller = _device_of(suite, deployment, "PhotonflowController")
+        datamanager = _device_of(suite, deployment, "PhotonflowDataManager")
         if datamanager is None:
             raise ConfigurationError(f"{args.config} has no PhotonflowDataManager to run a structure with")
         omega = next(d.name for s in deployment.servers for d in s.devices if d.tango_class == "SimulatedMotor")
         experiment = {"proposal": args.proposal, "session": args.session, "sample": args.sample}
         started = time.monotonic()
-        done = run_structure(datamanager, controller, Beamline(omega.rsplit("/", 1)[0]), structure, experiment,
-                             args.timeout)
+        done = run_structure(datamanager, controller, Beamline(omega.rsplit("/", 1)[0], suite.device_url), structure,
+                             experiment, args.timeout)
         datamanager.WaitIdle(60)
         catalogue_path = datamanager.CataloguePath
         catalogue = Catalogue(Path(catalogue_path).parent, Path(catalogue_path).stem)
@@ -412,24 +416,29 @@ def command_tomo(args) -> int:
     its DataManager, the options overriding the structure's values."""
     from photonflow.clients.sequencer import TOMOGRAPHY_OPTIONS, Beamline, run_tomography, tomography_overrides
 
-    if not os.environ.get("TANGO_HOST"):
+    tango_host = os.environ.get("TANGO_HOST")
+    if not tango_host:
         state_file = var_directory() / "run" / "suite.json"
         if not state_file.exists():
             raise ConfigurationError("TANGO_HOST is not set and no suite is up: run 'make up DETECTOR=tomo' first")
-        os.environ["TANGO_HOST"] = Suite.load(state_file, var_directory()).tango_host
+        tango_host = Suite.load(state_file, var_directory()).tango_host
+
+    def url(name: str) -> str:
+        return name if "://" in name else f"tango://{tango_host}/{name}"
+
     devices = []
     for name in (args.datamanager, args.standardizer):
-        proxy = tango.DeviceProxy(name)
+        proxy = tango.DeviceProxy(url(name))
         proxy.set_timeout_millis(15000)
         devices.append(proxy)
     datamanager, standardizer = devices
-    controller = tango.DeviceProxy(datamanager.get_property("Controller")["Controller"][0])
+    controller = tango.DeviceProxy(url(datamanager.get_property("Controller")["Controller"][0]))
     controller.set_timeout_millis(15000)
     prefix = standardizer.get_property("DevicePrefix")["DevicePrefix"][0]
     overrides = tomography_overrides(**{key: getattr(args, key) for key in (*TOMOGRAPHY_OPTIONS, "sample_out")})
     experiment = {"proposal": args.proposal, "session": args.session, "sample": args.sample_name}
     structure = str(Path(args.structure).resolve())  # as the DataManager sees it: on this computer
-    summary = run_tomography(datamanager, controller, standardizer, Beamline(prefix), structure, experiment,
+    summary = run_tomography(datamanager, controller, standardizer, Beamline(prefix, url), structure, experiment,
                              overrides, args.timeout)
     print("SUMMARY " + json.dumps(summary))
     return 0 if summary["state"] == "ON" and summary.get("nexus") and summary.get("nexus_problems") == 0 else 1

@@ -115,7 +115,10 @@ def register_starter(database: tango.Database, host: str, start_ds_path: str) ->
 
 @dataclass
 class Suite:
-    """The processes started for one session, and the TANGO_HOST they use."""
+    """The processes started for one session, and the database they use (``tango_host``).
+
+    The suite never changes this process's TANGO_HOST: its servers get theirs through
+    ``environment()``, and a client here names devices in full with ``device_url``."""
 
     tango_host: str
     var_dir: Path
@@ -124,6 +127,7 @@ class Suite:
     _popens: dict[int, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     def environment(self) -> dict[str, str]:
+        """The environment of a process of this suite: this one's, with the suite's TANGO_HOST."""
         return {**os.environ, "TANGO_HOST": self.tango_host}
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -200,8 +204,8 @@ class Suite:
         self.start_servers(deployment)
 
     def device_url(self, name: str) -> str:
-        """The device's full name on this suite's database: a process that already talked to
-        another database keeps that one as its default, whatever TANGO_HOST says now."""
+        """The device's full name on this suite's database, as clients in this process name it (its
+        TANGO_HOST, if any, may be another database's)."""
         return f"tango://{self.tango_host}/{name}"
 
     def database(self) -> tango.Database:
@@ -236,7 +240,6 @@ class Suite:
         A server whose devices already answer (on a shared TANGO_HOST) is left running and
         not started twice; the servers skipped that way are returned.
         """
-        os.environ["TANGO_HOST"] = self.tango_host
         running = [server for server in deployment.servers if _answers(server, self.device_url)]
         started = [(server, self._spawn_server(server)) for server in deployment.servers if server not in running]
         for server, process in started:
@@ -267,7 +270,6 @@ class Suite:
         self._wait_for_devices(server, self._spawn_server(server), timeout)
 
     def _spawn_server(self, server: ServerSpec) -> subprocess.Popen:
-        os.environ["TANGO_HOST"] = self.tango_host  # DeviceProxy in this process reads it
         return self._spawn(
             server.name, [executable(server.executable), server.instance, *orb_endpoint_arguments()], self.environment()
         )
@@ -284,7 +286,6 @@ class Suite:
     def start_starter(self, host: str, binary: str, timeout: float = 30) -> tango.DeviceProxy:
         """Run the Tango Starter for ``host`` (registered first: register_starter), listening on
         bind_host() only, like every server it starts (omniORB reads ORBendPoint from the environment)."""
-        os.environ["TANGO_HOST"] = self.tango_host
         env = {**self.environment(), "ORBendPoint": f"giop:tcp:{bind_host()}:0"}
         process = self._spawn(f"Starter/{host}", [binary, host], env)
         starter = tango.DeviceProxy(self.device_url(f"tango/admin/{host}"))

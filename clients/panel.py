@@ -104,18 +104,24 @@ def configuration_from_form(values: dict[str, str]) -> dict:
     return configuration
 
 
-def device_model(device_name: str) -> str:
-    """The Taurus model of a device, pinned to the TANGO_HOST in use when the panel is built.
+def device_model(device_name: str, tango_host: str = "") -> str:
+    """The Taurus model of a device, pinned to ``tango_host`` (by default the TANGO_HOST in use
+    when the panel is built).
 
     Pinning the database in the URI keeps the panel on the database it was started for,
     whatever Taurus' default authority is; a full ``tango://`` name is used as given.
     """
     if "://" in device_name:
         return device_name
-    tango_host = os.environ.get("TANGO_HOST", "")
+    tango_host = tango_host or os.environ.get("TANGO_HOST", "")
     if tango_host and "," not in tango_host:  # several database hosts: let Taurus resolve them
         return f"tango://{tango_host}/{device_name}"
     return device_name
+
+
+def tango_host_of(model: str) -> str:
+    """The database a full name ``tango://host:port/domain/family/member`` names ("" for a short name)."""
+    return model.split("://", 1)[1].split("/", 1)[0] if "://" in model else ""
 
 
 def describe_error(error: Exception) -> str:
@@ -270,6 +276,7 @@ class ControllerPanel(QtWidgets.QWidget):
         super().__init__(parent)
         self.controller_name = controller_name
         self.model = device_model(controller_name)
+        self.tango_host = tango_host_of(self.model)  # its peers are on the Controller's database
         self.datamanager_name = datamanager
         self.run_table_window = None
         self.setWindowTitle(f"photonflow - {controller_name}")
@@ -409,7 +416,7 @@ class ControllerPanel(QtWidgets.QWidget):
             missing.setWordWrap(True)
             layout.addWidget(missing)
             return box
-        recorder_model = device_model(self.recorder_name)
+        recorder_model = device_model(self.recorder_name, self.tango_host)
         caption = QtWidgets.QHBoxLayout()
         caption.addWidget(QtWidgets.QLabel(f"Recorder {html.escape(self.recorder_name)}, frame"))
         self.preview_frame_label = TaurusLabel()
@@ -485,7 +492,7 @@ class ControllerPanel(QtWidgets.QWidget):
                 self.show_message(f"No run table: no {DATAMANAGER_CLASS} in the database follows "
                                   f"{self.controller_name} (give one with --datamanager).", error=True)
                 return None
-            model = device_model(name)
+            model = device_model(name, self.tango_host)
             catalogue = tango.DeviceProxy(model).read_attribute("CataloguePath").value
         except tango.DevFailed as error:
             self.show_message(f"No run table: {describe_error(error)}", error=True)

@@ -45,19 +45,19 @@ class SoftwareTrigger:
     """Sends a camera's software trigger once per period, never a burst to catch up after a
     late frame; says how long a wait for the frame may last before the next one is due."""
 
-    def __init__(self, period: float, send: Callable[[], Any] | None):
-        self.period, self.send = period, send
-        self.due = time.monotonic()
+    def __init__(self, period: float, send: Callable[[], Any] | None, clock: Callable[[], float] = time.monotonic):
+        self.period, self.send, self.clock = period, send, clock
+        self.due = clock()
 
     def wait_time(self, longest: float) -> float:
         """Trigger if due (no-op without ``send``); then at most ``longest`` seconds of waiting."""
         if self.send is None:
             return longest
-        now = time.monotonic()
+        now = self.clock()
         if now >= self.due:
             self.send()
             self.due = max(self.due + self.period, now)
-        return max(0.001, min(longest, self.due - time.monotonic()))
+        return max(0.001, min(longest, self.due - self.clock()))
 
 
 class ClientTriggers:

@@ -198,6 +198,11 @@ class SimulatedSDK3Camera:
         out[:, :row_bytes] = image.view(np.uint8).reshape(image.shape[0], row_bytes)
         return out.tobytes()
 
+    @property
+    def acquiring(self) -> bool:
+        """Started and taking edges: an edge from now on is this acquisition's (earlier ones are cleared)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def fire_trigger(self, width: float | None = None) -> None:
         """An edge on the camera's trigger input (External: one frame; External Start: the series;
         External Exposure: one frame exposed for the pulse's ``width``)."""

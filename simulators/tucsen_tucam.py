@@ -25,6 +25,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
@@ -91,7 +92,10 @@ class Setting:
 class SimulatedTucam:
     """The TUCam library with one simulated Dhyana on its bus."""
 
-    def __init__(self, model: str = "dhyana95", serial_number: str = "DH95-SIM-0001", seed: int = 0):
+    def __init__(self, model: str = "dhyana95", serial_number: str = "DH95-SIM-0001", seed: int = 0,
+                 clock: Callable[[], float] = time.monotonic):
+        """``clock``: the time the sensor's cooling follows (tests pass one they move)."""
+        self.clock = clock
         self.model = MODELS[model]
         self.serial_number = serial_number
         self.seed = seed
@@ -118,8 +122,11 @@ class SimulatedTucam:
         self.opened = False
         self.capturing = False
         self.frames_lost = 0
+        # what tests observe instead of timing: a WaitForFrame is under way, and how each one ended
+        self.waiting_for_frame = threading.Event()
+        self.frame_wait_endings: deque[str] = deque(maxlen=64)  # "frame", "timeout", "abort", "unplugged"
         self._failures: dict[str, str] = {}
-        self._temperature = (AMBIENT, AMBIENT, time.monotonic())  # from, towards, since
+        self._temperature = (AMBIENT, AMBIENT, clock())  # from, towards, since
         self._condition = threading.Condition()
         self._ready: deque = deque()
         self._aborted = False
@@ -174,12 +181,12 @@ class SimulatedTucam:
 
     def sensor_temperature(self) -> float:
         start, goal, since = self._temperature
-        return goal + (start - goal) * math.exp(-(time.monotonic() - since) / 2.0)
+        return goal + (start - goal) * math.exp(-(self.clock() - since) / 2.0)
 
     def _cool_towards_target(self) -> None:
         target = self.properties[TUIDP_TEMPERATURE].value / self.temperature_scale - TEMPERATURE_ZERO
         reachable = AMBIENT - FAN_COOLING[int(self.capabilities[TUIDC_FAN_GEAR].value)]
-        self._temperature = (self.sensor_temperature(), max(target, reachable), time.monotonic())
+        self._temperature = (self.sensor_temperature(), max(target, reachable), self.clock())
 
     # -- the C functions -----------------------------------------------------------------------------
     def _entry(self, name: str):
@@ -413,8 +420,14 @@ class SimulatedTucam:
         # as Tucsen's Linux library does, a timeout shorter than the exposure is not honoured
         exposure_ms = self.properties[TUIDP_EXPOSURETM].value
         with self._condition:
-            arrived = self._condition.wait_for(
-                lambda: self._ready or self._aborted or not self.plugged, max(timeout_ms, exposure_ms) / 1000)
+            self.waiting_for_frame.set()
+            try:
+                arrived = self._condition.wait_for(
+                    lambda: self._ready or self._aborted or not self.plugged, max(timeout_ms, exposure_ms) / 1000)
+            finally:
+                self.waiting_for_frame.clear()
+            self.frame_wait_endings.append(
+                "abort" if self._aborted else "unplugged" if not self.plugged else "frame" if arrived else "timeout")
             if self._aborted:
                 self._aborted = False
                 raise TucamFailure("TUCAMRET_ABORT")

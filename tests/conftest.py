@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPOSITORY / "config" / "demo.yaml"
+from tests.helpers.paths import DEMO_CONFIG, REPOSITORY
+
 # Tests here start real servers (gui/ drives the panel against them): `-m "not integration"`
 # leaves only the unit tests, which need no Tango at all.
 SERVER_TEST_DIRECTORIES = (REPOSITORY / "tests" / "integration", REPOSITORY / "tests" / "gui")
@@ -25,7 +25,8 @@ def pytest_collection_modifyitems(items):
 
 @dataclass(frozen=True)
 class SuiteDevices:
-    """Device names of the running suite, so tests never spell them out."""
+    """Device names of the running suite, in full (``tango://host:port/...``: this process's
+    TANGO_HOST is left alone), so tests never spell them out."""
 
     tango_host: str
     controller: str
@@ -42,12 +43,11 @@ def running_suite(tmp_path_factory):
     """The demo deployment on its own database, servers as separate processes."""
     from photonflow.clients.launcher import Suite
     from photonflow.deployment import load_deployment_file
-    from tests.integration.helpers import preserved_environment
+    from tests.helpers.devices import preserved_environment
 
     var_dir = tmp_path_factory.mktemp("suite")
     data_root = var_dir / "data"
-    with preserved_environment("TANGO_HOST", "PHOTONFLOW_DATA_ROOT", "PHOTONFLOW_EVENT_BUS", "PHOTONFLOW_CONFIG_DIR"):
-        os.environ.pop("TANGO_HOST", None)
+    with preserved_environment("PHOTONFLOW_DATA_ROOT", "PHOTONFLOW_EVENT_BUS", "PHOTONFLOW_CONFIG_DIR"):
         os.environ["PHOTONFLOW_DATA_ROOT"] = str(data_root)
         os.environ["PHOTONFLOW_CONFIG_DIR"] = str(DEMO_CONFIG.parent)
         deployment = load_deployment_file(DEMO_CONFIG)
@@ -57,9 +57,9 @@ def running_suite(tmp_path_factory):
             suite.start_deployment(deployment, var_dir / "tango.db")
             yield SuiteDevices(
                 tango_host=suite.tango_host,
-                controller=deployment.device("PhotonflowController").name,
-                acquirer=deployment.device("SimulatorAcquirer").name,
-                recorder=deployment.device("PhotonflowRecorder").name,
+                controller=suite.device_url(deployment.device("PhotonflowController").name),
+                acquirer=suite.device_url(deployment.device("SimulatorAcquirer").name),
+                recorder=suite.device_url(deployment.device("PhotonflowRecorder").name),
                 data_root=data_root,
                 var_dir=var_dir,
                 suite=suite,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +50,12 @@ class AndorCamera(FrameSource, Closable):
 
     trigger_modes = tuple(TRIGGER_MODES)
 
-    def __init__(self, sdk: Any, settings: AndorSettings = AndorSettings()):
+    def __init__(self, sdk: Any, settings: AndorSettings = AndorSettings(),
+                 clock: Callable[[], float] = time.monotonic):
+        """``clock`` paces the software triggers (tests pass one they control)."""
         self.sdk = sdk
         self.settings = settings
+        self.clock = clock
         if settings.pixel_encoding not in PIXEL_TYPES:
             raise ConfigurationError(
                 f"pixel encoding must be one of {', '.join(PIXEL_TYPES)}, got {settings.pixel_encoding!r}"
@@ -119,7 +122,7 @@ class AndorCamera(FrameSource, Closable):
         patience = settings.period + settings.exposure + self.settings.timeout
         waits_for_edges = settings.trigger_mode.startswith("external")  # external edges may be far apart
         trigger = SoftwareTrigger(settings.period, (lambda: self._call(self.sdk.send_software_trigger))
-                                  if settings.trigger_mode == "software" else None)
+                                  if settings.trigger_mode == "software" else None, self.clock)
         last_frame = time.monotonic()
         try:
             while number < settings.frame_count and not stop.is_set():

@@ -16,7 +16,7 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ctypes import POINTER, c_char, c_double, c_int32
 from dataclasses import dataclass
 from typing import Any
@@ -90,9 +90,12 @@ class TucsenCamera(FrameSource, Checkable, Abortable, Closable):
 
     trigger_modes = tuple(TRIGGER_MODES)
 
-    def __init__(self, library: Any, index: int = 0, settings: TucsenSettings = TucsenSettings()):
+    def __init__(self, library: Any, index: int = 0, settings: TucsenSettings = TucsenSettings(),
+                 clock: Callable[[], float] = time.monotonic):
+        """``clock`` paces the software triggers (tests pass one they control)."""
         self.lib = library
         self.settings = settings
+        self.clock = clock
         self._lock = threading.Lock()  # one call at a time, but never around the wait for a frame
         self._api_initialised = False
         self.handle = None
@@ -311,7 +314,7 @@ class TucsenCamera(FrameSource, Checkable, Abortable, Closable):
         waits_for_edges = capture_mode == TUCCM_TRIGGER_STANDARD  # external edges may be far apart
         pointer = ctypes.pointer(frame)
         trigger = SoftwareTrigger(settings.period, (lambda: self.call("TUCAM_Cap_DoSoftwareTrigger", self.handle, 0))
-                                  if capture_mode == TUCCM_TRIGGER_SOFTWARE else None)
+                                  if capture_mode == TUCCM_TRIGGER_SOFTWARE else None, self.clock)
         number, last_frame = 0, time.monotonic()
         while number < settings.frame_count and not stop.is_set():
             wait_ms = max(1, int(trigger.wait_time(0.2) * 1000))  # short waits, to see stop in time

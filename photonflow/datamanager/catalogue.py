@@ -200,10 +200,6 @@ class Catalogue:
                        "timestamp": timestamp, "attributes": json.loads(attributes) if attributes else {}}
                 for name, value, summary_type, error, timestamp, attributes in rows}
 
-    def variable_names(self) -> list[str]:
-        with self._lock:
-            return [name for (name,) in self._db.execute("SELECT DISTINCT name FROM run_variables ORDER BY name")]
-
     def table(self) -> list[dict]:
         """The run table: one row per run with the run's fields and one column per variable (None where
         a run has no value for it)."""

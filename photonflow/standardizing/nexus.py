@@ -20,7 +20,7 @@ from assonant.data_classes.data_handlers import Axis, TimeSeries
 
 import photonflow
 from photonflow.recording.nexus_writer import LIBVER, nexus_time
-from photonflow.standardizing.capture import HOLDER, SeriesCapture
+from photonflow.standardizing.capture import SeriesCapture
 from photonflow.standardizing.mapping import AXIS_UNITS, COMPONENTS, AxisMapping, BeamlineMapping, convert
 from photonflow.standardizing.recorded import RecordedSeries
 
@@ -240,10 +240,6 @@ def write_provenance(f: h5py.File, definition: str) -> None:
     f.attrs["HDF5_Version"] = h5py.version.hdf5_version
     f.attrs["file_time"] = _iso(None)
     f.attrs["application_definition"] = definition
-
-
-def holder_of(group_name: str) -> str:
-    return HOLDER.get(group_name, group_name)
 
 
 def _iso(unix_time: float | None) -> str:

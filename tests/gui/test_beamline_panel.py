@@ -14,7 +14,7 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import: no display 
 
 import tango
 
-from tests.gui.test_panel import app, assert_usable_png, process_until, save_screenshot  # noqa: F401 - app: fixture
+from tests.helpers.panel import process_until, save_screenshot
 
 pytestmark = pytest.mark.gui
 PREFIX = "demo/beamline"
@@ -22,10 +22,10 @@ MOTORS = [f"{PREFIX}/{name}" for name in ("detz", "omega", "samx", "samy", "samz
 
 
 @pytest.fixture
-def panel(app, running_suite):  # noqa: F811 - the imported fixture
+def panel(app, running_suite):
     from photonflow.clients.beamline_panel import BeamlinePanel
 
-    widget = BeamlinePanel(PREFIX)
+    widget = BeamlinePanel(PREFIX, tango_host=running_suite.tango_host)
     widget.show()
     yield widget
     widget.close()
@@ -57,21 +57,21 @@ def test_the_beamline_panel_shows_live_values_and_drives_the_devices(panel, runn
     detz = panel.motor_rows[f"{PREFIX}/detz"]
     assert detz["position"].text() == "120.0000 mm", texts(panel)
     assert panel.motor_rows[f"{PREFIX}/omega"]["position"].text() == "0.0000 deg", texts(panel)
-    mono = tango.DeviceProxy(f"{PREFIX}/mono")
+    mono = tango.DeviceProxy(running_suite.suite.device_url(f"{PREFIX}/mono"))
     process_until(lambda: panel.mono_widgets["Energy"].text().endswith("keV")
                   and panel.mono_widgets["BraggAngle"].text().endswith("deg"), 15, "the monochromator", lambda: texts(panel))
     assert number(panel.mono_widgets["Energy"].text()) == pytest.approx(mono.Energy, abs=1e-5), texts(panel)
     assert number(panel.mono_widgets["Wavelength"].text()) == pytest.approx(mono.Wavelength, abs=1e-6)
     assert panel.mono_widgets["Wavelength"].text().endswith("Å")
     assert number(panel.mono_widgets["BraggAngle"].text()) == pytest.approx(mono.BraggAngle, abs=1e-5)
-    ring = tango.DeviceProxy(f"{PREFIX}/ring")
+    ring = tango.DeviceProxy(running_suite.suite.device_url(f"{PREFIX}/ring"))
     process_until(lambda: panel.ring_widgets["Current"].text().endswith("mA"), 15, "the ring current",
                   lambda: texts(panel))
     assert number(panel.ring_widgets["Current"].text()) == pytest.approx(ring.Current, abs=0.05), texts(panel)
     assert 0 <= number(panel.ring_widgets["RefillCountdown"].text()) <= 120, texts(panel)
 
     # A move typed in the panel: the Target follows at once, the LED and position while it moves; Stop ends it.
-    samx = tango.DeviceProxy(f"{PREFIX}/samx")
+    samx = tango.DeviceProxy(running_suite.suite.device_url(f"{PREFIX}/samx"))
     row = panel.motor_rows[f"{PREFIX}/samx"]
     row["move"].setText("8")
     row["move"].returnPressed.emit()
@@ -96,7 +96,7 @@ def test_the_beamline_panel_shows_live_values_and_drives_the_devices(panel, runn
     assert panel.message() == f"{PREFIX}/samx/Position: 'not a number' is not a number.", texts(panel)
 
     # The shutter from its buttons.
-    shutter = tango.DeviceProxy(f"{PREFIX}/shutter")
+    shutter = tango.DeviceProxy(running_suite.suite.device_url(f"{PREFIX}/shutter"))
     process_until(lambda: panel.shutter_widgets["state"].text() == "OPEN", 10, "the shutter open", lambda: texts(panel))
     panel.shutter_widgets["close"].click()
     process_until(lambda: panel.shutter_widgets["state"].text() == "CLOSE", 10, "the shutter closed", lambda: texts(panel))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -15,31 +14,13 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import: no display 
 
 import tango
 
-from tests.conftest import REPOSITORY
+from tests.helpers.panel import SCREENSHOTS, process_until, save_screenshot
 
 pytestmark = pytest.mark.gui
 
 TANGO_STATES = {"ON", "OFF", "STANDBY", "RUNNING", "MOVING", "ALARM", "FAULT", "UNKNOWN", "INIT"}
 IDLE_STATES = {"ON", "ALARM"}  # what the Controller shows between series
-SCREENSHOTS = REPOSITORY / "var" / "screenshots"
 SCREENSHOT = SCREENSHOTS / "panel.png"
-
-
-@pytest.fixture(scope="module")
-def app():
-    """One Qt application for the module; Taurus widgets need a TaurusApplication.
-
-    TaurusApplication.exec_() tells Taurus the application started, which starts its client
-    polling (SeriesId has no change events). The tests drive the loop themselves, so they
-    say so here instead.
-    """
-    from taurus.external.qt import QtWidgets
-    from taurus.qt.qtgui.application import TaurusApplication
-    from taurus.taurusstatecontroller import application
-
-    qt_app = QtWidgets.QApplication.instance() or TaurusApplication([], cmd_line_parser=None)
-    application.application_started()
-    return qt_app
 
 
 @pytest.fixture
@@ -54,21 +35,6 @@ def panel(app, running_suite):
     app.processEvents()
 
 
-def process_until(condition, timeout: float, what: str, describe=lambda: ""):
-    """Run the Qt event loop in short slices until ``condition()`` holds, or fail at the deadline."""
-    from taurus.external.qt import QtCore
-
-    deadline = time.monotonic() + timeout
-    while True:
-        slice_loop = QtCore.QEventLoop()  # processes events (Taurus updates) for 20 ms
-        QtCore.QTimer.singleShot(20, slice_loop.quit)
-        slice_loop.exec_()
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout} s. {describe()}")
-
-
 def labels_of(panel) -> str:
     texts = {"State": panel.state_label.text(), "Status": panel.status_label.text()}
     texts.update({name: label.text() for name, label in panel.counter_labels.items()})
@@ -81,29 +47,6 @@ def wait_until_idle(panel, timeout: float = 60) -> None:
                   "a real State in the State label", lambda: labels_of(panel))
     process_until(lambda: panel.state_label.text() in IDLE_STATES, timeout,
                   "the Controller idle (ON/ALARM)", lambda: labels_of(panel))
-
-
-def assert_usable_png(path) -> None:
-    """A real rendering: a few KB, and many colours (text, frames, the state colour)."""
-    from taurus.external.qt import Qt
-
-    assert path.is_file(), path
-    assert path.stat().st_size > 5_000, f"{path} is only {path.stat().st_size} bytes"
-    image = Qt.QImage(str(path))
-    assert not image.isNull() and image.width() > 300 and image.height() > 300
-    colours = {
-        image.pixel(x, y)
-        for x in range(0, image.width(), 3)
-        for y in range(0, image.height(), 3)
-    }
-    assert len(colours) > 10, f"{path} is nearly uniform: {len(colours)} colours"
-
-
-def save_screenshot(widget, name: str, tmp_path) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for path in (tmp_path / name, SCREENSHOTS / name):
-        assert widget.grab().save(str(path)), path
-        assert_usable_png(path)
 
 
 def ring_peaks(profile: np.ndarray, start: int, stop: int) -> list[int]:
@@ -226,7 +169,7 @@ def test_bad_configure_shows_the_devfailed_reason_in_the_panel(panel, running_su
 
 def test_the_run_table_button_opens_the_datamanagers_run_table(panel, running_suite, tmp_path):
     datamanager = running_suite.deployment.device("PhotonflowDataManager").name
-    proxy = tango.DeviceProxy(datamanager)
+    proxy = tango.DeviceProxy(running_suite.suite.device_url(datamanager))
     last_file = tango.DeviceProxy(running_suite.controller).LastFile
     assert last_file, "an earlier test ran a series"
 

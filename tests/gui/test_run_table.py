@@ -14,7 +14,8 @@ import pytest
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import: no display needed
 
 from photonflow.datamanager.catalogue import Catalogue, RunRecord
-from tests.conftest import REPOSITORY
+from tests.helpers.panel import process_until
+from tests.helpers.paths import REPOSITORY
 
 pytestmark = pytest.mark.gui
 SCREENSHOT = REPOSITORY / "var" / "screenshots" / "run_table.png"
@@ -50,18 +51,6 @@ def catalogue(tmp_path):
     return catalogue
 
 
-def pump(app, until, timeout=5.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        app.processEvents()
-        if until():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_the_window_shows_the_catalogue_and_follows_it(app, catalogue, tmp_path):
     from photonflow.clients.run_table import RunTableWindow
 
@@ -76,7 +65,7 @@ def test_the_window_shows_the_catalogue_and_follows_it(app, catalogue, tmp_path)
 
         catalogue.record_run(record(6, "data"))  # a run arrives while the window is open
         catalogue.set_variable(6, "mean_intensity", 61.5)
-        assert pump(app, lambda: len(model.rows) == 6)
+        process_until(lambda: len(model.rows) == 6, 30, "the sixth run in the table")
         assert model.data(model.index(5, column)) == "61.5"
 
         window.filter.setText("white")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
-from tests.integration.helpers import acquire, devfailed, proxy, running_deployment
+from tests.helpers.devices import acquire, devfailed, proxy, running_deployment
 
 DEPLOYMENT = """
 servers:

@@ -7,7 +7,7 @@ import threading
 import pytest
 import tango
 
-from tests.integration.helpers import devfailed, proxy, running_deployment, wait_for_state, wait_until
+from tests.helpers.devices import devfailed, proxy, running_deployment, wait_for_state, wait_until
 
 BEAMLINE = """
 servers:

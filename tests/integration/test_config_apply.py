@@ -39,7 +39,7 @@ def test_apply_writes_once_then_reports_nothing_to_change(running_suite, tmp_pat
     assert first.returncode == 0, first.stderr
     assert "changed 3 item(s)" in first.stdout
     assert "add device cfgtest/pf/recorder (class PhotonflowRecorder) to server PhotonflowRecorder/cfgtest" in first.stdout
-    database = tango.Database()
+    database = running_suite.suite.database()
     assert database.get_device_info("cfgtest/pf/recorder").class_name == "PhotonflowRecorder"
     assert list(database.get_device_property("cfgtest/pf/recorder", "DataRoot")["DataRoot"]) == ["/data/one"]
 
@@ -71,4 +71,4 @@ def test_a_bad_file_writes_nothing_and_names_the_line(running_suite, tmp_path, b
     assert result.returncode == 2
     assert complaint.replace("cfgtest", "cfgbroken") in result.stderr
     with pytest.raises(tango.DevFailed):
-        tango.Database().get_device_info("cfgbroken/pf/recorder")
+        running_suite.suite.database().get_device_info("cfgbroken/pf/recorder")

@@ -16,8 +16,8 @@ import pytest
 import tango
 
 from photonflow.datamanager.catalogue import Catalogue
-from tests.conftest import REPOSITORY
-from tests.integration.helpers import proxy
+from tests.helpers.devices import proxy
+from tests.helpers.paths import REPOSITORY
 
 STRUCTURE = """
 name: small

@@ -16,7 +16,7 @@ import pytest
 from photonflow.simulators.dectris_dcu import MODELS
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.bslz4 import compress
-from tests.integration.helpers import (
+from tests.helpers.devices import (
     acquire,
     devfailed,
     proxy,

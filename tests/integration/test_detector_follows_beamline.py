@@ -7,8 +7,8 @@ from __future__ import annotations
 import fabio
 import pytest
 
-from tests.conftest import REPOSITORY
-from tests.integration.helpers import acquire, proxy, running_deployment, wait_for_state
+from tests.helpers.devices import acquire, proxy, running_deployment, wait_for_state
+from tests.helpers.paths import REPOSITORY
 
 
 @pytest.fixture(scope="module")

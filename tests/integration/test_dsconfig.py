@@ -4,8 +4,6 @@ reads dsconfig JSON (tango2json's dumps, v1 and v2 nesting, classes, aliases, ta
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -15,8 +13,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from tests.conftest import DEMO_CONFIG
-from tests.integration.helpers import preserved_environment
+from tests.helpers.paths import DEMO_CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -24,23 +21,17 @@ BIN = Path(sys.executable).parent
 
 
 def run(tango_host: str, *command: str) -> subprocess.CompletedProcess:
-    """dsconfig's tools as their own processes; photonflow's command in this one (its imports take 2 s)."""
-    env = {"TANGO_HOST": tango_host, "PHOTONFLOW_DATA_ROOT": "/data/bl1", "PHOTONFLOW_VAR": "/tmp"}
-    if command[0] != "photonflow":
-        return subprocess.run([str(BIN / command[0]), *command[1:]], capture_output=True, text=True,
-                              env={**os.environ, **env}, timeout=60)
-    return photonflow(env, *command[1:])
+    """dsconfig's tools and photonflow's command, each as its own process."""
+    return photonflow({"TANGO_HOST": tango_host, "PHOTONFLOW_DATA_ROOT": "/data/bl1", "PHOTONFLOW_VAR": "/tmp"},
+                      *command)
 
 
-def photonflow(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
-    from photonflow.clients.cli import main
-
-    with preserved_environment("TANGO_HOST", *env), \
-            contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
-        os.environ.pop("TANGO_HOST", None)
-        os.environ.update(env)
-        code = main(list(arguments))
-    return subprocess.CompletedProcess(["photonflow", *arguments], code, out.getvalue(), err.getvalue())
+def photonflow(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    """``command`` (a tool of this environment) with ``env`` over this process's environment, less
+    its TANGO_HOST: the database is the one ``env`` or the file names."""
+    inherited = {key: value for key, value in os.environ.items() if key != "TANGO_HOST"}
+    return subprocess.run([str(BIN / command[0]), *command[1:]], capture_output=True, text=True,
+                          env={**inherited, **env}, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +115,7 @@ V1_WITH_CLASSES = {
 def test_config_apply_reads_v1_and_v2_nesting_classes_and_aliases(database, tmp_path):
     config = tmp_path / "dsc.json"
     config.write_text(json.dumps({**V1_WITH_CLASSES, "tango_host": database}))
-    result = photonflow({"PHOTONFLOW_VAR": str(tmp_path)}, "config", "apply", str(config))  # tango_host says where
+    result = photonflow({"PHOTONFLOW_VAR": str(tmp_path)}, "photonflow", "config", "apply", str(config))  # tango_host says where
     assert result.returncode == 0, result.stderr
     assert "add device dsc/pf/recorder (class PhotonflowRecorder) to server PhotonflowRecorder/dsc1" in result.stdout
     assert "set alias of dsc/pf/recorder: none -> dsc_recorder" in result.stdout

@@ -17,15 +17,18 @@ import redis
 
 from photonflow.events import RedisStreamBus, experiment_done_event
 from photonflow.publishing.blissdata_scan import blissdata_url, open_data_store
-from tests.conftest import DEMO_CONFIG, REPOSITORY
+from tests.helpers.paths import DEMO_CONFIG, REPOSITORY
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def photonflow(var_dir, *arguments: str) -> subprocess.CompletedProcess:
+    """The command as a user runs it: nothing of this process's suite in its environment; the
+    demo's mappings (config/standard) wherever its configuration was copied to."""
     environment = {key: value for key, value in os.environ.items()
-                   if key not in ("TANGO_HOST", "PHOTONFLOW_EVENT_BUS", "PHOTONFLOW_DATA_ROOT")}
+                   if key not in ("TANGO_HOST", "PHOTONFLOW_EVENT_BUS", "PHOTONFLOW_DATA_ROOT", "PHOTONFLOW_CONFIG_DIR")}
     environment["PHOTONFLOW_VAR"] = str(var_dir)
+    environment["PHOTONFLOW_CONFIG_DIR"] = str(DEMO_CONFIG.parent)
     return subprocess.run(
         [sys.executable, "-m", "photonflow.clients.cli", *arguments],
         capture_output=True, text=True, timeout=150, env=environment, cwd=REPOSITORY,

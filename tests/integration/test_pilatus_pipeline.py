@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from photonflow.drivers.camserver import CamserverClient
-from tests.integration.helpers import acquire, devfailed, proxy, running_deployment, wait_for_state
+from tests.helpers.devices import acquire, devfailed, proxy, running_deployment, wait_for_state
 
 DEPLOYMENT = """
 simulators:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tango
 
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
-from tests.integration.helpers import (
+from tests.helpers.devices import (
     acquire,
+    demo_frames,
     devfailed,
     proxy,
     wait_for_state,
@@ -30,33 +30,6 @@ def devices(running_suite):
 @pytest.fixture
 def controller(devices):
     return proxy(devices.controller)
-
-
-def demo_frames(devices, exposure: float, data_file) -> DiffractionFrames:
-    """The frames the demo's simulated detector sends, rebuilt from its configuration and the
-    beamline it followed when armed (wavelength, distance, beam centre, intensity), as the
-    detector recorded them in the data file."""
-    properties = devices.deployment.device("SimulatorAcquirer").properties
-    with h5py.File(data_file, "r") as f:
-        detector = f["entry/instrument/simulator"]
-        specific = detector["detector_specific"]
-        beam = {
-            "beam_centre": (float(detector["beam_center_y"][()]), float(detector["beam_center_x"][()])),
-            "distance": float(detector["distance"][()]),
-            "pixel_size": float(detector["x_pixel_size"][()]),
-            "wavelength": float(specific["incident_wavelength"][()]),
-            "scale": float(specific["beam_intensity_scale"][()]),
-        }
-    return DiffractionFrames(
-        PatternSettings(
-            height=int(properties["ImageHeight"][0]),
-            width=int(properties["ImageWidth"][0]),
-            dtype=properties["ImageType"][0],
-            seed=int(properties["Seed"][0]),
-            exposure=exposure,
-            **beam,
-        )
-    )
 
 
 def test_500_frames_end_to_end_every_frame_equals_what_the_simulator_sent(devices, controller):
@@ -201,6 +174,7 @@ def test_live_preview_and_fan_out_follow_the_series(devices, controller):
     viewer = zmq.Context.instance().socket(zmq.SUB)
     viewer.setsockopt(zmq.SUBSCRIBE, b"")
     viewer.setsockopt(zmq.LINGER, 0)
+    joined = viewer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     viewer.connect(recorder.FanOutEndpoint)
     previews = []
     event_id = recorder.subscribe_event(
@@ -209,9 +183,10 @@ def test_live_preview_and_fan_out_follow_the_series(devices, controller):
     )
     try:
         wait_until(lambda: recorder.FanOutFramesForwarded >= 0, what="fan-out attribute")
-        import time
-
-        time.sleep(0.5)  # a SUB socket only gets what is published after it has joined
+        # a SUB socket only gets what is published after it has joined: its subscription goes out
+        # once the connection's handshake is done, long before a series has started
+        assert joined.poll(30_000), "the viewer never joined the fan-out"
+        viewer.disable_monitor()
         assert acquire(controller, frames=50, exposure=0.001, period=0.02) == "ON"
         received = {}
         while viewer.poll(2000):
@@ -222,6 +197,7 @@ def test_live_preview_and_fan_out_follow_the_series(devices, controller):
                 break
     finally:
         recorder.unsubscribe_event(event_id)
+        joined.close()
         viewer.close()
     assert sorted(received) == [0, 10, 20, 30, 40]
     expected = demo_frames(devices, exposure=0.001, data_file=controller.LastFile)

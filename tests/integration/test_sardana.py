@@ -19,8 +19,7 @@ import tango
 
 from photonflow.datamanager.catalogue import Catalogue
 from photonflow.publishing.blissdata_scan import blissdata_url, open_data_store
-from tests.integration.helpers import wait_until
-from tests.integration.test_pipeline import demo_frames
+from tests.helpers.devices import demo_frames, wait_until
 
 EXPOSURE = 0.01
 POINTS = 20
@@ -131,7 +130,7 @@ def test_a_timescan_with_software_start_takes_every_point_on_the_detectors_own_t
             raise
     state, error = run("set_meas_conf", "Synchronization", "Trigger", [channel])
     assert state == "ON", error
-    controller = tango.DeviceProxy(running_suite.suite.device_url(running_suite.controller))
+    controller = tango.DeviceProxy(running_suite.controller)
     wait_until(lambda: str(controller.state()) in ("ON", "ALARM"), what="the series to end")
     with h5py.File(scans / "scan.h5", "r") as f:
         measurement = f[sorted(f, key=lambda name: int(name[5:]))[-1]]["measurement"]

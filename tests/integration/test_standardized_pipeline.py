@@ -18,7 +18,7 @@ from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from photonflow.clients.demo import rotate_during_series
 from photonflow.standardizing.validation import validate_nexus
-from tests.integration.helpers import proxy, wait_for_state, wait_until
+from tests.helpers.devices import proxy, wait_for_state, wait_until
 
 FRAMES = 40
 PERIOD = 0.01
@@ -28,7 +28,7 @@ PERIOD = 0.01
 def rotation_series(running_suite):
     """One rotation series of 40 frames, omega turning through it; its Recorder and NXmx files."""
     devices = running_suite
-    controller = proxy(devices.suite.device_url(devices.controller))
+    controller = proxy(devices.controller)
     standardizer = proxy(devices.suite.device_url(devices.deployment.device("PhotonflowStandardizer").name))
     omega = proxy(devices.suite.device_url("demo/beamline/omega"))
     wait_for_state(controller, "ON", "ALARM")

@@ -15,7 +15,7 @@ import tango
 from photonflow.clients.launcher import STARTER_BINARY, Suite, register_starter, starter_binary
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import default_starter_host, load_deployment
-from tests.integration.helpers import preserved_environment, wait_until
+from tests.helpers.devices import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,23 +44,22 @@ def test_the_starter_section_is_written_as_astor_writes_it(tmp_path):
     assert [(e.server, e.host, e.level) for e in deployment.starter] == [
         (f"PhotonflowBeamline/{TAG}ring", "bl-ctl-01", 1), (f"PhotonflowBeamline/{TAG}motors", "bl-ctl-01", 2)]
     suite = Suite("", tmp_path)
-    with preserved_environment("TANGO_HOST"):
-        try:
-            suite.start_database(tmp_path / "tango.db")
-            database = suite.database()
-            changes = apply_deployment(database, deployment)
-            assert f"set Starter info of PhotonflowBeamline/{TAG}ring: none -> host bl-ctl-01, level 1" in [
-                change.describe() for change in changes]
-            info = database.get_server_info(f"PhotonflowBeamline/{TAG}motors")
-            assert (info.host, info.mode, info.level) == ("bl-ctl-01", 1, 2)
-            assert apply_deployment(database, deployment) == []
-            assert register_starter(database, "bl-ctl-01", "/opt/venv/bin") is True
-            assert register_starter(database, "bl-ctl-01", "/opt/venv/bin") is False  # never re-added
-            assert database.get_device_info("tango/admin/bl-ctl-01").ds_full_name == "Starter/bl-ctl-01"
-            stored = database.get_device_property("tango/admin/bl-ctl-01", "StartDsPath")["StartDsPath"]
-            assert list(stored) == ["/opt/venv/bin"]
-        finally:
-            suite.stop()
+    try:
+        suite.start_database(tmp_path / "tango.db")
+        database = suite.database()
+        changes = apply_deployment(database, deployment)
+        assert f"set Starter info of PhotonflowBeamline/{TAG}ring: none -> host bl-ctl-01, level 1" in [
+            change.describe() for change in changes]
+        info = database.get_server_info(f"PhotonflowBeamline/{TAG}motors")
+        assert (info.host, info.mode, info.level) == ("bl-ctl-01", 1, 2)
+        assert apply_deployment(database, deployment) == []
+        assert register_starter(database, "bl-ctl-01", "/opt/venv/bin") is True
+        assert register_starter(database, "bl-ctl-01", "/opt/venv/bin") is False  # never re-added
+        assert database.get_device_info("tango/admin/bl-ctl-01").ds_full_name == "Starter/bl-ctl-01"
+        stored = database.get_device_property("tango/admin/bl-ctl-01", "StartDsPath")["StartDsPath"]
+        assert list(stored) == ["/opt/venv/bin"]
+    finally:
+        suite.stop()
 
 
 @pytest.mark.skipif(starter_binary() is None,
@@ -70,35 +69,34 @@ def test_the_tango_starter_starts_the_suite_level_by_level(tmp_path):
     deployment = load_deployment(DEPLOYMENT.replace("{host}", host))
     suite = Suite("", tmp_path)
     seen = []
-    with preserved_environment("TANGO_HOST"):
-        try:
-            suite.start_database(tmp_path / "tango.db")
-            apply_deployment(suite.database(), deployment)
-            register_starter(suite.database(), host, str(Path(sys.executable).parent))
-            starter = suite.start_starter(host, starter_binary())
+    try:
+        suite.start_database(tmp_path / "tango.db")
+        apply_deployment(suite.database(), deployment)
+        register_starter(suite.database(), host, str(Path(sys.executable).parent))
+        starter = suite.start_starter(host, starter_binary())
 
-            def answering(name: str) -> bool:
-                try:
-                    tango.DeviceProxy(suite.device_url(name)).ping()
-                except tango.DevFailed:
-                    return False
-                return True
+        def answering(name: str) -> bool:
+            try:
+                tango.DeviceProxy(suite.device_url(name)).ping()
+            except tango.DevFailed:
+                return False
+            return True
 
-            def on_level(level, servers):
-                seen.append((level, servers, answering(f"{TAG}/beamline/ring"), answering(f"{TAG}/beamline/omega")))
+        def on_level(level, servers):
+            seen.append((level, servers, answering(f"{TAG}/beamline/ring"), answering(f"{TAG}/beamline/omega")))
 
-            suite.start_levels(deployment, starter, on_level=on_level)
-            assert seen == [(1, [f"PhotonflowBeamline/{TAG}ring"], True, False),
-                            (2, [f"PhotonflowBeamline/{TAG}motors"], True, True)]
-            starter.command_inout("UpdateServersInfo")  # they ran on this host now: the Starter lists them
-            ours = {f"PhotonflowBeamline/{TAG}ring", f"PhotonflowBeamline/{TAG}motors"}
-            wait_until(lambda: ours <= set(starter.command_inout("DevGetRunningServers", True)), 20,
-                       what="the Starter seeing both servers running")
-            omega = tango.DeviceProxy(suite.device_url(f"{TAG}/beamline/omega"))
-            assert omega.read_attribute("Position").value == 0.0
-            pids = [p.pid for p in suite.processes if not p.group]
-            assert len(pids) == 2
-        finally:
-            suite.stop()
+        suite.start_levels(deployment, starter, on_level=on_level)
+        assert seen == [(1, [f"PhotonflowBeamline/{TAG}ring"], True, False),
+                        (2, [f"PhotonflowBeamline/{TAG}motors"], True, True)]
+        starter.command_inout("UpdateServersInfo")  # they ran on this host now: the Starter lists them
+        ours = {f"PhotonflowBeamline/{TAG}ring", f"PhotonflowBeamline/{TAG}motors"}
+        wait_until(lambda: ours <= set(starter.command_inout("DevGetRunningServers", True)), 20,
+                   what="the Starter seeing both servers running")
+        omega = tango.DeviceProxy(suite.device_url(f"{TAG}/beamline/omega"))
+        assert omega.read_attribute("Position").value == 0.0
+        pids = [p.pid for p in suite.processes if not p.group]
+        assert len(pids) == 2
+    finally:
+        suite.stop()
     for pid in pids:  # ended (a zombie only, when no process here reaps the Starter's orphans)
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -20,8 +20,8 @@ import tango
 from photonflow.clients.sequencer import Beamline, run_tomography, tomography_overrides
 from photonflow.datamanager.catalogue import Catalogue
 from photonflow.standardizing.validation import validate_nexus
-from tests.conftest import REPOSITORY
-from tests.integration.helpers import proxy, running_deployment, wait_for_state, wait_until
+from tests.helpers.devices import proxy, running_deployment, wait_for_state, wait_until
+from tests.helpers.paths import REPOSITORY
 
 STRUCTURE = str(REPOSITORY / "config" / "structures" / "tomography.yaml")
 OPTIONS = {"projections": 30, "darks": 4, "flats": 5, "exposure": 0.002, "period": 0.011, "start_angle": 0.0,

@@ -10,7 +10,7 @@ import pytest
 from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
 from photonflow.camera import AcquisitionSettings
 from photonflow.simulators.tucsen_tucam import SimulatedTucam
-from tests.integration.helpers import acquire, devfailed, proxy, running_deployment
+from tests.helpers.devices import acquire, devfailed, proxy, running_deployment
 
 DEPLOYMENT = """
 servers:

@@ -3,6 +3,7 @@
 import pytest
 
 from photonflow.stream.transport import StreamSender
+from tests.helpers.controller import controller_rig
 
 
 @pytest.fixture
@@ -11,3 +12,9 @@ def stream():
     sender = StreamSender("tcp://127.0.0.1:*")
     yield sender
     sender.close()
+
+
+@pytest.fixture
+def rig():
+    """A Controller over fake peers: (controller, acquirer, recorder, events, clock)."""
+    return controller_rig()

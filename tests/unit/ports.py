@@ -15,9 +15,9 @@ from photonflow.recording.intake import Receiver
 from photonflow.standardizing.capture import AttributeReader
 from photonflow.standardizing.standardizer import EventPublisher
 from photonflow.stream.transport import StreamReceiver, StreamSender
-from tests.unit.fakes import RecordingSender
-from tests.unit.test_controller import FakeAcquirer, FakeRecorder
-from tests.unit.test_standardizer import BeamlineReader
+from tests.helpers.controller import FakeAcquirer, FakeRecorder
+from tests.helpers.fakes import RecordingSender
+from tests.helpers.standardizing import BeamlineReader
 
 
 def controller_peers(fake_acquirer: FakeAcquirer, fake_recorder: FakeRecorder) -> None:

@@ -20,7 +20,7 @@ from photonflow.errors import ConfigurationError, StateError
 from photonflow.simulators.diffraction import DiffractionFrames
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart
-from tests.unit.fakes import EventLog, RecordingSender
+from tests.helpers.fakes import EventLog, RecordingSender
 
 SENSOR = SimulatedSensor(height=32, width=48, seed=5, serial_number="SIM-T")
 

@@ -11,7 +11,8 @@ from photonflow.errors import StateError
 from photonflow.simulators.diffraction import DiffractionFrames
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.stins import DataMessage, SeriesEnd
-from tests.unit.fakes import EventLog, RecordingSender
+from tests.helpers.fakes import EventLog, RecordingSender
+from tests.helpers.waiting import wait_until
 
 SENSOR = SimulatedSensor(height=16, width=24, seed=3)
 
@@ -27,10 +28,8 @@ def data_messages(acquirer):
     return [m for m in acquirer.sender.messages if isinstance(m, DataMessage)]
 
 
-def wait_frames(acquirer, count, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while len(data_messages(acquirer)) < count and time.monotonic() < deadline:
-        time.sleep(0.005)
+def wait_frames(acquirer, count, timeout=30.0):
+    wait_until(lambda: len(data_messages(acquirer)) >= count, timeout, what=f"{count} frames sent")
     return len(data_messages(acquirer))
 
 
@@ -40,7 +39,7 @@ def test_each_software_trigger_takes_one_frame_and_nothing_comes_without_one():
     acquirer.software_trigger()  # before Start: kept, used by the first frame
     acquirer.start()
     assert wait_frames(acquirer, 1) == 1
-    time.sleep(0.1)
+    time.sleep(0.1)  # time for a frame without a trigger to show; load can only hide one, never fake it
     assert len(data_messages(acquirer)) == 1 and acquirer.state == states.RUNNING  # waits for the client
     acquirer.software_trigger()
     assert wait_frames(acquirer, 2) == 2

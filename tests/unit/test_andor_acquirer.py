@@ -14,7 +14,8 @@ from photonflow.errors import ConfigurationError, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
 from photonflow.stream.transport import StreamSender
-from tests.unit.series import acquire_into
+from tests.helpers.recording import acquire_into
+from tests.helpers.waiting import SteppingClock, wait_until
 
 
 def test_mono12packed_unpacks_as_the_sdk_documents_it():
@@ -116,11 +117,12 @@ def run_with_edges(tmp_path, trigger_mode, frames, edges, period=0.011):
     path = recorder.arm(RecordingRequest(frames, 1, acquirer.stream_endpoint, f"{trigger_mode}.h5"))
     acquirer.prepare()
     acquirer.start()
-    time.sleep(0.2)
+    wait_until(lambda: sdk.acquiring, 30, what="the camera acquiring (edges before it are not its own)")
+    time.sleep(0.2)  # a camera that does not wait for an edge shows it here; load only delays its frames
     before_edges = acquirer.frames_acquired
     for _ in range(edges):
         sdk.fire_trigger()
-        time.sleep(0.03)
+        time.sleep(0.03)  # paces the edges
     assert acquirer.wait(30) and recorder.wait(30)
     sender.close()
     return sdk, acquirer, before_edges, path
@@ -138,8 +140,25 @@ def test_external_takes_one_frame_per_edge_and_external_start_runs_from_the_firs
 
 
 def test_software_mode_triggers_one_frame_per_period(tmp_path):
-    sdk, acquirer, _, path = run_with_edges(tmp_path, "software", 5, edges=0, period=0.04)
+    sdk = SimulatedSDK3Camera("zyla42", seed=3)
+    clock, period = SteppingClock(1 / 64), 4 / 64  # the camera's clock moves only as its loop reads it
+    triggered = []
+    send_software_trigger = sdk.send_software_trigger
+
+    def noting_the_time():
+        triggered.append(clock.now)
+        send_software_trigger()
+
+    sdk.send_software_trigger = noting_the_time
+    camera = AndorCamera(sdk, AndorSettings(binning=8), clock=clock)
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    acquirer.update_settings(frame_count=5, exposure=0.001, period=period, trigger_mode="software")
+    path = acquire_into(acquirer, Recorder(tmp_path), RecordingRequest(5, 1, acquirer.stream_endpoint, "software.h5"))
+    sender.close()
     assert acquirer.state == states.ON and acquirer.frames_acquired == 5, acquirer.status
     with h5py.File(path, "r") as f:
-        assert np.diff(f["entry/accounting/timestamp"][()]).min() > 0.03
         np.testing.assert_array_equal(f["entry/data/data"][4], sdk.frame(4))
+    # one trigger a period on the camera's clock, never a burst to catch up
+    assert len(triggered) >= 5
+    assert np.diff(triggered) == pytest.approx(period, abs=clock.step)

@@ -26,6 +26,7 @@ from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender
+from tests.helpers.waiting import wait_until
 
 pytest.importorskip("blissdata")
 
@@ -134,8 +135,7 @@ def run_series(tmp_path: Path, sink: BlissdataSink, series_id: int, frames: int,
         acquirer.prepare()
         acquirer.start()
         if stop_after is not None:
-            while recorder.counters.frames_written < stop_after:
-                time.sleep(0.005)
+            wait_until(lambda: recorder.counters.frames_written >= stop_after, 30, what=f"{stop_after} frames written")
             if during is not None:
                 during()
             if abort:

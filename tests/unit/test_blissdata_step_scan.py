@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 
 import h5py
 import numpy as np
@@ -24,6 +23,7 @@ from photonflow.publishing.blissdata_step_scan import (
     StepScanPublisher,
 )
 from photonflow.publishing.frame_reference import FrameReference, frame_reference, parse_frame_reference
+from tests.helpers.waiting import wait_until
 
 pytest.importorskip("blissdata")
 
@@ -141,9 +141,7 @@ def test_a_scan_without_frames_starts_at_once_and_a_stopped_one_ends_as_user_abo
     scan.columns = scan.columns[:2]
     publisher = StepScanPublisher(redis_url, scan)
     store = open_data_store(redis_url)
-    deadline = time.monotonic() + 5
-    while not publisher.scan_key and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: publisher.scan_key, 30, what="the scan created")
     assert store.load_scan(publisher.scan_key).state == ScanState.STARTED  # before any point
     publisher.point(0, {"timestamp": 0.0, "samx": 0.0})
     publisher.end("USER_ABORT")

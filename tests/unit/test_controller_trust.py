@@ -14,8 +14,8 @@ from photonflow.errors import ConfigurationError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender
-from tests.unit.fakes import EventLog
-from tests.unit.test_controller import finish_series, rig, start_series  # noqa: F401  (rig is a fixture)
+from tests.helpers.controller import start_series
+from tests.helpers.fakes import EventLog
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ from tests.unit.test_controller import finish_series, rig, start_series  # noqa:
         ({"trigger_mode": "gated"}, "trigger mode 'gated' is not supported; choose one of internal, software"),
     ],
 )
-def test_configure_refuses_what_the_acquirer_could_not_do_with_the_limits(rig, settings, complaint):  # noqa: F811
+def test_configure_refuses_what_the_acquirer_could_not_do_with_the_limits(rig, settings, complaint):
     controller = rig[0]
     with pytest.raises(ConfigurationError) as caught:
         controller.configure(json.dumps({"frames": 10, "exposure": 0.001, "period": 0.002, **settings}))
@@ -38,12 +38,12 @@ def test_configure_refuses_what_the_acquirer_could_not_do_with_the_limits(rig, s
     assert controller.request is None
 
 
-def test_configure_refuses_json_nested_too_deeply(rig):  # noqa: F811
+def test_configure_refuses_json_nested_too_deeply(rig):
     with pytest.raises(ConfigurationError, match="nested too deeply"):
         rig[0].configure("[" * 100_000 + "]" * 100_000)
 
 
-def test_the_status_follows_the_frames_written_during_a_series(rig):  # noqa: F811
+def test_the_status_follows_the_frames_written_during_a_series(rig):
     controller, acquirer, recorder, events, clock = rig
     start_series(controller, acquirer, frames=400)
     clock.now += 1
@@ -51,7 +51,7 @@ def test_the_status_follows_the_frames_written_during_a_series(rig):  # noqa: F8
     assert events.states[-1] == (states.RUNNING, "Series 1 acquiring: 123 of 400 frames written.")
 
 
-def test_the_report_follows_the_file_a_restarted_recorder_repaired(rig):  # noqa: F811
+def test_the_report_follows_the_file_a_restarted_recorder_repaired(rig):
     controller, acquirer, recorder, events, clock = rig
     start_series(controller, acquirer, frames=400)
     controller.peer_counter_changed("frames_acquired", 152)

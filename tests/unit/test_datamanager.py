@@ -131,7 +131,7 @@ def test_series_that_ended_while_it_was_down_are_catalogued_from_their_files(tmp
     from photonflow.recording.recorder import Recorder, RecordingRequest
     from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
     from photonflow.stream.transport import StreamSender
-    from tests.unit.series import acquire_into
+    from tests.helpers.recording import acquire_into
 
     folder = tmp_path / "data" / "mx0005" / "demo" / "s1" / "RAW_DATA" / "a" / "a_0001_x"
     sender = StreamSender("tcp://127.0.0.1:*")

@@ -25,7 +25,7 @@ from photonflow.simulators.dectris_dcu import (
 )
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.bslz4 import compress
-from tests.unit.series import acquire_into
+from tests.helpers.recording import acquire_into
 
 # A small EIGER2-like sensor keeps the series quick; the geometry is read back from the DCU.
 SMALL = DetectorModel("Dectris EIGER2 Si test", 96, 64, 75e-6, "Si", 450e-6, 2000.0, 3e-6)

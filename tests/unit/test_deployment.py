@@ -11,7 +11,7 @@ from photonflow.deployment import (
     simulator_environment,
 )
 from photonflow.errors import ConfigurationError
-from tests.conftest import DEMO_CONFIG
+from tests.helpers.paths import DEMO_CONFIG
 
 GOOD = """\
 servers:
@@ -198,7 +198,7 @@ def test_every_server_in_the_table_is_installed_and_every_class_exists():
     import re
 
     from photonflow.servers import SERVERS
-    from tests.conftest import REPOSITORY
+    from tests.helpers.paths import REPOSITORY
 
     setup = configparser.ConfigParser()
     setup.read(REPOSITORY / "setup.cfg")

@@ -2,7 +2,6 @@
 units on every physical value, unknown counts said to be unknown, and any detector value kept."""
 
 import json
-import time
 
 import h5py
 import numpy as np
@@ -10,7 +9,8 @@ import numpy as np
 from photonflow import states
 from photonflow.recording.recorder import Recorder
 from photonflow.stream.stins import StinsEncoder
-from tests.unit.test_recorder import SHAPE, arm, frame
+from tests.helpers.recording import SHAPE, arm, frame
+from tests.helpers.waiting import wait_until
 
 ODD_DETECTOR = {
     "model": "Odd",
@@ -81,9 +81,7 @@ def test_unknown_counts_say_so_in_the_file(tmp_path, stream):
     encoder = StinsEncoder()
     stream.send(encoder.series_start(1, 2, SHAPE, "uint16", {"model": "Plain"}))
     stream.send(encoder.data(1, 0, frame(0), 5.0))
-    deadline = time.monotonic() + 10
-    while recorder.counters.frames_written < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: recorder.counters.frames_written >= 1, 30, what="the first frame written")
     recorder.stop()  # ended by the operator: the sender's counts never came
     assert recorder.wait(10)
     with h5py.File(path, "r") as f:

@@ -57,7 +57,7 @@ def test_a_waiting_put_goes_through_as_soon_as_the_writer_takes_an_item():
 
     thread = threading.Thread(target=producer)
     thread.start()
-    time.sleep(0.05)
+    time.sleep(0.05)  # time for a put that does not wait to show it; load can only hide it, never fake it
     assert not done.is_set()
     assert q.get() == "a"
     assert done.wait(2)

@@ -28,7 +28,8 @@ from photonflow.datamanager.jobs import (
 )
 from photonflow.datamanager.processing import integrate_azimuthally
 from photonflow.errors import ConfigurationError
-from tests.unit.processing_inputs import assert_peaks_at_ceo2, write_ceo2_nxmx
+from tests.helpers.processing_inputs import assert_peaks_at_ceo2, write_ceo2_nxmx
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +52,8 @@ def board(engine):
 
 
 def wait_for_state(board: JobBoard, job: str, wanted: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = board.state(job)
-        if state == wanted:
-            return state
-        time.sleep(0.05)
-    return board.state(job)
+    wait_until(lambda: board.state(job) == wanted, timeout, what=f"job {job} {wanted} (it is {board.state(job)})")
+    return wanted
 
 
 def gone(pid: int) -> bool:

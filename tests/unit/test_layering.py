@@ -1,6 +1,7 @@
 """The core imports no Tango: every decision stays testable without a server. A real detector's
 server loads no simulator, and a simulator speaks the vendor's interface (photonflow.drivers)
-without the acquisition logic it is tested against."""
+without the acquisition logic it is tested against. Test modules share helpers only through
+tests/helpers: moving one test never breaks another."""
 
 import ast
 import json
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPOSITORY
+from tests.helpers.paths import REPOSITORY
 
 CORE = REPOSITORY / "photonflow"
 SIMULATORS = REPOSITORY / "simulators"
@@ -124,3 +125,48 @@ def test_the_sardana_plugin_check_does_see_a_recorder_import(tmp_path):
     sample = tmp_path / "plugin.py"
     sample.write_text("def read_one():\n    from photonflow.recording.recorder import Recorder\n")
     assert photonflow_imports_outside(sample, ("photonflow.publishing",)) == {"photonflow.recording.recorder"}
+
+
+TESTS = REPOSITORY / "tests"
+
+
+def imports_of_another_test_module(path: Path) -> list[str]:
+    """The test code ``path`` imports from outside tests/helpers: another test module, a conftest, or
+    a module beside the tests of one tier."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.append("." * node.level + (node.module or ""))
+    return [name for name in names
+            if name.startswith(".") or (name.split(".")[0] == "tests" and not name.startswith("tests.helpers"))
+            or (name.startswith("test_") and "." not in name)]  # `import test_x`, found through sys.path
+
+
+def test_test_modules_share_helpers_only_through_tests_helpers():
+    offenders = {
+        str(path.relative_to(REPOSITORY)): imported
+        for path in TESTS.rglob("*.py")
+        if (imported := imports_of_another_test_module(path))
+    }
+    assert offenders == {}
+
+
+def test_the_helper_check_does_see_an_import_from_another_test_module(tmp_path):
+    sample = tmp_path / "test_sample.py"
+    sample.write_text("from tests.unit.test_recorder import frame\nfrom .test_panel import app\nimport test_jobs\n"
+                      "from tests.helpers.recording import SHAPE\nfrom tango.test_context import DeviceTestContext\n")
+    assert imports_of_another_test_module(sample) == ["tests.unit.test_recorder", ".test_panel", "test_jobs"]
+
+
+def test_the_unit_tier_starts_no_tango_server():
+    """A device in a test server belongs in tests/device; a database and server processes in
+    tests/integration."""
+    servers = {"tango.test_context", "tango.server", "photonflow.clients.launcher"}
+    offenders = [
+        str(path.relative_to(REPOSITORY))
+        for path in (TESTS / "unit").rglob("*.py")
+        if servers & (imported_modules(path, depth=2) | imported_modules(path, depth=3))
+    ]
+    assert offenders == []

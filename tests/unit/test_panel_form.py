@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from tests.conftest import DEMO_CONFIG
+from tests.helpers.paths import DEMO_CONFIG
 
 
 @pytest.mark.parametrize(("values", "expected"), [

@@ -21,7 +21,7 @@ from photonflow.simulators.pilatus_camserver import (
     start_server,
 )
 from photonflow.stream.transport import StreamSender
-from tests.unit.series import acquire_into
+from tests.helpers.recording import acquire_into
 
 
 @pytest.fixture

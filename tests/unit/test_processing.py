@@ -13,7 +13,7 @@ import pytest
 
 from photonflow.datamanager.processing import align_images, integrate_azimuthally, normalize_tomography
 from photonflow.errors import ConfigurationError, FilePathError
-from tests.unit.processing_inputs import (
+from tests.helpers.processing_inputs import (
     DISTANCE_MM,
     SHIFTS,
     WAVELENGTH_ANGSTROM,

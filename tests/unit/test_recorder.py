@@ -12,43 +12,14 @@ from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder
 from photonflow.recording.request import RecordingRequest, parse_recording_request
 from photonflow.stream.stins import StinsEncoder
-from photonflow.stream.transport import StreamSender
-from tests.unit.fakes import EventLog
-
-SHAPE = (24, 40)
-DETECTOR = {"name": "sim", "model": "Test", "x_pixel_size": 75e-6, "count_time": 0.001, "trigger_mode": "internal"}
-
-
-def frame(n):
-    return (np.arange(SHAPE[0] * SHAPE[1], dtype=np.uint16).reshape(SHAPE) + n * 7).astype(np.uint16)
-
-
-@pytest.fixture
-def stream():
-    sender = StreamSender("tcp://127.0.0.1:*")
-    yield sender
-    sender.close()
+from tests.helpers.fakes import EventLog
+from tests.helpers.recording import DETECTOR, SHAPE, arm, frame, send_series
 
 
 @pytest.fixture
 def recorder(tmp_path):
     events = EventLog()
     return Recorder(RecorderConfig(tmp_path / "data", counter_interval=0.0), listener=events)
-
-
-def arm(recorder, stream, frames, name="scan.h5", series_id=1):
-    return recorder.arm(RecordingRequest(frames, series_id, stream.endpoint, name))
-
-
-def send_series(stream, frame_numbers, series_id=1, frame_count=None, end=True, encoder=None):
-    encoder = encoder or StinsEncoder()
-    frame_count = len(frame_numbers) if frame_count is None else frame_count
-    stream.send(encoder.series_start(series_id, frame_count, SHAPE, "uint16", DETECTOR))
-    for n in frame_numbers:
-        stream.send(encoder.data(series_id, n, frame(n), 1000.0 + n))
-    if end:
-        stream.send(encoder.series_end(series_id, len(frame_numbers), len(frame_numbers)))
-    return encoder
 
 
 def test_every_frame_sent_is_in_the_file_in_nexus_layout(recorder, stream):

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import h5py
 import numpy as np
@@ -14,22 +13,7 @@ from photonflow.recording.recorder import Recorder
 from photonflow.recording.recovery import clear_write_flags, lookup3
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
-from tests.unit.test_recorder import DETECTOR, SHAPE, frame
-
-RECORDER_PROCESS = textwrap.dedent(
-    """
-    import sys, time
-    from photonflow.recording.config import RecorderConfig
-    from photonflow.recording.recorder import Recorder, RecordingRequest
-    recorder = Recorder(RecorderConfig(sys.argv[1], counter_interval=0.0, frames_per_file=int(sys.argv[4])))
-    recorder.arm(RecordingRequest(1000, 1, sys.argv[2], "crash.h5"))
-    while recorder.counters.frames_written < int(sys.argv[3]):
-        time.sleep(0.01)
-    time.sleep(0.5)  # at least one flush of the bookkeeping since
-    print("written", recorder.counters.frames_written, flush=True)
-    time.sleep(60)
-    """
-)
+from tests.helpers.recording import DETECTOR, RECORDER_PROCESS, SHAPE, frame
 
 
 def test_lookup3_matches_the_published_test_vectors():

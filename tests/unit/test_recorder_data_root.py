@@ -16,8 +16,7 @@ from photonflow.errors import ConfigurationError, FilePathError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import ReceiverGone
-from tests.unit.test_recorder import DETECTOR, SHAPE, frame, send_series
-from tests.unit.test_recorder_crash import RECORDER_PROCESS
+from tests.helpers.recording import DETECTOR, RECORDER_PROCESS, SHAPE, frame, send_series
 
 
 def test_a_directory_swapped_for_a_link_after_arm_cannot_send_the_file_outside(tmp_path, stream):

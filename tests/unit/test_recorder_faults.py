@@ -16,7 +16,7 @@ import pytest
 
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import SendInterrupted, StreamSender
-from tests.unit.test_recorder import DETECTOR, SHAPE, frame
+from tests.helpers.recording import DETECTOR, SHAPE, frame
 
 LIMITED_RECORDER = textwrap.dedent(
     """

@@ -16,8 +16,8 @@ from photonflow.recording.request import RecordingRequest, parse_recording_reque
 from photonflow.recording.series import frame_ranges
 from photonflow.stream import maxiv
 from photonflow.stream.stins import StinsEncoder
-from tests.unit.fakes import EventLog
-from tests.unit.test_recorder import DETECTOR, SHAPE, arm, frame, send_series
+from tests.helpers.fakes import EventLog
+from tests.helpers.recording import DETECTOR, SHAPE, arm, frame, send_series
 
 
 @pytest.fixture

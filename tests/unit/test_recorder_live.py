@@ -2,6 +2,7 @@
 
 import multiprocessing
 import threading
+import time
 
 import h5py
 import numpy as np
@@ -12,8 +13,9 @@ from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
-from tests.unit.fakes import EventLog
-from tests.unit.test_recorder import DETECTOR, SHAPE, frame
+from tests.helpers.fakes import EventLog
+from tests.helpers.recording import DETECTOR, SHAPE, Flushes, frame
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture
@@ -32,8 +34,6 @@ def senders():
 
 def watch_growth(path, until_frames, result):
     """In another process: open the file SWMR and record the frame counts seen while it grows."""
-    import time
-
     seen = []
     deadline = time.monotonic() + 30
     with h5py.File(path, "r", swmr=True) as f:
@@ -57,7 +57,8 @@ def watch_growth(path, until_frames, result):
 
 def test_a_reader_in_another_process_sees_frames_grow_while_the_series_runs(tmp_path, senders):
     sender = senders()
-    recorder = Recorder(RecorderConfig(tmp_path, counter_interval=0.0))
+    flushes = Flushes()
+    recorder = Recorder(RecorderConfig(tmp_path, counter_interval=0.0), sinks=[flushes])
     path = recorder.arm(RecordingRequest(60, 1, sender.endpoint, "live.h5"))
     encoder = StinsEncoder()
     sender.send(encoder.series_start(1, 60, SHAPE, "uint16", DETECTOR))
@@ -66,9 +67,8 @@ def test_a_reader_in_another_process_sees_frames_grow_while_the_series_runs(tmp_
     results = context.Queue()
     while recorder.counters.frames_written < 1:
         recorder.wait(0.01)
-    import time
-
-    time.sleep(0.3)  # let the first flush reach the file before the reader opens it
+    flushed = flushes.count
+    wait_until(lambda: flushes.count > flushed, 30, what="the first frame flushed to the file for the reader")
     reader = context.Process(target=watch_growth, args=(str(path), 60, results))
     reader.start()
     assert results.get(timeout=60) == ("opened",)  # the reader watches before the series goes on
@@ -214,8 +214,7 @@ class SlowWriter:
 def test_the_queue_holds_no_more_bytes_than_its_budget_however_many_frames_it_may_hold(tmp_path, senders):
     sender = senders()
     shape = (500, 500)  # 0.5 MB a frame: two do not fit in a 1 MB budget
-    recorder = Recorder(RecorderConfig(tmp_path, queue_frames=256, queue_megabytes=1, counter_interval=0.0),
-                        sinks=[SlowWriter()])
+    recorder = Recorder(RecorderConfig(tmp_path, queue_frames=256, queue_megabytes=1, counter_interval=0.0), sinks=[SlowWriter()])
     path = recorder.arm(RecordingRequest(60, 1, sender.endpoint, "budget.h5"))
     depths, sizes = [], []
 

@@ -8,32 +8,11 @@ from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
-from tests.unit.test_recorder import DETECTOR, SHAPE, frame
-
-
-def record(tmp_path, count, frame_numbers, frames_per_file=4, end=True, stop=False):
-    sender = StreamSender("tcp://127.0.0.1:*")
-    recorder = Recorder(RecorderConfig(tmp_path, frames_per_file=frames_per_file))
-    try:
-        path = recorder.arm(RecordingRequest(count, 1, sender.endpoint, "split.h5"))
-        encoder = StinsEncoder()
-        sender.send(encoder.series_start(1, count, SHAPE, "uint16", DETECTOR))
-        for n in frame_numbers:
-            sender.send(encoder.data(1, n, frame(n), 0.0))
-        if end:
-            sender.send(encoder.series_end(1, count, count))
-        if stop:
-            while recorder.counters.frames_written < len(frame_numbers):
-                recorder.wait(0.01)
-            recorder.stop()
-        assert recorder.wait(10)
-    finally:
-        sender.close()
-    return recorder, path
+from tests.helpers.recording import DETECTOR, SHAPE, frame, record_split
 
 
 def test_the_virtual_dataset_spans_the_data_files_and_reads_back_every_frame(tmp_path):
-    recorder, path = record(tmp_path, 10, range(10))
+    recorder, path = record_split(tmp_path, 10, range(10))
     assert recorder.state == states.ON
     names = sorted(p.name for p in tmp_path.glob("split_data_*.h5"))
     assert names == ["split_data_000001.h5", "split_data_000002.h5", "split_data_000003.h5"]
@@ -71,7 +50,7 @@ def test_the_master_is_readable_while_the_series_runs(tmp_path):
 
 
 def test_a_stopped_series_keeps_a_virtual_dataset_over_the_frames_that_exist(tmp_path):
-    recorder, path = record(tmp_path, 100, range(6), end=False, stop=True)
+    recorder, path = record_split(tmp_path, 100, range(6), end=False, stop=True)
     with h5py.File(path, "r") as f:
         data = f["entry/data/data"]
         assert data.shape == (6, *SHAPE)
@@ -82,7 +61,7 @@ def test_a_stopped_series_keeps_a_virtual_dataset_over_the_frames_that_exist(tmp
 
 def test_out_of_order_frames_across_files_land_in_place(tmp_path):
     order = [1, 0, 5, 2, 3, 4, 9, 6, 7, 8, 11, 10]
-    recorder, path = record(tmp_path, 12, order)
+    recorder, path = record_split(tmp_path, 12, order)
     with h5py.File(path, "r") as f:
         for n in range(12):
             np.testing.assert_array_equal(f["entry/data/data"][n], frame(n))
@@ -99,10 +78,10 @@ def image_numbers(tmp_path):
 
 
 def test_each_data_file_says_which_frames_it_holds_low_and_high(tmp_path):
-    record(tmp_path, 10, range(10))
+    record_split(tmp_path, 10, range(10))
     assert image_numbers(tmp_path) == [(1, 4), (5, 8), (9, 10)]
 
 
 def test_a_series_stopped_early_corrects_the_last_files_high_image_number(tmp_path):
-    record(tmp_path, 12, range(6), end=False, stop=True)
+    record_split(tmp_path, 12, range(6), end=False, stop=True)
     assert image_numbers(tmp_path) == [(1, 4), (5, 6)]

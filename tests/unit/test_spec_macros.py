@@ -1,6 +1,6 @@
 """The SPEC macros (clients/spec/*.mac) parse, call only what exists, and name only devices,
 commands and attributes that photonflow's Tango classes define, with the argument types used.
-SPEC does not run here: tests/unit/spec_syntax.py parses the subset of SPEC the macros use."""
+SPEC does not run here: tests/helpers/spec_syntax.py parses the subset of SPEC the macros use."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import tango
 
 from photonflow.deployment import load_deployment_file
 from photonflow.servers import SERVERS
-from tests.conftest import DEMO_CONFIG, REPOSITORY
-from tests.unit.spec_syntax import SpecSyntaxError, parse, walk
+from tests.helpers.paths import DEMO_CONFIG, REPOSITORY
+from tests.helpers.spec_syntax import SpecSyntaxError, parse, walk
 
 MACRO_FILES = sorted((REPOSITORY / "clients" / "spec").glob("*.mac"))
 # SPEC's built-in functions the macros may call

@@ -25,36 +25,9 @@ from photonflow.standardizing.recorded import read_recorded_series
 from photonflow.standardizing.standardizer import Standardizer
 from photonflow.standardizing.validation import validate_nexus
 from photonflow.stream.transport import StreamSender
-from tests.unit.series import acquire_into
-
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "standard"
-PREFIX = {"PREFIX": "test/beamline", "DATAMANAGER": "test/photonflow/datamanager"}
-
-
-class BeamlineReader:
-    """The beamline's attributes as a table; a device listed in ``absent`` fails like a dead one."""
-
-    def __init__(self, values: dict[str, object], absent: tuple[str, ...] = ()):
-        self.values = values
-        self.absent = absent
-        self.reads = 0
-
-    def read(self, device: str, attribute: str) -> tuple[object, float]:
-        self.reads += 1
-        if device in self.absent:
-            raise ConnectionError(f"{device} is not answering")
-        return self.values[f"{device.rsplit('/', 1)[-1]}/{attribute}"], time.time()
-
-
-def beamline_values(omega: float = 30.0) -> dict[str, object]:
-    return {
-        "ring/Current": 198.5, "ring/Energy": 3.0, "ring/Mode": "USER", "mono/Energy": 12.398419843320026,
-        "mono/Wavelength": 1.0, "attenuator/Transmission": 0.5, "slits/HorizontalGap": 0.2,
-        "slits/VerticalGap": 0.1, "shutter/State": "OPEN", "omega/Position": omega, "samx/Position": 0.5,
-        "samy/Position": -0.25, "samz/Position": 1.0, "detz/Position": 150.0,
-        "datamanager/CurrentRole": "data", "datamanager/CurrentNode": "eff/energy[1]/data",
-        "datamanager/Proposal": "mx1234", "datamanager/Sample": "ceo2",
-    }
+from tests.helpers.recording import acquire_into
+from tests.helpers.standardizing import CONFIG, PREFIX, BeamlineReader, beamline_values, standardize
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +43,6 @@ def recorded_file(tmp_path_factory) -> Path:
     finally:
         sender.close()
     return path
-
-
-def standardize(recorded_file: Path, reader: BeamlineReader, mapping_name: str = "mx.yaml",
-                during: float = 0.0) -> Path:
-    mapping = load_mapping(CONFIG / mapping_name, PREFIX)
-    standardizer = Standardizer(mapping, reader, recorded_file.parents[1])
-    try:
-        standardizer.series_started(7)
-        time.sleep(during)
-        standardizer.series_ended(7, str(recorded_file))
-        assert standardizer.wait_idle(30)
-        return Path(standardizer.counters.last_file), standardizer
-    finally:
-        standardizer.close()
 
 
 def test_the_nxmx_file_validates_and_its_frames_are_the_recorders(recorded_file):
@@ -159,15 +118,17 @@ def test_during_the_series_values_are_polled_or_taken_from_change_events(recorde
     """The ring current is polled (2 Hz); omega comes from its change events, as the device
     forwards them (events: true in the mapping)."""
     mapping = load_mapping(CONFIG / "mx.yaml", PREFIX)
-    standardizer = Standardizer(mapping, BeamlineReader(beamline_values()), recorded_file.parents[1])
+    reader = BeamlineReader(beamline_values())
+    standardizer = Standardizer(mapping, reader, recorded_file.parents[1])
     try:
         standardizer.series_started(7)
-        time.sleep(0.2)  # the worker takes the pre-exposure snapshot
+        assert standardizer.wait_idle(30)  # the worker took the pre-exposure snapshot and polls
+        before_polls = reader.reads
         start = time.time()
         for step in range(5):
             standardizer.attribute_changed("test/beamline/omega", "Position", 30.0 + step, start + 0.1 * step)
         standardizer.attribute_changed("test/beamline/samx", "Position", 9.0, start)  # not evented: ignored
-        time.sleep(0.6)
+        wait_until(lambda: reader.reads > before_polls, 30, what="a poll of the ring current during the series")
         standardizer.series_ended(7, str(recorded_file))
         assert standardizer.wait_idle(30)
         output = Path(standardizer.counters.last_file)
@@ -369,7 +330,7 @@ def test_polling_stops_when_asked(recorded_file):
     stop = threading.Event()
     poller = threading.Thread(target=capture.poll_during, args=(stop,))
     poller.start()
-    time.sleep(0.2)
+    wait_until(lambda: reader.reads >= 5, 30, what="five polls of the ring current")
     stop.set()
     poller.join(2)
     assert not poller.is_alive()

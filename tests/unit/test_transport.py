@@ -19,7 +19,7 @@ def test_wake_ends_a_receive_that_is_waiting_for_messages():
 
         thread = threading.Thread(target=waiting)
         thread.start()
-        time.sleep(0.1)
+        time.sleep(0.1)  # most often the receiver is waiting by now; a wake before that is kept for it
         receiver.wake()
         thread.join(10)
         assert not thread.is_alive()

@@ -1,6 +1,5 @@
 """The Tucsen driver over TUCam's C functions (through ctypes), against the simulated library."""
 
-import threading
 import time
 
 import h5py
@@ -16,14 +15,15 @@ from photonflow.errors import ConfigurationError, DetectorConnectionLost, Detect
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.tucsen_tucam import SimulatedTucam
 from photonflow.stream.transport import StreamSender
-from tests.unit.series import acquire_into
+from tests.helpers.recording import acquire_into
+from tests.helpers.waiting import ManualClock, SteppingClock, wait_until
 
 ROI = (100, 200, 256, 128)
 
 
 def record(tmp_path, library, settings=None, frames=6, period=0.02, trigger_mode="internal",
-           stop_after=None, while_running=None):
-    camera = TucsenCamera(library.functions, 0, settings or TucsenSettings(roi=ROI))
+           stop_after=None, while_running=None, clock=time.monotonic):
+    camera = TucsenCamera(library.functions, 0, settings or TucsenSettings(roi=ROI), clock=clock)
     sender = StreamSender("tcp://127.0.0.1:*")
     acquirer = Acquirer(camera, sender)
     recorder = Recorder(tmp_path)
@@ -165,12 +165,23 @@ def test_a_stalled_sensor_is_a_fault_once_the_timeout_passes(tmp_path):
 
 def test_software_triggers_pace_the_frames_one_period_apart(tmp_path):
     library = SimulatedTucam("dhyana400bsi", seed=7)
-    camera, acquirer, _, path = record(tmp_path, library, frames=5, period=0.05, trigger_mode="software")
-    assert acquirer.state == states.ON, acquirer.status
+    clock, period = SteppingClock(1 / 64), 4 / 64  # the camera's clock moves only as its loop reads it
+    triggered = []
+    do_software_trigger = library.functions.TUCAM_Cap_DoSoftwareTrigger
+
+    def noting_the_time(*args):
+        triggered.append(clock.now)
+        return do_software_trigger(*args)
+
+    library.functions.TUCAM_Cap_DoSoftwareTrigger = noting_the_time
+    camera, acquirer, _, path = record(tmp_path, library, frames=5, period=period, trigger_mode="software",
+                                       clock=clock)
+    assert acquirer.state == states.ON and acquirer.frames_acquired == 5, acquirer.status
     with h5py.File(path, "r") as f:
-        times = f["entry/accounting/timestamp"][()]
         np.testing.assert_array_equal(f["entry/data/data"][4], library.frame(4))
-    assert np.diff(times).min() > 0.035  # triggered 50 ms apart, not as fast as the sensor goes
+    # one trigger a period on the camera's clock, not as fast as the sensor goes, never a burst
+    assert len(triggered) >= 5
+    assert np.diff(triggered) == pytest.approx(period, abs=clock.step)
     camera.close()
 
 
@@ -179,11 +190,12 @@ def test_each_external_edge_takes_one_frame(tmp_path, trigger_mode):
     library = SimulatedTucam("dhyana95", seed=2)
 
     def three_edges(acquirer):
-        time.sleep(0.2)
+        wait_until(lambda: library.capturing, 30, what="the camera capturing (edges before it are not its own)")
+        time.sleep(0.2)  # a camera that does not wait for an edge shows it here; load only delays its frames
         assert acquirer.frames_acquired == 0  # nothing without an edge
         for _ in range(3):
             library.fire_trigger(width=0.01)
-            time.sleep(0.05)
+            time.sleep(0.05)  # paces the edges
 
     camera, acquirer, _, path = record(tmp_path, library, frames=3, trigger_mode=trigger_mode,
                                        while_running=three_edges)
@@ -204,10 +216,13 @@ def test_stop_ends_the_capture_at_the_camera(tmp_path):
 
 
 def test_the_sensor_cools_towards_the_target_as_far_as_the_fan_allows():
-    library = SimulatedTucam("dhyana95")
+    clock = ManualClock()
+    library = SimulatedTucam("dhyana95", clock=clock)
     camera = TucsenCamera(library.functions, 0, TucsenSettings(target_temperature=-10, fan_gear="high"))
-    time.sleep(0.3)
-    assert -10 < camera.sensor_temperature < 21
+    clock.now = 2.0  # one time constant: a third of the way from 22 degC ambient to the target
+    assert camera.sensor_temperature == pytest.approx(-10 + 32 * np.exp(-1), abs=0.1)
+    clock.now = 60.0
+    assert camera.sensor_temperature == pytest.approx(-10, abs=0.1)  # held: the high fan reaches -13
     assert camera.target_temperature == -10 and camera.fan_gear == "high"
     camera.set_fan_gear("low")  # air at low fan reaches 35 degC below ambient: -13, so -10 still holds
     assert camera.fan_gear == "low"
@@ -226,40 +241,39 @@ def test_the_linux_library_is_bound_by_its_cpp_names_and_a_missing_one_is_explai
         load_tucam_library("libTUCam-absent.so")
 
 
+def waiting_through_a_long_exposure(tmp_path, library):
+    """A series of 10 s exposures (TUCam waits that long in each WaitForFrame), once the first wait is on."""
+    camera = TucsenCamera(library.functions, 0, TucsenSettings(roi=ROI))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path)
+    acquirer.update_settings(frame_count=3, exposure=10.0, period=10.0)
+    recorder.arm(RecordingRequest(3, 1, acquirer.stream_endpoint, "long.h5"))
+    acquirer.prepare()
+    acquirer.start()
+    wait_until(library.waiting_for_frame.is_set, 30, what="TUCam waiting for the first frame")
+    return camera, sender, acquirer, recorder
+
+
 def test_settings_read_while_capturing_do_not_wait_for_the_frame(tmp_path):
     library = SimulatedTucam("dhyana95")
-    readings = []
-
-    def read_temperature(acquirer):
-        while acquirer.frames_acquired < 2:
-            acquirer.wait(0.01)
-        started = time.monotonic()
-        readings.append(acquirer.camera.sensor_temperature)
-        readings.append(time.monotonic() - started)
-        threading.Event().wait(0.01)
-
-    camera, acquirer, _, _ = record(tmp_path, library, frames=20, period=0.1, while_running=read_temperature)
-    assert acquirer.state == states.ON
-    assert readings[1] < 0.1  # not held up behind a WaitForFrame
+    camera, sender, acquirer, recorder = waiting_through_a_long_exposure(tmp_path, library)
+    waits_ended = len(library.frame_wait_endings)
+    assert -40 < acquirer.camera.sensor_temperature < 30
+    assert len(library.frame_wait_endings) == waits_ended  # read while that same wait went on
+    acquirer.abort()
+    assert acquirer.wait(30) and recorder.wait(30)
+    sender.close()
     camera.close()
 
 
 def test_abort_ends_a_long_exposure_at_once_through_tucams_abort_wait(tmp_path):
     library = SimulatedTucam("dhyana95")
-    camera = TucsenCamera(library.functions, 0, TucsenSettings(roi=ROI))
-    sender = StreamSender("tcp://127.0.0.1:*")
-    acquirer = Acquirer(camera, sender)
-    recorder = Recorder(tmp_path)
-    acquirer.update_settings(frame_count=3, exposure=4.0, period=4.0)  # the library waits 4 s per call
-    recorder.arm(RecordingRequest(3, 1, acquirer.stream_endpoint, "aborted.h5"))
-    acquirer.prepare()
-    acquirer.start()
-    time.sleep(0.3)
-    started = time.monotonic()
+    camera, sender, acquirer, recorder = waiting_through_a_long_exposure(tmp_path, library)
     acquirer.abort()
-    assert acquirer.wait(2.0), "the abort did not reach the wait inside TUCam"
-    assert time.monotonic() - started < 2.0 and acquirer.last_end_reason == "aborted"
-    assert not library.capturing
+    assert acquirer.wait(30), "the acquisition did not end after the abort"
+    assert list(library.frame_wait_endings) == ["abort"], "the wait inside TUCam ended otherwise than by AbortWait"
+    assert acquirer.last_end_reason == "aborted" and not library.capturing
     assert recorder.wait(10)
     sender.close()
     camera.close()

@@ -23,12 +23,12 @@ from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import calibrant_d_spacings
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender
-from tests.unit.series import acquire_into
-from tests.unit.test_standardizer import BeamlineReader, beamline_values, standardize
-from tests.unit.variables_sink import read_cells
+from tests.helpers.recording import acquire_into
+from tests.helpers.standardizing import BeamlineReader, beamline_values, standardize
+from tests.helpers.variables_sink import read_cells
 
 DEMO_CONTEXT = Path(__file__).resolve().parents[2] / "config" / "context.py"
-SINK = "tests.unit.variables_sink:JsonLinesSink"
+SINK = "tests.helpers.variables_sink:JsonLinesSink"
 PROPOSAL = "4242"
 # CeO2 rings on a 420 x 440 detector of 100 µm pixels, 50 mm from the sample, at 0.7 Å
 WAVELENGTH_ANGSTROM, DISTANCE_MM, CENTRE = 0.7, 50.0, (210.0, 220.0)
@@ -51,7 +51,7 @@ def series(tmp_path_factory) -> dict:
     finally:
         sender.close()
     values = {**beamline_values(), "mono/Wavelength": WAVELENGTH_ANGSTROM, "detz/Position": DISTANCE_MM}
-    nexus, _ = standardize(raw, BeamlineReader(values), during=0.6)
+    nexus, _ = standardize(raw, BeamlineReader(values), polls_during=2)
     return {"number": 12, "proposal": PROPOSAL, "role": "data", "node": "eff/energy[2]/data",
             "sample": "CeO2", "raw_file": str(raw), "nexus": str(nexus)}
 

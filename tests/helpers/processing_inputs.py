@@ -19,8 +19,8 @@ from photonflow.standardizing.mapping import load_mapping
 from photonflow.standardizing.nxmx import write_nxmx
 from photonflow.standardizing.recorded import read_recorded_series
 from photonflow.stream.transport import StreamSender
-from tests.unit.series import acquire_into
-from tests.unit.test_standardizer import BeamlineReader
+from tests.helpers.recording import acquire_into
+from tests.helpers.standardizing import BeamlineReader
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "standard"
 WAVELENGTH_ANGSTROM = 0.5

@@ -1,14 +1,18 @@
-"""Waiting on real devices: poll with a deadline, never a blind sleep."""
+"""Real devices of a running suite: proxies, waiting on their state with a deadline (never a blind
+sleep), a series run through the Controller, a deployment started as `make demo` starts one."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import time
 from pathlib import Path
 
+import h5py
 import tango
+
+from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
+from tests.helpers import waiting
 
 
 def proxy(name: str, timeout_s: float = 15) -> tango.DeviceProxy:
@@ -18,24 +22,16 @@ def proxy(name: str, timeout_s: float = 15) -> tango.DeviceProxy:
 
 
 def wait_until(check, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except tango.DevFailed as error:
-            last = error
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout} s (last: {last})")
+    """``waiting.wait_until`` for checks that read devices: a device not answering yet (DevFailed)
+    is waited for too."""
+    return waiting.wait_until(check, timeout, interval, what, tolerate=(tango.DevFailed,))
 
 
 def wait_for_state(device: tango.DeviceProxy, *wanted: str, timeout: float = 30) -> str:
     return wait_until(
         lambda: str(device.state()) if str(device.state()) in wanted else None,
         timeout,
-        what=f"{device.dev_name()} in {wanted} (status: {_status(device)})",
+        what=lambda: f"{device.dev_name()} in {wanted} (status: {_status(device)})",
     )
 
 
@@ -66,7 +62,7 @@ def devfailed(call, *args) -> tango.DevError:
 
 @contextlib.contextmanager
 def preserved_environment(*keys: str):
-    """Restore these environment variables afterwards (the launcher points TANGO_HOST at its database)."""
+    """Restore these environment variables afterwards (a suite's simulators announce theirs there)."""
     saved = {key: os.environ.get(key) for key in keys}
     try:
         yield
@@ -85,7 +81,7 @@ def running_deployment(text: str, var_dir: Path, environment: dict[str, str]):
     from photonflow.clients.launcher import Suite
     from photonflow.deployment import load_deployment
 
-    with preserved_environment("TANGO_HOST", *environment):
+    with preserved_environment(*environment):
         os.environ.update(environment)
         suite = Suite("", var_dir)
         try:
@@ -95,3 +91,30 @@ def running_deployment(text: str, var_dir: Path, environment: dict[str, str]):
             yield suite
         finally:
             suite.stop()
+
+
+def demo_frames(devices, exposure: float, data_file) -> DiffractionFrames:
+    """The frames the demo's simulated detector sends, rebuilt from its configuration and the
+    beamline it followed when armed (wavelength, distance, beam centre, intensity), as the
+    detector recorded them in the data file."""
+    properties = devices.deployment.device("SimulatorAcquirer").properties
+    with h5py.File(data_file, "r") as f:
+        detector = f["entry/instrument/simulator"]
+        specific = detector["detector_specific"]
+        beam = {
+            "beam_centre": (float(detector["beam_center_y"][()]), float(detector["beam_center_x"][()])),
+            "distance": float(detector["distance"][()]),
+            "pixel_size": float(detector["x_pixel_size"][()]),
+            "wavelength": float(specific["incident_wavelength"][()]),
+            "scale": float(specific["beam_intensity_scale"][()]),
+        }
+    return DiffractionFrames(
+        PatternSettings(
+            height=int(properties["ImageHeight"][0]),
+            width=int(properties["ImageWidth"][0]),
+            dtype=properties["ImageType"][0],
+            seed=int(properties["Seed"][0]),
+            exposure=exposure,
+            **beam,
+        )
+    )
