@@ -25,7 +25,7 @@ def test_a_complete_series_ends_on_with_the_numbers(rig):
     state, status = controller.combined_state()
     assert state == states.ON
     assert "acquired 10, received 10, written 10, missing 0" in status
-    assert events.counters[-1]["frames_written"] == 10 and events.counters[-1]["progress"] == 100.0
+    assert events.counters[-1].frames_written == 10 and events.counters[-1].progress == 100.0
 
 
 def test_a_difference_between_the_counts_is_an_alarm_with_the_numbers(rig):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPOSITORY
+from tests.helpers.paths import REPOSITORY
 
 CONTROLLER = REPOSITORY / "photonflow" / "control" / "controller.py"
 PORTS = REPOSITORY / "tests" / "unit" / "ports.py"  # each port beside its fakes and implementations
