@@ -62,7 +62,12 @@ def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation
         assert omega.shape == (FRAMES,)
         steps = np.diff(omega)
         assert np.all(steps >= 0) and omega[-1] - omega[0] > 2.0  # the sample turned through the series
-        assert float(np.median(steps)) == pytest.approx(0.1, rel=0.25)  # 0.1 deg per 10 ms frame
+        # each frame's angle is where omega was at that frame's time: past the first frames (the motor's
+        # run-up), omega against the detector's own timestamps climbs at the 0.1 deg per 10 ms asked
+        # for, however irregularly a loaded machine delivers the frames
+        stamped = recorded["entry/accounting/timestamp"][()]
+        slope, _ = np.polyfit(stamped[5:] - stamped[0], omega[5:], 1)
+        assert slope == pytest.approx(0.1 / PERIOD, rel=0.15), (np.diff(stamped), steps)
         assert f["entry/pre_exposure/shutter/status"][()] == b"OPEN"
         current = f["entry/during_exposure/source/current/value"][()]
         assert len(current) >= 1 and np.all((current > 150) & (current <= 200.5))
