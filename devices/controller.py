@@ -55,6 +55,9 @@ class TangoAcquirer:
     def state(self) -> str:
         return str(self.proxy.state())
 
+    def status(self) -> str:
+        return self.proxy.status()
+
     def check_settings(self, request: AcquisitionRequest) -> None:
         self.proxy.command_inout("CheckSettings", json.dumps({
             "frames": request.frames, "exposure": request.exposure, "period": request.period,
@@ -103,6 +106,9 @@ class TangoRecorder:
 
     def state(self) -> str:
         return str(self.proxy.state())
+
+    def status(self) -> str:
+        return self.proxy.status()
 
     def check_file(self, file: str) -> str:
         return self.proxy.command_inout("CheckFile", file)

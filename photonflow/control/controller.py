@@ -66,6 +66,7 @@ def parse_request(text: str) -> AcquisitionRequest:
 
 class AcquirerPort(Protocol):
     def state(self) -> str: ...
+    def status(self) -> str: ...
     def check_settings(self, request: AcquisitionRequest) -> None: ...
     def configure(self, request: AcquisitionRequest, series_id: int) -> None: ...
     def prepare(self) -> None: ...
@@ -79,6 +80,7 @@ class AcquirerPort(Protocol):
 
 class RecorderPort(Protocol):
     def state(self) -> str: ...
+    def status(self) -> str: ...
     def check_file(self, file: str) -> str: ...
     def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str) -> str: ...
     def stop(self) -> None: ...
@@ -172,6 +174,7 @@ class Controller(StatefulCore):
         self._fault = ""
         self._status_throttle = Throttle(STATUS_INTERVAL, clock)
         self._report_retry = Throttle(REPORT_RETRY_INTERVAL, clock)
+        self._reach_retry = Throttle(REPORT_RETRY_INTERVAL, clock)
         self._published = self.combined_state()
         super().__init__(listener, *self._published)
 
@@ -281,7 +284,24 @@ class Controller(StatefulCore):
         self.check_progress()
         if self._fault.startswith(UNCONFIRMED) and self._report_retry.ready():
             self._refresh_report()
+        if self._reach_retry.ready():
+            self._ask_unreachable_peers()
         self._publish()
+
+    def _ask_unreachable_peers(self) -> None:
+        """A peer its events call unreachable is asked directly: a subscription that broke while the
+        peer started (Tango may then never deliver its next event) must not hold the Controller in
+        FAULT once the peer answers."""
+        for name, port in ((ACQUIRER, self.acquirer), (RECORDER, self.recorder)):
+            with self._lock:
+                unreachable = self._peers[name].state == states.UNKNOWN
+            if not unreachable:
+                continue
+            try:
+                state, status = port.state(), port.status()
+            except Exception:  # noqa: BLE001 - the port's error (a Tango one): still unreachable, asked again later
+                continue
+            self.peer_state_changed(name, state, status)
 
     def _refresh_report(self) -> None:
         """After a series, a Recorder that restarted and repaired its file reports that file's

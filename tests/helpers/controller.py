@@ -29,6 +29,9 @@ class FakeAcquirer:
     def state(self) -> str:
         return self.current_state
 
+    def status(self) -> str:
+        return f"the fake {type(self).__name__} is {self.current_state}"
+
     def check_settings(self, request: AcquisitionRequest) -> None:
         """The real check, against a camera of the simulator's limits."""
         settings = AcquisitionSettings(request.frames, request.exposure, request.period, request.trigger_mode)
@@ -76,6 +79,9 @@ class FakeRecorder:
 
     def state(self) -> str:
         return self.current_state
+
+    def status(self) -> str:
+        return f"the fake {type(self).__name__} is {self.current_state}"
 
     def last_file(self) -> str:
         return self.file

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from photonflow import states
-from photonflow.control.controller import ACQUIRER, RECORDER, parse_request
+from photonflow.control.controller import ACQUIRER, RECORDER, REPORT_RETRY_INTERVAL, parse_request
 from photonflow.errors import ConfigurationError, FilePathError, StateError
 from tests.helpers.controller import finish_series, start_series
 
@@ -145,3 +145,29 @@ def test_configure_explains_every_bad_value(request_text, complaint):
     with pytest.raises(ConfigurationError) as caught:
         parse_request(request_text)
     assert complaint in str(caught.value)
+
+
+def test_a_peer_whose_events_broke_is_asked_directly_until_it_answers(rig):
+    """Tango may deliver no further event of a peer whose subscription failed while the peer started
+    (API_ZmqFailed under load): the watchdog asks such a peer itself, every REPORT_RETRY_INTERVAL s
+    of the clock, and the FAULT clears once the peer answers."""
+    controller, acquirer, recorder, events, clock = rig
+    asked = []
+
+    def down():
+        asked.append(clock.now)
+        raise RuntimeError("API_CantConnectToDevice")
+
+    recorder.state = down
+    controller.peer_unreachable(RECORDER, "API_ZmqFailed: Failed to create connection to event!")
+    controller.tick()
+    assert controller.combined_state() == (
+        states.FAULT, "The recorder is unreachable: API_ZmqFailed: Failed to create connection to event!")
+    clock.now += REPORT_RETRY_INTERVAL / 2
+    controller.tick()
+    assert asked == [0.0]  # not asked again before the interval
+    del recorder.state  # the class's own: the Recorder answers, ON
+    clock.now += REPORT_RETRY_INTERVAL / 2
+    controller.tick()
+    assert controller.combined_state() == (states.ON, "Ready: Configure the acquisition, then Start.")
+    assert events.states[-1] == (states.ON, "Ready: Configure the acquisition, then Start.")
