@@ -34,7 +34,7 @@ class AcquirerDevice(PhotonflowDevice):
     )
 
     def create_camera(self):
-        """The vendor's camera object (see photonflow.acquisition.acquirer.Camera)."""
+        """The vendor's camera: a class declaring its capabilities (photonflow.camera)."""
         raise NotImplementedError
 
     def create_core(self, listener) -> Acquirer:
