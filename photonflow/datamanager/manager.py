@@ -239,7 +239,7 @@ class DataManager(StatefulCore):
                 return None
             self._current = node
             self._current_started = _now()
-            dataset = _dataset_name(structure_run, node)
+            dataset = self.policy.next_dataset(self.proposal, self.session, self.sample, node.dataset)
             folder = self.policy.raw_dataset(self.proposal, self.session, self.sample, dataset)
             file = folder / f"{dataset}.h5"
             self._expected_file = file
@@ -543,9 +543,3 @@ def _start_time(raw_file: str) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
     except (OSError, KeyError):
         return ""
-
-
-def _dataset_name(structure_run: StructureRun, node: AcquisitionNode) -> str:
-    """The dataset's folder name: its place in the structure, then its name."""
-    index = structure_run.nodes.index(node) + 1
-    return f"{index:04d}_{node.dataset}"

@@ -63,6 +63,16 @@ class DataPolicy:
         """``<root>/<proposal>/<beamline>/<session>/RAW_DATA/<sample>/<sample>_<dataset>``."""
         return self._dataset(RAW, proposal, session, sample, dataset)
 
+    def next_dataset(self, proposal: str, session: str, sample: str, name: str) -> str:
+        """``NNNN_<name>``, numbered after the highest dataset already in the sample's RAW_DATA, so a
+        structure taken again for the same sample (a second tomography) never meets the files of
+        the first: photonflow never overwrites data."""
+        folder = self.session_directory(proposal, session) / RAW / check_name(sample, "sample")
+        numbered = re.compile(rf"^{re.escape(sample)}_(\d+)_")
+        taken = [int(match.group(1)) for path in (folder.iterdir() if folder.is_dir() else ())
+                 if (match := numbered.match(path.name))]
+        return f"{max(taken, default=0) + 1:04d}_{check_name(name, 'dataset')}"
+
     def processed_dataset(self, proposal: str, session: str, sample: str, dataset: str) -> Path:
         """``<root>/<proposal>/<beamline>/<session>/PROCESSED_DATA/<sample>/<sample>_<dataset>``."""
         return self._dataset(PROCESSED, proposal, session, sample, dataset)

@@ -215,3 +215,22 @@ def test_last_run_stays_the_last_catalogued_when_an_earlier_runs_file_is_attache
     first, second = Catalogue(tmp_path / "catalogue", "mx0009").runs()
     assert first.nexus_file == str(tmp_path / "series_1.nxs")
     assert manager.counters.last_run == second.run
+
+
+def test_a_structure_taken_again_for_the_sample_numbers_its_datasets_after_the_first(manager):
+    """Each dataset's folder exists once the Recorder is armed into it: the same structure taken
+    again for the same sample (a second tomography) numbers its datasets on, never into the files
+    of the first."""
+    manager.set_experiment("mx0008", "s1", "a")
+    manager.load_structure(str(STRUCTURES / "tomography.yaml"))
+    manager.begin_sequence()
+    first = manager.next_acquisition()
+    Path(first["controller"]["file"]).parent.mkdir(parents=True)  # as the Recorder's Arm makes it
+    finish(manager, first, 1)
+    manager.end_sequence()
+    manager.load_structure(str(STRUCTURES / "tomography.yaml"))
+    manager.begin_sequence()
+    again = manager.next_acquisition()
+    assert (first["node"], first["dataset"]) == ("tomo/darks", "0001_tomo_darks")
+    assert (again["node"], again["dataset"]) == ("tomo/darks", "0002_tomo_darks")
+    assert Path(again["controller"]["file"]).name == "0002_tomo_darks.h5"
