@@ -329,13 +329,12 @@ class Acquirer(StatefulCore):
                 self._abort,
             )
             for frame_number, frame, timestamp, *details in camera.frames(settings, self._stop):
-                self.counters.frames_acquired += 1
+                self._count(self.counters.frames_acquired + 1)
                 metadata = details[0] if details else None  # the frame's own values, when the camera has them
                 sender.send(
                     self._encoder.data(series_id, frame_number, frame, timestamp, metadata=metadata), self._abort
                 )
                 sent += 1
-                self._count(self.frames_acquired)
             if self._abort.is_set():
                 end_reason = "aborted"
             elif self._stop.is_set() and sent < settings.frame_count:
