@@ -14,9 +14,9 @@ MAX_PULSES = 1_000_000  # what the CapturedPositions/CapturedTimes spectra hold
 
 @dataclass(frozen=True)
 class PositionCompareRequest(Request):
-    """Arm: pulse ``count`` times, when the motor's encoder crosses start, start + step, ...
-    in the step's direction, each pulse ``width`` seconds long; the encoder position and the time
-    of each pulse are captured."""
+    """Arm: a pulse each time the motor's encoder crosses start, start + step, ... in the step's
+    direction, count pulses of width seconds; the encoder position and the time of each pulse are
+    captured."""
 
     command = "Arm"
     example = {"start": 0.0, "step": 0.1, "count": 100, "width": 0.001}

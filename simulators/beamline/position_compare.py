@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from photonflow.errors import ConfigurationError
 from photonflow.position_compare import PositionCompareRequest
 from photonflow.simulators.beamline.motor import Motor
 from photonflow.simulators.trigger_line import Pulse
@@ -71,7 +72,7 @@ class PositionCompare:
         name: str = "pcomp",
     ):
         if not (math.isfinite(resolution) and resolution > 0):
-            raise ValueError(f"{name}: the encoder resolution must be a positive number, got {resolution}")
+            raise ConfigurationError(f"{name}: the encoder resolution must be a positive number, got {resolution}")
         self.motor, self.name, self.resolution = motor, name, float(resolution)
         self._send, self._wait, self._unix_clock = send, wait, unix_clock
         self._lock = threading.Lock()
