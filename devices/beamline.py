@@ -319,6 +319,9 @@ class SimulatedPositionCompare(_SimulatedDevice):
         core.close()
         self._output.close()
 
+    def model_state(self) -> tuple[str, str]:
+        return self.core.state_and_status()
+
     def event_values(self) -> dict:
         return {"PulsesSent": self.core.pulses_sent}
 

@@ -144,25 +144,27 @@ class PositionCompare:
 
     @property
     def state(self) -> str:
-        return self._state_and_status()[0]
+        return self.state_and_status()[0]
 
     @property
     def status(self) -> str:
-        return self._state_and_status()[1]
+        return self.state_and_status()[1]
 
-    def _state_and_status(self) -> tuple[str, str]:
+    def state_and_status(self) -> tuple[str, str]:
+        """Both read at once, so that they agree."""
         with self._lock:
             train = self._train
             if train is None:
                 return ON, "Idle: not armed; Arm it with start, step, count and width."
             request, sent, unit, motor = train.request, train.sent, self.motor.unit, self.motor.name
-            if train.fault:
-                return ALARM, f"{train.fault} {sent} of {request.count} pulses sent; Disarm, then Arm again."
+            if train.fault and not train.disarmed:
+                return ALARM, f"{train.fault} {sent} of {request.count} pulses sent; Disarm, or Arm again."
             if sent == request.count:
                 first, last = train.positions[0], train.positions[sent - 1]
                 return ON, f"Done: {sent} pulses sent, {motor} {first:g} to {last:g} {unit}."
             if train.disarmed:
-                return ON, f"Disarmed after {sent} of {request.count} pulses."
+                stopped = f" It had stopped: {train.fault}" if train.fault else ""
+                return ON, f"Disarmed after {sent} of {request.count} pulses.{stopped}"
             waiting = f"waiting for {motor} to cross {train.position(sent):g} {unit}"
             if sent == 0:
                 return STANDBY, (f"Armed: {request.count} pulses every {request.step:g} {unit} from "

@@ -112,6 +112,8 @@ def test_overlapping_pulses_are_a_fault_naming_the_width_to_lower(rig):
     assert pcomp.state == "ALARM"
     assert pcomp.status.startswith("pulses overlap: pulse 1 at 0.2 deg came 20 ms after the previous one, "
                                    "within its width of 30 ms: lower the width below 20 ms")
+    pcomp.disarm()
+    assert pcomp.state == "ON" and pcomp.status.startswith("Disarmed after 1 of 10 pulses. It had stopped: pulses")
 
 
 def test_a_motor_stopping_short_leaves_the_train_waiting_with_the_pulses_sent_until_disarm(rig):
