@@ -336,7 +336,7 @@ class SimulatedPositionCompare(_SimulatedDevice):
         request = PositionCompareRequest.parse(text)
         core = self._core()
         core.motor = self._motor()  # the model of the motor as it is now (an Init makes a new one)
-        core.arm(request)
+        core.arm(request.start, request.step, request.count, request.width)
         self.refresh()
 
     @command(doc_in="Stop pulsing; what was captured stays readable")

@@ -12,6 +12,7 @@ Disarm, as the hardware would.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -80,8 +81,13 @@ class PositionCompare:
         self._thread: threading.Thread | None = None
 
     # --- commands -----------------------------------------------------------------------------
-    def arm(self, request: PositionCompareRequest) -> None:
-        """Start a new train (a train under way is disarmed first; its capture is cleared)."""
+    def arm(self, start: float, step: float, count: int, width: float) -> None:
+        """Start a new train (a train under way is disarmed first; its capture is cleared). The
+        values are checked as the Arm command's JSON is: ConfigurationError naming the key. The
+        same calls as the continuous scan's trigger-generator port (arm, disarm, pulses_sent,
+        captured_positions), so a scan can be tested on this model directly."""
+        request = PositionCompareRequest.parse(json.dumps({"start": start, "step": step, "count": count,
+                                                           "width": width}))
         self.disarm()
         now = self.motor.clock()
         train = _Train(request, now, self._unix_clock() - now,

@@ -25,15 +25,15 @@ servers:
     SimulatedAttenuator:
       bltest/beamline/attenuator:
         properties: {Monochromator: bltest/beamline/mono, Filters: ["Al 0.5", "Cu 0.1"], InsertedAtStart: [0]}
+    SimulatedPositionCompare:  # before its motor here, as in config/: the server makes motors first all the same
+      bltest/beamline/omega_pcomp:
+        properties: {Motor: bltest/beamline/omega, TriggerOutput: "ipc://${PHOTONFLOW_VAR:-var}/run/omega.trigger"}
     SimulatedMotor:
       bltest/beamline/detz:
         properties: {Unit: mm, InitialPosition: 150.0, InitialVelocity: 100.0, InitialAcceleration: 200.0, SoftLimits: [100.0, 800.0]}
       bltest/beamline/omega:
         properties: {Unit: deg, InitialPosition: -10.0, InitialVelocity: 30.0, InitialAcceleration: 360.0,
                      MaximumVelocity: 90.0, SoftLimits: [-360.0, 360.0]}
-    SimulatedPositionCompare:
-      bltest/beamline/omega_pcomp:
-        properties: {Motor: bltest/beamline/omega, TriggerOutput: "ipc://${PHOTONFLOW_VAR}/run/omega.trigger"}
 """
 
 
@@ -146,7 +146,9 @@ def test_the_transmission_follows_the_monochromator_energy(beamline):
 def test_the_position_compare_fires_one_pulse_per_step_as_omega_crosses_it(beamline):
     omega, pcomp = beamline.omega, beamline.omega_pcomp
     received = []
-    line = TriggerLineInput(pcomp.TriggerOutput, received.append)  # the detector's end of the cable
+    address = pcomp.TriggerOutput
+    assert address == f"ipc://{beamline.suite.var_dir.resolve()}/run/omega.trigger"  # this suite's own line
+    line = TriggerLineInput(address, received.append)  # the detector's end of the cable
     events = Received()
     event_id = pcomp.subscribe_event("PulsesSent", tango.EventType.CHANGE_EVENT, events)
     try:

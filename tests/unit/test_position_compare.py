@@ -41,10 +41,6 @@ class Line:
         self.sent_at.append(self.clock.now)
 
 
-def arm(start: float, step: float, count: int, width: float = 0.001) -> PositionCompareRequest:
-    return PositionCompareRequest(start=start, step=step, count=count, width=width)
-
-
 @pytest.fixture
 def rig(request):
     """omega at -1 deg, 10 deg/s after a 0.1 s ramp over 0.5 deg, and its position-compare."""
@@ -67,7 +63,7 @@ def test_each_pulse_fires_at_its_crossing_with_the_encoder_position_there(rig):
     clock, omega, line, pcomp = rig
     start = clock.now
     omega.move_to(3.0)
-    pcomp.arm(arm(0.0, 0.2, 10))
+    pcomp.arm(0.0, 0.2, 10, 0.001)
     assert pcomp.join(timeout=10)
     wanted = [round(0.2 * i, 10) for i in range(10)]
     assert [p.index for p in line.pulses] == list(range(10))
@@ -83,7 +79,7 @@ def test_each_pulse_fires_at_its_crossing_with_the_encoder_position_there(rig):
 def test_pulses_fire_in_the_steps_direction_only(rig):
     clock, omega, line, pcomp = rig
     omega.move_to(3.0)
-    pcomp.arm(arm(2.0, -0.25, 4))  # omega moving up crosses 2.0, 1.75... but upwards
+    pcomp.arm(2.0, -0.25, 4, 0.001)  # omega moving up crosses 2.0, 1.75... but upwards
     wait_until(lambda: clock.now > 1010, 10, what="the clock past the move up")
     assert pcomp.pulses_sent == 0 and pcomp.state == "STANDBY"
     omega.move_to(0.0)
@@ -94,7 +90,7 @@ def test_pulses_fire_in_the_steps_direction_only(rig):
 
 def test_armed_with_the_motor_at_rest_it_waits_in_standby_then_the_move_fires_it(rig):
     clock, omega, line, pcomp = rig
-    pcomp.arm(arm(0.0, 0.5, 3))
+    pcomp.arm(0.0, 0.5, 3, 0.001)
     wait_until(lambda: clock.now > 1001, 10, what="the clock to move")
     assert pcomp.state == "STANDBY"
     assert pcomp.status == "Armed: 3 pulses every 0.5 deg from 0 deg; waiting for omega to cross 0 deg."
@@ -106,7 +102,7 @@ def test_armed_with_the_motor_at_rest_it_waits_in_standby_then_the_move_fires_it
 def test_overlapping_pulses_are_a_fault_naming_the_width_to_lower(rig):
     clock, omega, line, pcomp = rig
     omega.move_to(3.0)
-    pcomp.arm(arm(0.0, 0.2, 10, width=0.03))  # a pulse every 20 ms at 10 deg/s
+    pcomp.arm(0.0, 0.2, 10, width=0.03)  # a pulse every 20 ms at 10 deg/s
     assert pcomp.join(timeout=10)
     assert pcomp.pulses_sent == 1 and len(line.pulses) == 1
     assert pcomp.state == "ALARM"
@@ -119,7 +115,7 @@ def test_overlapping_pulses_are_a_fault_naming_the_width_to_lower(rig):
 def test_a_motor_stopping_short_leaves_the_train_waiting_with_the_pulses_sent_until_disarm(rig):
     clock, omega, line, pcomp = rig
     omega.move_to(0.55)
-    pcomp.arm(arm(0.0, 0.2, 10))
+    pcomp.arm(0.0, 0.2, 10, 0.001)
     wait_until(lambda: clock.now > 1005, 10, what="the clock past the end of the move")
     assert pcomp.pulses_sent == 3 and pcomp.state == "RUNNING"
     assert pcomp.status == "Pulsing: 3 of 10 pulses sent; waiting for omega to cross 0.6 deg."
@@ -132,13 +128,13 @@ def test_a_motor_stopping_short_leaves_the_train_waiting_with_the_pulses_sent_un
 def test_re_arming_clears_the_capture_and_a_crossing_before_the_arm_does_not_fire(rig):
     clock, omega, line, pcomp = rig
     omega.move_to(3.0)
-    pcomp.arm(arm(0.0, 0.2, 10))
+    pcomp.arm(0.0, 0.2, 10, 0.001)
     assert pcomp.join(timeout=10)
-    pcomp.arm(arm(1.0, 0.2, 5, width=0.002))  # omega already went through 1.0 .. 1.8
+    pcomp.arm(1.0, 0.2, 5, width=0.002)  # omega already went through 1.0 .. 1.8
     wait_until(lambda: clock.now > 1010, 10, what="the clock to move")
     assert pcomp.pulses_sent == 0 and pcomp.state == "STANDBY"
     assert len(pcomp.captured_positions) == 0 and len(pcomp.captured_times) == 0
-    assert pcomp.request == arm(1.0, 0.2, 5, width=0.002)
+    assert pcomp.request == PositionCompareRequest(start=1.0, step=0.2, count=5, width=0.002)
     assert len(line.pulses) == 10
 
 
@@ -152,3 +148,10 @@ def test_an_arm_request_is_refused_naming_the_key(given, complaint):
     with pytest.raises(ConfigurationError) as refused:
         PositionCompareRequest.parse(json.dumps(given))
     assert complaint in str(refused.value)
+
+
+def test_the_model_checks_its_arguments_as_the_arm_command_does(rig):
+    *_, pcomp = rig
+    with pytest.raises(ConfigurationError, match="'step' must not be 0"):
+        pcomp.arm(0.0, 0.0, 10, 0.001)
+    assert pcomp.state == "ON" and pcomp.request is None
