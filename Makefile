@@ -33,6 +33,7 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/recorder_bench.py
+	$(BIN)/python benchmarks/scan_bench.py
 
 bench-pipeline: $(INSTALLED)
 	$(BIN)/python benchmarks/pipeline_bench.py
