@@ -37,8 +37,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import tango
-
 from pipeline_bench import SHAPE, derive_deployment
+
 from photonflow.clients.demo import wait_for_standardized
 from photonflow.clients.launcher import Suite, wait_for
 from photonflow.deployment import load_deployment_file
