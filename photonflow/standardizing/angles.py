@@ -124,4 +124,4 @@ def achieved_frame_time(frame_times: np.ndarray, requested: float | None) -> tup
 
 
 def _number(value: float) -> str:
-    return f"{float(value):.6g}"
+    return f"{float(value):.4g}"
