@@ -46,7 +46,7 @@ class AxisPerFrame:
     """An axis' value per frame (or its one value), the step between frames when the scan says
     it (the position-compare or the detector's header), and what is off about the values."""
 
-    values: np.ndarray | float | str
+    values: object  # an array per frame, or the one value (a number, a text)
     unit: str | None
     increment: float | None = None
     problems: tuple[str, ...] = ()
@@ -99,10 +99,10 @@ def interpolated(name: str, sample_times: np.ndarray, positions: np.ndarray, fra
         f"{name} per frame interpolated from motor readings: {moved}{f' {unit}' if unit else ''}",))
 
 
-def held(name: str, before: object, after: object, frames: int, unit: str | None) -> AxisPerFrame:
+def held(name: str, before: float, after: float | None, frames: int, unit: str | None) -> AxisPerFrame:
     """Every frame at the axis' value at the series start; flagged when it was elsewhere at the end."""
-    values = np.full(frames, float(before))
-    if not isinstance(after, int | float) or after == before:
+    values = np.full(frames, before)
+    if after is None or after == before:
         return AxisPerFrame(values, unit)
     return AxisPerFrame(values, unit, problems=(
         f"{name} moved from {_number(before)} to {_number(after)}{f' {unit}' if unit else ''} during the series "

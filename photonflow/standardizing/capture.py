@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from assonant.data_classes import components as assonant_components
@@ -132,9 +132,9 @@ class SeriesCapture:
         and the position and time of every pulse. Whether that was this series' scan is decided
         against the Recorder's file (``TriggerCapture.belongs_to``)."""
         for axis in self.mapping.triggered():
-            device = axis.triggers
+            device = str(axis.triggers)
             try:
-                read = {name: self.reader.read(device, name)[0]
+                read: dict[str, Any] = {name: self.reader.read(device, name)[0]
                         for name in ("CapturedPositions", "CapturedTimes", "Start", "Step", "Count")}
                 self.triggers[axis.capture.key] = TriggerCapture(
                     device, float(read["Start"]), float(read["Step"]), int(read["Count"]),

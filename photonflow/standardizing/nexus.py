@@ -115,7 +115,8 @@ def _scan_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: Recorde
         return AxisPerFrame(float(start) + float(increment) * np.arange(frames), "deg", float(increment))
     before, after = capture.value(key), capture.value(key, ("post",))
     if before is not None and isinstance(before[0], int | float):
-        return held(axis.name, before[0], after[0] if after else None, frames, before[1])
+        end = float(after[0]) if after is not None and isinstance(after[0], int | float) else None
+        return held(axis.name, float(before[0]), end, frames, before[1])
     return None
 
 
@@ -133,22 +134,23 @@ def write_axes(parent: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapt
             # the chain must resolve; the failure is recorded (an axis' unit is checked when it is mapped)
             found = AxisPerFrame(0.0, axis.capture.unit or AXIS_UNITS[axis.transformation_type])
         depends_on = "." if axis.depends_on == "." else f"{transformations.name}/{axis.depends_on}"
-        transformation(transformations, axis.name, found.values, found.unit, axis.transformation_type, axis.vector,
+        unit = found.unit or AXIS_UNITS[axis.transformation_type]
+        transformation(transformations, axis.name, found.values, unit, axis.transformation_type, axis.vector,
                        depends_on, axis.offset, axis.offset_unit)
         if found.increment is not None:
-            _write_scan_steps(transformations, axis, found)
+            _write_scan_steps(transformations, axis, np.asarray(found.values, dtype=np.float64), found.increment, unit)
     return f"{transformations.name}/{mapping.chain_head(group_name)}"
 
 
-def _write_scan_steps(transformations: h5py.Group, axis: AxisMapping, found: AxisPerFrame) -> None:
+def _write_scan_steps(transformations: h5py.Group, axis: AxisMapping, values: np.ndarray, increment: float,
+                      unit: str) -> None:
     """What each frame of a scan covers: ``<axis>_increment`` (per frame) and NXtransformations'
     ``<axis>_increment_set`` (the step asked for) and ``<axis>_end`` (value + increment), which
     DIALS' nxmx reader takes the scan from. Each carries the axis' transformation_type, by which
     pynxtools tells an angle from a length."""
-    values = np.asarray(found.values, dtype=np.float64)
-    for suffix, value in (("_increment", np.full(values.shape, found.increment)),
-                          ("_increment_set", found.increment), ("_end", values + found.increment)):
-        dataset = write(transformations, axis.name + suffix, value, found.unit)
+    for suffix, value in (("_increment", np.full(values.shape, increment)), ("_increment_set", increment),
+                          ("_end", values + increment)):
+        dataset = write(transformations, axis.name + suffix, value, unit)
         dataset.attrs["transformation_type"] = axis.transformation_type
 
 
