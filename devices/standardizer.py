@@ -113,7 +113,8 @@ class PhotonflowStandardizer(PhotonflowDevice):
     FilesWritten = counter("files_written", int, "Standardized files written since start-up")
     CaptureFailures = counter("capture_failures", int,
                               "Values that could not be captured, since start-up (each one is named in its file)")
-    Warnings = counter("warnings", (str,), "What the last series could not capture or send",
+    Warnings = counter("warnings", (str,), "What the last series could not capture or send, and what is off in "
+                       "what it captured (a scan's angles, the frame rate)",
                        convert=lambda warnings: list(warnings or ()), max_dim_x=1000)
 
     @attribute(dtype=str, doc="The application definition written (NXmx, NXtomo)")

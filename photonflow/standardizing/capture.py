@@ -3,7 +3,8 @@ during it, a snapshot after it, held in Assonant's data classes (LNLS' ``assonan
 photonflow captures can be exchanged with Assonant tools.
 
 A value that cannot be read is recorded as a failure (which value, from where, the error) and
-the capture goes on: metadata must never fail or delay an acquisition.
+the capture goes on: metadata must never fail or delay an acquisition. After the series, the
+position-compare devices that triggered the frames are read for the positions they latched.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from assonant.data_classes import components as assonant_components
 from assonant.data_classes.data_handlers import Axis, DataField, TimeSeries
 from assonant.data_classes.enums import TransformationType
 
+from photonflow.standardizing.angles import TriggerCapture
 from photonflow.standardizing.mapping import MOMENTS, BeamlineMapping, Capture
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ class CaptureFailure:
 
 class SeriesCapture:
     """Everything captured for one series, as three Assonant entries (``pre_exposure``,
-    ``during_exposure``, ``post_exposure``) plus the failures."""
+    ``during_exposure``, ``post_exposure``), the trigger positions of each triggered axis, the
+    failures, and the problems found in what was captured when the file is written."""
 
     def __init__(self, mapping: BeamlineMapping, reader: AttributeReader, clock: Callable[[], float] = time.time):
         self.mapping = mapping
@@ -73,6 +76,10 @@ class SeriesCapture:
             for moment in MOMENTS
         }
         self.failures: list[CaptureFailure] = []
+        self.triggers: dict[str, TriggerCapture] = {}  # axis key -> what its position-compare captured
+        # what is off in the captured values (a scan's angles, the frame rate), by value: set, not
+        # added to, each time a file is written from the capture
+        self.problems: dict[str, tuple[str, ...]] = {}
         self.times: dict[str, float] = {}
         self._samples: dict[str, tuple[list[float], list[object]]] = {}
         self._failed_during: set[str] = set()
@@ -96,6 +103,7 @@ class SeriesCapture:
         self.stop_polling()
         self.finish_during()
         self.snapshot("post")
+        self.read_triggers()
 
     def stop_polling(self) -> None:
         stop, poller = getattr(self, "_stop_polling", None), getattr(self, "_poller", None)
@@ -115,9 +123,27 @@ class SeriesCapture:
             try:
                 value, _ = self.reader.read(*capture.tango_attribute)
             except Exception as error:  # noqa: BLE001 - any failure is recorded, none stops the capture
-                self._fail(moment, capture, error)
+                self._fail(moment, capture.key, capture.source, error)
                 continue
             self._store(moment, capture, value)
+
+    def read_triggers(self) -> None:
+        """What each triggered axis' position-compare device captured: the scan it was armed with,
+        and the position and time of every pulse. Whether that was this series' scan is decided
+        against the Recorder's file (``TriggerCapture.belongs_to``)."""
+        for axis in self.mapping.triggered():
+            device = str(axis.triggers)
+            try:
+                read: dict[str, Any] = {name: self.reader.read(device, name)[0]
+                        for name in ("CapturedPositions", "CapturedTimes", "Start", "Step", "Count")}
+                self.triggers[axis.capture.key] = TriggerCapture(
+                    device, float(read["Start"]), float(read["Step"]), int(read["Count"]),
+                    _floats(read["CapturedPositions"]), _floats(read["CapturedTimes"]))
+            except Exception as error:  # noqa: BLE001 - any failure is recorded, none stops the capture
+                self._fail("post", axis.capture.key, f"{device} (trigger positions)", error)
+
+    def problem_list(self) -> list[str]:
+        return [problem for problems in self.problems.values() for problem in problems]
 
     def sample(self, capture: Capture, value: object, timestamp: float) -> None:
         """One reading during the exposure (from polling, or from a change event)."""
@@ -143,7 +169,7 @@ class SeriesCapture:
             except Exception as error:  # noqa: BLE001 - any failure is recorded once per value, none stops the capture
                 if capture.key not in self._failed_during:  # once per value, not once per poll
                     self._failed_during.add(capture.key)
-                    self._fail("during", capture, error)
+                    self._fail("during", capture.key, capture.source, error)
             else:
                 self.sample(capture, value, timestamp)
             heapq.heappush(due, (max(when + 1.0 / capture.rate, time.monotonic()), index))
@@ -196,10 +222,10 @@ class SeriesCapture:
         return np.asarray(series.timestamps.value), np.asarray(series.value.value)
 
     # -- internals -----------------------------------------------------------------------------
-    def _fail(self, moment: str, capture: Capture, error: Exception) -> None:
+    def _fail(self, moment: str, key: str, source: str, error: Exception) -> None:
         text = _error_text(error)
-        log.warning("could not capture %s from %s (%s): %s", capture.key, capture.source, moment, text)
-        self.failures.append(CaptureFailure(moment, capture.key, capture.source, text))
+        log.warning("could not capture %s from %s (%s): %s", key, source, moment, text)
+        self.failures.append(CaptureFailure(moment, key, source, text))
 
     def _store(self, moment: str, capture: Capture, value: object) -> None:
         component, name = self._holder(capture.key, moment)
@@ -239,6 +265,11 @@ def _plain(value: object) -> object:
     if isinstance(value, list | tuple):
         return np.asarray(value)
     return str(value)
+
+
+def _floats(value: object) -> np.ndarray:
+    """A spectrum attribute as float64 (Tango reads an empty one as None)."""
+    return np.zeros(0) if value is None else np.asarray(value, dtype=np.float64).ravel()
 
 
 def _array(values: list[object]) -> np.ndarray:

@@ -112,6 +112,9 @@ class AxisMapping:
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
     offset_unit: str = "m"
     scan: bool = False  # the axis moved during the series: written per frame
+    # the position-compare device that triggered the frames and latched this axis' encoder at each
+    # trigger: the per-frame values come from it when its capture belongs to the series
+    triggers: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,10 @@ class BeamlineMapping:
         return [f.capture for f in self.fields if not f.capture.device] + [
             a.capture for a in self.axes if not a.capture.device
         ]
+
+    def triggered(self) -> list[AxisMapping]:
+        """The axes whose per-frame positions a position-compare device captures."""
+        return [axis for axis in self.axes if axis.triggers]
 
     def axes_of(self, group: str) -> list[AxisMapping]:
         return [axis for axis in self.axes if axis.group == group]
@@ -228,7 +235,7 @@ class _CaptureReader:
     """Reads one ``{attribute:, unit:, capture:, rate:}`` (or ``{value:}``) entry."""
 
     KEYS = {"attribute", "value", "unit", "capture", "rate", "events"}
-    AXIS_KEYS = KEYS | {"type", "vector", "depends_on", "offset", "offset_unit", "scan"}
+    AXIS_KEYS = KEYS | {"type", "vector", "depends_on", "offset", "offset_unit", "scan", "triggers"}
 
     def __init__(self, source: YamlSource, devices: Mapping[str, str]):
         self.source = source
@@ -289,7 +296,20 @@ class _CaptureReader:
         scan = False
         if "scan" in items:
             scan = _scalar(source.scalar_text(items["scan"][1], f"{key}: scan")) is True
-        return AxisMapping(group, name, kind, _three(vector), depends_on, capture, _three(offset), offset_unit, scan)
+        triggers = self._triggers(items["triggers"][1], key, scan) if "triggers" in items else None
+        return AxisMapping(group, name, kind, _three(vector), depends_on, capture, _three(offset), offset_unit, scan,
+                           triggers)
+
+    def _triggers(self, node: yaml.Node, key: str, scan: bool) -> str:
+        """The position-compare device of a scan axis: a name of ``devices:`` (or a full Tango name)."""
+        text = self.source.scalar_text(node, f"{key}: triggers")
+        device = self.devices.get(text, text)
+        if device.count("/") != 2:
+            raise self.source.error(node, f"{key}: triggers '{text}' is not a device of 'devices:' (known: "
+                                    f"{', '.join(sorted(self.devices)) or 'none'}) nor a domain/family/member name")
+        if not scan:
+            raise self.source.error(node, f"{key}: triggers needs 'scan: true' (the trigger positions are per frame)")
+        return device
 
     def _attribute(self, node: yaml.Node, key: str) -> tuple[str, str]:
         text = self.source.scalar_text(node, f"{key}: attribute")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
@@ -20,6 +20,7 @@ from assonant.data_classes.data_handlers import Axis, TimeSeries
 
 import photonflow
 from photonflow.recording.nexus_writer import LIBVER, nexus_time
+from photonflow.standardizing.angles import AxisPerFrame, from_triggers, held, interpolated
 from photonflow.standardizing.capture import SeriesCapture
 from photonflow.standardizing.mapping import AXIS_UNITS, COMPONENTS, AxisMapping, BeamlineMapping, convert
 from photonflow.standardizing.recorded import RecordedSeries
@@ -76,28 +77,47 @@ def transformation(parent: h5py.Group, name: str, value, unit: str, kind: str, v
 
 
 def axis_values(capture: SeriesCapture, axis: AxisMapping, recorded: RecordedSeries | None):
-    """An axis' value: per frame for a scan axis (its positions during the exposure at each
-    frame's time, else the detector's own start and increment), else its pre-exposure value."""
+    """An axis' value and unit (see ``axis_per_frame``); None when it was not captured."""
+    found = axis_per_frame(capture, axis, recorded)
+    return None if found is None else (found.values, found.unit)
+
+
+def axis_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: RecordedSeries | None) -> AxisPerFrame | None:
+    """An axis' value: per frame for a scan axis, else its pre-exposure value. A scan axis' frame
+    n is at the position its position-compare latched for trigger n when that capture belongs to
+    the series; else at its readings during the series at each frame's time (flagged when it
+    moved), else at the detector's own start and increment. What is off is kept in the capture's
+    ``problems``."""
     key = axis.capture.key
-    if axis.scan and recorded is not None and recorded.frames:
-        series = capture.series(key)
-        times = recorded.frame_times[: recorded.frames]
-        if series is not None and len(series[0]) >= 2 and times.size and not np.isnan(times).all():
-            sample_times, positions = series
-            order = np.argsort(sample_times)
-            filled = np.where(np.isnan(times), np.nanmean(times), times)
-            return np.interp(filled, sample_times[order], positions[order].astype(np.float64)), axis.capture.unit
-        start = recorded.value(f"{axis.name}_start")
-        increment = recorded.value(f"{axis.name}_increment")
-        if start is not None and increment is not None:
-            return float(start) + float(increment) * np.arange(recorded.frames), "deg"
-    found = capture.value(key)
+    found = _scan_per_frame(capture, axis, recorded) if axis.scan and recorded is not None and recorded.frames \
+        else None
     if found is None:
-        return None
-    value, unit = found
-    if axis.scan and recorded is not None and recorded.frames and isinstance(value, int | float):
-        return np.full(recorded.frames, float(value)), unit
-    return value, unit
+        value = capture.value(key)
+        if value is None:
+            return None
+        found = AxisPerFrame(*value)
+    capture.problems[key] = found.problems
+    return found
+
+
+def _scan_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: RecordedSeries) -> AxisPerFrame | None:
+    key, frames = axis.capture.key, recorded.frames
+    trigger = capture.triggers.get(key)
+    if trigger is not None and trigger.belongs_to(recorded.series_start, recorded.series_end):
+        return from_triggers(axis.name, trigger, frames, axis.capture.unit)
+    series = capture.series(key)
+    times = recorded.frame_times[:frames]
+    if series is not None and len(series[0]) >= 2 and times.size and not np.isnan(times).all():
+        return interpolated(axis.name, *series, times, axis.capture.unit)
+    start = recorded.value(f"{axis.name}_start")
+    increment = recorded.value(f"{axis.name}_increment")
+    if start is not None and increment is not None:
+        return AxisPerFrame(float(start) + float(increment) * np.arange(frames), "deg", float(increment))
+    before, after = capture.value(key), capture.value(key, ("post",))
+    if before is not None and isinstance(before[0], int | float):
+        end = float(after[0]) if after is not None and isinstance(after[0], int | float) else None
+        return held(axis.name, float(before[0]), end, frames, before[1])
+    return None
 
 
 def write_axes(parent: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapture, group_name: str,
@@ -108,17 +128,30 @@ def write_axes(parent: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapt
         return "."
     transformations = group(parent, "transformations", "NXtransformations")
     for axis in axes:
-        found = axis_values(capture, axis, recorded)
+        found = axis_per_frame(capture, axis, recorded)
         if found is None:
             missing.append(axis.capture.key)
             # the chain must resolve; the failure is recorded (an axis' unit is checked when it is mapped)
-            value, unit = 0.0, axis.capture.unit or AXIS_UNITS[axis.transformation_type]
-        else:
-            value, unit = found
+            found = AxisPerFrame(0.0, axis.capture.unit or AXIS_UNITS[axis.transformation_type])
         depends_on = "." if axis.depends_on == "." else f"{transformations.name}/{axis.depends_on}"
-        transformation(transformations, axis.name, value, unit, axis.transformation_type, axis.vector, depends_on,
-                       axis.offset, axis.offset_unit)
+        unit = found.unit or AXIS_UNITS[axis.transformation_type]
+        transformation(transformations, axis.name, found.values, unit, axis.transformation_type, axis.vector,
+                       depends_on, axis.offset, axis.offset_unit)
+        if found.increment is not None:
+            _write_scan_steps(transformations, axis, np.asarray(found.values, dtype=np.float64), found.increment, unit)
     return f"{transformations.name}/{mapping.chain_head(group_name)}"
+
+
+def _write_scan_steps(transformations: h5py.Group, axis: AxisMapping, values: np.ndarray, increment: float,
+                      unit: str) -> None:
+    """What each frame of a scan covers: ``<axis>_increment`` (per frame) and NXtransformations'
+    ``<axis>_increment_set`` (the step asked for) and ``<axis>_end`` (value + increment), which
+    DIALS' nxmx reader takes the scan from. Each carries the axis' transformation_type, by which
+    pynxtools tells an angle from a length."""
+    for suffix, value in (("_increment", np.full(values.shape, increment)), ("_increment_set", increment),
+                          ("_end", values + increment)):
+        dataset = write(transformations, axis.name + suffix, value, unit)
+        dataset.attrs["transformation_type"] = axis.transformation_type
 
 
 def write_components(entry: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapture, place: Callable[[str], str],
@@ -209,15 +242,20 @@ def write_snapshots(entry: h5py.Group, capture: SeriesCapture) -> None:
                     write(component_group, name, field.value, field.unit)
 
 
-def write_failures(entry: h5py.Group, capture: SeriesCapture, missing: list[str]) -> None:
-    """What could not be captured: which value, from where, and the error."""
-    if not capture.failures and not missing:
+def write_failures(entry: h5py.Group, capture: SeriesCapture, missing: list[str],
+                   others: Sequence[str] = ()) -> None:
+    """What could not be captured (which value, from where, and the error), and what is off in
+    what was (the capture's problems, and ``others``: those of other captures the file joins)."""
+    problems = [*capture.problem_list(), *others]
+    if not capture.failures and not missing and not problems:
         return
     notes = group(entry, "capture_problems", "NXcollection")
-    notes.attrs["description"] = "values the Standardizer could not capture; the file lacks them"
+    notes.attrs["description"] = ("values the Standardizer could not capture (the file lacks them), and what is "
+                                  "off in those it did")
     lines = [failure.describe() for failure in capture.failures]
     lines += [f"{key}: no value was captured" for key in missing
               if not any(failure.key == key for failure in capture.failures)]
+    lines += problems
     write(notes, "problems", np.asarray(lines, dtype=object))
 
 

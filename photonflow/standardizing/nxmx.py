@@ -16,8 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from photonflow.standardizing.angles import achieved_frame_time
 from photonflow.standardizing.capture import SeriesCapture
-from photonflow.standardizing.mapping import BeamlineMapping
+from photonflow.standardizing.mapping import BeamlineMapping, convert
 from photonflow.standardizing.nexus import (
     detector_distance,
     group,
@@ -83,8 +84,13 @@ def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, r
 def _write_detector(instrument: h5py.Group, output: Path, mapping: BeamlineMapping, capture: SeriesCapture,
                     recorded: RecordedSeries, missing: list[str]) -> h5py.Group:
     detector = group(instrument, recorded.detector_name, "NXdetector")
+    requested = _seconds(recorded.detector.get("frame_time"))
+    achieved = achieved_frame_time(recorded.frame_times[: recorded.frames], requested)
+    capture.problems["detector/frame_time"] = (achieved[1],) if achieved else ()
     for name, (value, unit) in recorded.detector.items():
         if name in _COPIED and value is not None:
+            if name == "frame_time" and achieved:  # the time the frames took, not the one asked for
+                value, unit = achieved[0], "s"
             write(detector, name, value, unit)
     for name in ("sensor_material", "sensor_thickness"):
         if name not in detector:
@@ -125,6 +131,12 @@ def _write_detector(instrument: h5py.Group, output: Path, mapping: BeamlineMappi
     transformation(module, "fast_pixel_direction", x_pixel, "m", "translation", (-1, 0, 0), head, corner)
     transformation(module, "slow_pixel_direction", y_pixel, "m", "translation", (0, -1, 0), head, corner)
     return detector
+
+
+def _seconds(found: tuple[object, str | None] | None) -> float | None:
+    if found is None or not isinstance(found[0], int | float):
+        return None
+    return float(convert(found[0], found[1] or "s", "s"))
 
 
 _COPIED = (

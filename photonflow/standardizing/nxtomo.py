@@ -125,7 +125,8 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
             write(part_group, "recorder_file", os.path.relpath(part.recorded.path, output.parent))
             write(part_group, "series_id", part.recorded.series_id)
             write_snapshots(part_group, part.capture)
-        write_failures(entry, capture, missing)
+        earlier = [problem for part in parts[:-1] for problem in part.capture.problem_list()]
+        write_failures(entry, capture, missing, earlier)
     return output
 
 

@@ -8,6 +8,7 @@ it needs no server (the same code standardizes files written yesterday).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -34,6 +35,16 @@ class RecordedSeries:
     @property
     def frames(self) -> int:
         return self.shape[0]
+
+    @property
+    def series_start(self) -> float | None:
+        """UNIX time of the series start (the detector's arm, or the Acquirer's start): what was
+        captured before it belongs to an earlier series. None if the file does not say."""
+        return _unix_time(self.start_time)
+
+    @property
+    def series_end(self) -> float | None:
+        return _unix_time(self.end_time)
 
     def value(self, name: str, default=None):
         """A detector field's value (NXdetector first, then detector_specific)."""
@@ -79,6 +90,15 @@ def read_recorded_series(path: str | Path) -> RecordedSeries:
             end_time=_text(f["entry/end_time"][()]) if "entry/end_time" in f else "",
             end_reason=end_reason, detector=detector, specific=specific, frame_times=frame_times,
         )
+
+
+def _unix_time(text: str) -> float | None:
+    """An ISO 8601 time (UTC when it names no zone) as UNIX seconds; None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _nx_class(group: h5py.Group) -> str:

@@ -123,6 +123,7 @@ class Standardizer(StatefulCore):
         capture = SeriesCapture(self.mapping, self.reader, self.clock)
         capture.snapshot("pre")
         capture.snapshot("post")
+        capture.read_triggers()
         return self._write(recorded, capture)
 
     def _planned_now(self) -> PlannedAcquisition | None:
@@ -214,6 +215,7 @@ class Standardizer(StatefulCore):
             path = write_tomography(output, self.mapping, parts, create, sample_name=planned.sample or None)
         capture = SeriesCapture(self.mapping, self.reader, self.clock)  # the failures of every part, together
         capture.failures = [failure for p in parts for failure in p.capture.failures]
+        capture.problems = {f"{p.kind} {index}": tuple(p.capture.problem_list()) for index, p in enumerate(parts)}
         self._finish(path, part.recorded, capture)
         return path
 
@@ -244,8 +246,9 @@ class Standardizer(StatefulCore):
         return path
 
     def _finish(self, path: Path, recorded: RecordedSeries, capture: SeriesCapture) -> None:
-        """Announce the file, count it, and say what could not be captured or sent."""
-        warnings = [failure.describe() for failure in capture.failures]
+        """Announce the file, count it, and say what could not be captured or sent, and what is off
+        in what was captured (a scan's angles, the frame rate)."""
+        warnings = [failure.describe() for failure in capture.failures] + capture.problem_list()
         sent = self._announce(path, recorded)
         if sent:
             warnings.append(sent)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from photonflow.standardizing.mapping import load_mapping
 from photonflow.standardizing.standardizer import Standardizer
 from tests.helpers.paths import STANDARD_MAPPINGS
@@ -38,6 +40,9 @@ def beamline_values(omega: float = 30.0) -> dict[str, object]:
         "samy/Position": -0.25, "samz/Position": 1.0, "detz/Position": 150.0,
         "datamanager/CurrentRole": "data", "datamanager/CurrentNode": "eff/energy[1]/data",
         "datamanager/Proposal": "mx1234", "datamanager/Sample": "ceo2",
+        # omega's position-compare, never armed: nothing captured
+        "omega_pcomp/CapturedPositions": np.zeros(0), "omega_pcomp/CapturedTimes": np.zeros(0),
+        "omega_pcomp/Start": 0.0, "omega_pcomp/Step": 0.0, "omega_pcomp/Count": 0,
     }
 
 

@@ -50,7 +50,13 @@ def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation
     assert nxs.parent == master.parent
     report = validate_nexus(nxs)
     assert report.definition == "NXmx" and report.problems == ()
-    assert str(standardizer.state()) == "ON" and list(standardizer.Warnings or []) == []
+    # omega is turned by software here, not by a trigger-synchronised scan: its per-frame angles are
+    # interpolated from its readings, and the Standardizer says so; this deployment has no
+    # position-compare for omega (demo/beamline/omega_pcomp) yet: reading it is a capture failure
+    warnings = list(standardizer.Warnings or [])
+    interpolated = [w for w in warnings if w.startswith("omega per frame interpolated from motor readings: steps ")]
+    assert str(standardizer.state()) == "ALARM" and len(interpolated) == 1, warnings
+    assert all(w in interpolated or "demo/beamline/omega_pcomp" in w for w in warnings), warnings
     with h5py.File(nxs) as f, h5py.File(master) as recorded:
         np.testing.assert_array_equal(f["entry/data/data"][5], recorded["entry/data/data"][5])
         assert f["entry/data/data"].shape[0] == FRAMES
