@@ -13,9 +13,10 @@ from photonflow.errors import ConfigurationError
 from photonflow.simulators.diffraction import DiffractionFrames
 from photonflow.simulators.frame_timing import SimulatorClock
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
-from photonflow.simulators.trigger_line import Pulse, TriggerLineOutput
+from photonflow.simulators.trigger_line import Pulse
 from photonflow.stream.stins import DataMessage, SeriesEnd
 from tests.helpers.fakes import EventLog, RecordingSender
+from tests.helpers.trigger_line import WatchedTriggerLine
 
 SENSOR = SimulatedSensor(height=24, width=32, seed=7, serial_number="SIM-TRIG")
 PULSE_TIMES = [5000.0 + 0.1 * i for i in range(5)]  # the generator's edge times, long after the clock's start
@@ -46,51 +47,26 @@ class SteppedClock:
 
 @pytest.fixture
 def trigger_line(tmp_path):
-    """A real trigger cable: the generator's output in the test, the camera's input connects to it."""
-    address = f"ipc://{tmp_path}/run/omega.trigger"
-    output = TriggerLineOutput(address)
-    yield output
-    output.close()
+    """A real trigger cable: the generator's end in the test, the camera's input connects to it."""
+    line = WatchedTriggerLine(f"ipc://{tmp_path}/run/omega.trigger")
+    yield line
+    line.close()
 
 
 def cabled_acquirer(trigger_line, clock, **settings):
     camera = SimulatedCamera(SENSOR, clock.simulator_clock(), trigger_line=trigger_line.address)
+    trigger_line.wait_for_inputs(1)
     acquirer = Acquirer(camera, RecordingSender(), counter_interval=0.0)
     acquirer.update_settings(**{"frame_count": 5, "exposure": 0.01, "period": 0.1, **settings})
     return acquirer
 
 
 def started_on_the_line(trigger_line, **settings):
-    """A cabled detector, its input joined to the line, its series prepared and started."""
+    """A cabled detector, its series prepared and started."""
     acquirer = cabled_acquirer(trigger_line, SteppedClock(), **settings)
-    wait_until_connected(trigger_line, acquirer.camera)
     acquirer.prepare()
     acquirer.start()
     return acquirer
-
-
-def send_pulses(trigger_line, acquirer, times, width=0.02):
-    """Pulses until the camera has them all (a SUB socket joins its PUB a moment after connecting)."""
-    for index, time in enumerate(times):
-        trigger_line.send(Pulse(index, time, width, position=0.1 * index))
-
-
-def wait_until_connected(trigger_line, camera):
-    """A PUB drops what it sends before the SUB has joined: probe until a pulse gets through, then
-    take the probes still on their way, up to a last marker (a line keeps its pulses' order)."""
-    for _ in range(200):
-        trigger_line.send(Pulse(-1, 0.0, 0.0))
-        if camera.trigger_input.take(lambda: True) is not None:
-            break
-        threading.Event().wait(0.01)
-    else:
-        raise AssertionError("the trigger input never joined the line")
-    trigger_line.send(Pulse(-2, 0.0, 0.0))
-    deadline = threading.Event()
-    threading.Timer(5.0, deadline.set).start()
-    while (pulse := camera.trigger_input.take(deadline.is_set)) is not None and pulse.index != -2:
-        pass
-    assert not deadline.is_set(), "the marker pulse never came"
 
 
 def frames_of(acquirer):
@@ -100,7 +76,7 @@ def frames_of(acquirer):
 @pytest.mark.parametrize("mode, duration", [("external", 0.01), ("external_enable", 0.02)])
 def test_every_pulse_gives_one_frame_stamped_with_its_pulses_time(trigger_line, mode, duration):
     acquirer = started_on_the_line(trigger_line, trigger_mode=mode)
-    send_pulses(trigger_line, acquirer, PULSE_TIMES, width=0.02)
+    trigger_line.send_pulses(PULSE_TIMES, width=0.02)
     assert acquirer.wait(10)
 
     data = frames_of(acquirer)
@@ -115,7 +91,7 @@ def test_every_pulse_gives_one_frame_stamped_with_its_pulses_time(trigger_line, 
 
 def test_no_pulse_no_frame_and_stop_ends_with_the_frames_taken(trigger_line):
     acquirer = started_on_the_line(trigger_line, frame_count=10, trigger_mode="external")
-    send_pulses(trigger_line, acquirer, PULSE_TIMES[:3])
+    trigger_line.send_pulses(PULSE_TIMES[:3])
     for _ in range(500):  # the three frames arrive; then nothing, however long it waits
         if len(frames_of(acquirer)) == 3:
             break
@@ -134,20 +110,26 @@ def test_no_pulse_no_frame_and_stop_ends_with_the_frames_taken(trigger_line):
 
 def test_external_start_takes_the_series_on_the_detectors_timing_from_the_first_pulse(trigger_line):
     acquirer = started_on_the_line(trigger_line, frame_count=4, trigger_mode="external_start")
-    send_pulses(trigger_line, acquirer, [5000.0])
+    trigger_line.send_pulses([5000.0])
     assert acquirer.wait(10)
     assert [m.timestamp for m in frames_of(acquirer)] == pytest.approx([5000.01, 5000.11, 5000.21, 5000.31])
 
 
 def test_pulses_before_the_series_is_prepared_are_not_its_own(trigger_line):
     acquirer = cabled_acquirer(trigger_line, SteppedClock(), frame_count=2, trigger_mode="external")
-    wait_until_connected(trigger_line, acquirer.camera)
-    send_pulses(trigger_line, acquirer, [4000.0, 4000.1])  # an earlier scan's
-    wait_until_connected(trigger_line, acquirer.camera)  # they have arrived (the marker came after them)...
-    acquirer.camera.trigger_input.receive(Pulse(0, 4000.0, 0.0))  # ...and one more is still waiting
+    trigger_line.send_pulses([4000.0, 4000.1])  # an earlier scan's
+    arrived = []
+    for _ in range(500):  # both reach the input (then they are put back, waiting there)
+        if (pulse := acquirer.camera.trigger_input.take(lambda: True)) is not None:
+            arrived.append(pulse)
+        if len(arrived) == 2:
+            break
+        threading.Event().wait(0.01)
+    for pulse in arrived:
+        acquirer.camera.trigger_input.receive(pulse)
     acquirer.prepare()
     acquirer.start()
-    send_pulses(trigger_line, acquirer, PULSE_TIMES[:2])
+    trigger_line.send_pulses(PULSE_TIMES[:2])
     assert acquirer.wait(10)
     assert [m.timestamp for m in frames_of(acquirer)] == pytest.approx([t + 0.01 for t in PULSE_TIMES[:2]])
 
