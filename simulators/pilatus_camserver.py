@@ -165,6 +165,11 @@ class Camserver:
     def _busy(self) -> bool:
         return self._exposure is not None and self._exposure.is_alive()
 
+    @property
+    def exposing(self) -> bool:
+        """An exposure is under way: its trigger input was cleared, pulses from now on are its own."""
+        return self._busy()
+
     def _cmd_exptime(self, arguments, reply):
         self.state.exposure_time = self._number(arguments, float, 1e-7)
         reply(15, "OK", f"Exposure time set to: {self.state.exposure_time:.7f} sec.")

@@ -22,6 +22,7 @@ from photonflow.simulators.pilatus_camserver import (
 )
 from photonflow.stream.transport import StreamSender
 from tests.helpers.recording import acquire_into
+from tests.helpers.trigger_line import WatchedTriggerLine
 
 
 @pytest.fixture
@@ -219,3 +220,49 @@ def test_prepare_tells_camserver_the_beamline_geometry_and_an_unreadable_motor_c
         assert simulated.state.mx["Detector_distance"] == "0.15000"
     finally:
         camera.close()
+
+
+@pytest.mark.parametrize("trigger_mode, width", [("external", 0.0), ("external_enable", 0.003)])
+def test_pulses_on_the_trigger_line_give_one_image_each_dated_by_its_pulse(tmp_path, trigger_mode, width):
+    images = tmp_path / "images"
+    images.mkdir()
+    line = WatchedTriggerLine(f"ipc://{tmp_path}/run/omega.trigger")
+    simulated = Camserver(CamserverState("pilatus3_100k", "24-0111", images, seed=5), trigger_line=line.address)
+    server = start_server(simulated)
+    line.wait_for_inputs(1)
+    camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(images)))
+    sender = StreamSender("tcp://127.0.0.1:*")
+    acquirer = Acquirer(camera, sender)
+    recorder = Recorder(tmp_path / "data")
+    try:
+        acquirer.update_settings(frame_count=5, exposure=0.002, period=0.005, trigger_mode=trigger_mode)
+        path = recorder.arm(RecordingRequest(5, 1, acquirer.stream_endpoint, "pulses.h5"))
+        acquirer.prepare()
+        acquirer.start()
+        for _ in range(500):  # camserver has started the exposure: pulses from now on are this series'
+            if simulated.exposing:
+                break
+            time.sleep(0.01)
+        now = time.time()
+        pulses = line.send_pulses([now - 1.0 + 0.01 * i for i in range(3)], width)  # 3 of the 5 frames
+        for _ in range(500):
+            if acquirer.frames_acquired == 3:
+                break
+            time.sleep(0.01)
+        assert not acquirer.wait(0.3) and acquirer.frames_acquired == 3  # no pulse, no image
+        acquirer.stop()
+        assert acquirer.wait(30) and recorder.wait(30)
+        assert acquirer.state == states.ON and "3 of 5 frames acquired" in acquirer.status
+        with h5py.File(path, "r") as f:
+            assert f["entry/data/data"].shape[0] == 3
+            for n in range(3):
+                np.testing.assert_array_equal(f["entry/data/data"][n], simulated.frame(n))
+            # the CBF header's date, to the millisecond, is the pulse's edge
+            np.testing.assert_allclose(f["entry/accounting/timestamp"][:3], [p.time for p in pulses], atol=1.5e-3)
+    finally:
+        sender.close()
+        camera.close()
+        simulated.stop()
+        server.shutdown()
+        server.server_close()
+        line.close()

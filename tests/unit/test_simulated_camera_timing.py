@@ -13,7 +13,6 @@ from photonflow.errors import ConfigurationError
 from photonflow.simulators.diffraction import DiffractionFrames
 from photonflow.simulators.frame_timing import SimulatorClock
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
-from photonflow.simulators.trigger_line import Pulse
 from photonflow.stream.stins import DataMessage, SeriesEnd
 from tests.helpers.fakes import EventLog, RecordingSender
 from tests.helpers.trigger_line import WatchedTriggerLine
