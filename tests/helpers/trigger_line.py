@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 import time
 
+import h5py
+import numpy as np
 import zmq
 
+from photonflow.recording.recorder import RecordingRequest
 from photonflow.simulators.trigger_line import Pulse
+from tests.helpers.waiting import wait_until
 
 
 class WatchedTriggerLine:
@@ -49,3 +53,37 @@ class WatchedTriggerLine:
 
     def close(self) -> None:
         self._socket.close()
+
+
+def pulse_fewer_than_asked(line: WatchedTriggerLine, acquirer, times, width: float = 0.0) -> list[Pulse]:
+    """Send a pulse at each of ``times`` to a running series that asked for more frames: a frame
+    comes for each pulse, none without one (the series waits), and Stop ends it with those taken.
+    Returns the pulses sent."""
+    pulses = line.send_pulses(times, width)
+    wait_until(lambda: acquirer.frames_acquired >= len(pulses), 30, what=f"a frame for each of {len(pulses)} pulses")
+    assert not acquirer.wait(0.3) and acquirer.frames_acquired == len(pulses), acquirer.status  # no pulse, no frame
+    acquirer.stop()
+    assert acquirer.wait(30)
+    assert f"{len(pulses)} of {acquirer.settings.frame_count} frames acquired" in acquirer.status
+    return pulses
+
+
+def assert_recorded_frames_are_the_pulses(path, pulses, expected_frame, offset: float = 0.0, atol: float = 1e-5):
+    """The Recorder's file holds a frame per pulse, pixel for pixel the simulator's, each stamped
+    with its pulse's time (+ ``offset``: the exposure, for a detector stamping the exposure's end)."""
+    with h5py.File(path, "r") as f:
+        assert f["entry/data/data"].shape[0] == len(pulses)
+        for n in range(len(pulses)):
+            np.testing.assert_array_equal(f["entry/data/data"][n], expected_frame(n))
+        np.testing.assert_allclose(f["entry/accounting/timestamp"][: len(pulses)],
+                                   [p.time + offset for p in pulses], rtol=0, atol=atol)
+
+
+def start_recorded_series(acquirer, recorder, trigger_mode: str, exposure: float, period: float, frames: int = 5):
+    """Arm the Recorder for ``frames`` frames of ``acquirer``'s stream, prepare and start the
+    series; the file's path."""
+    acquirer.update_settings(frame_count=frames, exposure=exposure, period=period, trigger_mode=trigger_mode)
+    path = recorder.arm(RecordingRequest(frames, 1, acquirer.stream_endpoint, "pulses.h5", acquirer.stream_protocol))
+    acquirer.prepare()
+    acquirer.start()
+    return path

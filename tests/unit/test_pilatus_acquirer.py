@@ -22,7 +22,13 @@ from photonflow.simulators.pilatus_camserver import (
 )
 from photonflow.stream.transport import StreamSender
 from tests.helpers.recording import acquire_into
-from tests.helpers.trigger_line import WatchedTriggerLine
+from tests.helpers.trigger_line import (
+    WatchedTriggerLine,
+    assert_recorded_frames_are_the_pulses,
+    pulse_fewer_than_asked,
+    start_recorded_series,
+)
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture
@@ -235,30 +241,13 @@ def test_pulses_on_the_trigger_line_give_one_image_each_dated_by_its_pulse(tmp_p
     acquirer = Acquirer(camera, sender)
     recorder = Recorder(tmp_path / "data")
     try:
-        acquirer.update_settings(frame_count=5, exposure=0.002, period=0.005, trigger_mode=trigger_mode)
-        path = recorder.arm(RecordingRequest(5, 1, acquirer.stream_endpoint, "pulses.h5"))
-        acquirer.prepare()
-        acquirer.start()
-        for _ in range(500):  # camserver has started the exposure: pulses from now on are this series'
-            if simulated.exposing:
-                break
-            time.sleep(0.01)
-        now = time.time()
-        pulses = line.send_pulses([now - 1.0 + 0.01 * i for i in range(3)], width)  # 3 of the 5 frames
-        for _ in range(500):
-            if acquirer.frames_acquired == 3:
-                break
-            time.sleep(0.01)
-        assert not acquirer.wait(0.3) and acquirer.frames_acquired == 3  # no pulse, no image
-        acquirer.stop()
-        assert acquirer.wait(30) and recorder.wait(30)
-        assert acquirer.state == states.ON and "3 of 5 frames acquired" in acquirer.status
-        with h5py.File(path, "r") as f:
-            assert f["entry/data/data"].shape[0] == 3
-            for n in range(3):
-                np.testing.assert_array_equal(f["entry/data/data"][n], simulated.frame(n))
-            # the CBF header's date, to the millisecond, is the pulse's edge
-            np.testing.assert_allclose(f["entry/accounting/timestamp"][:3], [p.time for p in pulses], atol=1.5e-3)
+        path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.002, period=0.005)
+        wait_until(lambda: simulated.exposing, 30, what="camserver exposing (pulses before it are not its own)")
+        times = [time.time() - 1.0 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
+        pulses = pulse_fewer_than_asked(line, acquirer, times, width)
+        assert recorder.wait(30) and acquirer.state == states.ON
+        # the CBF header's date, to the millisecond, is the pulse's edge
+        assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame, atol=1.5e-3)
     finally:
         sender.close()
         camera.close()
