@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 
 import h5py
 import numpy as np
 import zmq
 
-from photonflow.recording.recorder import RecordingRequest
+from photonflow.acquisition.acquirer import Acquirer
+from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.trigger_line import Pulse
+from photonflow.stream.transport import StreamSender
 from tests.helpers.waiting import wait_until
 
 
@@ -87,3 +90,16 @@ def start_recorded_series(acquirer, recorder, trigger_mode: str, exposure: float
     acquirer.prepare()
     acquirer.start()
     return path
+
+
+@contextmanager
+def acquirer_and_recorder(folder, camera, streams: bool = True):
+    """An Acquirer over ``camera`` (sending on a stream of its own unless the detector streams
+    itself) and a Recorder writing under ``folder``; the stream and the camera let go after."""
+    sender = StreamSender("tcp://127.0.0.1:*") if streams else None
+    try:
+        yield Acquirer(camera, sender), Recorder(folder)
+    finally:
+        if sender is not None:
+            sender.close()
+        camera.close()

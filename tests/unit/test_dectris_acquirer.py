@@ -28,6 +28,7 @@ from photonflow.stream.bslz4 import compress
 from tests.helpers.recording import acquire_into
 from tests.helpers.trigger_line import (
     WatchedTriggerLine,
+    acquirer_and_recorder,
     assert_recorded_frames_are_the_pulses,
     pulse_fewer_than_asked,
     start_recorded_series,
@@ -356,19 +357,17 @@ def test_pulses_on_the_dcus_trigger_input_give_one_image_each_at_the_pulses_time
     line.wait_for_inputs(1)
     camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint,
                                            stream_format=stream_format))
-    acquirer = Acquirer(camera, sender=None)
-    recorder = Recorder(tmp_path / "data")
     try:
-        path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.001, period=0.002)  # DCU armed
-        times = [time.time() + 0.05 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
-        pulses = pulse_fewer_than_asked(line, acquirer, times, width)
-        assert recorder.wait(30)
-        if stream_format == "cbor":  # v2 images carry the arm's date and their start: the pulse's edge
-            assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame)
-        else:  # v1 times count on the detector's own clock: the file has the times of receipt
-            assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame, atol=5.0)
+        with acquirer_and_recorder(tmp_path / "data", camera, streams=False) as (acquirer, recorder):
+            path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.001, period=0.002)  # DCU armed
+            times = [time.time() + 0.05 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
+            pulses = pulse_fewer_than_asked(line, acquirer, times, width)
+            assert recorder.wait(30)
+            if stream_format == "cbor":  # v2 images carry the arm's date and their start: the pulse's edge
+                assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame)
+            else:  # v1 times count on the detector's own clock: the file has the times of receipt
+                assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame, atol=5.0)
     finally:
-        camera.close()
         server.shutdown()
         server.server_close()
         simulated.close()

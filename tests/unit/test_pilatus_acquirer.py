@@ -24,6 +24,7 @@ from photonflow.stream.transport import StreamSender
 from tests.helpers.recording import acquire_into
 from tests.helpers.trigger_line import (
     WatchedTriggerLine,
+    acquirer_and_recorder,
     assert_recorded_frames_are_the_pulses,
     pulse_fewer_than_asked,
     start_recorded_series,
@@ -237,20 +238,16 @@ def test_pulses_on_the_trigger_line_give_one_image_each_dated_by_its_pulse(tmp_p
     server = start_server(simulated)
     line.wait_for_inputs(1)
     camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(images)))
-    sender = StreamSender("tcp://127.0.0.1:*")
-    acquirer = Acquirer(camera, sender)
-    recorder = Recorder(tmp_path / "data")
     try:
-        path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.002, period=0.005)
-        wait_until(lambda: simulated.exposing, 30, what="camserver exposing (pulses before it are not its own)")
-        times = [time.time() - 1.0 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
-        pulses = pulse_fewer_than_asked(line, acquirer, times, width)
-        assert recorder.wait(30) and acquirer.state == states.ON
-        # the CBF header's date, to the millisecond, is the pulse's edge
-        assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame, atol=1.5e-3)
+        with acquirer_and_recorder(tmp_path / "data", camera) as (acquirer, recorder):
+            path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.002, period=0.005)
+            wait_until(lambda: simulated.exposing, 30, what="camserver exposing (pulses before it are not its own)")
+            times = [time.time() - 1.0 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
+            pulses = pulse_fewer_than_asked(line, acquirer, times, width)
+            assert recorder.wait(30) and acquirer.state == states.ON
+            # the CBF header's date, to the millisecond, is the pulse's edge
+            assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame, atol=1.5e-3)
     finally:
-        sender.close()
-        camera.close()
         simulated.stop()
         server.shutdown()
         server.server_close()
