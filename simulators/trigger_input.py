@@ -9,6 +9,7 @@ time the simulator got round to it. ``plug(address)`` cables the input to a trig
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -23,6 +24,7 @@ class TriggerInput:
         self._pulses: deque[Pulse] = deque()
         self._wall_clock = wall_clock
         self._fired = 0  # pulses given by fire(), numbered as a generator numbers its own
+        self._since = -math.inf  # pulses with an earlier edge belong to an earlier acquisition
         self._line: TriggerLineInput | None = None
 
     def plug(self, address: str) -> None:
@@ -42,8 +44,11 @@ class TriggerInput:
         return self._line is not None
 
     def receive(self, pulse: Pulse) -> None:
-        """A pulse from the line (or a test), with the time its edge happened."""
+        """A pulse from the line (or a test), with the time its edge happened; one whose edge came
+        before the acquisition started is not its own, however late it is delivered."""
         with self._condition:
+            if pulse.time < self._since:
+                return
             self._pulses.append(pulse)
             self._condition.notify_all()
 
@@ -55,10 +60,12 @@ class TriggerInput:
             self._fired += 1
         self.receive(pulse)
 
-    def clear(self) -> None:
-        """Pulses that came before the acquisition started are not its own."""
+    def clear(self, since: float | None = None) -> None:
+        """An acquisition starts: pulses whose edge came before ``since`` (default: now) are not
+        its own, those already here and those still on their way."""
         with self._condition:
-            self._pulses.clear()
+            self._since = self._wall_clock() if since is None else since
+            self._pulses = deque(pulse for pulse in self._pulses if pulse.time >= self._since)
             self._fired = 0
 
     def take(self, stopped: Callable[[], bool]) -> Pulse | None:

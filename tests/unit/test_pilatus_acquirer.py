@@ -242,7 +242,7 @@ def test_pulses_on_the_trigger_line_give_one_image_each_dated_by_its_pulse(tmp_p
         with acquirer_and_recorder(tmp_path / "data", camera) as (acquirer, recorder):
             path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.002, period=0.005)
             wait_until(lambda: simulated.exposing, 30, what="camserver exposing (pulses before it are not its own)")
-            times = [time.time() - 1.0 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
+            times = [time.time() + 0.05 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
             pulses = pulse_fewer_than_asked(line, acquirer, times, width)
             assert recorder.wait(30) and acquirer.state == states.ON
             # the CBF header's date, to the millisecond, is the pulse's edge

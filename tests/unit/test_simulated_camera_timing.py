@@ -13,6 +13,7 @@ from photonflow.errors import ConfigurationError
 from photonflow.simulators.diffraction import DiffractionFrames
 from photonflow.simulators.frame_timing import SimulatorClock
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
+from photonflow.simulators.trigger_line import Pulse
 from photonflow.stream.stins import DataMessage, SeriesEnd
 from tests.helpers.fakes import EventLog, RecordingSender
 from tests.helpers.trigger_line import WatchedTriggerLine
@@ -114,20 +115,12 @@ def test_external_start_takes_the_series_on_the_detectors_timing_from_the_first_
     assert [m.timestamp for m in frames_of(acquirer)] == pytest.approx([5000.01, 5000.11, 5000.21, 5000.31])
 
 
-def test_pulses_before_the_series_is_prepared_are_not_its_own(trigger_line):
-    acquirer = cabled_acquirer(trigger_line, SteppedClock(), frame_count=2, trigger_mode="external")
-    trigger_line.send_pulses([4000.0, 4000.1])  # an earlier scan's
-    arrived = []
-    for _ in range(500):  # both reach the input (then they are put back, waiting there)
-        if (pulse := acquirer.camera.trigger_input.take(lambda: True)) is not None:
-            arrived.append(pulse)
-        if len(arrived) == 2:
-            break
-        threading.Event().wait(0.01)
-    for pulse in arrived:
-        acquirer.camera.trigger_input.receive(pulse)
+def test_pulses_whose_edge_came_before_the_series_are_not_its_own(trigger_line):
+    acquirer = cabled_acquirer(trigger_line, SteppedClock(start=1000.0), frame_count=2, trigger_mode="external")
+    acquirer.camera.trigger_input.receive(Pulse(0, 900.0, 0.0))  # an earlier scan's, waiting at the input
     acquirer.prepare()
     acquirer.start()
+    trigger_line.send_pulses([950.0])  # delivered now, but its edge came before the series
     trigger_line.send_pulses(PULSE_TIMES[:2])
     assert acquirer.wait(10)
     assert [m.timestamp for m in frames_of(acquirer)] == pytest.approx([t + 0.01 for t in PULSE_TIMES[:2]])
