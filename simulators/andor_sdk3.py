@@ -311,3 +311,4 @@ class SimulatedSDK3Camera:
 
     def close(self) -> None:
         self.stop_acquisition()
+        self.trigger_input.unplug()

@@ -103,3 +103,23 @@ def acquirer_and_recorder(folder, camera, streams: bool = True):
         if sender is not None:
             sender.close()
         camera.close()
+
+
+def pulsed_series(controller, acquirer, line: WatchedTriggerLine, spacing: float, width: float = 0.0,
+                  lead: float = 0.5, timeout: float = 120, **settings) -> tuple[str, list[Pulse]]:
+    """A series through the real servers on the trigger line: Configure and Start it through the
+    Controller (Tango proxies), and once the Acquirer runs send one pulse per frame, the first
+    dated ``lead`` seconds ahead (a generator armed before the motor reaches the start), then
+    ``spacing`` apart. Returns the Controller's final state and the pulses sent."""
+    import json
+
+    from tests.helpers.devices import wait_for_state
+
+    wait_for_state(controller, "ON", "ALARM")
+    controller.Configure(json.dumps(settings))
+    controller.Start()
+    wait_for_state(acquirer, "RUNNING")
+    first = time.time() + lead
+    pulses = line.send_pulses([first + n * spacing for n in range(settings["frames"])], width)
+    wait_until(lambda: str(controller.state()) != "RUNNING", timeout, what="the series' end")
+    return str(controller.state()), pulses
