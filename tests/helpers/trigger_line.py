@@ -123,3 +123,17 @@ def pulsed_series(controller, acquirer, line: WatchedTriggerLine, spacing: float
     pulses = line.send_pulses([first + n * spacing for n in range(settings["frames"])], width)
     wait_until(lambda: str(controller.state()) != "RUNNING", timeout, what="the series' end")
     return str(controller.state()), pulses
+
+
+@contextmanager
+def deployment_on_a_trigger_line(text: str, var_dir, environment: dict[str, str], variable: str):
+    """A deployment (``running_deployment``) whose simulated camera is cabled, through the
+    environment variable ``variable``, to a trigger line the test drives: yields (suite, line)."""
+    from tests.helpers.devices import running_deployment
+
+    line = WatchedTriggerLine(f"ipc://{var_dir}/run/omega.trigger")
+    try:
+        with running_deployment(text, var_dir, {**environment, variable: line.address}) as suite:
+            yield suite, line
+    finally:
+        line.close()

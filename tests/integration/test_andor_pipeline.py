@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
-from tests.helpers.devices import acquire, devfailed, proxy, running_deployment
-from tests.helpers.trigger_line import WatchedTriggerLine, assert_recorded_frames_are_the_pulses, pulsed_series
+from tests.helpers.devices import acquire, devfailed, proxy
+from tests.helpers.trigger_line import (
+    assert_recorded_frames_are_the_pulses,
+    deployment_on_a_trigger_line,
+    pulsed_series,
+)
 
 DEPLOYMENT = """
 servers:
@@ -41,13 +45,9 @@ servers:
 @pytest.fixture(scope="module")
 def zyla(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("zyla")
-    line = WatchedTriggerLine(f"ipc://{var_dir}/run/omega.trigger")  # the test is the pulse generator
-    environment = {"ZYLA_DATA": str(var_dir / "data"), "ZYLA_TRIGGER_LINE": line.address}
-    try:
-        with running_deployment(DEPLOYMENT, var_dir, environment) as suite:
-            yield suite, var_dir / "data", line
-    finally:
-        line.close()
+    environment = {"ZYLA_DATA": str(var_dir / "data")}  # the test is the pulse generator
+    with deployment_on_a_trigger_line(DEPLOYMENT, var_dir, environment, "ZYLA_TRIGGER_LINE") as (suite, line):
+        yield suite, var_dir / "data", line
 
 
 def reference_zyla(exposure: float, frames: int) -> SimulatedSDK3Camera:
