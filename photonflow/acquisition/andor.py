@@ -121,15 +121,15 @@ class AndorCamera(FrameSource, Closable):
             log.info("frames stamped when read, not by the camera: %s", error)
         self._call(self.sdk.setup_acquisition, "snap", settings.frame_count)
 
-    def _camera_clock(self) -> Callable[[Any], float] | None:
-        """Frame info -> UNIX time of its exposure's start, from the camera's timestamp clock read
-        once against the computer's; None where the camera has no such clock."""
+    def _camera_clock(self) -> Callable[[int], float] | None:
+        """A frame's timestamp (ticks) -> UNIX time of its exposure's start, from the camera's
+        timestamp clock read once against the computer's; None where the camera has no such clock."""
         try:
             ticks, now = self._get("TimestampClock"), time.time()
             hertz = float(self._get("TimestampClockFrequency"))
         except DetectorError:
             return None
-        return lambda info: now + (info.timestamp_dev - ticks) / hertz
+        return lambda frame_ticks: now + (frame_ticks - ticks) / hertz
 
     def frames(self, settings: AcquisitionSettings, stop: threading.Event) -> Iterator[tuple[int, np.ndarray, float]]:
         """Start the acquisition and yield the frames as the camera delivers them."""
@@ -153,8 +153,10 @@ class AndorCamera(FrameSource, Closable):
                     continue
                 frames, infos = self._call(lambda: self.sdk.read_multiple_images(return_info=True)) or ([], [])
                 for frame, info in zip(frames, infos or [None] * len(frames), strict=True):
-                    stamped = stamp is not None and info is not None and info.timestamp_dev is not None
-                    yield number, np.ascontiguousarray(frame), stamp(info) if stamped else time.time()
+                    # pylablib's frame info has timestamp_dev only with the metadata on
+                    ticks = getattr(info, "timestamp_dev", None)
+                    timestamp = stamp(ticks) if stamp and ticks is not None else time.time()
+                    yield number, np.ascontiguousarray(frame), timestamp
                     number += 1
                     last_frame = time.monotonic()
         finally:
