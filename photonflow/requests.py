@@ -211,6 +211,7 @@ def _schema_of(kind: Any, limits: Limits) -> dict[str, Any]:
     optional = type(None) in typing.get_args(kind)
     if optional:
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    schema: dict[str, Any]
     if _is_request(kind):
         nested = kind.json_schema()
         schema = {name: nested[name] for name in ("type", "properties", "required", "additionalProperties")}
@@ -218,7 +219,7 @@ def _schema_of(kind: Any, limits: Limits) -> dict[str, Any]:
             schema = {"oneOf": [schema, {"type": "null"}]}
     elif typing.get_origin(kind) is tuple:  # the limits are each item's
         item = _schema_of(str, dataclasses.replace(limits, doc=""))
-        schema: dict[str, Any] = {"oneOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+        schema = {"oneOf": [item, {"type": "array", "items": item, "minItems": 1}]}
     else:
         schema = {"type": [_JSON_TYPES[kind], "null"] if optional else _JSON_TYPES[kind]}
         for name, given in (("minimum", limits.minimum), ("maximum", limits.maximum)):

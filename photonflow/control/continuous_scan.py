@@ -392,8 +392,8 @@ class ContinuousScan:
             raise ScanAborted(f"the {self.plan.axis} scan was aborted")
 
     def _abort_all(self, detectors_started: bool) -> None:
+        """After a failure: the motor stopped, the detectors aborted (``run`` disarms the generator)."""
         _safely(self.motor.stop, "stopping the motor")
-        _safely(self.generator.disarm, "disarming the trigger generator")
         if detectors_started:
             _safely(self.detectors.abort, "aborting the detectors")
 
