@@ -328,6 +328,11 @@ class ContinuousScan:
         """Whether ``abort`` was called (an operator's Abort, not a failure)."""
         return self._aborted
 
+    @property
+    def interrupted(self) -> bool:
+        """Whether the operator ended it (``abort`` or ``stop``): what follows is no failure."""
+        return self._aborted or self._stopped
+
     def abort(self) -> None:
         """Stop the motor and disarm the generator now; ``run`` then aborts the detectors and raises."""
         self._aborted = True
@@ -351,6 +356,8 @@ class ContinuousScan:
                 raise ScanAborted(f"{plan.axis} did not reach the run-up start {plan.run_up_start:g} {plan.unit} "
                                   f"within {allowed:g} s; it is at {motor.position():g} {plan.unit}")
             self._pause()
+        if self._stopped:
+            raise ScanAborted(f"the {plan.axis} scan was stopped before its first frame")
         position = motor.position()
         if abs(position - plan.run_up_start) > DEVIATION_LIMIT * abs(plan.step):
             raise ScanAborted(f"{plan.axis} stopped at {position:g} {plan.unit} on its way to the run-up start "

@@ -349,11 +349,12 @@ class Controller(StatefulCore):
             outcome = scan.run()
         except Exception as error:
             with self._lock:
-                if self._phase == STARTING and not scan.aborted:  # nothing was armed: as a failed Start
-                    log.exception("the scan failed before the detectors started")
-                    self._fault = f"Start failed: the {scan.plan.axis} scan: {error}"
+                if self._phase == STARTING:  # nothing was armed: a failed (or stopped) Start
                     self._phase = IDLE
-                elif not scan.aborted:  # the frames taken are accounted for; the failure is the report's
+                    if not scan.interrupted:
+                        log.exception("the scan failed before the detectors started")
+                        self._fault = f"Start failed: the {scan.plan.axis} scan: {error}"
+                elif not scan.interrupted:  # the frames taken are accounted for; the failure is the report's
                     log.exception("the scan failed")
                     self._scan_failure = f"the {scan.plan.axis} scan failed: {error}"
         with self._lock:

@@ -172,3 +172,31 @@ def test_a_scan_that_fails_before_the_detectors_start_is_a_failed_start_with_not
     assert status == "Start failed: the omega scan: 'width' must be a positive number"
     assert not any(entry[0] == "recorder.arm" for entry in journal if isinstance(entry, tuple))
     assert "motor.stop" in journal and not controller.busy
+
+
+def test_stop_before_the_first_frame_leaves_the_controller_ready_with_nothing_armed():
+    controllers = []
+
+    def stop_on_the_way(now):
+        controller, motor = controllers[0]
+        if motor.position() < -2.0 and "acquirer.stop" not in journal:
+            controller.stop()
+    controller, motor, generator, acquirer, recorder, journal, _ = scanning_controller_rig(then=stop_on_the_way)
+    controllers.append((controller, motor))
+    configure(controller)
+    controller.start()
+    assert "motor.stop" in journal and not any(isinstance(entry, tuple) and entry[0] == "recorder.arm"
+                                               for entry in journal)
+    assert controller.combined_state() == (states.ON, "Configured; ready to Start.")
+
+
+def test_scan_axes_are_read_from_the_property_and_a_malformed_entry_names_it():
+    from photonflow.devices.controller import parse_scan_axes
+
+    assert parse_scan_axes(["omega demo/beamline/omega demo/beamline/omega_pcomp"]) == {
+        "omega": ("demo/beamline/omega", "demo/beamline/omega_pcomp")}
+    with pytest.raises(ConfigurationError, match="property ScanAxes: 'omega demo/beamline/omega' must be "
+                                                 "'<axis> <motor device> <position-compare device>'"):
+        parse_scan_axes(["omega demo/beamline/omega"])
+    with pytest.raises(ConfigurationError, match="names the axis 'omega' twice"):
+        parse_scan_axes(["omega a/b/c a/b/d", "omega a/b/e a/b/f"])
