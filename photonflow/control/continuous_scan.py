@@ -309,9 +309,10 @@ class ContinuousScan:
             self.detectors.start()
             detectors_started = True
             self._check_interrupted()
-            saved_velocity = motor.velocity()
-            motor.set_velocity(plan.velocity)
-            motor.move_to(plan.run_down_end)
+            if not self._stopped:  # a Stop while the detectors started: no crossing, the series ends empty
+                saved_velocity = motor.velocity()
+                motor.set_velocity(plan.velocity)
+                motor.move_to(plan.run_down_end)
             pulses = self._follow_pulses()
             frames = self._follow_frames(pulses)
         except Exception:

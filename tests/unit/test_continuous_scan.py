@@ -187,3 +187,17 @@ def test_a_scan_does_not_start_while_its_motor_moves():
     with pytest.raises(StateError, match="omega is moving"):
         rig.scan.run()
 
+
+
+def test_a_stop_while_the_detectors_start_does_not_cross_and_ends_the_series():
+    rig = Rig()
+    start = rig.detectors.start
+
+    def start_then_stop():
+        start()
+        rig.scan.stop()  # the operator's Stop comes while the detectors start
+    rig.detectors.start = start_then_stop
+    outcome = rig.scan.run()
+    assert ("motor.move_to", rig.plan.run_down_end) not in rig.journal
+    assert outcome.pulses_sent == 0 and outcome.problems == () and outcome.stopped_by_operator
+    assert "detectors.stop" in rig.journal
