@@ -1,10 +1,18 @@
 """Sardana motor controller for photonflow's simulated beamline motors (``SimulatedMotor``:
-Position, Velocity, Acceleration, State, Stop). Each axis is one Tango device, named by the
-controller property ``Devices`` (axis 1 is the first name). Add this folder to PoolPath."""
+Position, Velocity, MaximumVelocity, Acceleration, State, Stop). Each axis is one Tango device,
+named by the controller property ``Devices`` (axis 1 is the first name). Add this folder to PoolPath.
+
+A continuous scan (``ascanct``) plans its run-up from what this controller gives: the velocity, the
+acceleration as Sardana's acceleration *time* (velocity / acceleration: writing it sets the
+SimulatedMotor's acceleration for the velocity written before it, as Sardana writes velocity first),
+base rate 0, and the extra attribute ``MaximumVelocity``, which photonflow's Sardana setup copies
+into the range of the Sardana motor's Velocity (Sardana's maximum velocity) and, divided by the
+acceleration, into the minimum of its Acceleration (the shortest acceleration time).
+"""
 
 import tango
-from sardana import State
-from sardana.pool.controller import Description, MotorController, Type
+from sardana import DataAccess, State
+from sardana.pool.controller import Access, Description, MotorController, Type
 
 STATES = {
     tango.DevState.ON: State.On,
@@ -26,6 +34,11 @@ class PhotonflowMotorController(MotorController):
     ctrl_properties = {
         "Devices": {Type: str,
         Description: "Tango names of the SimulatedMotor devices, comma separated, axis 1 first: mandatory"},
+    }
+
+    axis_attributes = {
+        "MaximumVelocity": {Type: float, Access: DataAccess.ReadOnly,
+                            Description: "The fastest the axis can move, unit/s (the SimulatedMotor's)"},
     }
 
     def __init__(self, inst, props, *args, **kwargs):
@@ -83,3 +96,8 @@ class PhotonflowMotorController(MotorController):
         if name == "step_per_unit":
             return 1.0
         raise ValueError(f"unknown axis parameter {name}")
+
+    def GetAxisExtraPar(self, axis, name):
+        if name.lower() == "maximumvelocity":
+            return self.proxies[axis].read_attribute("MaximumVelocity").value
+        raise ValueError(f"unknown axis attribute {name}")
