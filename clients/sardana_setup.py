@@ -146,31 +146,25 @@ def create_elements(pool: tango.DeviceProxy, deployment: Deployment
 
 def limit_motors(pool: tango.DeviceProxy, deployment: Deployment, url=lambda name: name) -> None:
     """Each SimulatedMotor's limits as its Sardana motor's attribute ranges, where Sardana's scans
-    look for them: Position within the soft limits, Velocity up to ``MaximumVelocity`` and
-    Acceleration (Sardana's acceleration time) no shorter than the maximum velocity reached at the
-    motor's acceleration, so that a continuous scan's run-up and fast moves stay within what the
-    motor can do."""
+    look for them: Position within the soft limits, Velocity up to ``MaximumVelocity`` (a
+    continuous scan faster than that is refused before anything moves; fast moves go at it)."""
     elements = _elements(pool)
     for device in (d for s in deployment.servers for d in s.devices if d.tango_class == "SimulatedMotor"):
         name = element_name(device.name)
         if name not in elements:
             continue
         motor = tango.DeviceProxy(url(device.name))
-        values = {a.name: a.value for a in motor.read_attributes(["SoftLimitLow", "SoftLimitHigh", "Acceleration"])}
+        ranges = {"Position": tuple(a.value for a in motor.read_attributes(["SoftLimitLow", "SoftLimitHigh"]))}
         try:
-            maximum = motor.read_attribute("MaximumVelocity").value
+            ranges["Velocity"] = (0.0, motor.read_attribute("MaximumVelocity").value)
         except tango.DevFailed:  # a SimulatedMotor without a maximum velocity: no range to give
-            maximum = math.inf
-        ranges = {"Position": (values["SoftLimitLow"], values["SoftLimitHigh"])}
-        if math.isfinite(maximum):
-            ranges["Velocity"] = (None, maximum)
-            ranges["Acceleration"] = (maximum / values["Acceleration"], None)
+            pass
         element = tango.DeviceProxy(elements[name]["full_name"])
         for attribute, (low, high) in ranges.items():
             config = element.get_attribute_config(attribute)
-            if low is not None and math.isfinite(low):
+            if math.isfinite(low):
                 config.min_value = repr(float(low))
-            if high is not None and math.isfinite(high):
+            if math.isfinite(high):
                 config.max_value = repr(float(high))
             element.set_attribute_config(config)
 
