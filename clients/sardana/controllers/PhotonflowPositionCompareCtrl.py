@@ -96,6 +96,10 @@ class PhotonflowPositionCompareController(TriggerGateController):
     def SynchOne(self, axis, description):
         self.armed[axis] = arm_settings(description)
 
+    def PreStartOne(self, axis, value=None):
+        """Sardana's synchronization calls it with the axis only (Startable's asks for a value)."""
+        return True
+
     def StartOne(self, axis):
         if axis not in self.armed:
             raise RuntimeError(f"{self.devices[axis - 1]}: no synchronization loaded (SynchOne) to arm it with")
