@@ -348,6 +348,10 @@ def test_an_ascanct_is_hardware_synchronised_one_frame_per_position_the_encoder_
     positions = _captured(continuous)
     np.testing.assert_allclose(positions, 0.1 * np.arange(181), atol=0.05 * 0.1)
     assert pcomp.read_attribute("PulsesSent").value == 181
+    # the encoder's crossing times, one per 0.01 s from the first: Sardana's run-up brought omega to
+    # its constant velocity (10 deg/s) before 0 deg
+    times = np.asarray(pcomp.read_attribute("CapturedTimes").value)
+    np.testing.assert_allclose(np.diff(times), 0.01, rtol=0.01)
     wait_until(lambda: str(controller.state()) != "RUNNING", what="the series to end")
     assert str(controller.state()) == "ON", controller.status()
     new = sorted(set(glob.glob(str(running_suite.data_root / "**" / "series_*.h5"), recursive=True)) - before)
@@ -358,6 +362,25 @@ def test_an_ascanct_is_hardware_synchronised_one_frame_per_position_the_encoder_
         measurement = f[sorted(f, key=lambda name: int(name[5:]))[-1]]["measurement"]
         references = [r.decode() for r in measurement[f"_{channel}_references"][()]]
     assert references == [f"h5file://{new[0]}::/entry/data/data[{index}]" for index in range(181)]
+
+
+def test_an_ascanct_faster_than_the_motor_can_go_is_refused_before_anything_moves(sardana, running_suite, continuous):
+    """0.1 deg per 0.001 s is 100 deg/s, above omega's maximum 90 deg/s (its Sardana Velocity range)."""
+    devices, run, _, _, _ = sardana
+    group = next(name for name, scan in devices.continuous.items() if scan["motor"] == "omega")
+    omega = tango.DeviceProxy(running_suite.suite.device_url("demo/beamline/omega"))
+    where, pulses = omega.Position, continuous.read_attribute("PulsesSent").value
+    state, error = run("senv", "ActiveMntGrp", [group])
+    assert state == "ON", error
+    try:
+        state, error = run("ascanct", "omega", "0", "18", "180", "0.001")
+    finally:
+        restored, restore_error = run("senv", "ActiveMntGrp", ["mg_pf"])
+        assert restored == "ON", restore_error
+    assert state != "ON"
+    assert "scan velocity of motor omega (100" in " ".join(error) and "90" in " ".join(error), error
+    assert omega.Position == pytest.approx(where) and str(omega.state()) == "ON"
+    assert continuous.read_attribute("PulsesSent").value == pulses
 
 
 def test_pf_mx_collect_is_a_continuous_scan_whose_frames_are_at_start_plus_i_widths(
@@ -374,6 +397,19 @@ def test_pf_mx_collect_is_a_continuous_scan_whose_frames_are_at_start_plus_i_wid
     assert json.loads(controller.Configuration)["scan"] == {"axis": "omega", "start": 0.0, "step": 0.5}
     with h5py.File(controller.LastFile, "r") as f:
         assert f["entry/data/data"].shape[0] == 10
+
+
+def test_pf_mx_collect_faster_than_omega_can_turn_stops_with_the_controllers_reason(sardana, running_suite, continuous):
+    """2 deg per 0.01 s frame is 200 deg/s: the Controller's plan refuses it at Configure, naming
+    the limit; the macro says so and nothing is taken."""
+    _, run, _, _, _ = sardana
+    controller = tango.DeviceProxy(running_suite.controller)
+    before = controller.LastFile
+    state, error = run("pf_mx_collect", "0", "2", "10", "0.01")
+    message = " ".join(error)
+    assert state != "ON"
+    assert "refused Configure" in message and "omega" in message and "90 deg/s" in message, message
+    assert controller.LastFile == before
 
 
 def test_pf_tomo_projections_cover_0_to_180_deg_in_equal_steps(sardana, running_suite, continuous):
