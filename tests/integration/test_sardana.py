@@ -383,6 +383,20 @@ def test_an_ascanct_faster_than_the_motor_can_go_is_refused_before_anything_move
     assert continuous.read_attribute("PulsesSent").value == pulses
 
 
+def test_a_ct_with_the_position_compare_as_synchronizer_is_refused_naming_the_scan_to_use(sardana, continuous):
+    """A count has no positions for the position-compare to fire on."""
+    devices, run, _, _, _ = sardana
+    group = next(name for name, scan in devices.continuous.items() if scan["motor"] == "omega")
+    state, error = run("senv", "ActiveMntGrp", [group])
+    assert state == "ON", error
+    try:
+        state, error = run("ct", "0.01")
+    finally:
+        restored, restore_error = run("senv", "ActiveMntGrp", ["mg_pf"])
+        assert restored == "ON", restore_error
+    assert state != "ON" and "fires on its motor's positions" in " ".join(error) and "ascanct" in " ".join(error)
+
+
 def test_pf_mx_collect_is_a_continuous_scan_whose_frames_are_at_start_plus_i_widths(
         sardana, running_suite, continuous):
     """pf_mx_collect 0 0.5 10 0.01 through the Controller's scan: it covers 0..5 deg, frame i
