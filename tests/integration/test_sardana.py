@@ -383,8 +383,11 @@ def test_an_ascanct_faster_than_the_motor_can_go_is_refused_before_anything_move
     assert continuous.read_attribute("PulsesSent").value == pulses
 
 
-def test_a_ct_with_the_position_compare_as_synchronizer_is_refused_naming_the_scan_to_use(sardana, continuous):
-    """A count has no positions for the position-compare to fire on."""
+def test_a_ct_with_the_position_compare_as_synchronizer_is_refused_naming_the_scan_to_use(
+        sardana, running_suite, continuous):
+    """A count has no positions for the position-compare to fire on. Sardana has started the
+    hardware-triggered channel before it loads the synchronizer, and leaves it armed: stopping the
+    measurement group ends photonflow's series, and the next count works."""
     devices, run, _, _, _ = sardana
     group = next(name for name, scan in devices.continuous.items() if scan["motor"] == "omega")
     state, error = run("senv", "ActiveMntGrp", [group])
@@ -395,6 +398,14 @@ def test_a_ct_with_the_position_compare_as_synchronizer_is_refused_naming_the_sc
         restored, restore_error = run("senv", "ActiveMntGrp", ["mg_pf"])
         assert restored == "ON", restore_error
     assert state != "ON" and "fires on its motor's positions" in " ".join(error) and "ascanct" in " ".join(error)
+    pool = tango.DeviceProxy(running_suite.suite.device_url(devices.pool))
+    _, elements = pool.read_attribute("Elements").value
+    full_names = {element["name"]: element["full_name"] for element in json.loads(elements)["new"]}
+    tango.DeviceProxy(full_names[group]).Stop()
+    controller = tango.DeviceProxy(running_suite.controller)
+    wait_until(lambda: str(controller.state()) == "ON", what=lambda: f"the Controller ON ({controller.status()})")
+    state, error = run("ct", "0.01")
+    assert state == "ON", error
 
 
 def test_pf_mx_collect_is_a_continuous_scan_whose_frames_are_at_start_plus_i_widths(
