@@ -48,7 +48,12 @@ TOMOGRAPHY_STRUCTURE = "structures/tomography.yaml"  # beside the deployment (co
 
 
 def var_directory() -> Path:
-    return Path(os.environ.get("PHOTONFLOW_VAR", "var")).resolve()
+    """The suite's folder (PHOTONFLOW_VAR, else ./var), made absolute in this process's environment
+    too: a deployment's ${PHOTONFLOW_VAR} (its trigger lines, ipc://.../run/omega.trigger) then names
+    the same folder for every server whatever its working directory, and two suites never share one."""
+    folder = Path(os.environ.get("PHOTONFLOW_VAR", "var")).resolve()
+    os.environ["PHOTONFLOW_VAR"] = str(folder)
+    return folder
 
 
 def _prepare_environment(var_dir: Path, config: str | None = None) -> None:

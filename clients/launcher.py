@@ -28,6 +28,9 @@ from photonflow.events.redis_server import EmbeddedRedis
 # The variable that carries the event bus's URL to every server the suite starts (and to the
 # deployment's properties, as ${PHOTONFLOW_EVENT_BUS}).
 EVENT_BUS_VARIABLE = "PHOTONFLOW_EVENT_BUS"
+# The suite's folder (logs, database, run/): a deployment names its trigger lines under it as
+# ipc://${PHOTONFLOW_VAR}/run/<line>.trigger, so it must be set, absolute, before the deployment loads.
+VAR_VARIABLE = "PHOTONFLOW_VAR"
 
 
 def bind_host() -> str:
@@ -127,8 +130,9 @@ class Suite:
     _popens: dict[int, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     def environment(self) -> dict[str, str]:
-        """The environment of a process of this suite: this one's, with the suite's TANGO_HOST."""
-        return {**os.environ, "TANGO_HOST": self.tango_host}
+        """The environment of a process of this suite: this one's, with the suite's TANGO_HOST and its
+        folder as PHOTONFLOW_VAR (absolute: where its trigger lines' ipc:// sockets are)."""
+        return {**os.environ, "TANGO_HOST": self.tango_host, VAR_VARIABLE: str(Path(self.var_dir).resolve())}
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
         log_dir = self.var_dir / "log"

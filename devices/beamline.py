@@ -6,24 +6,50 @@ from the model, and a small thread of its own pushes change events (Position at 
 shutter watches, the monochromator an attenuator reads) are reached lazily from that thread
 through ``DeviceProxy`` and may be down: the device then says so in its Status and carries on.
 The "Simulated" prefix keeps the classes apart from Sardana's ``Motor`` in one database.
+
+A position-compare reads its motor's encoder as the hardware does, directly: from the motor's
+model in this same server process (``_MOTORS``), never through Tango, so its crossing times are
+the model's own.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
 import tango
+import zmq
 from tango import AttrWriteType
 from tango.server import attribute, command, device_property
 
 from photonflow.devices.base import PhotonflowDevice
 from photonflow.devices.common import operator_errors, to_dev_state
 from photonflow.errors import ConfigurationError
-from photonflow.simulators.beamline import Attenuator, Filter, Monochromator, Motor, Shutter, Slits, StorageRing
+from photonflow.position_compare import MAX_PULSES, PositionCompareRequest
+from photonflow.simulators.beamline import (
+    Attenuator,
+    Filter,
+    Monochromator,
+    Motor,
+    PositionCompare,
+    Shutter,
+    Slits,
+    StorageRing,
+)
+from photonflow.simulators.trigger_line import TriggerLineOutput
 
 log = logging.getLogger(__name__)
+
+# The motors this server process runs, by device name (lower case): a position-compare's encoder.
+_MOTORS: dict[str, Motor] = {}
+
+
+def _registry_key(device: str) -> str:
+    """A device name as ``_MOTORS`` keys it: lower case, without a tango://host:port/ prefix."""
+    name = device.strip().lower()
+    return name.split("/", 3)[3] if name.startswith("tango://") else name
 
 
 class _Peer:
@@ -151,6 +177,9 @@ class SimulatedMotor(_SimulatedDevice):
         dtype=(float,), default_value=[-100.0, 100.0], doc="Lowest and highest position a move may go to"
     )
     Unit = device_property(dtype=str, default_value="mm", doc="Unit of the position: mm, deg, um...")
+    MaximumVelocity = device_property(
+        dtype=float, default_value=0.0, doc="Fastest Velocity the axis may be set to, unit/s; 0: no maximum"
+    )
 
     def create_model(self) -> Motor:
         if len(self.SoftLimits) != 2:
@@ -158,12 +187,18 @@ class SimulatedMotor(_SimulatedDevice):
         low, high = self.SoftLimits
         motor = Motor(
             self.get_name().rsplit("/", 1)[-1], self.InitialPosition, self.InitialVelocity, self.InitialAcceleration,
-            low, high, self.Unit,
+            low, high, self.Unit, maximum_velocity=self.MaximumVelocity or math.inf,
         )
         self.set_attribute_unit(self.Unit, "Position", "Target", "SoftLimitLow", "SoftLimitHigh")
-        self.set_attribute_unit(f"{self.Unit}/s", "Velocity")
+        self.set_attribute_unit(f"{self.Unit}/s", "Velocity", "MaximumVelocity")
         self.set_attribute_unit(f"{self.Unit}/s2", "Acceleration")
+        _MOTORS[_registry_key(self.get_name())] = motor
         return motor
+
+    def release_core(self, core) -> None:
+        super().release_core(core)
+        if _MOTORS.get(_registry_key(self.get_name())) is core:
+            del _MOTORS[_registry_key(self.get_name())]
 
     def event_values(self) -> dict:
         return {"Position": self.core.position, "Target": self.core.target}
@@ -193,6 +228,11 @@ class SimulatedMotor(_SimulatedDevice):
     def Velocity(self, value):
         self._core().velocity = value
 
+    @attribute(name="MaximumVelocity", dtype=float, format="%.4f",
+               doc="Fastest Velocity the axis may be set to (property MaximumVelocity)")
+    def read_maximum_velocity(self):
+        return self._core().maximum_velocity
+
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, format="%.4f", min_value=0,
                doc="Acceleration and deceleration of a move")
     def Acceleration(self):
@@ -216,6 +256,133 @@ class SimulatedMotor(_SimulatedDevice):
     def Stop(self):
         self._core().stop()
         self.refresh()
+
+
+class SimulatedPositionCompare(_SimulatedDevice):
+    """A position-compare output (an IcePAP's or a PandABox's) on a SimulatedMotor of this server:
+    once armed, a pulse on its trigger line each time the encoder crosses start + i × step, with
+    the encoder position and time of each pulse captured for the data's per-frame angles."""
+
+    extra_events = ("PulsesSent",)
+
+    Motor = device_property(
+        dtype=str, default_value="",
+        doc="The SimulatedMotor whose encoder fires the pulses (device name); this same server must run it",
+    )
+    TriggerOutput = device_property(
+        dtype=str, default_value="",
+        doc="The trigger line it drives: the ZeroMQ address it binds, which the detectors' trigger inputs "
+            "connect to, e.g. ipc:///var/photonflow/run/omega.trigger",
+    )
+    EncoderResolution = device_property(
+        dtype=float, default_value=1e-4, doc="The encoder's step in the motor's unit: each captured position is a "
+                                             "multiple of it",
+    )
+
+    def create_model(self) -> PositionCompare:
+        motor = self._motor()
+        address = self.TriggerOutput.strip()
+        if not address:
+            raise ConfigurationError(
+                "TriggerOutput is empty: set it to the trigger line the detectors' inputs connect to, "
+                "e.g. ipc://${PHOTONFLOW_VAR}/run/omega.trigger"
+            )
+        try:
+            self._output = TriggerLineOutput(address)
+        except zmq.ZMQError as error:
+            raise ConfigurationError(
+                f"TriggerOutput {address} cannot be bound ({error}): another output may drive this line, or an "
+                "ipc:// path is longer than the 107 bytes ZeroMQ takes; choose another address"
+            ) from None
+        try:
+            model = PositionCompare(motor, self._output.send, self.EncoderResolution,
+                                    name=self.get_name().rsplit("/", 1)[-1])
+        except ConfigurationError:
+            self._output.close()
+            raise
+        self.set_attribute_unit(motor.unit, "Start", "Step", "CapturedPositions")
+        return model
+
+    def _motor(self) -> Motor:
+        """The motor's model, from this server's motors: ConfigurationError saying how to fix the property."""
+        motor = _MOTORS.get(_registry_key(self.Motor))
+        if motor is None:
+            served = ", ".join(sorted(_MOTORS)) or "none"
+            raise ConfigurationError(
+                f"Motor {self.Motor!r} is not a SimulatedMotor of this server (its motors: {served}): set the "
+                "property Motor to one of them, or run this position-compare in the motor's server"
+            )
+        return motor
+
+    def release_core(self, core) -> None:
+        super().release_core(core)
+        core.close()
+        self._output.close()
+
+    def model_state(self) -> tuple[str, str]:
+        return self.core.state_and_status()
+
+    def event_values(self) -> dict:
+        return {"PulsesSent": self.core.pulses_sent}
+
+    def _armed(self, field: str) -> float:
+        request = self._core().request
+        return 0 if request is None else getattr(request, field)
+
+    @command(dtype_in=str, doc_in='JSON {"start": 0.0, "step": 0.1, "count": 100, "width": 0.001}: a pulse each '
+                                 "time the encoder crosses start + i*step in the step's direction, width in s")
+    @operator_errors
+    def Arm(self, text):
+        request = PositionCompareRequest.parse(text)
+        core = self._core()
+        core.motor = self._motor()  # the model of the motor as it is now (an Init makes a new one)
+        core.arm(request.start, request.step, request.count, request.width)
+        self.refresh()
+
+    @command(doc_in="Stop pulsing; what was captured stays readable")
+    @operator_errors
+    def Disarm(self):
+        self._core().disarm()
+        self.refresh()
+
+    @attribute(dtype=float, format="%.4f", doc="Position of the first pulse, as armed")
+    def Start(self):
+        return self._armed("start")
+
+    @attribute(dtype=float, format="%.4f", doc="Distance between pulses, signed, as armed")
+    def Step(self):
+        return self._armed("step")
+
+    @attribute(dtype=int, doc="Pulses the train has, as armed")
+    def Count(self):
+        return self._armed("count")
+
+    @attribute(dtype=float, unit="s", format="%.6f", doc="How long each pulse stays high, as armed")
+    def PulseWidth(self):
+        return self._armed("width")
+
+    @attribute(dtype=int, doc="Pulses sent since the last Arm")
+    def PulsesSent(self):
+        return self._core().pulses_sent
+
+    @attribute(dtype=(float,), max_dim_x=MAX_PULSES, format="%.4f",
+               doc="The encoder position at each pulse sent, in order")
+    def CapturedPositions(self):
+        return self._core().captured_positions
+
+    @attribute(dtype=(float,), max_dim_x=MAX_PULSES, unit="s", format="%.6f",
+               doc="The time (UNIX seconds) of each pulse sent: when the encoder crossed its position")
+    def CapturedTimes(self):
+        return self._core().captured_times
+
+    @attribute(dtype=float, unit="s", format="%.6f", doc="When it was last armed (UNIX seconds; 0: never)")
+    def ArmedTime(self):
+        return self._core().armed_time
+
+    @attribute(name="TriggerOutput", dtype=str, doc="The trigger line it drives (property TriggerOutput)")
+    def read_trigger_output(self):
+        self._core()
+        return self._output.address
 
 
 class SimulatedMonochromator(_SimulatedDevice):

@@ -11,6 +11,7 @@ from pathlib import Path
 from photonflow.acquisition.acquirer import SettingsCheck
 from photonflow.control.controller import AcquisitionRequest
 from photonflow.datamanager.policy import Experiment
+from photonflow.position_compare import PositionCompareRequest
 from photonflow.recording.request import RecordingRequest
 from photonflow.requests import Request
 
@@ -19,6 +20,7 @@ JSON_COMMANDS: dict[str, type[Request]] = {
     "Recorder.Arm": RecordingRequest,
     "Acquirer.CheckSettings": SettingsCheck,
     "DataManager.SetExperiment": Experiment,
+    "SimulatedPositionCompare.Arm": PositionCompareRequest,
 }
 
 

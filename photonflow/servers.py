@@ -20,6 +20,7 @@ SERVERS: dict[str, dict[str, str]] = {
         for tango_class in (
             "SimulatedMotor", "SimulatedMonochromator", "SimulatedShutter", "SimulatedStorageRing",
             "SimulatedSlits", "SimulatedAttenuator",
+            "SimulatedPositionCompare",  # after the motors: it reads a motor this server runs
         )
     },
 }

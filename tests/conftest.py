@@ -47,7 +47,8 @@ def running_suite(tmp_path_factory):
 
     var_dir = tmp_path_factory.mktemp("suite")
     data_root = var_dir / "data"
-    with preserved_environment("PHOTONFLOW_DATA_ROOT", "PHOTONFLOW_EVENT_BUS", "PHOTONFLOW_CONFIG_DIR"):
+    with preserved_environment("PHOTONFLOW_DATA_ROOT", "PHOTONFLOW_EVENT_BUS", "PHOTONFLOW_CONFIG_DIR", "PHOTONFLOW_VAR"):
+        os.environ["PHOTONFLOW_VAR"] = str(var_dir.resolve())  # its trigger lines: this suite's own
         os.environ["PHOTONFLOW_DATA_ROOT"] = str(data_root)
         os.environ["PHOTONFLOW_CONFIG_DIR"] = str(DEMO_CONFIG.parent)
         deployment = load_deployment_file(DEMO_CONFIG)

@@ -1,5 +1,7 @@
 """A motor that moves in real time along a trapezoidal velocity profile (triangular when the
-move is too short to reach full speed). Its position is a pure function of the clock."""
+move is too short to reach full speed). Its position is a pure function of the clock, so the
+time a move passes a position (what a position-compare fires on) is solved from the profile's
+segments, exactly, not sampled."""
 
 from __future__ import annotations
 
@@ -34,6 +36,23 @@ class _Segment:
     def end(self) -> float:
         return self.start + self.duration
 
+    def time_at(self, position: float, direction: float) -> float | None:
+        """When this segment passes ``position`` moving in ``direction`` (+1/-1), or None."""
+        # in the move's own coordinate u = direction·(x - x0): u(τ) = w·τ + b·τ²/2 with w >= 0
+        distance = direction * (position - self.position)
+        w, b = direction * self.velocity, direction * self.acceleration
+        if distance < 0 or w < 0:
+            return None
+        discriminant = w * w + 2 * b * distance
+        if discriminant < 0:
+            return None  # decelerating to rest before it gets there
+        root = w + math.sqrt(discriminant)
+        elapsed = 0.0 if distance == 0 else (2 * distance / root if root > 0 else math.inf)
+        # a crossing at the very end may be a hair later in floating point: it is this segment's
+        if elapsed > self.duration * (1 + 1e-12) + 1e-12:
+            return None
+        return self.start + min(elapsed, self.duration)
+
     def at(self, t: float) -> tuple[float, float]:
         dt = min(max(t - self.start, 0.0), self.duration)
         return (
@@ -43,7 +62,8 @@ class _Segment:
 
 
 class Motor:
-    """One axis: position, velocity (unit/s), acceleration (unit/s²), soft limits and unit."""
+    """One axis: position, velocity (unit/s) up to its maximum, acceleration (unit/s²), soft
+    limits and unit."""
 
     def __init__(
         self,
@@ -55,6 +75,7 @@ class Motor:
         high: float = math.inf,
         unit: str = "mm",
         clock: Callable[[], float] = time.monotonic,
+        maximum_velocity: float = math.inf,
     ):
         if not low <= high:
             raise ConfigurationError(f"{name}: the low soft limit {low} {unit} is above the high one {high} {unit}")
@@ -64,7 +85,12 @@ class Motor:
             )
         self.name, self.unit = name, unit
         self.low, self.high = float(low), float(high)
-        self._clock = clock
+        if not maximum_velocity > 0:
+            raise ConfigurationError(
+                f"{name}: the maximum velocity must be a positive number of {unit}/s, got {maximum_velocity}"
+            )
+        self.maximum_velocity = float(maximum_velocity)
+        self.clock = clock
         self._lock = threading.Lock()
         self.velocity = velocity
         self.acceleration = acceleration
@@ -80,6 +106,11 @@ class Motor:
     def velocity(self, value: float) -> None:
         if not (math.isfinite(value) and value > 0):
             raise ConfigurationError(f"{self.name}: velocity must be a positive number of {self.unit}/s, got {value}")
+        if value > self.maximum_velocity:
+            raise ConfigurationError(
+                f"{self.name}: velocity {value:g} {self.unit}/s is above its maximum "
+                f"{self.maximum_velocity:g} {self.unit}/s", reason="AboveMaximumVelocity",
+            )
         self._velocity = float(value)
 
     @property
@@ -120,12 +151,32 @@ class Motor:
     @property
     def position(self) -> float:
         with self._lock:
-            return self._kinematics(self._clock())[0]
+            return self._kinematics(self.clock())[0]
+
+    def position_at(self, t: float) -> float:
+        """Where the current (or last) move puts the axis at model-clock time ``t`` (its start
+        position before it, its target after it)."""
+        with self._lock:
+            return self._kinematics(t)[0]
+
+    def time_at(self, position: float, direction: float = 0.0) -> float | None:
+        """The model-clock time at which the current (or last) move passes ``position``, or None
+        if it does not; with ``direction`` (+1/-1), only a pass in that direction counts."""
+        with self._lock:
+            segments = self._segments
+        for segment in segments:
+            heading = math.copysign(1.0, segment.velocity + segment.acceleration * segment.duration / 2)
+            if direction and heading != math.copysign(1.0, direction):
+                continue
+            crossing = segment.time_at(position, heading)
+            if crossing is not None:
+                return crossing
+        return None
 
     @property
     def current_velocity(self) -> float:
         with self._lock:
-            return self._kinematics(self._clock())[1]
+            return self._kinematics(self.clock())[1]
 
     @property
     def target(self) -> float:
@@ -135,7 +186,7 @@ class Motor:
     @property
     def moving(self) -> bool:
         with self._lock:
-            return bool(self._segments) and self._clock() < self._segments[-1].end
+            return bool(self._segments) and self.clock() < self._segments[-1].end
 
     @property
     def at_limit(self) -> bool:
@@ -164,7 +215,7 @@ class Motor:
         """Start a move to ``target``; returns how long it will take (s)."""
         target = self.check_target(target)
         with self._lock:
-            now = self._clock()
+            now = self.clock()
             if self._segments and now < self._segments[-1].end:
                 raise StateError(f"{self.name} is still moving to {self._rest:g} {self.unit}; Stop it first")
             start = self._rest
@@ -200,7 +251,7 @@ class Motor:
     def stop(self) -> None:
         """Decelerate to rest at the set acceleration, from wherever the motor is now."""
         with self._lock:
-            now = self._clock()
+            now = self.clock()
             position, velocity = self._kinematics(now)
             if velocity == 0.0:
                 self._segments, self._rest = (), position
@@ -208,5 +259,10 @@ class Motor:
             braking_time = abs(velocity) / self.acceleration
             deceleration = -math.copysign(self.acceleration, velocity)
             rest = position + velocity * braking_time / 2
-            self._segments = (_Segment(now, position, velocity, deceleration, braking_time),)
+            # the move so far stays part of it: a position it passed before the Stop keeps its time
+            travelled = tuple(
+                _Segment(s.start, s.position, s.velocity, s.acceleration, min(s.duration, now - s.start))
+                for s in self._segments if s.start < now
+            )
+            self._segments = (*travelled, _Segment(now, position, velocity, deceleration, braking_time))
             self._rest = rest

@@ -81,7 +81,8 @@ def running_deployment(text: str, var_dir: Path, environment: dict[str, str]):
     from photonflow.clients.launcher import Suite
     from photonflow.deployment import load_deployment
 
-    with preserved_environment(*environment):
+    with preserved_environment(*environment, "PHOTONFLOW_VAR"):
+        os.environ["PHOTONFLOW_VAR"] = str(var_dir.resolve())  # its trigger lines: this suite's own
         os.environ.update(environment)
         suite = Suite("", var_dir)
         try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 import tango
 
+from photonflow.simulators.trigger_line import TriggerLineInput
 from tests.helpers.devices import devfailed, proxy, running_deployment, wait_for_state, wait_until
 
 BEAMLINE = """
@@ -23,9 +25,15 @@ servers:
     SimulatedAttenuator:
       bltest/beamline/attenuator:
         properties: {Monochromator: bltest/beamline/mono, Filters: ["Al 0.5", "Cu 0.1"], InsertedAtStart: [0]}
+    SimulatedPositionCompare:  # before its motor here, as in config/: the server makes motors first all the same
+      bltest/beamline/omega_pcomp:
+        properties: {Motor: bltest/beamline/omega, TriggerOutput: "ipc://${PHOTONFLOW_VAR:-var}/run/omega.trigger"}
     SimulatedMotor:
       bltest/beamline/detz:
         properties: {Unit: mm, InitialPosition: 150.0, InitialVelocity: 100.0, InitialAcceleration: 200.0, SoftLimits: [100.0, 800.0]}
+      bltest/beamline/omega:
+        properties: {Unit: deg, InitialPosition: -10.0, InitialVelocity: 30.0, InitialAcceleration: 360.0,
+                     MaximumVelocity: 90.0, SoftLimits: [-360.0, 360.0]}
 """
 
 
@@ -133,3 +141,60 @@ def test_the_transmission_follows_the_monochromator_energy(beamline):
     wait_until(lambda: attenuator.Energy == pytest.approx(20.0), 10, what="the attenuator to read 20 keV")
     assert attenuator.Transmission > 0.6  # μ/ρ(Al, 20 keV) = 3.441 cm²/g: exp(-0.464) = 0.629
     assert devfailed(attenuator.Insert, 7).reason == "InvalidConfiguration"
+
+
+def test_the_position_compare_fires_one_pulse_per_step_as_omega_crosses_it(beamline):
+    omega, pcomp = beamline.omega, beamline.omega_pcomp
+    received = []
+    address = pcomp.TriggerOutput
+    assert address == f"ipc://{beamline.suite.var_dir.resolve()}/run/omega.trigger"  # this suite's own line
+    line = TriggerLineInput(address, received.append)  # the detector's end of the cable
+    events = Received()
+    event_id = pcomp.subscribe_event("PulsesSent", tango.EventType.CHANGE_EVENT, events)
+    try:
+        assert omega.MaximumVelocity == 90.0 and omega.get_attribute_config("MaximumVelocity").unit == "deg/s"
+        omega.Velocity = 20.0
+        pcomp.Arm(json.dumps({"start": 0.0, "step": 0.5, "count": 10, "width": 0.001}))
+        assert str(pcomp.state()) == "STANDBY"
+        assert (pcomp.Start, pcomp.Step, pcomp.Count, pcomp.PulseWidth) == (0.0, 0.5, 10, 0.001)
+        omega.write_attribute("Position", 8.0)  # from -10 deg: cruising at 20 deg/s well before 0 deg
+        wait_for_state(omega, "ON", timeout=30)
+        wait_until(lambda: len(received) == 10, 10, what="the 10 pulses on the trigger line")
+        wait_until(lambda: events.values[-1:] == [10], 10, what="the PulsesSent event of the last pulse")
+        assert str(pcomp.state()) == "ON" and pcomp.PulsesSent == 10 and len(received) == 10
+        assert [pulse.index for pulse in received] == list(range(10))
+        assert [pulse.position for pulse in received] == pytest.approx([0.5 * i for i in range(10)], abs=0.51e-4)
+        intervals = [b.time - a.time for a, b in zip(received, received[1:], strict=False)]
+        assert intervals == pytest.approx([0.5 / 20.0] * 9, abs=1e-6)  # step / velocity
+        assert list(pcomp.CapturedPositions) == [pulse.position for pulse in received]
+        assert list(pcomp.CapturedTimes) == [pulse.time for pulse in received]
+        assert pcomp.ArmedTime <= received[0].time
+    finally:
+        pcomp.unsubscribe_event(event_id)
+        line.close()
+        omega.Velocity = 30.0
+
+
+def test_a_velocity_above_the_maximum_and_a_step_of_zero_are_refused_naming_the_limit(beamline):
+    omega, pcomp = beamline.omega, beamline.omega_pcomp
+    error = devfailed(omega.write_attribute, "Velocity", 120.0)
+    assert error.reason == "AboveMaximumVelocity"
+    assert "omega: velocity 120 deg/s is above its maximum 90 deg/s" in error.desc
+    assert omega.Velocity == 30.0
+    error = devfailed(pcomp.Arm, json.dumps({"start": 0.0, "step": 0, "count": 10, "width": 0.001}))
+    assert error.reason == "InvalidConfiguration" and "'step' must not be 0" in error.desc
+
+
+def test_a_position_compare_on_a_motor_of_another_server_is_fault_naming_the_property(beamline):
+    pcomp = beamline.omega_pcomp
+    database = beamline.suite.database()
+    database.put_device_property("bltest/beamline/omega_pcomp", {"Motor": ["bltest/beamline/elsewhere"]})
+    try:
+        pcomp.Init()
+        assert str(pcomp.state()) == "FAULT"
+        assert "Motor 'bltest/beamline/elsewhere' is not a SimulatedMotor of this server" in pcomp.status()
+        assert "set the property Motor" in pcomp.status()
+    finally:
+        database.put_device_property("bltest/beamline/omega_pcomp", {"Motor": ["bltest/beamline/omega"]})
+        pcomp.Init()
+    assert str(pcomp.state()) == "ON"

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from photonflow.errors import StateError
+from photonflow.errors import ConfigurationError, StateError
 from photonflow.simulators.beamline import Attenuator, Filter, LimitError, Monochromator, Motor, Shutter, StorageRing
 from photonflow.simulators.beamline.attenuator import mass_attenuation
 from photonflow.simulators.beamline.monochromator import bragg_angle, energy_from_bragg_angle, wavelength_from_energy
@@ -205,3 +205,50 @@ def test_slits_move_gap_and_offset_within_limits(clock):
     assert slits["horizontal_gap"].position == 2.0 and slits.state == "ON"
     with pytest.raises(LimitError):
         slits.move("vertical_gap", -1.0)
+
+
+def test_a_velocity_above_the_maximum_is_refused_naming_the_limit(clock):
+    omega = Motor("omega", velocity=30.0, acceleration=360.0, unit="deg", maximum_velocity=360.0, clock=clock)
+    with pytest.raises(ConfigurationError) as refused:
+        omega.velocity = 400.0
+    assert str(refused.value) == "omega: velocity 400 deg/s is above its maximum 360 deg/s"
+    assert omega.velocity == 30.0
+    omega.velocity = 360.0
+    assert omega.velocity == 360.0
+    with pytest.raises(ConfigurationError, match="above its maximum 90 deg/s"):
+        Motor("omega", velocity=100.0, unit="deg", maximum_velocity=90.0, clock=clock)
+
+
+def test_the_time_a_move_passes_a_position_is_solved_from_its_profile(clock):
+    axis = motor(clock)
+    start = clock.now
+    axis.move_to(6.0)  # ramp 0.5 s over 0.5 mm, cruise 2.5 s over 5 mm, brake 0.5 s over 0.5 mm
+    assert axis.time_at(0.0) == start
+    assert axis.time_at(0.125) == pytest.approx(start + 0.25, abs=1e-12)  # a t²/2 with a = 4
+    assert axis.time_at(2.5) == pytest.approx(start + 1.5, abs=1e-12)
+    assert axis.time_at(5.875) == pytest.approx(start + 3.25, abs=1e-12)
+    assert axis.time_at(6.0) == pytest.approx(start + 3.5, abs=1e-12)
+    assert axis.time_at(6.5) is None and axis.time_at(-0.1) is None
+    assert axis.time_at(2.5, direction=-1) is None and axis.time_at(2.5, direction=+1) is not None
+    for position in (0.01, 0.3, 1.7, 4.2, 5.99):
+        assert axis.position_at(axis.time_at(position)) == pytest.approx(position, abs=1e-12)
+    assert axis.position_at(start - 1) == 0.0 and axis.position_at(start + 99) == 6.0
+
+
+def test_a_move_down_is_crossed_downwards(clock):
+    axis = motor(clock, position=1.0)
+    start = clock.now
+    axis.move_to(0.2)  # 0.8 mm, a triangle: half of it, 0.4 mm = 4 t²/2, after t = √0.2 s
+    assert axis.time_at(0.6, direction=-1) == pytest.approx(start + math.sqrt(0.2), abs=1e-12)
+    assert axis.time_at(0.6, direction=+1) is None
+
+
+def test_a_stopped_move_keeps_the_times_it_passed_and_ends_short(clock):
+    axis = motor(clock)
+    start = clock.now
+    axis.move_to(6.0)
+    clock.advance(1.5)  # at 2.5 mm
+    axis.stop()  # rests at 3.0 mm
+    assert axis.time_at(1.5) == pytest.approx(start + 1.0, abs=1e-12)
+    assert axis.time_at(2.875) == pytest.approx(start + 1.75, abs=1e-12)
+    assert axis.time_at(3.5) is None

@@ -41,6 +41,13 @@ REFUSED = {
         {"proposal": 1, "session": "s1", "sample": "a"},
         {"proposal": "mx1", "session": "s1", "sample": "a", "beamline": "id00"},
     ],
+    "SimulatedPositionCompare.Arm": [
+        {"start": 0.0, "step": 0, "count": 10, "width": 0.001},
+        {"start": 0.0, "step": 0.1, "count": 0, "width": 0.001},
+        {"start": 0.0, "step": 0.1, "count": 10, "width": 0},
+        {"start": 0.0, "step": 0.1, "count": 10},
+        {"start": 0.0, "step": 0.1, "count": 10, "width": 0.001, "gate": True},
+    ],
 }
 
 
