@@ -17,6 +17,16 @@ from photonflow.devices.common import operator_errors
 from photonflow.stream.transport import DEFAULT_SEND_TIMEOUT, StreamSender
 
 
+def simulation_trigger_input() -> device_property:
+    """The property of an Acquirer whose camera is simulated in its own process (SimulatedCamera,
+    Andor SDK3, Tucsen TUCam): the trigger line cabled to the simulated camera's trigger input."""
+    return device_property(
+        dtype=str, default_value="",
+        doc="Address of the trigger line cabled to the simulated camera's external-trigger input "
+            "(ipc://${PHOTONFLOW_VAR}/run/<line>.trigger); empty: no cable, no external trigger",
+    )
+
+
 class AcquirerDevice(PhotonflowDevice):
     """Drives one detector and puts its frames on a STINS stream."""
 

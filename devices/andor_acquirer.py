@@ -11,6 +11,7 @@ from tango import AttrWriteType
 from tango.server import attribute, device_property
 
 from photonflow.acquisition.andor import AndorCamera, AndorSettings
+from photonflow.devices.acquirer import simulation_trigger_input
 from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
 from photonflow.devices.common import operator_errors
 from photonflow.drivers.sdk3 import PIXEL_TYPES
@@ -39,6 +40,7 @@ class AndorAcquirer(BeamlineFollowingAcquirer):
     PixelEncoding = device_property(dtype=str, default_value="Mono16", doc=f"One of {', '.join(PIXEL_TYPES)}")
     ShutteringMode = device_property(dtype=str, default_value="Rolling", doc="Rolling or Global")
     Binning = device_property(dtype=int, default_value=1, doc="Pixels binned per side (1, 2, 3, 4, 8)")
+    SimulationTriggerInput = simulation_trigger_input()
 
     def create_camera(self) -> AndorCamera:
         if self.Simulation:
@@ -47,7 +49,8 @@ class AndorAcquirer(BeamlineFollowingAcquirer):
             if self.Simulation not in MODELS:
                 raise ConfigurationError(f"Simulation must be empty or one of {', '.join(MODELS)}")
             beamline = self.simulated_beamline().conditions
-            sdk = SimulatedSDK3Camera(self.Simulation, self.SerialNumber, self.Seed, beamline)
+            sdk = SimulatedSDK3Camera(self.Simulation, self.SerialNumber, self.Seed, beamline,
+                                      self.SimulationTriggerInput)
         else:
             sdk = open_sdk3_camera(self.CameraIndex)
         return AndorCamera(sdk, AndorSettings(self.PixelEncoding, self.ShutteringMode, True, self.Binning))

@@ -1,10 +1,12 @@
-"""Acquirer for the simulated detector: diffraction-like Poisson frames, internal trigger."""
+"""Acquirer for the simulated detector: diffraction-like Poisson frames, on internal, client or
+external trigger (from the trigger line named by ``SimulationTriggerInput``)."""
 
 from __future__ import annotations
 
 from tango.server import device_property
 
 from photonflow.acquisition.beamline import parse_beam_centre
+from photonflow.devices.acquirer import simulation_trigger_input
 from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 
@@ -23,6 +25,8 @@ class SimulatorAcquirer(BeamlineFollowingAcquirer):
     BeamCentre = device_property(
         dtype=str, default_value="", doc="Beam centre 'row,column' in pixels; empty: near the middle"
     )
+    SimulationTriggerInput = simulation_trigger_input()
+
     def create_camera(self) -> SimulatedCamera:
         return SimulatedCamera(
             SimulatedSensor(
@@ -35,4 +39,5 @@ class SimulatorAcquirer(BeamlineFollowingAcquirer):
             ),
             beamline=self.simulated_beamline().conditions,
             beam_centre=parse_beam_centre(self.BeamCentre),
+            trigger_line=self.SimulationTriggerInput,
         )

@@ -12,7 +12,7 @@ from tango import AttrWriteType
 from tango.server import attribute, device_property
 
 from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
-from photonflow.devices.acquirer import AcquirerDevice
+from photonflow.devices.acquirer import AcquirerDevice, simulation_trigger_input
 from photonflow.devices.common import operator_errors
 from photonflow.drivers.tucam import FAN_GEARS, MODELS, load_tucam_library
 from photonflow.errors import ConfigurationError
@@ -33,6 +33,7 @@ class TucsenAcquirer(AcquirerDevice):
                               doc=f"One of {', '.join(FAN_GEARS)} (off: water cooling)")
     TargetTemperature = device_property(dtype=float, default_value=0.0, doc="Sensor target temperature, degC")
     Roi = device_property(dtype=(int,), default_value=[0, 0, 0, 0], doc="x, y, width, height; all 0: the whole sensor")
+    SimulationTriggerInput = simulation_trigger_input()
 
     def create_camera(self) -> TucsenCamera:
         if self.Simulation:
@@ -40,7 +41,8 @@ class TucsenAcquirer(AcquirerDevice):
 
             if self.Simulation not in MODELS:
                 raise ConfigurationError(f"Simulation must be empty or one of {', '.join(MODELS)}")
-            library = SimulatedTucam(self.Simulation, self.SerialNumber, self.Seed).functions
+            library = SimulatedTucam(self.Simulation, self.SerialNumber, self.Seed,
+                                     trigger_line=self.SimulationTriggerInput).functions
         else:
             library = load_tucam_library(self.LibraryPath)
         roi = tuple(self.Roi)

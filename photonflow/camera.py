@@ -1,6 +1,6 @@
 """What a camera is to photonflow: the settings of a series, the trigger modes, and the
 capabilities a camera class declares by its bases (``FrameSource`` or ``SelfStreamingDetector``,
-and ``Checkable``, ``Abortable``, ``Closable``, ``TakesClientTriggers``).
+and ``Checkable``, ``Abortable``, ``Closable``, ``KeepsTime``, ``TakesClientTriggers``).
 
 A port of its own, below the Acquirer: vendor cameras in ``acquisition/`` and the simulated ones
 in ``simulators/`` both implement it, so a simulator never loads the acquisition logic it is
@@ -165,6 +165,16 @@ class Closable(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+class KeepsTime(ABC):
+    """A camera that can tell whether its last series kept the requested frame rate (a simulator
+    on a machine that may be too slow for it): the Acquirer ends a series that did not in ALARM."""
+
+    @abstractmethod
+    def timing_shortfall(self) -> str | None:
+        """What the last series did not keep ("the simulated detector achieved 240 Hz of the 500 Hz
+        requested"), or None."""
 
 
 class TakesClientTriggers:

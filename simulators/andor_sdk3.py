@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from photonflow.camera import BeamConditions
 from photonflow.drivers.sdk3 import PIXEL_TYPES, pack_mono12packed, unpack_mono12packed
 from photonflow.simulators.diffraction import Beam, DiffractionFrames, PatternSettings, preload_calibrant
+from photonflow.simulators.frame_timing import REAL_TIME, FrameSchedule
 from photonflow.simulators.trigger_input import TriggerInput
 
 
@@ -39,6 +40,13 @@ MODELS = {
     "zyla55": AndorModel("ZYLA-5.5-CL10", 2560, 2160, 6.5, 100.0),
     "balor": AndorModel("BALOR-17F-12", 4128, 4104, 12.0, 54.0),
 }
+
+
+class FrameInfo(NamedTuple):
+    """What pylablib's read_multiple_images(return_info=True) gives of each frame."""
+
+    frame_index: int
+    timestamp_dev: int | None  # ticks of the camera's clock at the exposure's start (metadata)
 
 
 class SDK3Error(Exception):
@@ -72,13 +80,17 @@ class Feature:
         self.value = value
 
 
+TIMESTAMP_CLOCK_HZ = 100_000_000  # a Zyla's timestamp clock
+
+
 class SimulatedSDK3Camera:
     """What pylablib's AndorSDK3Camera offers, over simulated hardware."""
 
     def __init__(self, model: str = "zyla55", serial_number: str = "VSC-00001", seed: int = 0,
-                 beamline: Callable[[], BeamConditions] | None = None):
+                 beamline: Callable[[], BeamConditions] | None = None, trigger_line: str = ""):
         """``beamline`` gives the beam at each start (the beamline port's ``conditions``): the frames scale with
-        the ring current, the transmission and the shutter (closed: dark frames)."""
+        the ring current, the transmission and the shutter (closed: dark frames). ``trigger_line``: the
+        address of the trigger line cabled to the camera's external-trigger input; empty: no cable."""
         self._beamline = beamline
         self.model = MODELS[model]
         m = self.model
@@ -102,11 +114,15 @@ class SimulatedSDK3Camera:
             "AOILeft": Feature(1, 1, m.width), "AOITop": Feature(1, 1, m.height),
             "AOIWidth": Feature(m.width, 1, m.width), "AOIHeight": Feature(m.height, 1, m.height),
             "SensorCooling": Feature(False, values=(False, True)),
+            # each frame's metadata: the timestamp of its exposure's start, in ticks of the camera's clock
+            "MetadataEnable": Feature(False, values=(False, True)),
+            "MetadataTimestamp": Feature(False, values=(False, True)),
+            "TimestampClockFrequency": Feature(TIMESTAMP_CLOCK_HZ, writable=False),
             "SensorTemperature": Feature(22.0, writable=False),
         }
         self._failure: SDK3Error | None = None
         self._lock = threading.Condition()
-        self._buffers: list[bytes] = []
+        self._buffers: list[tuple[bytes, FrameInfo]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._frames: DiffractionFrames | None = None
@@ -114,6 +130,8 @@ class SimulatedSDK3Camera:
         self.produced = 0
         self._nframes = 0
         self.trigger_input = TriggerInput()
+        self.trigger_input.plug(trigger_line)
+        self._powered_on = time.time()  # the timestamp clock's zero
 
     # -- faults -----------------------------------------------------------------------------
     def fail_next(self, code: int = 13, name: str = "AT_ERR_TIMEDOUT", detail: str = "simulated failure") -> None:
@@ -134,6 +152,8 @@ class SimulatedSDK3Camera:
     def get_attribute_value(self, name: str) -> Any:
         if name == "AOIStride":
             return self._stride()
+        if name == "TimestampClock":
+            return self._ticks(time.time())
         if name == "SensorTemperature" and self.features["SensorCooling"].value:
             return 0.0
         return self.get_attribute(name).value
@@ -154,6 +174,10 @@ class SimulatedSDK3Camera:
         self.set_attribute_value("AOIHeight", (vend - vstart) // vbin)
         self.set_attribute_value("AOILeft", hstart + 1)
         self.set_attribute_value("AOITop", vstart + 1)
+
+    def _ticks(self, moment: float) -> int:
+        """``moment`` (UNIX s) on the camera's timestamp clock."""
+        return round((moment - self._powered_on) * TIMESTAMP_CLOCK_HZ)
 
     def _stride(self) -> int:
         width, encoding = self.features["AOIWidth"].value, self.features["PixelEncoding"].value
@@ -216,25 +240,35 @@ class SimulatedSDK3Camera:
         self.fire_trigger()
 
     def _acquire(self) -> None:
-        """Internal: at FrameRate; External and Software: one frame per edge; External Start:
-        the first edge starts the internal timing."""
+        """Internal: at FrameRate, late frames never caught up in a burst; External and Software:
+        one frame per edge, its exposure starting at the edge; External Start: the first edge starts
+        the internal timing. Each buffer keeps its exposure's start for the metadata."""
         period = 1.0 / self.features["FrameRate"].value
         exposure = self.features["ExposureTime"].value
         mode = self.features["TriggerMode"].value
-        if mode == "External Start" and not self.trigger_input.take(self._stop.is_set)[0]:
-            return
-        start = time.monotonic()
+        schedule = FrameSchedule(time.time(), period)
+        if mode == "External Start":
+            pulse = self.trigger_input.take(self._stop.is_set)
+            if pulse is None:
+                return
+            schedule.origin = pulse.time
         for number in range(self._nframes):
             if mode in ("External", "External Exposure", "Software"):
-                edge, width = self.trigger_input.take(self._stop.is_set)
-                held = width if mode == "External Exposure" and width else exposure
-                if not edge or self._stop.wait(held):
+                pulse = self.trigger_input.take(self._stop.is_set)
+                if pulse is None:
                     return
-            elif self._stop.wait(max(0.0, start + number * period + exposure - time.monotonic())):
-                return
+                start = pulse.time
+                held = pulse.width if mode == "External Exposure" and pulse.width else exposure
+                if REAL_TIME.wait_until(self._stop, start + held):
+                    return
+            else:
+                if REAL_TIME.wait_until(self._stop, schedule.due(number) + exposure):
+                    return
+                start = time.time() - exposure  # later than due when the machine fell behind
+                schedule.taken(number, start)
             raw = self._raw(self.frame(number))
             with self._lock:
-                self._buffers.append(raw)
+                self._buffers.append((raw, FrameInfo(number, self._ticks(start))))
                 self.produced += 1
                 self._lock.notify_all()
 
@@ -244,10 +278,19 @@ class SimulatedSDK3Camera:
             if not self._lock.wait_for(lambda: len(self._buffers) >= nframes, timeout):
                 raise SDK3Timeout(f"timeout while waiting for {nframes} frame(s)")
 
-    def read_multiple_images(self) -> list[np.ndarray]:
+    def read_multiple_images(self, return_info: bool = False):
+        """The frames waiting, as pylablib reads them; with ``return_info`` also each frame's
+        ``FrameInfo`` (its timestamp only with MetadataEnable and MetadataTimestamp on)."""
         self._check_failure()
         with self._lock:
             buffers, self._buffers = self._buffers, []
+        images = self._decoded([raw for raw, _ in buffers])
+        if not return_info:
+            return images
+        stamped = self.features["MetadataEnable"].value and self.features["MetadataTimestamp"].value
+        return images, [info if stamped else info._replace(timestamp_dev=None) for _, info in buffers]
+
+    def _decoded(self, buffers: list[bytes]) -> list[np.ndarray]:
         height, width = self.features["AOIHeight"].value, self.features["AOIWidth"].value
         encoding, stride = self.features["PixelEncoding"].value, self._stride()
         images = []
@@ -268,3 +311,4 @@ class SimulatedSDK3Camera:
 
     def close(self) -> None:
         self.stop_acquisition()
+        self.trigger_input.unplug()

@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -54,6 +55,8 @@ import numpy as np
 from photonflow.allocator import reuse_frame_buffers
 from photonflow.camera import PLANCK_EV_ANGSTROM  # h c in eV Å: wavelength = this / photon energy
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
+from photonflow.simulators.frame_timing import REAL_TIME, FrameSchedule
+from photonflow.simulators.trigger_line import Pulse, TriggerLineInput
 from photonflow.stream import dectris as codec
 from photonflow.stream.bslz4 import compress
 from photonflow.stream.stins import BSLZ4
@@ -64,6 +67,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.8.0"
 SUBSYSTEMS = ("detector", "stream", "monitor", "filewriter", "system")
 TRIGGER_MODES = ("ints", "inte", "exts", "exte")
+NANOSECONDS = 1_000_000_000  # the denominator of the stream's rational times
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,9 @@ class SimulatedDcu:
     """The DCU's logic: configuration, the state machine, and a thread producing each series."""
 
     def __init__(self, model: DetectorModel, stream_address: str = "tcp://127.0.0.1:*",
-                 serial_number: str = "E-SIM-0001", seed: int = 0):
+                 serial_number: str = "E-SIM-0001", seed: int = 0, trigger_line: str = ""):
+        """``trigger_line``: the address of the trigger line cabled to the external-trigger input
+        (in exts/exte each pulse is a trigger, exte's exposure its width); empty: no cable."""
         self.model = model
         self.seed = seed
         self.config = {
@@ -205,7 +211,8 @@ class SimulatedDcu:
         self.images_sent = 0
         self._lock = threading.RLock()
         self._trigger_done = threading.Event()
-        self._triggers: list[float | None] = []
+        self._triggers: list[tuple[float | None, float]] = []  # (count time for inte/exte, edge time)
+        self._arm_date = 0.0  # UNIX time of the arm: the images' start_time counts from it
         self._trigger_wanted = threading.Condition(self._lock)
         self._cancel = threading.Event()
         self._abort = threading.Event()
@@ -213,6 +220,7 @@ class SimulatedDcu:
         self._frames: DiffractionFrames | None = None
         preload_calibrant()
         self._triggers_done = 0
+        self._trigger_line = TriggerLineInput(trigger_line, self._pulse) if trigger_line else None
 
     # -- configuration ----------------------------------------------------------------------
     def _parameter(self, subsystem: str, name: str) -> Parameter:
@@ -328,6 +336,7 @@ class SimulatedDcu:
             self.images_sent = 0
             self._triggers_done = 0
             self._triggers = []
+            self._arm_date = time.time()
             self._cancel.clear()
             self._abort.clear()
             self.state = "ready"
@@ -346,7 +355,7 @@ class SimulatedDcu:
                     raise SimplonError(400, "trigger in mode inte/exte needs the exposure time as its value")
                 count_time = self.config["detector"]["count_time"].checked("count_time", argument)
             self._trigger_done.clear()
-            self._triggers.append(count_time)
+            self._triggers.append((count_time, time.time()))
             self._trigger_wanted.notify_all()
             external = self._value("trigger_mode").startswith("ext")
         if not external:  # an internal trigger returns when its images are taken
@@ -354,6 +363,19 @@ class SimulatedDcu:
                 if self._abort.is_set() or self._cancel.is_set():
                     break
         return None
+
+    def _pulse(self, pulse: Pulse) -> None:
+        """A pulse on the external-trigger input: a trigger of an armed series in exts/exte (its
+        edge time is the images' start; exte exposes for its width), ignored otherwise, as by a DCU."""
+        with self._lock:
+            mode = self._value("trigger_mode")
+            if self.state not in ("ready", "acquire") or not mode.startswith("ext"):
+                return
+            if self._triggers_done + len(self._triggers) >= self._value("ntrigger"):
+                return
+            count_time = (pulse.width or self._value("count_time")) if mode == "exte" else None
+            self._triggers.append((count_time, pulse.time))
+            self._trigger_wanted.notify_all()
 
     def _disarm(self, _argument) -> dict[str, Any]:
         self._cancel.set()
@@ -442,19 +464,23 @@ class SimulatedDcu:
                         self._trigger_wanted.wait(0.1)
                     if self._cancel.is_set() or self._abort.is_set():
                         break
-                    count_time = self._triggers.pop(0)
+                    count_time, edge = self._triggers.pop(0)
                     self.state = "acquire"
-                frame_time = max(self._value("frame_time"), count_time or 0.0)
-                start = time.monotonic()
-                for _ in range(images_per_trigger):
+                count_time = count_time or self._value("count_time")
+                frame_time = max(self._value("frame_time"), count_time)
+                # exts/exte: the images start at the edge, whenever it reached us; ints/inte: now
+                external = self._value("trigger_mode").startswith("ext")
+                schedule = FrameSchedule(edge if external else time.time(), frame_time)
+                for in_trigger in range(images_per_trigger):
                     if self._abort.is_set() or self._cancel.is_set():  # cancel/disarm: after the current image
                         break
-                    number = self.images_sent
-                    in_trigger = number - self._triggers_done * images_per_trigger
-                    delay = start + (in_trigger + 1) * frame_time - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    self._send_image(number)
+                    start = schedule.due(in_trigger)
+                    if REAL_TIME.wait_until(self._abort, start + count_time):
+                        break
+                    if not (external and images_per_trigger == 1):
+                        start = time.time() - count_time  # later than due when the machine fell behind
+                    schedule.taken(in_trigger, start)
+                    self._send_image(self.images_sent, start, count_time)
                     self.images_sent += 1
                 self._triggers_done += 1
                 with self._lock:
@@ -475,18 +501,29 @@ class SimulatedDcu:
                 if self.state in ("ready", "acquire") and self._triggers_done >= self._value("ntrigger"):
                     self.state = "idle"  # every image taken: the DCU disarms itself
 
-    def _send_image(self, number: int) -> None:
+    def _send_image(self, number: int, start: float, count_time: float) -> None:
+        """Image ``number``, exposed from ``start`` (UNIX s) for ``count_time``: its times in ns
+        since the arm, as a DCU's clock counts them (v2: with the arm's date, so a reader has UNIX times)."""
         if not self._streaming():
             return
         chunk = compress(self.frame(number))
         shape, dtype = (self.model.height, self.model.width), "uint16"
+        start_ns = round((start - self._arm_date) * 1e9)
+        real_ns = round(count_time * 1e9)
         if self._v2():
-            parts = codec.encode_image_v2(self.sequence_id, number, chunk, BSLZ4, shape, dtype)
+            series_date = datetime.fromtimestamp(self._arm_date, UTC).isoformat()
+            parts = codec.encode_image_v2(self.sequence_id, number, chunk, BSLZ4, shape, dtype,
+                                          series_date=series_date, start_time=(start_ns, NANOSECONDS),
+                                          stop_time=(start_ns + real_ns, NANOSECONDS),
+                                          real_time=(real_ns, NANOSECONDS))
         else:
-            parts = codec.encode_image_v1(self.sequence_id, number, chunk, BSLZ4, shape, dtype)
+            parts = codec.encode_image_v1(self.sequence_id, number, chunk, BSLZ4, shape, dtype,
+                                          start_time=start_ns, stop_time=start_ns + real_ns, real_time=real_ns)
         self._send(parts)
 
     def close(self) -> None:
+        if self._trigger_line is not None:
+            self._trigger_line.close()
         self._abort_series(None)
         self.sender.close()
 
@@ -618,10 +655,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", default="tcp://127.0.0.1:*", help="ZeroMQ address of the data stream")
     parser.add_argument("--serial-number", default="E-SIM-0001")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trigger-input", default="", metavar="ADDRESS",
+                        help="trigger line cabled to the external-trigger input (a ZeroMQ address); default none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     reuse_frame_buffers()  # every image message is a fresh buffer: reuse their memory
-    dcu = SimulatedDcu(MODELS[args.model], args.stream, args.serial_number, args.seed)
+    dcu = SimulatedDcu(MODELS[args.model], args.stream, args.serial_number, args.seed, args.trigger_input)
     server = SimplonServer((args.host, args.port), dcu)
     print(json.dumps({"simplon": server.url, "stream": dcu.sender.endpoint, "model": args.model}), flush=True)
     try:

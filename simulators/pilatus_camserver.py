@@ -42,6 +42,7 @@ from fabio.cbfimage import CbfImage
 
 from photonflow.drivers.camserver import END, MODELS, PIXEL_SIZE, image_names
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
+from photonflow.simulators.frame_timing import REAL_TIME, FrameSchedule
 from photonflow.simulators.trigger_input import TriggerInput
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,13 @@ def minicbf_header(state: CamserverState, number: int, when: datetime) -> str:
 class Camserver:
     """The camserver's logic: one connection's commands, and the exposure thread."""
 
-    def __init__(self, state: CamserverState):
+    def __init__(self, state: CamserverState, trigger_line: str = ""):
+        """``trigger_line``: the address of the trigger line cabled to the external-trigger input."""
         self.state = state
         self.fault: str | None = None
         self._kill = threading.Event()
         self.trigger_input = TriggerInput()
+        self.trigger_input.plug(trigger_line)
         self._exposure: threading.Thread | None = None
         self._frames: DiffractionFrames | None = None
         preload_calibrant()
@@ -161,6 +164,11 @@ class Camserver:
 
     def _busy(self) -> bool:
         return self._exposure is not None and self._exposure.is_alive()
+
+    @property
+    def exposing(self) -> bool:
+        """An exposure is under way: its trigger input was cleared, pulses from now on are its own."""
+        return self._busy()
 
     def _cmd_exptime(self, arguments, reply):
         self.state.exposure_time = self._number(arguments, float, 1e-7)
@@ -240,7 +248,8 @@ class Camserver:
         self._start_exposure(arguments, reply, "extenable")
 
     def _cmd_simtrigger(self, arguments, reply):
-        """The simulator's trigger input (no camserver command): an edge, or a gate of the width given."""
+        """The simulator's trigger input (no camserver command): an edge now, or a gate of the width
+        given; pulses with their edge time come on the trigger line (``--trigger-input``)."""
         self.trigger_input.fire(self._number(arguments, float, 1e-7) if arguments else None)
         reply(15, "OK", "trigger")
 
@@ -270,24 +279,33 @@ class Camserver:
         reply(15, "OK", f"the next command will {arguments[0]}")
 
     def _expose(self, names: list[str], reply, mode: str = "exposure") -> None:
+        """Each image's header date is the start of its exposure: the pulse's edge for an image per
+        pulse, else its place on the detector's own timing (the achieved one, never a catch-up burst)."""
         directory = self.state.image_path
-        if mode == "exttrigger" and not self.trigger_input.take(self._kill.is_set)[0]:
-            reply(7, "ERR", "kill")
-            return
-        start = time.monotonic()
+        schedule = FrameSchedule(time.time(), self.state.exposure_period)
+        if mode == "exttrigger":
+            pulse = self.trigger_input.take(self._kill.is_set)
+            if pulse is None:
+                reply(7, "ERR", "kill")
+                return
+            schedule.origin = pulse.time
         for number, name in enumerate(names):
             if mode in ("extmtrigger", "extenable"):  # each image waits for its own edge or gate
-                taken, width = self.trigger_input.take(self._kill.is_set)
-                exposure = width if mode == "extenable" and width else self.state.exposure_time
-                if not taken or self._kill.wait(exposure):
+                pulse = self.trigger_input.take(self._kill.is_set)
+                if pulse is None:
                     reply(7, "ERR", "kill")
                     return
+                start = pulse.time
+                exposure = pulse.width if mode == "extenable" and pulse.width else self.state.exposure_time
             else:
-                wake = start + number * self.state.exposure_period + self.state.exposure_time
-                if self._kill.wait(max(0.0, wake - time.monotonic())):
-                    reply(7, "ERR", "kill")
-                    return
-            header = minicbf_header(self.state, number, datetime.now())
+                start, exposure = schedule.due(number), self.state.exposure_time
+            if REAL_TIME.wait_until(self._kill, start + exposure):
+                reply(7, "ERR", "kill")
+                return
+            if mode not in ("extmtrigger", "extenable"):
+                start = time.time() - exposure  # later than due when the machine fell behind
+                schedule.taken(number, start)
+            header = minicbf_header(self.state, number, datetime.fromtimestamp(start))
             image = CbfImage(data=self.frame(number), header={
                 "_array_data.header_convention": "PILATUS_1.2", "_array_data.header_contents": header})
             target = directory / name
@@ -301,6 +319,7 @@ class Camserver:
         self._kill.set()
         if self._exposure is not None:
             self._exposure.join(30)
+        self.trigger_input.unplug()
 
 
 class CamserverHandler(socketserver.StreamRequestHandler):
@@ -362,10 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-path", type=Path, default=Path("."), help="where images go until imgpath says")
     parser.add_argument("--serial-number", default="24-0111")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trigger-input", default="", metavar="ADDRESS",
+                        help="trigger line cabled to the external-trigger input (a ZeroMQ address); default none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args.image_path.mkdir(parents=True, exist_ok=True)  # the detector computer's image disk
-    camserver = Camserver(CamserverState(args.model, args.serial_number, args.image_path.resolve(), args.seed))
+    camserver = Camserver(CamserverState(args.model, args.serial_number, args.image_path.resolve(), args.seed),
+                          args.trigger_input)
     server = CamserverServer((args.host, args.port), camserver)
     print(json.dumps({"camserver": server.address, "model": args.model}), flush=True)
     try:

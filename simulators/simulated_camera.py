@@ -1,25 +1,41 @@
 """The simulated detector, a vendor of its own (like LImA's simulator camera).
 
-Internal trigger: frame ``n`` ends its exposure at ``t0 + n * period + exposure``. Trigger mode
-``client``: each frame starts when the client's software trigger arrives, and ends an exposure later.
-When generating and sending a frame takes longer than the period, frames come late rather
-than being skipped, and the timestamps say so.
+Internal trigger: frame ``n`` starts at ``t0 + n * period`` and ends its exposure an exposure
+later; where the machine cannot keep that rate the frames come late but never in a burst to
+catch up, each stamped with the time it was taken, and ``timing_shortfall`` says what rate was
+achieved (``frame_timing``). Trigger mode ``client``: each frame starts when the client's
+software trigger arrives, and ends an exposure later. With a trigger cable
+(``trigger_line``, the Acquirer's ``SimulationTriggerInput``): ``external``, one frame of the set
+exposure per pulse; ``external_enable``, one frame per pulse exposed for the pulse's width;
+``external_start``, the first pulse starts the internal timing. Frame n belongs to pulse n and
+carries its time (the end of its exposure: the pulse's edge + exposure); no pulse, no frame.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from photonflow.camera import AcquisitionSettings, BeamConditions, FrameSource, TakesClientTriggers
+from photonflow.camera import (
+    AcquisitionSettings,
+    BeamConditions,
+    Checkable,
+    Closable,
+    FrameSource,
+    KeepsTime,
+    TakesClientTriggers,
+)
 from photonflow.errors import ConfigurationError
 from photonflow.simulators.diffraction import Beam, DiffractionFrames, PatternSettings, preload_calibrant
+from photonflow.simulators.frame_timing import REAL_TIME, FrameSchedule, SimulatorClock
+from photonflow.simulators.trigger_input import TriggerInput
 from photonflow.stream.stins import PIXEL_TYPES
+
+EXTERNAL_MODES = ("external", "external_enable", "external_start")
 
 
 @dataclass(frozen=True)
@@ -47,31 +63,35 @@ class SimulatedSensor:
             )
 
 
-class SimulatedCamera(FrameSource, TakesClientTriggers):
-    """Frames of Poisson photon counts on a diffraction pattern, delivered on internal trigger."""
+class SimulatedCamera(FrameSource, TakesClientTriggers, Checkable, KeepsTime, Closable):
+    """Frames of Poisson photon counts on a diffraction pattern, on internal, client or external trigger."""
 
-    trigger_modes = ("internal", "client")
+    trigger_modes = ("internal", "client", *EXTERNAL_MODES)
     min_exposure = 1e-6
 
     def __init__(
         self,
         sensor: SimulatedSensor,
-        wall_clock: Callable[[], float] = time.time,
+        clock: SimulatorClock = REAL_TIME,
         beamline: Callable[[], BeamConditions] | None = None,
         beam_centre: tuple[float, float] | None = None,
+        trigger_line: str = "",
     ):
         """``beamline`` gives the beam conditions at each Prepare (the beamline port's ``conditions``);
         without it, and for what it cannot say, the simulation's defaults hold (``Beam``).
-        ``beam_centre``: (row, column) pixels."""
+        ``beam_centre``: (row, column) pixels. ``trigger_line``: the address of the trigger line
+        cabled to the external-trigger input; empty: no cable."""
         sensor.validate()
         self.sensor = sensor
-        self._wall_clock = wall_clock
+        self.clock = clock
         self._beamline = beamline
         self.beam_centre = beam_centre or (sensor.height * 0.47, sensor.width * 0.52)
         self.beam = Beam()
         self._frames: DiffractionFrames | None = None
+        self._schedule: FrameSchedule | None = None
+        self.trigger_input = TriggerInput(clock.now)
+        self.trigger_input.plug(trigger_line)
         preload_calibrant()
-
     @property
     def frame_shape(self) -> tuple[int, int]:
         return (self.sensor.height, self.sensor.width)
@@ -119,7 +139,15 @@ class SimulatedCamera(FrameSource, TakesClientTriggers):
             "beam_intensity_scale": self.beam.scale,
         }
 
+    def check(self, settings: AcquisitionSettings) -> None:
+        if settings.trigger_mode in EXTERNAL_MODES and not self.trigger_input.cabled:
+            raise ConfigurationError(
+                f"trigger mode {settings.trigger_mode!r} needs a trigger cable, and this simulated detector "
+                "has none: set the Acquirer's SimulationTriggerInput property to the trigger line's address "
+                "(e.g. ipc://var/run/omega.trigger), then Init")
+
     def prepare(self, settings: AcquisitionSettings) -> None:
+        self.check(settings)
         if self._beamline is not None:
             self.beam = Beam.following(self._beamline())
         wanted = self.pattern_settings(settings)
@@ -129,8 +157,10 @@ class SimulatedCamera(FrameSource, TakesClientTriggers):
             self._frames = DiffractionFrames(wanted)
         if settings.trigger_mode == "client":  # frames one by one, on a client's command: draw meanwhile
             self._frames.fill_in_background(settings.frame_count)
-        else:  # on the detector's own timing: every frame on time
+        else:  # on the detector's own timing or the trigger line's: every frame on time
             self._frames.draw(settings.frame_count)
+        self.trigger_input.clear()  # pulses before the series are not its own
+        self._schedule = None
 
     def frames(
         self, settings: AcquisitionSettings, stop: threading.Event
@@ -138,18 +168,40 @@ class SimulatedCamera(FrameSource, TakesClientTriggers):
         frames = self._frames
         if frames is None:
             raise RuntimeError("the simulated camera was not prepared")
-        if settings.trigger_mode == "client":
+        mode = settings.trigger_mode
+        if mode == "client":
             yield from self._client_triggered(frames, settings, stop)
-            return
-        start = time.monotonic()
+        elif mode in ("external", "external_enable"):
+            yield from self._pulse_per_frame(frames, settings, stop)
+        else:
+            origin = self.clock.now()
+            if mode == "external_start":
+                pulse = self.trigger_input.take(stop.is_set)
+                if pulse is None:
+                    return
+                origin = pulse.time
+            yield from self._on_own_timing(frames, settings, stop, origin)
+
+    def _on_own_timing(self, frames: DiffractionFrames, settings: AcquisitionSettings, stop: threading.Event,
+                       origin: float) -> Iterator[tuple[int, np.ndarray, float]]:
+        self._schedule = schedule = FrameSchedule(origin, settings.period)
         for frame_number in range(settings.frame_count):
-            due = start + frame_number * settings.period + settings.exposure
-            remaining = due - time.monotonic()
-            if remaining > 0 and stop.wait(remaining):
+            if self.clock.wait_until(stop, schedule.due(frame_number) + settings.exposure):
                 return
-            if stop.is_set():
+            end = self.clock.now()  # the achieved time: later than due when the machine fell behind
+            schedule.taken(frame_number, end - settings.exposure)
+            yield frame_number, frames.frame(frame_number), end
+
+    def _pulse_per_frame(self, frames: DiffractionFrames, settings: AcquisitionSettings, stop: threading.Event):
+        for frame_number in range(settings.frame_count):
+            pulse = self.trigger_input.take(stop.is_set)
+            if pulse is None:
                 return
-            yield frame_number, frames.frame(frame_number), self._wall_clock()
+            gated = settings.trigger_mode == "external_enable" and pulse.width > 0
+            end = pulse.time + (pulse.width if gated else settings.exposure)
+            if self.clock.wait_until(stop, end):
+                return
+            yield frame_number, frames.frame(frame_number), end
 
     def _client_triggered(self, frames: DiffractionFrames, settings: AcquisitionSettings, stop: threading.Event):
         if self.client_triggers is None:
@@ -157,6 +209,12 @@ class SimulatedCamera(FrameSource, TakesClientTriggers):
         for frame_number in range(settings.frame_count):
             if not self.client_triggers.wait(stop):
                 return
-            if stop.wait(settings.exposure):
+            if self.clock.wait(stop, settings.exposure):
                 return
-            yield frame_number, frames.frame(frame_number), self._wall_clock()
+            yield frame_number, frames.frame(frame_number), self.clock.now()
+
+    def timing_shortfall(self) -> str | None:
+        return self._schedule.shortfall() if self._schedule is not None else None
+
+    def close(self) -> None:
+        self.trigger_input.unplug()

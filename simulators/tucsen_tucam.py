@@ -54,6 +54,7 @@ from photonflow.drivers.tucam import (
     TUREG_SN,
 )
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
+from photonflow.simulators.frame_timing import REAL_TIME, FrameSchedule
 from photonflow.simulators.trigger_input import TriggerInput
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,9 @@ class SimulatedTucam:
     """The TUCam library with one simulated Dhyana on its bus."""
 
     def __init__(self, model: str = "dhyana95", serial_number: str = "DH95-SIM-0001", seed: int = 0,
-                 clock: Callable[[], float] = time.monotonic):
-        """``clock``: the time the sensor's cooling follows (tests pass one they move)."""
+                 clock: Callable[[], float] = time.monotonic, trigger_line: str = ""):
+        """``clock``: the time the sensor's cooling follows (tests pass one they move). ``trigger_line``:
+        the address of the trigger line cabled to the camera's trigger input; empty: no cable."""
         self.clock = clock
         self.model = MODELS[model]
         self.serial_number = serial_number
@@ -134,6 +136,7 @@ class SimulatedTucam:
         self._sensor: threading.Thread | None = None
         self._stop_sensor = threading.Event()
         self.trigger_input = TriggerInput()
+        self.trigger_input.plug(trigger_line)
         self._pattern: tuple | None = None
         preload_calibrant()
         self.functions = SimpleNamespace(**{
@@ -226,6 +229,7 @@ class SimulatedTucam:
         if self.opened:
             self._dev_close(HANDLE_VALUE)
         self.api_initialised = False
+        self.trigger_input.unplug()  # the library is let go for good (the device's Init makes a new one)
 
     def _dev_open(self, opened):
         if not self.api_initialised:
@@ -387,22 +391,23 @@ class SimulatedTucam:
         self.fire_trigger()
 
     def _read_out(self, mode: int) -> None:
-        """The sensor: one frame per period, or per trigger edge, into the camera's buffer."""
+        """The sensor: one frame per period (late ones never caught up in a burst), or one per
+        trigger edge, exposed from the edge on, into the camera's buffer."""
         exposure = self.properties[TUIDP_EXPOSURETM].value / 1000
         period = max(1.0 / self.properties[TUIDP_FRAME_RATE].value, exposure)
-        start, number = time.monotonic(), 0
+        schedule, number = FrameSchedule(time.time(), period), 0
         while not self._stop_sensor.is_set():
             if mode == TUCCM_SEQUENCE:
-                due = start + number * period + exposure
-                if self._stop_sensor.wait(max(0.0, due - time.monotonic())):
+                if REAL_TIME.wait_until(self._stop_sensor, schedule.due(number) + exposure):
                     return
+                schedule.taken(number, time.time() - exposure)
             else:
-                taken, width = self.trigger_input.take(self._stop_sensor.is_set)
-                if not taken:
+                pulse = self.trigger_input.take(self._stop_sensor.is_set)
+                if pulse is None:
                     return
-                hold = width if (width is not None and mode == TUCCM_TRIGGER_STANDARD
-                                 and self.trigger[1] == TUCTE_WIDTH) else exposure
-                if self._stop_sensor.wait(hold):
+                hold = pulse.width if (pulse.width and mode == TUCCM_TRIGGER_STANDARD
+                                       and self.trigger[1] == TUCTE_WIDTH) else exposure
+                if REAL_TIME.wait_until(self._stop_sensor, pulse.time + hold):
                     return
             if self.stalled or not self.plugged:
                 number += 1

@@ -30,6 +30,7 @@ from photonflow.camera import (
     ClientTriggers,
     Closable,
     FrameSource,
+    KeepsTime,
     SelfStreamingDetector,
     TakesClientTriggers,
 )
@@ -357,11 +358,8 @@ class Acquirer(StatefulCore):
             self._set_state(states.FAULT, f"Series {series_id} failed after {sent} frames: {error}")
             return
         self._finish(sender, series_id, sent, end_reason)
-        self._set_state(
-            states.ON,
-            f"Series {series_id} {end_reason}: {self.frames_acquired} of "
-            f"{settings.frame_count} frames acquired.",
-        )
+        self._end_series(camera, f"Series {series_id} {end_reason}: {self.frames_acquired} of "
+                                 f"{settings.frame_count} frames acquired")
 
     def _run_detector_series(self, camera: SelfStreamingDetector) -> None:
         """A series whose frames the detector streams itself: trigger it and follow its count."""
@@ -378,10 +376,17 @@ class Acquirer(StatefulCore):
             "stopped" if self.frames_acquired < settings.frame_count else "completed")
         self.last_end_reason = end_reason
         self._count(self.frames_acquired, always=True)
-        self._set_state(
-            states.ON,
-            f"Series {series_id} {end_reason}: {self.frames_acquired} of {settings.frame_count} frames acquired.",
-        )
+        self._end_series(camera, f"Series {series_id} {end_reason}: {self.frames_acquired} of "
+                                 f"{settings.frame_count} frames acquired")
+
+    def _end_series(self, camera: Camera, summary: str) -> None:
+        """ON, or ALARM when the detector did not keep the requested rate: the frames are all
+        there, but not at the times asked for."""
+        shortfall = camera.timing_shortfall() if isinstance(camera, KeepsTime) else None
+        if shortfall:
+            self._set_state(states.ALARM, f"{summary}, but {shortfall}. Ready for the next series.")
+        else:
+            self._set_state(states.ON, f"{summary}.")
 
     def _finish(self, sender: Sender, series_id: int, sent: int, end_reason: str) -> None:
         self.last_end_reason = end_reason

@@ -4,7 +4,8 @@ Why: Andor's SDK3 (atcore) is a feature interface: named features (``ExposureTim
 ``PixelEncoding``, ``AOIWidth``, ``TriggerMode``...) read and written by name, and frames
 read from buffers. pylablib's ``AndorSDK3Camera`` wraps it with ``get_attribute_value`` /
 ``set_attribute_value``, ``setup_acquisition``, ``start_acquisition``, ``wait_for_frame``
-and ``read_multiple_images``; this camera drives any object with that interface: the real
+and ``read_multiple_images`` (with each frame's info: its timestamp on the camera's clock, from
+the frame metadata, which this camera turns on); this camera drives any object with that interface: the real
 one when the vendor library is installed, ``photonflow.simulators.andor_sdk3`` here.
 
 SDK3's pixel encodings and the ``Mono12Packed`` buffer format are the vendor's interface
@@ -113,7 +114,22 @@ class AndorCamera(FrameSource, Closable):
         self._call(set_value, "ExposureTime", settings.exposure)
         if settings.trigger_mode == "internal":
             self._call(set_value, "FrameRate", 1.0 / settings.period)
+        try:  # each frame's timestamp in its metadata; a camera without it: the time a frame is read
+            self._call(set_value, "MetadataEnable", True)
+            self._call(set_value, "MetadataTimestamp", True)
+        except DetectorError as error:
+            log.info("frames stamped when read, not by the camera: %s", error)
         self._call(self.sdk.setup_acquisition, "snap", settings.frame_count)
+
+    def _camera_clock(self) -> Callable[[int], float] | None:
+        """A frame's timestamp (ticks) -> UNIX time of its exposure's start, from the camera's
+        timestamp clock read once against the computer's; None where the camera has no such clock."""
+        try:
+            ticks, now = self._get("TimestampClock"), time.time()
+            hertz = float(self._get("TimestampClockFrequency"))
+        except DetectorError:
+            return None
+        return lambda frame_ticks: now + (frame_ticks - ticks) / hertz
 
     def frames(self, settings: AcquisitionSettings, stop: threading.Event) -> Iterator[tuple[int, np.ndarray, float]]:
         """Start the acquisition and yield the frames as the camera delivers them."""
@@ -124,6 +140,7 @@ class AndorCamera(FrameSource, Closable):
         trigger = SoftwareTrigger(settings.period, (lambda: self._call(self.sdk.send_software_trigger))
                                   if settings.trigger_mode == "software" else None, self.clock)
         last_frame = time.monotonic()
+        stamp = self._camera_clock()
         try:
             while number < settings.frame_count and not stop.is_set():
                 try:
@@ -134,8 +151,12 @@ class AndorCamera(FrameSource, Closable):
                     if not waits_for_edges and time.monotonic() - last_frame > patience:
                         raise DetectorError(f"Andor SDK3: no frame from the camera within {patience:.1f} s") from None
                     continue
-                for frame in self._call(self.sdk.read_multiple_images) or []:
-                    yield number, np.ascontiguousarray(frame), time.time()
+                frames, infos = self._call(lambda: self.sdk.read_multiple_images(return_info=True)) or ([], [])
+                for frame, info in zip(frames, infos or [None] * len(frames), strict=True):
+                    # pylablib's frame info has timestamp_dev only with the metadata on
+                    ticks = getattr(info, "timestamp_dev", None)
+                    timestamp = stamp(ticks) if stamp and ticks is not None else time.time()
+                    yield number, np.ascontiguousarray(frame), timestamp
                     number += 1
                     last_frame = time.monotonic()
         finally:

@@ -20,8 +20,12 @@ from tests.helpers.devices import (
     acquire,
     devfailed,
     proxy,
-    running_deployment,
     wait_for_state,
+)
+from tests.helpers.trigger_line import (
+    assert_recorded_frames_are_the_pulses,
+    deployment_on_a_trigger_line,
+    pulsed_series,
 )
 
 MODEL, SEED = "eiger2_1m", 11
@@ -29,7 +33,8 @@ MODEL, SEED = "eiger2_1m", 11
 DEPLOYMENT = f"""
 simulators:
   dcu:
-    command: [photonflow-dectris-dcu, --model, {MODEL}, --seed, "{SEED}", --serial-number, E-01-0099]
+    command: [photonflow-dectris-dcu, --model, {MODEL}, --seed, "{SEED}", --serial-number, E-01-0099,
+              --trigger-input, "${{EIGER_TRIGGER_LINE}}"]
 servers:
   PhotonflowAcquirer/eiger:
     DectrisAcquirer:
@@ -57,14 +62,15 @@ servers:
 @pytest.fixture(scope="module")
 def eiger(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("eiger")
-    with running_deployment(DEPLOYMENT, var_dir, {"EIGER_DATA_ROOT": str(var_dir / "data")}) as suite:
+    environment = {"EIGER_DATA_ROOT": str(var_dir / "data")}  # the test is the pulse generator
+    with deployment_on_a_trigger_line(DEPLOYMENT, var_dir, environment, "EIGER_TRIGGER_LINE") as (suite, line):
         assert os.environ["PHOTONFLOW_SIM_DCU_SIMPLON"].startswith("http://127.0.0.1:")
         dcu = next(p for p in suite.processes if p.name == "simulator_dcu")
-        yield suite, var_dir / "data", dcu.pid
+        yield suite, var_dir / "data", dcu.pid, line
 
 
 def test_an_eiger_series_through_the_controller_is_stored_as_the_dcu_sent_it(eiger):
-    suite, data_root, _ = eiger
+    suite, data_root, _, _ = eiger
     controller = proxy(suite.device_url("test/eiger/controller"))
     acquirer = proxy(suite.device_url("test/eiger/acquirer"))
     assert acquirer.StreamProtocol == "dectris-v2"
@@ -114,8 +120,24 @@ def frames_at_the_recorded_geometry(f: h5py.File, model) -> DiffractionFrames:
     ))
 
 
+def test_an_eiger_series_on_the_trigger_line_has_an_image_per_pulse_at_the_pulses_time(eiger):
+    suite, data_root, _, line = eiger
+    line.wait_for_inputs(1)  # the simulated DCU is cabled
+    controller = proxy(suite.device_url("test/eiger/controller"))
+    acquirer = proxy(suite.device_url("test/eiger/acquirer"))
+    state, pulses = pulsed_series(controller, acquirer, line, spacing=0.05, frames=4, exposure=0.002,
+                                  period=0.004, trigger_mode="external", file="eiger/pulses.h5")
+    assert state == "ON", controller.status()
+    assert acquirer.FramesAcquired == 4
+    path = data_root / "eiger" / "pulses.h5"
+    with h5py.File(path, "r") as f:
+        frames = frames_at_the_recorded_geometry(f, MODELS[MODEL])
+    # stream v2: each image's start_time after the arm's series_date is its pulse's edge
+    assert_recorded_frames_are_the_pulses(path, pulses, frames.frame)
+
+
 def test_values_beyond_the_dcus_limits_are_refused_with_the_limit(eiger):
-    suite, _, _ = eiger
+    suite, _, _, _ = eiger
     acquirer = proxy(suite.device_url("test/eiger/acquirer"))
     error = devfailed(acquirer.write_attribute, "PhotonEnergy", 200000.0)
     assert error.reason == "InvalidConfiguration"
@@ -125,7 +147,7 @@ def test_values_beyond_the_dcus_limits_are_refused_with_the_limit(eiger):
 
 
 def test_a_lost_dcu_puts_the_acquirer_in_fault_and_init_reconnects(eiger):
-    suite, _, dcu_pid = eiger
+    suite, _, dcu_pid, _ = eiger
     acquirer = proxy(suite.device_url("test/eiger/acquirer"))
     wait_for_state(acquirer, "ON")
     os.kill(dcu_pid, signal.SIGSTOP)  # the DCU stops answering

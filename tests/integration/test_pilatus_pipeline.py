@@ -4,6 +4,7 @@ the PilatusAcquirer streaming them, Recorder and Controller on their own databas
 from __future__ import annotations
 
 import os
+import time
 
 import fabio
 import h5py
@@ -11,12 +12,18 @@ import numpy as np
 import pytest
 
 from photonflow.drivers.camserver import CamserverClient
-from tests.helpers.devices import acquire, devfailed, proxy, running_deployment, wait_for_state
+from tests.helpers.devices import acquire, devfailed, proxy, wait_for_state
+from tests.helpers.trigger_line import (
+    assert_recorded_frames_are_the_pulses,
+    deployment_on_a_trigger_line,
+    pulsed_series,
+)
 
 DEPLOYMENT = """
 simulators:
   camserver:
-    command: [photonflow-pilatus-camserver, --model, pilatus3_100k, --seed, "3", --image-path, "${PILATUS_IMAGES}"]
+    command: [photonflow-pilatus-camserver, --model, pilatus3_100k, --seed, "3", --image-path, "${PILATUS_IMAGES}",
+              --trigger-input, "${PILATUS_TRIGGER_LINE}"]
 servers:
   PhotonflowAcquirer/pilatus:
     PilatusAcquirer:
@@ -45,12 +52,12 @@ servers:
 def pilatus(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("pilatus")
     environment = {"PILATUS_IMAGES": str(var_dir / "images"), "PILATUS_DATA": str(var_dir / "data")}
-    with running_deployment(DEPLOYMENT, var_dir, environment) as suite:
-        yield suite, var_dir
+    with deployment_on_a_trigger_line(DEPLOYMENT, var_dir, environment, "PILATUS_TRIGGER_LINE") as (suite, line):
+        yield suite, var_dir, line  # the test is the pulse generator
 
 
 def test_a_pilatus_series_through_the_controller_equals_the_cbf_files(pilatus):
-    suite, var_dir = pilatus
+    suite, var_dir, _ = pilatus
     controller = proxy(suite.device_url("test/pilatus/controller"))
     acquirer = proxy(suite.device_url("test/pilatus/acquirer"))
     assert "tvx" in acquirer.CamserverVersion
@@ -76,8 +83,25 @@ def test_a_pilatus_series_through_the_controller_equals_the_cbf_files(pilatus):
         assert detector["frame_metadata/incident_wavelength"][19] == pytest.approx(0.97721e-10)
 
 
+def test_a_pilatus_series_on_the_trigger_line_has_an_image_per_pulse_dated_by_it(pilatus):
+    suite, var_dir, line = pilatus
+    line.wait_for_inputs(1)  # the simulated camserver is cabled
+    controller = proxy(suite.device_url("test/pilatus/controller"))
+    acquirer = proxy(suite.device_url("test/pilatus/acquirer"))
+    started = time.time()
+    state, pulses = pulsed_series(controller, acquirer, line, spacing=0.05, frames=4, exposure=0.002,
+                                  period=0.005, trigger_mode="external", file="pilatus/pulses.h5")
+    assert state == "ON", controller.status()
+    assert "4 of 4 frames acquired" in acquirer.status()
+    images = sorted(p for p in (var_dir / "images").glob("*.cbf") if p.stat().st_mtime >= started)
+    assert len(images) == 4  # camserver wrote an image per pulse, no more
+    # each image's CBF date (to the millisecond) is its pulse's edge, and so is the file's timestamp
+    assert_recorded_frames_are_the_pulses(var_dir / "data" / "pilatus" / "pulses.h5", pulses,
+                                          lambda n: fabio.open(str(images[n])).data, atol=1.5e-3)
+
+
 def test_a_threshold_beyond_the_detector_is_refused_with_its_range(pilatus):
-    suite, _ = pilatus
+    suite, _, _ = pilatus
     acquirer = proxy(suite.device_url("test/pilatus/acquirer"))
     error = devfailed(acquirer.write_attribute, "ThresholdEnergy", 90000.0)
     assert error.reason == "InvalidConfiguration"
@@ -85,7 +109,7 @@ def test_a_threshold_beyond_the_detector_is_refused_with_its_range(pilatus):
 
 
 def test_a_dropped_camserver_connection_is_a_fault_and_init_reconnects(pilatus):
-    suite, _ = pilatus
+    suite, _, _ = pilatus
     acquirer = proxy(suite.device_url("test/pilatus/acquirer"))
     with CamserverClient(os.environ["PHOTONFLOW_SIM_CAMSERVER_CAMSERVER"]) as other:
         other.command("simfail drop")  # camserver drops the connection of the next command it gets

@@ -18,6 +18,7 @@ from tests.helpers.devices import (
     wait_for_state,
     wait_until,
 )
+from tests.helpers.trigger_line import WatchedTriggerLine, assert_recorded_frames_are_the_pulses, pulsed_series
 
 pytestmark = pytest.mark.integration
 
@@ -116,8 +117,8 @@ def test_an_existing_file_is_refused_and_kept(devices, controller):
 
 def test_acquirer_attributes_refuse_values_outside_their_limits(devices):
     acquirer = proxy(devices.acquirer)
-    error = devfailed(acquirer.write_attribute, "TriggerMode", "external")
-    assert "trigger mode 'external' is not supported; choose one of internal" in error.desc
+    error = devfailed(acquirer.write_attribute, "TriggerMode", "software")  # it has external ones, on its cable
+    assert "trigger mode 'software' is not supported; choose one of internal" in error.desc
     error = devfailed(acquirer.write_attribute, "Exposure", -1.0)
     assert "min" in error.desc.lower() or "below" in error.desc.lower()
     assert acquirer.TriggerMode == "internal"
@@ -229,3 +230,25 @@ def test_a_series_split_over_data_files_through_the_controller(devices, controll
             np.testing.assert_array_equal(data[n], expected.frame(n), err_msg=f"frame {n}")
     error = devfailed(recorder.write_attribute, "FramesPerFile", -1)
     assert "min" in error.desc.lower() or "below" in error.desc.lower()
+
+
+def test_an_external_series_has_a_frame_per_pulse_stamped_with_the_pulses_time(devices, controller, tmp_path):
+    acquirer = proxy(devices.acquirer)
+    line = WatchedTriggerLine(f"ipc://{tmp_path}/omega.trigger")  # the test is the pulse generator
+    cabled = acquirer.get_property("SimulationTriggerInput")["SimulationTriggerInput"]
+    acquirer.put_property({"SimulationTriggerInput": [line.address]})
+    acquirer.Init()
+    try:
+        line.wait_for_inputs(1)
+        state, pulses = pulsed_series(controller, acquirer, line, spacing=0.02, frames=5, exposure=0.001,
+                                      period=0.002, trigger_mode="external", file="e2e/pulses.h5")
+        assert state == "ON", controller.status()
+        assert "5 of 5 frames acquired" in acquirer.status()
+        path = devices.data_root / "e2e" / "pulses.h5"
+        expected = demo_frames(devices, exposure=0.001, data_file=path)
+        # the simulated detector stamps the end of each exposure: its pulse's edge + the exposure
+        assert_recorded_frames_are_the_pulses(path, pulses, expected.frame, offset=0.001)
+    finally:
+        acquirer.put_property({"SimulationTriggerInput": list(cabled)})
+        acquirer.Init()
+        line.close()

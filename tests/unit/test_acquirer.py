@@ -13,6 +13,7 @@ from photonflow.camera import (
     Checkable,
     Closable,
     FrameSource,
+    KeepsTime,
     SelfStreamingDetector,
     TakesClientTriggers,
 )
@@ -94,7 +95,7 @@ def test_abort_before_start_drops_the_prepared_series():
     [
         ({"frame_count": 0}, "frame count must be between 1"),
         ({"exposure": -1.0}, "exposure must be between"),
-        ({"trigger_mode": "external"}, "trigger mode 'external' is not supported; choose one of internal"),
+        ({"trigger_mode": "software"}, "trigger mode 'software' is not supported; choose one of internal"),
     ],
 )
 def test_bad_values_are_refused_when_written(settings, complaint):
@@ -168,11 +169,12 @@ def test_each_vendor_camera_declares_how_its_frames_travel_and_what_else_it_can_
     from photonflow.acquisition.pilatus import PilatusCamera
     from photonflow.acquisition.tucsen import TucsenCamera
 
-    capabilities = (FrameSource, SelfStreamingDetector, Checkable, Abortable, Closable, TakesClientTriggers)
+    capabilities = (FrameSource, SelfStreamingDetector, Checkable, Abortable, Closable, KeepsTime,
+                    TakesClientTriggers)
     declared = {camera.__name__: {c.__name__ for c in capabilities if issubclass(camera, c)}
                 for camera in (SimulatedCamera, DectrisCamera, PilatusCamera, AndorCamera, TucsenCamera)}
     assert declared == {
-        "SimulatedCamera": {"FrameSource", "TakesClientTriggers"},
+        "SimulatedCamera": {"FrameSource", "Checkable", "Closable", "KeepsTime", "TakesClientTriggers"},
         "DectrisCamera": {"SelfStreamingDetector", "Checkable", "Abortable", "Closable"},
         "PilatusCamera": {"FrameSource", "Closable"},
         "AndorCamera": {"FrameSource", "Closable"},

@@ -15,6 +15,13 @@ from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.andor_sdk3 import SimulatedSDK3Camera
 from photonflow.stream.transport import StreamSender
 from tests.helpers.recording import acquire_into
+from tests.helpers.trigger_line import (
+    WatchedTriggerLine,
+    acquirer_and_recorder,
+    assert_recorded_frames_are_the_pulses,
+    pulse_fewer_than_asked,
+    start_recorded_series,
+)
 from tests.helpers.waiting import SteppingClock, wait_until
 
 
@@ -162,3 +169,22 @@ def test_software_mode_triggers_one_frame_per_period(tmp_path):
     # one trigger a period on the camera's clock, never a burst to catch up
     assert len(triggered) >= 5
     assert np.diff(triggered) == pytest.approx(period, abs=clock.step)
+
+
+@pytest.mark.parametrize("trigger_mode, width", [("external", 0.0), ("external_enable", 0.003)])
+def test_pulses_on_the_trigger_line_give_one_frame_each_stamped_by_the_cameras_clock(tmp_path, trigger_mode, width):
+    line = WatchedTriggerLine(f"ipc://{tmp_path}/run/omega.trigger")
+    sdk = SimulatedSDK3Camera("zyla42", seed=3, trigger_line=line.address)
+    line.wait_for_inputs(1)
+    camera = AndorCamera(sdk, AndorSettings(binning=8))
+    try:
+        with acquirer_and_recorder(tmp_path / "data", camera) as (acquirer, recorder):
+            path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.001, period=0.011)
+            wait_until(lambda: sdk.acquiring, 30, what="the camera acquiring (edges before it are not its own)")
+            times = [time.time() + 0.01 * i for i in range(3)]  # 3 of the 5 frames
+            pulses = pulse_fewer_than_asked(line, acquirer, times, width)
+            assert recorder.wait(30) and acquirer.state == states.ON
+            # the frame metadata's timestamp (10 ns ticks) is the exposure's start: the pulse's edge
+            assert_recorded_frames_are_the_pulses(path, pulses, sdk.frame, atol=1e-5)
+    finally:
+        line.close()

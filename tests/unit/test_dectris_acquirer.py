@@ -26,6 +26,13 @@ from photonflow.simulators.dectris_dcu import (
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.bslz4 import compress
 from tests.helpers.recording import acquire_into
+from tests.helpers.trigger_line import (
+    WatchedTriggerLine,
+    acquirer_and_recorder,
+    assert_recorded_frames_are_the_pulses,
+    pulse_fewer_than_asked,
+    start_recorded_series,
+)
 
 # A small EIGER2-like sensor keeps the series quick; the geometry is read back from the DCU.
 SMALL = DetectorModel("Dectris EIGER2 Si test", 96, 64, 75e-6, "Si", 450e-6, 2000.0, 3e-6)
@@ -337,3 +344,31 @@ def test_a_dcu_without_wavelength_is_told_the_photon_energy_and_an_unreadable_de
     assert config["photon_energy"].value == pytest.approx(12398.419843320026 / 0.8)
     assert config["detector_distance"].value == distance_before
     camera.close()
+
+
+@pytest.mark.parametrize("trigger_mode, width, stream_format", [
+    ("external", 0.0, "cbor"), ("external_enable", 0.002, "cbor"), ("external", 0.0, "legacy"),
+])
+def test_pulses_on_the_dcus_trigger_input_give_one_image_each_at_the_pulses_time(
+        tmp_path, trigger_mode, width, stream_format):
+    line = WatchedTriggerLine(f"ipc://{tmp_path}/run/omega.trigger")
+    simulated = SimulatedDcu(SMALL, serial_number="E-08-0042", seed=3, trigger_line=line.address)
+    server = start_server(simulated)
+    line.wait_for_inputs(1)
+    camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint,
+                                           stream_format=stream_format))
+    try:
+        with acquirer_and_recorder(tmp_path / "data", camera, streams=False) as (acquirer, recorder):
+            path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.001, period=0.002)  # DCU armed
+            times = [time.time() + 0.05 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
+            pulses = pulse_fewer_than_asked(line, acquirer, times, width)
+            assert recorder.wait(30)
+            if stream_format == "cbor":  # v2 images carry the arm's date and their start: the pulse's edge
+                assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame)
+            else:  # v1 times count on the detector's own clock: the file has the times of receipt
+                assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame, atol=5.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        simulated.close()
+        line.close()

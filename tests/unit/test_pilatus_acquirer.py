@@ -22,6 +22,14 @@ from photonflow.simulators.pilatus_camserver import (
 )
 from photonflow.stream.transport import StreamSender
 from tests.helpers.recording import acquire_into
+from tests.helpers.trigger_line import (
+    WatchedTriggerLine,
+    acquirer_and_recorder,
+    assert_recorded_frames_are_the_pulses,
+    pulse_fewer_than_asked,
+    start_recorded_series,
+)
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture
@@ -219,3 +227,28 @@ def test_prepare_tells_camserver_the_beamline_geometry_and_an_unreadable_motor_c
         assert simulated.state.mx["Detector_distance"] == "0.15000"
     finally:
         camera.close()
+
+
+@pytest.mark.parametrize("trigger_mode, width", [("external", 0.0), ("external_enable", 0.003)])
+def test_pulses_on_the_trigger_line_give_one_image_each_dated_by_its_pulse(tmp_path, trigger_mode, width):
+    images = tmp_path / "images"
+    images.mkdir()
+    line = WatchedTriggerLine(f"ipc://{tmp_path}/run/omega.trigger")
+    simulated = Camserver(CamserverState("pilatus3_100k", "24-0111", images, seed=5), trigger_line=line.address)
+    server = start_server(simulated)
+    line.wait_for_inputs(1)
+    camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(images)))
+    try:
+        with acquirer_and_recorder(tmp_path / "data", camera) as (acquirer, recorder):
+            path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.002, period=0.005)
+            wait_until(lambda: simulated.exposing, 30, what="camserver exposing (pulses before it are not its own)")
+            times = [time.time() + 0.05 + 0.01 * i for i in range(3)]  # 3 of the 5 frames
+            pulses = pulse_fewer_than_asked(line, acquirer, times, width)
+            assert recorder.wait(30) and acquirer.state == states.ON
+            # the CBF header's date, to the millisecond, is the pulse's edge
+            assert_recorded_frames_are_the_pulses(path, pulses, simulated.frame, atol=1.5e-3)
+    finally:
+        simulated.stop()
+        server.shutdown()
+        server.server_close()
+        line.close()

@@ -16,6 +16,13 @@ from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.tucsen_tucam import SimulatedTucam
 from photonflow.stream.transport import StreamSender
 from tests.helpers.recording import acquire_into
+from tests.helpers.trigger_line import (
+    WatchedTriggerLine,
+    acquirer_and_recorder,
+    assert_recorded_frames_are_the_pulses,
+    pulse_fewer_than_asked,
+    start_recorded_series,
+)
 from tests.helpers.waiting import ManualClock, SteppingClock, wait_until
 
 ROI = (100, 200, 256, 128)
@@ -277,3 +284,23 @@ def test_abort_ends_a_long_exposure_at_once_through_tucams_abort_wait(tmp_path):
     assert recorder.wait(10)
     sender.close()
     camera.close()
+
+
+@pytest.mark.parametrize("trigger_mode, width", [("external", 0.0), ("external_enable", 0.01)])
+def test_pulses_on_the_trigger_line_give_one_frame_each_when_the_pulse_comes(tmp_path, trigger_mode, width):
+    line = WatchedTriggerLine(f"ipc://{tmp_path}/run/omega.trigger")
+    library = SimulatedTucam("dhyana95", seed=2, trigger_line=line.address)
+    line.wait_for_inputs(1)
+    camera = TucsenCamera(library.functions, 0, TucsenSettings(roi=ROI))
+    try:
+        with acquirer_and_recorder(tmp_path / "data", camera) as (acquirer, recorder):
+            path = start_recorded_series(acquirer, recorder, trigger_mode, exposure=0.005, period=0.02)
+            wait_until(lambda: library.capturing, 30, what="the camera capturing (edges before it are not its own)")
+            times = [time.time() + 0.02 * i for i in range(3)]  # 3 of the 5 frames
+            pulses = pulse_fewer_than_asked(line, acquirer, times, width)
+            assert recorder.wait(30) and acquirer.state == states.ON
+            # TUCam's frame carries no time: the driver stamps a frame when it is handed over, which the
+            # simulator does at the end of the exposure the pulse started
+            assert_recorded_frames_are_the_pulses(path, pulses, library.frame, offset=width or 0.005, atol=0.25)
+    finally:
+        line.close()
