@@ -7,10 +7,13 @@ are defined once here, over ``photonflow.acquisition.acquirer.Acquirer``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from tango import AttrWriteType
 from tango.server import attribute, command, device_property
 
-from photonflow.acquisition.acquirer import Acquirer, parse_settings
+from photonflow.acquisition.acquirer import Acquirer, parse_rotation, parse_settings
 from photonflow.camera import SelfStreamingDetector
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import operator_errors
@@ -104,6 +107,18 @@ class AcquirerDevice(PhotonflowDevice):
     def SeriesId(self, value):
         self._core().set_series_id(int(value))
 
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE,
+               doc='The axis a continuous scan turns during the series, JSON {"axis", "start", "increment"}; '
+                   "empty: no scan. A DECTRIS detector puts it in its header")
+    def Rotation(self):
+        rotation = self._core().settings.rotation
+        return json.dumps(dataclasses.asdict(rotation)) if rotation else ""
+
+    @Rotation.write
+    @operator_errors
+    def Rotation(self, value):
+        self._core().update_settings(rotation=parse_rotation(value))
+
     # -- readings -----------------------------------------------------------------------
     FramesAcquired = counter("frames_acquired", int, "Frames acquired in the current or last series")
 
@@ -125,7 +140,7 @@ class AcquirerDevice(PhotonflowDevice):
 
     # -- commands -----------------------------------------------------------------------
     @command(dtype_in=str,
-             doc_in='JSON {"frames", "exposure", "period", "trigger_mode"}: refused as Prepare would, '
+             doc_in='JSON {"frames", "exposure", "period", "trigger_mode", "rotation"}: refused as Prepare would, '
              "nothing changed")
     @operator_errors
     def CheckSettings(self, text):

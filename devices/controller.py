@@ -4,6 +4,10 @@ Peers are reached with DeviceProxy (the ports below); their change events feed t
 Each peer is followed with ``follow_events`` on a thread of its own, in Stateless mode, so the
 Controller starts before its peers and recovers by itself when a peer restarts; a peer name
 Tango does not know is a wrong property, and the Controller goes FAULT naming it.
+
+The axes it can scan (property ``ScanAxes``) are each a SimulatedMotor-like axis and a
+SimulatedPositionCompare-like trigger generator, reached through ``TangoMotor`` and
+``TangoPositionCompare``: the continuous-scan core's ports over DeviceProxy.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import threading
 import tango
 from tango.server import attribute, command, device_property
 
-from photonflow.control.controller import ACQUIRER, RECORDER, AcquisitionRequest, Controller
+from photonflow.control.controller import ACQUIRER, RECORDER, AcquisitionRequest, Controller, ScanAxis
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import follow_events, operator_errors
 from photonflow.errors import ConfigurationError
@@ -59,10 +63,11 @@ class TangoAcquirer:
         return self.proxy.status()
 
     def check_settings(self, request: AcquisitionRequest) -> None:
-        self.proxy.command_inout("CheckSettings", json.dumps({
-            "frames": request.frames, "exposure": request.exposure, "period": request.period,
-            "trigger_mode": request.trigger_mode,
-        }))
+        settings = {"frames": request.frames, "exposure": request.exposure, "period": request.period,
+                    "trigger_mode": request.trigger_mode}
+        if request.rotation is not None:
+            settings["rotation"] = request.rotation
+        self.proxy.command_inout("CheckSettings", json.dumps(settings))
 
     def configure(self, request: AcquisitionRequest, series_id: int) -> None:
         self.proxy.write_attributes(
@@ -71,6 +76,7 @@ class TangoAcquirer:
                 ("Exposure", request.exposure),
                 ("Period", request.period),
                 ("TriggerMode", request.trigger_mode),
+                ("Rotation", json.dumps(request.rotation) if request.rotation else ""),
                 ("SeriesId", series_id),
             ]
         )
@@ -137,6 +143,88 @@ class TangoRecorder:
         }
 
 
+class TangoMotor:
+    """The scan axis' motor (a SimulatedMotor's interface) over DeviceProxy: the MotorPort of
+    photonflow.control.continuous_scan."""
+
+    def __init__(self, name: str, timeout_s: float):
+        self.name = name
+        self.proxy = _proxy(name, timeout_s, "ScanAxes")
+
+    def _read(self, name: str) -> float:
+        return self.proxy.read_attribute(name).value
+
+    def position(self) -> float:
+        return self._read("Position")
+
+    def velocity(self) -> float:
+        return self._read("Velocity")
+
+    def set_velocity(self, velocity: float) -> None:
+        self.proxy.write_attribute("Velocity", velocity)
+
+    def maximum_velocity(self) -> float:
+        return self._read("MaximumVelocity")
+
+    def acceleration(self) -> float:
+        return self._read("Acceleration")
+
+    def soft_limits(self) -> tuple[float, float]:
+        low, high = self.proxy.read_attributes(["SoftLimitLow", "SoftLimitHigh"])
+        return low.value, high.value
+
+    def unit(self) -> str:
+        unit = self.proxy.get_attribute_config("Position").unit
+        return "" if unit in ("", "No unit") else unit
+
+    def move_to(self, position: float) -> None:
+        self.proxy.write_attribute("Position", position)
+
+    def stop(self) -> None:
+        self.proxy.command_inout("Stop")
+
+    def state(self) -> str:
+        return str(self.proxy.state())
+
+
+class TangoPositionCompare:
+    """The trigger generator (a SimulatedPositionCompare's interface) over DeviceProxy: the
+    TriggerGeneratorPort of photonflow.control.continuous_scan."""
+
+    def __init__(self, name: str, timeout_s: float):
+        self.name = name
+        self.proxy = _proxy(name, timeout_s, "ScanAxes")
+
+    def arm(self, start: float, step: float, count: int, width: float) -> None:
+        self.proxy.command_inout("Arm", json.dumps({"start": start, "step": step, "count": count, "width": width}))
+
+    def disarm(self) -> None:
+        self.proxy.command_inout("Disarm")
+
+    def pulses_sent(self) -> int:
+        return self.proxy.read_attribute("PulsesSent").value
+
+    def captured_positions(self) -> list[float]:
+        captured = self.proxy.read_attribute("CapturedPositions").value
+        return [] if captured is None else [float(position) for position in captured]
+
+
+def parse_scan_axes(entries: list[str]) -> dict[str, tuple[str, str]]:
+    """ScanAxes: "<axis> <motor device> <position-compare device>" per entry -> axis: (motor, pcomp)."""
+    axes: dict[str, tuple[str, str]] = {}
+    for entry in entries:
+        words = entry.split()
+        if len(words) != 3:
+            raise ConfigurationError(
+                f"property ScanAxes: {entry!r} must be '<axis> <motor device> <position-compare device>', "
+                "e.g. 'omega demo/beamline/omega demo/beamline/omega_pcomp'"
+            )
+        if words[0] in axes:
+            raise ConfigurationError(f"property ScanAxes names the axis {words[0]!r} twice")
+        axes[words[0]] = (words[1], words[2])
+    return axes
+
+
 class PhotonflowController(PhotonflowDevice):
     """Drives an Acquirer and a Recorder and checks acquired = received = written."""
 
@@ -151,12 +239,22 @@ class PhotonflowController(PhotonflowDevice):
         dtype=float, default_value=30.0, doc="Seconds to wait for peers to answer before subscribing anyway"
     )
     WatchdogInterval = device_property(dtype=float, default_value=0.5, doc="Seconds between watchdog checks")
+    ScanAxes = device_property(
+        dtype=(str,), default_value=[],
+        doc="The axes Configure's scan may turn, each '<axis> <motor device> <position-compare device>', "
+            "e.g. 'omega demo/beamline/omega demo/beamline/omega_pcomp'",
+    )
 
     def create_core(self, listener) -> Controller:
         self._stop = threading.Event()
         self.acquirer_port = TangoAcquirer(self.Acquirer, self.PeerTimeout)
         self.recorder_port = TangoRecorder(self.Recorder, self.PeerTimeout)
-        return Controller(self.acquirer_port, self.recorder_port, listener, finish_timeout=self.FinishTimeout)
+        scan_axes = {
+            axis: ScanAxis(TangoMotor(motor, self.PeerTimeout), TangoPositionCompare(pcomp, self.PeerTimeout))
+            for axis, (motor, pcomp) in parse_scan_axes(list(self.ScanAxes)).items()
+        }
+        return Controller(self.acquirer_port, self.recorder_port, listener, finish_timeout=self.FinishTimeout,
+                          scan_axes=scan_axes)
 
     def core_ready(self, core: Controller) -> None:
         for peer, port in ((ACQUIRER, self.acquirer_port), (RECORDER, self.recorder_port)):
@@ -193,19 +291,20 @@ class PhotonflowController(PhotonflowDevice):
                        min_value=0, max_value=100)
     SeriesId = counter("series_id", int, "Id of the current or last series")
 
-    @attribute(dtype=str, doc="The configuration the next Start uses, as JSON")
+    @attribute(dtype=str, doc="The configuration the next Start uses, as JSON (with a scan: its plan too)")
     def Configuration(self):
-        request = self._core().request
-        return json.dumps(request.__dict__) if request else ""
+        configuration = self._core().configuration()
+        return json.dumps(configuration) if configuration else ""
 
     # -- commands -----------------------------------------------------------------------
     @command(dtype_in=str,
-             doc_in='JSON: {"frames": N, "exposure": s, "period": s, "file": "name.h5", "trigger_mode": "internal"}')
+             doc_in='JSON: {"frames": N, "exposure": s, "period": s, "file": "name.h5", "trigger_mode": "internal", '
+                    '"scan": {"axis": "omega", "start": 0.0, "step": 0.1}}')
     @operator_errors
     def Configure(self, text):
         self._core().configure(text)
 
-    @command(doc_in="Arm the Recorder, then prepare and start the Acquirer")
+    @command(doc_in="Arm the Recorder, then prepare and start the Acquirer; with a scan, run the scan")
     @operator_errors
     def Start(self):
         self._core().start()
@@ -215,7 +314,7 @@ class PhotonflowController(PhotonflowDevice):
     def Stop(self):
         self._core().stop()
 
-    @command(doc_in="Abort the Acquirer and the Recorder at once")
+    @command(doc_in="Abort the Acquirer and the Recorder at once (and a scan's motor and trigger generator)")
     @operator_errors
     def Abort(self):
         self._core().abort()

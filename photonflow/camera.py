@@ -32,6 +32,17 @@ TRIGGER_MODES = {
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """The axis a continuous scan turns during the series: where frame 0 starts and the move per
+    frame. A detector that records it (a DECTRIS DCU's ``omega_start``/``omega_increment``) puts it
+    in its own header; the others ignore it."""
+
+    axis: str
+    start: float
+    increment: float
+
+
+@dataclass(frozen=True)
 class AcquisitionSettings:
     """What one series asks of the detector."""
 
@@ -39,6 +50,7 @@ class AcquisitionSettings:
     exposure: float = 0.001  # seconds of counting per frame
     period: float = 0.002  # seconds from one frame's start to the next
     trigger_mode: str = "internal"
+    rotation: Rotation | None = None  # the scan the series belongs to, if any
 
 
 class SoftwareTrigger:

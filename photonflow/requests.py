@@ -58,22 +58,28 @@ class Request:
     @classmethod
     def parse(cls, text: str):
         """The request in ``text`` (a JSON object), every value checked."""
-        given = cls._json_object(text)
+        return cls.from_object(cls._json_object(text))
+
+    @classmethod
+    def from_object(cls, given: dict[str, Any], prefix: str = ""):
+        """The request in an already decoded JSON object; a nested request's keys are named
+        with ``prefix`` ("scan.step") in the refusals."""
         keys = {_key(f): f for f in dataclasses.fields(cls)}
         unknown = sorted(given.keys() - keys.keys())
         if unknown:
             raise ConfigurationError(
-                f"unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(keys)}",
+                f"unknown key(s) {', '.join(prefix + k for k in unknown)}; allowed keys are "
+                f"{', '.join(prefix + k for k in keys)}",
                 reason="UnknownConfigurationKey",
             )
         hints = typing.get_type_hints(cls)
         values = {}
         for key, field in keys.items():
             if key in given:
-                values[field.name] = cls._checked(key, given[key], hints[field.name], _limits(field))
+                values[field.name] = cls._checked(prefix + key, given[key], hints[field.name], _limits(field))
             elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 doc = _limits(field).doc
-                cls._refuse(f"missing key '{key}'" + (f": give {doc}" if doc else ""))
+                cls._refuse(f"missing key '{prefix}{key}'" + (f": give {doc}" if doc else ""))
         request = cls(**values)
         request.check()
         return request
@@ -120,6 +126,10 @@ class Request:
             for item in items:
                 cls._within(key, item, limits)
             return tuple(items)
+        if _is_request(kind):  # a group of settings of its own, e.g. Configure's "scan"
+            if not isinstance(given, dict):
+                cls._refuse(f"'{key}' must be a JSON object such as {json.dumps(kind.example)}, got {given!r:.80}")
+            return kind.from_object(given, prefix=f"{key}.")
         accepted = isinstance(given, _ACCEPTED[kind])  # kept apart: it would narrow ``given`` to ``object``
         if isinstance(given, bool) != (kind is bool) or not accepted:
             cls._refuse(f"'{key}' must be {_phrase(kind, limits, optional)}, got {given!r}")
@@ -183,6 +193,10 @@ def _of(limits: Limits, separator: str = " of ") -> str:
     return f"{separator}{limits.unit}" if limits.unit else ""
 
 
+def _is_request(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Request)
+
+
 def _phrase(kind: Any, limits: Limits, optional: bool) -> str:
     """The type as the operator reads it in a message."""
     if typing.get_origin(kind) is tuple:
@@ -197,9 +211,15 @@ def _schema_of(kind: Any, limits: Limits) -> dict[str, Any]:
     optional = type(None) in typing.get_args(kind)
     if optional:
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
-    if typing.get_origin(kind) is tuple:  # the limits are each item's
+    schema: dict[str, Any]
+    if _is_request(kind):
+        nested = kind.json_schema()
+        schema = {name: nested[name] for name in ("type", "properties", "required", "additionalProperties")}
+        if optional:
+            schema = {"oneOf": [schema, {"type": "null"}]}
+    elif typing.get_origin(kind) is tuple:  # the limits are each item's
         item = _schema_of(str, dataclasses.replace(limits, doc=""))
-        schema: dict[str, Any] = {"oneOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+        schema = {"oneOf": [item, {"type": "array", "items": item, "minItems": 1}]}
     else:
         schema = {"type": [_JSON_TYPES[kind], "null"] if optional else _JSON_TYPES[kind]}
         for name, given in (("minimum", limits.minimum), ("maximum", limits.maximum)):

@@ -424,6 +424,14 @@ class SimulatedDcu:
             "virtual_pixel_interpolation_applied": self._value("virtual_pixel_correction_applied"),
         }
 
+    def _goniometer(self) -> dict[str, dict[str, float]]:
+        """The goniometer axes' start and increment as configured (``omega_start``...), as a DCU
+        puts them in its start message: v2 ``goniometer``, v1 the config's own names."""
+        detector = self.config["detector"]
+        return {name[: -len("_start")]: {"start": self._value(name),
+                                         "increment": self._value(name[: -len("_start")] + "_increment")}
+                for name in detector if name.endswith("_start") and name[: -len("_start")] + "_increment" in detector}
+
     def _streaming(self) -> bool:
         return self.config["stream"]["mode"].value == "enabled"
 
@@ -437,10 +445,13 @@ class SimulatedDcu:
         frames = self._value("nimages") * self._value("ntrigger")
         if self._v2():
             parts = codec.encode_start_v2(self.sequence_id, shape, frames, self._detector_description(),
-                                          image_dtype="uint16")
+                                          image_dtype="uint16", extra={"goniometer": self._goniometer()})
         else:
+            goniometer = {f"{axis}_{name}": number
+                          for axis, values in self._goniometer().items() for name, number in values.items()}
             parts = codec.encode_start_v1(self.sequence_id, shape, "uint16", frames, self._detector_description(),
-                                          header_detail=self.config["stream"]["header_detail"].value)
+                                          header_detail=self.config["stream"]["header_detail"].value,
+                                          extra=goniometer)
         self._send(parts)
 
     def _send(self, parts: list) -> None:

@@ -31,6 +31,7 @@ from photonflow.camera import (
     Closable,
     FrameSource,
     KeepsTime,
+    Rotation,
     SelfStreamingDetector,
     TakesClientTriggers,
 )
@@ -62,6 +63,27 @@ class AcquirerCounters:
 
 
 @dataclass(frozen=True)
+class RotationRequest(Request):
+    """The Acquirer's ``Rotation``: the axis a continuous scan turns during the series (the
+    Controller writes it when it runs a scan; a DECTRIS detector puts it in its header)."""
+
+    command = "Rotation"
+    example = {"axis": "omega", "start": 0.0, "increment": 0.1}
+
+    axis: str = value(doc="the scan axis (omega, phi...)")
+    start: float = value(doc="the axis position at the first frame")
+    increment: float = value(doc="the move per frame, signed")
+
+    def rotation(self) -> Rotation:
+        return Rotation(self.axis, self.start, self.increment)
+
+
+def parse_rotation(text: str) -> Rotation | None:
+    """The Acquirer's Rotation attribute: a JSON object, or empty for a series without a scan."""
+    return RotationRequest.parse(text).rotation() if text.strip() else None
+
+
+@dataclass(frozen=True)
 class SettingsCheck(Request):
     """CheckSettings: settings to check as Prepare would (the detector's limits and trigger
     modes), nothing changed; those not given are the Acquirer's current ones."""
@@ -73,12 +95,16 @@ class SettingsCheck(Request):
     exposure: float | None = value(None, unit="seconds", doc="how long each frame counts")
     period: float | None = value(None, unit="seconds", doc="from one frame's start to the next")
     trigger_mode: str | None = value(None, doc=f"one of the detector's trigger modes ({', '.join(TRIGGER_MODES)})")
+    rotation: RotationRequest | None = value(None, doc="the axis a continuous scan turns during the series")
 
 
 def parse_settings(text: str) -> dict[str, Any]:
     """CheckSettings' JSON as changes to ``AcquisitionSettings`` (the keys given)."""
     check = SettingsCheck.parse(text)
-    return {f.name: getattr(check, f.name) for f in fields(check) if getattr(check, f.name) is not None}
+    changes = {f.name: getattr(check, f.name) for f in fields(check) if getattr(check, f.name) is not None}
+    if check.rotation is not None:
+        changes["rotation"] = check.rotation.rotation()
+    return changes
 
 
 def validate_settings(settings: AcquisitionSettings, camera: Camera) -> None:

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from photonflow.acquisition.beamline import Beamline
-from photonflow.camera import Abortable, AcquisitionSettings, Checkable, Closable, SelfStreamingDetector
+from photonflow.camera import (
+    Abortable,
+    AcquisitionSettings,
+    Checkable,
+    Closable,
+    Rotation,
+    SelfStreamingDetector,
+)
 from photonflow.drivers.simplon import SimplonClient
 from photonflow.errors import (
     ConfigurationError,
@@ -75,6 +82,7 @@ class DectrisCamera(SelfStreamingDetector, Checkable, Abortable, Closable):
         default_port = 31001 if settings.stream_format == "cbor" else 9999
         self.stream_endpoint = settings.stream_endpoint or f"tcp://{self.client.host}:{default_port}"
         self._geometry: tuple[int, int] | None = None
+        self._rotation_axis = ""  # the axis whose start/increment the DCU holds from the last scan
         self.min_exposure = 3e-6
         try:
             self.connect()
@@ -154,6 +162,27 @@ class DectrisCamera(SelfStreamingDetector, Checkable, Abortable, Closable):
         per_trigger = settings.trigger_mode in ONE_IMAGE_PER_TRIGGER
         set_value("detector", "nimages", 1 if per_trigger else settings.frame_count)
         set_value("detector", "ntrigger", settings.frame_count if per_trigger else 1)
+        self.write_rotation(settings.rotation)
+
+    def write_rotation(self, rotation: Rotation | None) -> None:
+        """``<axis>_start``/``<axis>_increment`` (SIMPLON's goniometer config: omega, phi, chi, kappa,
+        two_theta), which the DCU puts in its stream header, as a real detector tells its scan. A
+        series without a rotation sets the last scanned axis' increment to 0: a header must not
+        tell a scan that no longer runs. A DCU without the axis' keys leaves its header as it is."""
+        if rotation is None:
+            if self._rotation_axis:
+                self.client.set("detector", f"{self._rotation_axis}_increment", 0.0)
+                self._rotation_axis = ""
+            return
+        for name, number in (("start", rotation.start), ("increment", rotation.increment)):
+            try:
+                self.client.set("detector", f"{rotation.axis}_{name}", number)
+            except DetectorError as error:
+                if "HTTP 404" not in str(error):
+                    raise
+                log.warning("the DCU has no %s_%s: its header will not tell the scan", rotation.axis, name)
+                return
+        self._rotation_axis = rotation.axis
 
     def run_series(self, settings: AcquisitionSettings, stop: threading.Event,
                    progress: Callable[[int], None]) -> int:

@@ -5,10 +5,17 @@ Peers are reached through two small ports (``AcquirerPort``, ``RecorderPort``); 
 device implements them with DeviceProxy, unit tests with plain objects. Peer change events
 feed ``peer_state_changed`` and ``peer_counter_changed``; ``tick`` is the watchdog for
 series whose end never arrives.
+
+A series with a ``scan`` is a continuous scan (``photonflow.control.continuous_scan``): the
+Controller plans it at Configure against the scan axis' motor (``scan_axes``: a motor and a
+trigger generator per axis) and runs it at Start, the detectors started by the scan once the
+motor is at its run-up start; what the scan tells (pulses short, frames short, positions off)
+is part of the series' report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +24,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from photonflow import states
+from photonflow.control.continuous_scan import (
+    SCAN_TRIGGER_MODES,
+    ContinuousScan,
+    MotorLimits,
+    MotorPort,
+    ScanOutcome,
+    ScanPlan,
+    ScanRequest,
+    TriggerGeneratorPort,
+    plan_scan,
+)
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.errors import ConfigurationError, PhotonflowError, StateError
 from photonflow.requests import Request, value
@@ -47,9 +65,13 @@ class AcquisitionRequest(Request):
     frames: int = value(minimum=1, maximum=MAX_FRAMES, doc="the number of frames in the series")
     exposure: float = value(positive=True, unit="seconds", doc="how long each frame counts")
     period: float = value(unit="seconds", doc="from one frame's start to the next; at least the exposure")
-    trigger_mode: str = value("internal", doc="how frames are triggered (internal, software, external, ...: "
-                              "the detector's own set)")
+    trigger_mode_given: str | None = value(
+        None, key="trigger_mode",
+        doc="how frames are triggered (internal, software, external, ...: the detector's own set); "
+            "none: internal, or external with a scan")
     file: str | None = value(None, doc="the file under the Recorder's data root; none: its FilePathTemplate")
+    scan: ScanRequest | None = value(
+        None, doc="a continuous scan: the axis turns at constant velocity and triggers a frame every step")
 
     def check(self) -> None:
         if self.period < self.exposure:
@@ -57,6 +79,31 @@ class AcquisitionRequest(Request):
                 f"'period' ({self.period} s) is shorter than 'exposure' ({self.exposure} s); "
                 "the period must be at least the exposure time"
             )
+        if self.scan is not None and self.trigger_mode not in SCAN_TRIGGER_MODES:
+            raise ConfigurationError(
+                f"a scan triggers each frame from the {self.scan.axis} position: 'trigger_mode' must be "
+                f"{' or '.join(SCAN_TRIGGER_MODES)}, got {self.trigger_mode!r}"
+            )
+
+    @property
+    def trigger_mode(self) -> str:
+        """The trigger mode given, else internal, or external with a scan."""
+        if self.trigger_mode_given is not None:
+            return self.trigger_mode_given
+        return "internal" if self.scan is None else "external"
+
+    @property
+    def rotation(self) -> dict[str, Any] | None:
+        """What the Acquirer is told of a scan (DECTRIS writes it to its header), None without one."""
+        if self.scan is None:
+            return None
+        return {"axis": self.scan.axis, "start": self.scan.start, "increment": self.scan.step}
+
+    def describe(self) -> dict[str, Any]:
+        """The request as JSON, every default filled in."""
+        return {"frames": self.frames, "exposure": self.exposure, "period": self.period,
+                "trigger_mode": self.trigger_mode, "file": self.file,
+                "scan": None if self.scan is None else dataclasses.asdict(self.scan)}
 
 
 def parse_request(text: str) -> AcquisitionRequest:
@@ -89,6 +136,14 @@ class RecorderPort(Protocol):
     def last_file(self) -> str: ...
 
 
+@dataclass(frozen=True)
+class ScanAxis:
+    """One axis the Controller can scan: its motor and the trigger generator its encoder drives."""
+
+    motor: MotorPort
+    generator: TriggerGeneratorPort
+
+
 @dataclass
 class _Peer:
     name: str
@@ -107,6 +162,8 @@ class SeriesReport:
     frames_written: int
     missing_frames: int
     file: str
+    pulses_sent: int | None = None  # a scan's trigger pulses; None without a scan
+    scan_problems: tuple[str, ...] = ()  # what the scan did not do as planned, as sentences
 
     @property
     def complete(self) -> bool:
@@ -116,8 +173,9 @@ class SeriesReport:
         )
 
     def describe(self) -> str:
+        pulses = "" if self.pulses_sent is None else f"pulses {self.pulses_sent}, "
         return (
-            f"series {self.series_id}: requested {self.frames_requested}, acquired "
+            f"series {self.series_id}: requested {self.frames_requested}, {pulses}acquired "
             f"{self.frames_acquired}, received {self.frames_received}, written "
             f"{self.frames_written}, missing {self.missing_frames}"
         )
@@ -155,9 +213,13 @@ class Controller(StatefulCore):
         finish_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         run_in_background: Callable[[Callable[[], None]], None] | None = None,
+        scan_axes: dict[str, ScanAxis] | None = None,
+        scan_wait: Callable[[float], object] | None = None,
     ):
         self.acquirer = acquirer
         self.recorder = recorder
+        self.scan_axes = dict(scan_axes or {})
+        self._scan_wait = scan_wait  # None: a real wait, cut short by Abort
         self.finish_timeout = finish_timeout
         self._clock = clock
         # Preparing a detector can take longer than a Tango client waits for a command.
@@ -167,6 +229,10 @@ class Controller(StatefulCore):
         self._lock = threading.RLock()
         self._peers = {ACQUIRER: _Peer(ACQUIRER), RECORDER: _Peer(RECORDER)}
         self.request: AcquisitionRequest | None = None
+        self.plan: ScanPlan | None = None  # the request's scan, planned at Configure
+        self.scan_outcome: ScanOutcome | None = None  # of the last scan
+        self._scan: ContinuousScan | None = None  # while one runs
+        self._scan_failure = ""
         self.counters = ControllerCounters()
         self.last_report: SeriesReport | None = None
         self._phase = IDLE
@@ -191,34 +257,111 @@ class Controller(StatefulCore):
             self.acquirer.check_settings(request)  # the detector's own limits and trigger modes
             if request.file is not None:
                 self.recorder.check_file(request.file)
-            self.request = request
+            plan = None if request.scan is None else self._plan(request, request.scan)
+            self.request, self.plan = request, plan
             self._publish()
             return request
 
+    def _plan(self, request: AcquisitionRequest, scan: ScanRequest) -> ScanPlan:
+        """The scan as the motor can do it (its limits read now); refused as ``plan_scan`` refuses.
+        The detector's own limits were checked with the external trigger mode (``check_settings``)."""
+        axis = self.scan_axes.get(scan.axis)
+        if axis is None:
+            known = ", ".join(sorted(self.scan_axes)) or "none (set the property ScanAxes)"
+            raise ConfigurationError(f"'scan.axis' {scan.axis!r} is not a scan axis of this Controller; "
+                                     f"its scan axes: {known}")
+        return plan_scan(scan.start, scan.step, request.frames, request.exposure, request.period,
+                         MotorLimits.read(scan.axis, axis.motor), trigger_mode=request.trigger_mode)
+
+    def configuration(self) -> dict[str, Any] | None:
+        """What the next Start does: the request, and the scan's plan when it has one."""
+        with self._lock:
+            if self.request is None:
+                return None
+            described = self.request.describe()
+            if self.plan is not None:
+                described["scan_plan"] = self.plan.describe()
+            return described
+
     def start(self) -> None:
-        """Arm the Recorder, configure the Acquirer, then prepare and start it in the background."""
+        """Arm the Recorder, configure the Acquirer, then prepare and start it in the background;
+        with a scan, run the scan in the background, which starts them at the right moment."""
         with self._lock:
             self._require_idle("Start")
             if self.request is None:
                 raise StateError("nothing to start: call Configure with the acquisition settings first")
             request = self.request
             series_id = self.series_id + 1
-            path = self.recorder.arm(
-                request.frames, series_id, self.acquirer.stream_endpoint(), request.file,
-                self.acquirer.stream_protocol(),
-            )
-            try:
-                self.acquirer.configure(request, series_id)
-            except Exception:
-                self._safely(self.recorder.abort)
-                raise
+            path = "" if self.plan is not None else self._arm(request, series_id)
             self.counters = ControllerCounters(series_id, frames_requested=request.frames, last_file=path)
             self.last_report = None
+            self.scan_outcome = None
+            self._scan_failure = ""
             self._fault = ""
             self._phase = STARTING
+            work = self._launch
+            if self.plan is not None:
+                axis = self.scan_axes[self.plan.axis]
+                scan = ContinuousScan(self.plan, axis.motor, axis.generator, _SeriesDetectors(self),
+                                      clock=self._clock, wait=self._scan_wait)
+                self._scan = scan
+                work = lambda: self._run_scan(scan)  # noqa: E731 - the scan this Start made, not a later one
             self._publish_counters()
             self._publish()
-        self._run_in_background(self._launch)
+        self._run_in_background(work)
+
+    def _arm(self, request: AcquisitionRequest, series_id: int) -> str:
+        """Arm the Recorder, then configure the Acquirer; the Recorder is disarmed if that fails."""
+        path = self.recorder.arm(
+            request.frames, series_id, self.acquirer.stream_endpoint(), request.file,
+            self.acquirer.stream_protocol(),
+        )
+        try:
+            self.acquirer.configure(request, series_id)
+        except Exception:
+            self._safely(self.recorder.abort)
+            raise
+        return path
+
+    def _start_detectors(self) -> None:
+        """The scan's moment to start the series: the motor is at its run-up start, the generator armed."""
+        with self._lock:
+            if self.request is None:
+                raise StateError("the scan lost its configuration")
+            path = self._arm(self.request, self.series_id)
+            self.counters.last_file = path
+        self._publish_counters()
+        try:
+            self.acquirer.prepare()
+            self.acquirer.start()
+        except Exception:
+            self._safely(self.acquirer.abort)
+            self._safely(self.recorder.abort)
+            raise
+        with self._lock:
+            if self._phase == STARTING:
+                self._phase = ACQUIRING
+        self._publish()
+
+    def _run_scan(self, scan: ContinuousScan) -> None:
+        outcome = None
+        try:
+            outcome = scan.run()
+        except Exception as error:
+            with self._lock:
+                if self._phase == STARTING:  # nothing was armed: a failed (or stopped) Start
+                    self._phase = IDLE
+                    if not scan.interrupted:
+                        log.exception("the scan failed before the detectors started")
+                        self._fault = f"Start failed: the {scan.plan.axis} scan: {error}"
+                elif not scan.interrupted:  # the frames taken are accounted for; the failure is the report's
+                    log.exception("the scan failed")
+                    self._scan_failure = f"the {scan.plan.axis} scan failed: {error}"
+        with self._lock:
+            self._scan = None
+            self.scan_outcome = outcome
+        self.check_progress()
+        self._publish()
 
     def _launch(self) -> None:
         try:
@@ -238,14 +381,22 @@ class Controller(StatefulCore):
         self.check_progress()
 
     def stop(self) -> None:
-        """Stop after the current frame; the Recorder closes the file at the series end."""
+        """Stop after the current frame; the Recorder closes the file at the series end. A scan
+        stops its motor and its pulses; the frames taken are kept."""
+        scan = self._scan
+        if scan is not None:
+            scan.stop()
         self._safely(self.acquirer.stop, raise_errors=True)
 
     def abort(self) -> None:
-        """Stop both at once; whatever was written stays readable."""
+        """Stop both at once (and a scan's motor and trigger generator); whatever was written
+        stays readable."""
         with self._lock:
+            scan = self._scan
             if self._phase == STARTING:
                 self._phase = ACQUIRING
+        if scan is not None:
+            scan.abort()
         errors = [self._safely(self.acquirer.abort), self._safely(self.recorder.abort)]
         self.check_progress()
         failed = [e for e in errors if e]
@@ -333,6 +484,8 @@ class Controller(StatefulCore):
     def check_progress(self) -> None:
         """Move through acquiring -> finishing -> idle, reading the peers' real state."""
         with self._lock:
+            if self._scan is not None:  # the scan still moves, pulses or waits: it ends the series
+                return
             if self._phase == ACQUIRING:
                 if self._read_state(self.acquirer) in BUSY_STATES:
                     return
@@ -377,6 +530,7 @@ class Controller(StatefulCore):
             frames_written=recorder["frames_written"],
             missing_frames=recorder["missing_frames"],
             file=self.counters.last_file,
+            **self._scan_report(),
         )
         self.counters.frames_acquired = acquired
         self.counters.frames_received = recorder["frames_received"]
@@ -384,6 +538,16 @@ class Controller(StatefulCore):
         self.counters.missing_frames = recorder["missing_frames"]
         self._phase = IDLE
         self._publish_counters()
+
+    def _scan_report(self) -> dict[str, Any]:
+        """The scan's part of the series report: its pulses and its problems."""
+        outcome = self.scan_outcome
+        problems = tuple(outcome.problems) if outcome else ()
+        if self._scan_failure:
+            problems += (self._scan_failure,)
+        if outcome is None and not problems:
+            return {}
+        return {"pulses_sent": outcome.pulses_sent if outcome else None, "scan_problems": problems}
 
     # -- state ----------------------------------------------------------------------------
     @property
@@ -409,6 +573,9 @@ class Controller(StatefulCore):
                 status = f"Series {self.series_id} {self._phase}: {written} of {requested} frames written."
                 return states.RUNNING, status
             report = self.last_report
+            if report is not None and report.scan_problems:
+                return states.ALARM, (f"Scan problems in {report.describe()}: {'; '.join(report.scan_problems)}. "
+                                      f"File: {report.file}")
             if report is not None and not report.complete:
                 return states.ALARM, f"Frames lost in {report.describe()}. File: {report.file}"
             if report is not None:
@@ -436,3 +603,23 @@ class Controller(StatefulCore):
             log.warning("%s failed: %s", getattr(action, "__name__", action), error)
             return str(error)
         return ""
+
+
+class _SeriesDetectors:
+    """The detector side of a scan (``ScanDetectors``): the Controller's own series."""
+
+    def __init__(self, controller: Controller):
+        self.controller = controller
+
+    def start(self) -> None:
+        self.controller._start_detectors()
+
+    def frames_acquired(self) -> int:
+        return self.controller.acquirer.frames_acquired()
+
+    def stop(self) -> None:
+        self.controller.acquirer.stop()
+
+    def abort(self) -> None:
+        self.controller._safely(self.controller.acquirer.abort)
+        self.controller._safely(self.controller.recorder.abort)

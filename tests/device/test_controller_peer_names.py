@@ -15,8 +15,8 @@ DOWN_RECORDER = "tango://127.0.0.1:1/test/down/recorder#dbase=no"
 MALFORMED = "tango://127.0.0.1:1/test/recorder#dbase=no"  # two fields, not domain/family/member
 
 
-def controller(acquirer: str, recorder: str) -> DeviceTestContext:
-    properties = {"Acquirer": acquirer, "Recorder": recorder, "PeerStartupWait": 0.2, "PeerTimeout": 0.5}
+def controller(acquirer: str, recorder: str, **more) -> DeviceTestContext:
+    properties = {"Acquirer": acquirer, "Recorder": recorder, "PeerStartupWait": 0.2, "PeerTimeout": 0.5, **more}
     return DeviceTestContext(PhotonflowController, properties=properties, host="127.0.0.1", process=True)
 
 
@@ -38,3 +38,11 @@ def test_a_peer_that_is_only_down_lets_the_controller_start_and_says_which():
         assert "The acquirer is unreachable" in status and "property" not in status
         assert device.Configuration == ""  # the core is there: its attributes answer
         assert device.SeriesId == 0 and device.Progress == 0.0
+
+
+def test_a_malformed_scan_axis_is_a_fault_naming_the_property():
+    with controller(DOWN_ACQUIRER, DOWN_RECORDER, ScanAxes=["omega test/down/omega"]) as device:
+        assert device.state() == tango.DevState.FAULT
+        status = device.status()
+        assert "property ScanAxes: 'omega test/down/omega' must be '<axis> <motor device> <position-compare " \
+               "device>'" in status and "Fix the properties, then Init" in status

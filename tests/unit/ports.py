@@ -5,7 +5,8 @@ passing against an interface the real peer no longer has. The Tango side (device
 type-checked; its peers of these ports are exercised by the integration tests."""
 
 from photonflow.acquisition.acquirer import Sender
-from photonflow.control.controller import AcquirerPort, RecorderPort
+from photonflow.control.continuous_scan import MotorPort, ScanDetectors, TriggerGeneratorPort
+from photonflow.control.controller import AcquirerPort, RecorderPort, _SeriesDetectors
 from photonflow.datamanager.catalogue import Catalogue
 from photonflow.datamanager.manager import VariablesLauncher
 from photonflow.datamanager.runner import ResultSink
@@ -17,6 +18,7 @@ from photonflow.standardizing.standardizer import EventPublisher
 from photonflow.stream.transport import StreamReceiver, StreamSender
 from tests.helpers.controller import FakeAcquirer, FakeRecorder
 from tests.helpers.fakes import RecordingSender
+from tests.helpers.scan import JournalingRecorder, PortDetectors, PortGenerator, PortMotor, TriggeredAcquirer
 from tests.helpers.standardizing import BeamlineReader
 
 
@@ -24,6 +26,18 @@ def controller_peers(fake_acquirer: FakeAcquirer, fake_recorder: FakeRecorder) -
     acquirer: AcquirerPort = fake_acquirer
     recorder: RecorderPort = fake_recorder
     del acquirer, recorder
+
+
+def scan_peers(port_motor: PortMotor, port_generator: PortGenerator, port_detectors: PortDetectors,
+               series_detectors: _SeriesDetectors, triggered_acquirer: TriggeredAcquirer,
+               journaling_recorder: JournalingRecorder) -> None:
+    motor: MotorPort = port_motor
+    generator: TriggerGeneratorPort = port_generator
+    detectors: ScanDetectors = port_detectors
+    detectors = series_detectors
+    acquirer: AcquirerPort = triggered_acquirer
+    recorder: RecorderPort = journaling_recorder
+    del motor, generator, detectors, acquirer, recorder
 
 
 def acquisition_senders(stream_sender: StreamSender, recording_sender: RecordingSender) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from photonflow import states
-from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.acquirer import Acquirer, parse_rotation, parse_settings
 from photonflow.camera import (
     Abortable,
     Camera,
@@ -14,6 +14,7 @@ from photonflow.camera import (
     Closable,
     FrameSource,
     KeepsTime,
+    Rotation,
     SelfStreamingDetector,
     TakesClientTriggers,
 )
@@ -214,3 +215,14 @@ def test_the_acquirer_carries_the_series_id_it_was_given_and_never_counts_on_its
     run_series()
     starts = [m.series_id for m in acquirer.sender.messages if isinstance(m, SeriesStart)]
     assert starts == [7, 7, 8] and acquirer.series_id == 8
+
+
+def test_the_rotation_of_a_scan_is_a_setting_of_the_series_and_empty_clears_it():
+    given = '{"frames": 3, "rotation": {"axis": "omega", "start": 1.5, "increment": -0.1}}'
+    assert parse_settings(given) == {"frame_count": 3, "rotation": Rotation("omega", 1.5, -0.1)}
+    assert parse_rotation('{"axis": "phi", "start": 0, "increment": 0.5}') == Rotation("phi", 0.0, 0.5)
+    assert parse_rotation("") is None
+    with pytest.raises(ConfigurationError, match="missing key 'increment'"):
+        parse_rotation('{"axis": "omega", "start": 0}')
+    with pytest.raises(ConfigurationError, match="missing key 'rotation.increment'"):
+        parse_settings('{"rotation": {"axis": "omega", "start": 0}}')

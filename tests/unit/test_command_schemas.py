@@ -22,6 +22,9 @@ REFUSED = {
         {"frames": "5", "exposure": 0.001, "period": 0.002},
         {"frame_count": 5, "exposure": 0.001, "period": 0.002},
         {"exposure": 0.001, "period": 0.002},
+        {"frames": 5, "exposure": 0.001, "period": 0.002, "scan": {"axis": "omega", "start": 0.0}},
+        {"frames": 5, "exposure": 0.001, "period": 0.002, "scan": {"axis": "omega", "start": 0.0, "step": "0.1"}},
+        {"frames": 5, "exposure": 0.001, "period": 0.002, "scan": [0.0, 0.1]},
     ],
     "Recorder.Arm": [
         {"frames": 0, "series_id": 1, "endpoint": "tcp://127.0.0.1:5555"},
@@ -35,6 +38,7 @@ REFUSED = {
         {"frame_count": 3},
         {"frames": 2.5},
         {"exposure": "fast"},
+        {"rotation": {"axis": "omega", "start": 0.0}},
     ],
     "DataManager.SetExperiment": [
         {"proposal": "mx1", "session": "s1"},

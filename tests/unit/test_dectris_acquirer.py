@@ -13,7 +13,7 @@ from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
 from photonflow.acquisition.beamline import Beamline, BeamlineNames
 from photonflow.acquisition.dectris import BeamlineFollowingDectris, DectrisCamera, DectrisSettings
-from photonflow.camera import AcquisitionSettings
+from photonflow.camera import AcquisitionSettings, Rotation
 from photonflow.drivers.simplon import SimplonClient
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
@@ -372,3 +372,25 @@ def test_pulses_on_the_dcus_trigger_input_give_one_image_each_at_the_pulses_time
         server.server_close()
         simulated.close()
         line.close()
+
+
+@pytest.mark.parametrize("stream_format", ["cbor", "legacy"])
+def test_a_scans_rotation_reaches_the_file_through_the_dcus_own_header(dcu, tmp_path, stream_format):
+    """The Controller tells the Acquirer the scan; the DCU (not photonflow) puts it in its stream
+    header, as a real EIGER does, and the Recorder writes what the header says."""
+    simulated, server = dcu
+    camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint,
+                                           stream_format=stream_format))
+    acquirer, recorder = Acquirer(camera, sender=None), Recorder(tmp_path)
+    acquirer.update_settings(frame_count=3, exposure=0.001, period=0.002, rotation=Rotation("omega", 12.5, -0.25))
+    scanned = acquire_into(acquirer, recorder, RecordingRequest(3, 1, acquirer.stream_endpoint, "scan.h5",
+                                                                acquirer.stream_protocol))
+    acquirer.update_settings(rotation=None)  # the next series is a still one: no rotation told
+    still = acquire_into(acquirer, recorder, RecordingRequest(3, 2, acquirer.stream_endpoint, "still.h5",
+                                                              acquirer.stream_protocol))
+    camera.close()
+    for path, start, increment in ((scanned, 12.5, -0.25), (still, 12.5, 0.0)):
+        with h5py.File(path, "r") as f:
+            detector = next(g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector")
+            specific = detector["detector_specific"]
+            assert (specific["omega_start"][()], specific["omega_increment"][()]) == (start, increment), path

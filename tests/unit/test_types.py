@@ -35,7 +35,7 @@ def test_a_port_called_with_the_wrong_type_fails_the_check(tmp_path: Path):
     # The Controller arms the Recorder through RecorderPort.arm(frames: int, ...): a frame count
     # passed as text must be caught.
     source = CONTROLLER.read_text()
-    call = "path = self.recorder.arm(\n                request.frames,"
+    call = "path = self.recorder.arm(\n            request.frames,"
     assert call in source, "the Controller no longer arms the Recorder this way: update this test"
     broken = tmp_path / "controller_with_wrong_arm.py"
     broken.write_text(source.replace(call, call.replace("request.frames,", "str(request.frames),")))
