@@ -10,6 +10,7 @@ DEMO_CONFIG = $(if $(filter simulator,$(DETECTOR)),config/demo.yaml,config/$(DET
 FRAMES ?=
 EXPOSURE ?=
 PERIOD ?=
+STEP ?=
 
 .PHONY: demo test bench bench-pipeline bench-soak bench-run-table bench-sardana up down panel beamline-panel runs venv clean
 
@@ -23,7 +24,8 @@ venv: $(INSTALLED)
 
 demo: $(INSTALLED)
 	$(BIN)/photonflow demo --config $(DEMO_CONFIG) $(if $(FRAMES),--frames $(FRAMES)) \
-		$(if $(EXPOSURE),--exposure $(EXPOSURE)) $(if $(PERIOD),--period $(PERIOD))
+		$(if $(EXPOSURE),--exposure $(EXPOSURE)) $(if $(PERIOD),--period $(PERIOD)) \
+		$(if $(STEP),--step $(STEP))
 
 test: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -31,6 +33,7 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/recorder_bench.py
+	$(BIN)/python benchmarks/scan_bench.py
 
 bench-pipeline: $(INSTALLED)
 	$(BIN)/python benchmarks/pipeline_bench.py

@@ -24,7 +24,6 @@ import tango
 from photonflow.clients.demo import (
     default_file_name,
     describe_file,
-    rotate_during_series,
     run_acquisition,
     wait_for_standardized,
 )
@@ -43,7 +42,7 @@ from photonflow.errors import ConfigurationError, EventBusError, EventServerErro
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
 from photonflow.standardizing.mapping import check_mappings
 
-DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002}
+DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002, "step": 0.0}
 TOMOGRAPHY_STRUCTURE = "structures/tomography.yaml"  # beside the deployment (config/)
 
 
@@ -214,18 +213,16 @@ def command_demo(args) -> int:
 
 
 def _demo_series(args, suite: Suite, deployment, controller, standardizer, chosen: dict) -> dict:
-    """One series through the Controller (a rotation scan when there is an omega), then its NeXus file."""
-    print(f"Acquiring {chosen['frames']} frames (exposure {chosen['exposure']} s, period {chosen['period']} s) "
-          f"through {controller.dev_name()} ...")
-    omega = _device_of(suite, deployment, "SimulatedMotor", "/omega")
-
-    def rotate() -> None:  # omega turns with the frames: a rotation scan, omega per frame in the NXmx
-        if standardizer is not None and omega is not None:
-            end = rotate_during_series(omega, chosen["frames"], chosen["period"], controller=controller)
-            print(f"Rotating {omega.dev_name()} to {end:.2f} deg during the series", file=sys.stderr)
-
+    """One series through the Controller (a continuous rotation scan of its first scan axis, when
+    the deployment has one), then its NeXus file."""
+    scan = _demo_scan(deployment, chosen)
+    what = f"{chosen['frames']} frames (exposure {chosen['exposure']} s, period {chosen['period']} s)"
+    if scan is not None:
+        what += (f" over {scan['axis']} {scan['start']:g} to {scan['start'] + chosen['frames'] * scan['step']:g} deg "
+                 f"({scan['step']:g} deg per frame, triggered by its position-compare)")
+    print(f"Acquiring {what} through {controller.dev_name()} ...")
     summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
-                              args.file or default_file_name(), args.timeout, on_start=rotate)
+                              args.file or default_file_name(), args.timeout, scan=scan)
     if summary["file"] and Path(summary["file"]).exists():
         print("File written:")
         for line in describe_file(summary["file"]):
@@ -239,6 +236,15 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
     if datamanager is not None and summary["file"]:
         summary.update(_catalogued(datamanager, summary["file"]))
     return summary
+
+
+def _demo_scan(deployment, chosen: dict) -> dict | None:
+    """The demo's rotation: the Controller's first ``ScanAxes`` axis from 0 by ``step`` per frame."""
+    spec = deployment.device("PhotonflowController")
+    axes = spec.properties.get("ScanAxes") or []
+    if not axes or not chosen.get("step"):
+        return None
+    return {"axis": axes[0].split()[0], "start": 0.0, "step": float(chosen["step"])}
 
 
 def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
@@ -522,9 +528,10 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run one acquisition end to end")
     demo.add_argument("--config", default="config/demo.yaml")
-    for name, kind in (("frames", int), ("exposure", float), ("period", float)):
+    for name, kind in (("frames", int), ("exposure", float), ("period", float), ("step", float)):
         demo.add_argument(f"--{name}", type=kind,
-                          help=f"default: the configuration's demo: {name}, else {DEMO_DEFAULTS[name]}")
+                          help=f"default: the configuration's demo: {name}, else {DEMO_DEFAULTS[name]}"
+                          + (" (degrees per frame of the rotation scan; 0: none)" if name == "step" else ""))
     demo.add_argument("--file", help="data file, relative to the data root")
     demo.add_argument("--timeout", type=float, default=600)
     demo.set_defaults(handler=command_demo)

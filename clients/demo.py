@@ -51,15 +51,17 @@ class ProgressBar:
 
 
 def run_acquisition(controller: tango.DeviceProxy, frames: int, exposure: float, period: float,
-                    file: str, timeout: float, on_start=None, quiet: bool = False) -> dict:
-    """Configure and start the series (then ``on_start()``, e.g. a rotation), show progress, return
-    the Controller's final numbers."""
+                    file: str, timeout: float, scan: dict | None = None, quiet: bool = False) -> dict:
+    """Configure and start the series, show progress, return the Controller's final numbers.
+    ``scan`` ({"axis", "start", "step"}): a continuous scan the Controller runs, the detector
+    triggered by the axis' position-compare at every step."""
     wait_for_state(controller, {"ON", "ALARM"}, 60)
-    controller.Configure(json.dumps({"frames": frames, "exposure": exposure, "period": period, "file": file}))
+    request = {"frames": frames, "exposure": exposure, "period": period, "file": file}
+    if scan is not None:
+        request["scan"] = scan
+    controller.Configure(json.dumps(request))
     started = time.monotonic()
     controller.Start()
-    if on_start is not None:
-        on_start()
     bar = ProgressBar(frames, stream=None if quiet else sys.stderr)
     deadline = started + timeout
     while True:
@@ -118,23 +120,6 @@ def describe_file(path: str) -> list[str]:
 
 def default_file_name() -> str:
     return f"demo/demo_{datetime.now():%Y%m%d_%H%M%S_%f}.h5"
-
-
-def rotate_during_series(motor: tango.DeviceProxy, frames: int, period: float, step: float = 0.1,
-                         controller: tango.DeviceProxy | None = None) -> float:
-    """Start a rotation across the series, as in an MX rotation scan: ``step`` degrees per frame at
-    most, within the motor's speed, once the first frame is taken (``controller``'s FramesAcquired;
-    the detector prepares first); returns the end angle. The Standardizer writes omega per frame."""
-    if controller is not None:
-        wait_for(lambda: controller.FramesAcquired > 0 or str(controller.state()) != "RUNNING", 60,
-                 "the first frame", interval=0.005)
-    top_speed = float(motor.Velocity)
-    step = min(step, top_speed * period)
-    start = float(motor.Position)
-    end = start + frames * step
-    motor.Velocity = step / period
-    motor.Position = end
-    return end
 
 
 def wait_for_standardized(standardizer: tango.DeviceProxy, recorder_file: str, timeout: float) -> dict:

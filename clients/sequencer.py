@@ -8,7 +8,6 @@ with a client's values, and the Standardizer joins its darks, flats and projecti
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -16,7 +15,6 @@ import time
 import tango
 
 from photonflow.clients.demo import run_acquisition, wait_for_standardized, wait_for_state
-from photonflow.clients.launcher import wait_for
 
 
 class Beamline:
@@ -27,7 +25,6 @@ class Beamline:
         self.prefix = prefix
         self.url = url
         self._proxies: dict[str, tango.DeviceProxy] = {}
-        self._speeds: dict[str, float] = {}  # motor -> its speed before a turn changed it
 
     def proxy(self, alias: str) -> tango.DeviceProxy:
         if alias not in self._proxies:
@@ -55,23 +52,6 @@ class Beamline:
             shutter.command_inout("Open" if open_ else "Close")
         wait_for_state(shutter, {wanted}, 30)
 
-    def turn(self, rotation: dict, frames: int, period: float, controller: tango.DeviceProxy) -> None:
-        """Turn ``rotation``'s axis to its end over the frames, from the first frame on (the
-        detector prepares first), at the speed that spreads the turn over the series."""
-        wait_for(lambda: controller.FramesAcquired > 0 or str(controller.state()) != "RUNNING", 60,
-                 "the first frame", interval=0.005)
-        axis = self.proxy(rotation["axis"])
-        self._speeds.setdefault(rotation["axis"], float(axis.Velocity))
-        axis.Velocity = abs(rotation["end"] - rotation["start"]) / (frames * period)
-        axis.write_attribute("Position", float(rotation["end"]))
-
-    def restore_speeds(self) -> None:
-        """The speeds a turn changed, back as they were (once the axes are at rest)."""
-        for alias, speed in self._speeds.items():
-            self.wait_still(alias)
-            self.proxy(alias).Velocity = speed
-        self._speeds.clear()
-
     def wait_still(self, alias: str, timeout: float = 120) -> None:
         proxy = self.proxy(alias)
         deadline = time.monotonic() + timeout
@@ -79,6 +59,15 @@ class Beamline:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{proxy.dev_name()} still moving after {timeout} s")
             time.sleep(0.05)
+
+
+def rotation_scan(rotation: dict | None, frames: int) -> dict | None:
+    """A structure's turn ({"axis", "start", "end"} over the frames) as the Controller's continuous
+    scan: the axis crosses start + i * step at frame i, triggered by its position-compare."""
+    if not rotation:
+        return None
+    start, end = float(rotation["start"]), float(rotation["end"])
+    return {"axis": rotation["axis"], "start": start, "step": (end - start) / frames}
 
 
 def run_structure(datamanager: tango.DeviceProxy, controller: tango.DeviceProxy, beamline: Beamline,
@@ -105,14 +94,8 @@ def run_structure(datamanager: tango.DeviceProxy, controller: tango.DeviceProxy,
             settings = step["controller"]
             before = datamanager.LastRun
             frames, period = int(settings["frames"]), float(settings["period"])
-            turn = None
-            if step.get("rotation"):
-                turn = functools.partial(beamline.turn, step["rotation"], frames, period, controller)
-            try:
-                summary = run_acquisition(controller, frames, float(settings["exposure"]), period, settings["file"],
-                                          timeout, on_start=turn, quiet=True)
-            finally:
-                beamline.restore_speeds()
+            summary = run_acquisition(controller, frames, float(settings["exposure"]), period, settings["file"],
+                                      timeout, scan=rotation_scan(step.get("rotation"), frames), quiet=True)
             deadline = time.monotonic() + 60
             while datamanager.LastRun == before and time.monotonic() < deadline:
                 time.sleep(0.05)

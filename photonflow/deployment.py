@@ -310,11 +310,12 @@ def _event_bus(source: YamlSource, node: yaml.Node) -> str:
         raise source.error(node, f"event_bus: {error}; or 'embedded'") from None
 
 
-DEMO_SETTINGS = {"frames": int, "exposure": float, "period": float}
+DEMO_SETTINGS = {"frames": int, "exposure": float, "period": float, "step": float}  # step: deg per frame of a rotation
 
 
 def _demo_settings(source: YamlSource, node: yaml.Node) -> dict[str, float]:
-    """The detector's demo acquisition: frames, exposure and period (s) its hardware can do."""
+    """The detector's demo acquisition: frames, exposure and period (s) its hardware can do, and the
+    rotation's step per frame (degrees) when the deployment scans an axis."""
     settings = {}
     for key, value_node in source.mapping(node, "demo"):
         if key.value not in DEMO_SETTINGS:
