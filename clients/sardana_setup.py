@@ -1,6 +1,8 @@
 """Sardana beside photonflow: a Pool and a MacroServer (with its Door) registered in the suite's
 Tango database, photonflow's controllers, recorder and macros on their paths, and the elements
-(a 2D channel per photonflow Controller, a motor per simulated beamline motor) created.
+(a 2D channel per photonflow Controller, a motor per simulated beamline motor, a trigger/gate per
+simulated position-compare, and a measurement group per channel and position-compare for
+hardware-synchronised continuous scans) created.
 
 Sardana is an optional extra (``pip install -e ".[sardana]"``); nothing here imports it until
 ``start_sardana`` is called.
