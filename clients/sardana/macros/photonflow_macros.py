@@ -219,13 +219,16 @@ class pf_tomo(_PhotonflowMacro):
                     f"{maximum:g}), each triggered by {axis}'s position-compare; {darks} darks, {flats} flats")
         overrides = tomography_overrides(projections=projections, darks=darks, flats=flats, exposure=exposure,
                                          period=round(period, 6), end_angle=end_angle)
+        self._running = self.device("PhotonflowController")
         try:
-            summary = run_tomography(datamanager, self.device("PhotonflowController"),
+            summary = run_tomography(datamanager, self._running,
                                      self.device("PhotonflowStandardizer"), Beamline(self.getEnv("PhotonflowBeamline")),
                                      structure, None, overrides, log=_Output(self))
         except tango.DevFailed as error:
             first = error.args[0]
             raise RuntimeError(f"the tomography stopped: {first.reason}: {first.desc}") from None
+        finally:
+            self._running = None
         if not summary.get("nexus") or summary["state"] != "ON":
             raise RuntimeError(f"the tomography ended {summary['state']}: {summary.get('nexus_error', '')}")
         self.output(f"NXtomo ({summary['nexus_problems']} validation problem(s)): {summary['nexus']}; "
