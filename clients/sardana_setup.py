@@ -1,6 +1,8 @@
 """Sardana beside photonflow: a Pool and a MacroServer (with its Door) registered in the suite's
 Tango database, photonflow's controllers, recorder and macros on their paths, and the elements
-(a 2D channel per photonflow Controller, a motor per simulated beamline motor) created.
+(a 2D channel per photonflow Controller, a motor per simulated beamline motor, a trigger/gate per
+simulated position-compare, and a measurement group per channel and position-compare for
+hardware-synchronised continuous scans) created.
 
 Sardana is an optional extra (``pip install -e ".[sardana]"``); nothing here imports it until
 ``start_sardana`` is called.
@@ -9,8 +11,9 @@ Sardana is an optional extra (``pip install -e ".[sardana]"``); nothing here imp
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tango
@@ -26,6 +29,7 @@ SARDANA_PATHS = {
     "MacroServer": {"MacroPath": [str(PLUGINS / "macros")], "RecorderPath": [str(PLUGINS / "recorders")]},
 }
 SCAN_RECORDER = "PhotonflowNXscanH5_FileRecorder"
+HARDWARE_TRIGGER = 0  # Sardana's AcqSynchType.Trigger: with a trigger/gate synchronizer, AcqSynch.HardwareTrigger
 # every scan also as a blissdata 2 scan (a recorder that writes no file: Sardana's DataRecorder)
 BLISSDATA_RECORDER = "PhotonflowBlissdataRecorder"
 
@@ -38,6 +42,10 @@ class SardanaDevices:
     door: str
     channels: dict[str, str]  # Sardana 2D channel name -> photonflow Controller
     motors: dict[str, str]  # Sardana motor name -> SimulatedMotor device
+    # Sardana trigger/gate name -> SimulatedPositionCompare device
+    triggers: dict[str, str] = field(default_factory=dict)
+    # measurement group -> its hardware-synchronised continuous scan: {"channel", "motor", "trigger"}
+    continuous: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def register_sardana(database: tango.Database, instance: str) -> dict[str, str]:
@@ -82,23 +90,34 @@ def start_sardana(suite: Suite, deployment: Deployment, instance: str = "photonf
     wait_for(answering, timeout, f"Sardana {instance}", interval=0.2)
     pool = tango.DeviceProxy(suite.device_url(devices["Pool"]))
     pool.set_timeout_millis(30000)
-    channels, motors = create_elements(pool, deployment)
-    return SardanaDevices(instance, devices["Pool"], devices["MacroServer"], devices["Door"], channels, motors)
+    channels, motors, triggers = create_elements(pool, deployment)
+    limit_motors(pool, deployment, suite.device_url)
+    continuous = create_continuous_groups(pool, deployment, channels, triggers)
+    return SardanaDevices(instance, devices["Pool"], devices["MacroServer"], devices["Door"], channels, motors,
+                          triggers, continuous)
+
+
+def _elements(pool: tango.DeviceProxy) -> dict[str, dict]:
+    """The Pool's elements by name (each with its ``full_name``, ``type``...)."""
+    _, data = pool.read_attribute("Elements").value  # DevEncoded: ("json", text)
+    return {element["name"]: element for element in json.loads(data)["new"]}
 
 
 def _existing(pool: tango.DeviceProxy) -> set[str]:
-    _, data = pool.read_attribute("Elements").value  # DevEncoded: ("json", text)
-    return {element["name"] for element in json.loads(data)["new"]}
+    return set(_elements(pool))
 
 
-def create_elements(pool: tango.DeviceProxy, deployment: Deployment) -> tuple[dict[str, str], dict[str, str]]:
+def create_elements(pool: tango.DeviceProxy, deployment: Deployment
+                    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """A ``PhotonflowTwoDController`` and its channel ``<name>`` per photonflow Controller
     (``pf_<member>``), a ``PhotonflowMotorController`` with every SimulatedMotor as a motor named
-    as its device's member (omega, samx, ...)."""
+    as its device's member (omega, samx, ...), a ``PhotonflowPositionCompareController`` with every
+    SimulatedPositionCompare as a trigger/gate named as its member (omega_pcomp)."""
     existing = _existing(pool)
     devices = [d for s in deployment.servers for d in s.devices]
     channels = {f"pf_{element_name(d.name)}": d.name for d in devices if d.tango_class == "PhotonflowController"}
     motors = {element_name(d.name): d.name for d in devices if d.tango_class == "SimulatedMotor"}
+    triggers = {element_name(d.name): d.name for d in devices if d.tango_class == "SimulatedPositionCompare"}
     for channel, controller in channels.items():
         if f"{channel}_ctrl" not in existing:
             pool.CreateController(["TwoDExpChannel", "PhotonflowTwoDCtrl.py", "PhotonflowTwoDController",
@@ -112,17 +131,87 @@ def create_elements(pool: tango.DeviceProxy, deployment: Deployment) -> tuple[di
         for axis, motor in enumerate(motors, start=1):
             if motor not in existing:
                 pool.CreateElement(["Motor", "pf_motor_ctrl", str(axis), motor])
+    if triggers:
+        if "pf_pcomp_ctrl" not in existing:
+            pool.CreateController(["TriggerGate", "PhotonflowPositionCompareCtrl.py",
+                                   "PhotonflowPositionCompareController", "pf_pcomp_ctrl",
+                                   "Devices", ",".join(triggers.values())])
+        for axis, trigger in enumerate(triggers, start=1):
+            if trigger not in existing:
+                pool.CreateElement(["TriggerGate", "pf_pcomp_ctrl", str(axis), trigger])
     deadline = time.monotonic() + 10
-    wanted = set(channels) | set(motors)
+    wanted = set(channels) | set(motors) | set(triggers)
     while not wanted <= _existing(pool) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return channels, motors
+    return channels, motors, triggers
+
+
+def limit_motors(pool: tango.DeviceProxy, deployment: Deployment, url=lambda name: name) -> None:
+    """Each SimulatedMotor's limits as its Sardana motor's attribute ranges, where Sardana's scans
+    look for them: Position within the soft limits, Velocity up to ``MaximumVelocity`` (a
+    continuous scan faster than that is refused before anything moves; fast moves go at it)."""
+    elements = _elements(pool)
+    for device in (d for s in deployment.servers for d in s.devices if d.tango_class == "SimulatedMotor"):
+        name = element_name(device.name)
+        if name not in elements:
+            continue
+        motor = tango.DeviceProxy(url(device.name))
+        ranges = {"Position": tuple(a.value for a in motor.read_attributes(["SoftLimitLow", "SoftLimitHigh"]))}
+        try:
+            ranges["Velocity"] = (0.0, motor.read_attribute("MaximumVelocity").value)
+        except tango.DevFailed:  # a SimulatedMotor without a maximum velocity: no range to give
+            pass
+        element = tango.DeviceProxy(elements[name]["full_name"])
+        for attribute, (low, high) in ranges.items():
+            config = element.get_attribute_config(attribute)
+            if math.isfinite(low):
+                config.min_value = repr(float(low))
+            if math.isfinite(high):
+                config.max_value = repr(float(high))
+            element.set_attribute_config(config)
+
+
+def continuous_group_name(channel: str, axis: str) -> str:
+    return f"mg_{channel}_{axis}"
+
+
+def create_continuous_groups(pool: tango.DeviceProxy, deployment: Deployment, channels: dict[str, str],
+                             triggers: dict[str, str]) -> dict[str, dict[str, str]]:
+    """A measurement group ``mg_<channel>_<axis>`` per photonflow channel and position-compare:
+    the channel (value references on), synchronised by the position-compare's trigger/gate
+    (hardware trigger: photonflow's trigger mode external), so that ``ascanct <axis> ...`` with it
+    takes one frame per position the axis crosses."""
+    motors_of = {d.name: d.properties.get("Motor", [""])[0] for s in deployment.servers for d in s.devices}
+    elements = _elements(pool)
+    groups = {}
+    for trigger, device in triggers.items():
+        axis = element_name(motors_of.get(device, "")) or trigger
+        for channel in channels:
+            name = continuous_group_name(channel, axis)
+            if name not in elements:
+                pool.CreateMeasurementGroup([name, channel])
+                wait_for(lambda name=name: name in _existing(pool), 10, f"the measurement group {name}", interval=0.1)
+                elements = _elements(pool)
+            group = tango.DeviceProxy(elements[name]["full_name"])
+            configuration = json.loads(group.read_attribute("Configuration").value)
+            for controller in configuration["controllers"].values():
+                controller["synchronizer"] = elements[trigger]["full_name"]
+                controller["synchronization"] = HARDWARE_TRIGGER
+                for settings in controller["channels"].values():
+                    settings["value_ref_enabled"] = True
+            group.write_attribute("Configuration", json.dumps(configuration))
+            groups[name] = {"channel": channel, "motor": axis, "trigger": trigger}
+    return groups
 
 
 def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
     channel = next(iter(sardana.channels), "pf_controller")
     motor = next(iter(sardana.motors), "omega")
     blissdata = blissdata_url(event_bus) or "redis://<host>:<port>"
+    continuous = "".join(
+        f"  Door> senv ActiveMntGrp {group} ; ascanct {scan['motor']} 0 18 180 0.01    "
+        f"(hardware-synchronised by {scan['trigger']})\n"
+        for group, scan in sardana.continuous.items())
     return (
         f"Sardana '{sardana.instance}' is up: Pool {sardana.pool}, MacroServer {sardana.macroserver}, "
         f"Door {sardana.door}\n"
@@ -136,5 +225,6 @@ def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
         f"  Door> senv DataRecorder {BLISSDATA_RECORDER} ; "
         f"senv BlissdataURL {blissdata}    (every scan also a blissdata scan)\n"
         f"  Door> ct 0.1 ; ascan {motor} 0 10 20 0.1 ; pf_set_sample mx0001 ceo2 ; pf_darks 10 0.1\n"
+        f"{continuous}"
         f"  channels {', '.join(sardana.channels)}; motors {', '.join(sardana.motors)}"
     )

@@ -1,10 +1,22 @@
 """Sardana motor controller for photonflow's simulated beamline motors (``SimulatedMotor``:
-Position, Velocity, Acceleration, State, Stop). Each axis is one Tango device, named by the
-controller property ``Devices`` (axis 1 is the first name). Add this folder to PoolPath."""
+Position, Velocity, MaximumVelocity, Acceleration, State, Stop). Each axis is one Tango device,
+named by the controller property ``Devices`` (axis 1 is the first name). Add this folder to PoolPath.
+
+A continuous scan (``ascanct``) plans its run-up from what this controller gives: the velocity,
+base rate 0, the acceleration as Sardana's acceleration *time* and the extra attribute
+``MaximumVelocity``, which photonflow's Sardana setup copies into the range of the Sardana motor's
+Velocity (where Sardana looks for its maximum velocity). The acceleration time is that of a
+constant acceleration up to the maximum velocity (maximum / acceleration): it does not change when
+a scan slows the motor down, so the run-up Sardana plans at a scan's velocity v (v × time / 2) is
+never shorter than the motor needs (v² / 2 acceleration), and the motor crosses the first trigger
+position at constant velocity. A motor without a maximum velocity: the time to its velocity.
+"""
+
+import math
 
 import tango
-from sardana import State
-from sardana.pool.controller import Description, MotorController, Type
+from sardana import DataAccess, State
+from sardana.pool.controller import Access, Description, MotorController, Type
 
 STATES = {
     tango.DevState.ON: State.On,
@@ -28,6 +40,11 @@ class PhotonflowMotorController(MotorController):
         Description: "Tango names of the SimulatedMotor devices, comma separated, axis 1 first: mandatory"},
     }
 
+    axis_attributes = {
+        "MaximumVelocity": {Type: float, Access: DataAccess.ReadOnly,
+                            Description: "The fastest the axis can move, unit/s (the SimulatedMotor's)"},
+    }
+
     def __init__(self, inst, props, *args, **kwargs):
         MotorController.__init__(self, inst, props, *args, **kwargs)
         self.devices = [name.strip() for name in self.Devices.split(",") if name.strip()]
@@ -37,6 +54,17 @@ class PhotonflowMotorController(MotorController):
         if not 1 <= axis <= len(self.devices):
             raise ValueError(f"axis {axis} has no device: the Devices property names {len(self.devices)}")
         self.proxies[axis] = tango.DeviceProxy(self.devices[axis - 1])
+
+    def _maximum_velocity(self, axis):
+        try:
+            return self.proxies[axis].read_attribute("MaximumVelocity").value
+        except tango.DevFailed:  # a SimulatedMotor without one
+            return math.inf
+
+    def _ramp_velocity(self, axis):
+        """The velocity Sardana's acceleration time is the time to reach."""
+        maximum = self._maximum_velocity(axis)
+        return maximum if math.isfinite(maximum) else self.proxies[axis].read_attribute("Velocity").value
 
     def DeleteDevice(self, axis):
         self.proxies.pop(axis, None)
@@ -64,8 +92,7 @@ class PhotonflowMotorController(MotorController):
             self.proxies[axis].write_attribute("Velocity", value)
         elif name in ("acceleration", "deceleration"):  # Sardana's is the time to full speed
             if value > 0:
-                velocity = self.proxies[axis].read_attribute("Velocity").value
-                self.proxies[axis].write_attribute("Acceleration", velocity / value)
+                self.proxies[axis].write_attribute("Acceleration", self._ramp_velocity(axis) / value)
         elif name in ("base_rate", "step_per_unit"):
             pass  # a simulated axis has neither
         else:
@@ -76,10 +103,15 @@ class PhotonflowMotorController(MotorController):
         if name == "velocity":
             return self.proxies[axis].read_attribute("Velocity").value
         if name in ("acceleration", "deceleration"):
-            velocity, acceleration = (a.value for a in self.proxies[axis].read_attributes(["Velocity", "Acceleration"]))
-            return velocity / acceleration if acceleration else 0.0  # Sardana's acceleration is a time
+            acceleration = self.proxies[axis].read_attribute("Acceleration").value
+            return self._ramp_velocity(axis) / acceleration if acceleration else 0.0  # Sardana's is a time
         if name == "base_rate":
             return 0.0
         if name == "step_per_unit":
             return 1.0
         raise ValueError(f"unknown axis parameter {name}")
+
+    def GetAxisExtraPar(self, axis, name):
+        if name.lower() == "maximumvelocity":
+            return self._maximum_velocity(axis)
+        raise ValueError(f"unknown axis attribute {name}")

@@ -30,6 +30,8 @@ TOMOGRAPHY = Path(__file__).resolve().parents[3] / "config" / "structures" / "to
 class _PhotonflowMacro(Macro):
     """What every photonflow macro needs: its devices, a series run to its end, clear refusals."""
 
+    _running = None  # the Controller whose series runs now (aborted with the macro)
+
     def device(self, variable: str, default: str = "") -> tango.DeviceProxy:
         try:
             name = self.getEnv(variable)
@@ -58,20 +60,37 @@ class _PhotonflowMacro(Macro):
             time.sleep(0.05)
         return str(proxy.state())
 
-    def series(self, frames: int, exposure: float, period: float, file: str = "") -> str:
-        """One series through the Controller; returns its file."""
+    def series(self, frames: int, exposure: float, period: float, file: str = "", scan: dict | None = None) -> str:
+        """One series through the Controller; returns its file. With ``scan`` ({"axis", "start",
+        "step"}) the Controller runs it as a continuous scan: the axis' position-compare triggers
+        frame i at start + i * step, the motor crossing it at constant velocity after its run-up.
+        A series that does not end ON stops the macro with the Controller's status (its ALARM
+        names what went wrong; the frames taken stay in the file)."""
         controller = self.device("PhotonflowController")
         if str(controller.state()) == "FAULT":
             raise RuntimeError(f"{controller.dev_name()} is in FAULT: {controller.status()}")
         settings = {"frames": frames, "exposure": exposure, "period": max(period, exposure)}
         if file:
             settings["file"] = file
+        if scan is not None:
+            settings["scan"] = scan
         self.call(controller, "Configure", json.dumps(settings))
         self.call(controller, "Start")
-        state = self.wait_idle(controller, 60 + 3 * frames * settings["period"])
+        self._running = controller
+        try:
+            # a scan also moves its axis to the run-up start and back: minutes at most on a beamline
+            state = self.wait_idle(controller, (300 if scan else 60) + 3 * frames * settings["period"])
+        finally:
+            self._running = None
         if state != "ON":
             raise RuntimeError(f"the series ended {state}: {controller.status()}")
         return controller.LastFile
+
+    def on_abort(self):
+        """Ctrl-C in spock: the series (and its scan: motor, trigger generator) aborted too."""
+        controller = self._running
+        if controller is not None and str(controller.state()) in BUSY:
+            controller.command_inout("Abort")
 
     def shutter(self, open_: bool) -> None:
         shutter = tango.DeviceProxy(f"{self.getEnv('PhotonflowBeamline')}/shutter")
@@ -142,43 +161,36 @@ class pf_flats(_PhotonflowMacro):
 
 
 class pf_mx_collect(_PhotonflowMacro):
-    """An MX rotation collection: the goniometer turns from start by width per frame while the
-    frames are taken (from the first frame on); the Standardizer writes omega per frame."""
+    """An MX rotation collection as a continuous scan: the Controller accelerates the axis over its
+    run-up so that it crosses start at constant velocity, and the axis' position-compare triggers
+    frame i as it crosses start + i * width; the Standardizer writes omega per frame from the
+    captured positions."""
 
     param_def = [
         ["start", Type.Float, None, "Start angle, degrees"],
         ["width", Type.Float, None, "Oscillation per frame, degrees (> 0)"],
         ["frames", Type.Integer, None, "Number of frames (>= 1)"],
-        ["exposure", Type.Float, None, "Exposure per frame, seconds (> 0)"],
-        ["axis", Type.String, "omega", "The rotation motor of the beamline (PhotonflowBeamline/<axis>)"],
+        ["exposure", Type.Float, None, "Exposure per frame, seconds (> 0); one frame per exposure time"],
+        ["axis", Type.String, "omega", "The rotation axis, as the Controller's ScanAxes name it"],
     ]
 
     def run(self, start, width, frames, exposure, axis):
         _check_counts(frames, exposure)
         if width <= 0:
             raise ValueError(f"width must be > 0 degrees, got {width}")
-        prefix = self.getEnv("PhotonflowBeamline")
-        rotation = tango.DeviceProxy(f"{prefix}/{axis}")
-        rotation.Position = start
-        self.wait_idle(rotation, 120)
-        controller = self.device("PhotonflowController")
-        self.call(controller, "Configure", json.dumps({"frames": frames, "exposure": exposure, "period": exposure}))
-        self.call(controller, "Start")
-        while controller.FramesAcquired == 0 and str(controller.state()) in BUSY:
-            time.sleep(0.005)  # the detector prepares first: turn with the first frame
-        rotation.Velocity = width / exposure
-        rotation.Position = start + width * frames
-        state = self.wait_idle(controller, 60 + 3 * frames * exposure)
-        if state != "ON":
-            raise RuntimeError(f"the collection ended {state}: {controller.status()}")
-        self.output(f"{frames} frames over {start}..{start + width * frames} deg in {controller.LastFile}")
+        end = start + width * frames
+        self.output(f"{frames} frames of {exposure} s over {axis} {start:g}..{end:g} deg, {width:g} deg per frame "
+                    f"({width / exposure:g} deg/s), each triggered by {axis}'s position-compare")
+        file = self.series(frames, exposure, exposure, scan={"axis": axis, "start": start, "step": width})
+        self.output(f"{frames} frames over {start:g}..{end:g} deg in {file}")
 
 
 class pf_tomo(_PhotonflowMacro):
     """A tomography: the tomography structure run through the DataManager (darks with the shutter
-    closed, flats with the sample out, projections while the sample turns), these values
-    overriding the structure's; the Standardizer joins them in one NXtomo. The experiment and
-    sample are the DataManager's (pf_set_sample first)."""
+    closed, flats with the sample out, projections as a continuous scan of the rotation: the
+    Controller triggers each projection at its angle), these values overriding the structure's;
+    the Standardizer joins them in one NXtomo. The experiment and sample are the DataManager's
+    (pf_set_sample first)."""
 
     param_def = [
         ["projections", Type.Integer, None, "Projections over the rotation (>= 1)"],
@@ -191,24 +203,54 @@ class pf_tomo(_PhotonflowMacro):
     def run(self, projections, darks, flats, exposure, end_angle):
         from photonflow.clients.sequencer import Beamline, run_tomography, tomography_overrides
 
+        _check_counts(projections, exposure)
         datamanager = self.device("PhotonflowDataManager")
         if not datamanager.Proposal:
             raise RuntimeError("the DataManager has no experiment: pf_set_sample <proposal> <sample> first")
-        overrides = tomography_overrides(projections=projections, darks=darks, flats=flats, exposure=exposure,
-                                         period=max(exposure * 2, exposure + 0.005), end_angle=end_angle)
         structure = self.getEnv("PhotonflowTomography") if "PhotonflowTomography" in self.getAllEnv() \
             else str(TOMOGRAPHY)
+        axis, start = _rotation(structure)
+        step = (end_angle - start) / projections
+        # one projection per period: as often as the exposure allows, as slowly as the axis needs
+        maximum = float(tango.DeviceProxy(f"{self.getEnv('PhotonflowBeamline')}/{axis}").MaximumVelocity)
+        period = max(exposure * 2, exposure + 0.005, _SPEED_MARGIN * abs(step) / maximum)
+        self.output(f"{projections} projections of {exposure} s over {axis} {start:g}..{end_angle:g} deg, "
+                    f"{step:g} deg apart, one every {period:.4g} s ({abs(step) / period:.4g} deg/s, at most "
+                    f"{maximum:g}), each triggered by {axis}'s position-compare; {darks} darks, {flats} flats")
+        overrides = tomography_overrides(projections=projections, darks=darks, flats=flats, exposure=exposure,
+                                         period=round(period, 6), end_angle=end_angle)
+        self._running = self.device("PhotonflowController")
         try:
-            summary = run_tomography(datamanager, self.device("PhotonflowController"),
+            summary = run_tomography(datamanager, self._running,
                                      self.device("PhotonflowStandardizer"), Beamline(self.getEnv("PhotonflowBeamline")),
                                      structure, None, overrides, log=_Output(self))
         except tango.DevFailed as error:
             first = error.args[0]
             raise RuntimeError(f"the tomography stopped: {first.reason}: {first.desc}") from None
+        finally:
+            self._running = None
         if not summary.get("nexus") or summary["state"] != "ON":
             raise RuntimeError(f"the tomography ended {summary['state']}: {summary.get('nexus_error', '')}")
         self.output(f"NXtomo ({summary['nexus_problems']} validation problem(s)): {summary['nexus']}; "
                     f"runs {summary['runs']} in {summary['catalogue']}")
+
+
+# a rotation a little below the axis' maximum velocity: the plan refuses what is above it
+_SPEED_MARGIN = 1.02
+
+
+def _rotation(structure: str) -> tuple[str, float]:
+    """The axis a tomography structure turns (its ``start_angle`` setting) and its start angle,
+    for the macro's announcement and its speed."""
+    import yaml
+
+    description = yaml.safe_load(Path(structure).read_text())
+    setting = description.get("beamline", {}).get("start_angle", "omega")
+    axis = setting.get("setting", "omega") if isinstance(setting, dict) else str(setting)
+    start = 0.0
+    for entry in description.get("sequence", []):
+        start = float(entry.get("paramSet", {}).get("start_angle", start))
+    return axis, start
 
 
 class _Output:
