@@ -189,6 +189,16 @@ class KeepsTime(ABC):
         requested"), or None."""
 
 
+class ArmsAtStart(ABC):
+    """A camera whose acquisition must run before the first external pulse comes (camserver's
+    exposure command, SDK3's AcquisitionStart): in an external trigger mode the Acquirer arms it
+    within ``Start``, before it reports RUNNING, so a scan moves its motor only once the detector
+    listens; ``frames`` then follows the armed acquisition instead of starting one."""
+
+    @abstractmethod
+    def arm(self, settings: AcquisitionSettings) -> None: ...
+
+
 class TakesClientTriggers:
     """A camera offering trigger mode ``client``: the Acquirer gives it its ``ClientTriggers``."""
 

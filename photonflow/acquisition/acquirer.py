@@ -25,6 +25,7 @@ from photonflow.camera import (
     TRIGGER_MODES,
     Abortable,
     AcquisitionSettings,
+    ArmsAtStart,
     Camera,
     Checkable,
     ClientTriggers,
@@ -279,6 +280,8 @@ class Acquirer(StatefulCore):
                 raise StateError(f"Start needs a prepared acquirer (STANDBY), it is {self.state}; call Prepare first")
             self._stop.clear()
             self._abort.clear()
+            if isinstance(self.camera, ArmsAtStart) and self._settings.trigger_mode.startswith("external"):
+                self.camera.arm(self._settings)  # listening before Start returns: a scan's pulses may follow at once
             self._set_state(states.RUNNING, f"Acquiring series {self.series_id}.")
             self._thread = threading.Thread(
                 target=self._series.run, args=(self,), name=f"acquire-series-{self.series_id}", daemon=True

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.camera import AcquisitionSettings, Closable, FrameSource, SoftwareTrigger
+from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FrameSource, SoftwareTrigger
 from photonflow.drivers.sdk3 import PIXEL_TYPES
 from photonflow.errors import ConfigurationError, DetectorError
 
@@ -46,7 +46,7 @@ class AndorSettings:
     timeout: float = 5.0
 
 
-class AndorCamera(FrameSource, Closable):
+class AndorCamera(FrameSource, ArmsAtStart, Closable):
     """A Zyla or Balor behind SDK3; ``sdk`` is a pylablib AndorSDK3Camera or the simulated one."""
 
     trigger_modes = tuple(TRIGGER_MODES)
@@ -69,6 +69,12 @@ class AndorCamera(FrameSource, Closable):
         self._call(self.sdk.set_roi, 0, width, 0, height, binning, binning)
         exposure = self._call(self.sdk.get_attribute, "ExposureTime")
         self.min_exposure = float(exposure.min)
+        self._armed = False  # ``arm`` started the acquisition that ``frames`` will follow
+
+    def arm(self, settings: AcquisitionSettings) -> None:
+        """SDK3's AcquisitionStart: the camera takes its external triggers from then on."""
+        self._call(self.sdk.start_acquisition)
+        self._armed = True
 
     @staticmethod
     def call(function, *args):
@@ -132,8 +138,10 @@ class AndorCamera(FrameSource, Closable):
         return lambda frame_ticks: now + (frame_ticks - ticks) / hertz
 
     def frames(self, settings: AcquisitionSettings, stop: threading.Event) -> Iterator[tuple[int, np.ndarray, float]]:
-        """Start the acquisition and yield the frames as the camera delivers them."""
-        self._call(self.sdk.start_acquisition)
+        """Start the acquisition (unless ``arm`` did) and yield the frames as the camera delivers them."""
+        if not self._armed:
+            self._call(self.sdk.start_acquisition)
+        self._armed = False
         number = 0
         patience = settings.period + settings.exposure + self.settings.timeout
         waits_for_edges = settings.trigger_mode.startswith("external")  # external edges may be far apart

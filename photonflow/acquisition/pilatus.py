@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from photonflow.acquisition.beamline import Beamline
-from photonflow.camera import AcquisitionSettings, Closable, FrameSource
+from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FrameSource
 from photonflow.drivers.camserver import EXPOSURE_DONE, MODELS, PIXEL_SIZE, CamserverClient, image_names
 from photonflow.drivers.minicbf import header_time, parse_header
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
@@ -54,7 +54,7 @@ EXPOSE_COMMANDS = {"internal": "exposure", "external_start": "exttrigger", "exte
                    "external_enable": "extenable"}
 
 
-class PilatusCamera(FrameSource, Closable):
+class PilatusCamera(FrameSource, ArmsAtStart, Closable):
     """A PILATUS3 behind camserver; images come as CBF files on a shared disk."""
 
     trigger_modes = tuple(EXPOSE_COMMANDS)
@@ -71,6 +71,7 @@ class PilatusCamera(FrameSource, Closable):
         self.mx: dict[str, Any] = {}  # what mxsettings last set: camserver has no read-back
         self.last_header: dict[str, Any] = {}
         self._series = 0
+        self._armed: str | None = None  # the template of an exposure armed by ``arm``, not yet followed
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -118,14 +119,25 @@ class PilatusCamera(FrameSource, Closable):
         self.client.command(f"nimages {settings.frame_count}")
         self.client.command(f"imgpath {directory}")
 
+    def arm(self, settings: AcquisitionSettings) -> None:
+        """camserver waits for the external edges once it has answered the exposure command."""
+        self._armed = self._expose(settings)
+
+    def _expose(self, settings: AcquisitionSettings) -> str:
+        """Start camserver's exposure (of the trigger mode's kind); returns its images' template."""
+        self._series += 1
+        template = f"photonflow_{self._series:05d}_{int(time.time())}.cbf"
+        self.client.command(f"{EXPOSE_COMMANDS[settings.trigger_mode]} {template}")
+        return template
+
     def frames(self, settings: AcquisitionSettings, stop: threading.Event) -> Iterator[tuple]:
         """Start the exposure, then yield each image as soon as its CBF file is complete,
         with the numbers of its header (``FRAME_METADATA``)."""
         import fabio  # here: only this vendor needs it
 
-        self._series += 1
-        template = f"photonflow_{self._series:05d}_{int(time.time())}.cbf"
-        self.client.command(f"{EXPOSE_COMMANDS[settings.trigger_mode]} {template}")
+        template, self._armed = self._armed, None
+        if template is None:
+            template = self._expose(settings)
         names = image_names(template, settings.frame_count)
         directory = Path(self.settings.image_directory)
         finished: list = []

@@ -1,5 +1,6 @@
-"""The whole chain on real servers: a rotation series through the Controller, the Standardizer
-following it by events, an NXmx file that validates against the official NXDL, whose metadata
+"""The whole chain on real servers: a continuous rotation scan through the Controller (omega
+crossing the range at constant velocity, its position-compare triggering every frame), the
+Standardizer following it by events, an NXmx file that validates against the official NXDL, whose metadata
 alone lets pyFAI find the calibrant's rings, announced on the Redis event bus."""
 
 from __future__ import annotations
@@ -12,51 +13,46 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import nxmx
 import pytest
 from pyFAI.calibrant import get_calibrant
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-from photonflow.clients.demo import rotate_during_series
 from photonflow.standardizing.validation import validate_nexus
 from tests.helpers.devices import proxy, wait_for_state, wait_until
 
 FRAMES = 40
 PERIOD = 0.01
+START, STEP = 10.0, 0.1  # omega of the first frame, degrees per frame
 
 
 @pytest.fixture(scope="module")
 def rotation_series(running_suite):
-    """One rotation series of 40 frames, omega turning through it; its Recorder and NXmx files."""
+    """One continuous scan of 40 frames, 0.1 deg each from 10 deg; its Recorder and NXmx files."""
     devices = running_suite
     controller = proxy(devices.controller)
     standardizer = proxy(devices.suite.device_url(devices.deployment.device("PhotonflowStandardizer").name))
-    omega = proxy(devices.suite.device_url("demo/beamline/omega"))
+    pcomp = proxy(devices.suite.device_url("demo/beamline/omega_pcomp"))
     wait_for_state(controller, "ON", "ALARM")
     controller.Configure(json.dumps({"frames": FRAMES, "exposure": 0.005, "period": PERIOD,
-                                     "file": "standardized/rotation.h5"}))
+                                     "file": "standardized/rotation.h5",
+                                     "scan": {"axis": "omega", "start": START, "step": STEP}}))
     controller.Start()
-    rotate_during_series(omega, FRAMES, PERIOD, 0.1, controller)  # from the first frame on
-    wait_for_state(controller, "ON", "ALARM", timeout=60)
+    wait_for_state(controller, "ON", "ALARM", timeout=120)
+    assert str(controller.state()) == "ON", controller.status()
     master = Path(controller.LastFile)
     nxs = master.with_suffix(".nxs")
     wait_until(lambda: standardizer.LastFile == str(nxs), timeout=60, what=f"{nxs} written")
-    wait_until(lambda: str(omega.state()) != "MOVING", timeout=30, what="omega at rest")
-    return master, nxs, standardizer
+    return master, nxs, standardizer, pcomp
 
 
 def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation_series, running_suite):
     url = running_suite.suite.device_url
-    master, nxs, standardizer = rotation_series
+    master, nxs, standardizer, pcomp = rotation_series
     assert nxs.parent == master.parent
     report = validate_nexus(nxs)
     assert report.definition == "NXmx" and report.problems == ()
-    # omega is turned by software here, not by a trigger-synchronised scan: its per-frame angles are
-    # interpolated from its readings, and the Standardizer says so; this deployment has no
-    # position-compare for omega (demo/beamline/omega_pcomp) yet: reading it is a capture failure
-    warnings = list(standardizer.Warnings or [])
-    interpolated = [w for w in warnings if w.startswith("omega per frame interpolated from motor readings: steps ")]
-    assert str(standardizer.state()) == "ALARM" and len(interpolated) == 1, warnings
-    assert all(w in interpolated or "demo/beamline/omega_pcomp" in w for w in warnings), warnings
+    assert str(standardizer.state()) == "ON" and list(standardizer.Warnings or []) == []
     with h5py.File(nxs) as f, h5py.File(master) as recorded:
         np.testing.assert_array_equal(f["entry/data/data"][5], recorded["entry/data/data"][5])
         assert f["entry/data/data"].shape[0] == FRAMES
@@ -64,25 +60,44 @@ def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation
         assert f["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(mono.Wavelength, rel=1e-6)
         assert f["entry/instrument/simulator/distance"][()] == pytest.approx(
             proxy(url("demo/beamline/detz")).Position / 1000.0)
-        omega = f["entry/sample/transformations/omega"][()]
-        assert omega.shape == (FRAMES,)
-        steps = np.diff(omega)
-        assert np.all(steps >= 0) and omega[-1] - omega[0] > 2.0  # the sample turned through the series
-        # each frame's angle is where omega was at that frame's time: past the first frames (the motor's
-        # run-up), omega against the detector's own timestamps climbs at the 0.1 deg per 10 ms asked
-        # for, however irregularly a loaded machine delivers the frames
+        # frame i's omega is where the encoder was at its trigger: START + i * STEP (the simulated
+        # encoder's resolution, 1e-4 deg), whatever the machine's load did to the frames' delivery
+        transformations = f["entry/sample/transformations"]
+        omega = transformations["omega"][()]
+        np.testing.assert_allclose(omega, START + STEP * np.arange(FRAMES), atol=2e-4)
+        np.testing.assert_allclose(transformations["omega_increment"][()], STEP)
+        np.testing.assert_allclose(transformations["omega_end"][()], omega + STEP)
+        # the same positions the position-compare latched, and the frames are stamped with its pulses
+        np.testing.assert_array_equal(omega, np.asarray(pcomp.CapturedPositions)[:FRAMES])
         stamped = recorded["entry/accounting/timestamp"][()]
-        slope, _ = np.polyfit(stamped[5:] - stamped[0], omega[5:], 1)
-        assert slope == pytest.approx(0.1 / PERIOD, rel=0.15), (np.diff(stamped), steps)
+        np.testing.assert_allclose(stamped, np.asarray(pcomp.CapturedTimes)[:FRAMES] + 0.005, atol=1e-4)
+        np.testing.assert_allclose(np.diff(stamped), PERIOD, rtol=0.01)  # constant velocity: a frame every period
+        assert f["entry/instrument/simulator/frame_time"][()] == pytest.approx(PERIOD)
         assert f["entry/pre_exposure/shutter/status"][()] == b"OPEN"
         current = f["entry/during_exposure/source/current/value"][()]
         assert len(current) >= 1 and np.all((current > 150) & (current <= 200.5))
 
 
+def test_diamonds_nxmx_reader_sees_the_scan_as_it_was_asked(rotation_series):
+    """The reader DIALS builds on: omega is the one scan axis, 40 images from 10 deg, 0.1 deg each."""
+    _, nxs, _, _ = rotation_series
+    with h5py.File(nxs) as f:
+        sample = nxmx.NXmx(f).entries[0].samples[0]
+        chain = nxmx.get_dependency_chain(sample.depends_on)
+        rotations = nxmx.get_rotation_axes(chain)
+        assert list(rotations.names[rotations.is_scan_axis]) == ["omega"]
+        omega = next(axis for axis in chain if axis.path.endswith("/omega"))
+        angles = omega[()].to("degree").magnitude
+        assert len(angles) == FRAMES
+        assert angles[0] == pytest.approx(START, abs=0.05 * STEP)
+        assert omega.increment_set.to("degree").magnitude == pytest.approx(STEP)
+        np.testing.assert_allclose((omega.end[()] - omega[()]).to("degree").magnitude, STEP)
+
+
 def test_pyfai_finds_the_calibrants_rings_using_only_the_files_metadata(rotation_series):
     """Geometry from the NXmx alone (wavelength, distance through det_z, beam centre, pixel size):
     the first CeO2 rings sit within 0.5 % of q = 2π/d."""
-    _, nxs, _ = rotation_series
+    _, nxs, _, _ = rotation_series
     with h5py.File(nxs) as f:
         entry = f["entry"]
         detector = entry["instrument/simulator"]
@@ -108,7 +123,7 @@ def test_pyfai_finds_the_calibrants_rings_using_only_the_files_metadata(rotation
 
 
 def test_the_experiment_done_event_is_read_back_from_redis_by_another_process(rotation_series):
-    _, nxs, _ = rotation_series
+    _, nxs, _, _ = rotation_series
     reader = (
         "import json, sys\n"
         "from photonflow.events.bus import RedisStreamBus\n"
@@ -128,7 +143,7 @@ def test_the_experiment_done_event_is_read_back_from_redis_by_another_process(ro
 def test_standardize_refuses_a_file_outside_the_data_root(rotation_series):
     import tango
 
-    _, _, standardizer = rotation_series
+    _, _, standardizer, _ = rotation_series
     with pytest.raises(tango.DevFailed) as caught:
         standardizer.Standardize("/etc/passwd")
     assert caught.value.args[0].reason == "FileOutsideDataRoot"
