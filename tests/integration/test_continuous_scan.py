@@ -22,33 +22,32 @@ def scan_devices(running_suite):
     return controller, proxy(url("demo/beamline/omega")), proxy(url("demo/beamline/omega_pcomp"))
 
 
-def _configure(controller, **scan_and_settings) -> None:
-    scan = {key: scan_and_settings.pop(key) for key in ("axis", "start", "step")}
-    controller.Configure(json.dumps({"frames": 100, "exposure": 0.001, "period": 0.002, **scan_and_settings,
-                                     "scan": scan}))
+def _scan_request(axis: str, start: float, step: float, **settings) -> str:
+    return json.dumps({"frames": 100, "exposure": 0.001, "period": 0.002, **settings,
+                       "scan": {"axis": axis, "start": start, "step": step}})
 
 
 def test_a_scan_faster_than_the_motor_is_refused_at_configure_with_its_limit(scan_devices):
     controller, omega, _ = scan_devices
     before = float(omega.Position)
-    error = devfailed(_configure, controller, axis="omega", start=0.0, step=1.0)  # 1 deg per 2 ms: 500 deg/s
+    error = devfailed(controller.Configure, _scan_request("omega", 0.0, 1.0))  # 1 deg per 2 ms: 500 deg/s
     assert "500 deg/s" in error.desc and "90 deg/s" in error.desc, error.desc
     assert str(omega.state()) == "ON" and float(omega.Position) == before  # nothing moved
 
 
 def test_a_scan_names_only_the_controllers_axes_and_external_triggers(scan_devices):
     controller, _, _ = scan_devices
-    error = devfailed(_configure, controller, axis="phi", start=0.0, step=0.1)
+    error = devfailed(controller.Configure, _scan_request("phi", 0.0, 0.1))
     assert "'phi'" in error.desc and "omega" in error.desc, error.desc
-    error = devfailed(_configure, controller, axis="omega", start=0.0, step=0.1, trigger_mode="internal")
+    error = devfailed(controller.Configure, _scan_request("omega", 0.0, 0.1, trigger_mode="internal"))
     assert "external" in error.desc, error.desc
 
 
 def test_a_trigger_generator_stopping_halfway_ends_alarm_with_the_frames_taken_written(scan_devices):
     controller, omega, pcomp = scan_devices
     frames = 100
-    _configure(controller, axis="omega", start=20.0, step=0.05, frames=frames, exposure=0.01, period=0.02,
-               file="scans/cut_short.h5")
+    controller.Configure(_scan_request("omega", 20.0, 0.05, frames=frames, exposure=0.01, period=0.02,
+                                       file="scans/cut_short.h5"))
     controller.Start()
     wait_until(lambda: pcomp.PulsesSent >= 10, timeout=60, interval=0.01, what="the first pulses")
     pcomp.Disarm()  # the cable pulled: no more triggers while omega goes on turning
