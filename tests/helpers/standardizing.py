@@ -62,3 +62,24 @@ def standardize(recorded_file: Path, reader: BeamlineReader, mapping_name: str =
         return Path(standardizer.counters.last_file), standardizer
     finally:
         standardizer.close()
+
+
+def assert_nxmx_rotation_scan(path, images: int, start: float, step: float, axis: str = "omega") -> None:
+    """Read the NXmx back with Diamond's ``nxmx`` reader (what dxtbx and DIALS build on): ``axis`` is
+    the one scan axis, ``images`` frames from ``start``, ``step`` per frame, each frame's oscillation
+    (end - angle, as dxtbx takes it) the step."""
+    import h5py
+    import nxmx
+
+    with h5py.File(path) as f:
+        sample = nxmx.NXmx(f).entries[0].samples[0]
+        chain = nxmx.get_dependency_chain(sample.depends_on)
+        rotations = nxmx.get_rotation_axes(chain)
+        assert list(rotations.names[rotations.is_scan_axis]) == [axis]
+        scanned = next(found for found in chain if found.path.endswith(f"/{axis}"))
+        angles = scanned[()].to("degree").magnitude
+        assert len(angles) == images
+        assert abs(angles[0] - start) <= 0.05 * abs(step), angles[:3]
+        assert abs(scanned.increment_set.to("degree").magnitude - step) <= 1e-9
+        np.testing.assert_allclose((scanned.end[()] - scanned[()]).to("degree").magnitude, step)
+        np.testing.assert_allclose(np.diff(angles), step, atol=0.05 * abs(step))

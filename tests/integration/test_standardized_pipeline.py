@@ -13,13 +13,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import nxmx
 import pytest
 from pyFAI.calibrant import get_calibrant
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from photonflow.standardizing.validation import validate_nexus
 from tests.helpers.devices import proxy, wait_for_state, wait_until
+from tests.helpers.standardizing import assert_nxmx_rotation_scan
 
 FRAMES = 40
 PERIOD = 0.01
@@ -81,17 +81,7 @@ def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation
 def test_diamonds_nxmx_reader_sees_the_scan_as_it_was_asked(rotation_series):
     """The reader DIALS builds on: omega is the one scan axis, 40 images from 10 deg, 0.1 deg each."""
     _, nxs, _, _ = rotation_series
-    with h5py.File(nxs) as f:
-        sample = nxmx.NXmx(f).entries[0].samples[0]
-        chain = nxmx.get_dependency_chain(sample.depends_on)
-        rotations = nxmx.get_rotation_axes(chain)
-        assert list(rotations.names[rotations.is_scan_axis]) == ["omega"]
-        omega = next(axis for axis in chain if axis.path.endswith("/omega"))
-        angles = omega[()].to("degree").magnitude
-        assert len(angles) == FRAMES
-        assert angles[0] == pytest.approx(START, abs=0.05 * STEP)
-        assert omega.increment_set.to("degree").magnitude == pytest.approx(STEP)
-        np.testing.assert_allclose((omega.end[()] - omega[()]).to("degree").magnitude, STEP)
+    assert_nxmx_rotation_scan(nxs, FRAMES, START, STEP)
 
 
 def test_pyfai_finds_the_calibrants_rings_using_only_the_files_metadata(rotation_series):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import nxmx
 import pytest
 
 from photonflow.errors import ConfigurationError
@@ -26,7 +25,7 @@ from photonflow.standardizing.validation import validate_nexus
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
 from tests.helpers.recording import DETECTOR, SHAPE, frame
-from tests.helpers.standardizing import CONFIG, PREFIX, BeamlineReader, beamline_values
+from tests.helpers.standardizing import CONFIG, PREFIX, BeamlineReader, assert_nxmx_rotation_scan, beamline_values
 
 FRAMES = 6
 PERIOD = 0.01  # s between frames, as the detector was asked
@@ -122,19 +121,7 @@ def test_diamonds_nxmx_reader_finds_the_scan_start_increment_and_images(data_roo
     recorded = record_series(data_root, "read_back", trigger_times())
     reader = BeamlineReader({**beamline_values(omega=0.0), **pcomp(triggered_positions(), trigger_times())})
     output, _ = standardize_series(recorded, reader)
-    with h5py.File(output) as f:
-        sample = nxmx.NXmx(f).entries[0].samples[0]
-        chain = nxmx.get_dependency_chain(sample.depends_on)
-        rotations = nxmx.get_rotation_axes(chain)
-        assert list(rotations.names[rotations.is_scan_axis]) == ["omega"]
-        omega = next(axis for axis in chain if axis.path.endswith("/omega"))
-        angles = omega[()].to("degree").magnitude
-        assert len(omega) == FRAMES  # the number of images
-        assert angles[0] == pytest.approx(0.0, abs=0.05 * STEP)  # the start
-        assert omega.increment_set.to("degree").magnitude == pytest.approx(STEP)
-        widths = (omega.end[()] - omega[()]).to("degree").magnitude  # the oscillation, as dxtbx takes it
-        np.testing.assert_allclose(widths, STEP)
-        np.testing.assert_allclose(np.diff(angles), STEP, atol=0.05 * STEP)
+    assert_nxmx_rotation_scan(output, FRAMES, 0.0, STEP)
 
 
 def test_an_earlier_scans_capture_is_ignored(data_root):
