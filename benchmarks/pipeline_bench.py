@@ -55,6 +55,7 @@ Run:  .venv/bin/python benchmarks/pipeline_bench.py [--frames 20000] [--repeats 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -427,16 +428,31 @@ def emit(line: dict) -> None:
     print(json.dumps(line), flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    var_dir = Path(tempfile.mkdtemp(prefix="pipeline_bench_", dir=args.dir))
+@contextlib.contextmanager
+def bench_suite(name: str, folder: str | None, keep: bool):
+    """The derived demo deployment running in a temporary folder of its own (its data root, its
+    database, its trigger line: PHOTONFLOW_VAR), stopped and removed (unless ``keep``) afterwards."""
+    var_dir = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=folder))
     data_root = var_dir / "data"
     data_root.mkdir()
+    os.environ["PHOTONFLOW_VAR"] = str(var_dir)
     suite = Suite("", var_dir)
-    label = f"{SHAPE[0]}x{SHAPE[1]}_{DTYPE}"
     try:
         deployment = load_deployment_file(derive_deployment(var_dir, data_root, SHAPE))
-        suite.start_deployment(deployment, var_dir / "tango" / "pipeline_bench.db")
+        suite.start_deployment(deployment, var_dir / "tango" / f"{name}.db")
+        yield suite, deployment
+    finally:
+        suite.stop()
+        if keep:
+            print(f"kept {var_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    label = f"{SHAPE[0]}x{SHAPE[1]}_{DTYPE}"
+    with bench_suite("pipeline_bench", args.dir, args.keep) as (suite, deployment):
         pids = {p.name.split("/")[0].removeprefix("Photonflow").lower(): p.pid for p in suite.processes}
         pids["bench"] = os.getpid()
         controller = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowController").name))
@@ -483,12 +499,6 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
         })
         return 0
-    finally:
-        suite.stop()
-        if args.keep:
-            print(f"kept {var_dir}", file=sys.stderr)
-        else:
-            shutil.rmtree(var_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -30,20 +30,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import tango
-from pipeline_bench import SHAPE, derive_deployment
+from pipeline_bench import bench_suite
 
 from photonflow.clients.demo import wait_for_standardized
-from photonflow.clients.launcher import Suite, wait_for
-from photonflow.deployment import load_deployment_file
+from photonflow.clients.launcher import wait_for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,14 +60,7 @@ def largest_error(angles: np.ndarray, start: float, step: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    var_dir = Path(tempfile.mkdtemp(prefix="scan_bench_", dir=args.dir))
-    data_root = var_dir / "data"
-    data_root.mkdir()
-    os.environ["PHOTONFLOW_VAR"] = str(var_dir)  # the trigger line lives in this suite's folder
-    suite = Suite("", var_dir)
-    try:
-        deployment = load_deployment_file(derive_deployment(var_dir, data_root, SHAPE))
-        suite.start_deployment(deployment, var_dir / "tango" / "scan_bench.db")
+    with bench_suite("scan_bench", args.dir, args.keep) as (suite, deployment):
         controller = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowController").name))
         standardizer = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowStandardizer").name))
         pcomp = tango.DeviceProxy(suite.device_url(deployment.device("SimulatedPositionCompare").name))
@@ -120,12 +109,6 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
         }), flush=True)
         return 0 if state == "ON" else 1
-    finally:
-        suite.stop()
-        if args.keep:
-            print(f"kept {var_dir}", file=sys.stderr)
-        else:
-            shutil.rmtree(var_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
