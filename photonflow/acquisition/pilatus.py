@@ -25,7 +25,7 @@ import numpy as np
 from photonflow.acquisition.beamline import Beamline
 from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FrameSource
 from photonflow.drivers.camserver import EXPOSURE_DONE, MODELS, PIXEL_SIZE, CamserverClient, image_names
-from photonflow.drivers.minicbf import header_time, parse_header
+from photonflow.drivers.minicbf import GONIOMETER_AND_BEAM, header_time, parse_header
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ class PilatusSettings:
 # The numbers of each CBF header that go with its frame on the stream (STINS ``metadata``).
 FRAME_METADATA = (
     "count_time", "frame_time", "dead_time", "saturation_value", "threshold_energy", "incident_wavelength",
-    "distance", "beam_center_x", "beam_center_y", "start_angle", "angle_increment",
+    "distance", "beam_center_x", "beam_center_y", "start_angle", "angle_increment", "underload_value",
+    "omega_start", "omega_increment", *GONIOMETER_AND_BEAM.values(),
 )
 
 

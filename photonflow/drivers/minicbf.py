@@ -12,6 +12,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+# PILATUS pixels below 0 are flags, not counts (-1 module gap, -2 bad pixel): the lowest trusted
+# count is 0, as dxtbx's FormatCBFMiniPilatus sets its (inclusive) trusted range (0, Count_cutoff).
+UNDERLOAD_VALUE = 0
+# Header keyword -> contract name of the goniometer and beam values camserver's mxsettings print.
+GONIOMETER_AND_BEAM = {
+    "Chi": "chi_start", "Chi_increment": "chi_increment", "Phi": "phi_start", "Phi_increment": "phi_increment",
+    "Kappa": "kappa_start", "Detector_2theta": "two_theta_start", "Flux": "flux",
+    "Filter_transmission": "attenuator_transmission", "Polarization": "polarization",
+}
+
 
 def parse_header(header: Any) -> dict[str, Any]:
     """A CBF's miniCBF header (fabio's PilatusHeader) in NXdetector names."""
@@ -37,6 +47,7 @@ def parse_header(header: Any) -> dict[str, Any]:
         "frame_time": value("Exposure_period"),
         "dead_time": value("Tau"),
         "saturation_value": value("Count_cutoff"),
+        "underload_value": UNDERLOAD_VALUE if value("Count_cutoff") is not None else None,
         "threshold_energy": value("Threshold_setting"),
         "incident_wavelength": wavelength * 1e-10 if wavelength else None,
         "distance": value("Detector_distance"),
@@ -44,6 +55,9 @@ def parse_header(header: Any) -> dict[str, Any]:
         "beam_center_y": beam[1] if beam else None,
         "start_angle": value("Start_angle"),
         "angle_increment": value("Angle_increment"),
+        "omega_start": value("Start_angle"),
+        "omega_increment": value("Angle_increment"),
+        **{name: value(keyword) for keyword, name in GONIOMETER_AND_BEAM.items()},
     }
     return {key: item for key, item in described.items() if item is not None}
 

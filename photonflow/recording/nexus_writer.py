@@ -86,6 +86,7 @@ def detector_specific_unit(key: str) -> str | None:
 # Units of the per-frame values (STINS ``metadata``) photonflow's detectors send.
 FRAME_METADATA_UNITS: dict[str, str | None] = {
     **NXDETECTOR_FIELDS, "incident_wavelength": "m", "start_angle": "deg", "angle_increment": "deg",
+    **{f"{axis}_{kind}": "deg" for axis in GONIOMETER_AXES for kind in ("start", "increment")},
 }
 # The counts in /entry/accounting, created at the start and updated live and at close.
 ACCOUNTING_COUNTS = (
