@@ -302,7 +302,10 @@ class RunData:
                 "sample": self.sample, "raw_file": self.raw_file, "nexus": self.nexus}
 
     def _file(self, path: str, what: str):
+        # hdf5plugin registers the bitshuffle/LZ4 filter (EIGER's bslz4 frames) before h5py opens
+        # anything; this runs in the variables process and on a Dask worker alike.
         import h5py
+        import hdf5plugin  # noqa: F401
 
         if not path:
             raise FileNotFoundError(f"run {self.number} has no {what} file")

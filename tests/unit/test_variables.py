@@ -414,3 +414,25 @@ def test_cluster_variables_run_on_the_dask_workers_and_light_ones_locally(series
         worker, runner, number = f["worker_pid/data"][()]
         assert runner == f["runner_pid/data"][()] and worker != runner and number == 12
         assert list(f["frames_shape/data"][()]) == [4, 420, 440]
+
+
+def test_the_variables_process_reads_bslz4_frames_as_recorded(tmp_path):
+    """EIGER frames are bitshuffle/LZ4 compressed: ``run.frames`` reads them in a fresh process
+    (the variables process, a Dask worker) where nothing else has registered the HDF5 filter."""
+    import subprocess
+    import sys
+
+    import hdf5plugin
+
+    truth = np.arange(3 * 16 * 24, dtype=np.uint32).reshape(3, 16, 24) % 1000
+    raw = tmp_path / "raw.h5"
+    with h5py.File(raw, "w") as f:
+        f.create_dataset("entry/data/data", data=truth, chunks=(1, 16, 24),
+                         **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+    script = ("import sys; from photonflow.datamanager.context import RunData; "
+              "assert 'hdf5plugin' not in sys.modules, 'already registered'; "
+              f"print(RunData(number=1, raw_file={str(raw)!r}).frames[:].astype(float).mean())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == pytest.approx(truth.astype(float).mean(), rel=0, abs=1e-9)
