@@ -122,24 +122,59 @@ def _scan_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: Recorde
 
 def write_axes(parent: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapture, group_name: str,
                recorded: RecordedSeries | None, missing: list[str]) -> str:
-    """The group's NXtransformations; returns the path the owner ``depends_on`` ('.' if none)."""
+    """The group's NXtransformations; returns the path the owner ``depends_on`` ('.' if none). An
+    axis Tango could not give takes the detector's own value (its header's angle, its distance);
+    one nobody gave is left out of the chain (what depended on it depends on what it did), never
+    written as 0, and is a capture problem."""
     axes = mapping.axes_of(group_name)
     if not axes:
         return "."
-    transformations = group(parent, "transformations", "NXtransformations")
+    found_by_name: dict[str, AxisPerFrame] = {}
+    skipped: dict[str, str] = {}  # an axis left out -> the axis it depended on
     for axis in axes:
-        found = axis_per_frame(capture, axis, recorded)
+        found = axis_per_frame(capture, axis, recorded) or _detector_own(axis, recorded)
         if found is None:
             missing.append(axis.capture.key)
-            # the chain must resolve; the failure is recorded (an axis' unit is checked when it is mapped)
-            found = AxisPerFrame(0.0, axis.capture.unit or AXIS_UNITS[axis.transformation_type])
-        depends_on = "." if axis.depends_on == "." else f"{transformations.name}/{axis.depends_on}"
+            skipped[axis.name] = axis.depends_on
+        else:
+            found_by_name[axis.name] = found
+
+    def past_skipped(name: str) -> str:
+        while name in skipped:
+            name = skipped[name]
+        return name
+
+    transformations = group(parent, "transformations", "NXtransformations")
+    for axis in axes:
+        found = found_by_name.get(axis.name)
+        if found is None:
+            continue
+        below = past_skipped(axis.depends_on)
+        depends_on = "." if below == "." else f"{transformations.name}/{below}"
         unit = found.unit or AXIS_UNITS[axis.transformation_type]
         transformation(transformations, axis.name, found.values, unit, axis.transformation_type, axis.vector,
                        depends_on, axis.offset, axis.offset_unit)
         if found.increment is not None:
             _write_scan_steps(transformations, axis, np.asarray(found.values, dtype=np.float64), found.increment, unit)
-    return f"{transformations.name}/{mapping.chain_head(group_name)}"
+    head = past_skipped(mapping.chain_head(group_name))
+    return "." if head == "." else f"{transformations.name}/{head}"
+
+
+def _detector_own(axis: AxisMapping, recorded: RecordedSeries | None) -> AxisPerFrame | None:
+    """An axis' value as the detector reported it: a rotation's ``<axis>_start`` (its header's
+    angle), a translation along the beam its ``distance`` (DECTRIS ``detector_distance``)."""
+    if recorded is None:
+        return None
+    if axis.transformation_type == "rotation":
+        start = recorded.value(f"{axis.name}_start")
+        return AxisPerFrame(float(start), "deg") if isinstance(start, int | float) else None
+    vector = np.asarray(axis.vector, dtype=np.float64)
+    if np.allclose(vector / np.linalg.norm(vector), BEAM_AXIS):
+        for name in ("distance", "detector_distance"):
+            distance = recorded.value(name)
+            if isinstance(distance, int | float) and distance > 0:
+                return AxisPerFrame(float(distance), "m")
+    return None
 
 
 def _write_scan_steps(transformations: h5py.Group, axis: AxisMapping, values: np.ndarray, increment: float,

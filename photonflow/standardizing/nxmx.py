@@ -58,8 +58,7 @@ def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, r
         wavelength = incident_wavelength(capture, recorded)
         if wavelength is None:
             missing.append("beam/incident_wavelength")
-            wavelength = float("nan")
-        if "incident_wavelength" not in beam:
+        elif "incident_wavelength" not in beam:
             write(beam, "incident_wavelength", wavelength, "angstrom")
 
         detector = _write_detector(instrument, output, mapping, capture, recorded, missing)
@@ -70,7 +69,11 @@ def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, r
 
         sample = group(entry, "sample", "NXsample")
         if "name" not in sample:
-            write(sample, "name", "unknown")
+            name = sample_name(capture, recorded)
+            if name is None:
+                missing.append("sample/name")
+            else:
+                write(sample, "name", name)
         write(sample, "depends_on", write_axes(sample, mapping, capture, "goniometer", recorded, missing))
 
         data = group(entry, "data", "NXdata")
@@ -87,16 +90,23 @@ def _write_detector(instrument: h5py.Group, output: Path, mapping: BeamlineMappi
     requested = _seconds(recorded.detector.get("frame_time"))
     achieved = achieved_frame_time(recorded.frame_times[: recorded.frames], requested)
     capture.problems["detector/frame_time"] = (achieved[1],) if achieved else ()
-    for name, (value, unit) in recorded.detector.items():
-        if name in _COPIED and value is not None:
-            if name == "frame_time" and achieved:  # the time the frames took, not the one asked for
-                value, unit = achieved[0], "s"
-            write(detector, name, value, unit)
-    for name in ("sensor_material", "sensor_thickness"):
-        if name not in detector:
-            missing.append(f"detector/{name}")
-            write(detector, name, "unknown" if name == "sensor_material" else float("nan"),
-                  None if name == "sensor_material" else "m")
+    for name in _COPIED:
+        found = recorded.value_with_unit(name)
+        if found is None or found[0] is None:
+            if name in _REQUIRED:
+                missing.append(f"detector/{name}")
+            continue
+        value, unit = found
+        if name == "frame_time" and achieved:  # the time the frames took, not the one asked for
+            value, unit = achieved[0], "s"
+        write(detector, name, value, unit)
+        if recorded.varies(name):
+            capture.problems[f"detector/{name}"] = (
+                f"detector/{name}: changed by {recorded.varies(name):g} during the series; "
+                "the file gives the first frame's",)
+    if "bit_depth_readout" not in detector and recorded.dtype.kind in "iu":
+        # no readout depth from the detector: what its images hold, so readers know the range
+        write(detector, "bit_depth_readout", recorded.dtype.itemsize * 8)
     link_frames(detector, "data", output, recorded)
 
     rows, columns = recorded.shape[1], recorded.shape[2]
@@ -105,10 +115,16 @@ def _write_detector(instrument: h5py.Group, output: Path, mapping: BeamlineMappi
     centre_x = recorded.value("beam_center_x")
     centre_y = recorded.value("beam_center_y")
     if centre_x is None or centre_y is None:
-        centre_x, centre_y = columns / 2.0, rows / 2.0
-        write(detector, "beam_center_derived", True)
-    write(detector, "beam_center_x", float(centre_x), "pixel")
-    write(detector, "beam_center_y", float(centre_y), "pixel")
+        # never the frame's middle: the geometry below then starts at the beam, and says so
+        missing.append("detector/beam_center_x, beam_center_y (the geometry's origin is the first pixel)")
+        centre_x = centre_y = 0.0
+    else:
+        for name, value in (("beam_center_x", centre_x), ("beam_center_y", centre_y)):
+            write(detector, name, float(value), "pixel")
+            if recorded.varies(name):
+                capture.problems[f"detector/{name}"] = (
+                    f"detector/{name}: moved by {recorded.varies(name):g} pixel during the series; "
+                    "the file gives the first frame's",)
 
     distance = detector_distance(mapping, capture, recorded)
     if distance is None:
@@ -139,8 +155,19 @@ def _seconds(found: tuple[object, str | None] | None) -> float | None:
     return float(convert(found[0], found[1] or "s", "s"))
 
 
+_REQUIRED = ("sensor_material", "sensor_thickness", "x_pixel_size", "y_pixel_size")  # NXmx's NXdetector
 _COPIED = (
     "description", "serial_number", "type", "x_pixel_size", "y_pixel_size", "sensor_material",
     "sensor_thickness", "bit_depth_readout", "count_time", "frame_time", "dead_time", "detector_readout_time",
     "threshold_energy", "saturation_value", "underload_value", "pixel_mask", "flatfield", "gain_setting",
 )
+
+
+def sample_name(capture: SeriesCapture, recorded: RecordedSeries) -> str | None:
+    """The sample as the experiment names it (the DataManager's Sample), else as the detector's
+    stream was told (DECTRIS ``user_data``); None when nobody said."""
+    found = capture.value("experiment/sample")
+    if found is not None and str(found[0]).strip():
+        return str(found[0]).strip()
+    told = recorded.value("sample_name")
+    return str(told).strip() if told is not None and str(told).strip() else None

@@ -31,6 +31,7 @@ class RecordedSeries:
     detector: dict[str, tuple[object, str | None]] = field(default_factory=dict)  # NXdetector fields: (value, unit)
     specific: dict[str, tuple[object, str | None]] = field(default_factory=dict)  # detector_specific
     frame_times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # UNIX time of each frame; NaN: none
+    per_frame: dict[str, tuple[np.ndarray, str | None]] = field(default_factory=dict)  # frame_metadata: (values, unit)
 
     @property
     def frames(self) -> int:
@@ -47,11 +48,29 @@ class RecordedSeries:
         return _unix_time(self.end_time)
 
     def value(self, name: str, default=None):
-        """A detector field's value (NXdetector first, then detector_specific)."""
+        """A detector field's value: NXdetector first, then detector_specific, then the first value
+        the detector sent with its frames (``frame_metadata``; ``varies`` tells whether it changed)."""
+        found = self.value_with_unit(name)
+        return default if found is None else found[0]
+
+    def value_with_unit(self, name: str) -> tuple[object, str | None] | None:
         for table in (self.detector, self.specific):
             if name in table:
-                return table[name][0]
-        return default
+                return table[name]
+        if name in self.per_frame:
+            values, unit = self.per_frame[name]
+            sent = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+            if sent.size:
+                return sent[0].item(), unit
+        return None
+
+    def varies(self, name: str) -> float:
+        """How far a per-frame value moved during the series (0 for a value sent once or not at all)."""
+        if name not in self.per_frame:
+            return 0.0
+        values = self.per_frame[name][0]
+        sent = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        return float(np.ptp(sent)) if sent.size and sent.dtype.kind in "iuf" else 0.0
 
 
 def read_recorded_series(path: str | Path) -> RecordedSeries:
@@ -72,6 +91,9 @@ def read_recorded_series(path: str | Path) -> RecordedSeries:
         detector = {key: _read(item) for key, item in group.items() if isinstance(item, h5py.Dataset) and key != "data"}
         specific_group = group.get("detector_specific")
         specific = {key: _read(item) for key, item in (specific_group or {}).items() if isinstance(item, h5py.Dataset)}
+        per_frame_group = group.get("frame_metadata")
+        per_frame = {key: (item[()], _unit(item)) for key, item in (per_frame_group or {}).items()
+                     if isinstance(item, h5py.Dataset) and item.ndim == 1}
         accounting = f.get("entry/accounting")
         frame_times = np.zeros(0)
         end_reason = ""
@@ -89,6 +111,7 @@ def read_recorded_series(path: str | Path) -> RecordedSeries:
             start_time=_text(f["entry/start_time"][()]) if "entry/start_time" in f else "",
             end_time=_text(f["entry/end_time"][()]) if "entry/end_time" in f else "",
             end_reason=end_reason, detector=detector, specific=specific, frame_times=frame_times,
+            per_frame=per_frame,
         )
 
 
@@ -107,12 +130,17 @@ def _nx_class(group: h5py.Group) -> str:
 
 def _read(dataset: h5py.Dataset) -> tuple[object, str | None]:
     value = dataset[()]
-    unit = dataset.attrs.get("units")
+    unit = _unit(dataset)
     if isinstance(value, bytes):
         value = value.decode()
     elif isinstance(value, np.generic):
         value = value.item()
-    return value, (_text(unit) if unit is not None else None)
+    return value, unit
+
+
+def _unit(dataset: h5py.Dataset) -> str | None:
+    unit = dataset.attrs.get("units")
+    return _text(unit) if unit is not None else None
 
 
 def _text(value) -> str:

@@ -17,7 +17,7 @@ from photonflow.stream.transport import StreamSender
 from tests.helpers.paths import REPOSITORY
 
 SHAPE = (24, 40)
-DETECTOR = {"name": "sim", "model": "Test", "x_pixel_size": 75e-6, "count_time": 0.001, "trigger_mode": "internal"}
+DETECTOR = {"name": "sim", "model": "Test", "x_pixel_size": 75e-6, "y_pixel_size": 75e-6, "count_time": 0.001, "trigger_mode": "internal"}
 
 
 def frame(n):

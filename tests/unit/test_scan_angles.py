@@ -45,7 +45,8 @@ def record_series(root: Path, name: str, frame_times, frame_time: float = PERIOD
         path = recorder.arm(RecordingRequest(len(frame_times), 7, sender.endpoint, f"mx/{name}.h5"))
         encoder = StinsEncoder()
         start = datetime.fromtimestamp(SERIES_START, UTC).isoformat().replace("+00:00", "Z")
-        detector = {**DETECTOR, "frame_time": frame_time, "sensor_material": "Si", "sensor_thickness": 450e-6}
+        detector = {**DETECTOR, "frame_time": frame_time, "sensor_material": "Si", "sensor_thickness": 450e-6,
+                    "beam_center_x": 12.0, "beam_center_y": 10.0}
         sender.send(encoder.series_start(7, len(frame_times), SHAPE, "uint16", detector, start_time=start))
         for number, timestamp in enumerate(frame_times):
             sender.send(encoder.data(7, number, frame(number), timestamp))

@@ -61,7 +61,8 @@ def test_the_nxmx_file_validates_and_its_frames_are_the_recorders(recorded_file)
             assert entry["source/current"][()] == 198.5 and entry["source/current"].attrs["units"] == "mA"
             assert entry["instrument/attenuator/attenuator_transmission"][()] == 0.5
             assert entry["instrument/simulator/distance"][()] == pytest.approx(0.150)
-            assert entry["sample/name"][()] == b"CeO2 powder calibrant"
+            # the experiment's sample (the DataManager's), never a constant of the mapping
+            assert entry["sample/name"][()].decode() == beamline_values()["datamanager/Sample"]
             assert entry["experiment/role"][()] == b"data" and entry["experiment/proposal"][()] == b"mx1234"
     finally:
         output.unlink()
@@ -356,3 +357,31 @@ def test_a_deployments_mappings_are_checked_before_anything_starts(tmp_path):
         check_mappings(load_deployment(deployment, "x.yaml", environment={}))
     good = load_deployment(deployment.replace(str(bad), str(CONFIG / "mx.yaml")), "x.yaml", environment={})
     assert [m.definition for m in check_mappings(good)] == ["NXmx"]
+
+
+def test_what_tango_could_not_give_comes_from_the_detector_or_is_absent_never_invented(recorded_file):
+    """The detector-distance motor and the DataManager not answering, samy's motor gone: det_z is
+    the distance the detector itself reported, samy is left out of the chain (samx hangs from
+    samz), and the sample has no name rather than a made-up one; each is a capture problem."""
+    reader = BeamlineReader(beamline_values(), absent=("test/beamline/detz", "test/beamline/samy",
+                                                       "test/photonflow/datamanager"))
+    output, standardizer = standardize(recorded_file, reader)
+    try:
+        assert standardizer.state == "ALARM"
+        with h5py.File(output) as f, h5py.File(recorded_file) as master:
+            told = master["entry/instrument/simulator/distance"][()]
+            det_z = f["entry/instrument/simulator/transformations/det_z"]
+            assert det_z[()] == pytest.approx(told) and det_z.attrs["units"] == "m" and told > 0
+            assert f["entry/instrument/simulator/distance"][()] == pytest.approx(told)
+            transformations = f["entry/sample/transformations"]
+            assert "samy" not in transformations
+            assert transformations["samx"].attrs["depends_on"] == transformations["samz"].name
+            assert resolve_chain(f, f["entry/sample/depends_on"][()].decode()) == ["samx", "samz", "omega"]
+            assert "name" not in f["entry/sample"]
+            problems = " ".join(p.decode() for p in f["entry/capture_problems/problems"][()])
+            assert "samy" in problems and "sample/name" in problems
+            centre = master["entry/instrument/simulator"]
+            for name in ("beam_center_x", "beam_center_y", "serial_number", "bit_depth_readout"):
+                assert f[f"entry/instrument/simulator/{name}"][()] == centre[name][()]
+    finally:
+        output.unlink()
