@@ -6,9 +6,14 @@ a column, computed for every run in a separate process; ``run`` gives the raw fr
 exposure (``run.time_series(name)``).
 """
 
+from pathlib import Path
+
+import h5py
 import numpy as np
 
 from photonflow.datamanager.context import Cell, Skip, Variable
+from photonflow.datamanager.processing import azimuthal_integrator, detector_group, nxmx_geometry
+from photonflow.errors import ConfigurationError
 
 HOT_PIXEL_COUNTS = 60000  # counts in one frame above which a pixel is hot (saturating)
 
@@ -52,22 +57,9 @@ def summed_image(run):
 @Variable(title="I(q)", summary="max", units="counts", cluster=True, tags=["analysis"])
 def azimuthal_integration(run, image: "var#summed_image"):
     """The summed frames integrated azimuthally with pyFAI, using only the NXmx geometry
-    (wavelength, det_z distance, beam centre, pixel size): returns [q (nm^-1), I]."""
-    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-
-    detector = "instrument/simulator"
-    wavelength = float(run.metadata("instrument/beam/incident_wavelength")) * 1e-10  # Å -> m
-    head = run.metadata(f"{detector}/depends_on")
-    head = head.removeprefix("/entry/")
-    distance = float(run.metadata(head))
-    if run.metadata_attrs(head).get("units") == "mm":
-        distance /= 1000.0
-    pixel_x = float(run.metadata(f"{detector}/x_pixel_size"))
-    pixel_y = float(run.metadata(f"{detector}/y_pixel_size"))
-    centre_x = float(run.metadata(f"{detector}/beam_center_x"))
-    centre_y = float(run.metadata(f"{detector}/beam_center_y"))
-    integrator = AzimuthalIntegrator(dist=distance, poni1=centre_y * pixel_y, poni2=centre_x * pixel_x,
-                                     pixel1=pixel_y, pixel2=pixel_x, wavelength=wavelength)
+    (wavelength, the distance along the detector's depends_on chain, beam centre, pixel size of
+    the NXdetector, whatever its name): returns [q (nm^-1), I]. Skipped for a run without NXmx."""
+    integrator = azimuthal_integrator(_nxmx_geometry(run))
     result = integrator.integrate1d(image, 2000, unit="q_nm^-1", mask=(image == 0).astype(np.int8))
     q, intensity = np.asarray(result.radial), np.asarray(result.intensity)
     return Cell(np.stack([q, intensity]), summary_value=float(intensity.max()), preview=intensity)
@@ -94,6 +86,16 @@ def _metadata(run, path):
         raise Skip(f"{path}: {missing}") from None
 
 
+def _nxmx_geometry(run):
+    """The diffraction geometry of the run's NXmx (standard paths, the NXdetector found by its
+    class), or Skip when the standardized file is not NXmx (an NXtomo) or there is none."""
+    definition = _metadata(run, "definition")
+    if definition != "NXmx":
+        raise Skip(f"{run.nexus} is {definition}, not NXmx: it has no diffraction geometry")
+    with h5py.File(run.nexus, "r") as f:
+        return nxmx_geometry(f, Path(run.nexus))
+
+
 @Variable(title="Wavelength", units="angstrom", tags=["beam"])
 def wavelength(run):
     """The beam's wavelength, as the standardized file gives it."""
@@ -109,11 +111,13 @@ def energy(run, wavelength: "var#wavelength"):
 @Variable(title="Exposure", units="s", tags=["detector"])
 def exposure(run):
     """Each frame's counting time, from the detector's description in the Recorder's file."""
-    instrument = run.frames.file["entry/instrument"]
-    for group in instrument.values():
-        if group.attrs.get("NX_class") in (b"NXdetector", "NXdetector") and "count_time" in group:
-            return float(group["count_time"][()])
-    raise Skip("the detector gave no count_time")
+    try:
+        detector = detector_group(run.frames.file["entry"], Path(run.raw_file))
+    except ConfigurationError as missing:
+        raise Skip(str(missing)) from None
+    if "count_time" not in detector:
+        raise Skip(f"the detector {detector.name} gave no count_time")
+    return float(detector["count_time"][()])
 
 
 @Variable(title="Frames", tags=["detector"])

@@ -131,7 +131,6 @@ def integrate_azimuthally(nxmx: Path, output: Path, npt: int = 1000) -> Path:
     NXdetector. Pixels that counted nothing over the whole series (beamstop, gaps) and the
     detector's ``pixel_mask`` are masked. The peaks of I(q) are written with the curve."""
     from pyFAI import version as pyfai_version
-    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
     nxmx, output = Path(nxmx), Path(output)
     _refuse_existing(output)
@@ -144,11 +143,7 @@ def integrate_azimuthally(nxmx: Path, output: Path, npt: int = 1000) -> Path:
         if pixel_mask is not None and pixel_mask.shape == image.shape:
             mask |= np.asarray(pixel_mask[()]) != 0
         frames_path, frame_count = frames.name, frames.shape[0]
-    integrator = AzimuthalIntegrator(
-        dist=geometry["distance"], poni1=geometry["beam_center_y"] * geometry["y_pixel_size"],
-        poni2=geometry["beam_center_x"] * geometry["x_pixel_size"], pixel1=geometry["y_pixel_size"],
-        pixel2=geometry["x_pixel_size"], wavelength=geometry["wavelength"],
-    )
+    integrator = azimuthal_integrator(geometry)
     result = integrator.integrate1d(image, npt, unit="q_nm^-1", mask=mask.astype(np.int8), error_model="poisson")
     q, intensity = np.asarray(result.radial), np.asarray(result.intensity)
     sigma = np.asarray(result.sigma) if result.sigma is not None else None
@@ -193,7 +188,7 @@ def nxmx_geometry(f: h5py.File, path: Path) -> dict:
     entry = _required(f, path, "entry")
     beam = _required(entry, path, "instrument/beam/incident_wavelength")
     wavelength = float(convert(float(beam[()]), _units(beam, "angstrom"), "m"))
-    detector = _detector(entry, path)
+    detector = detector_group(entry, path)
     pixel = {}
     for name in ("x_pixel_size", "y_pixel_size"):
         field = _required(detector, path, name)
@@ -211,6 +206,17 @@ def nxmx_geometry(f: h5py.File, path: Path) -> dict:
     if not (wavelength > 0 and distance > 0):
         raise ConfigurationError(f"{path}: wavelength {wavelength} m and distance {distance} m must be positive")
     return {"wavelength": wavelength, "distance": distance, "detector": detector.name, **pixel, **centre}
+
+
+def azimuthal_integrator(geometry: dict):
+    """A pyFAI AzimuthalIntegrator for an ``nxmx_geometry``."""
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    return AzimuthalIntegrator(
+        dist=geometry["distance"], poni1=geometry["beam_center_y"] * geometry["y_pixel_size"],
+        poni2=geometry["beam_center_x"] * geometry["x_pixel_size"], pixel1=geometry["y_pixel_size"],
+        pixel2=geometry["x_pixel_size"], wavelength=geometry["wavelength"],
+    )
 
 
 def find_peaks(q: np.ndarray, intensity: np.ndarray, prominence: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -256,7 +262,8 @@ def _distance_along_beam(f: h5py.File, detector: h5py.Group) -> float | None:
     return total if found else None
 
 
-def _detector(entry: h5py.Group, path: Path) -> h5py.Group:
+def detector_group(entry: h5py.Group, path: Path) -> h5py.Group:
+    """The entry's NXdetector under ``instrument``, found by its NX_class, whatever its name."""
     instrument = _required(entry, path, "instrument")
     for name in instrument:
         item = instrument[name]

@@ -17,12 +17,14 @@ import pytest
 from photonflow.acquisition.acquirer import Acquirer
 from photonflow.camera import BeamConditions
 from photonflow.datamanager.context import Cell, RunData, Skip, Variable, load_context
+from photonflow.datamanager.processing import nxmx_geometry
 from photonflow.datamanager.runner import Results, run_variables, save_results
 from photonflow.errors import ConfigurationError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import calibrant_d_spacings
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.stream.transport import StreamSender
+from tests.helpers.processing_inputs import write_small_nxtomo
 from tests.helpers.recording import acquire_into
 from tests.helpers.standardizing import BeamlineReader, beamline_values, standardize
 from tests.helpers.variables_sink import read_cells
@@ -34,14 +36,12 @@ PROPOSAL = "4242"
 WAVELENGTH_ANGSTROM, DISTANCE_MM, CENTRE = 0.7, 50.0, (210.0, 220.0)
 
 
-@pytest.fixture(scope="module")
-def series(tmp_path_factory) -> dict:
+def record_series(root: Path, camera_class: type[SimulatedCamera] = SimulatedCamera) -> dict:
     """A real Recorder file of 4 simulated CeO2 frames and its standardized NXmx (ring current
     logged during the exposure), as a run's dict for the runner."""
-    root = tmp_path_factory.mktemp("data")
     sensor = SimulatedSensor(height=420, width=440, seed=11, pixel_size=100e-6, serial_number="SIM-V")
     beam = BeamConditions(wavelength_angstrom=WAVELENGTH_ANGSTROM, distance_mm=DISTANCE_MM)
-    camera = SimulatedCamera(sensor, beamline=lambda: beam, beam_centre=CENTRE)
+    camera = camera_class(sensor, beamline=lambda: beam, beam_centre=CENTRE)
     sender = StreamSender("tcp://127.0.0.1:*")
     acquirer = Acquirer(camera, sender)
     acquirer.update_settings(frame_count=4, exposure=0.02, period=0.03)
@@ -54,6 +54,11 @@ def series(tmp_path_factory) -> dict:
     nexus, _ = standardize(raw, BeamlineReader(values), polls_during=2)
     return {"number": 12, "proposal": PROPOSAL, "role": "data", "node": "eff/energy[2]/data",
             "sample": "CeO2", "raw_file": str(raw), "nexus": str(nexus)}
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> dict:
+    return record_series(tmp_path_factory.mktemp("data"))
 
 
 CONTEXT = '''
@@ -350,6 +355,49 @@ def test_the_demo_context_finds_the_ceo2_rings_from_the_nxmx_geometry(series, tm
         nearest = peaks[np.argmin(abs(peaks - q_ring))]
         assert abs(nearest - q_ring) / q_ring < 0.005, f"no peak near q={q_ring:.3f} nm^-1 in {peaks}"
     assert cells[(12, "peak_positions")]["value"].startswith(f"{peaks[0]:.3f}")
+
+
+class PilatusCamera(SimulatedCamera):
+    """The simulator under another name: its NXmx detector group is /entry/instrument/pilatus."""
+
+    def describe(self, settings):
+        return {**super().describe(settings), "name": "pilatus"}
+
+
+def test_the_demo_ring_and_peaks_use_the_nxmx_geometry_whatever_the_detector_is_named(tmp_path):
+    run = RunData.from_dict(record_series(tmp_path, PilatusCamera))
+    variables = load_context(DEMO_CONTEXT).vars
+    try:
+        with h5py.File(run.nexus) as f:
+            assert "pilatus" in f["entry/instrument"] and "simulator" not in f["entry/instrument"]
+            geometry = nxmx_geometry(f, Path(run.nexus))
+        assert geometry["detector"] == "/entry/instrument/pilatus"
+        assert geometry["distance"] == pytest.approx(DISTANCE_MM / 1000)
+        assert geometry["wavelength"] == pytest.approx(WAVELENGTH_ANGSTROM * 1e-10)
+        assert (geometry["beam_center_y"], geometry["beam_center_x"]) == pytest.approx(CENTRE)
+        assert geometry["x_pixel_size"] == geometry["y_pixel_size"] == pytest.approx(100e-6)
+        curve = variables["azimuthal_integration"].func(run, variables["summed_image"].func(run)).data
+        peaks = variables["peak_positions"].func(run, curve).data
+        assert variables["exposure"].func(run) == pytest.approx(0.02)
+    finally:
+        run.close()
+    for d in calibrant_d_spacings("CeO2")[:3]:
+        q_ring = 2 * math.pi / (d / 10.0)
+        nearest = peaks[np.argmin(abs(peaks - q_ring))]
+        assert abs(nearest - q_ring) / q_ring < 0.005, f"no peak near q={q_ring:.3f} nm^-1 in {peaks}"
+
+
+def test_a_run_without_nxmx_skips_the_integration_with_a_reason(series, tmp_path):
+    integrate = load_context(DEMO_CONTEXT).vars["azimuthal_integration"].func
+    image = np.ones((420, 440))
+    tomo = RunData.from_dict({**series, "nexus": str(write_small_nxtomo(tmp_path / "tomo.nxs"))})
+    try:
+        with pytest.raises(Skip, match="is NXtomo, not NXmx"):
+            integrate(tomo, image)
+    finally:
+        tomo.close()
+    with pytest.raises(Skip, match="has no standardized"):
+        integrate(RunData.from_dict({**series, "nexus": ""}), image)
 
 
 @pytest.fixture(scope="module")
