@@ -42,7 +42,7 @@ from photonflow.errors import ConfigurationError, EventBusError, EventServerErro
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
 from photonflow.standardizing.mapping import check_mappings
 
-DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002, "step": 0.0}
+DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002, "step": 0.0, "sample": ""}
 TOMOGRAPHY_STRUCTURE = "structures/tomography.yaml"  # beside the deployment (config/)
 
 
@@ -220,6 +220,10 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
     if scan is not None:
         what += (f" over {scan['axis']} {scan['start']:g} to {scan['start'] + chosen['frames'] * scan['step']:g} deg "
                  f"({scan['step']:g} deg per frame, triggered by its position-compare)")
+    datamanager = _device_of(suite, deployment, "PhotonflowDataManager")
+    if datamanager is not None and chosen["sample"]:
+        datamanager.SetExperiment(json.dumps(_demo_experiment(chosen)))
+        print(f"Sample: {chosen['sample']} ({datamanager.dev_name()} SetExperiment)")
     print(f"Acquiring {what} through {controller.dev_name()} ...")
     summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
                               args.file or default_file_name(), args.timeout, scan=scan)
@@ -232,10 +236,14 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
         summary.update(wait_for_standardized(standardizer, summary["file"], 120))
         _show_standardized(summary)
         print(f"Standardizer: {standardizer.status()}")
-    datamanager = _device_of(suite, deployment, "PhotonflowDataManager")
     if datamanager is not None and summary["file"]:
         summary.update(_catalogued(datamanager, summary["file"]))
     return summary
+
+
+def _demo_experiment(chosen: dict) -> dict:
+    """The demo's experiment: its own proposal, today's session, the configured sample."""
+    return {"proposal": "demo0001", "session": datetime.now().strftime("%Y%m%d"), "sample": chosen["sample"]}
 
 
 def _demo_scan(deployment, chosen: dict) -> dict | None:
@@ -289,7 +297,7 @@ def _demo_tomography(suite: Suite, deployment, standardizer, controller, chosen:
                                      period=chosen["period"])
     print(f"Tomography {structure} through {datamanager.dev_name()}: darks (shutter closed), flats (sample out), "
           f"{chosen['frames']} projections while the sample turns ...")
-    experiment = {"proposal": "demo0001", "session": datetime.now().strftime("%Y%m%d"), "sample": "simulated_sample"}
+    experiment = _demo_experiment({**chosen, "sample": chosen["sample"] or "simulated_sample"})
     summary = run_tomography(datamanager, controller, standardizer, Beamline(prefix, suite.device_url), structure,
                              experiment, overrides, timeout)
     _show_standardized(summary)
@@ -303,6 +311,8 @@ def _show_standardized(summary: dict) -> None:
     if summary.get("nexus"):
         print(f"Standardized file ({summary['definition']}, {summary['nexus_problems']} validation problem(s) "
               "against the official NXDL):")
+        for false_positive in summary.get("nexus_false_positives", []):
+            print(f"  not a problem of the file: {false_positive}")
         for line in describe_file(summary["nexus"]):
             print(line)
 
@@ -499,6 +509,8 @@ def command_standardize_cbf(args) -> int:
     output, data = standardize_cbf(args.directory, args.output, args.beamline, args.sample)
     print(f"{output} (frames in {data.name})")
     report = validate_nexus(output)
+    for false_positive in report.false_positives:
+        print(f"  not a problem of the file: {false_positive}")
     if report.valid:
         print(f"{output.name}: valid {report.definition}")
         return 0
@@ -528,10 +540,12 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run one acquisition end to end")
     demo.add_argument("--config", default="config/demo.yaml")
-    for name, kind in (("frames", int), ("exposure", float), ("period", float), ("step", float)):
+    for name, kind in (("frames", int), ("exposure", float), ("period", float), ("step", float), ("sample", str)):
         demo.add_argument(f"--{name}", type=kind,
                           help=f"default: the configuration's demo: {name}, else {DEMO_DEFAULTS[name]}"
-                          + (" (degrees per frame of the rotation scan; 0: none)" if name == "step" else ""))
+                          + (" (degrees per frame of the rotation scan; 0: none)" if name == "step" else "")
+                          + (" (what is in the beam: the DataManager's Sample, the NeXus /entry/sample/name)"
+                             if name == "sample" else ""))
     demo.add_argument("--file", help="data file, relative to the data root")
     demo.add_argument("--timeout", type=float, default=600)
     demo.set_defaults(handler=command_demo)

@@ -141,5 +141,6 @@ def wait_for_standardized(standardizer: tango.DeviceProxy, recorder_file: str, t
         "nexus": expected,
         "definition": report.definition,
         "nexus_problems": len(report.problems),
+        "nexus_false_positives": list(report.false_positives),
         "capture_warnings": list(standardizer.Warnings or []),
     }

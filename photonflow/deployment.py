@@ -97,7 +97,7 @@ class Deployment:
     servers: tuple[ServerSpec, ...]
     simulators: tuple[SimulatorSpec, ...] = ()
     # what `photonflow demo` acquires with this detector unless told otherwise: frames, exposure, period
-    demo: dict[str, float] = field(default_factory=dict)
+    demo: dict[str, float | str] = field(default_factory=dict)
     # where events go: EMBEDDED_EVENT_BUS (the suite starts its own Redis) or a bus URL
     event_bus: str = "embedded"
     # class properties: {class: {name: values}}
@@ -310,12 +310,13 @@ def _event_bus(source: YamlSource, node: yaml.Node) -> str:
         raise source.error(node, f"event_bus: {error}; or 'embedded'") from None
 
 
-DEMO_SETTINGS = {"frames": int, "exposure": float, "period": float, "step": float}  # step: deg per frame of a rotation
+# step: degrees per frame of a rotation; sample: the DataManager's Sample for the demo's experiment
+DEMO_SETTINGS = {"frames": int, "exposure": float, "period": float, "step": float, "sample": str}
 
 
-def _demo_settings(source: YamlSource, node: yaml.Node) -> dict[str, float]:
+def _demo_settings(source: YamlSource, node: yaml.Node) -> dict[str, float | str]:
     """The detector's demo acquisition: frames, exposure and period (s) its hardware can do, and the
-    rotation's step per frame (degrees) when the deployment scans an axis."""
+    rotation's step per frame (degrees) when the deployment scans an axis, and the sample in the beam."""
     settings = {}
     for key, value_node in source.mapping(node, "demo"):
         if key.value not in DEMO_SETTINGS:
@@ -325,7 +326,10 @@ def _demo_settings(source: YamlSource, node: yaml.Node) -> dict[str, float]:
             value = DEMO_SETTINGS[key.value](text)
         except ValueError:
             value = None
-        if value is None or value <= 0:
+        if key.value == "sample":
+            if not text.strip():
+                raise source.error(value_node, "demo sample: expected the sample's name, got nothing")
+        elif value is None or value <= 0:
             raise source.error(value_node, f"demo {key.value}: expected a positive number, got {text!r}")
         settings[key.value] = value
     return settings

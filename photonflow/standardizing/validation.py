@@ -7,12 +7,15 @@ linked relatively, are found, and the caller's working directory is never change
 server has many threads).
 
 Run as ``python -m photonflow.standardizing.validation FILE [DEFINITION]``: prints one JSON
-object ``{"valid": ..., "definition": ..., "problems": [...], "notes": [...]}``.
+object ``{"valid": ..., "definition": ..., "version": ..., "problems": [...], "notes": [...]}``.
+A message known to be pynxtools' own mistake (KNOWN_FALSE_POSITIVES) is reported apart, with the
+reason and pynxtools' version, not counted as a problem of the file and not hidden.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ class ValidationReport:
     definition: str
     problems: tuple[str, ...]  # errors and warnings: a valid file has none
     notes: tuple[str, ...]  # pynxtools' information messages (e.g. a unit it has no documentation for)
+    false_positives: tuple[str, ...] = ()  # messages known to be the validator's mistake, with why
 
     @property
     def valid(self) -> bool:
@@ -41,10 +45,32 @@ def validate_nexus(path: str | Path, definition: str | None = None, timeout: flo
     if result.returncode != 0:
         return ValidationReport(path, definition or "", (f"the validator failed: {result.stderr.strip()[-2000:]}",), ())
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    return ValidationReport(path, report["definition"], tuple(report["problems"]), tuple(report["notes"]))
+    problems, false_positives = [], []
+    for message in report["problems"]:
+        why = known_false_positive(message)
+        if why is None:
+            problems.append(message)
+        else:
+            false_positives.append(f"{message} — known false positive of pynxtools {report.get('version', '?')}: {why}")
+    return ValidationReport(path, report["definition"], tuple(problems), tuple(report["notes"]), tuple(false_positives))
+
+
+# Messages of pynxtools that are its own mistakes, checked against the NXDL: (pattern, why).
+KNOWN_FALSE_POSITIVES = (
+    (re.compile(r"/pixel_mask: ReservedSuffixWithoutField"),
+     "NXdetector defines the field pixel_mask itself; pynxtools reads '_mask' as NeXus' reserved suffix of a "
+     "field 'pixel' and reports that field missing"),
+)
+
+
+def known_false_positive(message: str) -> str | None:
+    """Why ``message`` is the validator's mistake, or None for a real problem of the file."""
+    return next((why for pattern, why in KNOWN_FALSE_POSITIVES if pattern.search(message)), None)
 
 
 def _validate_here(name: str, definition: str | None) -> dict:
+    from importlib.metadata import version
+
     import h5py
     from pynxtools.dataconverter.helpers import collector
     from pynxtools.dataconverter.validation import validate_hdf_group_against
@@ -59,6 +85,7 @@ def _validate_here(name: str, definition: str | None) -> dict:
         validate_hdf_group_against(definition, entry, name)
     return {
         "definition": definition,
+        "version": version("pynxtools"),
         "valid": not collector.has_validation_problems(),
         "problems": sorted(_readable(message) for message in collector.data["warning_and_error"]),
         "notes": sorted(_readable(message) for message in collector.data["info"]),

@@ -24,6 +24,7 @@ from tests.helpers.standardizing import assert_nxmx_rotation_scan
 FRAMES = 40
 PERIOD = 0.01
 START, STEP = 10.0, 0.1  # omega of the first frame, degrees per frame
+EXPERIMENT = {"proposal": "std0001", "session": "20261205", "sample": "fe_foil"}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,8 @@ def rotation_series(running_suite):
     standardizer = proxy(devices.suite.device_url(devices.deployment.device("PhotonflowStandardizer").name))
     pcomp = proxy(devices.suite.device_url("demo/beamline/omega_pcomp"))
     wait_for_state(controller, "ON", "ALARM")
+    datamanager = proxy(devices.suite.device_url(devices.deployment.device("PhotonflowDataManager").name))
+    datamanager.SetExperiment(json.dumps(EXPERIMENT))  # the sample the NXmx must name
     controller.Configure(json.dumps({"frames": FRAMES, "exposure": 0.005, "period": PERIOD,
                                      "file": "standardized/rotation.h5",
                                      "scan": {"axis": "omega", "start": START, "step": STEP}}))
@@ -56,6 +59,13 @@ def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation
     with h5py.File(nxs) as f, h5py.File(master) as recorded:
         np.testing.assert_array_equal(f["entry/data/data"][5], recorded["entry/data/data"][5])
         assert f["entry/data/data"].shape[0] == FRAMES
+        assert f["entry/sample/name"][()].decode() == EXPERIMENT["sample"]  # the experiment's, from the DataManager
+        # the detector's own description, never the frame's middle or a default
+        told = recorded["entry/instrument/simulator"]
+        for name in ("beam_center_x", "beam_center_y", "serial_number", "bit_depth_readout", "x_pixel_size",
+                     "sensor_material", "sensor_thickness"):
+            assert f[f"entry/instrument/simulator/{name}"][()] == told[name][()], name
+        assert "beam_center_derived" not in f["entry/instrument/simulator"]
         mono = proxy(url("demo/beamline/mono"))
         assert f["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(mono.Wavelength, rel=1e-6)
         assert f["entry/instrument/simulator/distance"][()] == pytest.approx(

@@ -385,3 +385,24 @@ def test_what_tango_could_not_give_comes_from_the_detector_or_is_absent_never_in
                 assert f[f"entry/instrument/simulator/{name}"][()] == centre[name][()]
     finally:
         output.unlink()
+
+
+def test_a_validator_false_positive_is_reported_as_such_and_a_real_problem_still_counts(recorded_file, tmp_path):
+    """pynxtools reports NXdetector's own pixel_mask as a reserved suffix without its field: that is
+    named as its mistake (with its version), and a field NXmx requires, removed, is still a problem."""
+    output, _ = standardize(recorded_file, BeamlineReader(beamline_values()))
+    try:
+        masked = tmp_path / "masked.nxs"
+        shutil.copy(output, masked)
+        shutil.copy(recorded_file, tmp_path / recorded_file.name)
+        with h5py.File(masked, "a") as f:
+            f["entry/instrument/simulator"].create_dataset("pixel_mask", data=np.zeros((40, 50), dtype=np.uint32))
+        report = validate_nexus(masked)
+        assert report.problems == ()
+        assert len(report.false_positives) == 1 and "pixel_mask" in report.false_positives[0]
+        assert "known false positive of pynxtools" in report.false_positives[0]
+        with h5py.File(masked, "a") as f:
+            del f["entry/instrument/simulator/sensor_material"]
+        assert any("sensor_material" in problem for problem in validate_nexus(masked).problems)
+    finally:
+        output.unlink()
