@@ -190,7 +190,7 @@ def test_a_detector_says_what_its_demo_acquires():
     assert deployment.demo == {"frames": 50, "exposure": 0.01, "period": 0.025, "step": 0.1}
     assert load_deployment_file(DEMO_CONFIG, _AnyVariable()).demo == {
         "frames": 1000, "exposure": 0.001, "period": 0.002, "step": 0.1,  # a rotation scan, 0.1 deg per frame
-        "sample": "CeO2 calibrant"}  # the DataManager's Sample for the demo's experiment
+        "sample": "CeO2"}  # the DataManager's Sample for the demo's experiment
 
 
 def test_every_server_in_the_table_is_installed_and_every_class_exists():
