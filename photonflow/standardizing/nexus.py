@@ -281,16 +281,17 @@ def write_failures(entry: h5py.Group, capture: SeriesCapture, missing: list[str]
                    others: Sequence[str] = ()) -> None:
     """What could not be captured (which value, from where, and the error), and what is off in
     what was (the capture's problems, and ``others``: those of other captures the file joins)."""
+    absent = [f"{key}: no value was captured" for key in missing
+              if not any(failure.key == key for failure in capture.failures)]
+    if absent:  # also the Standardizer's warnings (ALARM), as the capture's other problems
+        capture.problems["absent"] = tuple(absent)
     problems = [*capture.problem_list(), *others]
-    if not capture.failures and not missing and not problems:
+    if not capture.failures and not problems:
         return
     notes = group(entry, "capture_problems", "NXcollection")
     notes.attrs["description"] = ("values the Standardizer could not capture (the file lacks them), and what is "
                                   "off in those it did")
-    lines = [failure.describe() for failure in capture.failures]
-    lines += [f"{key}: no value was captured" for key in missing
-              if not any(failure.key == key for failure in capture.failures)]
-    lines += problems
+    lines = [failure.describe() for failure in capture.failures] + problems
     write(notes, "problems", np.asarray(lines, dtype=object))
 
 

@@ -406,3 +406,16 @@ def test_a_validator_false_positive_is_reported_as_such_and_a_real_problem_still
         assert any("sensor_material" in problem for problem in validate_nexus(masked).problems)
     finally:
         output.unlink()
+
+
+def test_a_sample_nobody_named_is_absent_and_the_standardizer_says_so(recorded_file):
+    """The DataManager answers but no experiment named a sample: NXmx requires a name, so the
+    Standardizer writes none, goes ALARM and says which value is missing."""
+    output, standardizer = standardize(recorded_file, BeamlineReader({**beamline_values(), "datamanager/Sample": ""}))
+    try:
+        assert standardizer.state == "ALARM" and "sample/name: no value was captured" in standardizer.status
+        with h5py.File(output) as f:
+            assert "name" not in f["entry/sample"]
+        assert any("sample/name" in problem for problem in validate_nexus(output).problems)
+    finally:
+        output.unlink()
