@@ -162,6 +162,8 @@ def detector_config(model: DetectorModel, serial_number: str) -> dict[str, Param
         "sensor_thickness": Parameter(model.sensor_thickness, "float", "r", "m"),
         "bit_depth_image": Parameter(16, "uint", "r"),
         "bit_depth_readout": Parameter(16, "uint", "r"),
+        # counts above it are not trusted (count-rate correction's limit); the image's top value flags them
+        "countrate_correction_count_cutoff": Parameter(2**16 - 2, "uint", "r"),
         "count_time": Parameter(0.5, "float", "rw", "s", model.min_count_time, 3600.0),
         "frame_time": Parameter(0.5, "float", "rw", "s", min_frame_time, 3600.0),
         "nimages": Parameter(1, "uint", "rw", "", 1, 2_000_000_000),
@@ -414,6 +416,8 @@ class SimulatedDcu:
             "incident_energy": self._value("photon_energy"),
             "incident_wavelength": self.wavelength() * 1e-10,
             "threshold_energy": self._value("threshold_energy"),
+            "saturation_value": self._value("countrate_correction_count_cutoff"),
+            "bit_depth_readout": self._value("bit_depth_readout"),
             "distance": self._value("detector_distance"),
             # a real EIGER2 reports its translation as [0, 0, -detector_distance] (m)
             "detector_translation_x": 0.0, "detector_translation_y": 0.0,

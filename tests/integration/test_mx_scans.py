@@ -18,6 +18,14 @@ from tests.helpers.paths import REPOSITORY
 from tests.helpers.standardizing import assert_nxmx_rotation_scan
 
 FRAMES, START, STEP = 20, 0.0, 0.1
+EXPERIMENT = {"proposal": "mx0001", "session": "20261205", "sample": "lysozyme_7"}
+# Each deployment's truth: what its simulated detector was configured with, and what it counts up to
+TRUTH = {
+    "pilatus3": {"serial_number": "24-0111", "beam_center": (490.0, 520.0), "saturation_value": 1048574,
+                 "bit_depth_readout": 20},  # camserver --serial-number; BeamCentre row, column; PILATUS3 cut-off
+    "eiger4m": {"serial_number": "E-32-0123", "beam_center": (1020.0, 1100.0), "saturation_value": 2**16 - 2,
+                "bit_depth_readout": 16},  # the DCU's --serial-number; BeamCentre; its count cut-off
+}
 
 
 @pytest.mark.parametrize("detector", ["pilatus3", "eiger4m"])
@@ -29,6 +37,7 @@ def test_a_detectors_demo_scan_is_the_rotation_asked_for(detector, tmp_path):
         standardizer = proxy(suite.device_url(f"{detector}/photonflow/standardizer"))
         pcomp = proxy(suite.device_url(f"{detector}/beamline/omega_pcomp"))
         wait_for_state(controller, "ON", timeout=60)
+        proxy(suite.device_url(f"{detector}/photonflow/datamanager")).SetExperiment(json.dumps(EXPERIMENT))
         controller.Configure(json.dumps({"frames": FRAMES, "exposure": demo["exposure"], "period": demo["period"],
                                          "file": "scans/rotation.h5",
                                          "scan": {"axis": "omega", "start": START, "step": STEP}}))
@@ -44,8 +53,26 @@ def test_a_detectors_demo_scan_is_the_rotation_asked_for(detector, tmp_path):
             omega = f["entry/sample/transformations/omega"][()]
             np.testing.assert_array_equal(omega, np.asarray(pcomp.CapturedPositions)[:FRAMES])
             np.testing.assert_allclose(omega, START + STEP * np.arange(FRAMES), atol=2e-4)
+            assert_values_from_their_sources(f, suite, detector)
         if detector == "eiger4m":  # the DCU's own header carries the scan, as a real EIGER's does
             with h5py.File(master) as f:
                 specific = next(g for g in f["entry/instrument"].values()
                                 if g.attrs.get("NX_class") == "NXdetector")["detector_specific"]
                 assert (specific["omega_start"][()], specific["omega_increment"][()]) == (START, STEP)
+
+
+def assert_values_from_their_sources(f: h5py.File, suite, detector: str) -> None:
+    """Every value the NXmx states equals its source: the simulated detector's configuration, the
+    simulated beamline's motor and monochromator, the DataManager's sample."""
+    truth = TRUTH[detector]
+    group = next(g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector")
+    assert group["serial_number"][()].decode() == truth["serial_number"]
+    assert (group["beam_center_x"][()], group["beam_center_y"][()]) == truth["beam_center"]
+    assert group["saturation_value"][()] == truth["saturation_value"]
+    assert group["bit_depth_readout"][()] == truth["bit_depth_readout"]
+    assert f["entry/sample/name"][()].decode() == EXPERIMENT["sample"]
+    detz = proxy(suite.device_url(f"{detector}/beamline/detz")).Position
+    assert group["distance"][()] == pytest.approx(detz / 1000.0)
+    assert f[group["depends_on"][()].decode()][()] == pytest.approx(detz)  # det_z, in the motor's mm
+    mono = proxy(suite.device_url(f"{detector}/beamline/mono")).Wavelength
+    assert f["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(mono, rel=1e-6)
