@@ -255,6 +255,12 @@ def _demo_scan(deployment, chosen: dict) -> dict | None:
     return {"axis": axes[0].split()[0], "start": 0.0, "step": float(chosen["step"])}
 
 
+def _variables_computed(datamanager, catalogue, runs: list[int]) -> bool:
+    """Every run has variables and none waits for its turn: a processing job's ``*_file`` can reach
+    the run table before the context's variables are computed, so a variable alone is not enough."""
+    return all(catalogue.variables(run) for run in runs) and datamanager.VariablesStatus == "idle, 0 waiting"
+
+
 def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
     """The demo's run as the DataManager catalogued it: its number, the catalogue, its run-table row
     once its variables are computed (or ``timeout`` passed)."""
@@ -271,7 +277,7 @@ def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
     record = None
     while time.monotonic() < deadline:
         record = next((r for r in catalogue.runs() if r.raw_file == raw_file), None)
-        if record is not None and record.nexus_file and catalogue.variables(record.run):
+        if record is not None and record.nexus_file and _variables_computed(datamanager, catalogue, [record.run]):
             break
         time.sleep(0.2)
     if record is None:
@@ -402,7 +408,8 @@ def command_run_structure(args) -> int:
         catalogue_path = datamanager.CataloguePath
         catalogue = Catalogue(Path(catalogue_path).parent, Path(catalogue_path).stem)
         deadline = time.monotonic() + 120  # the variables of the last runs
-        while time.monotonic() < deadline and not all(catalogue.variables(step["run"]) for step in done):
+        while time.monotonic() < deadline and not _variables_computed(datamanager, catalogue,
+                                                                       [step["run"] for step in done]):
             time.sleep(0.5)
         while time.monotonic() < deadline and any(  # processing the roles started (e.g. integration)
                 job["state"] in ("queued", "running") for job in json.loads(datamanager.Jobs)):

@@ -156,7 +156,8 @@ def write_axes(parent: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapt
                        depends_on, axis.offset, axis.offset_unit)
         if found.increment is not None:
             _write_scan_steps(transformations, axis, np.asarray(found.values, dtype=np.float64), found.increment, unit)
-    head = past_skipped(mapping.chain_head(group_name))
+    head = mapping.chain_head(group_name)
+    head = "." if head is None else past_skipped(head)
     return "." if head == "." else f"{transformations.name}/{head}"
 
 
