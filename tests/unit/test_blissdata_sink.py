@@ -59,6 +59,11 @@ READER = textwrap.dedent("""
             states.append(scan.state.name)
         if scan.state >= ScanState.PREPARED:
             det = scan.info["photonflow"]["detector"]
+            if det + ":image" not in scan.streams:
+                # blissdata's load_scan reads the scan's model before its state: loaded while the
+                # writer prepared it, the scan says PREPARED with no streams until its next state
+                scan = store.load_scan(key)
+                continue
             image = scan.streams[det + ":image"]
             count = len(image)
             now = time.time()
