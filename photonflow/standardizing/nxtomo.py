@@ -116,11 +116,11 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
             missing.append("detector/field_of_view (Full or Half: the mapping's components.detector)")
 
         sample = group(entry, "sample", "NXsample")
-        name = sample_name or told_sample_name(capture, first)
-        if name is None:
+        named = sample_name or told_sample_name(capture, first)
+        if named is None:
             missing.append("sample/name")
         else:
-            write(sample, "name", name)
+            write(sample, "name", named)
         if rotation_axis is None:
             missing.append("goniometer/<rotation axis>")
             angles = np.full(frames, np.nan)
