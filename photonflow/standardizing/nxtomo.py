@@ -133,7 +133,7 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
                 write(sample, translation, _per_frame(parts, axis, "m", missing), "m")
 
         control = group(entry, "control", "NXmonitor")
-        write(control, "data", _monitor(parts), "mA")
+        write(control, "data", _monitor(parts, missing), "mA")
 
         data = group(entry, "data", "NXdata")
         data.attrs["signal"] = "data"
@@ -213,11 +213,16 @@ def _per_frame(parts: list[TomographyPart], axis: AxisMapping, unit: str, missin
     return np.concatenate(values)
 
 
-def _monitor(parts: list[TomographyPart]) -> np.ndarray:
+def _monitor(parts: list[TomographyPart], missing: list[str]) -> np.ndarray:
     """The storage ring's current at each frame (NXtomo's control/data): for normalisation."""
     values = []
     for part in parts:
         found = part.capture.value("source/current")
-        current = convert(float(found[0]), found[1], "mA") if found and isinstance(found[0], int | float) else np.nan
+        if found and isinstance(found[0], int | float):
+            current = convert(float(found[0]), found[1], "mA")
+        else:
+            if "source/current" not in missing:
+                missing.append("source/current")
+            current = np.nan
         values.append(np.full(part.recorded.frames, current))
     return np.concatenate(values)
