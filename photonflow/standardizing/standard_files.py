@@ -38,7 +38,7 @@ def same_series(recorder_file: str | Path, standardized_file: str | Path) -> boo
 
 
 def missing_virtual_sources(f: h5py.File) -> list[str]:
-    """``"<dataset>: <source file>[/<dataset>]"`` for each source of a virtual dataset in ``f``
+    """``"<dataset>: <source file> (<its dataset>)"`` for each source of a virtual dataset in ``f``
     that HDF5 would not find (a relative source is looked for beside ``f``, as HDF5 does)."""
     folder = Path(os.path.abspath(f.filename)).parent
     missing: list[str] = []
@@ -58,7 +58,7 @@ def missing_virtual_sources(f: h5py.File) -> list[str]:
                 where = str(folder / source.file_name)
                 found = _has_dataset(Path(where), source.dset_name)
             if not found:
-                missing.append(f"/{name}: {where}{source.dset_name}")
+                missing.append(f"/{name}: {where} ({source.dset_name})")
 
     f.visititems(check)
     return missing
