@@ -17,7 +17,7 @@ STEP ?=
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[gui,test,sardana]" "setuptools<81"
+	$(BIN)/python -m pip install --quiet -e ".[gui,test,sardana,tomo]" "setuptools<81"
 	touch $(INSTALLED)
 
 venv: $(INSTALLED)

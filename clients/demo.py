@@ -124,17 +124,18 @@ def default_file_name() -> str:
 
 def wait_for_standardized(standardizer: tango.DeviceProxy, recorder_file: str, timeout: float) -> dict:
     """Wait until the Standardizer wrote the file for ``recorder_file``; validate it."""
+    from photonflow.standardizing.standard_files import same_series, standardized_path
     from photonflow.standardizing.validation import validate_nexus
 
-    expected = str(Path(recorder_file).with_suffix(".nxs"))
-
     def written():
-        return standardizer.LastFile == expected or (
+        return same_series(recorder_file, standardizer.LastFile) or (
             str(standardizer.state()) == "ALARM" and "not standardized" in standardizer.status()
         )
 
-    wait_for(written, timeout, f"{standardizer.dev_name()} to write {expected}", interval=0.2)
-    if standardizer.LastFile != expected:
+    wait_for(written, timeout, f"{standardizer.dev_name()} to write "
+             f"{standardized_path(recorder_file, standardizer.Definition)}", interval=0.2)
+    expected = standardizer.LastFile
+    if not same_series(recorder_file, expected):
         return {"nexus": "", "definition": standardizer.Definition, "nexus_error": standardizer.status()}
     report = validate_nexus(expected)
     return {

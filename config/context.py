@@ -14,6 +14,8 @@ import numpy as np
 from photonflow.datamanager.context import Cell, Skip, Variable
 from photonflow.datamanager.processing import azimuthal_integrator, detector_group, nxmx_geometry
 from photonflow.errors import ConfigurationError
+from photonflow.standardizing.mapping import convert
+from photonflow.standardizing.nexus import HC_KEV_ANGSTROM
 
 HOT_PIXEL_COUNTS = 60000  # counts in one frame above which a pixel is hot (saturating)
 
@@ -31,7 +33,10 @@ def ring_current(run):
     try:
         _, current = run.time_series("source/current")
     except (KeyError, FileNotFoundError) as missing:
-        raise Skip(str(missing)) from None
+        try:  # an NXtomo's monitor: the current at each of its frames
+            return np.asarray(run.metadata("control/data"), dtype=np.float64)
+        except (KeyError, FileNotFoundError, OSError):
+            raise Skip(f"{missing}; and no NXtomo control/data") from None
     return current
 
 
@@ -98,14 +103,24 @@ def _nxmx_geometry(run):
 
 @Variable(title="Wavelength", units="angstrom", tags=["beam"])
 def wavelength(run):
-    """The beam's wavelength, as the standardized file gives it."""
-    return float(_metadata(run, "instrument/beam/incident_wavelength"))
+    """The beam's wavelength, as the standardized file gives it: NXmx's incident_wavelength, else
+    the incident_energy (NXtomo's), in the units the file says."""
+    try:
+        found = run.metadata("instrument/beam/incident_wavelength")
+        unit = run.metadata_attrs("instrument/beam/incident_wavelength").get("units", "angstrom")
+        return float(convert(float(found), unit, "angstrom"))
+    except KeyError:
+        energy = float(_metadata(run, "instrument/beam/incident_energy"))
+        unit = run.metadata_attrs("instrument/beam/incident_energy").get("units", "keV")
+        return HC_KEV_ANGSTROM / float(convert(energy, unit, "keV"))
+    except (FileNotFoundError, OSError) as missing:
+        raise Skip(f"instrument/beam: {missing}") from None
 
 
 @Variable(title="Energy", units="keV", tags=["beam"])
 def energy(run, wavelength: "var#wavelength"):
     """The photon energy of that wavelength."""
-    return 12.398419843320026 / wavelength
+    return HC_KEV_ANGSTROM / wavelength
 
 
 @Variable(title="Exposure", units="s", tags=["detector"])

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from photonflow.errors import ConfigurationError
+from photonflow.errors import ConfigurationError, FilePathError
 
 __all__ = ["Cell", "ContextFile", "DependencyError", "RunData", "Skip", "Variable", "load_context"]
 
@@ -307,12 +307,20 @@ class RunData:
         import h5py
         import hdf5plugin  # noqa: F401
 
+        from photonflow.standardizing.standard_files import require_virtual_sources
+
         if not path:
             raise FileNotFoundError(f"run {self.number} has no {what} file")
         if self._opened_by != os.getpid():
             self._files, self._opened_by = {}, os.getpid()
         if path not in self._files:
-            self._files[path] = h5py.File(path, "r")
+            opened = h5py.File(path, "r")
+            try:  # a standardized file moved away from the frames it points to reads zeros: refuse it
+                require_virtual_sources(opened)
+            except FilePathError:
+                opened.close()
+                raise
+            self._files[path] = opened
         return self._files[path]
 
     @property

@@ -28,13 +28,15 @@ from photonflow.datamanager.catalogue import Catalogue, RunRecord, send_to_icat
 from photonflow.datamanager.policy import DataPolicy, check_name
 from photonflow.datamanager.structure import AcquisitionNode, StructureRun, load_structure
 from photonflow.errors import ConfigurationError, StateError
+from photonflow.standardizing.standard_files import same_series, standardized_candidates
 
 log = logging.getLogger(__name__)
 # built-in processing: its name -> the function in photonflow.datamanager.processing
 PROCESSING = {"integration": "integrate_azimuthally", "normalization": "normalize_tomography",
               "alignment": "align_images"}
-# what a run's role starts by itself once its standardized file is written
-AUTOMATIC_PROCESSING = {"data": "integration"}
+# what a run's role starts by itself once its standardized file is written, by the file's
+# definition: a diffraction run is integrated, a tomography's projections normalized by its flats
+AUTOMATIC_PROCESSING = {("data", "NXmx"): "integration", ("data", "NXtomo"): "normalization"}
 SWEEP_INTERVAL = 1.0  # seconds: how often runs still waiting for their standardized file are looked at
 
 
@@ -92,7 +94,7 @@ class DataManager(StatefulCore):
         self.structure_run: StructureRun | None = None
         self._current: AcquisitionNode | None = None
         self._current_started = ""
-        self._pending_nexus: dict[str, int] = {}  # expected standardized file -> run
+        self._pending_nexus: dict[str, int] = {}  # Recorder file still waiting for its standardized file -> run
         self._lock = threading.RLock()
         self._jobs: queue.Queue = queue.Queue()
         self._idle = threading.Event()
@@ -348,12 +350,12 @@ class DataManager(StatefulCore):
                 structure_run.finish(planned.path, result.end_reason == "completed", record.run)
                 self._current = None
                 self._save_progress(structure_run)
-            expected_nexus = str(Path(result.raw_file).with_suffix(".nxs"))
-            self._pending_nexus[expected_nexus] = record.run
+            self._pending_nexus[result.raw_file] = record.run
         self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}",
                            catalogued=True)
-        if _complete_nexus(expected_nexus):  # the Standardizer was quicker than the Controller's event
-            self._attach_nexus(expected_nexus)
+        written = _complete_nexus(result.raw_file)
+        if written:  # the Standardizer was quicker than the Controller's event
+            self._attach_nexus(written)
 
     def _sweep_pending(self) -> None:
         """Runs whose standardized file is complete though no event said so (an event missed while
@@ -363,16 +365,20 @@ class DataManager(StatefulCore):
                 self.job_states()
             except Exception:
                 log.exception("could not follow the processing jobs")
-        for nexus_file in list(self._pending_nexus):
-            if _complete_nexus(nexus_file):
+        for raw_file in list(self._pending_nexus):
+            written = _complete_nexus(raw_file)
+            if written:
                 try:
-                    self._attach_nexus(nexus_file)
+                    self._attach_nexus(written)
                 except Exception:
-                    log.exception("could not attach %s", nexus_file)
+                    log.exception("could not attach %s", written)
 
     def _attach_nexus(self, nexus_file: str) -> None:
+        """The Standardizer's file to the run of its Recorder file (whatever the suffix its definition takes)."""
         with self._lock:
-            run, catalogue = self._pending_nexus.pop(nexus_file, None), self.catalogue
+            raw_file = next((raw for raw in self._pending_nexus if same_series(raw, nexus_file)), None)
+            run = self._pending_nexus.pop(raw_file, None) if raw_file is not None else None
+            catalogue = self.catalogue
             if run is None or catalogue is None:
                 return
             record = catalogue.run(run)
@@ -384,7 +390,7 @@ class DataManager(StatefulCore):
         self._register(record)
         if self.variables is not None:
             self.variables.launch(record)
-        kind = AUTOMATIC_PROCESSING.get(record.role)
+        kind = AUTOMATIC_PROCESSING.get((record.role, _definition(nexus_file)))
         if kind is not None and self.jobs is not None:
             self.process(record.run, kind)
 
@@ -520,17 +526,27 @@ def _accounting(raw: Path) -> dict | None:
         return None
 
 
-def _complete_nexus(path: str) -> bool:
-    """The standardized file exists and is closed (HDF5 refuses to open a file being written)."""
-    if not Path(path).exists():
-        return False
+def _complete_nexus(raw_file: str) -> str:
+    """The standardized file of ``raw_file`` once it exists and is closed (HDF5 refuses to open a
+    file being written); "" before."""
+    for path in standardized_candidates(raw_file):
+        if _definition(str(path)):
+            return str(path)
+    return ""
+
+
+def _definition(nexus_file: str) -> str:
+    """The application definition of a complete standardized file; "" when it is not (yet) one."""
+    if not Path(nexus_file).exists():
+        return ""
     try:
         import h5py
 
-        with h5py.File(path, "r") as f:
-            return "entry/definition" in f
+        with h5py.File(nexus_file, "r") as f:
+            definition = f["entry/definition"][()] if "entry/definition" in f else b""
+        return definition.decode() if isinstance(definition, bytes) else str(definition)
     except OSError:
-        return False
+        return ""
 
 
 def _start_time(raw_file: str) -> str:

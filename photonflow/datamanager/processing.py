@@ -26,6 +26,7 @@ import photonflow
 from photonflow.errors import ConfigurationError, FilePathError
 from photonflow.standardizing.mapping import convert
 from photonflow.standardizing.nexus import group, write
+from photonflow.standardizing.standard_files import require_virtual_sources
 
 IMAGE_KEY_PROJECTION, IMAGE_KEY_FLAT, IMAGE_KEY_DARK = 0, 1, 2
 BEAM_AXIS = np.array([0.0, 0.0, 1.0])
@@ -38,6 +39,7 @@ def normalize_tomography(nxtomo: Path, output: Path) -> Path:
     nxtomo, output = Path(nxtomo), Path(output)
     _refuse_existing(output)
     with h5py.File(nxtomo, "r") as source:
+        require_virtual_sources(source)
         detector = _required(source, nxtomo, "entry/instrument/detector")
         frames = _required(detector, nxtomo, "data")
         keys = np.asarray(_required(detector, nxtomo, "image_key")[()])

@@ -35,6 +35,7 @@ ASSONANT_CLASSES = {
     "attenuator": assonant_components.Attenuator,
     "slits": assonant_components.Slit,
     "shutter": assonant_components.Shutter,
+    "detector": assonant_components.Detector,
     "sample": assonant_components.Sample,
     "experiment": assonant_components.Component,  # what the acquisition means: Assonant has no class for it
     "goniometer": assonant_components.Sample,

@@ -56,6 +56,10 @@ COMPONENTS: dict[str, ComponentKind] = {
     # collections beside the components
     "slits": ComponentKind("instrument/slits", "NXcollection", {"x_gap": "m", "y_gap": "m"}),
     "shutter": ComponentKind("instrument/shutter", "NXcollection", {"status": None}),
+    # how the sample fits the camera's field (NXtomo, as nxtomo and nabu read it): Full, or Half
+    # (the rotation axis near an edge, the sample's other half seen 180 degrees later)
+    "detector": ComponentKind("instrument/detector", "NXdetector", {"field_of_view": None},
+                              {"field_of_view": ("Full", "Half")}),
     # what the acquisition means, from the DataManager (its role: dark, flat, data...)
     "experiment": ComponentKind("experiment", "NXcollection", {
         "role": None, "node": None, "proposal": None, "session": None, "sample": None,

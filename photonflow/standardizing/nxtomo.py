@@ -4,7 +4,14 @@ every frame of a scan (darks, flats, projections) in one ``detector/data`` with 
 
 A tomography is several Recorder series (the darks with the shutter closed, the flats with the
 sample out, the projections over the rotation); one virtual dataset joins their frames without
-copying them, its sources named relative to the NXtomo file so the folder can move.
+copying them, its sources named relative to the NXtomo file so the folder can move. Each frame is a
+source of its own: nxtomo (and tomoscan, nabu's reader) counts a virtual dataset's frames by its
+sources, so one source per Recorder file would read as three frames.
+
+Written as ESRF's nxtomo reads it: ``image_key`` and ``image_key_control``, ``count_time`` per
+frame, ``beam/incident_energy`` (keV), the detector's pixel sizes, distance and ``field_of_view``
+(from the mapping: Full, or Half for a half acquisition); a value with no source is a capture
+problem, never a guess.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import numpy as np
 from photonflow.standardizing.capture import SeriesCapture
 from photonflow.standardizing.mapping import AxisMapping, BeamlineMapping, convert
 from photonflow.standardizing.nexus import (
+    HC_KEV_ANGSTROM,
     axis_values,
     detector_distance,
     group,
+    incident_wavelength,
     open_new,
     write,
     write_components,
@@ -30,6 +39,7 @@ from photonflow.standardizing.nexus import (
     write_failures,
     write_snapshots,
 )
+from photonflow.standardizing.nxmx import sample_name as told_sample_name
 from photonflow.standardizing.recorded import RecordedSeries
 
 IMAGE_KEYS = {"projection": 0, "flat": 1, "dark": 2}
@@ -80,29 +90,40 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
         if "name" not in source:
             write(source, "name", mapping.beamline)
 
+        beam = group(instrument, "beam", "NXbeam")
+        wavelength = incident_wavelength(capture, first)
+        if wavelength is None:
+            missing.append("beam/incident_energy")
+        elif "incident_energy" not in beam:
+            write(beam, "incident_energy", HC_KEV_ANGSTROM / wavelength, "keV")
+
         detector = group(instrument, "detector", "NXdetector")
-        layout = h5py.VirtualLayout(shape=(frames, *first.shape[1:]), dtype=first.dtype)
-        start = 0
-        for part in parts:
-            recorded = part.recorded
-            relative = os.path.relpath(recorded.path, output.parent)
-            layout[start:start + recorded.frames] = h5py.VirtualSource(relative, recorded.data_path, recorded.shape)
-            start += recorded.frames
-        detector.create_virtual_dataset("data", layout, fillvalue=0)
+        detector.create_virtual_dataset("data", _frames_layout(output, parts, frames), fillvalue=0)
         write(detector, "image_key", image_key)
-        for name in ("x_pixel_size", "y_pixel_size", "count_time"):
+        write(detector, "image_key_control", image_key)  # no alignment projections (-1) are taken
+        write(detector, "count_time", _count_times(parts, missing), "s")
+        for name in ("x_pixel_size", "y_pixel_size"):
             if name in first.detector:
                 write(detector, name, *first.detector[name])
+            else:
+                missing.append(f"detector/{name}")
         distance = detector_distance(mapping, capture, first)
-        if distance is not None:
+        if distance is None:
+            missing.append("detector/distance")
+        else:
             write(detector, "distance", distance, "m")
+        if "field_of_view" not in detector:  # a mapping's detector/field_of_view is written with the components
+            missing.append("detector/field_of_view (Full or Half: the mapping's components.detector)")
 
         sample = group(entry, "sample", "NXsample")
-        found = capture.value("sample/name")
-        write(sample, "name", sample_name or (str(found[0]) if found else "unknown"))
+        named = sample_name or told_sample_name(capture, first)
+        if named is None:
+            missing.append("sample/name")
+        else:
+            write(sample, "name", named)
         if rotation_axis is None:
             missing.append("goniometer/<rotation axis>")
-            angles = np.zeros(frames)
+            angles = np.full(frames, np.nan)
         else:
             angles = _per_frame(parts, rotation_axis, "deg", missing)
         write(sample, "rotation_angle", angles, "deg")
@@ -112,7 +133,7 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
                 write(sample, translation, _per_frame(parts, axis, "m", missing), "m")
 
         control = group(entry, "control", "NXmonitor")
-        write(control, "data", _monitor(parts), "mA")
+        write(control, "data", _monitor(parts, missing), "mA")
 
         data = group(entry, "data", "NXdata")
         data.attrs["signal"] = "data"
@@ -128,6 +149,38 @@ def write_tomography(output: Path, mapping: BeamlineMapping, parts: list[Tomogra
         earlier = [problem for part in parts[:-1] for problem in part.capture.problem_list()]
         write_failures(entry, capture, missing, earlier)
     return output
+
+
+def _frames_layout(output: Path, parts: list[TomographyPart], frames: int) -> h5py.VirtualLayout:
+    """Every frame of every part, each a source of its own, named relative to ``output``."""
+    first = parts[0].recorded
+    layout = h5py.VirtualLayout(shape=(frames, *first.shape[1:]), dtype=first.dtype)
+    start = 0
+    for part in parts:
+        recorded = part.recorded
+        source = h5py.VirtualSource(os.path.relpath(recorded.path, output.parent), recorded.data_path, recorded.shape)
+        for index in range(recorded.frames):
+            layout[start + index] = source[index]
+        start += recorded.frames
+    return layout
+
+
+def _count_times(parts: list[TomographyPart], missing: list[str]) -> np.ndarray:
+    """Each frame's counting time in seconds: the detector's per frame, else its series' setting."""
+    values = []
+    for part in parts:
+        recorded = part.recorded
+        per_frame = recorded.per_frame.get("count_time")
+        if per_frame is not None and np.isfinite(per_frame[0][: recorded.frames]).all():
+            values.append(np.asarray(convert(per_frame[0][: recorded.frames], per_frame[1] or "s", "s"), dtype=float))
+            continue
+        found = recorded.value_with_unit("count_time")
+        if found is None or not isinstance(found[0], int | float):
+            missing.append(f"detector/count_time ({part.kind})")
+            values.append(np.full(recorded.frames, np.nan))
+        else:
+            values.append(np.full(recorded.frames, float(convert(float(found[0]), found[1] or "s", "s"))))
+    return np.concatenate(values)
 
 
 def _rotation_axis(mapping: BeamlineMapping) -> AxisMapping | None:
@@ -160,11 +213,16 @@ def _per_frame(parts: list[TomographyPart], axis: AxisMapping, unit: str, missin
     return np.concatenate(values)
 
 
-def _monitor(parts: list[TomographyPart]) -> np.ndarray:
+def _monitor(parts: list[TomographyPart], missing: list[str]) -> np.ndarray:
     """The storage ring's current at each frame (NXtomo's control/data): for normalisation."""
     values = []
     for part in parts:
         found = part.capture.value("source/current")
-        current = convert(float(found[0]), found[1], "mA") if found and isinstance(found[0], int | float) else np.nan
+        if found and isinstance(found[0], int | float):
+            current = convert(float(found[0]), found[1], "mA")
+        else:
+            if "source/current" not in missing:
+                missing.append("source/current")
+            current = np.nan
         values.append(np.full(part.recorded.frames, current))
     return np.concatenate(values)

@@ -39,9 +39,9 @@ from photonflow.standardizing.nxmx import write_nxmx
 from photonflow.standardizing.nxtomo import TomographyPart, write_nxtomo, write_tomography
 from photonflow.standardizing.planned import PlannedAcquisition, TomographyJoiner
 from photonflow.standardizing.recorded import RecordedSeries, read_recorded_series
+from photonflow.standardizing.standard_files import standardized_path
 
 log = logging.getLogger(__name__)
-STANDARD_SUFFIX = ".nxs"
 
 
 class EventPublisher(Protocol):
@@ -208,7 +208,7 @@ class Standardizer(StatefulCore):
         """A dark or flat series in an NXtomo of its own; the projections in the NXtomo that joins
         the darks and flats of their tomography before them (beside the projections' file)."""
         parts = self._tomography.add(planned, part)
-        output = part.recorded.path.with_suffix(STANDARD_SUFFIX)
+        output = standardized_path(part.recorded.path, self.mapping.definition)
         self._set_state(states.RUNNING, f"Writing {output.name} ({planned.node}: "
                         + ", ".join(p.kind for p in parts) + ")")
         with self._creator(output.parent) as create:
@@ -238,7 +238,7 @@ class Standardizer(StatefulCore):
         return read_recorded_series(real)
 
     def _write(self, recorded: RecordedSeries, capture: SeriesCapture) -> Path:
-        output = recorded.path.with_suffix(STANDARD_SUFFIX)
+        output = standardized_path(recorded.path, self.mapping.definition)
         self._set_state(states.RUNNING, f"Writing {output.name}")
         with self._creator(output.parent) as create:
             path = WRITERS[self.mapping.definition](output, self.mapping, capture, recorded, create)

@@ -49,7 +49,7 @@ def test_one_valid_nxtomo_holds_darks_flats_and_projections_in_order(tomography)
     assert summary["state"] == "ON" and summary["frames"] == {"dark": 4, "flat": 5, "projection": 30}, summary
     nxtomo = summary["nexus"]
     raw = data_root / "tm0001" / "tomo" / "s1" / "RAW_DATA" / "test_rock"
-    assert Path(nxtomo).parent.parent == raw and nxtomo.endswith("_tomo_projections.nxs")  # the data policy's
+    assert Path(nxtomo).parent.parent == raw and nxtomo.endswith("_tomo_projections.nx")  # the data policy's
     assert device["standardizer"].LastFile == nxtomo
     report = validate_nexus(nxtomo)
     assert report.definition == "NXtomo" and report.problems == ()
@@ -86,7 +86,7 @@ def test_the_frames_are_the_recorders_files_joined_without_copy(tomography):
         assert sources == {os.path.relpath(run.raw_file, folder) for run in runs}  # relative: the folder can move
         with h5py.File(runs[1].raw_file) as flat:
             np.testing.assert_array_equal(data[6], flat["entry/data/data"][2])
-    with h5py.File(Path(runs[0].raw_file).with_suffix(".nxs")) as darks:  # each run has its own file, with the image_key of its role
+    with h5py.File(Path(runs[0].raw_file).with_suffix(".nx")) as darks:  # each run has its own file, with the image_key of its role
         assert list(darks["entry/instrument/detector/image_key"][()]) == [2] * 4
 
 

@@ -249,8 +249,8 @@ def test_the_nxtomo_rotation_angle_is_the_trigger_positions(data_root):
         capture.snapshot("post")
         capture.read_triggers()
         parts.append(TomographyPart(kind, recorded, capture))
-    output = data_root / "mx" / "tomo.nxs"
-    write_tomography(output, mapping, parts)
+    output = data_root / "mx" / "tomo.nx"
+    write_tomography(output, mapping, parts, sample_name="rock")  # the DataManager's: nothing missing
     with h5py.File(output) as f:
         np.testing.assert_array_equal(f["entry/sample/rotation_angle"][()], [0.0] * 12 + list(positions))
         assert "capture_problems" not in f["entry"]

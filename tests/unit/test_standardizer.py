@@ -192,8 +192,8 @@ def test_a_tomography_joins_darks_flats_and_projections_in_one_valid_nxtomo(reco
         capture.finish_during()
         capture.snapshot("post")
         parts.append(TomographyPart(kind, recorded, capture))
-    output = recorded_file.with_name("tomo.nxs")
-    write_tomography(output, mapping, parts)
+    output = recorded_file.with_name("tomo.nx")
+    write_tomography(output, mapping, parts, sample_name="rock")
     try:
         report = validate_nexus(output)
         assert report.definition == "NXtomo" and report.problems == ()
@@ -236,7 +236,7 @@ def test_a_structures_darks_flats_and_projections_are_joined_in_one_valid_nxtomo
     folder = recorded_file.parents[1] / "structure"
     standardizer = run_planned_series(recorded_file, folder, [
         ("darks", "dark", 0.0, 0.5), ("flats", "flat", 0.0, 5.0), ("projections", "data", 90.0, 0.5)])
-    joined = folder / "0003_tomo_projections.nxs"
+    joined = folder / "0003_tomo_projections.nx"  # the suffix nabu opens
     assert standardizer.counters.last_file == str(joined) and standardizer.state == "ON", standardizer.status
     report = validate_nexus(joined)
     assert report.definition == "NXtomo" and report.problems == ()
@@ -249,9 +249,9 @@ def test_a_structures_darks_flats_and_projections_are_joined_in_one_valid_nxtomo
         assert list(f["entry/sample/rotation_angle"][()]) == [0.0] * 12 + [90.0] * 6
         np.testing.assert_allclose(f["entry/sample/x_translation"][()], [0.0005] * 6 + [0.005] * 6 + [0.0005] * 6)
         assert f["entry/sample/name"][()] == b"rock"  # the DataManager's sample
-    with h5py.File(folder / "0001_tomo_darks.nxs") as f:
+    with h5py.File(folder / "0001_tomo_darks.nx") as f:
         assert list(f["entry/instrument/detector/image_key"][()]) == [2] * 6
-    assert validate_nexus(folder / "0002_tomo_flats.nxs").problems == ()
+    assert validate_nexus(folder / "0002_tomo_flats.nx").problems == ()
 
 
 def test_a_series_whose_file_is_not_the_datamanagers_dataset_is_standardized_on_its_own(recorded_file):
@@ -268,9 +268,11 @@ def test_a_series_whose_file_is_not_the_datamanagers_dataset_is_standardized_on_
         assert standardizer.wait_idle(30)
     finally:
         standardizer.close()
-    with h5py.File(stray.with_suffix(".nxs")) as f:
+    with h5py.File(stray.with_suffix(".nx")) as f:
         assert set(f["entry/instrument/detector/image_key"][()]) == {0}  # not called a flat: projections
-        assert f["entry/sample/name"][()] == b"simulated sample"  # the mapping's, not the DataManager's
+        assert "name" not in f["entry/sample"]  # nobody named the sample: absent, never a constant
+        assert "sample/name: no value was captured" in "\n".join(
+            line.decode() for line in f["entry/capture_problems/problems"][()])
 
 
 # -- mappings refused at load ----------------------------------------------------------------
