@@ -18,8 +18,11 @@ is SIMPLON API 1.8.0 as DECTRIS documents it:
   command's ``value``), ``exts``, ``exte`` (external: the simulator takes a ``trigger``
   command as the edge);
 - the stream: ``stream/config/format`` ``cbor`` (stream v2) or ``legacy`` (stream v1, with
-  ``header_detail`` all/basic/none), ``stream/config/mode`` enabled/disabled; series start
-  at ``arm``, one message per image, the end at ``disarm`` (or after the last image).
+  ``header_detail`` all/basic/none), ``stream/config/mode`` enabled/disabled,
+  ``stream/config/header_appendix`` (text: v2's ``user_data``, v1's header appendix); series
+  start at ``arm``, one message per image, the end at ``disarm`` (or after the last image);
+- the goniometer in the detector config (``omega``, ``chi``, ``phi``, ``kappa``, ``two_theta``
+  ``_start``/``_increment``), in the start message as v2 ``goniometer`` or v1's own names.
 
 The frames are ``DiffractionFrames`` (CeO2 powder rings) at the geometry the DCU's own
 detector config holds when armed: ``wavelength``, ``detector_distance``, ``beam_center_x``/``_y``

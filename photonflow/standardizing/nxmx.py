@@ -218,8 +218,9 @@ def _write_header_goniometer(sample: h5py.Group, mapping: BeamlineMapping, captu
     collection.attrs["description"] = "the goniometer as the detector's header told it, beside the mapped axes"
     for name, (value, unit, source) in angles.items():
         write(collection, name, value, unit, source)
+    told = user_data.source if user_data is not None else ""
     for axis, vector in vectors.items():
-        write(collection, f"{axis}_axis", np.asarray(vector), source=f"{user_data.source} {axis}_axis")
+        write(collection, f"{axis}_axis", np.asarray(vector), source=f"{told} {axis}_axis")
         if axis in mapped:
             ours = np.asarray(mapped[axis].vector, dtype=np.float64)
             theirs = np.asarray(vector, dtype=np.float64)
