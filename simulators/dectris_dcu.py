@@ -152,8 +152,9 @@ class Parameter:
         return value
 
 
-def detector_config(model: DetectorModel, serial_number: str) -> dict[str, Parameter]:
-    """``detector/config`` of a freshly started DCU for ``model``."""
+def detector_config(model: DetectorModel, serial_number: str, bit_depth_image: int = 16) -> dict[str, Parameter]:
+    """``detector/config`` of a freshly started DCU for ``model``; ``bit_depth_image`` 32: images
+    summed beyond the 16-bit readout, as an EIGER2 sends them at long count times."""
     min_frame_time = 1.0 / model.max_frame_rate
     return {
         "description": Parameter(model.description, "string", "r"),
@@ -164,7 +165,7 @@ def detector_config(model: DetectorModel, serial_number: str) -> dict[str, Param
         "y_pixel_size": Parameter(model.pixel_size, "float", "r", "m"),
         "sensor_material": Parameter(model.sensor_material, "string", "r"),
         "sensor_thickness": Parameter(model.sensor_thickness, "float", "r", "m"),
-        "bit_depth_image": Parameter(16, "uint", "r"),
+        "bit_depth_image": Parameter(bit_depth_image, "uint", "r"),
         "bit_depth_readout": Parameter(16, "uint", "r"),
         # counts above it are not trusted (count-rate correction's limit); the image's top value flags them
         "countrate_correction_count_cutoff": Parameter(2**16 - 2, "uint", "r"),
@@ -195,7 +196,8 @@ class SimulatedDcu:
     """The DCU's logic: configuration, the state machine, and a thread producing each series."""
 
     def __init__(self, model: DetectorModel, stream_address: str = "tcp://127.0.0.1:*",
-                 serial_number: str = "E-SIM-0001", seed: int = 0, trigger_line: str = "", user_data: str = ""):
+                 serial_number: str = "E-SIM-0001", seed: int = 0, trigger_line: str = "", user_data: str = "",
+                 bit_depth_image: int = 16):
         """``trigger_line``: the address of the trigger line cabled to the external-trigger input
         (in exts/exte each pulse is a trigger, exte's exposure its width); empty: no cable.
         ``user_data``: the stream's ``header_appendix`` at start (text, JSON at a beamline: sample,
@@ -203,7 +205,7 @@ class SimulatedDcu:
         self.model = model
         self.seed = seed
         self.config = {
-            "detector": detector_config(model, serial_number),
+            "detector": detector_config(model, serial_number, bit_depth_image),
             "stream": {
                 "mode": Parameter("enabled", "string", allowed_values=("enabled", "disabled")),
                 "format": Parameter("cbor", "string", allowed_values=("cbor", "legacy")),
@@ -687,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", default="tcp://127.0.0.1:*", help="ZeroMQ address of the data stream")
     parser.add_argument("--serial-number", default="E-SIM-0001")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bit-depth-image", type=int, choices=(16, 32), default=16,
+                        help="the images' pixel depth (32: uint32 images of the 16-bit readout); default 16")
     parser.add_argument("--user-data", default="", metavar="TEXT",
                         help="the stream's header_appendix (v2 user_data), JSON at a beamline: sample_name, "
                              "space_group, unit_cell...; default none")
@@ -696,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     reuse_frame_buffers()  # every image message is a fresh buffer: reuse their memory
     dcu = SimulatedDcu(MODELS[args.model], args.stream, args.serial_number, args.seed, args.trigger_input,
-                       args.user_data)
+                       args.user_data, args.bit_depth_image)
     server = SimplonServer((args.host, args.port), dcu)
     print(json.dumps({"simplon": server.url, "stream": dcu.sender.endpoint, "model": args.model}), flush=True)
     try:

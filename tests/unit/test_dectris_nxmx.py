@@ -12,10 +12,15 @@ import h5py
 import numpy as np
 import pytest
 
+from photonflow.acquisition.acquirer import Acquirer
+from photonflow.acquisition.dectris import DectrisCamera, DectrisSettings
+from photonflow.recording.recorder import Recorder, RecordingRequest
+from photonflow.simulators.dectris_dcu import DetectorModel, SimulatedDcu, start_server
 from photonflow.standardizing.nexus import value_sources
 from photonflow.standardizing.validation import validate_nexus
 from photonflow.stream import dectris
 from tests.helpers.dectris import DETECTOR, SERIES, record_dectris
+from tests.helpers.recording import acquire_into
 from tests.helpers.standardizing import BeamlineReader, beamline_values, standardize
 
 SHAPE = (12, 14)
@@ -64,6 +69,34 @@ def test_stream_v1_uint32_images_say_32_bits_whatever_the_readout_and_dials_read
     sources = value_sources(output)
     assert sources[f"{name}/bit_depth_readout"] == "the frames: uint32 pixels in the Recorder's file"
     assert sources[f"{name}/detector_specific/bit_depth_readout"] == "detector header: bit_depth_readout"
+
+
+def test_a_dcu_summing_into_32_bit_images_over_stream_v1_gives_an_nxmx_of_32_bits(tmp_path):
+    """The issue's case end to end: a DCU whose readout is 16 bits sends uint32 images on the legacy
+    stream; the NXmx says 32, the DCU's own 16 beside it."""
+    model = DetectorModel("Dectris EIGER2 Si test", 96, 64, 75e-6, "Si", 450e-6, 2000.0, 3e-6)
+    simulated = SimulatedDcu(model, serial_number="E-08-0042", seed=3, bit_depth_image=32)
+    server = start_server(simulated)
+    try:
+        camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint,
+                                               stream_format="legacy"))
+        acquirer = Acquirer(camera, sender=None)
+        acquirer.update_settings(frame_count=2, exposure=0.001, period=0.002)
+        recorded = acquire_into(acquirer, Recorder(tmp_path), RecordingRequest(
+            2, 1, acquirer.stream_endpoint, "mx/eiger.h5", acquirer.stream_protocol))
+        camera.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        simulated.close()
+    output, _ = standardize(recorded, BeamlineReader(beamline_values()))
+    with h5py.File(output) as f, h5py.File(recorded) as master:
+        assert detector_of(master)["data"].dtype == np.uint32
+        assert detector_of(master)["bit_depth_readout"][()] == 16  # what the DCU's header says
+        detector = detector_of(f)
+        assert detector["bit_depth_readout"][()] == detector["detector_specific/bit_depth_image"][()] == 32
+        assert detector["detector_specific/bit_depth_readout"][()] == 16
+    assert validate_nexus(output).problems == ()
 
 
 @pytest.mark.parametrize(("image_dtype", "dtype"), [(None, "uint32"), ("uint16", "uint16")])
