@@ -156,11 +156,17 @@ class BeamlineMapping:
             raise ConfigurationError(f"{Path(self.path).name} maps no {key}")
         return found
 
+    def fixed_source(self, what: str) -> str:
+        """The source of ``what`` this mapping states itself: a YAML mapping is configuration; a
+        tool's own mapping (``standardize cbf``'s) names what it was made from."""
+        name = Path(self.path).name
+        return f"configuration: {name} {what}" if name.endswith((".yaml", ".yml")) else f"{name}: {what}"
+
     def source_of(self, capture: Capture) -> str:
         """Where a captured value comes from, as the file names it: the DataManager's or another
         Tango attribute, or this mapping's fixed value."""
         if capture.device is None:
-            return f"configuration: {Path(self.path).name} {capture.key}"
+            return self.fixed_source(capture.key)
         kind = "DataManager" if capture.device == self.devices.get("datamanager") else "Tango"
         return f"{kind}: {capture.source}"
 

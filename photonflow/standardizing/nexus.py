@@ -140,7 +140,7 @@ def axis_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: Recorded
         value = capture.value(key)
         if value is None:
             return None
-        found = AxisPerFrame(*value, source=f"Tango: {axis.capture.source}")
+        found = AxisPerFrame(*value, source=capture.mapping.source_of(axis.capture))
     capture.problems[key] = found.problems
     return found
 
@@ -148,7 +148,7 @@ def axis_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: Recorded
 def _scan_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: RecordedSeries) -> AxisPerFrame | None:
     key, frames = axis.capture.key, recorded.frames
     trigger = capture.triggers.get(key)
-    tango = f"Tango: {axis.capture.source}"
+    read = capture.mapping.source_of(axis.capture)
     if trigger is not None and trigger.belongs_to(recorded.series_start, recorded.series_end):
         found = from_triggers(axis.name, trigger, frames, axis.capture.unit)
         return dataclasses.replace(found, source=f"Tango: {trigger.device}/CapturedPositions")
@@ -156,7 +156,7 @@ def _scan_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: Recorde
     times = recorded.frame_times[:frames]
     if series is not None and len(series[0]) >= 2 and times.size and not np.isnan(times).all():
         found = interpolated(axis.name, *series, times, axis.capture.unit)
-        return dataclasses.replace(found, source=f"{tango} during the series, at each frame's time")
+        return dataclasses.replace(found, source=f"{read} during the series, at each frame's time")
     start = recorded.value(f"{axis.name}_start")
     increment = recorded.value(f"{axis.name}_increment")
     if start is not None and increment is not None:
@@ -165,7 +165,7 @@ def _scan_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: Recorde
     before, after = capture.value(key), capture.value(key, ("post",))
     if before is not None and isinstance(before[0], int | float):
         end = float(after[0]) if after is not None and isinstance(after[0], int | float) else None
-        return dataclasses.replace(held(axis.name, float(before[0]), end, frames, before[1]), source=tango)
+        return dataclasses.replace(held(axis.name, float(before[0]), end, frames, before[1]), source=read)
     return None
 
 

@@ -62,7 +62,7 @@ def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, r
         if found:
             write(source, "name", str(found[0]), source=mapping.source_of(mapping.capture_of("source/name")))
         else:
-            write(source, "name", mapping.beamline, source=f"configuration: {Path(mapping.path).name} beamline")
+            write(source, "name", mapping.beamline, source=mapping.fixed_source("beamline"))
         instrument = group(entry, "instrument", "NXinstrument")
         write(instrument, "name", mapping.instrument)
         write_components(entry, mapping, capture, lambda component: PLACES.get(component, f"instrument/{component}"))
