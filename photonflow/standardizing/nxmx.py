@@ -82,7 +82,7 @@ def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, r
 
         sample = group(entry, "sample", "NXsample")
         if "name" not in sample:
-            name = sample_name(capture, mapping, user_data)
+            name = named_sample(capture, user_data)
             if name is None:
                 missing.append("sample/name")
             else:
@@ -191,12 +191,18 @@ _COPIED = (
 )
 
 
-def sample_name(capture: SeriesCapture, mapping: BeamlineMapping,
-                user_data: UserData | None) -> tuple[str, None, str] | None:
-    """(name, no unit, source): the sample as the experiment names it (the DataManager's Sample),
-    else as the detector's stream was told (DECTRIS ``user_data``); None when nobody said."""
+def sample_name(capture: SeriesCapture, recorded: RecordedSeries) -> str | None:
+    """The sample as the experiment names it (the DataManager's Sample), else as the detector's
+    stream was told (DECTRIS ``user_data``); None when nobody said."""
+    found = named_sample(capture, read_user_data(recorded))
+    return None if found is None else found[0]
+
+
+def named_sample(capture: SeriesCapture, user_data: UserData | None) -> tuple[str, None, str] | None:
+    """``sample_name`` as (name, no unit, its source)."""
     found = capture.value("experiment/sample")
     if found is not None and str(found[0]).strip():
+        mapping = capture.mapping
         return str(found[0]).strip(), None, mapping.source_of(mapping.capture_of("experiment/sample"))
     if user_data is not None and user_data.sample_name:
         return user_data.sample_name, None, f"{user_data.source} sample_name"
