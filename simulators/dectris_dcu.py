@@ -18,8 +18,11 @@ is SIMPLON API 1.8.0 as DECTRIS documents it:
   command's ``value``), ``exts``, ``exte`` (external: the simulator takes a ``trigger``
   command as the edge);
 - the stream: ``stream/config/format`` ``cbor`` (stream v2) or ``legacy`` (stream v1, with
-  ``header_detail`` all/basic/none), ``stream/config/mode`` enabled/disabled; series start
-  at ``arm``, one message per image, the end at ``disarm`` (or after the last image).
+  ``header_detail`` all/basic/none), ``stream/config/mode`` enabled/disabled,
+  ``stream/config/header_appendix`` (text: v2's ``user_data``, v1's header appendix); series
+  start at ``arm``, one message per image, the end at ``disarm`` (or after the last image);
+- the goniometer in the detector config (``omega``, ``chi``, ``phi``, ``kappa``, ``two_theta``
+  ``_start``/``_increment``), in the start message as v2 ``goniometer`` or v1's own names.
 
 The frames are ``DiffractionFrames`` (CeO2 powder rings) at the geometry the DCU's own
 detector config holds when armed: ``wavelength``, ``detector_distance``, ``beam_center_x``/``_y``
@@ -67,6 +70,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.8.0"
 SUBSYSTEMS = ("detector", "stream", "monitor", "filewriter", "system")
 TRIGGER_MODES = ("ints", "inte", "exts", "exte")
+GONIOMETER_AXES = ("omega", "chi", "phi", "kappa", "two_theta")  # SIMPLON's <axis>_start/_increment
 NANOSECONDS = 1_000_000_000  # the denominator of the stream's rational times
 
 
@@ -148,8 +152,9 @@ class Parameter:
         return value
 
 
-def detector_config(model: DetectorModel, serial_number: str) -> dict[str, Parameter]:
-    """``detector/config`` of a freshly started DCU for ``model``."""
+def detector_config(model: DetectorModel, serial_number: str, bit_depth_image: int = 16) -> dict[str, Parameter]:
+    """``detector/config`` of a freshly started DCU for ``model``; ``bit_depth_image`` 32: images
+    summed beyond the 16-bit readout, as an EIGER2 sends them at long count times."""
     min_frame_time = 1.0 / model.max_frame_rate
     return {
         "description": Parameter(model.description, "string", "r"),
@@ -160,7 +165,7 @@ def detector_config(model: DetectorModel, serial_number: str) -> dict[str, Param
         "y_pixel_size": Parameter(model.pixel_size, "float", "r", "m"),
         "sensor_material": Parameter(model.sensor_material, "string", "r"),
         "sensor_thickness": Parameter(model.sensor_thickness, "float", "r", "m"),
-        "bit_depth_image": Parameter(16, "uint", "r"),
+        "bit_depth_image": Parameter(bit_depth_image, "uint", "r"),
         "bit_depth_readout": Parameter(16, "uint", "r"),
         # counts above it are not trusted (count-rate correction's limit); the image's top value flags them
         "countrate_correction_count_cutoff": Parameter(2**16 - 2, "uint", "r"),
@@ -176,8 +181,9 @@ def detector_config(model: DetectorModel, serial_number: str) -> dict[str, Param
         "beam_center_x": Parameter(model.width / 2, "float", "rw", "pixel", -1e6, 1e6),
         "beam_center_y": Parameter(model.height / 2, "float", "rw", "pixel", -1e6, 1e6),
         "detector_distance": Parameter(0.1, "float", "rw", "m", 0.0, 100.0),
-        "omega_start": Parameter(0.0, "float", "rw", "degree", -1e6, 1e6),
-        "omega_increment": Parameter(0.0, "float", "rw", "degree", -1e6, 1e6),
+        # the goniometer as SIMPLON 1.8 keeps it (a beamline writes it; the header tells it)
+        **{f"{axis}_{name}": Parameter(0.0, "float", "rw", "degree", -1e6, 1e6)
+           for axis in GONIOMETER_AXES for name in ("start", "increment")},
         "compression": Parameter("bslz4", "string", "rw", allowed_values=("bslz4", "lz4")),
         "countrate_correction_applied": Parameter(True, "bool"),
         "flatfield_correction_applied": Parameter(True, "bool"),
@@ -190,17 +196,21 @@ class SimulatedDcu:
     """The DCU's logic: configuration, the state machine, and a thread producing each series."""
 
     def __init__(self, model: DetectorModel, stream_address: str = "tcp://127.0.0.1:*",
-                 serial_number: str = "E-SIM-0001", seed: int = 0, trigger_line: str = ""):
+                 serial_number: str = "E-SIM-0001", seed: int = 0, trigger_line: str = "", user_data: str = "",
+                 bit_depth_image: int = 16):
         """``trigger_line``: the address of the trigger line cabled to the external-trigger input
-        (in exts/exte each pulse is a trigger, exte's exposure its width); empty: no cable."""
+        (in exts/exte each pulse is a trigger, exte's exposure its width); empty: no cable.
+        ``user_data``: the stream's ``header_appendix`` at start (text, JSON at a beamline: sample,
+        space group...), which v2 sends as ``user_data`` and v1 as the header's last part."""
         self.model = model
         self.seed = seed
         self.config = {
-            "detector": detector_config(model, serial_number),
+            "detector": detector_config(model, serial_number, bit_depth_image),
             "stream": {
                 "mode": Parameter("enabled", "string", allowed_values=("enabled", "disabled")),
                 "format": Parameter("cbor", "string", allowed_values=("cbor", "legacy")),
                 "header_detail": Parameter("basic", "string", allowed_values=("all", "basic", "none")),
+                "header_appendix": Parameter(user_data, "string"),
             },
             "monitor": {"mode": Parameter("disabled", "string", allowed_values=("enabled", "disabled"))},
             "filewriter": {"mode": Parameter("disabled", "string", allowed_values=("enabled", "disabled"))},
@@ -315,7 +325,7 @@ class SimulatedDcu:
         """What the frames of the series armed now depend on: the detector config as it is
         (wavelength in Å, distance in m, beam centre in pixels) and the model's pixel size."""
         return PatternSettings(
-            height=self.model.height, width=self.model.width, dtype="uint16", seed=self.seed,
+            height=self.model.height, width=self.model.width, dtype=self._image_dtype(), seed=self.seed,
             exposure=self._value("count_time"),
             wavelength=self.wavelength() * 1e-10,
             distance=self._value("detector_distance"),
@@ -436,6 +446,10 @@ class SimulatedDcu:
                                          "increment": self._value(name[: -len("_start")] + "_increment")}
                 for name in detector if name.endswith("_start") and name[: -len("_start")] + "_increment" in detector}
 
+    def _image_dtype(self) -> str:
+        """The images' pixel type, as ``bit_depth_image`` says (the frames are drawn in it)."""
+        return f"uint{self._value('bit_depth_image')}"
+
     def _streaming(self) -> bool:
         return self.config["stream"]["mode"].value == "enabled"
 
@@ -447,15 +461,20 @@ class SimulatedDcu:
             return
         shape = (self.model.height, self.model.width)
         frames = self._value("nimages") * self._value("ntrigger")
+        appendix = self.config["stream"]["header_appendix"].value or None  # empty: none sent
         if self._v2():
+            extra: dict[str, Any] = {"goniometer": self._goniometer()}
+            if appendix is not None:
+                extra["user_data"] = appendix
             parts = codec.encode_start_v2(self.sequence_id, shape, frames, self._detector_description(),
-                                          image_dtype="uint16", extra={"goniometer": self._goniometer()})
+                                          image_dtype=self._image_dtype(), extra=extra)
         else:
             goniometer = {f"{axis}_{name}": number
                           for axis, values in self._goniometer().items() for name, number in values.items()}
-            parts = codec.encode_start_v1(self.sequence_id, shape, "uint16", frames, self._detector_description(),
+            parts = codec.encode_start_v1(self.sequence_id, shape, self._image_dtype(), frames,
+                                          self._detector_description(),
                                           header_detail=self.config["stream"]["header_detail"].value,
-                                          extra=goniometer)
+                                          appendix=appendix, extra=goniometer)
         self._send(parts)
 
     def _send(self, parts: list) -> None:
@@ -522,7 +541,7 @@ class SimulatedDcu:
         if not self._streaming():
             return
         chunk = compress(self.frame(number))
-        shape, dtype = (self.model.height, self.model.width), "uint16"
+        shape, dtype = (self.model.height, self.model.width), self._image_dtype()
         start_ns = round((start - self._arm_date) * 1e9)
         real_ns = round(count_time * 1e9)
         if self._v2():
@@ -670,12 +689,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", default="tcp://127.0.0.1:*", help="ZeroMQ address of the data stream")
     parser.add_argument("--serial-number", default="E-SIM-0001")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bit-depth-image", type=int, choices=(16, 32), default=16,
+                        help="the images' pixel depth (32: uint32 images of the 16-bit readout); default 16")
+    parser.add_argument("--user-data", default="", metavar="TEXT",
+                        help="the stream's header_appendix (v2 user_data), JSON at a beamline: sample_name, "
+                             "space_group, unit_cell...; default none")
     parser.add_argument("--trigger-input", default="", metavar="ADDRESS",
                         help="trigger line cabled to the external-trigger input (a ZeroMQ address); default none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     reuse_frame_buffers()  # every image message is a fresh buffer: reuse their memory
-    dcu = SimulatedDcu(MODELS[args.model], args.stream, args.serial_number, args.seed, args.trigger_input)
+    dcu = SimulatedDcu(MODELS[args.model], args.stream, args.serial_number, args.seed, args.trigger_input,
+                       args.user_data, args.bit_depth_image)
     server = SimplonServer((args.host, args.port), dcu)
     print(json.dumps({"simplon": server.url, "stream": dcu.sender.endpoint, "model": args.model}), flush=True)
     try:

@@ -127,6 +127,7 @@ class DectrisCamera(SelfStreamingDetector, Checkable, Abortable, Closable):
             "sensor_material": get("detector", "sensor_material"),
             "sensor_thickness": get("detector", "sensor_thickness"),
             "bit_depth_readout": get("detector", "bit_depth_readout"),
+            "bit_depth_image": get("detector", "bit_depth_image"),  # the images' (v2's stream does not say it)
             "threshold_energy": get("detector", "threshold_energy"),
             "count_time": get("detector", "count_time"),
             "frame_time": get("detector", "frame_time"),

@@ -50,6 +50,7 @@ class AxisPerFrame:
     unit: str | None
     increment: float | None = None
     problems: tuple[str, ...] = ()
+    source: str = ""  # where the values come from, as the file names it (see nexus.write)
 
 
 def from_triggers(name: str, trigger: TriggerCapture, frames: int, unit: str | None) -> AxisPerFrame:

@@ -152,6 +152,28 @@ class BeamlineMapping:
         """The axes whose per-frame positions a position-compare device captures."""
         return [axis for axis in self.axes if axis.triggers]
 
+    def capture_of(self, key: str) -> Capture:
+        """The capture of ``key`` ("component/field" or "axis_group/axis")."""
+        every = [f.capture for f in self.fields] + [a.capture for a in self.axes]
+        found = next((capture for capture in every if capture.key == key), None)
+        if found is None:
+            raise ConfigurationError(f"{Path(self.path).name} maps no {key}")
+        return found
+
+    def fixed_source(self, what: str) -> str:
+        """The source of ``what`` this mapping states itself: a YAML mapping is configuration; a
+        tool's own mapping (``standardize cbf``'s) names what it was made from."""
+        name = Path(self.path).name
+        return f"configuration: {name} {what}" if name.endswith((".yaml", ".yml")) else f"{name}: {what}"
+
+    def source_of(self, capture: Capture) -> str:
+        """Where a captured value comes from, as the file names it: the DataManager's or another
+        Tango attribute, or this mapping's fixed value."""
+        if capture.device is None:
+            return self.fixed_source(capture.key)
+        kind = "DataManager" if capture.device == self.devices.get("datamanager") else "Tango"
+        return f"{kind}: {capture.source}"
+
     def axes_of(self, group: str) -> list[AxisMapping]:
         return [axis for axis in self.axes if axis.group == group]
 

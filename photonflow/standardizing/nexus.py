@@ -9,9 +9,11 @@ frames itself): photonflow's frames are already on disk, and the mapping is the 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import h5py
@@ -28,11 +30,51 @@ from photonflow.standardizing.recorded import RecordedSeries
 TEXT = h5py.string_dtype("utf-8")
 HC_KEV_ANGSTROM = 12.398419843320026  # wavelength (Å) = HC / energy (keV)
 BEAM_AXIS = np.array([0.0, 0.0, 1.0])  # NeXus (McStas) coordinates: z along the beam, y up
+# Each field's source while the file is written; gathered into /entry/value_sources when it is
+# closed (pynxtools counts an attribute NeXus does not define as a problem; an NXcollection is free).
+SOURCE_ATTRIBUTE = "photonflow_source"
+VALUE_SOURCES = "value_sources"
 
 
-def open_new(path: Path, create: Callable[[Path], h5py.File] | None) -> h5py.File:
-    """A new file: through ``create`` (the data root's safe creation) when given; "w-" never overwrites."""
-    return create(path) if create else h5py.File(path, "w-", libver=LIBVER)
+@contextlib.contextmanager
+def open_new(path: Path, create: Callable[[Path], h5py.File] | None) -> Iterator[h5py.File]:
+    """A new file: through ``create`` (the data root's safe creation) when given; "w-" never
+    overwrites. Each field's source is gathered into ``/entry/value_sources`` before it closes."""
+    with create(path) if create else h5py.File(path, "w-", libver=LIBVER) as f:
+        yield f
+        if "entry" in f:
+            gather_sources(f["entry"])
+
+
+def gather_sources(entry: h5py.Group) -> None:
+    """``/entry/value_sources`` (NXcollection): ``path`` and ``source``, one line per field that
+    named its source (``write(..., source=...)``): the detector header, a Tango attribute, the
+    DataManager, the configuration, the frames."""
+    found: list[tuple[str, str]] = []
+
+    def collect(name: str, item) -> None:
+        if isinstance(item, h5py.Dataset) and SOURCE_ATTRIBUTE in item.attrs:
+            found.append((item.name, _text(item.attrs[SOURCE_ATTRIBUTE])))
+
+    entry.visititems(collect)
+    for path, _ in found:
+        del entry.file[path].attrs[SOURCE_ATTRIBUTE]
+    if not found:
+        return
+    sources = group(entry, VALUE_SOURCES, "NXcollection")
+    sources.attrs["description"] = "where each field's value comes from: path[i] from source[i]"
+    write(sources, "path", np.asarray([path for path, _ in found], dtype=object))
+    write(sources, "source", np.asarray([source for _, source in found], dtype=object))
+
+
+def value_sources(path: str | Path) -> dict[str, str]:
+    """{field path: its source} of a file the Standardizer wrote."""
+    with h5py.File(path, "r") as f:
+        sources = f.get(f"entry/{VALUE_SOURCES}")
+        if sources is None:
+            return {}
+        return dict(zip((_text(p) for p in sources["path"][()]), (_text(s) for s in sources["source"][()]),
+                        strict=True))
 
 
 def group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
@@ -41,8 +83,9 @@ def group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
     return made
 
 
-def write(parent: h5py.Group, name: str, value, unit: str | None = None) -> h5py.Dataset:
-    """A field: text as UTF-8, numbers and arrays as they are, anything else as JSON text."""
+def write(parent: h5py.Group, name: str, value, unit: str | None = None, source: str | None = None) -> h5py.Dataset:
+    """A field: text as UTF-8, numbers and arrays as they are, anything else as JSON text;
+    ``source``: where the value comes from (see ``gather_sources``)."""
     if isinstance(value, str):
         dataset = parent.create_dataset(name, data=value, dtype=TEXT)
     elif isinstance(value, bool | int | float | np.generic) or (
@@ -56,6 +99,8 @@ def write(parent: h5py.Group, name: str, value, unit: str | None = None) -> h5py
         dataset = parent.create_dataset(name, data=json.dumps(value, default=str), dtype=TEXT)
     if unit:
         dataset.attrs["units"] = unit
+    if source:
+        dataset.attrs[SOURCE_ATTRIBUTE] = source
     return dataset
 
 
@@ -66,8 +111,8 @@ def link_frames(parent: h5py.Group, name: str, output: Path, recorded: RecordedS
 
 
 def transformation(parent: h5py.Group, name: str, value, unit: str, kind: str, vector, depends_on: str,
-                   offset=(0.0, 0.0, 0.0), offset_unit: str = "m") -> str:
-    dataset = write(parent, name, value, unit)
+                   offset=(0.0, 0.0, 0.0), offset_unit: str = "m", source: str | None = None) -> str:
+    dataset = write(parent, name, value, unit, source)
     dataset.attrs["transformation_type"] = kind
     dataset.attrs["vector"] = np.asarray(vector, dtype=np.float64)
     dataset.attrs["offset"] = np.asarray(offset, dtype=np.float64)
@@ -95,7 +140,7 @@ def axis_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: Recorded
         value = capture.value(key)
         if value is None:
             return None
-        found = AxisPerFrame(*value)
+        found = AxisPerFrame(*value, source=capture.mapping.source_of(axis.capture))
     capture.problems[key] = found.problems
     return found
 
@@ -103,20 +148,24 @@ def axis_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: Recorded
 def _scan_per_frame(capture: SeriesCapture, axis: AxisMapping, recorded: RecordedSeries) -> AxisPerFrame | None:
     key, frames = axis.capture.key, recorded.frames
     trigger = capture.triggers.get(key)
+    read = capture.mapping.source_of(axis.capture)
     if trigger is not None and trigger.belongs_to(recorded.series_start, recorded.series_end):
-        return from_triggers(axis.name, trigger, frames, axis.capture.unit)
+        found = from_triggers(axis.name, trigger, frames, axis.capture.unit)
+        return dataclasses.replace(found, source=f"Tango: {trigger.device}/CapturedPositions")
     series = capture.series(key)
     times = recorded.frame_times[:frames]
     if series is not None and len(series[0]) >= 2 and times.size and not np.isnan(times).all():
-        return interpolated(axis.name, *series, times, axis.capture.unit)
+        found = interpolated(axis.name, *series, times, axis.capture.unit)
+        return dataclasses.replace(found, source=f"{read} during the series, at each frame's time")
     start = recorded.value(f"{axis.name}_start")
     increment = recorded.value(f"{axis.name}_increment")
     if start is not None and increment is not None:
-        return AxisPerFrame(float(start) + float(increment) * np.arange(frames), "deg", float(increment))
+        return AxisPerFrame(float(start) + float(increment) * np.arange(frames), "deg", float(increment),
+                            source=f"detector header: {axis.name}_start, {axis.name}_increment")
     before, after = capture.value(key), capture.value(key, ("post",))
     if before is not None and isinstance(before[0], int | float):
         end = float(after[0]) if after is not None and isinstance(after[0], int | float) else None
-        return held(axis.name, float(before[0]), end, frames, before[1])
+        return dataclasses.replace(held(axis.name, float(before[0]), end, frames, before[1]), source=read)
     return None
 
 
@@ -153,9 +202,10 @@ def write_axes(parent: h5py.Group, mapping: BeamlineMapping, capture: SeriesCapt
         depends_on = "." if below == "." else f"{transformations.name}/{below}"
         unit = found.unit or AXIS_UNITS[axis.transformation_type]
         transformation(transformations, axis.name, found.values, unit, axis.transformation_type, axis.vector,
-                       depends_on, axis.offset, axis.offset_unit)
+                       depends_on, axis.offset, axis.offset_unit, found.source)
         if found.increment is not None:
-            _write_scan_steps(transformations, axis, np.asarray(found.values, dtype=np.float64), found.increment, unit)
+            _write_scan_steps(transformations, axis, np.asarray(found.values, dtype=np.float64), found.increment, unit,
+                              found.source)
     head = mapping.chain_head(group_name)
     head = "." if head is None else past_skipped(head)
     return "." if head == "." else f"{transformations.name}/{head}"
@@ -168,25 +218,26 @@ def _detector_own(axis: AxisMapping, recorded: RecordedSeries | None) -> AxisPer
         return None
     if axis.transformation_type == "rotation":
         start = recorded.value(f"{axis.name}_start")
-        return AxisPerFrame(float(start), "deg") if isinstance(start, int | float) else None
+        return AxisPerFrame(float(start), "deg", source=recorded.origin(f"{axis.name}_start")) \
+            if isinstance(start, int | float) else None
     vector = np.asarray(axis.vector, dtype=np.float64)
     if np.allclose(vector / np.linalg.norm(vector), BEAM_AXIS):
         for name in ("distance", "detector_distance"):
             distance = recorded.value(name)
             if isinstance(distance, int | float) and distance > 0:
-                return AxisPerFrame(float(distance), "m")
+                return AxisPerFrame(float(distance), "m", source=recorded.origin(name))
     return None
 
 
 def _write_scan_steps(transformations: h5py.Group, axis: AxisMapping, values: np.ndarray, increment: float,
-                      unit: str) -> None:
+                      unit: str, source: str) -> None:
     """What each frame of a scan covers: ``<axis>_increment`` (per frame) and NXtransformations'
     ``<axis>_increment_set`` (the step asked for) and ``<axis>_end`` (value + increment), which
     DIALS' nxmx reader takes the scan from. Each carries the axis' transformation_type, by which
     pynxtools tells an angle from a length."""
     for suffix, value in (("_increment", np.full(values.shape, increment)), ("_increment_set", increment),
                           ("_end", values + increment)):
-        dataset = write(transformations, axis.name + suffix, value, unit)
+        dataset = write(transformations, axis.name + suffix, value, unit, source)
         dataset.attrs["transformation_type"] = axis.transformation_type
 
 
@@ -204,7 +255,7 @@ def write_components(entry: h5py.Group, mapping: BeamlineMapping, capture: Serie
         for part in place(field_mapping.component).split("/"):
             target = group(target, part, "NXinstrument" if part == "instrument" else kind.nx_class)
         if field_mapping.name not in target:
-            dataset = write(target, field_mapping.name, found[0], found[1])
+            dataset = write(target, field_mapping.name, found[0], found[1], mapping.source_of(field_mapping.capture))
             allowed = kind.enumerations.get(field_mapping.name)
             if allowed and found[0] not in allowed:
                 dataset.attrs["custom"] = True
@@ -213,6 +264,12 @@ def write_components(entry: h5py.Group, mapping: BeamlineMapping, capture: Serie
 def incident_wavelength(capture: SeriesCapture, recorded: RecordedSeries | None) -> float | None:
     """The beam's wavelength in Å: the beam's own, else the monochromator's wavelength or energy,
     else what the detector was told."""
+    found = wavelength_and_source(capture, recorded)
+    return None if found is None else found[0]
+
+
+def wavelength_and_source(capture: SeriesCapture, recorded: RecordedSeries | None) -> tuple[float, str] | None:
+    """``incident_wavelength`` and where it comes from."""
     for key, to_angstrom in (
         ("beam/incident_wavelength", lambda v, u: convert(v, u, "angstrom")),
         ("monochromator/wavelength", lambda v, u: convert(v, u, "angstrom")),
@@ -221,15 +278,15 @@ def incident_wavelength(capture: SeriesCapture, recorded: RecordedSeries | None)
     ):
         found = capture.value(key)
         if found is not None and isinstance(found[0], int | float) and found[0] > 0:
-            return float(to_angstrom(*found))
+            return float(to_angstrom(*found)), capture.mapping.source_of(capture.mapping.capture_of(key))
     if recorded is not None:
         wavelength = recorded.value("incident_wavelength")
         if isinstance(wavelength, int | float) and wavelength > 0:
-            return float(wavelength) * 1e10
+            return float(wavelength) * 1e10, recorded.origin("incident_wavelength")
         for name in ("incident_energy", "photon_energy"):
             energy = recorded.value(name)
             if isinstance(energy, int | float) and energy > 0:
-                return HC_KEV_ANGSTROM / (float(energy) / 1000.0)
+                return HC_KEV_ANGSTROM / (float(energy) / 1000.0), recorded.origin(name)
     return None
 
 
@@ -238,19 +295,28 @@ def detector_distance(
 ) -> float | None:
     """Metres from the sample to the detector along the beam: the detector's translations along
     the beam, else what the detector reported."""
-    along_beam = []
+    found = distance_and_source(mapping, capture, recorded)
+    return None if found is None else found[0]
+
+
+def distance_and_source(
+    mapping: BeamlineMapping, capture: SeriesCapture, recorded: RecordedSeries | None
+) -> tuple[float, str] | None:
+    """``detector_distance`` and where it comes from."""
+    along_beam, sources = [], []
     for axis in mapping.axes_of("detector_position"):
         vector = np.asarray(axis.vector, dtype=np.float64)
         if axis.transformation_type == "translation" and np.allclose(vector / np.linalg.norm(vector), BEAM_AXIS):
             found = capture.value(axis.capture.key)
             if found is not None and isinstance(found[0], int | float):
                 along_beam.append(convert(found[0], found[1], "m"))
+                sources.append(mapping.source_of(axis.capture))
     if along_beam:
-        return float(sum(along_beam))
+        return float(sum(along_beam)), " + ".join(sources)
     if recorded is not None:
         distance = recorded.value("distance")
         if isinstance(distance, int | float) and distance > 0:
-            return float(distance)
+            return float(distance), recorded.origin("distance")
     return None
 
 

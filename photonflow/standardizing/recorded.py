@@ -64,6 +64,13 @@ class RecordedSeries:
                 return sent[0].item(), unit
         return None
 
+    def origin(self, name: str) -> str:
+        """Where the Recorder's file has ``name`` from, as a value's source: the detector's header
+        (its description, NXdetector or detector_specific), or the values sent with each frame."""
+        if name in self.detector or name in self.specific or name not in self.per_frame:
+            return f"detector header: {name}"
+        return f"detector, per frame: {name}"
+
     def varies(self, name: str) -> float:
         """How far a per-frame value moved during the series (0 for a value sent once or not at all)."""
         if name not in self.per_frame:

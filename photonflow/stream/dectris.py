@@ -47,8 +47,12 @@ frame's typed-array tag tells; encoding None (the start message does not say whe
 images are compressed); start_time <- ``arm_date``; detector <- the table ``V2_DETECTOR``
 below (``threshold_energy`` <- the energy of the one channel; ``incident_wavelength``
 converted from angstrom to metres; ``detector_translation`` <- ``detector_translation_x/y/z``
-(m)); vendor "DECTRIS". Not mapped: goniometer, user_data, and with header_detail ``all``
-flatfield, pixel_mask and countrate_correction_lookup_table (decoded, then dropped).
+(m)); ``bit_depth_image`` <- the bits of ``image_dtype`` when sent (v2 has no bit depth field;
+otherwise the frames' own pixel type tells); ``<axis>_start``/``<axis>_increment`` (deg) <-
+``goniometer`` {axis: {start, increment}}; vendor "DECTRIS". Every other field is kept under its
+own name (``user_data`` as it came: the Standardizer reads its sample, space group and unit
+cell); with header_detail ``all`` flatfield, pixel_mask and countrate_correction_lookup_table
+(the one channel's).
 
 v2 ``image`` -> DataMessage: series_id <- ``series_id``; frame_number <- ``image_id`` (from
 0); shape <- the array's [height, width]; dtype <- its typed-array tag; encoding ``bslz4``
@@ -65,7 +69,10 @@ v1 ``dheader-1.0`` -> SeriesStart: series_id <- ``series``; from the configurati
 (``basic``/``all``): frame_count <- ``nimages`` x ``ntrigger``; shape <-
 (``y_pixels_in_detector``, ``x_pixels_in_detector``); dtype <- ``bit_depth_image``;
 encoding <- ``compression`` (bslz4 -> bslz4, none -> raw); start_time <-
-``data_collection_date``; detector <- table ``V1_DETECTOR``. With ``none`` there is no
+``data_collection_date``; detector <- table ``V1_DETECTOR``, plus ``bit_depth_image`` (the images'
+depth, beside the electronics' ``bit_depth_readout``), the goniometer's ``<axis>_start``/
+``_increment`` under their own names, and the header appendix as ``header_appendix`` (SIMPLON's
+``stream/config/header_appendix``, which v2 sends as ``user_data``). With ``none`` there is no
 configuration: frame_count 0, shape, dtype, encoding None (the first frame tells),
 detector {"vendor": "DECTRIS"}, start_time the time of decoding.
 

@@ -190,6 +190,7 @@ def _v1_header(header: dict, parts: Sequence[Any]) -> SeriesStart:
         if depth not in _BIT_DEPTH_TYPES:
             fail(f"{config_where}: 'bit_depth_image' must be 8, 16 or 32, got {depth}")
         start["dtype"] = _BIT_DEPTH_TYPES[depth]
+        start["detector"]["bit_depth_image"] = depth  # the images' depth, beside the electronics' (bit_depth_readout)
     compression = checked_field(config, "compression", "text", config_where, required=False)
     if compression is not None:
         if compression not in _COMPRESSION_ENCODINGS:

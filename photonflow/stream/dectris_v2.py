@@ -138,6 +138,8 @@ def _v2_start(message: dict) -> SeriesStart:
     dtype = checked_field(message, "image_dtype", "text", where, required=False)
     if dtype is not None and dtype not in PIXEL_TYPES:
         fail(f"{where}: 'image_dtype' must be one of {', '.join(PIXEL_TYPES)}, got {dtype!r}")
+    if dtype is not None:  # v2 has no bit depth field: the images' depth is their pixel type's
+        detector["bit_depth_image"] = 8 * np.dtype(dtype).itemsize
     arm_date = date_time(message, "arm_date", where)
     goniometer = message.get("goniometer")
     if isinstance(goniometer, dict):  # {axis: {"start": deg, "increment": deg}}

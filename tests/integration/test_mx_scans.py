@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from photonflow.standardizing.nexus import value_sources
 from tests.helpers.devices import proxy, running_deployment, wait_for_state, wait_until
 from tests.helpers.paths import REPOSITORY
 from tests.helpers.standardizing import assert_nxmx_rotation_scan
@@ -26,6 +27,13 @@ TRUTH = {
     "eiger4m": {"serial_number": "E-32-0123", "beam_center": (1020.0, 1100.0), "saturation_value": 2**16 - 2,
                 "bit_depth_readout": 16},  # the DCU's --serial-number; BeamCentre; its count cut-off
 }
+
+
+def configured_user_data(detector: str) -> dict | None:
+    """What the deployment tells its simulated detector's stream as user_data (--user-data), if anything."""
+    command = yaml.safe_load((REPOSITORY / "config" / f"{detector}.yaml").read_text())["simulators"]
+    command = next(iter(command.values()))["command"]
+    return json.loads(command[command.index("--user-data") + 1]) if "--user-data" in command else None
 
 
 @pytest.mark.parametrize("detector", ["pilatus3", "eiger4m"])
@@ -54,6 +62,7 @@ def test_a_detectors_demo_scan_is_the_rotation_asked_for(detector, tmp_path):
             np.testing.assert_array_equal(omega, np.asarray(pcomp.CapturedPositions)[:FRAMES])
             np.testing.assert_allclose(omega, START + STEP * np.arange(FRAMES), atol=2e-4)
             assert_values_from_their_sources(f, suite, detector)
+        assert_sources_named(nxs, suite, detector)
         if detector == "eiger4m":  # the DCU's own header carries the scan, as a real EIGER's does
             with h5py.File(master) as f:
                 specific = next(g for g in f["entry/instrument"].values()
@@ -76,3 +85,27 @@ def assert_values_from_their_sources(f: h5py.File, suite, detector: str) -> None
     assert f[group["depends_on"][()].decode()][()] == pytest.approx(detz)  # det_z, in the motor's mm
     mono = proxy(suite.device_url(f"{detector}/beamline/mono")).Wavelength
     assert f["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(mono, rel=1e-6)
+    told = configured_user_data(detector)
+    if told is None:
+        assert "space_group" not in f["entry/sample"]
+        return
+    # the stream's user_data fills what the experiment did not say; its sample name yields to the DataManager's
+    assert told["sample_name"] != EXPERIMENT["sample"]
+    assert f["entry/sample/space_group"][()].decode() == told["space_group"]
+    np.testing.assert_array_equal(f["entry/sample/unit_cell_abc"][()], told["unit_cell"][:3])
+    np.testing.assert_array_equal(f["entry/sample/detector_goniometer/omega_axis"][()], told["omega_axis"])
+    assert group["user_data/attenuator"][()].decode() == told["attenuator"]
+    assert f["entry/sample/detector_goniometer/chi_start"].attrs["units"] == "deg"  # the DCU's header
+
+
+def assert_sources_named(nxs: Path, suite, detector: str) -> None:
+    """The beam centre says the detector's header, the sample the DataManager, omega the
+    position-compare that latched it, the distance detz's Position."""
+    sources = value_sources(nxs)
+    with h5py.File(nxs) as f:
+        group = next(g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector").name
+    assert sources[f"{group}/beam_center_x"].startswith("detector")
+    assert sources[f"{group}/serial_number"].startswith("detector")
+    assert sources["/entry/sample/name"] == f"DataManager: {detector}/photonflow/datamanager/Sample"
+    assert sources["/entry/sample/transformations/omega"] == f"Tango: {detector}/beamline/omega_pcomp/CapturedPositions"
+    assert sources[f"{group}/distance"] == f"Tango: {detector}/beamline/detz/Position"

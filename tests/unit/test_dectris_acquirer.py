@@ -394,3 +394,31 @@ def test_a_scans_rotation_reaches_the_file_through_the_dcus_own_header(dcu, tmp_
             detector = next(g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector")
             specific = detector["detector_specific"]
             assert (specific["omega_start"][()], specific["omega_increment"][()]) == (start, increment), path
+
+
+@pytest.mark.parametrize(("stream_format", "name"), [("cbor", "user_data"), ("legacy", "header_appendix")])
+def test_the_dcus_header_appendix_goniometer_and_image_depth_reach_the_file(tmp_path, stream_format, name):
+    """What a beamline wrote to the DCU (its header_appendix, chi) is in the stream's header, as a
+    real DCU sends it (v2 user_data, v1's appendix), and the Recorder keeps it with units."""
+    told = json.dumps({"sample_name": "thaumatin_3", "space_group": "P 41 21 2"})
+    simulated = SimulatedDcu(SMALL, serial_number="E-08-0042", seed=3, user_data=told)
+    server = start_server(simulated)
+    try:
+        simulated.set_config("detector", "chi_start", 2.5)
+        camera = DectrisCamera(DectrisSettings(server.url, stream_endpoint=simulated.sender.endpoint,
+                                               stream_format=stream_format))
+        acquirer = Acquirer(camera, sender=None)
+        acquirer.update_settings(frame_count=1, exposure=0.001, period=0.002)
+        path = acquire_into(acquirer, Recorder(tmp_path), RecordingRequest(1, 1, acquirer.stream_endpoint, "ud.h5",
+                                                                           acquirer.stream_protocol))
+        camera.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        simulated.close()
+    with h5py.File(path, "r") as f:
+        detector = next(g for g in f["entry/instrument"].values() if g.attrs.get("NX_class") == "NXdetector")
+        specific = detector["detector_specific"]
+        assert specific[name][()].decode() == told
+        assert specific["chi_start"][()] == 2.5 and specific["chi_start"].attrs["units"] == "deg"
+        assert specific["bit_depth_image"][()] == 16 == 8 * detector["data"].dtype.itemsize

@@ -233,7 +233,8 @@ def test_v1_series_round_trip_maps_every_field():
     end = dectris.decode_v1(as_bytes(dectris.encode_end_v1(3)))
 
     assert (start.series_id, start.frame_count, start.shape, start.dtype, start.encoding) == (3, 50, (21, 13), "uint16", "bslz4")
-    assert start.detector == {"vendor": "DECTRIS", **DETECTOR, **V1_ONLY, "nimages": 50, "ntrigger": 1}
+    assert start.detector == {"vendor": "DECTRIS", **DETECTOR, **V1_ONLY, "nimages": 50, "ntrigger": 1,
+                              "bit_depth_image": 16}  # the images' depth, beside the readout's
     assert start.start_time == "2026-01-02T03:04:05+00:00"
     assert (image.series_id, image.frame_number, image.shape, image.dtype, image.encoding) == (3, 9, (21, 13), "uint16", "bslz4")
     np.testing.assert_array_equal(image.to_array(), FRAME)

@@ -20,6 +20,7 @@ from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.simulated_camera import SimulatedCamera, SimulatedSensor
 from photonflow.standardizing.capture import SeriesCapture
 from photonflow.standardizing.mapping import load_mapping, parse_mapping
+from photonflow.standardizing.nexus import value_sources
 from photonflow.standardizing.nxtomo import TomographyPart, write_tomography
 from photonflow.standardizing.recorded import read_recorded_series
 from photonflow.standardizing.standardizer import Standardizer
@@ -64,6 +65,30 @@ def test_the_nxmx_file_validates_and_its_frames_are_the_recorders(recorded_file)
             # the experiment's sample (the DataManager's), never a constant of the mapping
             assert entry["sample/name"][()].decode() == beamline_values()["datamanager/Sample"]
             assert entry["experiment/role"][()] == b"data" and entry["experiment/proposal"][()] == b"mx1234"
+    finally:
+        output.unlink()
+
+
+def test_each_value_names_its_source(recorded_file):
+    """/entry/value_sources says where each field comes from: the detector's header, a Tango
+    attribute, the DataManager, the mapping, the frames; no field keeps a stray attribute."""
+    output, _ = standardize(recorded_file, BeamlineReader(beamline_values()))
+    try:
+        sources = value_sources(output)
+        detector = "/entry/instrument/simulator"
+        assert sources[f"{detector}/beam_center_x"] == "detector header: beam_center_x"
+        assert sources[f"{detector}/serial_number"] == "detector header: serial_number"
+        assert sources["/entry/sample/name"] == "DataManager: test/photonflow/datamanager/Sample"
+        assert sources["/entry/sample/transformations/omega"] == "Tango: test/beamline/omega/Position"
+        assert sources[f"{detector}/transformations/det_z"] == "Tango: test/beamline/detz/Position"
+        assert sources[f"{detector}/distance"] == "Tango: test/beamline/detz/Position"
+        assert sources["/entry/source/current"] == "Tango: test/beamline/ring/Current"
+        assert sources["/entry/source/probe"] == "configuration: mx.yaml source/probe"
+        assert sources["/entry/instrument/beam/incident_wavelength"] == "Tango: test/beamline/mono/Wavelength"
+        with h5py.File(output) as f:
+            for path in sources:
+                assert "photonflow_source" not in f[path].attrs
+            assert f["entry/sample/name"][()].decode() == beamline_values()["datamanager/Sample"]
     finally:
         output.unlink()
 
