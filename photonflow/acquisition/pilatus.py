@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from photonflow.acquisition.beamline import Beamline
-from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FrameSource
+from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FrameSource, Rotation
 from photonflow.drivers.camserver import (
     EXPOSURE_DONE,
     MODELS,
@@ -84,6 +84,7 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
         self.last_header: dict[str, Any] = {}
         self._series = 0
         self._armed: str | None = None  # the template of an exposure armed by ``arm``, not yet followed
+        self._rotation_told = False  # camserver's Angle_increment is a scan's
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -149,6 +150,19 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
         self.client.command(f"expperiod {settings.period:.7f}")
         self.client.command(f"nimages {settings.frame_count}")
         self.client.command(f"imgpath {directory}")
+        self._write_rotation(settings.rotation)
+
+    def _write_rotation(self, rotation: Rotation | None) -> None:
+        """The scan's Start_angle and Angle_increment (``mxsettings``: every CBF header), as a
+        beamline tells camserver its oscillation. A series without a rotation after one sets
+        Angle_increment to 0: a header must not tell a scan that no longer runs."""
+        if rotation is None:
+            if self._rotation_told:
+                self.mx_settings(Angle_increment="0.0000")
+                self._rotation_told = False
+            return
+        self.mx_settings(Start_angle=f"{rotation.start:.4f}", Angle_increment=f"{rotation.increment:.4f}")
+        self._rotation_told = True
 
     def arm(self, settings: AcquisitionSettings) -> None:
         """camserver waits for the external edges once it has answered the exposure command."""

@@ -40,10 +40,11 @@ def parse_header(header: Any) -> dict[str, Any]:
     wavelength = value("Wavelength")
     detector = value("Detector")  # "PILATUS3 100K, S/N 24-0111" (fabio drops the comma)
     model, _, serial = str(detector).partition("S/N") if detector else ("", "", "")
+    serial_words = serial.replace(",", " ").split()  # "S/N 3-0104, Diamond": a site may follow
     described = {
         "description": detector,
         "model": model.strip(" ,") or None,
-        "serial_number": (serial.replace(",", " ").split() or [None])[0],  # "S/N 3-0104, Diamond": a site follows
+        "serial_number": serial_words[0] if serial_words else None,
         "sensor_material": sensor[0] if sensor else None,
         "sensor_thickness": sensor[1] if sensor else None,
         "x_pixel_size": pixel[0] if pixel else None,

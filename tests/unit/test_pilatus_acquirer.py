@@ -1,6 +1,7 @@
 """The PILATUS3 driver against the simulated camserver: its TCP protocol and real CBF files."""
 
 import time
+from datetime import datetime
 
 import fabio
 import h5py
@@ -11,13 +12,14 @@ from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
 from photonflow.acquisition.beamline import Beamline, BeamlineNames
 from photonflow.acquisition.pilatus import BeamlineFollowingPilatus, PilatusCamera, PilatusSettings
-from photonflow.camera import AcquisitionSettings
+from photonflow.camera import AcquisitionSettings, Rotation
 from photonflow.drivers.camserver import CamserverClient
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.pilatus_camserver import (
     Camserver,
     CamserverState,
+    minicbf_header,
     start_server,
 )
 from photonflow.stream.transport import StreamSender
@@ -128,6 +130,19 @@ def test_each_cbf_image_reaches_the_file_equal_to_what_camserver_wrote(camserver
         assert values["beam_center_x"].attrs["units"] == "pixel" and values["start_angle"].attrs["units"] == "deg"
         assert values["incident_wavelength"][11] == pytest.approx(0.97721e-10)
     camera.close()
+
+
+def test_a_scans_rotation_goes_into_every_cbf_header_and_leaves_with_it(camserver):
+    simulated, server, _ = camserver
+    camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(simulated.state.image_path)))
+    try:
+        camera.prepare(AcquisitionSettings(frame_count=3, rotation=Rotation("omega", 12.5, 0.1)))
+        assert (simulated.state.mx["Start_angle"], simulated.state.mx["Angle_increment"]) == ("12.50000", "0.10000")
+        assert "# Angle_increment 0.10000 deg." in minicbf_header(simulated.state, 0, datetime.now())
+        camera.prepare(AcquisitionSettings(frame_count=3))  # no scan now: the header says no oscillation
+        assert simulated.state.mx["Angle_increment"] == "0.00000"
+    finally:
+        camera.close()
 
 
 BAD_PIXELS = ((3, 4), (300, 200), (618, 486))  # row, column of a PILATUS3 300K's bad-pixel map
