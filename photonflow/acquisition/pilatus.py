@@ -51,7 +51,6 @@ class PilatusSettings:
     bad_pixels: tuple[tuple[int, int], ...] = ()
 
 
-
 # The numbers of each CBF header that go with its frame on the stream (STINS ``metadata``).
 FRAME_METADATA = (
     "count_time", "frame_time", "dead_time", "saturation_value", "threshold_energy", "incident_wavelength",
