@@ -57,6 +57,7 @@ class CbfSeries:
     shape: tuple[int, int] = (0, 0)
     headers: list[str] = field(default_factory=list)  # each image's miniCBF header, verbatim
     mask: np.ndarray | None = None  # NeXus pixel_mask: -1 (gap) and -2 (bad) pixels of any image
+    imgcif: bool = False  # the images also carry imgCIF geometry (a "full" CBF), which is not read
     first: dict = field(default_factory=dict)  # the first image's header in NXdetector names
     start_time: float | None = None
     end_time: float | None = None
@@ -159,6 +160,7 @@ def write_series_file(files: list[Path], path: Path) -> CbfSeries:
                 if stack is None:
                     series.shape, series.first = frame.shape, header
                     series.start_time = header_time(image)
+                    series.imgcif = any(key.startswith("_diffrn") for key in image.header)
                     stack = FrameStack(detector, "data", frame.shape, np.dtype(np.int32), "bslz4")
                 stack.write(number, bslz4.compress(frame))
                 flagged = pixel_mask(frame)
@@ -291,6 +293,11 @@ def standardize_cbf(directory: str | Path, output: str | Path, beamline: str | N
         capture.snapshot("pre")
         capture.finish_during()
         capture.snapshot("post")
+        if series.imgcif:
+            capture.problems["cbf/imgcif"] = (
+                "the CBF images also carry imgCIF geometry (_diffrn_* categories: axes, distance, beam centre), "
+                "which dxtbx's CBF reader takes instead of the miniCBF header; this file's geometry is the miniCBF "
+                "header's",)
         write_nxmx(output, mapping, capture, recorded)
         _write_header_values(output, recorded)
     except BaseException:

@@ -101,6 +101,12 @@ def test_the_headers_other_values_are_fields_with_units(standardized, real):
         assert "total_flux" not in f["entry/instrument/beam"]  # "Flux 0": camserver was never told one
 
 
+def test_the_imgcif_geometry_a_full_cbf_also_carries_is_said_to_be_unread(standardized):
+    with h5py.File(standardized) as f:
+        problems = [line.decode() for line in f["entry/capture_problems/problems"][()]]
+    assert [line for line in problems if "also carry imgCIF geometry" in line and "miniCBF header's" in line]
+
+
 def test_the_nxmx_validates_but_for_pynxtools_known_mask_false_positive(standardized):
     report = validate_nexus(standardized)
     assert report.definition == "NXmx" and report.problems == ()
