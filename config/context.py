@@ -22,9 +22,9 @@ HOT_PIXEL_COUNTS = 60000  # counts in one frame above which a pixel is hot (satu
 
 @Variable(title="Mean intensity", summary="mean", units="counts", tags=["detector"])
 def mean_intensity(run):
-    """The mean counts per pixel of each frame."""
+    """The mean counts per pixel of each frame (a PILATUS' -1 gap and -2 bad pixels are no counts)."""
     frames = run.frames
-    return np.array([frames[i].mean(dtype=np.float64) for i in range(frames.shape[0])])
+    return np.array([frames[i][frames[i] >= 0].mean(dtype=np.float64) for i in range(frames.shape[0])])
 
 
 @Variable(title="Ring current", summary="mean", units="mA", tags=["source"])

@@ -10,7 +10,7 @@ from photonflow.acquisition.pilatus import BeamlineFollowingPilatus, PilatusCame
 from photonflow.devices.acquirer import AcquirerDevice
 from photonflow.devices.beamline_link import beamline_port
 from photonflow.devices.common import operator_errors
-from photonflow.drivers.camserver import MODELS
+from photonflow.drivers.camserver import MODELS, pixel_positions
 
 
 def _mx_setting(key: str, unit: str, doc: str, minimum: float, maximum: float, default: float):
@@ -42,6 +42,11 @@ class PilatusAcquirer(AcquirerDevice):
     SerialNumber = device_property(
         dtype=str, default_value="", doc="The detector's serial number, written to the files as it is (empty: none)"
     )
+    BadPixels = device_property(
+        dtype=str, default_value="",
+        doc="The detector's bad-pixel map (camserver writes -2 there): 'row,column row,column ...'. With the "
+            "model's module gaps, the pixel_mask of the files",
+    )
     RequestTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds to wait for a camserver reply")
     BeamlineMonochromator = device_property(
         dtype=str, default_value="", doc="Monochromator whose Wavelength goes to camserver at Prepare; empty: none"
@@ -55,6 +60,7 @@ class PilatusAcquirer(AcquirerDevice):
         settings = PilatusSettings(
             address=self.CamserverAddress, model=self.Model, image_directory=self.ImageDirectory,
             timeout=self.RequestTimeout, serial_number=self.SerialNumber,
+            bad_pixels=pixel_positions(self.BadPixels),
         )
         names = BeamlineNames(monochromator=self.BeamlineMonochromator, distance_motor=self.DetectorDistanceMotor)
         beamline = beamline_port(names, self.BeamCentre, unread="camserver keeps its value")

@@ -17,7 +17,9 @@ areaDetector's pilatusDetector driver use it):
   is the miniCBF ``PILATUS_1.2`` block (detector and serial number, date, pixel size, sensor,
   exposure time and period, tau, count cutoff, threshold, wavelength, distance, beam xy,
   angles, oscillation axis), as in the MANACÁ example. A file is written under a temporary
-  name and renamed, so a reader never sees half an image.
+  name and renamed, so a reader never sees half an image;
+- as a real PILATUS3's, each image holds -1 in the gaps between its 487 x 195-pixel modules and
+  -2 at the pixels of its bad-pixel map (``--bad-pixels``; the header's N_excluded_pixels).
 
 ``simfail <error|drop|stall>`` (not camserver's) makes the next command fail that way.
 """
@@ -40,7 +42,8 @@ from pathlib import Path
 import numpy as np
 from fabio.cbfimage import CbfImage
 
-from photonflow.drivers.camserver import END, MODELS, PIXEL_SIZE, image_names
+from photonflow.drivers.camserver import END, MODELS, PIXEL_SIZE, flagged_pixels, image_names, pixel_positions
+from photonflow.errors import ConfigurationError
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.frame_timing import REAL_TIME, FrameSchedule
 from photonflow.simulators.trigger_input import TriggerInput
@@ -61,6 +64,7 @@ class CamserverState:
     serial_number: str
     image_path: Path
     seed: int = 0
+    bad_pixels: tuple[tuple[int, int], ...] = ()  # (row, column): the detector's bad-pixel map
     exposure_time: float = 1.0
     exposure_period: float = 1.05
     n_images: int = 1
@@ -104,8 +108,8 @@ def minicbf_header(state: CamserverState, number: int, when: datetime) -> str:
         "# Count_cutoff 1048574 counts",
         f"# Threshold_setting: {state.threshold:.0f} eV",
         f"# Gain_setting: {state.gain} (vrf = 1.000)",
-        "# N_excluded_pixels = 0",
-        "# Excluded_pixels: (nil)",
+        f"# N_excluded_pixels = {len(state.bad_pixels)}",
+        f"# Excluded_pixels: {'badpix_mask.tif' if state.bad_pixels else '(nil)'}",
         "# Flat_field: (nil)",
         "# Trim_file: (nil)",
         f"# Image_path: {state.image_path}/",
@@ -132,12 +136,17 @@ class Camserver:
         self.trigger_input.plug(trigger_line)
         self._exposure: threading.Thread | None = None
         self._frames: DiffractionFrames | None = None
+        self._flags = flagged_pixels(state.shape, state.bad_pixels)
+        self._flagged = self._flags < 0
         preload_calibrant()
         self.images_written = 0
 
     def frame(self, number: int) -> np.ndarray:
-        """Image ``number`` of the current series, as the detector counted it."""
-        return self._frames.frame(number)
+        """Image ``number`` of the current series, as the detector counted it: -1 between the
+        modules, -2 at the bad pixels."""
+        image = self._frames.frame(number)
+        np.copyto(image, self._flags, where=self._flagged)
+        return image
 
     def handle(self, line: str, reply) -> None:
         words = line.split()
@@ -373,6 +382,13 @@ def start_server(camserver: Camserver, host: str = "127.0.0.1", port: int = 0) -
     return server
 
 
+def _pixels(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return pixel_positions(text)
+    except ConfigurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A simulated PILATUS3 camserver writing CBF files")
     parser.add_argument("--model", choices=sorted(MODELS), default="pilatus3_1m")
@@ -381,13 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-path", type=Path, default=Path("."), help="where images go until imgpath says")
     parser.add_argument("--serial-number", default="24-0111")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bad-pixels", default=(), type=_pixels, metavar="'ROW,COLUMN ...'",
+                        help="the detector's bad-pixel map: these pixels read -2 in every image")
     parser.add_argument("--trigger-input", default="", metavar="ADDRESS",
                         help="trigger line cabled to the external-trigger input (a ZeroMQ address); default none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args.image_path.mkdir(parents=True, exist_ok=True)  # the detector computer's image disk
-    camserver = Camserver(CamserverState(args.model, args.serial_number, args.image_path.resolve(), args.seed),
-                          args.trigger_input)
+    camserver = Camserver(CamserverState(args.model, args.serial_number, args.image_path.resolve(), args.seed,
+                                         args.bad_pixels), args.trigger_input)
     server = CamserverServer((args.host, args.port), camserver)
     print(json.dumps({"camserver": server.address, "model": args.model}), flush=True)
     try:

@@ -23,9 +23,16 @@ from typing import Any
 import numpy as np
 
 from photonflow.acquisition.beamline import Beamline
-from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FrameSource
-from photonflow.drivers.camserver import EXPOSURE_DONE, MODELS, PIXEL_SIZE, CamserverClient, image_names
-from photonflow.drivers.minicbf import GONIOMETER_AND_BEAM, header_time, parse_header
+from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FrameSource, Rotation
+from photonflow.drivers.camserver import (
+    EXPOSURE_DONE,
+    MODELS,
+    PIXEL_SIZE,
+    CamserverClient,
+    flagged_pixels,
+    image_names,
+)
+from photonflow.drivers.minicbf import GONIOMETER_AND_BEAM, header_time, parse_header, pixel_mask
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,8 @@ class PilatusSettings:
     image_directory: str = "/tmp"  # where camserver writes, as this computer sees it
     timeout: float = 5.0
     serial_number: str = ""
+    # (row, column) of the pixels the detector's bad-pixel map excludes (camserver writes -2 there)
+    bad_pixels: tuple[tuple[int, int], ...] = ()
 
 
 # The numbers of each CBF header that go with its frame on the stream (STINS ``metadata``).
@@ -66,6 +75,7 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
         if settings.model not in MODELS:
             raise ConfigurationError(f"model must be one of {', '.join(MODELS)}, got {settings.model!r}")
         self.settings = settings
+        self.pixel_mask = self._pixel_mask()
         self.client = client or CamserverClient(settings.address, settings.timeout)
         self.version = self.client.command("version").text
         self.threshold: float | None = None  # eV, once set
@@ -73,6 +83,7 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
         self.last_header: dict[str, Any] = {}
         self._series = 0
         self._armed: str | None = None  # the template of an exposure armed by ``arm``, not yet followed
+        self._rotation_told = False  # camserver's Angle_increment is a scan's
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -83,6 +94,24 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
     def frame_dtype(self) -> str:
         return "int32"
 
+    def _pixel_mask(self) -> np.ndarray:
+        """The NeXus pixel_mask of every image: the model's module gaps (-1 in the images) and the
+        configured bad-pixel map (-2), as camserver marks them."""
+        try:
+            return pixel_mask(flagged_pixels(self.frame_shape, self.settings.bad_pixels))
+        except ConfigurationError as error:
+            raise ConfigurationError(f"{error}: check BadPixels (row,column) for the {self.settings.model}") from None
+
+    def _check_pixel_mask(self, frame: np.ndarray, path: Path) -> None:
+        """Say when the image's -1/-2 pixels are not the mask the file was given (the detector's
+        bad-pixel map changed, or BadPixels is not its map)."""
+        seen = pixel_mask(frame)
+        differ = np.argwhere(seen != self.pixel_mask)
+        if differ.size:
+            log.warning("%s: %d pixels are flagged (-1 gap, -2 bad) otherwise than the pixel mask written with "
+                        "the series (module gaps and BadPixels), first at (row, column) %s; set BadPixels to the "
+                        "detector's bad-pixel map", path, len(differ), [tuple(p) for p in differ[:5].tolist()])
+
     def describe(self, settings: AcquisitionSettings) -> dict[str, Any]:
         return {
             "vendor": "DECTRIS", "model": f"PILATUS3 {self.settings.model.split('_', 1)[1].upper()}",
@@ -91,6 +120,7 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
             "count_time": settings.exposure,
             "frame_time": settings.period, "trigger_mode": settings.trigger_mode,
             "camserver_version": self.version,
+            "pixel_mask": self.pixel_mask.tolist(),  # plain numbers: the stream's start message is JSON
             **({"threshold_energy": self.threshold} if self.threshold is not None else {}),
         }
 
@@ -119,6 +149,19 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
         self.client.command(f"expperiod {settings.period:.7f}")
         self.client.command(f"nimages {settings.frame_count}")
         self.client.command(f"imgpath {directory}")
+        self._write_rotation(settings.rotation)
+
+    def _write_rotation(self, rotation: Rotation | None) -> None:
+        """The scan's Start_angle and Angle_increment (``mxsettings``: every CBF header), as a
+        beamline tells camserver its oscillation. A series without a rotation after one sets
+        Angle_increment to 0: a header must not tell a scan that no longer runs."""
+        if rotation is None:
+            if self._rotation_told:
+                self.mx_settings(Angle_increment="0.0000")
+                self._rotation_told = False
+            return
+        self.mx_settings(Start_angle=f"{rotation.start:.4f}", Angle_increment=f"{rotation.increment:.4f}")
+        self._rotation_told = True
 
     def arm(self, settings: AcquisitionSettings) -> None:
         """camserver waits for the external edges once it has answered the exposure command."""
@@ -158,6 +201,8 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
             self.last_header = header = parse_header(image.pilatus_headers)
             metadata = {name: float(header[name]) for name in FRAME_METADATA if name in header}
             frame = np.ascontiguousarray(image.data, dtype=np.int32)
+            if number == 0:
+                self._check_pixel_mask(frame, path)
             yield number, frame, header_time(image) or time.time(), metadata
         if not finished:  # camserver ends every exposure with a 7 reply, "7 ERR kill" after k: take it
             reply = self.client.read_reply(settings.period * 2 + self.settings.timeout)

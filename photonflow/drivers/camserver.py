@@ -15,6 +15,9 @@ import socket
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
+from photonflow.drivers.minicbf import BAD_PIXEL, GAP_PIXEL
 from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 
 END = b"\x18"
@@ -28,6 +31,54 @@ MODELS = {
     "pilatus3_6m": (2463, 2527),
 }
 EXPOSURE_DONE = 7  # the reply code that ends an exposure
+# A PILATUS3 is a grid of 487 x 195-pixel modules, 7 pixels apart across and 17 down (dxtbx's
+# detector database says the same); camserver writes -1 in those gaps.
+MODULE_SIZE = (487, 195)  # (columns, rows)
+MODULE_GAP = (7, 17)  # (columns, rows) between neighbouring modules
+
+
+def module_gaps(shape: tuple[int, int]) -> np.ndarray:
+    """True at the pixels between the modules of a flat PILATUS image of ``shape`` (rows,
+    columns); ConfigurationError for a size that is no grid of modules (a curved 12M, say)."""
+    rows, columns = shape
+    gaps = np.zeros(shape, dtype=bool)
+    for axis, (size, module, gap) in enumerate(zip((columns, rows), MODULE_SIZE, MODULE_GAP, strict=True)):
+        count, remainder = divmod(size + gap, module + gap)
+        if count < 1 or remainder:
+            raise ConfigurationError(f"a {columns} x {rows}-pixel image is no grid of PILATUS modules ({module} "
+                                     f"pixels {'across' if axis == 0 else 'down'} and {gap} between)")
+        for edge in range(1, count):
+            start = edge * (module + gap) - gap
+            if axis == 0:
+                gaps[:, start:start + gap] = True
+            else:
+                gaps[start:start + gap, :] = True
+    return gaps
+
+
+def flagged_pixels(shape: tuple[int, int], bad_pixels: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """What camserver writes in place of counts: -1 in the module gaps, -2 at the bad pixels
+    (row, column) of the detector's bad-pixel map, 0 where a pixel counts."""
+    rows, columns = shape
+    flags = np.where(module_gaps(shape), GAP_PIXEL, 0).astype(np.int32)
+    for row, column in bad_pixels:
+        if not (0 <= row < rows and 0 <= column < columns):
+            raise ConfigurationError(f"bad pixel (row {row}, column {column}) is outside the {columns} x {rows}-pixel "
+                                     "detector")
+        flags[row, column] = BAD_PIXEL
+    return flags
+
+
+def pixel_positions(text: str) -> tuple[tuple[int, int], ...]:
+    """Pixels written ``row,column row,column ...`` (a bad-pixel list) as (row, column) pairs."""
+    pixels = []
+    for entry in str(text).replace(";", " ").split():
+        row, _, column = entry.partition(",")
+        try:
+            pixels.append((int(row), int(column)))
+        except ValueError:
+            raise ConfigurationError(f"a pixel is written 'row,column' (two integers), got {entry!r}") from None
+    return tuple(pixels)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 # PILATUS pixels below 0 are flags, not counts (-1 module gap, -2 bad pixel): the lowest trusted
 # count is 0, as dxtbx's FormatCBFMiniPilatus sets its (inclusive) trusted range (0, Count_cutoff).
 UNDERLOAD_VALUE = 0
+# What camserver writes in place of a count, and the NeXus pixel_mask bit each one is.
+GAP_PIXEL, BAD_PIXEL = -1, -2  # between modules; excluded by the detector's bad-pixel map
+PIXEL_MASK_BITS = {GAP_PIXEL: 1, BAD_PIXEL: 2}  # NXdetector pixel_mask: 1 gap, 2 dead
 # Header keyword -> contract name of the goniometer and beam values camserver's mxsettings print.
 GONIOMETER_AND_BEAM = {
     "Chi": "chi_start", "Chi_increment": "chi_increment", "Phi": "phi_start", "Phi_increment": "phi_increment",
@@ -35,10 +40,11 @@ def parse_header(header: Any) -> dict[str, Any]:
     wavelength = value("Wavelength")
     detector = value("Detector")  # "PILATUS3 100K, S/N 24-0111" (fabio drops the comma)
     model, _, serial = str(detector).partition("S/N") if detector else ("", "", "")
+    serial_words = serial.replace(",", " ").split()  # "S/N 3-0104, Diamond": a site may follow
     described = {
         "description": detector,
         "model": model.strip(" ,") or None,
-        "serial_number": serial.strip() or None,
+        "serial_number": serial_words[0] if serial_words else None,
         "sensor_material": sensor[0] if sensor else None,
         "sensor_thickness": sensor[1] if sensor else None,
         "x_pixel_size": pixel[0] if pixel else None,
@@ -60,6 +66,15 @@ def parse_header(header: Any) -> dict[str, Any]:
         **{name: value(keyword) for keyword, name in GONIOMETER_AND_BEAM.items()},
     }
     return {key: item for key, item in described.items() if item is not None}
+
+
+def pixel_mask(frame: np.ndarray) -> np.ndarray:
+    """The NeXus pixel_mask (uint32) of a PILATUS image: 1 at its -1 pixels (module gaps), 2 at
+    its -2 pixels (bad pixels)."""
+    mask = np.zeros(frame.shape, dtype=np.uint32)
+    for value, bit in PIXEL_MASK_BITS.items():
+        mask[frame == value] = bit
+    return mask
 
 
 def header_time(image) -> float | None:

@@ -113,9 +113,9 @@ def nexus_time(text: str) -> str:
 
 
 def nexus_value(value: Any) -> Any:
-    """What HDF5 can hold of a detector's value: numbers, text and flat lists of numbers as
-    they are; anything else (nested objects, mixed lists, integers beyond 64 bits) as JSON text,
-    so no field a detector sends can make the file fail."""
+    """What HDF5 can hold of a detector's value: numbers, text, flat lists and tables (lists of
+    equal rows) of numbers as they are; anything else (nested objects, mixed lists, integers
+    beyond 64 bits) as JSON text, so no field a detector sends can make the file fail."""
     if isinstance(value, (bool, float, str, np.ndarray)):
         return value
     if isinstance(value, int):
@@ -124,6 +124,13 @@ def nexus_value(value: Any) -> Any:
         isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 2**63 for v in value
     ):
         return np.asarray(value)
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+        try:  # a table of numbers (a pixel mask sent as JSON) as a 2-D array
+            table = np.asarray(value)
+        except ValueError:  # rows of different lengths
+            table = None
+        if table is not None and table.ndim == 2 and table.dtype.kind in "iuf":
+            return table
     return json.dumps(value, default=str)
 
 
@@ -154,7 +161,10 @@ def write_detector_description(group: h5py.Group, detector: dict[str, Any]) -> N
         if key in NEXUS_BOOLEANS and isinstance(value, (bool, int)):
             group.create_dataset(key, data=np.bool_(value))
         elif key in NXDETECTOR_FIELDS:
-            group[key] = nexus_value(value)
+            stored = nexus_value(value)
+            if key == "pixel_mask" and isinstance(stored, np.ndarray) and stored.dtype.kind in "iu":
+                stored = stored.astype(np.uint32, copy=False)  # NeXus' bits, whatever integers the stream carried
+            group[key] = stored
             if NXDETECTOR_FIELDS[key]:
                 group[key].attrs["units"] = NXDETECTOR_FIELDS[key]
         else:

@@ -264,9 +264,10 @@ class Recorder:
     def _open_file(self, series: Series, start: SeriesStart) -> NexusFrameWriter:
         writer = series.file.open(start, series.request, self.config,
                                   lambda message, received, chunk: self._store(writer, message, received, chunk))
-        # A detector's pixel mask or flatfield is in the file now: not kept in memory all series long.
+        # A detector's pixel mask or flatfield (an array, or lists from a JSON stream) is in the file
+        # now: not kept in memory all series long.
         series.start = replace(start, detector={
-            key: value for key, value in start.detector.items() if not isinstance(value, np.ndarray)
+            key: value for key, value in start.detector.items() if not isinstance(value, np.ndarray | list)
         })
         self.current_file = str(series.file.path)
         self._tell_sinks("series_started", start)

@@ -5,7 +5,11 @@ The frames go once into a photonflow series file beside the output (``<stem>_dat
 layout the Recorder writes, one frame per chunk, bitshuffle+LZ4), with each image's header text
 kept verbatim; the NXmx file is then written by the Standardizer's own writer over that file,
 with the beamline's values (wavelength, the rotation, the detector distance) taken from the
-headers instead of Tango. Nothing here imports Tango.
+headers instead of Tango: the pixel mask from the images' -1 (module gap) and -2 (bad pixel)
+pixels, the trusted range from Count_cutoff, the header's goniometer angles, flux, filter
+transmission and polarization as fields with units. Only flat PILATUS detectors (a grid of
+modules in one plane) are written; a curved one (the PILATUS 12M) is refused, not flattened.
+Nothing here imports Tango.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from photonflow.drivers.minicbf import header_time, parse_header
+from photonflow.drivers.camserver import module_gaps
+from photonflow.drivers.minicbf import header_time, parse_header, pixel_mask
 from photonflow.errors import ConfigurationError, FilePathError
 from photonflow.recording.nexus_writer import (
     LIBVER,
@@ -28,6 +33,7 @@ from photonflow.recording.nexus_writer import (
 )
 from photonflow.standardizing.capture import SeriesCapture
 from photonflow.standardizing.mapping import AxisMapping, BeamlineMapping, Capture, FieldMapping
+from photonflow.standardizing.nexus import group, write
 from photonflow.standardizing.nxmx import write_nxmx
 from photonflow.standardizing.recorded import RecordedSeries, read_recorded_series
 from photonflow.stream import bslz4
@@ -36,6 +42,11 @@ DETECTOR = "pilatus"  # the NXdetector group of the series file
 HEADER_KEY = "_array_data.header_contents"
 SENSOR_MATERIALS = {"silicon": "Si", "cdte": "CdTe", "gaas": "GaAs"}
 ANGLE_TOLERANCE = 1e-3  # deg: camserver prints Start_angle with 4 decimals
+# The header's goniometer angles besides the oscillation: (name in the series file, NXmx field).
+# A miniCBF header gives no axis vectors, so they are kept as values, not chained as axes.
+HEADER_ANGLES = (("chi_start", "chi"), ("chi_increment", "chi_increment"), ("phi_start", "phi"),
+                 ("phi_increment", "phi_increment"), ("kappa_start", "kappa"),
+                 ("two_theta_start", "two_theta"))
 
 
 @dataclass
@@ -45,6 +56,8 @@ class CbfSeries:
     files: list[Path]
     shape: tuple[int, int] = (0, 0)
     headers: list[str] = field(default_factory=list)  # each image's miniCBF header, verbatim
+    mask: np.ndarray | None = None  # NeXus pixel_mask: -1 (gap) and -2 (bad) pixels of any image
+    imgcif: bool = False  # the images also carry imgCIF geometry (a "full" CBF), which is not read
     first: dict = field(default_factory=dict)  # the first image's header in NXdetector names
     start_time: float | None = None
     end_time: float | None = None
@@ -83,12 +96,29 @@ def _open(path: Path):
     return image, text
 
 
+def _check_flat(path: Path, shape: tuple[int, int], header: dict) -> None:
+    """A flat PILATUS: its image a grid of modules. A PILATUS 12M's 24 modules sit on a cylinder
+    (dxtbx builds them as 24 panels at their own angles): one flat panel would put every spot
+    but the centre's at a wrong place, so it is refused."""
+    model = str(header.get("model") or header.get("description") or "")
+    if "12M" in model.upper().replace(" ", ""):
+        raise ConfigurationError(f"{path}: a {model} is curved (24 modules on a cylinder); photonflow standardize "
+                                 "cbf writes flat detectors only and does not support it: read its CBF files with "
+                                 "dxtbx/DIALS directly")
+    try:
+        module_gaps(shape)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{path}: {error}: not a flat PILATUS detector, which is all photonflow "
+                                 "standardize cbf supports") from None
+
+
 def _check(series: CbfSeries, number: int, path: Path, shape: tuple[int, int], header: dict) -> None:
     """The same image size, and the angle stepping by the same increment, as the first image."""
     if number == 0:
         for key in ("start_angle", "angle_increment"):
             if key not in header:
                 raise ConfigurationError(f"{path}: the header has no {key.title()}: not a rotation series")
+        _check_flat(path, shape, header)
         return
     if shape != series.shape:
         raise ConfigurationError(f"{path}: the image is {shape[1]} x {shape[0]} pixels but {series.files[0].name} "
@@ -130,8 +160,11 @@ def write_series_file(files: list[Path], path: Path) -> CbfSeries:
                 if stack is None:
                     series.shape, series.first = frame.shape, header
                     series.start_time = header_time(image)
+                    series.imgcif = any(key.startswith("_diffrn") for key in image.header)
                     stack = FrameStack(detector, "data", frame.shape, np.dtype(np.int32), "bslz4")
                 stack.write(number, bslz4.compress(frame))
+                flagged = pixel_mask(frame)
+                series.mask = flagged if series.mask is None else series.mask | flagged
                 series.headers.append(text)
                 taken = header_time(image)
                 if taken is not None:
@@ -164,6 +197,7 @@ def _describe(f, series: CbfSeries) -> None:
     first["description"] = first.pop("model", None) or first.get("description")
     first["omega_start"] = first.pop("start_angle")
     first["omega_increment"] = first.pop("angle_increment")
+    first["pixel_mask"] = series.mask
     write_detector_description(detector, first)
     headers = detector.create_dataset("cbf_headers", data=np.asarray(series.headers, dtype=object), dtype=TEXT)
     headers.attrs["description"] = "each image's miniCBF header (_array_data.header_contents), verbatim"
@@ -195,6 +229,13 @@ def cbf_mapping(recorded: RecordedSeries, beamline: str | None = None, sample: s
                                    _fixed("monochromator/wavelength", float(wavelength) * 1e10, "angstrom")))
     if sample:
         fields.append(FieldMapping("sample", "name", _fixed("sample/name", sample, None)))
+    transmission = recorded.value("attenuator_transmission")
+    if transmission is not None:
+        fields.append(FieldMapping("attenuator", "attenuator_transmission",
+                                   _fixed("attenuator/attenuator_transmission", float(transmission), None)))
+    flux = recorded.value("flux")
+    if flux:  # camserver prints Flux 0 when nobody told it the flux: not a measured zero
+        fields.append(FieldMapping("beam", "total_flux", _fixed("beam/total_flux", float(flux), "Hz")))
     axes = [AxisMapping("goniometer", "omega", "rotation", (-1.0, 0.0, 0.0), ".",
                         _fixed("goniometer/omega", float(recorded.value("omega_start")), "deg"), scan=True)]
     distance = recorded.value("distance")
@@ -203,6 +244,27 @@ def cbf_mapping(recorded: RecordedSeries, beamline: str | None = None, sample: s
                                 _fixed("detector_position/det_z", float(distance), "m")))
     name = beamline or "unknown"
     return BeamlineMapping(f"{recorded.path} (CBF headers)", name, name, "NXmx", tuple(fields), tuple(axes))
+
+
+def _write_header_values(output: Path, recorded: RecordedSeries) -> None:
+    """What NXmx has no axis or component for in the mapping: the header's polarization as the
+    beam's Stokes vector, and its other goniometer angles (no vectors: not in the chain)."""
+    import h5py
+
+    with h5py.File(output, "r+") as f:
+        polarization = recorded.value("polarization")
+        if polarization is not None:
+            # the fraction p of the intensity polarized in the horizontal (x) plane: S = (1, 2p - 1, 0, 0)
+            write(f["entry/instrument/beam"], "incident_polarization_stokes",
+                  np.asarray([1.0, 2.0 * float(polarization) - 1.0, 0.0, 0.0]))
+        angles = [(name, recorded.value(key)) for key, name in HEADER_ANGLES if recorded.value(key) is not None]
+        if angles:
+            goniometer = group(f["entry/sample"], "goniometer_angles", "NXcollection")
+            goniometer.attrs["description"] = ("the CBF header's goniometer angles besides the oscillation axis "
+                                               "(omega); a miniCBF header names no axis vectors, so they are not in "
+                                               "the depends_on chain")
+            for name, value in angles:
+                write(goniometer, name, float(value), "deg")
 
 
 class _NoDevices:
@@ -231,7 +293,13 @@ def standardize_cbf(directory: str | Path, output: str | Path, beamline: str | N
         capture.snapshot("pre")
         capture.finish_during()
         capture.snapshot("post")
+        if series.imgcif:
+            capture.problems["cbf/imgcif"] = (
+                "the CBF images also carry imgCIF geometry (_diffrn_* categories: axes, distance, beam centre), "
+                "which dxtbx's CBF reader takes instead of the miniCBF header; this file's geometry is the miniCBF "
+                "header's",)
         write_nxmx(output, mapping, capture, recorded)
+        _write_header_values(output, recorded)
     except BaseException:
         output.unlink(missing_ok=True)
         data_path.unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """The PILATUS3 driver against the simulated camserver: its TCP protocol and real CBF files."""
 
 import time
+from datetime import datetime
 
 import fabio
 import h5py
@@ -11,13 +12,14 @@ from photonflow import states
 from photonflow.acquisition.acquirer import Acquirer
 from photonflow.acquisition.beamline import Beamline, BeamlineNames
 from photonflow.acquisition.pilatus import BeamlineFollowingPilatus, PilatusCamera, PilatusSettings
-from photonflow.camera import AcquisitionSettings
+from photonflow.camera import AcquisitionSettings, Rotation
 from photonflow.drivers.camserver import CamserverClient
-from photonflow.errors import DetectorConnectionLost, DetectorError
+from photonflow.errors import ConfigurationError, DetectorConnectionLost, DetectorError
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.pilatus_camserver import (
     Camserver,
     CamserverState,
+    minicbf_header,
     start_server,
 )
 from photonflow.stream.transport import StreamSender
@@ -82,9 +84,10 @@ def test_an_absent_camserver_is_a_lost_connection_naming_it():
         CamserverClient("127.0.0.1:9", timeout=1)
 
 
-def run_series(camserver, tmp_path, frames, stop_after=None):
+def run_series(camserver, tmp_path, frames, stop_after=None, model="pilatus3_100k", bad_pixels=()):
     simulated, server, images = camserver
-    camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(images), serial_number="24-0111"))
+    camera = PilatusCamera(PilatusSettings(server.address, model, str(images), serial_number="24-0111",
+                                           bad_pixels=bad_pixels))
     camera.mx_settings(Wavelength=0.97721, Detector_distance=0.125, Beam_xy=(244.0, 98.0),
                        Start_angle=10.0, Angle_increment=0.1)
     sender = StreamSender("tcp://127.0.0.1:*")
@@ -127,6 +130,73 @@ def test_each_cbf_image_reaches_the_file_equal_to_what_camserver_wrote(camserver
         assert values["beam_center_x"].attrs["units"] == "pixel" and values["start_angle"].attrs["units"] == "deg"
         assert values["incident_wavelength"][11] == pytest.approx(0.97721e-10)
     camera.close()
+
+
+def test_a_scans_rotation_goes_into_every_cbf_header_and_leaves_with_it(camserver):
+    simulated, server, _ = camserver
+    camera = PilatusCamera(PilatusSettings(server.address, "pilatus3_100k", str(simulated.state.image_path)))
+    try:
+        camera.prepare(AcquisitionSettings(frame_count=3, rotation=Rotation("omega", 12.5, 0.1)))
+        assert (simulated.state.mx["Start_angle"], simulated.state.mx["Angle_increment"]) == ("12.50000", "0.10000")
+        assert "# Angle_increment 0.10000 deg." in minicbf_header(simulated.state, 0, datetime.now())
+        camera.prepare(AcquisitionSettings(frame_count=3))  # no scan now: the header says no oscillation
+        assert simulated.state.mx["Angle_increment"] == "0.00000"
+    finally:
+        camera.close()
+
+
+BAD_PIXELS = ((3, 4), (300, 200), (618, 486))  # row, column of a PILATUS3 300K's bad-pixel map
+
+
+@pytest.fixture
+def camserver_300k(tmp_path):
+    """A three-module PILATUS3 300K whose bad-pixel map has BAD_PIXELS."""
+    images = tmp_path / "images"
+    images.mkdir()
+    simulated = Camserver(CamserverState("pilatus3_300k", "24-0111", images, seed=5, bad_pixels=BAD_PIXELS))
+    server = start_server(simulated)
+    yield simulated, server, images
+    simulated.stop()
+    server.shutdown()
+    server.server_close()
+
+
+def test_camservers_images_hold_minus_one_in_the_module_gaps_and_minus_two_at_bad_pixels(camserver_300k, tmp_path):
+    _, camera, *_, images = run_series(camserver_300k, tmp_path, 2, model="pilatus3_300k", bad_pixels=BAD_PIXELS)
+    camera.close()
+    image = fabio.open(str(sorted(images.glob("*.cbf"))[0]))
+    gap_rows = [row for row in range(619) if (image.data[row] == -1).all()]
+    assert gap_rows == [*range(195, 212), *range(407, 424)]  # 17 rows between each of its 3 modules of 195
+    assert (image.data == -1).sum() == 2 * 17 * 487
+    assert sorted(map(tuple, np.argwhere(image.data == -2).tolist())) == sorted(BAD_PIXELS)
+    assert "# N_excluded_pixels = 3" in image.header["_array_data.header_contents"]
+
+
+def test_the_files_pixel_mask_is_camservers_gaps_and_bad_pixels(camserver_300k, tmp_path):
+    simulated, camera, acquirer, recorder, path, _ = run_series(camserver_300k, tmp_path, 2, model="pilatus3_300k",
+                                                                bad_pixels=BAD_PIXELS)
+    assert acquirer.state == states.ON and recorder.counters.frames_written == 2, recorder.status
+    with h5py.File(path, "r") as f:
+        mask = f["entry/instrument/pilatus3_300k/pixel_mask"]
+        assert mask.dtype == np.uint32 and mask.shape == (619, 487)
+        for number in (0, 1):
+            frame = f["entry/data/data"][number]
+            np.testing.assert_array_equal(frame, simulated.frame(number))
+            np.testing.assert_array_equal(mask[()] == 1, frame == -1)  # NeXus bit 1: gap
+            np.testing.assert_array_equal(mask[()] == 2, frame == -2)  # bit 2: dead
+    camera.close()
+
+
+def test_bad_pixels_the_configuration_does_not_know_are_named_in_the_log(camserver_300k, tmp_path, caplog):
+    _, camera, *_ = run_series(camserver_300k, tmp_path, 1, model="pilatus3_300k", bad_pixels=())
+    camera.close()
+    assert "3 pixels are flagged (-1 gap, -2 bad) otherwise than the pixel mask" in caplog.text
+    assert "(3, 4)" in caplog.text and "set BadPixels" in caplog.text
+
+
+def test_a_bad_pixel_outside_the_detector_is_refused_naming_it():
+    with pytest.raises(ConfigurationError, match=r"bad pixel \(row 619, column 0\) is outside the 487 x 619-pixel"):
+        PilatusCamera(PilatusSettings("127.0.0.1:9", "pilatus3_300k", "/tmp", bad_pixels=((619, 0),)))
 
 
 def test_stop_kills_the_exposure_and_the_file_holds_what_was_taken(camserver, tmp_path):
