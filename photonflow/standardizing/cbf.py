@@ -228,7 +228,8 @@ def cbf_mapping(recorded: RecordedSeries, beamline: str | None = None, sample: s
         fields.append(FieldMapping("monochromator", "wavelength",
                                    _fixed("monochromator/wavelength", float(wavelength) * 1e10, "angstrom")))
     if sample:
-        fields.append(FieldMapping("sample", "name", _fixed("sample/name", sample, None)))
+        fields.append(FieldMapping("sample", "name", Capture("sample/name", None, None, sample, None, frozenset(),
+                                                             origin="operator: photonflow standardize cbf --sample")))
     transmission = recorded.value("attenuator_transmission")
     if transmission is not None:
         fields.append(FieldMapping("attenuator", "attenuator_transmission",

@@ -85,6 +85,7 @@ class Capture:
     moments: frozenset[str] = frozenset({"pre"})
     rate: float = 10.0  # Hz, when captured during the exposure by polling
     events: bool = False  # during the exposure from the attribute's change events, not polling
+    origin: str | None = None  # who stated a fixed value, when not the mapping itself (a command's option)
 
     @property
     def source(self) -> str:
@@ -170,7 +171,7 @@ class BeamlineMapping:
         """Where a captured value comes from, as the file names it: the DataManager's or another
         Tango attribute, or this mapping's fixed value."""
         if capture.device is None:
-            return self.fixed_source(capture.key)
+            return capture.origin or self.fixed_source(capture.key)
         kind = "DataManager" if capture.device == self.devices.get("datamanager") else "Tango"
         return f"{kind}: {capture.source}"
 

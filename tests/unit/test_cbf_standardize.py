@@ -20,6 +20,7 @@ from photonflow.drivers.camserver import CamserverClient
 from photonflow.errors import ConfigurationError, FilePathError
 from photonflow.simulators.pilatus_camserver import Camserver, CamserverState, start_server
 from photonflow.standardizing.cbf import HEADER_KEY, standardize_cbf
+from photonflow.standardizing.nexus import value_sources
 from photonflow.standardizing.validation import validate_nexus
 
 FRAMES = 360
@@ -114,6 +115,8 @@ def test_wavelength_distance_beam_centre_pixel_and_sensor_are_the_headers(standa
         assert detector["serial_number"][()] == b"24-0111"
         assert detector["description"][()] == b"PILATUS3 100K"
         assert entry["sample/name"][()] == b"lysozyme" and entry["source/name"][()] == b"MANACA"
+    sources = value_sources(output)
+    assert sources["/entry/sample/name"] == "operator: photonflow standardize cbf --sample"  # not the headers
 
 
 def test_the_data_file_is_bitshuffle_lz4_and_keeps_every_header_verbatim(standardized, cbf_series):
