@@ -25,7 +25,7 @@ from tests.helpers.paths import REPOSITORY
 
 STRUCTURE = str(REPOSITORY / "config" / "structures" / "tomography.yaml")
 OPTIONS = {"projections": 30, "darks": 4, "flats": 5, "exposure": 0.002, "period": 0.011, "start_angle": 0.0,
-           "end_angle": 90.0, "sample_out": 6.0}
+           "end_angle": 90.0, "sample_out": 20.0}
 EXPERIMENT = {"proposal": "tm0001", "session": "s1", "sample": "test_rock"}
 
 
@@ -62,7 +62,7 @@ def test_one_valid_nxtomo_holds_darks_flats_and_projections_in_order(tomography)
         assert darks.max() == 0  # shutter closed: no photon
         assert flats.mean() > 0.5 and projections.mean() > 0.5
         x = f["entry/sample/x_translation"][()]
-        assert np.allclose(x[4:9], 0.006) and np.allclose(x[9:], x[0])  # out for the flats only
+        assert np.allclose(x[4:9], 0.020) and np.allclose(x[9:], x[0])  # out for the flats only
         angles = f["entry/sample/rotation_angle"][()]
         assert np.allclose(angles[:9], 0.0)
         turning = angles[9:]
