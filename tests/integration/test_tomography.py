@@ -19,6 +19,8 @@ import tango
 
 from photonflow.clients.sequencer import Beamline, run_tomography, tomography_overrides
 from photonflow.datamanager.catalogue import Catalogue
+from photonflow.simulators.andor_sdk3 import MODELS
+from photonflow.simulators.phantom import Phantom
 from photonflow.standardizing.validation import validate_nexus
 from tests.helpers.devices import proxy, running_deployment, wait_for_state, wait_until
 from tests.helpers.paths import REPOSITORY
@@ -68,6 +70,31 @@ def test_one_valid_nxtomo_holds_darks_flats_and_projections_in_order(tomography)
         turning = angles[9:]
         assert np.all(np.diff(turning) >= 0) and 45.0 < turning[-1] <= 90.0
         assert f["entry/sample/name"][()] == b"test_rock"  # the DataManager's sample
+
+
+def test_the_projections_show_the_phantom_at_their_angle_and_equal_the_flats_around_it(tomography):
+    """The simulated Zyla (binned 4x4, config/tomo.yaml) sees the phantom where it is: each
+    projection is the flats' mean times exp(-the phantom's line integrals at the frame's recorded
+    angle) within photon noise, and equals the flats wherever the phantom casts no shadow."""
+    summary, _, _, _ = tomography
+    pixel_size = MODELS["zyla55"].pixel_size * 1e-6 * 4
+    with h5py.File(summary["nexus"]) as f:
+        keys = f["entry/instrument/detector/image_key"][()]
+        data = f["entry/data/data"]
+        flat = data[np.flatnonzero(keys == 1)].astype(np.float64).mean(axis=0)
+        angles = f["entry/sample/rotation_angle"][()]
+        projections = np.flatnonzero(keys == 0)
+        phantom = Phantom.filling(flat.shape[1] * pixel_size)
+        for index in projections[[0, len(projections) // 2, -1]]:
+            projection = data[index].astype(np.float64)
+            integrals = phantom.line_integrals(float(angles[index]), flat.shape, pixel_size)
+            expected = flat * np.exp(-integrals)
+            noise = np.sqrt(expected * (1 + np.exp(-integrals) / 5)) + 1.0  # the projection's and the flats' mean's
+            assert (np.abs(projection - expected) / noise).max() < 6.0, f"frame {index} at {angles[index]} deg"
+            outside, shadow = integrals == 0, integrals > 0.3
+            assert outside.mean() > 0.3 and shadow.mean() > 0.1
+            assert projection[outside].mean() / flat[outside].mean() == pytest.approx(1.0, abs=0.01)  # as bright
+            assert (projection[shadow] < flat[shadow] - 6 * np.sqrt(flat[shadow])).all()
 
 
 def test_the_frames_are_the_recorders_files_joined_without_copy(tomography):
