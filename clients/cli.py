@@ -287,10 +287,20 @@ def _catalogued(datamanager, raw_file: str = "", timeout: float = 120, run: int 
     print("Run table row:")
     for key, value in row.items():
         print(f"  {key}: {value}")
-    records = catalogue.variable_records(record.run)
-    return {"run": record.run, "catalogue": path, "variables": {
-        "computed": sorted(name for name, variable in records.items() if not variable["error"]),
-        "failed": {name: variable["error"] for name, variable in records.items() if variable["error"]}}}
+    return {"run": record.run, "catalogue": path, "variables": _variables_outcome(catalogue, record.run)}
+
+
+def _variables_outcome(catalogue, run: int) -> dict:
+    """Which of the run's variables were computed, which the context skipped as not applying to
+    this run (its ``Skip``: an NXtomo has no diffraction geometry) and which failed, with why."""
+    outcome: dict = {"computed": [], "skipped": {}, "failed": {}}
+    for name, variable in catalogue.variable_records(run).items():
+        error = variable["error"]
+        if not error:
+            outcome["computed"].append(name)
+        else:
+            outcome["skipped" if error.startswith("Skip:") else "failed"][name] = error
+    return outcome
 
 
 def _demo_tomography(suite: Suite, deployment, standardizer, controller, chosen: dict, structure: str,
