@@ -108,25 +108,39 @@ class Projector:
     def line_integrals(self, angle_deg: float, shift: float = 0.0) -> np.ndarray:
         """As ``Phantom.line_integrals``, on this detector."""
         total = np.zeros(self.shape, dtype=np.float32)
+        integrals, box = self.shadow(angle_deg, shift)
+        total[box] = integrals
+        return total
+
+    def shadow(self, angle_deg: float, shift: float = 0.0) -> tuple[np.ndarray, tuple[slice, slice]]:
+        """The line integrals over the rectangle of the frame the phantom shadows, and that
+        rectangle (rows, columns): outside it they are 0, and a camera need not compute exp(-0)."""
         theta = np.radians(angle_deg)
         cos, sin = np.cos(theta), np.sin(theta)
         offset = shift / self.phantom.radius
         u = self._u
+        chords = []
         for density, a, b, x0, y0, phi, top, bottom, s2 in self._ellipsoids:
             w2 = a * a * np.cos(phi + theta) ** 2 + b * b * np.sin(phi + theta) ** 2
             centre = x0 * cos - y0 * sin + offset
             reach = np.sqrt(w2)
-            left, right = np.searchsorted(u, (centre - reach, centre + reach))
-            if left >= right:
-                continue
+            left, right = (int(edge) for edge in np.searchsorted(u, (centre - reach, centre + reach)))
+            if left < right:
+                chords.append((density * 2 * a * b / w2, w2, centre, top, bottom, left, right, s2))
+        if not chords:
+            return np.zeros((0, 0), dtype=np.float32), (slice(0, 0), slice(0, 0))
+        first, last = min(c[3] for c in chords), max(c[4] for c in chords)
+        leftmost, rightmost = min(c[5] for c in chords), max(c[6] for c in chords)
+        total = np.zeros((last - first, rightmost - leftmost), dtype=np.float32)
+        for factor, w2, centre, top, bottom, left, right, s2 in chords:
             across = u[left:right] - np.float32(centre)
             chord2 = s2 * np.float32(w2) - across * across
             np.maximum(chord2, 0.0, out=chord2)
             np.sqrt(chord2, out=chord2)
-            chord2 *= np.float32(density * 2 * a * b / w2)
-            total[top:bottom, left:right] += chord2
+            chord2 *= np.float32(factor)
+            total[top - first:bottom - first, left - leftmost:right - leftmost] += chord2
         total *= self._scale
-        return total
+        return total, (slice(first, last), slice(leftmost, rightmost))
 
 
 @dataclass(frozen=True)
@@ -201,11 +215,12 @@ class ProjectionFrames:
     def mean(self, angle: float | None = None) -> np.ndarray:
         """The expected counts of a frame at ``angle`` deg (None: the settings' rotation)."""
         angle = self.settings.rotation if angle is None else angle
-        attenuation = self.projector.line_integrals(angle, self.settings.sample_position)
-        np.negative(attenuation, out=attenuation)
-        np.exp(attenuation, out=attenuation)
-        attenuation *= self.flat
-        return attenuation
+        integrals, box = self.projector.shadow(angle, self.settings.sample_position)
+        np.negative(integrals, out=integrals)
+        np.exp(integrals, out=integrals)
+        counts = self.flat.copy()
+        counts[box] *= integrals
+        return counts
 
     def frame(self, number: int, angle: float | None = None) -> np.ndarray:
         """A new array holding frame ``number``, taken with the sample at ``angle`` deg (None:
