@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from photonflow.acquisition.beamline import Beamline, BeamlineNames
 from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
 from photonflow.camera import AcquisitionSettings, BeamConditions
 from photonflow.simulators.andor_sdk3 import MODELS as ANDOR_MODELS
@@ -114,3 +115,21 @@ def test_the_sample_translation_moves_the_shadow_across_the_columns():
     centred, moved = projector.line_integrals(33.0), projector.line_integrals(33.0, shift=7 * pixel)
     np.testing.assert_allclose(moved[:, 7:], centred[:, :-7], atol=1e-4)
     assert projector.line_integrals(33.0, shift=0.02).max() == 0.0  # out of the field of view: no shadow
+
+
+def test_the_beamline_port_reads_where_the_sample_is_and_its_angle_and_says_what_it_could_not():
+    names = BeamlineNames(shutter="bl/shutter", sample_motor="bl/samx", rotation_motor="bl/omega")
+    values = {("bl/shutter", "State"): "OPEN", ("bl/samx", "Position"): -20.0, ("bl/omega", "Position"): 12.5}
+    beam = Beamline(names, lambda device, attribute: values[(device, attribute)]).conditions()
+    assert (beam.sample_position_mm, beam.rotation_deg, beam.shutter_open) == (-20.0, 12.5, True)
+    settings = ImagingSettings(64, 64, 1e-4).following(beam)
+    assert (settings.sample_position, settings.rotation, settings.scale) == (-0.020, 12.5, 1.0)
+
+    def omega_down(device, attribute):
+        if device == "bl/omega":
+            raise ConnectionError("bl/omega is not exported")
+        return values[(device, attribute)]
+
+    beam = Beamline(names, omega_down).conditions()
+    assert beam.rotation_deg is None and "bl/omega is not exported" in beam.notes[0]
+    assert ImagingSettings(64, 64, 1e-4, rotation=3.0).following(beam).rotation == 3.0  # the simulation's own
