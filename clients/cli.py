@@ -261,9 +261,10 @@ def _variables_computed(datamanager, catalogue, runs: list[int]) -> bool:
     return all(catalogue.variables(run) for run in runs) and datamanager.VariablesStatus == "idle, 0 waiting"
 
 
-def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
-    """The demo's run as the DataManager catalogued it: its number, the catalogue, its run-table row
-    once its variables are computed (or ``timeout`` passed)."""
+def _catalogued(datamanager, raw_file: str = "", timeout: float = 120, run: int | None = None) -> dict:
+    """The demo's run as the DataManager catalogued it (the one of ``raw_file``, or number ``run``):
+    its number, the catalogue, its run-table row and which variables were computed and which failed
+    (why), once they are (or ``timeout`` passed)."""
     from photonflow.datamanager.catalogue import Catalogue
 
     deadline = time.monotonic() + timeout
@@ -276,7 +277,7 @@ def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
     catalogue = Catalogue(Path(path).parent, Path(path).stem)
     record = None
     while time.monotonic() < deadline:
-        record = next((r for r in catalogue.runs() if r.raw_file == raw_file), None)
+        record = next((r for r in catalogue.runs() if r.raw_file == raw_file or r.run == run), None)
         if record is not None and record.nexus_file and _variables_computed(datamanager, catalogue, [record.run]):
             break
         time.sleep(0.2)
@@ -286,7 +287,20 @@ def _catalogued(datamanager, raw_file: str, timeout: float = 120) -> dict:
     print("Run table row:")
     for key, value in row.items():
         print(f"  {key}: {value}")
-    return {"run": record.run, "catalogue": path}
+    return {"run": record.run, "catalogue": path, "variables": _variables_outcome(catalogue, record.run)}
+
+
+def _variables_outcome(catalogue, run: int) -> dict:
+    """Which of the run's variables were computed, which the context skipped as not applying to
+    this run (its ``Skip``: an NXtomo has no diffraction geometry) and which failed, with why."""
+    outcome: dict = {"computed": [], "skipped": {}, "failed": {}}
+    for name, variable in catalogue.variable_records(run).items():
+        error = variable["error"]
+        if not error:
+            outcome["computed"].append(name)
+        else:
+            outcome["skipped" if error.startswith("Skip:") else "failed"][name] = error
+    return outcome
 
 
 def _demo_tomography(suite: Suite, deployment, standardizer, controller, chosen: dict, structure: str,
@@ -308,8 +322,8 @@ def _demo_tomography(suite: Suite, deployment, standardizer, controller, chosen:
                              experiment, overrides, timeout)
     _show_standardized(summary)
     print(f"Standardizer: {standardizer.status()}")
-    if summary.get("nexus"):
-        summary.update(_catalogued(datamanager, str(Path(summary["nexus"]).with_suffix(".h5"))))
+    if summary.get("run") is not None:  # the projections' run: the one the NXtomo is the standardized file of
+        summary.update(_catalogued(datamanager, run=summary["run"]))
     return summary
 
 

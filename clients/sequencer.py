@@ -153,6 +153,7 @@ def run_tomography(datamanager: tango.DeviceProxy, controller: tango.DeviceProxy
     if not projections:
         return {**summary, "nexus": "", "definition": "NXtomo",
                 "nexus_error": f"{structure} has no data acquisition (the projections)"}
+    summary["run"] = projections[-1]["run"]  # the catalogued run of the projections: the NXtomo's
     summary.update(wait_for_standardized(standardizer, projections[-1]["file"], 120))
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["catalogue"] = datamanager.CataloguePath

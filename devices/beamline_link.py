@@ -32,10 +32,18 @@ class BeamlineFollowingAcquirer(AcquirerDevice):
         dtype=str, default_value="", doc="Motor giving the sample-detector distance in mm; empty: 120 mm"
     )
 
+    BeamlineSampleMotor = device_property(
+        dtype=str, default_value="", doc="Sample translation across the beam (Position, mm): where a simulated "
+        "imaging camera sees its phantom; empty: centred")
+    BeamlineRotationMotor = device_property(
+        dtype=str, default_value="", doc="Sample rotation (Position, deg): a simulated imaging camera's phantom "
+        "angle for frames no position-compare pulse gives one; empty: 0")
+
     def beamline_names(self) -> BeamlineNames:
         return BeamlineNames(
             ring=self.BeamlineRing, monochromator=self.BeamlineMonochromator, shutter=self.BeamlineShutter,
             attenuator=self.BeamlineAttenuator, distance_motor=self.DetectorDistanceMotor,
+            sample_motor=self.BeamlineSampleMotor, rotation_motor=self.BeamlineRotationMotor,
         )
 
     def simulated_beamline(self) -> Beamline:

@@ -12,13 +12,14 @@ from tango import AttrWriteType
 from tango.server import attribute, device_property
 
 from photonflow.acquisition.tucsen import TucsenCamera, TucsenSettings
-from photonflow.devices.acquirer import AcquirerDevice, simulation_trigger_input
+from photonflow.devices.acquirer import simulation_trigger_input
+from photonflow.devices.beamline_link import BeamlineFollowingAcquirer
 from photonflow.devices.common import operator_errors
 from photonflow.drivers.tucam import FAN_GEARS, MODELS, load_tucam_library
 from photonflow.errors import ConfigurationError
 
 
-class TucsenAcquirer(AcquirerDevice):
+class TucsenAcquirer(BeamlineFollowingAcquirer):
     """A Tucsen Dhyana; frames are read from TUCam's buffer and streamed (STINS)."""
 
     CameraIndex = device_property(dtype=int, default_value=0, doc="TUCam camera index")
@@ -42,7 +43,8 @@ class TucsenAcquirer(AcquirerDevice):
             if self.Simulation not in MODELS:
                 raise ConfigurationError(f"Simulation must be empty or one of {', '.join(MODELS)}")
             library = SimulatedTucam(self.Simulation, self.SerialNumber, self.Seed,
-                                     trigger_line=self.SimulationTriggerInput).functions
+                                     trigger_line=self.SimulationTriggerInput,
+                                     beamline=self.simulated_beamline().conditions).functions
         else:
             library = load_tucam_library(self.LibraryPath)
         roi = tuple(self.Roi)

@@ -218,6 +218,8 @@ class BeamConditions:
     transmission: float | None = None
     shutter_open: bool | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)  # what could not be read, and why
+    sample_position_mm: float | None = None  # the sample translation across the beam (a simulation's object)
+    rotation_deg: float | None = None  # the sample rotation's angle
 
     @property
     def wavelength(self) -> float | None:

@@ -21,8 +21,8 @@ import numpy as np
 
 from photonflow.camera import BeamConditions
 from photonflow.drivers.sdk3 import PIXEL_TYPES, pack_mono12packed, unpack_mono12packed
-from photonflow.simulators.diffraction import Beam, DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.frame_timing import REAL_TIME, FrameSchedule
+from photonflow.simulators.phantom import ImagingSettings, ProjectionFrames
 from photonflow.simulators.trigger_input import TriggerInput
 
 
@@ -89,7 +89,8 @@ class SimulatedSDK3Camera:
     def __init__(self, model: str = "zyla55", serial_number: str = "VSC-00001", seed: int = 0,
                  beamline: Callable[[], BeamConditions] | None = None, trigger_line: str = ""):
         """``beamline`` gives the beam at each start (the beamline port's ``conditions``): the frames scale with
-        the ring current, the transmission and the shutter (closed: dark frames). ``trigger_line``: the
+        the ring current, the transmission and the shutter (closed: dark frames), and show the phantom
+        where the sample translation put it (``photonflow.simulators.phantom``). ``trigger_line``: the
         address of the trigger line cabled to the camera's external-trigger input; empty: no cable."""
         self._beamline = beamline
         self.model = MODELS[model]
@@ -125,8 +126,7 @@ class SimulatedSDK3Camera:
         self._buffers: list[tuple[bytes, FrameInfo]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._frames: DiffractionFrames | None = None
-        preload_calibrant()
+        self._frames: ProjectionFrames | None = None
         self.produced = 0
         self._nframes = 0
         self.trigger_input = TriggerInput()
@@ -185,10 +185,10 @@ class SimulatedSDK3Camera:
         return (row + 7) // 8 * 8  # rows padded, as the camera's buffers are
 
     # -- frames -----------------------------------------------------------------------------
-    def frame(self, number: int) -> np.ndarray:
-        """Frame ``number`` of the current acquisition, as the sensor counted it (12 bits for Mono12*)."""
-        image = self._frames.frame(number)
-        return image & 0x0FFF if self.features["PixelEncoding"].value.startswith("Mono12") else image
+    def frame(self, number: int, angle: float | None = None) -> np.ndarray:
+        """Frame ``number`` of the current acquisition, as the sensor counted it (12 bits for Mono12*),
+        the sample turned to ``angle`` deg (the trigger pulse's position; None: as at the start)."""
+        return self._frames.frame(number, angle)
 
     def setup_acquisition(self, mode: str = "snap", nframes: int = 100) -> None:
         self._check_failure()
@@ -201,11 +201,12 @@ class SimulatedSDK3Camera:
         self.stop_acquisition()
         encoding = self.features["PixelEncoding"].value
         dtype = PIXEL_TYPES[encoding]
-        beam = Beam.following(self._beamline()) if self._beamline is not None else Beam()
-        self._frames = DiffractionFrames(PatternSettings(
-            height=self.features["AOIHeight"].value, width=self.features["AOIWidth"].value, dtype=dtype,
-            seed=self.seed, exposure=self.features["ExposureTime"].value, scale=beam.scale))
-        self._frames.draw(self._nframes)  # before the acquisition starts: no frame late
+        binning = self.features["AOIHBin"].value
+        self._frames = ProjectionFrames(ImagingSettings(
+            height=self.features["AOIHeight"].value, width=self.features["AOIWidth"].value,
+            pixel_size=self.model.pixel_size * 1e-6 * binning, dtype=dtype, seed=self.seed,
+            exposure=self.features["ExposureTime"].value, highest=4095 if encoding.startswith("Mono12") else None,
+        ).following(self._beamline() if self._beamline is not None else None))
         self._buffers, self.produced = [], 0
         self.trigger_input.clear()
         self._stop.clear()
@@ -253,11 +254,12 @@ class SimulatedSDK3Camera:
                 return
             schedule.origin = pulse.time
         for number in range(self._nframes):
+            angle = None  # the sample's, as at the start
             if mode in ("External", "External Exposure", "Software"):
                 pulse = self.trigger_input.take(self._stop.is_set)
                 if pulse is None:
                     return
-                start = pulse.time
+                start, angle = pulse.time, pulse.position
                 held = pulse.width if mode == "External Exposure" and pulse.width else exposure
                 if REAL_TIME.wait_until(self._stop, start + held):
                     return
@@ -266,7 +268,7 @@ class SimulatedSDK3Camera:
                     return
                 start = time.time() - exposure  # later than due when the machine fell behind
                 schedule.taken(number, start)
-            raw = self._raw(self.frame(number))
+            raw = self._raw(self.frame(number, angle))
             with self._lock:
                 self._buffers.append((raw, FrameInfo(number, self._ticks(start))))
                 self.produced += 1

@@ -30,6 +30,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from photonflow.camera import BeamConditions
 from photonflow.drivers.tucam import (
     CODE,
     HANDLE,
@@ -53,8 +54,8 @@ from photonflow.drivers.tucam import (
     TUIDP_TEMPERATURE,
     TUREG_SN,
 )
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, preload_calibrant
 from photonflow.simulators.frame_timing import REAL_TIME, FrameSchedule
+from photonflow.simulators.phantom import ImagingSettings, ProjectionFrames
 from photonflow.simulators.trigger_input import TriggerInput
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,15 @@ class SimulatedTucam:
     """The TUCam library with one simulated Dhyana on its bus."""
 
     def __init__(self, model: str = "dhyana95", serial_number: str = "DH95-SIM-0001", seed: int = 0,
-                 clock: Callable[[], float] = time.monotonic, trigger_line: str = ""):
+                 clock: Callable[[], float] = time.monotonic, trigger_line: str = "",
+                 beamline: Callable[[], BeamConditions] | None = None):
         """``clock``: the time the sensor's cooling follows (tests pass one they move). ``trigger_line``:
-        the address of the trigger line cabled to the camera's trigger input; empty: no cable."""
+        the address of the trigger line cabled to the camera's trigger input; empty: no cable.
+        ``beamline`` gives the beam at each capture's start (the beamline port's ``conditions``): the
+        frames scale with it (shutter closed: dark frames) and show the phantom where the sample
+        translation put it (``photonflow.simulators.phantom``)."""
+        self._beamline = beamline
+        self._beam: BeamConditions | None = None  # as read at the capture's start
         self.clock = clock
         self.model = MODELS[model]
         self.serial_number = serial_number
@@ -137,8 +144,7 @@ class SimulatedTucam:
         self._stop_sensor = threading.Event()
         self.trigger_input = TriggerInput()
         self.trigger_input.plug(trigger_line)
-        self._pattern: tuple | None = None
-        preload_calibrant()
+        self._pattern: ProjectionFrames | None = None
         self.functions = SimpleNamespace(**{
             name: ctypes.CFUNCTYPE(TUCAMRET, *argtypes)(self._entry(name)) for name, argtypes in PROTOTYPES.items()
         })
@@ -167,20 +173,21 @@ class SimulatedTucam:
         current = (self.capabilities[TUIDC_IMGMODESELECT].value, int(self.properties[TUIDP_GLOBALGAIN].value))
         return next((name for name, values in self.model.gain_modes.items() if values == current), "HDR")
 
-    def frame(self, number: int) -> np.ndarray:
-        """Frame ``number`` of the capture, as the camera delivers it in the current settings."""
+    def frame(self, number: int, angle: float | None = None) -> np.ndarray:
+        """Frame ``number`` of the capture, as the camera delivers it in the current settings, the
+        sample turned to ``angle`` deg (the trigger pulse's position; None: as at the start)."""
         _, _, _, width, height = self.roi
         exposure = self.properties[TUIDP_EXPOSURETM].value / 1000
-        key = (height, width, self.seed, exposure)
-        if self._pattern is None or self._pattern[0] != key:
-            self._pattern = (key, DiffractionFrames(PatternSettings(
-                height=height, width=width, dtype="uint32", seed=self.seed, exposure=exposure, bank_size=8)))
-        counts = self._pattern[1].frame(number)
+        settings = ImagingSettings(height, width, self.model.pixel_size, "uint32", self.seed, exposure
+                                   ).following(self._beam)
+        if self._pattern is None or self._pattern.settings != settings:
+            self._pattern = ProjectionFrames(settings)
+        counts = self._pattern.frame(number, angle)
         factor, highest = GAIN_RESPONSE[self.gain_mode]
-        if self.capabilities[TUIDC_BITOFDEPTH].value == 8:
-            highest = 255
         values = np.minimum((counts * factor).astype(np.uint32), highest)
-        return values.astype(np.uint8 if highest == 255 else np.uint16)
+        if self.capabilities[TUIDC_BITOFDEPTH].value == 8:  # the ADC's top 8 bits
+            return (values >> (int(highest).bit_length() - 8)).astype(np.uint8)
+        return values.astype(np.uint16)
 
     def sensor_temperature(self) -> float:
         start, goal, since = self._temperature
@@ -363,6 +370,7 @@ class SimulatedTucam:
             raise TucamFailure("TUCAMRET_BUSY")
         if mode != self.trigger[0]:
             raise TucamFailure("TUCAMRET_INVALID_PARAM")
+        self._beam = self._beamline() if self._beamline is not None else None
         self.frame(0)  # the pattern for these settings, before the first readout
         with self._condition:
             self._ready.clear()
@@ -397,6 +405,7 @@ class SimulatedTucam:
         period = max(1.0 / self.properties[TUIDP_FRAME_RATE].value, exposure)
         schedule, number = FrameSchedule(time.time(), period), 0
         while not self._stop_sensor.is_set():
+            angle = None  # the sample's, as at the start
             if mode == TUCCM_SEQUENCE:
                 if REAL_TIME.wait_until(self._stop_sensor, schedule.due(number) + exposure):
                     return
@@ -405,6 +414,7 @@ class SimulatedTucam:
                 pulse = self.trigger_input.take(self._stop_sensor.is_set)
                 if pulse is None:
                     return
+                angle = pulse.position
                 hold = pulse.width if (pulse.width and mode == TUCCM_TRIGGER_STANDARD
                                        and self.trigger[1] == TUCTE_WIDTH) else exposure
                 if REAL_TIME.wait_until(self._stop_sensor, pulse.time + hold):
@@ -412,7 +422,7 @@ class SimulatedTucam:
             if self.stalled or not self.plugged:
                 number += 1
                 continue
-            image = self.frame(number)
+            image = self.frame(number, angle)
             with self._condition:
                 if len(self._ready) >= BUFFERED_FRAMES:
                     self._ready.popleft()

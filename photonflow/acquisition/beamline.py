@@ -37,6 +37,8 @@ class BeamlineNames:
     shutter: str = ""  # State: OPEN lets the beam through
     attenuator: str = ""  # Transmission, 0 to 1
     distance_motor: str = ""  # Position, mm: the sample-detector distance
+    sample_motor: str = ""  # Position, mm: the sample translation across the beam (a simulated camera's object)
+    rotation_motor: str = ""  # Position, deg: the sample rotation
 
 
 class Beamline:
@@ -59,7 +61,8 @@ class Beamline:
         """Whether there is anything to tell the detector at Prepare."""
         names = self.names
         return self.beam_centre is not None or any(
-            (names.ring, names.monochromator, names.shutter, names.attenuator, names.distance_motor))
+            (names.ring, names.monochromator, names.shutter, names.attenuator, names.distance_motor,
+             names.sample_motor, names.rotation_motor))
 
     def _value(self, device: str, attribute: str, notes: list[str]) -> Any:
         try:
@@ -109,7 +112,13 @@ class Beamline:
             state = self._value(names.shutter, "State", notes)
             if state is not None:
                 shutter_open = str(state) == "OPEN"
-        return BeamConditions(wavelength, distance, ring_fraction, transmission, shutter_open, tuple(notes))
+        sample = rotation = None
+        if names.sample_motor:
+            sample = self._number(names.sample_motor, "Position", notes, positive=False)
+        if names.rotation_motor:
+            rotation = self._number(names.rotation_motor, "Position", notes, positive=False)
+        return BeamConditions(wavelength, distance, ring_fraction, transmission, shutter_open, tuple(notes),
+                              sample, rotation)
 
 
 def parse_beam_centre(text: str) -> tuple[float, float] | None:

@@ -19,13 +19,16 @@ import tango
 
 from photonflow.clients.sequencer import Beamline, run_tomography, tomography_overrides
 from photonflow.datamanager.catalogue import Catalogue
+from photonflow.drivers.tucam import MODELS as TUCSEN_MODELS
+from photonflow.simulators.andor_sdk3 import MODELS as ANDOR_MODELS
+from photonflow.simulators.phantom import Phantom
 from photonflow.standardizing.validation import validate_nexus
 from tests.helpers.devices import proxy, running_deployment, wait_for_state, wait_until
 from tests.helpers.paths import REPOSITORY
 
 STRUCTURE = str(REPOSITORY / "config" / "structures" / "tomography.yaml")
 OPTIONS = {"projections": 30, "darks": 4, "flats": 5, "exposure": 0.002, "period": 0.011, "start_angle": 0.0,
-           "end_angle": 90.0, "sample_out": 6.0}
+           "end_angle": 90.0, "sample_out": 20.0}
 EXPERIMENT = {"proposal": "tm0001", "session": "s1", "sample": "test_rock"}
 
 
@@ -62,12 +65,62 @@ def test_one_valid_nxtomo_holds_darks_flats_and_projections_in_order(tomography)
         assert darks.max() == 0  # shutter closed: no photon
         assert flats.mean() > 0.5 and projections.mean() > 0.5
         x = f["entry/sample/x_translation"][()]
-        assert np.allclose(x[4:9], 0.006) and np.allclose(x[9:], x[0])  # out for the flats only
+        assert np.allclose(x[4:9], 0.020) and np.allclose(x[9:], x[0])  # out for the flats only
         angles = f["entry/sample/rotation_angle"][()]
         assert np.allclose(angles[:9], 0.0)
         turning = angles[9:]
         assert np.all(np.diff(turning) >= 0) and 45.0 < turning[-1] <= 90.0
         assert f["entry/sample/name"][()] == b"test_rock"  # the DataManager's sample
+
+
+def assert_the_projections_show_the_phantom(nxtomo: str, pixel_size: float) -> None:
+    """Each projection is the flats' mean times exp(-the phantom's line integrals at the frame's
+    recorded angle) within photon noise, and equals the flats wherever the phantom casts no shadow."""
+    with h5py.File(nxtomo) as f:
+        keys = f["entry/instrument/detector/image_key"][()]
+        data = f["entry/data/data"]
+        flats = np.flatnonzero(keys == 1)
+        flat = data[flats].astype(np.float64).mean(axis=0)
+        angles = f["entry/sample/rotation_angle"][()]
+        projections = np.flatnonzero(keys == 0)
+        phantom = Phantom.filling(flat.shape[1] * pixel_size)
+        for index in projections[[0, len(projections) // 2, -1]]:
+            projection = data[index].astype(np.float64)
+            integrals = phantom.line_integrals(float(angles[index]), flat.shape, pixel_size)
+            expected = flat * np.exp(-integrals)
+            # the noise of the projection and of the flats' mean
+            noise = np.sqrt(expected * (1 + np.exp(-integrals) / len(flats))) + 1.0
+            assert (np.abs(projection - expected) / noise).max() < 6.0, f"frame {index} at {angles[index]} deg"
+            outside, shadow = integrals == 0, integrals > 0.3
+            assert outside.mean() > 0.3 and shadow.mean() > 0.1
+            assert projection[outside].mean() / flat[outside].mean() == pytest.approx(1.0, abs=0.01)  # as bright
+            assert (projection[shadow] < flat[shadow] - 6 * np.sqrt(flat[shadow])).all()
+
+
+def test_the_projections_show_the_phantom_at_their_angle_and_equal_the_flats_around_it(tomography):
+    """The simulated Zyla (binned 4x4, config/tomo.yaml) sees the phantom where it is."""
+    summary, _, _, _ = tomography
+    assert_the_projections_show_the_phantom(summary["nexus"], ANDOR_MODELS["zyla55"].pixel_size * 1e-6 * 4)
+
+
+def test_a_dhyana95_tomography_shows_the_phantom_too(tmp_path):
+    """config/dhyana95.yaml takes the same tomography: the Tucsen simulator, through TUCam's C
+    functions, sees the same phantom at each pulse's angle, out of the beam for the flats."""
+    text = (REPOSITORY / "config" / "dhyana95.yaml").read_text()
+    environment = {"PHOTONFLOW_DATA_ROOT": str(tmp_path / "data"), "PHOTONFLOW_CONFIG_DIR": str(REPOSITORY / "config")}
+    with running_deployment(text, tmp_path, environment) as suite:
+        device = {name: proxy(suite.device_url(f"dhyana95/photonflow/{name}"))
+                  for name in ("controller", "datamanager", "standardizer")}
+        wait_for_state(device["controller"], "ON")
+        options = {"projections": 12, "darks": 2, "flats": 3, "exposure": 0.01, "period": 0.025, "end_angle": 30.0}
+        summary = run_tomography(device["datamanager"], device["controller"], device["standardizer"],
+                                 Beamline("dhyana95/beamline", suite.device_url), STRUCTURE, EXPERIMENT,
+                                 tomography_overrides(**options), timeout=120)
+    assert summary["state"] == "ON" and summary["frames"] == {"dark": 2, "flat": 3, "projection": 12}, summary
+    assert summary["definition"] == "NXtomo" and summary["nexus_problems"] == 0
+    with h5py.File(summary["nexus"]) as f:
+        assert f["entry/data/data"][:2].max() == 0  # the darks: shutter closed
+    assert_the_projections_show_the_phantom(summary["nexus"], TUCSEN_MODELS["dhyana95"].pixel_size)
 
 
 def test_the_frames_are_the_recorders_files_joined_without_copy(tomography):

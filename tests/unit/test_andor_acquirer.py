@@ -185,6 +185,7 @@ def test_pulses_on_the_trigger_line_give_one_frame_each_stamped_by_the_cameras_c
             pulses = pulse_fewer_than_asked(line, acquirer, times, width)
             assert recorder.wait(30) and acquirer.state == states.ON
             # the frame metadata's timestamp (10 ns ticks) is the exposure's start: the pulse's edge
-            assert_recorded_frames_are_the_pulses(path, pulses, sdk.frame, atol=1e-5)
+            # each frame shows the phantom at its pulse's latched angle
+            assert_recorded_frames_are_the_pulses(path, pulses, lambda n: sdk.frame(n, pulses[n].position), atol=1e-5)
     finally:
         line.close()

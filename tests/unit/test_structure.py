@@ -74,7 +74,7 @@ def test_the_tomography_example_is_darks_flats_then_projections():
         ("tomo/darks", "dark", 10), ("tomo/flats", "flat", 10), ("tomo/projections", "data", 90)]
     darks, flats, projections = structure.nodes
     assert darks.beamline["shutter"] == "closed"
-    assert flats.beamline == {"shutter": "open", "samx": 5.0, "omega": 0.0}
+    assert flats.beamline == {"shutter": "open", "samx": 20.0, "omega": 0.0}
     assert projections.parameters["rotation"] == "continuous"
     assert projections.parameters["end_angle"] == 180.0
     assert projections.rotation == {"axis": "omega", "start": 0.0, "end": 180.0}  # the sequencer turns omega

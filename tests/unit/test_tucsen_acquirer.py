@@ -301,6 +301,7 @@ def test_pulses_on_the_trigger_line_give_one_frame_each_when_the_pulse_comes(tmp
             assert recorder.wait(30) and acquirer.state == states.ON
             # TUCam's frame carries no time: the driver stamps a frame when it is handed over, which the
             # simulator does at the end of the exposure the pulse started
-            assert_recorded_frames_are_the_pulses(path, pulses, library.frame, offset=width or 0.005, atol=0.25)
+            assert_recorded_frames_are_the_pulses(path, pulses, lambda n: library.frame(n, pulses[n].position),
+                                                  offset=width or 0.005, atol=0.25)
     finally:
         line.close()
