@@ -223,7 +223,8 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
     datamanager = _device_of(suite, deployment, "PhotonflowDataManager")
     if datamanager is not None and chosen["sample"]:
         datamanager.SetExperiment(json.dumps(_demo_experiment(chosen)))
-        print(f"Sample: {chosen['sample']} ({datamanager.dev_name()} SetExperiment)")
+        datamanager.SetRole("data")  # the demo's rotation is the experiment's data, not a dark or a flat
+        print(f"Sample: {chosen['sample']}, role data ({datamanager.dev_name()} SetExperiment, SetRole)")
     print(f"Acquiring {what} through {controller.dev_name()} ...")
     summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
                               args.file or default_file_name(), args.timeout, scan=scan)

@@ -170,6 +170,12 @@ class PhotonflowDataManager(PhotonflowDevice):
     def SetSample(self, sample):
         self._core().set_sample(sample)
 
+    @command(dtype_in=str, doc_in="What the series recorded from now on outside a structure mean: dark, flat, "
+             "white, data, monopos, alignment, reference (empty: none)")
+    @operator_errors
+    def SetRole(self, role):
+        self._core().set_role(role)
+
     @command(dtype_in=str, dtype_out=int, doc_in="A data structure description (YAML)", doc_out="Its acquisitions")
     @operator_errors
     def LoadStructure(self, path):

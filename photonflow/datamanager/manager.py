@@ -26,7 +26,7 @@ from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.datamanager.catalogue import Catalogue, RunRecord, send_to_icat
 from photonflow.datamanager.policy import DataPolicy, check_name
-from photonflow.datamanager.structure import AcquisitionNode, StructureRun, load_structure
+from photonflow.datamanager.structure import ROLES, AcquisitionNode, StructureRun, load_structure
 from photonflow.errors import ConfigurationError, StateError
 from photonflow.standardizing.standard_files import same_series, standardized_candidates
 
@@ -94,6 +94,7 @@ class DataManager(StatefulCore):
         self.structure_run: StructureRun | None = None
         self._current: AcquisitionNode | None = None
         self._current_started = ""
+        self.standing_role = ""  # what series recorded outside a structure mean (SetRole); empty: nothing said
         self._pending_nexus: dict[str, int] = {}  # Recorder file still waiting for its standardized file -> run
         self._lock = threading.RLock()
         self._jobs: queue.Queue = queue.Queue()
@@ -125,6 +126,15 @@ class DataManager(StatefulCore):
     def set_sample(self, sample: str) -> None:
         self._need_catalogue()
         self.set_experiment(self.proposal, self.session, sample)
+
+    def set_role(self, role: str) -> None:
+        """What the series recorded from now on outside a structure mean (dark, flat, data...): a
+        single acquisition's role needs no structure; empty: none. A structure's own roles win."""
+        if role and role not in ROLES:
+            raise ConfigurationError(f"unknown role {role!r}: give one of {', '.join(ROLES)}, or empty for none")
+        with self._lock:
+            self.standing_role = role
+        self._changed(self.state, f"Series outside a structure: {role or 'no role'} from now on")
 
     def set_comment(self, run: int, text: str) -> None:
         catalogue = self._need_catalogue()
@@ -189,13 +199,13 @@ class DataManager(StatefulCore):
 
     @property
     def current_role(self) -> str:
-        """What the acquisition under way means (dark, flat, data...); empty between acquisitions."""
-        return self._current.role if self._current is not None else ""
+        """What the acquisition under way means (dark, flat, data...); outside a structure, SetRole's."""
+        return self._current.role if self._current is not None else self.standing_role
 
     def data_policy(self) -> dict[str, str]:
         """The data-policy fields of what is being acquired now, for live consumers (blissdata's
         scan identity): proposal, beamline, session, sample, the dataset and its role; {} before
-        an experiment is set. An acquisition nobody planned has no dataset and no role."""
+        an experiment is set. An acquisition nobody planned has no dataset, and the role SetRole gave."""
         with self._lock:
             if self.catalogue is None:
                 return {}
@@ -204,7 +214,7 @@ class DataManager(StatefulCore):
                 "data_policy": "ESRF", "proposal": self.proposal, "beamline": self.beamline,
                 "session": self.session, "sample": self.sample,
                 "dataset": planned_file.stem if current is not None and planned_file is not None else "",
-                "role": current.role if current is not None else "",
+                "role": current.role if current is not None else self.standing_role,
                 "node": current.path if current is not None else "",
             }
 
@@ -291,7 +301,7 @@ class DataManager(StatefulCore):
     # -- what the device tells it ----------------------------------------------------------------
     def series_ended(self, result: SeriesResult) -> None:
         self._idle.clear()
-        self._jobs.put((self._record, (result,)))
+        self._jobs.put((self._record, (result, self.standing_role)))  # the role said when it ended, not later
 
     def standardized(self, nexus_file: str) -> None:
         self._idle.clear()
@@ -326,7 +336,7 @@ class DataManager(StatefulCore):
                 if self._jobs.empty():
                     self._idle.set()
 
-    def _record(self, result: SeriesResult) -> None:
+    def _record(self, result: SeriesResult, standing_role: str = "") -> None:
         if self.catalogue is None:  # nobody said which experiment: a catalogue of its own
             self.set_experiment("unassigned", "default", "unknown")
         catalogue = self._need_catalogue()
@@ -339,7 +349,7 @@ class DataManager(StatefulCore):
                 run=catalogue.next_run_number(), proposal=self.proposal, session=self.session,
                 sample=self.sample, beamline=self.beamline,
                 start=self._current_started if planned else _start_time(result.raw_file),
-                end=_now(), node=planned.path if planned else "", role=planned.role if planned else "",
+                end=_now(), node=planned.path if planned else "", role=planned.role if planned else standing_role,
                 raw_file=result.raw_file, nexus_file="", frames_requested=result.frames_requested,
                 frames_written=result.frames_written, missing_frames=result.missing_frames,
                 end_reason=result.end_reason, series_id=result.series_id,

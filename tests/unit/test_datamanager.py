@@ -89,6 +89,20 @@ def test_a_series_nobody_planned_is_catalogued_without_a_role(manager, tmp_path)
     assert run.end_reason == "ALARM: 2 frames missing" and run.sample == "lysozyme"
 
 
+def test_a_role_set_outside_a_structure_is_the_role_of_the_series_after_it(manager, tmp_path):
+    manager.set_experiment("mx0003", "s1", "lysozyme")
+    with pytest.raises(ConfigurationError, match="give one of dark, flat"):
+        manager.set_role("darks")
+    manager.set_role("dark")
+    assert manager.current_role == manager.data_policy()["role"] == "dark"
+    manager.series_ended(SeriesResult(1, str(tmp_path / "data" / "d.h5"), 10, 10, 0, "completed"))
+    manager.set_role("")
+    manager.series_ended(SeriesResult(2, str(tmp_path / "data" / "x.h5"), 10, 10, 0, "completed"))
+    assert manager.wait_idle(10)
+    assert [(run.role, run.node) for run in Catalogue(tmp_path / "catalogue", "mx0003").runs()] == [
+        ("dark", ""), ("", "")]
+
+
 def test_runs_survive_a_restart_and_numbering_goes_on(tmp_path):
     first = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue")
     first.set_experiment("mx0003", "s1", "a")
