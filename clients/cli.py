@@ -318,7 +318,10 @@ def _demo_tomography(suite: Suite, deployment, standardizer, controller, chosen:
                                      period=chosen["period"])
     print(f"Tomography {structure} through {datamanager.dev_name()}: darks (shutter closed), flats (sample out), "
           f"{chosen['frames']} projections while the sample turns ...")
-    experiment = _demo_experiment({**chosen, "sample": chosen["sample"] or "simulated_sample"})
+    if not chosen["sample"]:
+        raise ConfigurationError("the tomography names the sample it turns: give --sample, or `sample:` in the "
+                                 "deployment's `demo:` section")
+    experiment = _demo_experiment(chosen)
     summary = run_tomography(datamanager, controller, standardizer, Beamline(prefix, suite.device_url), structure,
                              experiment, overrides, timeout)
     _show_standardized(summary)

@@ -103,6 +103,34 @@ def test_the_projections_show_the_phantom_at_their_angle_and_equal_the_flats_aro
     assert_the_projections_show_the_phantom(summary["nexus"], ANDOR_MODELS["zyla55"].pixel_size * 1e-6 * 4)
 
 
+METRES = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6}
+
+
+def assert_the_nxtomo_values_are_the_beamlines(nxtomo: str, suite, prefix: str, pixel_size: float,
+                                               exposure: float) -> None:
+    """Energy, distance, pixel size, exposure and field of view: what the simulated beamline and
+    camera were set to, read from them, never a default."""
+    energy = proxy(suite.device_url(f"{prefix}/mono")).Energy
+    detz = proxy(suite.device_url(f"{prefix}/detz")).Position
+    with h5py.File(nxtomo) as f:
+        detector = f["entry/instrument/detector"]
+        incident = f["entry/instrument/beam/incident_energy"]
+        assert incident.attrs["units"] == "keV" and incident[()] == pytest.approx(energy, rel=1e-6)
+        assert detector["distance"].attrs["units"] == "m" and detector["distance"][()] == pytest.approx(detz * 1e-3)
+        for name in ("x_pixel_size", "y_pixel_size"):
+            size = detector[name]
+            assert size[()] * METRES[size.attrs["units"]] == pytest.approx(pixel_size)
+        count_time = detector["count_time"]
+        assert count_time.shape == detector["image_key"].shape and np.allclose(count_time[()], exposure)
+        assert detector["field_of_view"][()] == b"Full"
+
+
+def test_the_nxtomo_values_are_the_simulated_beamlines_and_cameras(tomography):
+    summary, _, _, suite = tomography
+    assert_the_nxtomo_values_are_the_beamlines(summary["nexus"], suite, "tomo/beamline",
+                                               ANDOR_MODELS["zyla55"].pixel_size * 1e-6 * 4, OPTIONS["exposure"])
+
+
 def test_a_dhyana95_tomography_shows_the_phantom_too(tmp_path):
     """config/dhyana95.yaml takes the same tomography: the Tucsen simulator, through TUCam's C
     functions, sees the same phantom at each pulse's angle, out of the beam for the flats."""
@@ -116,6 +144,8 @@ def test_a_dhyana95_tomography_shows_the_phantom_too(tmp_path):
         summary = run_tomography(device["datamanager"], device["controller"], device["standardizer"],
                                  Beamline("dhyana95/beamline", suite.device_url), STRUCTURE, EXPERIMENT,
                                  tomography_overrides(**options), timeout=120)
+        assert_the_nxtomo_values_are_the_beamlines(summary["nexus"], suite, "dhyana95/beamline",
+                                                   TUCSEN_MODELS["dhyana95"].pixel_size, options["exposure"])
     assert summary["state"] == "ON" and summary["frames"] == {"dark": 2, "flat": 3, "projection": 12}, summary
     assert summary["definition"] == "NXtomo" and summary["nexus_problems"] == 0
     with h5py.File(summary["nexus"]) as f:

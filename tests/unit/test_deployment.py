@@ -187,7 +187,7 @@ def test_every_shipped_configuration_is_valid(path):
 
 def test_a_detector_says_what_its_demo_acquires():
     deployment = load_deployment_file(DEMO_CONFIG.parent / "dhyana95.yaml", _AnyVariable())
-    assert deployment.demo == {"frames": 90, "exposure": 0.01, "period": 0.025}  # projections of a tomography
+    assert deployment.demo == {"frames": 90, "exposure": 0.01, "period": 0.025, "sample": "phantom"}  # a tomography
     assert load_deployment_file(DEMO_CONFIG, _AnyVariable()).demo == {
         "frames": 1000, "exposure": 0.001, "period": 0.002, "step": 0.1,  # a rotation scan, 0.1 deg per frame
         "sample": "CeO2"}  # the DataManager's Sample for the demo's experiment
