@@ -126,6 +126,8 @@ class SimulatedCamera(FrameSource, TakesClientTriggers, Checkable, KeepsTime, Cl
             "sensor_material": self.sensor.sensor_material,
             "sensor_thickness": self.sensor.sensor_thickness,
             "bit_depth_readout": np.dtype(self.sensor.dtype).itemsize * 8,
+            # the sensor clips at its pixel type's largest count: that count and above are not measured
+            "saturation_value": int(np.iinfo(self.sensor.dtype).max) - 1,
             "count_time": settings.exposure,
             "frame_time": settings.period,
             "trigger_mode": settings.trigger_mode,

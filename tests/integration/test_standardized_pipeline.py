@@ -63,8 +63,10 @@ def test_the_standardizer_writes_a_valid_nxmx_beside_the_recorders_file(rotation
         # the detector's own description, never the frame's middle or a default
         told = recorded["entry/instrument/simulator"]
         for name in ("beam_center_x", "beam_center_y", "serial_number", "bit_depth_readout", "x_pixel_size",
-                     "sensor_material", "sensor_thickness"):
+                     "sensor_material", "sensor_thickness", "saturation_value"):
             assert f[f"entry/instrument/simulator/{name}"][()] == told[name][()], name
+        # the simulated sensor clips at its pixel type's largest count: DIALS must not trust that count
+        assert told["saturation_value"][()] == np.iinfo(recorded["entry/data/data"].dtype).max - 1
         assert "beam_center_derived" not in f["entry/instrument/simulator"]
         mono = proxy(url("demo/beamline/mono"))
         assert f["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(mono.Wavelength, rel=1e-6)
