@@ -189,6 +189,16 @@ class KeepsTime(ABC):
         requested"), or None."""
 
 
+class FlagsItsData(ABC):
+    """A camera that can see, in its own images, that the last series' data does not match what
+    was written with it (a PILATUS image's -1/-2 pixels beside the pixel mask sent at the start):
+    the Acquirer ends such a series in ALARM, saying why."""
+
+    @abstractmethod
+    def data_caveat(self) -> str | None:
+        """What the last series' files say wrongly, and what to fix, or None."""
+
+
 class ArmsAtStart(ABC):
     """A camera whose acquisition must run before the first external pulse comes (camserver's
     exposure command, SDK3's AcquisitionStart): in an external trigger mode the Acquirer arms it

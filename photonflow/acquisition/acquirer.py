@@ -30,6 +30,7 @@ from photonflow.camera import (
     Checkable,
     ClientTriggers,
     Closable,
+    FlagsItsData,
     FrameSource,
     KeepsTime,
     Rotation,
@@ -409,11 +410,13 @@ class Acquirer(StatefulCore):
                                  f"{settings.frame_count} frames acquired")
 
     def _end_series(self, camera: Camera, summary: str) -> None:
-        """ON, or ALARM when the detector did not keep the requested rate: the frames are all
-        there, but not at the times asked for."""
+        """ON, or ALARM when the detector did not keep the requested rate (the frames are all
+        there, but not at the times asked for) or saw its data differ from what was written with it."""
         shortfall = camera.timing_shortfall() if isinstance(camera, KeepsTime) else None
-        if shortfall:
-            self._set_state(states.ALARM, f"{summary}, but {shortfall}. Ready for the next series.")
+        caveat = camera.data_caveat() if isinstance(camera, FlagsItsData) else None
+        warnings = [text for text in (shortfall, caveat) if text]
+        if warnings:
+            self._set_state(states.ALARM, f"{summary}, but {'; and '.join(warnings)}. Ready for the next series.")
         else:
             self._set_state(states.ON, f"{summary}.")
 

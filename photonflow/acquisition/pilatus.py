@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from photonflow.acquisition.beamline import Beamline
-from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FrameSource, Rotation
+from photonflow.camera import AcquisitionSettings, ArmsAtStart, Closable, FlagsItsData, FrameSource, Rotation
 from photonflow.drivers.camserver import (
     EXPOSURE_DONE,
     MODELS,
@@ -64,7 +64,7 @@ EXPOSE_COMMANDS = {"internal": "exposure", "external_start": "exttrigger", "exte
                    "external_enable": "extenable"}
 
 
-class PilatusCamera(FrameSource, ArmsAtStart, Closable):
+class PilatusCamera(FrameSource, ArmsAtStart, Closable, FlagsItsData):
     """A PILATUS3 behind camserver; images come as CBF files on a shared disk."""
 
     trigger_modes = tuple(EXPOSE_COMMANDS)
@@ -84,6 +84,7 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
         self._series = 0
         self._armed: str | None = None  # the template of an exposure armed by ``arm``, not yet followed
         self._rotation_told = False  # camserver's Angle_increment is a scan's
+        self._mask_caveat: str | None = None  # the last series' images flagged pixels the mask does not
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -108,9 +109,14 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
         seen = pixel_mask(frame)
         differ = np.argwhere(seen != self.pixel_mask)
         if differ.size:
-            log.warning("%s: %d pixels are flagged (-1 gap, -2 bad) otherwise than the pixel mask written with "
-                        "the series (module gaps and BadPixels), first at (row, column) %s; set BadPixels to the "
-                        "detector's bad-pixel map", path, len(differ), [tuple(p) for p in differ[:5].tolist()])
+            self._mask_caveat = (
+                f"{path.name} flags {len(differ)} pixels (-1 gap, -2 bad) otherwise than the pixel mask written "
+                f"with the series (module gaps and BadPixels), first at (row, column) "
+                f"{[tuple(p) for p in differ[:5].tolist()]}: set BadPixels to the detector's bad-pixel map")
+            log.warning("%s", self._mask_caveat)
+
+    def data_caveat(self) -> str | None:
+        return self._mask_caveat
 
     def describe(self, settings: AcquisitionSettings) -> dict[str, Any]:
         return {
@@ -180,6 +186,7 @@ class PilatusCamera(FrameSource, ArmsAtStart, Closable):
         import fabio  # here: only this vendor needs it
 
         template, self._armed = self._armed, None
+        self._mask_caveat = None
         if template is None:
             template = self._expose(settings)
         names = image_names(template, settings.frame_count)

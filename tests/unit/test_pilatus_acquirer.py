@@ -187,11 +187,12 @@ def test_the_files_pixel_mask_is_camservers_gaps_and_bad_pixels(camserver_300k, 
     camera.close()
 
 
-def test_bad_pixels_the_configuration_does_not_know_are_named_in_the_log(camserver_300k, tmp_path, caplog):
-    _, camera, *_ = run_series(camserver_300k, tmp_path, 1, model="pilatus3_300k", bad_pixels=())
+def test_bad_pixels_the_configuration_does_not_know_put_the_acquirer_in_alarm_naming_them(camserver_300k, tmp_path):
+    _, camera, acquirer, *_ = run_series(camserver_300k, tmp_path, 1, model="pilatus3_300k", bad_pixels=())
     camera.close()
-    assert "3 pixels are flagged (-1 gap, -2 bad) otherwise than the pixel mask" in caplog.text
-    assert "(3, 4)" in caplog.text and "set BadPixels" in caplog.text
+    assert acquirer.state == states.ALARM
+    assert "flags 3 pixels (-1 gap, -2 bad) otherwise than the pixel mask" in acquirer.status
+    assert "(3, 4)" in acquirer.status and "set BadPixels" in acquirer.status
 
 
 def test_a_bad_pixel_outside_the_detector_is_refused_naming_it():
