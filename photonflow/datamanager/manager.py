@@ -16,7 +16,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,16 +108,26 @@ class DataManager(StatefulCore):
 
     # -- the experiment ------------------------------------------------------------------------
     def set_experiment(self, proposal: str, session: str, sample: str) -> None:
+        """Every name is checked, and the catalogue opened, before anything changes: a refused
+        experiment never becomes the current one. The same proposal keeps its open catalogue."""
         for what, value in (("proposal", proposal), ("session", session), ("sample", sample)):
             check_name(value, what)
         with self._lock:
             if self.structure_run is not None and self._current is not None:
                 raise StateError(f"acquisition {self._current.path} is under way; end it (or EndSequence) first")
+            previous = self.catalogue
+            same = previous is not None and previous.proposal == proposal
+            catalogue = previous if same and previous is not None else Catalogue(self.catalogue_directory, proposal)
             self.proposal, self.session, self.sample = proposal, session, sample
-            self.catalogue = catalogue = Catalogue(self.catalogue_directory, proposal)
+            self.catalogue = catalogue
+            if previous is not None and not same:
+                previous.close()  # its connection's files (database, -wal, -shm) would stay open otherwise
             self.counters.proposal, self.counters.sample = proposal, sample
             self.counters.runs = len(catalogue.runs())
             self.counters.run_table_version = catalogue.version()
+            kept = self.structure_run
+            if kept is not None and (kept.proposal, kept.session, kept.sample) != (proposal, session, sample):
+                self.structure_run = None  # another experiment's structure is never taken for this one
         self._restore_progress()
         resumed = f"; structure resumed at {self.structure_run.progress:.0%}" if self.structure_run else ""
         self._changed(states.ON, f"Experiment {proposal}/{session}, sample {sample}; catalogue "
@@ -269,7 +280,9 @@ class DataManager(StatefulCore):
         self._changed(states.ON, "Sequence ended")
 
     def _progress_file(self) -> Path:
-        return self.catalogue_directory / f"{self.proposal}_{self.session}_{self.sample}.structure.json"
+        """One file per experiment, its names joined by "+", which no name may hold: (a_b, c, d) and
+        (a, b_c, d) never share one."""
+        return self.catalogue_directory / f"{self.proposal}+{self.session}+{self.sample}.structure.json"
 
     def _save_progress(self, structure_run: StructureRun) -> None:
         """The structure's progress beside the catalogue, written whole: a restart resumes it."""
@@ -339,8 +352,8 @@ class DataManager(StatefulCore):
     def _record(self, result: SeriesResult, standing_role: str = "") -> None:
         if self.catalogue is None:  # nobody said which experiment: a catalogue of its own
             self.set_experiment("unassigned", "default", "unknown")
-        catalogue = self._need_catalogue()
         with self._lock:
+            catalogue = self._need_catalogue()  # under the lock: SetExperiment closes the one it replaces
             node, structure_run = self._current, self.structure_run
             # the structure's acquisition under way when this is the file it was given; else a series of its own
             planned = node if (node is not None and structure_run is not None
@@ -439,12 +452,12 @@ class DataManager(StatefulCore):
             if job["state"] in ("done", "failed") and job["id"] in self._processing:
                 with self._lock:
                     self._processing.pop(job["id"], None)
-                catalogue = self._catalogue_of(self.proposal)
-                if job["state"] == "done":
-                    catalogue.set_variable(run, f"{kind}_file", output)
-                else:
-                    catalogue.set_variable(run, f"{kind}_file", None, error=job.get("error") or "failed")
-                self.counters.run_table_version = catalogue.version()
+                with self._catalogue_of(self.proposal) as catalogue:
+                    if job["state"] == "done":
+                        catalogue.set_variable(run, f"{kind}_file", output)
+                    else:
+                        catalogue.set_variable(run, f"{kind}_file", None, error=job.get("error") or "failed")
+                    self.counters.run_table_version = catalogue.version()
                 self.listener.counters_changed(self.counters)
         return states_now
 
@@ -453,19 +466,23 @@ class DataManager(StatefulCore):
             raise StateError("no job engine: nothing to cancel")
         self.jobs.cancel(job_id)
 
-    def _catalogue_of(self, proposal: str) -> Catalogue:
+    @contextmanager
+    def _catalogue_of(self, proposal: str) -> Iterator[Catalogue]:
         """The open catalogue when it is that proposal's (a run finishing after SetExperiment
-        changed it gets its own)."""
+        changed it gets its own, closed after use: its files would stay open otherwise)."""
         catalogue = self.catalogue
-        return catalogue if catalogue is not None and catalogue.proposal == proposal else \
-            Catalogue(self.catalogue_directory, proposal)
+        if catalogue is not None and catalogue.proposal == proposal:
+            yield catalogue
+            return
+        with Catalogue(self.catalogue_directory, proposal) as own:
+            yield own
 
     def _variables_done(self, record: RunRecord, results: dict) -> None:
         """The runner stored the run's variables in the catalogue: the table changed."""
-        catalogue = self._catalogue_of(record.proposal)
-        self.counters.run_table_version = catalogue.version()
-        self._message("run_values_updated", {"run": record.run, "proposal": record.proposal,
-                                             "values": catalogue.variables(record.run)})
+        with self._catalogue_of(record.proposal) as catalogue:
+            self.counters.run_table_version = catalogue.version()
+            values = catalogue.variables(record.run)
+        self._message("run_values_updated", {"run": record.run, "proposal": record.proposal, "values": values})
         failed = sorted(name for name, value in (results or {}).items()
                         if isinstance(value, dict) and value.get("error"))
         note = f"; failed: {', '.join(failed)}" if failed else ""

@@ -15,7 +15,10 @@ from pathlib import Path
 from photonflow.errors import FilePathError
 from photonflow.requests import Request, value
 
-NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+NAME = re.compile(r"[A-Za-z0-9._-]+")  # whole names only (re.fullmatch): "$" would let a final newline in
+# three names join into one file name (the structure's progress, a dataset's "<sample>_NNNN_<name>.h5"):
+# 64 each keeps any join under the 255 bytes file systems allow
+MAX_NAME_LENGTH = 64
 RAW = "RAW_DATA"
 PROCESSED = "PROCESSED_DATA"
 
@@ -27,7 +30,10 @@ def check_name(value: object, what: str) -> str:
     if value in (".", "..") or "/" in value or "\\" in value:
         raise FilePathError(f"the {what} name {value!r} would leave its directory; give a plain name of "
                             "letters, digits, '-', '_' or '.'", reason="FileOutsideDataRoot")
-    if not NAME.match(value):
+    if len(value) > MAX_NAME_LENGTH:
+        raise FilePathError(f"the {what} name {value[:20]!r}... has {len(value)} characters; give at most "
+                            f"{MAX_NAME_LENGTH}")
+    if not NAME.fullmatch(value):
         raise FilePathError(f"the {what} name {value!r} has characters other than letters, digits, '-', '_' "
                             "and '.'; rename it")
     return value

@@ -65,8 +65,8 @@ ROLES = ("dark", "flat", "white", "data", "monopos", "alignment", "reference")
 CONTROLLER_KEYS = ("frames", "exposure", "period")
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 STATES = (PENDING, RUNNING, DONE, FAILED)
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-PARAMETER = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # whole names (fullmatch): "$" lets a final newline in
+PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,63}")
 MAX_NODES = 100_000
 OVERRIDES = "overrides"  # the name errors in overrides are reported under
 
@@ -208,7 +208,7 @@ class _Parser:
 
     def name(self, node: yaml.Node, key: str) -> str:
         text = self.source.scalar_text(node, key)
-        if not NAME.match(text):
+        if not NAME.fullmatch(text):
             raise self.source.error(node, f"{key}: '{text}' is not a name of letters, digits, '-', '_', '.' "
                                     "(at most 64)")
         return text
@@ -269,7 +269,7 @@ class _Parser:
 
     def parameter_name(self, node: yaml.Node, key: str) -> str:
         text = self.source.scalar_text(node, key)
-        if not PARAMETER.match(text):
+        if not PARAMETER.fullmatch(text):
             raise self.source.error(node, f"{key}: '{text}' is not a parameter name (a letter or '_', then letters, "
                                     "digits, '_' or spaces)")
         return text
