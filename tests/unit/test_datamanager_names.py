@@ -70,3 +70,27 @@ def test_experiments_whose_names_join_alike_never_resume_each_others_structure(t
         assert second.structure_run is None
     finally:
         second.close()
+
+
+def open_descriptors() -> list[str]:
+    """What this process' file descriptors point at, one entry per descriptor (numbers aside: a
+    catalogue opened again may take other ones)."""
+    found = []
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            found.append(str(entry.readlink()))
+        except OSError:  # the descriptor listing the directory itself, closed meanwhile
+            continue
+    return sorted(target for target in found if not target.startswith("/proc/"))
+
+
+def test_setting_the_experiment_again_and_again_leaves_no_file_open(manager):
+    """Each SetExperiment once left the replaced catalogue's connection (database, -wal, -shm) open."""
+    manager.set_experiment("mx1", "s1", "a")
+    manager.set_experiment("mx2", "s1", "a")
+    before = open_descriptors()
+    for turn in range(300):
+        manager.set_experiment(("mx1", "mx2", "mx3")[turn % 3], f"s{turn % 4}", f"a{turn % 5}")
+    manager.set_experiment("mx2", "s1", "a")
+    assert manager.wait_idle(10)
+    assert open_descriptors() == before
