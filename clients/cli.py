@@ -408,9 +408,14 @@ def command_run_structure(args) -> int:
     every acquisition through the DataManager and the Controller, print the run table."""
     from photonflow.clients.sequencer import Beamline, run_structure
     from photonflow.datamanager.catalogue import Catalogue
+    from photonflow.datamanager.policy import check_name
+    from photonflow.datamanager.structure import load_structure
 
-    var_dir = var_directory()
     structure = str(Path(args.structure).resolve())
+    load_structure(structure)  # a typo in the file's name or its content: said before anything is started or created
+    for what in ("proposal", "session", "sample"):
+        check_name(getattr(args, what), what)
+    var_dir = var_directory()
     suite, deployment = _start_suite(args.config, var_dir, "structure.db")
     try:
         controller = _device_of(suite, deployment, "PhotonflowController")

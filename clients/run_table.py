@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("catalogue", help="the proposal's catalogue (.sqlite)")
     parser.add_argument("--datamanager", default="", help="comments go through this DataManager device")
     args = parser.parse_args(argv)
+    if not Path(args.catalogue).is_file():  # opening one would create an empty catalogue under the typo's name
+        parser.error(f"there is no catalogue {args.catalogue}: give an existing <proposal>.sqlite (the "
+                     "DataManager's CataloguePath says where)")
     from taurus.qt.qtgui.application import TaurusApplication
 
     app = TaurusApplication(sys.argv[:1], cmd_line_parser=None)
