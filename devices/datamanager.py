@@ -260,4 +260,8 @@ class PhotonflowDataManager(PhotonflowDevice):
 
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every run told is catalogued")
     def WaitIdle(self, timeout):
-        return self._core().wait_idle(max(0.0, min(timeout, 600.0)))
+        core = self._core()
+        # waits without the device's monitor: Tango serializes a device's commands and reads, and
+        # one client's wait must not stop the others (the Standardizer reads the role meanwhile)
+        with tango.AutoTangoAllowThreads(self):
+            return core.wait_idle(max(0.0, min(timeout, 600.0)))

@@ -1,0 +1,46 @@
+"""One client waiting in the DataManager's WaitIdle never holds up another: Tango serializes a
+device's commands and reads, so a wait under the device's monitor once kept every client (the
+Standardizer reading the role of an NXmx among them) out for the whole wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import tango
+from tango.test_context import DeviceTestContext
+
+from tests.helpers.devices import preserved_environment
+from tests.helpers.held_datamanager import RELEASE, HeldDataManager
+from tests.helpers.waiting import wait_until
+
+DOWN_CONTROLLER = "tango://127.0.0.1:1/test/down/controller#dbase=no"  # a valid name; nothing serves it
+EXPERIMENT = {"proposal": "wi0001", "session": "s1", "sample": "ceo2"}
+
+
+def test_a_client_waiting_for_idle_leaves_the_device_to_the_others(tmp_path):
+    properties = {"Controller": DOWN_CONTROLLER, "DataRoot": str(tmp_path / "data"), "Beamline": "demo",
+                  "CatalogueDirectory": str(tmp_path / "catalogue")}
+    (tmp_path / "data").mkdir()
+    with preserved_environment("PHOTONFLOW_EVENT_BUS"):
+        os.environ.pop("PHOTONFLOW_EVENT_BUS", None)
+        with DeviceTestContext(HeldDataManager, properties=properties, host="127.0.0.1", process=True) as device:
+            device.SetExperiment(json.dumps(EXPERIMENT))
+            waiter = tango.DeviceProxy(device.name())
+            waiter.set_timeout_millis(120_000)
+            answer: list = []
+            waiting = threading.Thread(target=lambda: answer.append(waiter.WaitIdle(60.0)))
+            waiting.start()
+            try:
+                wait_until(lambda: any("WaitIdle" in line for line in device.black_box(20)), 30,
+                           what="WaitIdle received")
+                device.SetRole("data")  # another client's command and reads, answered during the wait
+                policy = json.loads(device.DataPolicy)
+                assert waiting.is_alive() and answer == []  # the wait was still under way meanwhile
+            finally:
+                (tmp_path / "data" / RELEASE).touch()  # the busy run is done
+                waiting.join(120)
+            # what the Standardizer reads for an NXmx begun meanwhile: the experiment and the role
+            assert {key: policy[key] for key in (*EXPERIMENT, "role")} == {**EXPERIMENT, "role": "data"}
+            assert answer == [True]
