@@ -76,10 +76,11 @@ class PhotonflowDataManager(PhotonflowDevice):
         self.controller = tango.DeviceProxy(self.Controller)
         jobs = None
         if self.JobEngine.startswith("tcp://"):
-            from photonflow.datamanager.jobs import JobBoard, client_for
+            from photonflow.datamanager.jobs import JobBoard
 
-            self.client = client_for(self.JobEngine)
-            jobs = JobBoard(self.client)
+            # connected on first use, and again after the scheduler was lost: a scheduler down at
+            # Init, or restarted since, never needs another Init
+            jobs = self.job_board = JobBoard(address=self.JobEngine)
         icat = json.loads(self.IcatConfig) if self.IcatConfig else None
         return DataManager(self.DataRoot, self.Beamline, catalogue_directory, listener, variables,
                            self.bus.publish if self.bus is not None else None, jobs=jobs, icat=icat)
@@ -91,9 +92,9 @@ class PhotonflowDataManager(PhotonflowDevice):
     def release_core(self, core) -> None:
         self._stop.set()
         core.close()
-        if getattr(self, "client", None) is not None:
-            self.client.close()
-            self.client = None
+        if getattr(self, "job_board", None) is not None:
+            self.job_board.close()
+            self.job_board = None
         if self.bus is not None:
             self.bus.close()
 
@@ -241,6 +242,7 @@ class PhotonflowDataManager(PhotonflowDevice):
 
     @attribute(dtype=str, doc="The processing jobs as JSON: id, run, kind, state (queued, running, done, failed, "
                "cancelled), error, output")
+    @operator_errors
     def Jobs(self):
         return json.dumps(self.core.job_states()) if self.core is not None else "[]"
 

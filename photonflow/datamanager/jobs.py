@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +51,12 @@ class JobEngineError(PhotonflowError):
     """The job engine (Dask scheduler or workers) did not start, or cannot be reached."""
 
     reason = "JobEngineNotStarted"
+
+
+class JobEngineLost(JobEngineError):
+    """The scheduler stopped answering: jobs cannot be submitted or followed until it is back."""
+
+    reason = "JobEngineLost"
 
 
 class JobEngine(Protocol):
@@ -387,6 +394,7 @@ class _Job:
     future: Any
     submitted: float
     cancelled: bool = False
+    lost: str = ""  # why it ended with its scheduler; empty: not lost
 
 
 class JobBoard:
@@ -397,11 +405,63 @@ class JobBoard:
     already running on a worker thread finishes there, but its result is dropped).
     """
 
-    def __init__(self, client, clock: Callable[[], float] = time.time):
-        self.client = client
+    def __init__(self, client=None, clock: Callable[[], float] = time.time, *, address: str = "",
+                 connect_timeout: float = 10.0):
+        """``client``: a connected Dask client; or ``address``: the scheduler, connected on first use
+        and again whenever it was lost (a restarted scheduler is used without restarting photonflow)."""
+        if client is None and not address:
+            raise ConfigurationError("a job board needs a Dask client or a scheduler address")
+        self._client = client
+        self.address = address
+        self.connect_timeout = connect_timeout
         self.clock = clock
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
+        self._connecting = threading.Lock()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the scheduler answers now, as far as the client knows (no call is made)."""
+        client = self._client
+        return client is not None and client.status == "running"
+
+    @property
+    def client(self):
+        """The Dask client; connected again when the scheduler was lost. A scheduler that does not
+        answer is said at once (JobEngineLost), never waited for under a caller's lock."""
+        with self._connecting:
+            client = self._client
+            if client is not None and client.status == "running":
+                return client
+            if client is not None:
+                self._client = None
+                self._lose_jobs(f"lost with the job engine (the Dask scheduler {self.address or 'in use'} stopped)")
+                threading.Thread(target=_close_quietly, args=(client,), name="dask-close", daemon=True).start()
+            where = self.address or "the job engine"
+            if not self.address:
+                raise JobEngineLost(f"the Dask scheduler stopped answering; {where} cannot be reconnected: "
+                                    "Init the DataManager once it runs again")
+            problem = _unreachable(self.address)
+            if problem:
+                raise JobEngineLost(f"the Dask scheduler at {self.address} does not answer ({problem}): start it "
+                                    "again (or set the DataManager's JobEngine); it is reconnected on next use")
+            self._client = client_for(self.address, timeout=self.connect_timeout)
+            return self._client
+
+    def close(self) -> None:
+        """Close the client this board connected (one it was given is its owner's to close)."""
+        with self._connecting:
+            client, self._client = self._client, None
+        if client is not None and self.address:
+            _close_quietly(client)
+
+    def _lose_jobs(self, why: str) -> None:
+        """The jobs of a lost scheduler end failed with ``why``: their results went with it."""
+        with self._lock:
+            for job in self._jobs.values():
+                # the client cancels what its scheduler took with it: only a job cancelled here stays cancelled
+                if not job.lost and not job.cancelled and job.future.status not in ("finished", "error"):
+                    job.lost = why
 
     def submit(self, name: str, function: Callable, *args, **kwargs) -> str:
         job_id = f"{_slug(name)}-{uuid.uuid4().hex[:8]}"
@@ -412,6 +472,10 @@ class JobBoard:
 
     def state(self, job_id: str) -> str:
         job = self._job(job_id)
+        if not job.lost and not self.connected:
+            _ = self.client  # a scheduler lost since: its jobs are failed with the reason, or it is said
+        if job.lost:
+            return FAILED
         status = job.future.status
         if job.cancelled or status == "cancelled":
             return CANCELLED
@@ -471,7 +535,7 @@ class JobBoard:
     def _describe(self, job: _Job, events: dict[str, dict]) -> dict:
         state = self.state(job.job_id)
         ended = events.get(DONE) or events.get(FAILED) or {}
-        error = ended.get("error", "")
+        error = ended.get("error", "") or job.lost
         if state == FAILED and not error:
             error = _error_text(job.future)
         return {
@@ -487,6 +551,27 @@ def _error_text(future) -> str:
     except Exception as failure:  # noqa: BLE001 - describing an error must not raise another
         return f"{type(failure).__name__}: {failure}"
     return f"{type(error).__name__}: {error}" if error is not None else ""
+
+
+def _close_quietly(client) -> None:
+    """Close a client whose scheduler is gone (closing may wait for it: never on a caller's thread)."""
+    try:
+        client.close(timeout=10)
+    except Exception:  # the scheduler is gone: whatever closing says changes nothing
+        logging.getLogger(__name__).debug("closing a lost Dask client failed", exc_info=True)
+
+
+def _unreachable(address: str, timeout: float = 1.0) -> str:
+    """Why nothing accepts connections at the scheduler's ``address`` (tcp://host:port); "" when
+    something does. A closed port is refused at once, where a Dask client would retry for its timeout."""
+    parsed = urlparse(address)
+    if not parsed.hostname or not parsed.port:
+        return ""  # not a host:port address: the Dask client says what is wrong
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
+            return ""
+    except OSError as error:
+        return error.strerror or str(error)
 
 
 def _slug(name: str) -> str:

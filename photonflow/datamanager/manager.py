@@ -21,17 +21,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.datamanager.catalogue import Catalogue, RunRecord, send_to_icat
+from photonflow.datamanager.jobs import JobEngineLost
 from photonflow.datamanager.policy import DataPolicy, check_name
 from photonflow.datamanager.structure import ROLES, AcquisitionNode, StructureRun, load_structure
 from photonflow.errors import ConfigurationError, StateError
 from photonflow.standardizing.standard_files import same_series, standardized_candidates
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 # built-in processing: its name -> the function in photonflow.datamanager.processing
 PROCESSING = {"integration": "integrate_azimuthally", "normalization": "normalize_tomography",
               "alignment": "align_images"}
@@ -87,6 +89,7 @@ class DataManager(StatefulCore):
         self.jobs = jobs  # a JobBoard on the Dask engine; None: no built-in processing
         self.icat = icat or {}  # a facility's ICAT (pyicat-plus) settings; empty: JSON export only
         self._processing: dict[str, tuple[int, str, str]] = {}  # job id -> (run, kind, output)
+        self._job_engine_lost = ""  # why the job engine does not answer; empty: it does (or none)
         self.publish = publish
         self.clock = clock
         self.counters = DataManagerCounters()
@@ -383,7 +386,8 @@ class DataManager(StatefulCore):
     def _sweep_pending(self) -> None:
         """Runs whose standardized file is complete though no event said so (an event missed while
         the Standardizer restarted): attach them now. Processing jobs that ended go into the run table."""
-        if self._processing:
+        # a lost engine is tried again only when a client asks (Jobs, Process): never here, in the way of runs
+        if self._processing and self.jobs is not None and (self.jobs.connected or not self._job_engine_lost):
             try:
                 self.job_states()
             except Exception:
@@ -435,7 +439,9 @@ class DataManager(StatefulCore):
                                                Path(record.raw_file).stem)
         folder.mkdir(parents=True, exist_ok=True)
         output = folder / f"{Path(record.raw_file).stem}_{kind}.h5"
-        job = self.jobs.submit(f"{kind}-r{run}", getattr(processing, PROCESSING[kind]), Path(source), output)
+        jobs = self.jobs
+        job = self._on_job_engine(lambda: jobs.submit(f"{kind}-r{run}", getattr(processing, PROCESSING[kind]),
+                                                      Path(source), output))
         with self._lock:
             self._processing[job] = (run, kind, str(output))
         return job
@@ -445,7 +451,8 @@ class DataManager(StatefulCore):
         if self.jobs is None:
             return []
         states_now = []
-        for job in self.jobs.jobs():
+        jobs = self.jobs
+        for job in self._on_job_engine(jobs.jobs):
             run, kind, output = self._processing.get(job["id"], (0, job.get("name", ""), ""))
             states_now.append({"id": job["id"], "run": run, "kind": kind, "state": job["state"],
                                "error": job.get("error") or "", "output": output})
@@ -460,6 +467,20 @@ class DataManager(StatefulCore):
                     self.counters.run_table_version = catalogue.version()
                 self.listener.counters_changed(self.counters)
         return states_now
+
+    def _on_job_engine(self, use: Callable[[], _T]) -> _T:
+        """``use()`` of the job engine; a lost engine is an ALARM saying why (and the error the
+        caller gets), one answering again ends that ALARM."""
+        try:
+            result = use()
+        except JobEngineLost as error:
+            self._job_engine_lost = str(error)
+            self._changed(states.ALARM, f"Job engine lost: {error}")
+            raise
+        if self._job_engine_lost:
+            self._job_engine_lost = ""
+            self._changed(states.RUNNING if self._current else states.ON, "Job engine answering again")
+        return result
 
     def cancel_job(self, job_id: str) -> None:
         if self.jobs is None:
