@@ -406,7 +406,7 @@ class JobBoard:
     """
 
     def __init__(self, client=None, clock: Callable[[], float] = time.time, *, address: str = "",
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, answer_timeout: float = 5.0):
         """``client``: a connected Dask client; or ``address``: the scheduler, connected on first use
         and again whenever it was lost (a restarted scheduler is used without restarting photonflow)."""
         if client is None and not address:
@@ -414,6 +414,7 @@ class JobBoard:
         self._client = client
         self.address = address
         self.connect_timeout = connect_timeout
+        self.answer_timeout = answer_timeout  # seconds a question to the scheduler may take
         self.clock = clock
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
@@ -526,8 +527,15 @@ class JobBoard:
 
     def _events(self) -> dict[str, dict[str, dict]]:
         """Per job, its events (running, done, failed) from the scheduler's event log."""
+        client = self.client
+        try:  # Client.get_events' own call, with a deadline: a scheduler that hangs is said, not waited for
+            log = client.sync(client.scheduler.events, topic=EVENT_TOPIC, callback_timeout=self.answer_timeout)
+        except (TimeoutError, OSError) as error:
+            raise JobEngineLost(f"the Dask scheduler at {self.address or 'in use'} did not answer within "
+                                f"{self.answer_timeout} s ({type(error).__name__}: {error}): check it (a stopped or "
+                                "overloaded scheduler), restart it if needed; it is tried again on next use") from None
         found: dict[str, dict[str, dict]] = {}
-        for _, message in self.client.get_events(EVENT_TOPIC):
+        for _, message in log:
             if isinstance(message, dict) and "job" in message:
                 found.setdefault(message["job"], {})[message["event"]] = message
         return found

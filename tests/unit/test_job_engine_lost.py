@@ -6,6 +6,8 @@ is used again by itself (no Init)."""
 from __future__ import annotations
 
 import operator
+import os
+import signal
 import time
 
 import pytest
@@ -54,6 +56,33 @@ def test_a_killed_scheduler_is_said_at_once_and_a_restarted_one_used_again(tmp_p
             assert manager.state == states.ON and manager.status == "Job engine answering again"
             again = board.submit("add", operator.add, 1, 2)
             assert board.wait(again, timeout=120) == DONE and board.result(again) == 3
+    finally:
+        manager.close()
+        board.close()
+        engine.stop()
+
+
+def test_a_scheduler_that_hangs_is_said_and_used_again_once_it_answers(tmp_path):
+    """Stopped (SIGSTOP), not dead: the client sees no closed connection, so only a deadline on the
+    question tells; once the scheduler goes on (SIGCONT) it is used again."""
+    engine = EmbeddedDask(tmp_path / "dask", workers=1, threads_per_worker=1)
+    address = engine.start()
+    board = JobBoard(address=address, answer_timeout=2.0)
+    manager = DataManager(tmp_path / "data", "demo", tmp_path / "catalogue", Listener(), jobs=board)
+    scheduler = engine.processes["scheduler"].pid
+    try:
+        done = board.submit("add", operator.add, 2, 3)
+        assert board.wait(done, timeout=120) == DONE
+        os.killpg(scheduler, signal.SIGSTOP)
+        try:
+            with pytest.raises(JobEngineLost, match=f"{address} did not answer within 2.0 s") as lost:
+                manager.job_states()
+            assert manager.state == states.ALARM and str(lost.value) in manager.status
+        finally:
+            os.killpg(scheduler, signal.SIGCONT)
+        listed = wait_until(manager.job_states, 60, what="the scheduler answering again", tolerate=(JobEngineLost,))
+        assert [(job["id"], job["state"]) for job in listed] == [(done, DONE)]
+        assert manager.state == states.ON
     finally:
         manager.close()
         board.close()
