@@ -170,12 +170,12 @@ class Suite:
         return self.event_bus
 
     def start_job_engine(self, workers: int = 2) -> str:
-        """The DataManager's job engine: a Dask scheduler and ``workers`` workers on loopback, as
+        """The DataManager's job engine: a Dask scheduler and ``workers`` workers on ``bind_host()``, as
         processes of the suite (stopped with it). Its address goes into this process's environment
         as PHOTONFLOW_JOB_ENGINE, and so to every server."""
         from photonflow.datamanager.jobs import EmbeddedDask
 
-        engine = EmbeddedDask(self.var_dir / "dask", workers=workers)
+        engine = EmbeddedDask(self.var_dir / "dask", workers=workers, host=bind_host())
         address = engine.start()
         for name, process in engine.processes.items():
             log = str(self.var_dir / "dask" / f"{name}.log")
