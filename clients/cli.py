@@ -43,6 +43,7 @@ from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
 from photonflow.dsconfig_json import is_dsconfig, load_dsconfig, to_dsconfig
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
+from photonflow.events.redis_server import redacted
 from photonflow.standardizing.mapping import check_mappings
 
 DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002, "step": 0.0, "sample": ""}
@@ -130,7 +131,7 @@ def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool =
         suite.start_event_bus(simulators.event_bus)
         if simulators.event_bus == EMBEDDED_EVENT_BUS:
             print(f"Started the embedded event bus (Redis streams, with ReJSON and RediSearch) at "
-                  f"{EVENT_BUS_VARIABLE}={suite.event_bus}")
+                  f"{EVENT_BUS_VARIABLE}={redacted(suite.event_bus)}")
         else:
             print(f"Using the event bus at {EVENT_BUS_VARIABLE}={suite.event_bus}")
         for name, value in suite.start_simulators(simulators).items():
@@ -449,7 +450,7 @@ def command_up(args) -> int:
     controller = deployment.device("PhotonflowController").name
     print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
           f"{_panel_commands(deployment, controller)}"
-          f"  photonflow events tail --follow     (the experiment-done events on {suite.event_bus})\n"
+          f"  photonflow events tail --follow     (the experiment-done events on {redacted(suite.event_bus)})\n"
           f"{sardana_text}"
           "  (or jive, or a Taurus form on any device)\n"
           "Stop it with: make down")

@@ -158,7 +158,8 @@ class Suite:
         blissdata's scans on 0; a URL is used as it is. Its URL goes into this process's
         environment as PHOTONFLOW_EVENT_BUS, and so to every server."""
         if setting == EMBEDDED_EVENT_BUS:
-            server = EmbeddedRedis(self.var_dir / "eventbus", log_file=self.var_dir / "log" / "event_bus.log")
+            server = EmbeddedRedis(self.var_dir / "eventbus", log_file=self.var_dir / "log" / "event_bus.log",
+                                   host=bind_host())  # with a password beyond loopback
             server.start()
             # stopped like every other process of the suite (SIGTERM: it keeps nothing on disk)
             self.processes.append(ManagedProcess("event_bus", server.pid, str(server.log_file)))
