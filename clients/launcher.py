@@ -186,19 +186,21 @@ class Suite:
         return address
 
     def start_database(self, database_file: Path, port: int | None = None) -> None:
-        """Start pytango-db's DataBaseds on loopback; its content persists in ``database_file``."""
-        port = port or free_port()
+        """Start pytango-db's DataBaseds on ``bind_host()`` (loopback unless configured); its content
+        persists in ``database_file``."""
+        host = bind_host()
+        port = port or free_port(host)
         database_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTANGO_DATABASE_NAME": str(database_file)}
         env.pop("TANGO_HOST", None)
         process = self._spawn(
-            "DataBaseds", [executable("PyDatabaseds"), "--host", "127.0.0.1", "--port", str(port), "2"], env
+            "DataBaseds", [executable("PyDatabaseds"), "--host", host, "--port", str(port), "2"], env
         )
-        self.tango_host = f"127.0.0.1:{port}"
+        self.tango_host = f"{host}:{port}"
 
         def answering():
             self._check_alive(process, "the Tango database")
-            return tango.Database("127.0.0.1", port).get_info()
+            return tango.Database(host, port).get_info()
 
         wait_for(answering, 30, f"Tango database on {self.tango_host}")
 

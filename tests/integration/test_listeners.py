@@ -14,9 +14,6 @@ from tests.helpers.paths import DEMO_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-LOOPBACK = ("127.0.0.1", "::1")
-
-
 def listening(pids: list[int]) -> dict[str, list[str]]:
     """Every listening TCP address of these processes and their children, by command line."""
     found: dict[str, list[str]] = {}
@@ -38,18 +35,26 @@ def listening(pids: list[int]) -> dict[str, list[str]]:
     return found
 
 
-def test_every_port_of_the_suite_listens_on_loopback_only(tmp_path):
-    up = run_photonflow(tmp_path, "up", "--config", str(DEMO_CONFIG))
+@pytest.mark.parametrize("bind_host", [None, "127.0.0.2"], ids=["default", "PHOTONFLOW_BIND_HOST"])
+def test_every_port_of_the_suite_listens_on_the_bind_host_only(bind_host, tmp_path):
+    environment = {"PHOTONFLOW_BIND_HOST": bind_host} if bind_host else {}
+    up = run_photonflow(tmp_path, "up", "--config", str(DEMO_CONFIG), **environment)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         state = json.loads((tmp_path / "run" / "suite.json").read_text())
         ports = listening([p["pid"] for p in state["processes"]])
     finally:
-        down = run_photonflow(tmp_path, "down")
+        down = run_photonflow(tmp_path, "down", **environment)
     assert down.returncode == 0, down.stdout + down.stderr
     names = {p["name"] for p in state["processes"]}
     assert {"event_bus", "dask-scheduler", "DataBaseds", "PhotonflowRecorder/demo"} <= names
-    assert any("dask" in command for command in ports), ports  # the engine's ports were seen
-    beyond = {command: [a for a in addresses if a.rsplit(":", 1)[0] not in LOOPBACK]
-              for command, addresses in ports.items()}
-    assert {command: addresses for command, addresses in beyond.items() if addresses} == {}
+    assert any("dask scheduler" in command for command in ports), ports  # the engine's ports were seen
+    assert any("PyDatabaseds" in command for command in ports), ports
+    expected = bind_host or "127.0.0.1"
+    elsewhere = {command: [a for a in addresses if a.rsplit(":", 1)[0] != expected]
+                 for command, addresses in ports.items()}
+    # the frame streams bind where the deployment says (StreamBindAddress, FanOutAddress: loopback)
+    configured = {command: ["127.0.0.1"] * len(addresses) for command, addresses in elsewhere.items()
+                  if addresses and ("PhotonflowAcquirer" in command or "PhotonflowRecorder" in command)}
+    assert {command: [a.rsplit(":", 1)[0] for a in addresses]
+            for command, addresses in elsewhere.items() if addresses} == configured
