@@ -70,6 +70,7 @@ class Beamline:
         self._pending: dict[tuple[str, str], Future] = {}  # reads that have not answered yet
         self._pending_lock = threading.Lock()
         self._readings: dict[tuple[str, str], Future] = {}  # this reading's, by (device, attribute)
+        self._reading = threading.Lock()  # one reading at a time: its futures and notes are its own
 
     @property
     def followed(self) -> bool:
@@ -148,6 +149,10 @@ class Beamline:
     def conditions(self) -> BeamConditions:
         """The beamline now: each device named is read once, all at the same time, within
         ``timeout_s``; what cannot be used is None, and said in ``problems``."""
+        with self._reading:
+            return self._conditions()
+
+    def _conditions(self) -> BeamConditions:
         names = self.names
         notes: list[str] = []  # what could not be read, for the status
         self._read_all()
