@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import sys
 import time
+import traceback
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +43,7 @@ from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
 from photonflow.dsconfig_json import is_dsconfig, load_dsconfig, to_dsconfig
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
+from photonflow.events.redis_server import redacted
 from photonflow.standardizing.mapping import check_mappings
 
 DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002, "step": 0.0, "sample": ""}
@@ -116,16 +120,18 @@ def command_config_export(args) -> int:
     return 0
 
 
-def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool = False) -> tuple[Suite, object]:
-    """Event bus and database (each embedded unless configured), configuration, then every server."""
+def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool = False,
+                 own_database: bool = False) -> tuple[Suite, object]:
+    """Event bus and database (each embedded unless configured), configuration, then every server.
+    ``own_database``: always an embedded database of its own (the demo), never TANGO_HOST's."""
     _prepare_environment(var_dir, config)
-    suite = Suite(os.environ.get("TANGO_HOST", ""), var_dir)
+    suite = Suite("" if own_database else os.environ.get("TANGO_HOST", ""), var_dir)
     try:
         simulators = load_deployment_file(config, simulators_only=True)
         suite.start_event_bus(simulators.event_bus)
         if simulators.event_bus == EMBEDDED_EVENT_BUS:
             print(f"Started the embedded event bus (Redis streams, with ReJSON and RediSearch) at "
-                  f"{EVENT_BUS_VARIABLE}={suite.event_bus}")
+                  f"{EVENT_BUS_VARIABLE}={redacted(suite.event_bus)}")
         else:
             print(f"Using the event bus at {EVENT_BUS_VARIABLE}={suite.event_bus}")
         for name, value in suite.start_simulators(simulators).items():
@@ -188,9 +194,74 @@ def _start_with_starter(suite: Suite, deployment):
     return replace(deployment, servers=tuple(s for s in deployment.servers if s.name not in controlled))
 
 
+class DemoRefused(ConfigurationError):
+    """The demo would share its folder with a demo or a suite already running there."""
+
+
+@contextlib.contextmanager
+def _demo_lock(var_dir: Path):
+    """The demo's folder is its own while it runs: ``run/demo.lock`` is held (flock, so a demo
+    that died leaves no stale lock) and names its pid; a second demo, or a suite that `make up`
+    started in the folder (same trigger lines, data and database), is refused at once."""
+    run = var_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    if (run / "suite.json").exists():
+        raise DemoRefused(f"a suite is up in {var_dir} ({run / 'suite.json'}): run 'make down' first, or set "
+                          "PHOTONFLOW_VAR to another folder for the demo")
+    with open(run / "demo.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise DemoRefused(f"a demo is already running in {var_dir} (pid {holder}, {run / 'demo.lock'}): wait "
+                              "for it to end, or set PHOTONFLOW_VAR to another folder") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+
+
+def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, tango.DevFailed):
+        return f"{error.args[0].reason}: {error.args[0].desc.strip()}"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return f"{type(error).__name__}: {error}" if not isinstance(error, ConfigurationError) else str(error)
+
+
 def command_demo(args) -> int:
+    """The demo, which always ends with ``SUMMARY {...}``: a failure's too, with state and reason
+    (the traceback goes to var/log/demo.log, not over the summary)."""
     var_dir = var_directory()
-    suite, deployment = _start_suite(args.config, var_dir, "demo.db")
+    try:
+        with _demo_lock(var_dir):
+            summary = _run_demo(args, var_dir)
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every ending of the demo gets its SUMMARY
+        refused = isinstance(error, DemoRefused)
+        summary = {"state": "REFUSED" if refused else "FAILED", "reason": _failure_reason(error)}
+        if not refused:
+            log = var_dir / "log" / "demo.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as out:
+                out.write(f"{datetime.now().isoformat()} demo failed\n{traceback.format_exc()}\n")
+            summary["log"] = str(log)
+        print(f"photonflow: demo {summary['state'].lower()}: {summary['reason']}", file=sys.stderr)
+    print("SUMMARY " + json.dumps(summary), flush=True)
+    standardized = summary.get("nexus_problems", 0) == 0 and "nexus_error" not in summary
+    return 0 if summary["state"] == "ON" and summary.get("missing_frames", 0) == 0 and standardized else 1
+
+
+def _run_demo(args, var_dir: Path) -> dict:
+    """Start the demo's own suite (its own embedded database even when TANGO_HOST names another
+    suite's, whose properties it must never change), run it, stop everything it started."""
+    if os.environ.get("TANGO_HOST"):
+        print(f"TANGO_HOST={os.environ['TANGO_HOST']} is left alone: the demo runs on an embedded database of its own")
+    suite, deployment = _start_suite(args.config, var_dir, "demo.db", own_database=True)
     try:
         controller = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowController").name))
         controller.set_timeout_millis(15000)
@@ -200,16 +271,12 @@ def command_demo(args) -> int:
         standardizer = _device_of(suite, deployment, "PhotonflowStandardizer")
         if standardizer is not None and standardizer.Definition == "NXtomo":
             structure = Path(args.config).resolve().parent / TOMOGRAPHY_STRUCTURE
-            summary = _demo_tomography(suite, deployment, standardizer, controller, chosen, str(structure),
-                                       args.timeout)
-        else:
-            summary = _demo_series(args, suite, deployment, controller, standardizer, chosen)
+            return _demo_tomography(suite, deployment, standardizer, controller, chosen, str(structure),
+                                    args.timeout)
+        return _demo_series(args, suite, deployment, controller, standardizer, chosen)
     finally:
         suite.stop()
         print("Stopped every process the demo started.")
-    print("SUMMARY " + json.dumps(summary))
-    standardized = summary.get("nexus_problems", 0) == 0 and "nexus_error" not in summary
-    return 0 if summary["state"] == "ON" and summary.get("missing_frames", 0) == 0 and standardized else 1
 
 
 def _demo_series(args, suite: Suite, deployment, controller, standardizer, chosen: dict) -> dict:
@@ -383,7 +450,7 @@ def command_up(args) -> int:
     controller = deployment.device("PhotonflowController").name
     print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
           f"{_panel_commands(deployment, controller)}"
-          f"  photonflow events tail --follow     (the experiment-done events on {suite.event_bus})\n"
+          f"  photonflow events tail --follow     (the experiment-done events on {redacted(suite.event_bus)})\n"
           f"{sardana_text}"
           "  (or jive, or a Taurus form on any device)\n"
           "Stop it with: make down")

@@ -158,7 +158,8 @@ class Suite:
         blissdata's scans on 0; a URL is used as it is. Its URL goes into this process's
         environment as PHOTONFLOW_EVENT_BUS, and so to every server."""
         if setting == EMBEDDED_EVENT_BUS:
-            server = EmbeddedRedis(self.var_dir / "eventbus", log_file=self.var_dir / "log" / "event_bus.log")
+            server = EmbeddedRedis(self.var_dir / "eventbus", log_file=self.var_dir / "log" / "event_bus.log",
+                                   host=bind_host())  # with a password beyond loopback
             server.start()
             # stopped like every other process of the suite (SIGTERM: it keeps nothing on disk)
             self.processes.append(ManagedProcess("event_bus", server.pid, str(server.log_file)))
@@ -170,12 +171,12 @@ class Suite:
         return self.event_bus
 
     def start_job_engine(self, workers: int = 2) -> str:
-        """The DataManager's job engine: a Dask scheduler and ``workers`` workers on loopback, as
+        """The DataManager's job engine: a Dask scheduler and ``workers`` workers on ``bind_host()``, as
         processes of the suite (stopped with it). Its address goes into this process's environment
         as PHOTONFLOW_JOB_ENGINE, and so to every server."""
         from photonflow.datamanager.jobs import EmbeddedDask
 
-        engine = EmbeddedDask(self.var_dir / "dask", workers=workers)
+        engine = EmbeddedDask(self.var_dir / "dask", workers=workers, host=bind_host())
         address = engine.start()
         for name, process in engine.processes.items():
             log = str(self.var_dir / "dask" / f"{name}.log")
@@ -185,19 +186,21 @@ class Suite:
         return address
 
     def start_database(self, database_file: Path, port: int | None = None) -> None:
-        """Start pytango-db's DataBaseds on loopback; its content persists in ``database_file``."""
-        port = port or free_port()
+        """Start pytango-db's DataBaseds on ``bind_host()`` (loopback unless configured); its content
+        persists in ``database_file``."""
+        host = bind_host()
+        port = port or free_port(host)
         database_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTANGO_DATABASE_NAME": str(database_file)}
         env.pop("TANGO_HOST", None)
         process = self._spawn(
-            "DataBaseds", [executable("PyDatabaseds"), "--host", "127.0.0.1", "--port", str(port), "2"], env
+            "DataBaseds", [executable("PyDatabaseds"), "--host", host, "--port", str(port), "2"], env
         )
-        self.tango_host = f"127.0.0.1:{port}"
+        self.tango_host = f"{host}:{port}"
 
         def answering():
             self._check_alive(process, "the Tango database")
-            return tango.Database("127.0.0.1", port).get_info()
+            return tango.Database(host, port).get_info()
 
         wait_for(answering, 30, f"Tango database on {self.tango_host}")
 

@@ -14,6 +14,7 @@ from tango import AttrWriteType
 from tango.server import attribute, command, device_property
 
 from photonflow.acquisition.acquirer import Acquirer, parse_rotation, parse_settings
+from photonflow.acquisition.beamline import Beamline
 from photonflow.camera import SelfStreamingDetector
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import operator_errors
@@ -46,9 +47,21 @@ class AcquirerDevice(PhotonflowDevice):
         doc="Seconds a frame may wait for the Recorder to take it; then the series ends in ALARM",
     )
 
+    followed_beamline: Beamline | None = None  # the beamline port the camera reads, if it follows one
+
     def create_camera(self):
         """The vendor's camera: a class declaring its capabilities (photonflow.camera)."""
         raise NotImplementedError
+
+    def follow(self, beamline: Beamline) -> Beamline:
+        """Remember the beamline port given to the camera: what its last reading could not use
+        ends the series in ALARM, named in the status."""
+        self.followed_beamline = beamline
+        return beamline
+
+    def capture_problems(self) -> tuple[str, ...]:
+        beamline = self.followed_beamline
+        return beamline.problems if beamline is not None else ()
 
     def create_core(self, listener) -> Acquirer:
         camera = self.create_camera()
@@ -56,7 +69,8 @@ class AcquirerDevice(PhotonflowDevice):
         sender = None if isinstance(camera, SelfStreamingDetector) else StreamSender(
             self.StreamBindAddress, send_timeout=self.SendTimeout
         )
-        return Acquirer(camera, sender, listener, counter_interval=self.EventInterval)
+        return Acquirer(camera, sender, listener, counter_interval=self.EventInterval,
+                        capture_problems=self.capture_problems)
 
     # -- settings -----------------------------------------------------------------------
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="s", format="%.6f",

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from tango.server import device_property
 
-from photonflow.acquisition.beamline import Beamline, BeamlineNames, parse_beam_centre
+from photonflow.acquisition.beamline import DEFAULT_READ_TIMEOUT, Beamline, BeamlineNames, parse_beam_centre
 from photonflow.devices.acquirer import AcquirerDevice
 from photonflow.devices.common import TangoReader
 
 
-def beamline_port(names: BeamlineNames, beam_centre: str = "",
-                  unread: str = "the detector keeps its value") -> Beamline:
-    """The port reading ``names`` through Tango; ``beam_centre`` is a BeamCentre property's text."""
-    return Beamline(names, TangoReader(), parse_beam_centre(beam_centre), unread)
+def beamline_port(names: BeamlineNames, beam_centre: str = "", unread: str = "the detector keeps its value",
+                  timeout_s: float = DEFAULT_READ_TIMEOUT) -> Beamline:
+    """The port reading ``names`` through Tango; ``beam_centre`` is a BeamCentre property's text.
+    Each Tango read gives up after ``timeout_s`` too, so a hung read's thread ends soon after."""
+    return Beamline(names, TangoReader(timeout_s), parse_beam_centre(beam_centre), unread, timeout_s)
+
+
+def beamline_read_timeout() -> device_property:
+    """The property bounding a Prepare's wait for the beamline (a stopped beamline server)."""
+    return device_property(
+        dtype=float, default_value=DEFAULT_READ_TIMEOUT,
+        doc="Seconds a Prepare waits at most for the beamline's readings; what has not answered by then is "
+            "not used (the detector keeps its value) and the series ends in ALARM naming it",
+    )
 
 
 class BeamlineFollowingAcquirer(AcquirerDevice):
@@ -39,6 +49,8 @@ class BeamlineFollowingAcquirer(AcquirerDevice):
         dtype=str, default_value="", doc="Sample rotation (Position, deg): a simulated imaging camera's phantom "
         "angle for frames no position-compare pulse gives one; empty: 0")
 
+    BeamlineReadTimeout = beamline_read_timeout()
+
     def beamline_names(self) -> BeamlineNames:
         return BeamlineNames(
             ring=self.BeamlineRing, monochromator=self.BeamlineMonochromator, shutter=self.BeamlineShutter,
@@ -48,4 +60,5 @@ class BeamlineFollowingAcquirer(AcquirerDevice):
 
     def simulated_beamline(self) -> Beamline:
         """Every device named, for a simulated camera: what cannot be read keeps the simulation's default."""
-        return beamline_port(self.beamline_names(), unread="using the simulation's default")
+        return self.follow(beamline_port(self.beamline_names(), unread="using the simulation's default",
+                                         timeout_s=self.BeamlineReadTimeout))

@@ -88,7 +88,8 @@ class DectrisAcquirer(BeamlineFollowingAcquirer):
             filewriter_mode=self.DcuFileWriterMode, monitor_mode=self.DcuMonitorMode,
         )
         names = BeamlineNames(monochromator=self.BeamlineMonochromator, distance_motor=self.DetectorDistanceMotor)
-        beamline = beamline_port(names, self.BeamCentre, unread="the DCU keeps its value")
+        beamline = self.follow(beamline_port(names, self.BeamCentre, unread="the DCU keeps its value",
+                                            timeout_s=self.BeamlineReadTimeout))
         if not beamline.followed:
             return DectrisCamera(settings)  # the DCU's own wavelength, distance and beam centre, as set on it
         return BeamlineFollowingDectris(settings, beamline)

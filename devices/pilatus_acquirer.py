@@ -8,7 +8,7 @@ from tango.server import attribute, device_property
 from photonflow.acquisition.beamline import BeamlineNames
 from photonflow.acquisition.pilatus import BeamlineFollowingPilatus, PilatusCamera, PilatusSettings
 from photonflow.devices.acquirer import AcquirerDevice
-from photonflow.devices.beamline_link import beamline_port
+from photonflow.devices.beamline_link import beamline_port, beamline_read_timeout
 from photonflow.devices.common import operator_errors
 from photonflow.drivers.camserver import MODELS, pixel_positions
 
@@ -48,6 +48,7 @@ class PilatusAcquirer(AcquirerDevice):
             "model's module gaps, the pixel_mask of the files",
     )
     RequestTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds to wait for a camserver reply")
+    BeamlineReadTimeout = beamline_read_timeout()
     BeamlineMonochromator = device_property(
         dtype=str, default_value="", doc="Monochromator whose Wavelength goes to camserver at Prepare; empty: none"
     )
@@ -63,7 +64,8 @@ class PilatusAcquirer(AcquirerDevice):
             bad_pixels=pixel_positions(self.BadPixels),
         )
         names = BeamlineNames(monochromator=self.BeamlineMonochromator, distance_motor=self.DetectorDistanceMotor)
-        beamline = beamline_port(names, self.BeamCentre, unread="camserver keeps its value")
+        beamline = self.follow(beamline_port(names, self.BeamCentre, unread="camserver keeps its value",
+                                            timeout_s=self.BeamlineReadTimeout))
         if not beamline.followed:
             return PilatusCamera(settings)
         return BeamlineFollowingPilatus(settings, beamline)

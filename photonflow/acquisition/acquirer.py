@@ -177,10 +177,14 @@ class Acquirer(StatefulCore):
         listener: CoreListener | None = None,
         counter_interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        capture_problems: Callable[[], tuple[str, ...]] = tuple,
     ):
+        """``capture_problems`` says what the series' metadata lacks (a beamline read that failed
+        or hung at Prepare): the series is taken all the same and ends in ALARM naming it."""
         super().__init__(listener, states.ON, "Idle: set exposure, period and frame count, then Prepare.")
         self.camera = camera
         self.sender = sender
+        self._capture_problems = capture_problems
         if isinstance(camera, SelfStreamingDetector):
             self._series: SeriesSentByAcquirer | SeriesStreamedByDetector = SeriesStreamedByDetector(camera)
         elif isinstance(camera, FrameSource):
@@ -268,10 +272,12 @@ class Acquirer(StatefulCore):
             self.client_triggers.reset()
             self._count(0, always=True)
             s = self._settings
+            problems = self._capture_problems()
             self._set_state(
                 states.STANDBY,
                 f"Prepared series {self.series_id}: {s.frame_count} frames, "
-                f"exposure {s.exposure} s, period {s.period} s, trigger {s.trigger_mode}.",
+                f"exposure {s.exposure} s, period {s.period} s, trigger {s.trigger_mode}."
+                + (f" Beamline not read: {'; '.join(problems)}." if problems else ""),
             )
 
     def start(self) -> None:
@@ -411,10 +417,13 @@ class Acquirer(StatefulCore):
 
     def _end_series(self, camera: Camera, summary: str) -> None:
         """ON, or ALARM when the detector did not keep the requested rate (the frames are all
-        there, but not at the times asked for) or saw its data differ from what was written with it."""
+        there, but not at the times asked for), saw its data differ from what was written with it,
+        or could not read the beamline it follows."""
         shortfall = camera.timing_shortfall() if isinstance(camera, KeepsTime) else None
         caveat = camera.data_caveat() if isinstance(camera, FlagsItsData) else None
-        warnings = [text for text in (shortfall, caveat) if text]
+        problems = self._capture_problems()
+        beamline = f"the beamline could not be read: {'; '.join(problems)}" if problems else None
+        warnings = [text for text in (shortfall, caveat, beamline) if text]
         if warnings:
             self._set_state(states.ALARM, f"{summary}, but {'; and '.join(warnings)}. Ready for the next series.")
         else:

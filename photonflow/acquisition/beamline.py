@@ -7,16 +7,21 @@ callable (``TangoReader``), this module decides which devices are read and what 
 mean, and the camera turns the conditions into its own settings (the DCU's config, camserver's
 ``mxsettings``, a simulation's photons).
 
-A device that cannot be read, or gives no usable number, never stops a detector from arming:
-the log says so, and that quantity is None in the conditions, so the camera keeps its own value
-(the DCU's, camserver's) or its default (a simulation's). Nothing here imports Tango.
+A device that cannot be read, gives no usable number, or does not answer within ``timeout_s``
+(a beamline server that hangs) never stops a detector from arming: every device is read at once,
+each in its own thread, and Prepare waits for them at most ``timeout_s`` in all. The log says what
+was missing, ``problems`` keeps it for the series' status, and that quantity is None in the
+conditions, so the camera keeps its own value (the DCU's, camserver's) or its default (a
+simulation's). Nothing here imports Tango.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +31,7 @@ from photonflow.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 Reader = Callable[[str, str], Any]  # read(device, attribute) -> value; a state by its name (OPEN)
+DEFAULT_READ_TIMEOUT = 1.5  # s: a Prepare waits this long at most for the whole beamline
 
 
 @dataclass(frozen=True)
@@ -46,15 +52,25 @@ class Beamline:
     the beam centre on the detector (a setting of the beamline's, not read from a device).
 
     ``unread`` ends the warning for a value that cannot be used, saying what the detector does
-    instead ("the DCU keeps its value", "using the simulation's default").
+    instead ("the DCU keeps its value", "using the simulation's default"). ``timeout_s`` bounds
+    one reading of the whole beamline; a read still hanging from an earlier reading is not
+    started again (no thread piles up behind a stopped server) and counts as not answered.
     """
 
     def __init__(self, names: BeamlineNames, read: Reader, beam_centre: tuple[float, float] | None = None,
-                 unread: str = "the detector keeps its value"):
+                 unread: str = "the detector keeps its value", timeout_s: float = DEFAULT_READ_TIMEOUT):
+        if not timeout_s > 0:
+            raise ConfigurationError(f"the beamline read timeout is a positive number of seconds, got {timeout_s!r}")
         self.names = names
         self.beam_centre = beam_centre  # (row, column) pixels
+        self.timeout_s = timeout_s
+        self.problems: tuple[str, ...] = ()  # what the last reading could not use, and why
         self._read = read
         self._unread = unread
+        self._pending: dict[tuple[str, str], Future] = {}  # reads that have not answered yet
+        self._pending_lock = threading.Lock()
+        self._readings: dict[tuple[str, str], Future] = {}  # this reading's, by (device, attribute)
+        self._reading = threading.Lock()  # one reading at a time: its futures and notes are its own
 
     @property
     def followed(self) -> bool:
@@ -64,11 +80,51 @@ class Beamline:
             (names.ring, names.monochromator, names.shutter, names.attenuator, names.distance_motor,
              names.sample_motor, names.rotation_motor))
 
+    def _wanted(self) -> list[tuple[str, str]]:
+        """Every (device, attribute) a reading needs."""
+        names = self.names
+        wanted = [(names.monochromator, "Wavelength"), (names.distance_motor, "Position"),
+                  (names.ring, "Current"), (names.ring, "NominalCurrent"), (names.attenuator, "Transmission"),
+                  (names.shutter, "State"), (names.sample_motor, "Position"), (names.rotation_motor, "Position")]
+        return [(device, attribute) for device, attribute in wanted if device]
+
+    def _start_read(self, key: tuple[str, str]) -> Future:
+        """The read of ``key`` in a daemon thread (a hung one must not hold the process at exit);
+        the one still running from an earlier reading if there is one."""
+        with self._pending_lock:
+            future = self._pending.get(key)
+            if future is not None:
+                return future
+            future = self._pending[key] = Future()
+
+        def read() -> None:
+            try:
+                future.set_result(self._read(*key))
+            except Exception as error:  # noqa: BLE001 - handed to the reading, which notes it
+                future.set_exception(error)
+            finally:
+                with self._pending_lock:
+                    self._pending.pop(key, None)
+
+        threading.Thread(target=read, name=f"read-{key[0]}/{key[1]}", daemon=True).start()
+        return future
+
+    def _read_all(self) -> None:
+        keys = dict.fromkeys(self._wanted())
+        self._readings = {key: self._start_read(key) for key in keys}
+        wait(self._readings.values(), timeout=self.timeout_s)
+
     def _value(self, device: str, attribute: str, notes: list[str]) -> Any:
-        try:
-            return self._read(device, attribute)
-        except Exception as error:  # noqa: BLE001 - a beamline device that is down must not stop the detector from arming
+        future = self._readings.get((device, attribute))
+        if future is None:  # not read ahead: read now (a caller outside ``conditions``)
+            future = self._start_read((device, attribute))
+            wait([future], timeout=self.timeout_s)
+        if not future.done():
+            return self._skip(f"{device}/{attribute} did not answer within {self.timeout_s:g} s", notes)
+        error = future.exception()
+        if error is not None:  # a beamline device that is down must not stop the detector from arming
             return self._skip(f"cannot read {device}/{attribute} ({error})", notes)
+        return future.result()
 
     def _skip(self, why: str, notes: list[str]) -> None:
         note = f"{why}; {self._unread}"
@@ -91,9 +147,15 @@ class Beamline:
         return number
 
     def conditions(self) -> BeamConditions:
-        """The beamline now: each device named is read once; what cannot be used is None."""
+        """The beamline now: each device named is read once, all at the same time, within
+        ``timeout_s``; what cannot be used is None, and said in ``problems``."""
+        with self._reading:
+            return self._conditions()
+
+    def _conditions(self) -> BeamConditions:
         names = self.names
         notes: list[str] = []  # what could not be read, for the status
+        self._read_all()
         wavelength = self._number(names.monochromator, "Wavelength", notes) if names.monochromator else None
         distance = self._number(names.distance_motor, "Position", notes) if names.distance_motor else None
         ring_fraction = None
@@ -117,6 +179,7 @@ class Beamline:
             sample = self._number(names.sample_motor, "Position", notes, positive=False)
         if names.rotation_motor:
             rotation = self._number(names.rotation_motor, "Position", notes, positive=False)
+        self.problems = tuple(notes)
         return BeamConditions(wavelength, distance, ring_fraction, transmission, shutter_open, tuple(notes),
                               sample, rotation)
 

@@ -79,8 +79,10 @@ def dask_command() -> list[str]:
 
 
 class EmbeddedDask:
-    """A ``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1, each its own
-    process (and process group), their logs and the scheduler file under ``run_dir``.
+    """A ``dask scheduler`` and ``workers`` ``dask worker`` processes on ``host`` (loopback unless
+    the suite binds elsewhere), each its own process (and process group), their logs and the
+    scheduler file under ``run_dir``. Their web services (health, metrics, call stacks; served
+    even with ``--no-dashboard``) listen on ``host`` too, on free ports, never on 0.0.0.0.
 
     The scheduler binds a free port (``--port 0``) and announces its address in
     ``run_dir/scheduler.json``, so no port is guessed; ``start`` returns once the scheduler
@@ -88,13 +90,14 @@ class EmbeddedDask:
     """
 
     def __init__(self, run_dir: Path, workers: int = 2, threads_per_worker: int = 1, *,
-                 startup_timeout: float = 60.0, dask: list[str] | None = None):
+                 startup_timeout: float = 60.0, dask: list[str] | None = None, host: str = "127.0.0.1"):
         if workers < 1 or threads_per_worker < 1:
             raise ConfigurationError(
                 f"an embedded Dask needs at least 1 worker of 1 thread, got {workers} x {threads_per_worker}")
         self.run_dir = Path(run_dir)
         self.workers = workers
         self.threads_per_worker = threads_per_worker
+        self.host = host
         self.startup_timeout = startup_timeout
         self.dask = list(dask) if dask else dask_command()
         self.address: str | None = None
@@ -130,13 +133,14 @@ class EmbeddedDask:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.scheduler_file.unlink(missing_ok=True)
             try:
-                self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                web = ["--no-dashboard", "--dashboard-address", f"{self.host}:0"]
+                self._spawn("scheduler", ["scheduler", "--host", self.host, "--port", "0", *web,
                                           "--scheduler-file", str(self.scheduler_file)])
                 address = self._wait_for_scheduler()
                 for index in range(self.workers):
                     self._spawn(f"worker-{index}", [
-                        "worker", address, "--host", "127.0.0.1", "--nworkers", "1",
-                        "--nthreads", str(self.threads_per_worker), "--no-dashboard",
+                        "worker", address, "--host", self.host, "--nworkers", "1",
+                        "--nthreads", str(self.threads_per_worker), *web,
                         "--name", f"photonflow-{index}", "--local-directory", str(self.run_dir / "workers"),
                     ])
                 self._wait_for_workers(address)

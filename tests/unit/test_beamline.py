@@ -2,6 +2,7 @@
 simulated detector makes and reports frames for what it read."""
 
 import logging
+import threading
 
 import pytest
 
@@ -118,3 +119,48 @@ def test_a_camera_without_a_beamline_draws_for_the_simulations_defaults():
     camera.prepare(settings)
     pattern = camera.pattern_settings(settings)
     assert (pattern.wavelength, pattern.distance, pattern.scale) == (DEFAULT_WAVELENGTH, DEFAULT_DISTANCE, 1.0)
+
+
+class HungBeamline(FakeBeamline):
+    """A beamline whose monochromator never answers until ``release`` (a SIGSTOPped server)."""
+
+    def __init__(self, values=None):
+        super().__init__(values)
+        self.release = threading.Event()
+
+    def __call__(self, device, attribute):
+        if device == "bl/mono":
+            self.reads.append((device, attribute))
+            self.release.wait(30)
+            raise TimeoutError("released")
+        return super().__call__(device, attribute)
+
+
+def test_a_device_that_hangs_is_not_waited_for_past_the_timeout_and_is_named():
+    reader = HungBeamline()
+    port = Beamline(NAMES, reader, unread="the DCU keeps its value", timeout_s=0.2)
+    try:
+        beam = port.conditions()
+        assert beam.wavelength_angstrom is None
+        assert beam.distance_mm == 150.0 and beam.ring_fraction == 0.95 and beam.transmission == 0.5
+        assert port.problems == ("bl/mono/Wavelength did not answer within 0.2 s; the DCU keeps its value",)
+        # the next reading does not start a second read behind the hung one
+        assert port.conditions().wavelength_angstrom is None
+        assert reader.reads.count(("bl/mono", "Wavelength")) == 1
+        assert port.problems == ("bl/mono/Wavelength did not answer within 0.2 s; the DCU keeps its value",)
+    finally:
+        reader.release.set()
+
+
+def test_a_reading_that_answers_clears_the_problems_of_the_one_before():
+    reader = FakeBeamline({("bl/mono", "Wavelength"): ConnectionError("down")})
+    port = Beamline(NAMES, reader)
+    port.conditions()
+    assert port.problems == ("cannot read bl/mono/Wavelength (down); the detector keeps its value",)
+    reader.values[("bl/mono", "Wavelength")] = 0.8
+    assert port.conditions().wavelength_angstrom == 0.8 and port.problems == ()
+
+
+def test_a_read_timeout_that_is_no_positive_number_is_refused():
+    with pytest.raises(ConfigurationError, match="positive number of seconds"):
+        Beamline(NAMES, FakeBeamline(), timeout_s=0)
