@@ -12,7 +12,7 @@ EXPOSURE ?=
 PERIOD ?=
 STEP ?=
 
-.PHONY: demo test bench bench-pipeline bench-soak bench-run-table bench-sardana up down panel beamline-panel runs venv clean
+.PHONY: demo test bench bench-pipeline bench-soak bench-chain bench-run-table bench-sardana up down panel beamline-panel runs venv clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-pipeline: $(INSTALLED)
 
 bench-soak: $(INSTALLED)
 	$(BIN)/python benchmarks/soak.py
+
+bench-chain: $(INSTALLED)
+	$(BIN)/python benchmarks/chain_soak.py
 
 bench-sardana: $(INSTALLED)
 	$(BIN)/python benchmarks/sardana_bench.py
