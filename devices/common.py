@@ -136,6 +136,15 @@ class SeriesEdges:
         return "started" if busy else "ended"
 
 
+def wait_unlocked(device, wait: Callable[[float], bool], timeout: float) -> bool:
+    """``wait(seconds)`` (a WaitIdle) without the device's monitor: Tango serializes a device's
+    commands and reads, and one client's wait must not keep the others out (the Standardizer
+    reads the DataManager's role meanwhile). At most 10 minutes; a negative or NaN timeout: no wait."""
+    seconds = min(timeout, 600.0) if timeout > 0 else 0.0
+    with tango.AutoTangoAllowThreads(device):
+        return wait(seconds)
+
+
 def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted, wait_at_most: float | None = None) -> None:
     """Subscribe to change events once ``first`` answers (it may start after this server), hold the
     subscriptions until ``stop`` is set, then end them. ``wanted()`` gives (proxy, attribute,

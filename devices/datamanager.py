@@ -19,7 +19,7 @@ from photonflow.control.controller import BUSY_STATES
 from photonflow.datamanager.manager import DataManager, SeriesResult
 from photonflow.datamanager.policy import Experiment
 from photonflow.devices.base import PhotonflowDevice, counter
-from photonflow.devices.common import SeriesEdges, follow_events, operator_errors
+from photonflow.devices.common import SeriesEdges, follow_events, operator_errors, wait_unlocked
 from photonflow.events.bus import event_bus_from_url
 from photonflow.requests import json_object
 
@@ -262,8 +262,4 @@ class PhotonflowDataManager(PhotonflowDevice):
 
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every run told is catalogued")
     def WaitIdle(self, timeout):
-        core = self._core()
-        # waits without the device's monitor: Tango serializes a device's commands and reads, and
-        # one client's wait must not stop the others (the Standardizer reads the role meanwhile)
-        with tango.AutoTangoAllowThreads(self):
-            return core.wait_idle(max(0.0, min(timeout, 600.0)))
+        return wait_unlocked(self, self._core().wait_idle, timeout)

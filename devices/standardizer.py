@@ -11,14 +11,13 @@ import functools
 import logging
 import os
 import threading
-import time
 
 import tango
 from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import BUSY_STATES
 from photonflow.devices.base import PhotonflowDevice, counter
-from photonflow.devices.common import SeriesEdges, TangoReader, follow_events, operator_errors
+from photonflow.devices.common import SeriesEdges, TangoReader, follow_events, operator_errors, wait_unlocked
 from photonflow.events.bus import event_bus_from_url
 from photonflow.standardizing.mapping import load_mapping
 from photonflow.standardizing.standardizer import Standardizer
@@ -134,5 +133,4 @@ class PhotonflowStandardizer(PhotonflowDevice):
 
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every series is written")
     def WaitIdle(self, timeout):
-        deadline = time.monotonic() + max(0.0, min(timeout, 600.0))
-        return self._core().wait_idle(max(0.0, deadline - time.monotonic()))
+        return wait_unlocked(self, self._core().wait_idle, timeout)
