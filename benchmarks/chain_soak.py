@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
             controller, datamanager = proxy("PhotonflowController"), proxy("PhotonflowDataManager")
             context_file = datamanager.get_property("ContextFile")["ContextFile"][0]
-            variables = set(load_context(context_file).vars)  # this process's check: the names to expect
+            # the names the run table gets: every variable but the transient ones (inputs of others)
+            variables = {name for name, var in load_context(context_file).vars.items() if not var.transient}
             demo = deployment.demo
             datamanager.SetExperiment(json.dumps({"proposal": "soak0001", "session": "chain",
                                                   "sample": demo.get("sample") or "CeO2"}))
