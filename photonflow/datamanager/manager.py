@@ -92,6 +92,7 @@ class DataManager(StatefulCore):
         self.icat = icat or {}  # a facility's ICAT (pyicat-plus) settings; empty: JSON export only
         self._processing: dict[str, tuple[int, str, str]] = {}  # job id -> (run, kind, output)
         self._job_engine_lost = ""  # why the job engine does not answer; empty: it does (or none)
+        self._variables_failed = ""  # why the last run's variables were not computed; empty: they were
         self.publish = publish
         self.clock = clock
         self.counters = DataManagerCounters()
@@ -513,12 +514,13 @@ class DataManager(StatefulCore):
             self.counters.run_table_version = catalogue.version()
             values = catalogue.variables(record.run)
         self._message("run_values_updated", {"run": record.run, "proposal": record.proposal, "values": values})
-        not_computed = "variables not computed"
         if results.get("failed"):
-            self._changed(states.ALARM, f"Run {record.run}: {not_computed}: {results['failed']}")
+            self._variables_failed = results["failed"]
+            self._changed(states.ALARM, f"Run {record.run}: variables not computed: {results['failed']}")
             return
         state = self.state
-        if state == states.ALARM and not_computed in self.status:
+        if self._variables_failed:
+            self._variables_failed = ""
             state = states.RUNNING if self._current else states.ON
         failed = sorted(results.get("errors") or {})
         note = f"; failed: {', '.join(failed)}" if failed else ""

@@ -502,7 +502,7 @@ def run_variables(context_path, run: dict[str, Any] | RunData, catalogue_dir, pr
     if started is not None:
         started(runner)
     summary = runner.outcome()
-    summary.setdefault("run", number)
+    summary["run"] = number
     if "failed" in summary:
         log.error("variables of run %s not computed: %s", number, summary["failed"])
         summary["marked"] = _mark_not_computed(summary, arguments)
@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             summary: dict[str, Any] = {"variables": sorted(load_context(options.arguments).vars)}
         else:
             arguments = json.loads(options.arguments)
-            run = arguments.get("run", {}).get("number")
+            run = RunData.from_dict(arguments["run"]).number
             summary = process_run(arguments, tell)
         code = 0
     except Exception as error:  # noqa: BLE001 - reported to the caller as the process's outcome
