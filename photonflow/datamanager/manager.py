@@ -518,12 +518,16 @@ class DataManager(StatefulCore):
             self._variables_failed = results["failed"]
             self._changed(states.ALARM, f"Run {record.run}: variables not computed: {results['failed']}")
             return
+        failed = sorted(results.get("errors") or {})
+        note = f"; failed: {', '.join(failed)}" if failed else ""
         state = self.state
         if self._variables_failed:
             self._variables_failed = ""
             state = states.RUNNING if self._current else states.ON
-        failed = sorted(results.get("errors") or {})
-        note = f"; failed: {', '.join(failed)}" if failed else ""
+        elif state == states.ALARM:  # another ALARM's reason stays what the operator reads
+            log.info("run %s: variables computed%s", record.run, note)
+            self.listener.counters_changed(self.counters)
+            return
         self._changed(state, f"Run {record.run}: variables computed{note}")
 
     def _register(self, record: RunRecord) -> None:

@@ -490,7 +490,8 @@ def run_variables(context_path, run: dict[str, Any] | RunData, catalogue_dir, pr
     stored then carrying that reason; without, ``{"pid", "process"}``.
     """
     run_dict = run.to_dict() if isinstance(run, RunData) else dict(run)
-    arguments = {"context": str(Path(context_path).resolve()), "run": run_dict,
+    context = str(Path(context_path).resolve())
+    arguments = {"context": context, "run": run_dict,
                  "catalogue_dir": str(catalogue_dir), "proposal": str(proposal), "output_dir": str(output_dir),
                  "only": list(only) if only else None, "timeout_s": timeout_s, "cluster": cluster, "sink": sink}
     command = _runner_command(json.dumps(arguments))
@@ -498,7 +499,7 @@ def run_variables(context_path, run: dict[str, Any] | RunData, catalogue_dir, pr
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return {"pid": process.pid, "process": process}
     number = run_dict.get("number", run_dict.get("run"))
-    runner = SupervisedRunner(command, process_timeout, f"variables of run {number}", arguments["context"])
+    runner = SupervisedRunner(command, process_timeout, f"variables of run {number}", context)
     if started is not None:
         started(runner)
     summary = runner.outcome()
