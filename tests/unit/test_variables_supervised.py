@@ -130,6 +130,7 @@ def test_sys_exit_in_one_variable_fails_only_that_variable(setup):
 
         @Variable(title="Quits")
         def quits(run):
+            print('{"failed": "a print is no summary"}')  # goes to the runner's log, never taken for its answer
             sys.exit(3)
 
         @Variable(title="Twice the run")
@@ -251,6 +252,8 @@ def test_closing_stops_the_runner_under_way_and_what_it_started(setup):
     s.manager.close()
     assert not s.variables._thread.is_alive()
     wait_until(lambda: not alive(runner) and not alive(child), 30, what="the runner and its child gone")
+    assert s.cells(1)["slow"]["error"] == ("stopped before it finished (the DataManager was closed or initialised "
+                                           f"again) while computing slow ({s.context}:{s.line_of('title=')})")
     assert s.cells(2) == {}  # the run still waiting was dropped, not computed after the close
 
 
