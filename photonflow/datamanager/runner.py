@@ -439,13 +439,14 @@ class SupervisedRunner:
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
-        log_text = "\n".join(self.log_tail)
+        loaded = next((event["variables"] for event in self.events if event.get("event") == "loaded"), None)
+        progress = {"variables": loaded, "log": "\n".join(self.log_tail),
+                    "stored": [event["name"] for event in self.events if event.get("event") == "stored"]}
         summary = next((event for event in reversed(self.events) if "event" not in event), None)
         if summary is not None:
-            return {**summary, "log": log_text}
+            return {**progress, **summary}
         if self._stopped.is_set():
             killed = "stopped before it finished (the DataManager was closed or initialised again)"
-        loaded = next((event["variables"] for event in self.events if event.get("event") == "loaded"), None)
         computing = next((event for event in reversed(self.events) if event.get("event") == "computing"), None)
         if loaded is None:
             where = f" while loading {self.context}"
@@ -453,9 +454,7 @@ class SupervisedRunner:
             where = f" while computing {computing['name']} ({self.context}:{computing['line']})"
         else:
             where = ""
-        return {"failed": (killed or _exit_reason(self.process.returncode)) + where, "variables": loaded,
-                "stored": [event["name"] for event in self.events if event.get("event") == "stored"],
-                "log": log_text}
+        return {**progress, "failed": (killed or _exit_reason(self.process.returncode)) + where}
 
 
 def _runner_command(*arguments: str) -> list[str]:
