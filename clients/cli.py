@@ -6,6 +6,7 @@
     photonflow up [--starter] / photonflow down  the whole suite, for Jive, Astor, Taurus or Sardana
     photonflow events tail [--url URL]         the "experiment done" events, as JSON lines
     photonflow standardize cbf DIR -o FILE     a PILATUS CBF series as an NXmx file
+    photonflow reprocess --proposal P RUN...   runs' variables again, with the context as it is now
 """
 
 from __future__ import annotations
@@ -599,6 +600,68 @@ def command_events_tail(args) -> int:
             return 0
 
 
+def _variables_settings(args) -> tuple[Path, Path, str]:
+    """The catalogue folder, the context file and the job engine for ``reprocess``: as given, else
+    the deployment's DataManager's (its CatalogueDirectory or <DataRoot>/catalogue, its ContextFile)."""
+    _prepare_environment(var_directory(), args.config)
+    properties: dict[str, list[str]] = {}
+    if not (args.catalogue and args.context):
+        properties = load_deployment_file(args.config).device("PhotonflowDataManager").properties
+
+    def first(name: str) -> str:
+        return (properties.get(name) or [""])[0]
+
+    catalogue = args.catalogue or first("CatalogueDirectory") or (
+        str(Path(first("DataRoot")) / "catalogue") if first("DataRoot") else "")
+    context = args.context or first("ContextFile")
+    if not context:
+        raise ConfigurationError(f"which context file? Give --context FILE ({args.config}'s DataManager has no "
+                                 "ContextFile)")
+    return Path(catalogue).resolve(), Path(context).resolve(), first("JobEngine") or "local"
+
+
+def command_reprocess(args) -> int:
+    """Runs' variables computed again with the context as it is now, each run in a supervised
+    process (a run that fails or times out is reported, the next one goes on); no suite needed."""
+    from photonflow.datamanager.catalogue import Catalogue
+    from photonflow.datamanager.policy import check_name
+    from photonflow.datamanager.variables_launcher import VariablesInProcess
+
+    check_name(args.proposal, "proposal")
+    if any(run < 1 for run in args.runs):
+        raise ConfigurationError(f"run numbers start at 1 (got {' '.join(map(str, args.runs))})")
+    if not args.timeout > 0:
+        raise ConfigurationError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    catalogue_directory, context, job_engine = _variables_settings(args)
+    if not (catalogue_directory / f"{args.proposal}.sqlite").exists():  # never a catalogue created by a typo
+        raise ConfigurationError(f"proposal {args.proposal} has no catalogue in {catalogue_directory} (give "
+                                 "--catalogue DIR, the folder of <proposal>.sqlite)")
+    if not context.is_file():
+        raise ConfigurationError(f"the context file {context} does not exist")
+    with Catalogue(catalogue_directory, args.proposal) as catalogue:
+        records = {run: catalogue.run(run) for run in dict.fromkeys(args.runs)}
+    missing = [str(run) for run, record in records.items() if record is None]
+    if missing:
+        raise ConfigurationError(f"run(s) {', '.join(missing)} not in the catalogue of {args.proposal}")
+    launcher = VariablesInProcess(context, catalogue_directory, job_engine, run_timeout_s=args.timeout)
+    outcomes = {}
+    try:
+        for run, record in records.items():
+            summary = launcher.compute(record)
+            if summary.get("failed"):
+                outcomes[run] = {"failed": summary["failed"]}
+                print(f"run {run}: variables not computed: {summary['failed']}", flush=True)
+            else:
+                outcomes[run] = {key: summary.get(key) for key in ("computed", "errors", "skipped", "removed")}
+                print(f"run {run}: computed {', '.join(summary['computed']) or 'nothing'}"
+                      + "".join(f"; {name} failed: {error}" for name, error in summary["errors"].items())
+                      + (f"; removed {', '.join(summary['removed'])}" if summary.get("removed") else ""), flush=True)
+    finally:
+        launcher.close()
+    print("SUMMARY " + json.dumps({"proposal": args.proposal, "context": str(context), "runs": outcomes}))
+    return 1 if any("failed" in outcome for outcome in outcomes.values()) else 0
+
+
 def command_standardize_cbf(args) -> int:
     from photonflow.standardizing.cbf import standardize_cbf  # fabio and pynxtools: only for this command
     from photonflow.standardizing.validation import validate_nexus
@@ -701,6 +764,20 @@ def parser() -> argparse.ArgumentParser:
     tomo.add_argument("--session", default=datetime.now().strftime("%Y%m%d"))
     tomo.add_argument("--timeout", type=float, default=1800, help="seconds per acquisition")
     tomo.set_defaults(handler=command_tomo)
+
+    reprocess = commands.add_parser("reprocess", help="compute runs' variables again with the context as it is "
+                                    "now (a variable it no longer has leaves those runs); then SUMMARY {...}")
+    reprocess.add_argument("runs", metavar="RUN", type=int, nargs="+", help="run numbers")
+    reprocess.add_argument("--proposal", required=True, help="whose catalogue")
+    reprocess.add_argument("--config", default="config/demo.yaml",
+                           help="the deployment whose DataManager's catalogue and context are used by default")
+    reprocess.add_argument("--catalogue", metavar="DIR", help="the folder of <proposal>.sqlite (default: the "
+                           "DataManager's CatalogueDirectory, else <DataRoot>/catalogue)")
+    reprocess.add_argument("--context", metavar="FILE",
+                           help="the context file (default: the DataManager's ContextFile)")
+    reprocess.add_argument("--timeout", type=float, default=600,
+                           help="seconds every variable of one run may take together (default 600)")
+    reprocess.set_defaults(handler=command_reprocess)
 
     standardize = commands.add_parser("standardize", help="standardized NeXus files from existing data")
     standardize_commands = standardize.add_subparsers(dest="standardize_command", required=True)

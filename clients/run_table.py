@@ -38,6 +38,7 @@ class RunTableModel(QtCore.QAbstractTableModel):
         self.rows: list[dict] = []
         self.columns: list[str] = list(FIXED_COLUMNS)
         self.version = -1
+        self._errors: dict[int, dict[str, str]] = {}  # run -> variable -> why it has no value, read when shown
         self.refresh()
 
     def refresh(self) -> bool:
@@ -51,6 +52,7 @@ class RunTableModel(QtCore.QAbstractTableModel):
                               "series_id", "dataset"})
         self.beginResetModel()
         self.rows, self.columns, self.version = rows, [*FIXED_COLUMNS, *variables], version
+        self._errors = {}
         self.endResetModel()
         return True
 
@@ -70,10 +72,23 @@ class RunTableModel(QtCore.QAbstractTableModel):
             return None
         value = self.rows[index.row()].get(self.columns[index.column()])
         if role in (Qt.Qt.DisplayRole, Qt.Qt.EditRole):
-            return _text(value)
+            return _text(value) if value is not None else self.cell_error(index.row(), self.columns[index.column()])
+        if role == Qt.Qt.ToolTipRole:
+            return self.cell_error(index.row(), self.columns[index.column()]) or None
         if role == Qt.Qt.UserRole:
             return value
         return None
+
+    def cell_error(self, row: int, column: str) -> str:
+        """Why a run's variable has no value (its error, a context that did not load, a runner that
+        timed out); "" when it has one. Read from the catalogue when a row is first shown."""
+        if column in FIXED_COLUMNS:
+            return ""
+        run = int(self.rows[row]["run"])
+        if run not in self._errors:
+            self._errors[run] = {name: cell["error"] or "" for name, cell in
+                                 self.catalogue.variable_records(run).items()}
+        return self._errors[run].get(column, "")
 
     def flags(self, index):
         flags = super().flags(index)

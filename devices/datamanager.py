@@ -20,6 +20,7 @@ from photonflow.datamanager.manager import DataManager, SeriesResult
 from photonflow.datamanager.policy import Experiment
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import SeriesEdges, follow_events, operator_errors, wait_unlocked
+from photonflow.errors import ConfigurationError
 from photonflow.events.bus import event_bus_from_url
 from photonflow.requests import json_object
 
@@ -51,6 +52,11 @@ class PhotonflowDataManager(PhotonflowDevice):
     ContextFile = device_property(
         dtype=str, default_value="", doc="The context file of variables computed after each run (empty: none)"
     )
+    VariablesTimeout = device_property(
+        dtype=float, default_value=600.0,
+        doc="Seconds every variable of one run may take together; then the run's variables process (and all "
+        "it started) is killed, its cells not computed say so, and the next run goes on",
+    )
     JobEngine = device_property(
         dtype=str, default_value="local",
         doc="Where cluster variables and processing run: local, or a Dask scheduler tcp://host:port",
@@ -70,7 +76,11 @@ class PhotonflowDataManager(PhotonflowDevice):
         if self.ContextFile:
             from photonflow.datamanager.variables_launcher import VariablesInProcess
 
-            variables = VariablesInProcess(self.ContextFile, catalogue_directory, self.JobEngine)
+            if not self.VariablesTimeout > 0:
+                raise ConfigurationError(f"VariablesTimeout must be a positive number of seconds, not "
+                                         f"{self.VariablesTimeout:g}")
+            variables = VariablesInProcess(self.ContextFile, catalogue_directory, self.JobEngine,
+                                           run_timeout_s=self.VariablesTimeout)
         self._stop = threading.Event()
         self._edges = SeriesEdges(BUSY_STATES)
         self.controller = tango.DeviceProxy(self.Controller)
@@ -229,16 +239,26 @@ class PhotonflowDataManager(PhotonflowDevice):
         return f"computing run {running.run}, {launcher.queued} waiting" if running else \
             f"idle, {launcher.queued} waiting"
 
-    @command(dtype_in=(int,), dtype_out=int, doc_in="Run numbers ([] or [0]: every run of the proposal)",
-             doc_out="Runs queued")
+    @command(dtype_in=(int,), dtype_out=int, doc_in="Run numbers to compute again with the context as it is now "
+             "([] or [0]: every run of the proposal)", doc_out="Runs queued")
     @operator_errors
     def Reprocess(self, runs):
-        return self._core().reprocess([int(run) for run in runs if int(run) > 0])
+        numbers = [int(run) for run in runs]
+        if numbers == [0]:
+            numbers = []
+        if any(number < 1 for number in numbers):
+            tango.Except.throw_exception(
+                "InvalidArgument", f"run numbers start at 1 (got {', '.join(map(str, numbers))}); give [0] or [] "
+                "alone for every run of the proposal", "PhotonflowDataManager.Reprocess")
+        return self._core().reprocess(numbers)
 
-    @command(dtype_out=(str,), doc_out="The context's variables (an error names its file and line)")
+    @command(dtype_out=(str,), doc_out="The context's variables, loaded in a process of its own (an error names "
+             "its file and line, or how that process ended)")
     @operator_errors
     def ReloadContext(self):
-        return self._core().reload_context()
+        core = self._core()
+        with tango.AutoTangoAllowThreads(self):  # loading takes a second: other clients go on meanwhile
+            return core.reload_context()
 
     @attribute(dtype=str, doc="The processing jobs as JSON: id, run, kind, state (queued, running, done, failed, "
                "cancelled), error, output")

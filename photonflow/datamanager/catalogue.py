@@ -297,6 +297,24 @@ class Catalogue:
         return ConfigurationError(f"run {run} is not in the catalogue of proposal {self.proposal}",
                                   reason="UnknownRun")
 
+    def variable_names(self) -> list[str]:
+        """The variables some run has: the run table's variable columns."""
+        with self._lock:
+            return [name for (name,) in self._db.execute("SELECT DISTINCT name FROM run_variables ORDER BY name")]
+
+    def remove_variables_except(self, run: int, kept: list[str]) -> list[str]:
+        """Deletes the run's cells of variables not in ``kept`` (those its context no longer has);
+        ``runs_table`` loses a column no run has any more. Returns the names removed."""
+        with self._lock, self._write() as db:
+            names = [name for (name,) in db.execute("SELECT name FROM run_variables WHERE run = ?", (int(run),))]
+            removed = sorted(set(names) - set(kept))
+            if not removed:
+                return []
+            db.executemany("DELETE FROM run_variables WHERE run = ? AND name = ?", [(int(run), n) for n in removed])
+            self._refresh_view(db)
+            self._changed(db)
+        return removed
+
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): the write lock is taken at once,

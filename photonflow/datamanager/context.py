@@ -475,7 +475,8 @@ def load_context(path: str | os.PathLike) -> ContextFile:
     module.__file__ = path
     try:
         exec(compiled, module.__dict__)
-    except Exception as error:  # noqa: BLE001 - a context file's code may raise anything: named with its line
+    # a context file's code may raise anything, sys.exit() included: named with its line
+    except (Exception, SystemExit) as error:  # noqa: BLE001
         raise ConfigurationError(
             f"{path}:{_error_line(path, error)}: the context raised {type(error).__name__}: {error}") from None
     variables = {value.name: value for value in vars(module).values()

@@ -63,6 +63,8 @@ class VariablesLauncher(Protocol):
 
     def launch(self, run: RunRecord) -> None: ...
 
+    def list_variables(self) -> list[str]: ...  # the context's variables, loaded in another process
+
 
 @dataclass
 class DataManagerCounters:
@@ -90,6 +92,7 @@ class DataManager(StatefulCore):
         self.icat = icat or {}  # a facility's ICAT (pyicat-plus) settings; empty: JSON export only
         self._processing: dict[str, tuple[int, str, str]] = {}  # job id -> (run, kind, output)
         self._job_engine_lost = ""  # why the job engine does not answer; empty: it does (or none)
+        self._variables_failed = ""  # why the last run's variables were not computed; empty: they were
         self.publish = publish
         self.clock = clock
         self.counters = DataManagerCounters()
@@ -161,14 +164,21 @@ class DataManager(StatefulCore):
 
     def reprocess(self, runs: list[int]) -> int:
         """Compute these runs' variables again (all runs of the proposal when ``runs`` is empty),
-        with the context file as it is now; returns how many were queued."""
+        with the context file as it is now (a variable it no longer has leaves those runs); returns
+        how many were queued. Every number is checked before any run is queued."""
         catalogue = self._need_catalogue()
         if self.variables is None:
             raise StateError("no context file: set the DataManager's ContextFile, then Init")
+        runs = list(dict.fromkeys(runs))  # each run once, in the order given
+        wrong = [number for number in runs if isinstance(number, bool) or not isinstance(number, int) or number < 1]
+        if wrong:
+            raise ConfigurationError(f"run numbers start at 1: {', '.join(map(repr, wrong))} is not one "
+                                     "(give none to recompute every run of the proposal)")
         looked_up = [catalogue.run(number) for number in runs]
         missing = [number for number, record in zip(runs, looked_up, strict=True) if record is None]
         if missing:
-            raise ConfigurationError(f"run(s) {', '.join(map(str, missing))} not in the catalogue of {self.proposal}")
+            raise ConfigurationError(f"run(s) {', '.join(map(str, missing))} not in the catalogue of {self.proposal}",
+                                     reason="UnknownRun")
         records = [record for record in looked_up if record is not None] if runs else catalogue.runs()
         for record in records:
             self.variables.launch(record)
@@ -177,12 +187,10 @@ class DataManager(StatefulCore):
 
     def reload_context(self) -> list[str]:
         """Check the context file as it is now (each run loads it afresh): its variables' names, or
-        the error with file and line."""
-        from photonflow.datamanager.context import load_context
-
+        the error with file and line. It is loaded in a process of its own, never in this one."""
         if self.variables is None:
             raise StateError("no context file: set the DataManager's ContextFile, then Init")
-        names = sorted(load_context(self.variables.context_file).vars)
+        names = self.variables.list_variables()
         self._changed(self.state, f"Context {self.variables.context_file}: {len(names)} variables")
         return names
 
@@ -499,15 +507,28 @@ class DataManager(StatefulCore):
             yield own
 
     def _variables_done(self, record: RunRecord, results: dict) -> None:
-        """The runner stored the run's variables in the catalogue: the table changed."""
+        """The runner stored the run's variables in the catalogue: the table changed. A runner that
+        failed as a whole (a context that does not load, a crash, the run's timeout) is an ALARM
+        saying why and where; the next run computed ends it."""
         with self._catalogue_of(record.proposal) as catalogue:
             self.counters.run_table_version = catalogue.version()
             values = catalogue.variables(record.run)
         self._message("run_values_updated", {"run": record.run, "proposal": record.proposal, "values": values})
-        failed = sorted(name for name, value in (results or {}).items()
-                        if isinstance(value, dict) and value.get("error"))
+        if results.get("failed"):
+            self._variables_failed = results["failed"]
+            self._changed(states.ALARM, f"Run {record.run}: variables not computed: {results['failed']}")
+            return
+        failed = sorted(results.get("errors") or {})
         note = f"; failed: {', '.join(failed)}" if failed else ""
-        self._changed(self.state, f"Run {record.run}: variables computed{note}")
+        state = self.state
+        if self._variables_failed:
+            self._variables_failed = ""
+            state = states.RUNNING if self._current else states.ON
+        elif state == states.ALARM:  # another ALARM's reason stays what the operator reads
+            log.info("run %s: variables computed%s", record.run, note)
+            self.listener.counters_changed(self.counters)
+            return
+        self._changed(state, f"Run {record.run}: variables computed{note}")
 
     def _register(self, record: RunRecord) -> None:
         """The run as a facility catalogue ingests it: ICAT's fields as JSON beside the catalogue,

@@ -91,3 +91,20 @@ def test_the_window_shows_the_catalogue_and_follows_it(app, catalogue, tmp_path)
     finally:
         window.close()
         window.deleteLater()
+
+
+def test_a_cell_without_a_value_shows_why(app, catalogue):
+    from taurus.external.qt import Qt
+
+    from photonflow.clients.run_table import RunTableModel
+
+    reason = "runner exited with code 7 while computing hot_pixels (/cfg/context.py:41)"
+    catalogue.set_variable(2, "hot_pixels", 3)
+    catalogue.set_variable(4, "hot_pixels", None, error=reason)
+    model = RunTableModel(catalogue)
+    column = model.columns.index("hot_pixels")
+    assert model.data(model.index(3, column)) == reason
+    assert model.data(model.index(3, column), Qt.Qt.ToolTipRole) == reason
+    assert model.data(model.index(1, column)) == "3"
+    assert model.data(model.index(1, column), Qt.Qt.ToolTipRole) is None
+    assert model.data(model.index(0, column)) == ""  # never computed for run 1: nothing to say
