@@ -131,15 +131,14 @@ def _read_only(path: Path, error: object) -> CatalogueUnavailable:
 
 
 def check_writable(path: Path) -> None:
-    """Refuse a catalogue whose files cannot be opened for writing (immutable, read-only file or file
-    system): SQLite would open it read-only and fail only at the first run."""
-    for suffix in COMPANIONS[:2]:
-        try:
-            os.close(os.open(f"{path}{suffix}", os.O_RDWR))
-        except FileNotFoundError:
-            continue
-        except OSError as error:
-            raise _read_only(path, error.strerror or error) from None
+    """Refuse a catalogue whose files cannot be written (immutable, read-only file or file system):
+    SQLite would open it read-only and fail only at the first run (and an immutable -shm, which it
+    maps, would kill the process). Asked with access(2), never by opening them: closing a
+    descriptor of a database file drops every lock SQLite holds on it in this process."""
+    for suffix in COMPANIONS:
+        name = f"{path}{suffix}"
+        if os.path.exists(name) and not os.access(name, os.W_OK):
+            raise _read_only(path, f"{name} cannot be written")
 
 
 def set_aside(path: Path, clock=time.time) -> Path:
@@ -386,12 +385,11 @@ class Catalogue:
                 raise _unavailable(self.path, error) from error
 
     def _check_file(self) -> None:
-        """The file at the path is the one open, and still an SQLite database."""
+        """The file at the path is the one open, still an SQLite database, and writable."""
         try:
             if _identity(self.path) != self._identity:
                 raise CatalogueGone(f"the catalogue {self.path} was replaced by another file")
-            with open(self.path, "rb") as file:
-                header = file.read(len(SQLITE_HEADER))
+            header = os.pread(_reader(self.path, self._identity), len(SQLITE_HEADER), 0)
         except FileNotFoundError:
             raise CatalogueGone(f"the catalogue {self.path} was deleted") from None
         except OSError as error:
@@ -399,6 +397,7 @@ class Catalogue:
         if header != SQLITE_HEADER:
             raise CatalogueCorrupt(f"the catalogue {self.path} is corrupt (not an SQLite database: its header was "
                                    "overwritten)")
+        check_writable(self.path)
 
     def _update(self, run: int, column: str, value: str) -> None:
         with self._session(write=True) as db:
@@ -449,6 +448,23 @@ def _identity(path: Path) -> tuple[int, int]:
     """Which file is at ``path`` (device and inode): another file there is another catalogue."""
     stat = os.stat(path)
     return stat.st_dev, stat.st_ino
+
+
+_READERS: dict[tuple[int, int], int] = {}  # catalogue file (device, inode) -> a descriptor to read its header
+_READERS_LOCK = threading.Lock()
+
+
+def _reader(path: Path, identity: tuple[int, int]) -> int:
+    """A read-only descriptor of the catalogue file, opened once and kept for the life of the process:
+    closing one would drop the locks SQLite holds on the file in this process (POSIX locks)."""
+    with _READERS_LOCK:
+        if identity not in _READERS:
+            descriptor = os.open(path, os.O_RDONLY)
+            stat = os.fstat(descriptor)
+            if (stat.st_dev, stat.st_ino) != identity:  # replaced between the check and the open
+                raise FileNotFoundError(path)  # the descriptor is kept unused: closing it is what must not happen
+            _READERS[identity] = descriptor
+        return _READERS[identity]
 
 
 def _storable(run: int, name: str, value, summary: str | None) -> tuple[object, str | None, dict]:

@@ -469,20 +469,23 @@ class DataManager(StatefulCore):
     def _catalogue_begun_again(self, broken: Catalogue, error: CatalogueUnavailable) -> Catalogue:
         """The open catalogue was deleted, replaced or corrupted: a new one at its path takes its place,
         rebuilt from the Recorder files' own accounting, and the State says so."""
-        broken.close()
-        fresh, said = self._begin_again(broken.path, broken.proposal, error)
+        fresh, said = self._begin_again(broken.path, broken.proposal, error, broken)
         with self._lock:
             if self.catalogue is broken:
                 self.catalogue = fresh
         self._rebuild(fresh, said)
         return fresh
 
-    def _begin_again(self, path: Path, proposal: str, error: CatalogueUnavailable) -> tuple[Catalogue, str]:
+    def _begin_again(self, path: Path, proposal: str, error: CatalogueUnavailable,
+                     broken: Catalogue | None = None) -> tuple[Catalogue, str]:
         """A new catalogue at ``path`` (a corrupt one set aside first: renamed, never deleted), and what
-        happened, in words."""
+        happened, in words. ``broken``, still open, is closed after the renaming: what SQLite writes
+        as it closes (its last consistent pages) goes into the file set aside, not into the new one."""
         said = str(error)
         if isinstance(error, CatalogueCorrupt):
             said += f"; set aside as {set_aside(path, self.clock)}"
+        if broken is not None:
+            broken.close()
         return Catalogue(self.catalogue_directory, proposal, timeout=self.catalogue_timeout), said
 
     def _rebuild(self, catalogue: Catalogue, what: str) -> None:
@@ -494,7 +497,8 @@ class DataManager(StatefulCore):
             nexus = _complete_nexus(str(raw))
             catalogue.add_run(RunRecord(
                 run=0, proposal=catalogue.proposal, session=raw.parts[-5], sample=raw.parts[-3],
-                beamline=self.beamline, start=_start_time(str(raw)), end="", node="", role="", raw_file=str(raw),
+                beamline=self.beamline, start=_start_time(str(raw)), end=_start_time(str(raw), "end_time"), node="",
+                role="", raw_file=str(raw),
                 nexus_file=nexus, frames_requested=accounting["frames_requested"],
                 frames_written=accounting["frames_written"], missing_frames=accounting["missing_frames"],
                 end_reason=accounting["end_reason"], series_id=accounting["series_id"], dataset=raw.stem))
@@ -750,13 +754,13 @@ def _definition(nexus_file: str) -> str:
         return ""
 
 
-def _start_time(raw_file: str) -> str:
-    """When a series nobody announced began: the Recorder's file says."""
+def _start_time(raw_file: str, which: str = "start_time") -> str:
+    """When a series nobody announced began (``which``: or ended): the Recorder's file says."""
     try:
         import h5py
 
         with h5py.File(raw_file, "r") as f:
-            value = f["entry/start_time"][()]
+            value = f[f"entry/{which}"][()]
         return value.decode() if isinstance(value, bytes) else str(value)
     except (OSError, KeyError):
         return ""
