@@ -162,6 +162,7 @@ class Catalogue:
         self.path = self.directory / f"{self.proposal}.sqlite"
         self.clock = clock
         self.timeout = timeout
+        self._identity: tuple[int, int] | None = None  # the file open (device, inode), None once closed
         self._lock = threading.Lock()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -173,18 +174,28 @@ class Catalogue:
             with self._session():
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-            self._identity = _identity(self.path)
+            self._identity = _READERS.take(self.path)
+        except (CatalogueUnavailable, OSError) as error:
+            self._db.close()
+            if isinstance(error, OSError):
+                raise CatalogueUnavailable(f"cannot open the catalogue {self.path}: {error}") from None
+            raise
+        try:
             with self._session(write=True) as db:
                 for statement in SCHEMA:
                     db.execute(statement)
                 self._refresh_view(db)
         except CatalogueUnavailable:
-            self._db.close()
+            self.close()
             raise
 
     def close(self) -> None:
         with self._lock:
+            if self._identity is None:
+                return
             self._db.close()
+            _READERS.give_back(self._identity)
+            self._identity = None
 
     def __enter__(self) -> Catalogue:
         return self
@@ -386,10 +397,12 @@ class Catalogue:
 
     def _check_file(self) -> None:
         """The file at the path is the one open, still an SQLite database, and writable."""
+        if self._identity is None:
+            raise CatalogueUnavailable(f"the catalogue {self.path} was closed (another experiment was set)")
         try:
             if _identity(self.path) != self._identity:
                 raise CatalogueGone(f"the catalogue {self.path} was replaced by another file")
-            header = os.pread(_reader(self.path, self._identity), len(SQLITE_HEADER), 0)
+            header = _READERS.header(self._identity)
         except FileNotFoundError:
             raise CatalogueGone(f"the catalogue {self.path} was deleted") from None
         except OSError as error:
@@ -450,21 +463,46 @@ def _identity(path: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-_READERS: dict[tuple[int, int], int] = {}  # catalogue file (device, inode) -> a descriptor to read its header
-_READERS_LOCK = threading.Lock()
+class _HeaderReaders:
+    """One read-only descriptor per catalogue file in this process, shared by its Catalogues and closed
+    with the last of them: closing a descriptor of a database file drops every lock SQLite holds on
+    it in this process (POSIX locks), so none is closed while a connection to it is open."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: dict[tuple[int, int], list[int]] = {}  # (device, inode) -> [descriptor, users]
 
-def _reader(path: Path, identity: tuple[int, int]) -> int:
-    """A read-only descriptor of the catalogue file, opened once and kept for the life of the process:
-    closing one would drop the locks SQLite holds on the file in this process (POSIX locks)."""
-    with _READERS_LOCK:
-        if identity not in _READERS:
+    def take(self, path: Path) -> tuple[int, int]:
+        """The identity of the file at ``path``, whose descriptor this caller now shares."""
+        with self._lock:
+            identity = _identity(path)
+            if identity in self._open:
+                self._open[identity][1] += 1
+                return identity
             descriptor = os.open(path, os.O_RDONLY)
             stat = os.fstat(descriptor)
-            if (stat.st_dev, stat.st_ino) != identity:  # replaced between the check and the open
-                raise FileNotFoundError(path)  # the descriptor is kept unused: closing it is what must not happen
-            _READERS[identity] = descriptor
-        return _READERS[identity]
+            identity = stat.st_dev, stat.st_ino  # the file opened, even if another took the path meanwhile
+            if identity in self._open:  # that rare race: a second descriptor stays open rather than drop locks
+                self._open[identity][1] += 1
+                return identity
+            self._open[identity] = [descriptor, 1]
+            return identity
+
+    def header(self, identity: tuple[int, int]) -> bytes:
+        with self._lock:
+            return os.pread(self._open[identity][0], len(SQLITE_HEADER), 0)
+
+    def give_back(self, identity: tuple[int, int]) -> None:
+        """Once the caller's connection is closed."""
+        with self._lock:
+            entry = self._open[identity]
+            entry[1] -= 1
+            if entry[1] == 0:
+                os.close(entry[0])
+                del self._open[identity]
+
+
+_READERS = _HeaderReaders()
 
 
 def _storable(run: int, name: str, value, summary: str | None) -> tuple[object, str | None, dict]:
