@@ -137,12 +137,12 @@ class DataManager(StatefulCore):
                 raise StateError(f"acquisition {self._current.path} is under way; end it (or EndSequence) first")
             previous = self.catalogue
             same = previous is not None and previous.proposal == proposal
+            self._catalogue_notice = ""  # the operator acted: a new experiment, or the same again
             if same and previous is not None:
                 check_writable(previous.path)
                 catalogue = previous
             else:
                 catalogue = self._open_catalogue(proposal)
-            self._catalogue_notice = ""  # the operator acted: a new experiment, or the same again
             self.proposal, self.session, self.sample = proposal, session, sample
             self.catalogue = catalogue
             if previous is not None and not same:
@@ -224,7 +224,7 @@ class DataManager(StatefulCore):
         known = catalogue.raw_files() | self._queue(catalogue.proposal).raw_files()
         found = [(raw, accounting) for raw in sorted(folder.parent.glob(f"{folder.name}/RAW_DATA/*/*/*.h5"))
                  if str(raw) not in known and (accounting := _accounting(raw)) is not None]
-        return sorted(found, key=lambda item: (_start_time(str(item[0])), str(item[0])))
+        return sorted(found, key=lambda item: (_recorded_time(str(item[0])), str(item[0])))
 
     def _open_catalogue(self, proposal: str) -> Catalogue:
         """The proposal's catalogue; a corrupt one is set aside, a new one begun and rebuilt from the files."""
@@ -385,7 +385,10 @@ class DataManager(StatefulCore):
 
     def _record(self, result: SeriesResult, standing_role: str = "") -> None:
         if self.catalogue is None:  # nobody said which experiment: a catalogue of its own
-            self.set_experiment("unassigned", "default", "unknown")
+            try:
+                self.set_experiment("unassigned", "default", "unknown")
+            except CatalogueUnavailable:  # the run waits for that catalogue like any other
+                self.proposal, self.session, self.sample = "unassigned", "default", "unknown"
         with self._lock:
             node, structure_run = self._current, self.structure_run
             # the structure's acquisition under way when this is the file it was given; else a series of its own
@@ -394,7 +397,7 @@ class DataManager(StatefulCore):
             record = RunRecord(
                 run=0, proposal=self.proposal, session=self.session,
                 sample=self.sample, beamline=self.beamline,
-                start=self._current_started if planned else _start_time(result.raw_file),
+                start=self._current_started if planned else _recorded_time(result.raw_file),
                 end=_now(), node=planned.path if planned else "", role=planned.role if planned else standing_role,
                 raw_file=result.raw_file, nexus_file="", frames_requested=result.frames_requested,
                 frames_written=result.frames_written, missing_frames=result.missing_frames,
@@ -425,7 +428,7 @@ class DataManager(StatefulCore):
                     self._changed(states.ALARM, f"Run of {record.raw_file} not catalogued yet")
                     break
                 waiting.catalogued(record)
-                if record.proposal == self.proposal:
+                if record.proposal == self.proposal and self.catalogue is not None:
                     self._catalogued(record, number)
 
     def _catalogued(self, record: RunRecord, number: int) -> None:
@@ -494,17 +497,18 @@ class DataManager(StatefulCore):
         folder = self.policy.root / catalogue.proposal / self.beamline / "*"
         rebuilt = 0
         for raw, accounting in self._uncatalogued(catalogue, folder):
-            nexus = _complete_nexus(str(raw))
             catalogue.add_run(RunRecord(
                 run=0, proposal=catalogue.proposal, session=raw.parts[-5], sample=raw.parts[-3],
-                beamline=self.beamline, start=_start_time(str(raw)), end=_start_time(str(raw), "end_time"), node="",
-                role="", raw_file=str(raw),
-                nexus_file=nexus, frames_requested=accounting["frames_requested"],
-                frames_written=accounting["frames_written"], missing_frames=accounting["missing_frames"],
-                end_reason=accounting["end_reason"], series_id=accounting["series_id"], dataset=raw.stem))
+                beamline=self.beamline, start=_recorded_time(str(raw)), end=_recorded_time(str(raw), "end_time"),
+                node="", role="", raw_file=str(raw), nexus_file=_complete_nexus(str(raw)),
+                frames_requested=accounting["frames_requested"], frames_written=accounting["frames_written"],
+                missing_frames=accounting["missing_frames"], end_reason=accounting["end_reason"],
+                series_id=accounting["series_id"], dataset=raw.stem))
             rebuilt += 1
         self._catalogue_notice = f"{what}; rebuilt {rebuilt} run(s) from the files"
-        if catalogue is self.catalogue:
+        with self._lock:  # SetExperiment may be installing it now
+            current = catalogue is self.catalogue
+        if current:
             self.counters.runs = catalogue.count()
             self.counters.run_table_version = catalogue.version()
         self._changed(states.ALARM, f"Catalogue {catalogue.path} rebuilt")
@@ -754,8 +758,9 @@ def _definition(nexus_file: str) -> str:
         return ""
 
 
-def _start_time(raw_file: str, which: str = "start_time") -> str:
-    """When a series nobody announced began (``which``: or ended): the Recorder's file says."""
+def _recorded_time(raw_file: str, which: str = "start_time") -> str:
+    """When a series began (or ``which="end_time"``: ended), as its Recorder file says: for a series
+    nobody announced, and for runs rebuilt from the files."""
     try:
         import h5py
 
