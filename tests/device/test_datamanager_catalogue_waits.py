@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import tango
 from tango.test_context import DeviceTestContext
@@ -16,19 +13,12 @@ from tango.test_context import DeviceTestContext
 from photonflow.datamanager.catalogue import Catalogue
 from photonflow.devices.datamanager import PhotonflowDataManager
 from tests.helpers.devices import preserved_environment
+from tests.helpers.held_catalogue import HeldCatalogue
 from tests.helpers.recorder_files import record_series
 from tests.helpers.waiting import wait_until
 
 DOWN_CONTROLLER = "tango://127.0.0.1:1/test/down/controller#dbase=no"  # a valid name; nothing serves it
 EXPERIMENT = {"proposal": "cw0001", "session": "s1", "sample": "ceo2"}
-HOLDER = textwrap.dedent("""
-    import sqlite3, sys
-    db = sqlite3.connect(sys.argv[1], isolation_level=None)
-    db.execute("BEGIN EXCLUSIVE")
-    print("held", flush=True)
-    sys.stdin.readline()
-    db.execute("COMMIT")
-""")
 
 
 def test_a_run_waits_in_alarm_while_the_catalogue_is_held_and_is_catalogued_once_released(tmp_path):
@@ -40,11 +30,7 @@ def test_a_run_waits_in_alarm_while_the_catalogue_is_held_and_is_catalogued_once
         with DeviceTestContext(PhotonflowDataManager, properties=properties, host="127.0.0.1",
                                process=True) as device:
             device.SetExperiment(json.dumps(EXPERIMENT))
-            catalogue_path = device.CataloguePath
-            holder = subprocess.Popen([sys.executable, "-c", HOLDER, catalogue_path], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True)
-            try:
-                assert holder.stdout.readline().strip() == "held"
+            with HeldCatalogue(device.CataloguePath):
                 # a series that ended while the DataManager did not follow: found in the experiment's
                 # folders when the sample is set again, and catalogued from its own accounting
                 (raw,) = record_series(tmp_path / "data", "demo", "cw0001", "s1", "ceo2", [7])
@@ -55,9 +41,6 @@ def test_a_run_waits_in_alarm_while_the_catalogue_is_held_and_is_catalogued_once
                 assert (device.Runs, device.LastRun) == (0, 0)
                 waiting = (tmp_path / "catalogue" / "cw0001.waiting.jsonl").read_text().splitlines()
                 assert [json.loads(line)["raw_file"] for line in waiting] == [str(raw)]
-            finally:
-                if holder.poll() is None:
-                    holder.communicate("go\n", timeout=30)
             wait_until(lambda: device.state() == tango.DevState.ON, 60, what=device.status)
             assert (device.Runs, device.LastRun) == (1, 1)
             assert device.status() == f"Run 1 catalogued (no role): {raw}"

@@ -18,6 +18,7 @@ from photonflow import states
 from photonflow.datamanager.catalogue import Catalogue, RunRecord
 from photonflow.datamanager.manager import DataManager, SeriesResult
 from photonflow.errors import ConfigurationError
+from tests.helpers.held_catalogue import HeldCatalogue
 from tests.helpers.recorder_files import record_series
 from tests.helpers.waiting import ManualClock, wait_until
 
@@ -41,30 +42,6 @@ def manager(tmp_path):
                        clock=ManualClock(NOON))
     yield core
     core.close()
-
-
-HOLDER = textwrap.dedent("""
-    import sqlite3, sys
-    db = sqlite3.connect(sys.argv[1], isolation_level=None)
-    db.execute("BEGIN EXCLUSIVE")
-    print("held", flush=True)
-    sys.stdin.readline()
-    db.execute("COMMIT")
-    db.close()
-""")
-
-
-class HeldCatalogue:
-    """Another process holding the catalogue with BEGIN EXCLUSIVE until ``release()``."""
-
-    def __init__(self, path: Path):
-        self.process = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout.readline().strip() == "held"
-
-    def release(self) -> None:
-        if self.process.poll() is None:
-            self.process.communicate("go\n", timeout=30)
 
 
 WRITER = textwrap.dedent("""
