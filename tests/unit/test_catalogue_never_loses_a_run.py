@@ -20,6 +20,7 @@ from photonflow.datamanager.manager import DataManager, SeriesResult
 from photonflow.errors import ConfigurationError
 from tests.helpers.held_catalogue import HeldCatalogue
 from tests.helpers.recorder_files import record_series
+from tests.helpers.standardizing import BeamlineReader, beamline_values, standardize
 from tests.helpers.waiting import ManualClock, wait_until
 
 TIMEOUT = 0.3  # seconds a write waits for the process holding the catalogue (the default is 30)
@@ -130,6 +131,26 @@ def test_runs_wait_on_disk_while_another_process_holds_the_catalogue_then_are_wr
         (n, str(tmp_path / f"series_{n}.h5"), "dark") for n in (1, 2, 3)]
     assert (manager.counters.runs, manager.counters.last_run) == (3, 3)
     assert manager.status == f"Run 3 catalogued (dark): {tmp_path / 'series_3.h5'}"
+
+
+def test_a_waiting_runs_standardized_file_is_attached_once_the_run_is_catalogued(manager, tmp_path):
+    """The Standardizer's event comes while the run waits: the file, complete on disk, follows the run."""
+    manager.set_experiment("mx0109", "s1", "ceo2")
+    (raw,) = record_series(tmp_path / "data", "demo", "mx0109", "s1", "ceo2", [7])
+    with HeldCatalogue(manager.catalogue.path):
+        manager.series_ended(SeriesResult(7, str(raw), 2, 2, 0, "completed"))
+        wait_until(lambda: "1 run(s) waiting to be catalogued" in manager.status, what=lambda: manager.status)
+        nexus, _ = standardize(raw, BeamlineReader(beamline_values()))
+        manager.standardized(str(nexus))
+        assert manager.wait_idle(30)
+        assert manager.state == states.ALARM and "1 run(s) waiting to be catalogued" in manager.status
+    wait_until(lambda: manager.state == states.ON, what=lambda: manager.status)
+    with Catalogue(tmp_path / "catalogue", "mx0109") as catalogue:
+        (run,) = catalogue.runs()
+    assert (run.run, run.raw_file, run.nexus_file) == (1, str(raw), str(nexus))
+    exported = json.loads((tmp_path / "catalogue" / "mx0109_icat" / "mx0109_r0001.icat.json").read_text())
+    assert exported["files"] == [str(raw), str(nexus)]
+    assert manager.status == f"Run 1: standardized file {nexus}"
 
 
 def test_runs_left_waiting_by_a_stopped_datamanager_are_catalogued_by_the_next(tmp_path):
