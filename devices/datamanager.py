@@ -49,6 +49,11 @@ class PhotonflowDataManager(PhotonflowDevice):
         dtype=str, default_value="", doc="Where the run catalogues (one SQLite per proposal) are; empty: "
         "<DataRoot>/catalogue"
     )
+    CatalogueTimeout = device_property(
+        dtype=float, default_value=30.0,
+        doc="Seconds a catalogue write waits for another process holding the catalogue; then the run waits "
+        "in <proposal>.waiting.jsonl beside it (ALARM) and is written when it can",
+    )
     ContextFile = device_property(
         dtype=str, default_value="", doc="The context file of variables computed after each run (empty: none)"
     )
@@ -93,7 +98,8 @@ class PhotonflowDataManager(PhotonflowDevice):
             jobs = self.job_board = JobBoard(address=self.JobEngine)
         icat = json.loads(self.IcatConfig) if self.IcatConfig else None
         return DataManager(self.DataRoot, self.Beamline, catalogue_directory, listener, variables,
-                           self.bus.publish if self.bus is not None else None, jobs=jobs, icat=icat)
+                           self.bus.publish if self.bus is not None else None, jobs=jobs, icat=icat,
+                           catalogue_timeout=self.CatalogueTimeout)
 
     def core_ready(self, core) -> None:
         threading.Thread(target=follow_events, args=(self._stop, self.controller, self._wanted_events),

@@ -9,7 +9,11 @@ up to date as variables appear. ``meta.version`` grows on every change, so a win
 process knows when to read again.
 
 Every write is one short ``BEGIN IMMEDIATE`` transaction on a connection that waits (``timeout``)
-for the other writer rather than failing.
+for the other writer rather than failing; a new run takes its number inside that transaction, so two
+writers never share one. Before each write the file at the path is checked to be the one open and
+still an SQLite database: a catalogue deleted, replaced or overwritten is said (``CatalogueGone``,
+``CatalogueCorrupt``), never written into unseen; one that cannot be written now (locked past the
+timeout, read-only, a disk error) is ``CatalogueUnavailable``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +39,8 @@ from photonflow.datamanager.policy import check_name
 from photonflow.errors import ConfigurationError
 
 BUSY_TIMEOUT_S = 30.0
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+COMPANIONS = ("", "-wal", "-shm")  # a WAL database is these three files
 MAX_ARRAY_BYTES = 1 << 20  # arrays up to 1 MiB are kept in the database (for plots); larger ones only in HDF5
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 SUMMARIES: dict[str, Callable[[np.ndarray], Any]] = {
@@ -83,7 +90,66 @@ SCHEMA = [
     # no declared type for value: SQLite keeps each as given (REAL, INTEGER, TEXT, BLOB or NULL)
     "CREATE TABLE IF NOT EXISTS run_variables (run INTEGER NOT NULL, name TEXT NOT NULL, value, "
     "summary_type TEXT, error TEXT, timestamp REAL NOT NULL, attributes TEXT, PRIMARY KEY (run, name))",
+    "CREATE INDEX IF NOT EXISTS runs_by_raw_file ON runs (raw_file)",
 ]
+
+
+class CatalogueUnavailable(ConfigurationError):
+    """The catalogue cannot be written now (locked past the timeout, read-only, a disk error)."""
+
+    reason = "CatalogueUnavailable"
+
+
+class CatalogueGone(CatalogueUnavailable):
+    """The file at the catalogue's path is not the one open: deleted, or replaced by another."""
+
+    reason = "CatalogueDeleted"
+
+
+class CatalogueCorrupt(CatalogueUnavailable):
+    """The catalogue's file is not an SQLite database any more, or is malformed."""
+
+    reason = "CatalogueCorrupt"
+
+
+def _unavailable(path: Path, error: sqlite3.Error) -> CatalogueUnavailable:
+    """SQLite's error as the catalogue's, saying what an operator can do about it."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return CatalogueCorrupt(f"the catalogue {path} is corrupt ({error})")
+    if name.startswith("SQLITE_READONLY"):
+        return _read_only(path, error)
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return CatalogueUnavailable(f"the catalogue {path} is locked by another process ({error}); it is "
+                                    "written once that process lets it go")
+    return CatalogueUnavailable(f"the catalogue {path} cannot be written ({error})")
+
+
+def _read_only(path: Path, error: object) -> CatalogueUnavailable:
+    return CatalogueUnavailable(f"the catalogue {path} is read-only ({error}): make it and its folder writable "
+                                f"(chattr -i, chmod u+w), then SetExperiment again", reason="CatalogueReadOnly")
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a catalogue whose files cannot be written (immutable, read-only file or file system):
+    SQLite would open it read-only and fail only at the first run (and an immutable -shm, which it
+    maps, would kill the process). Asked with access(2), never by opening them: closing a
+    descriptor of a database file drops every lock SQLite holds on it in this process."""
+    for suffix in COMPANIONS:
+        name = f"{path}{suffix}"
+        if os.path.exists(name) and not os.access(name, os.W_OK):
+            raise _read_only(path, f"{name} cannot be written")
+
+
+def set_aside(path: Path, clock=time.time) -> Path:
+    """Rename a corrupt catalogue (and its -wal, -shm) to ``<name>.corrupt-<UTC time>``: kept for
+    whoever wants to look into it, never deleted, out of the way of a new one."""
+    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in COMPANIONS:
+        with suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
 
 
 class Catalogue:
@@ -95,23 +161,41 @@ class Catalogue:
         self.directory = Path(directory)
         self.path = self.directory / f"{self.proposal}.sqlite"
         self.clock = clock
+        self.timeout = timeout
+        self._identity: tuple[int, int] | None = None  # the file open (device, inode), None once closed
         self._lock = threading.Lock()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            check_writable(self.path)
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as error:
-            raise ConfigurationError(f"cannot open the catalogue {self.path}: {error}") from None
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._write() as db:
+            raise CatalogueUnavailable(f"cannot open the catalogue {self.path}: {error}") from None
+        try:
+            with self._session():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._identity = _READERS.take(self.path)
+        except (CatalogueUnavailable, OSError) as error:
+            self._db.close()
+            if isinstance(error, OSError):
+                raise CatalogueUnavailable(f"cannot open the catalogue {self.path}: {error}") from None
+            raise
+        try:
+            with self._session(write=True) as db:
                 for statement in SCHEMA:
                     db.execute(statement)
                 self._refresh_view(db)
+        except CatalogueUnavailable:
+            self.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
+            if self._identity is None:
+                return
             self._db.close()
+            _READERS.give_back(self._identity)
+            self._identity = None
 
     def __enter__(self) -> Catalogue:
         return self
@@ -121,15 +205,27 @@ class Catalogue:
 
     # --- runs ----------------------------------------------------------------------------------
 
-    def next_run_number(self) -> int:
-        with self._lock:
-            (last,) = self._db.execute("SELECT MAX(run) FROM runs").fetchone()
-        return (last or 0) + 1
+    def add_run(self, record: RunRecord) -> int:
+        """Catalogue a new run; returns its number, taken inside the write transaction (two writers
+        never get the same). A Recorder file already catalogued (by another DataManager, or before a
+        retry) gets its run back and adds none. ``record.run`` is not used."""
+        values = self._checked(record, numbered=False)
+        with self._session(write=True) as db:
+            known = _run_of_file(db, values["raw_file"]) if values["raw_file"] else None
+            if known is not None:
+                return known
+            (last,) = db.execute("SELECT MAX(run) FROM runs").fetchone()
+            values["run"] = (last or 0) + 1
+            db.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                       [values[name] for name in RUN_COLUMNS])
+            self._changed(db)
+        return values["run"]
 
     def record_run(self, record: RunRecord) -> None:
-        """Insert the run, or update it when its number is known (an empty comment keeps the operator's)."""
+        """Store the run under the number it has (a copy, an import), or update it: an empty comment
+        keeps the operator's. New runs are numbered by ``add_run``."""
         values = self._checked(record)
-        with self._lock, self._write() as db:
+        with self._session(write=True) as db:
             row = db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run = ?", (record.run,)).fetchone()
             if row is not None:
                 if not values["comment"]:
@@ -140,25 +236,39 @@ class Catalogue:
                        f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})", [values[name] for name in RUN_COLUMNS])
             self._changed(db)
 
+    def run_of_file(self, raw_file: str) -> int | None:
+        """The run of a Recorder file, None when none names it."""
+        with self._session() as db:
+            return _run_of_file(db, raw_file)
+
+    def count(self) -> int:
+        with self._session() as db:
+            (number,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
+        return int(number)
+
+    def raw_files(self) -> set[str]:
+        """The Recorder files the catalogue names."""
+        with self._session() as db:
+            return {raw for (raw,) in db.execute("SELECT raw_file FROM runs")}
+
     def run(self, number: int) -> RunRecord | None:
-        with self._lock:
+        with self._session():
             row = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run = ?", (number,)).fetchone()
         return RunRecord(*row) if row else None
 
     def runs(self) -> list[RunRecord]:
-        with self._lock:
+        with self._session():
             rows = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run").fetchall()
         return [RunRecord(*row) for row in rows]
 
     def set_comment(self, run: int, text: str) -> None:
         if not isinstance(text, str):
             raise ConfigurationError(f"the comment of run {run} must be text, got {text!r}")
-        with self._lock, self._write() as db:
-            changed = db.execute("UPDATE runs SET comment = ? WHERE run = ? AND comment != ?", (text, run, text))
-            if changed.rowcount:
-                self._changed(db)
-            elif db.execute("SELECT 1 FROM runs WHERE run = ?", (run,)).fetchone() is None:
-                raise self._unknown(run)
+        self._update(run, "comment", text)
+
+    def set_nexus_file(self, run: int, path: str) -> None:
+        """The run's standardized file (only this field: another writer's changes to the run stay)."""
+        self._update(run, "nexus_file", str(path))
 
     # --- variables -----------------------------------------------------------------------------
 
@@ -179,7 +289,7 @@ class Catalogue:
             raise ConfigurationError(f"the attributes of variable {name} of run {run} are not JSON: {failure}",
                                      reason="UnsupportedVariableType") from None
         row = (int(run), name, stored, summary_type, error, self.clock(), attributes_text)
-        with self._lock, self._write() as db:
+        with self._session(write=True) as db:
             new = db.execute("SELECT 1 FROM run_variables WHERE name = ? LIMIT 1", (name,)).fetchone() is None
             db.execute("INSERT OR REPLACE INTO run_variables (run, name, value, summary_type, error, timestamp, "
                        "attributes) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
@@ -193,7 +303,7 @@ class Catalogue:
 
     def variable_records(self, run: int) -> dict[str, dict]:
         """``{name: {value, summary_type, error, timestamp, attributes}}`` of one run."""
-        with self._lock:
+        with self._session():
             rows = self._db.execute("SELECT name, value, summary_type, error, timestamp, attributes "
                                     "FROM run_variables WHERE run = ? ORDER BY name", (run,)).fetchall()
         return {name: {"value": _loaded(value, summary_type), "summary_type": summary_type, "error": error,
@@ -203,8 +313,7 @@ class Catalogue:
     def table(self) -> list[dict]:
         """The run table: one row per run with the run's fields and one column per variable (None where
         a run has no value for it)."""
-        with self._lock:
-            db = self._db
+        with self._session() as db:
             names = [name for (name,) in db.execute("SELECT DISTINCT name FROM run_variables ORDER BY name")]
             runs = db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run").fetchall()
             cells = db.execute("SELECT run, name, value, summary_type FROM run_variables").fetchall()
@@ -218,7 +327,7 @@ class Catalogue:
 
     def version(self) -> int:
         """Grows on every change to the catalogue, whichever process made it."""
-        with self._lock:
+        with self._session():
             (value,) = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
         return int(value)
 
@@ -263,8 +372,53 @@ class Catalogue:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._db)
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection, to this thread alone; with ``write``, inside ``BEGIN IMMEDIATE`` ... ``COMMIT``
+        (``ROLLBACK`` on error), the write lock taken at once so that a second writer waits for it
+        instead of failing halfway, and only once the file at the path is checked to be this one.
+        SQLite's errors come out as ``CatalogueUnavailable`` (or its kinds)."""
+        with self._lock:
+            try:
+                if not write:
+                    yield self._db
+                    return
+                self._check_file()
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                finally:
+                    if self._db.in_transaction:
+                        with suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+            except sqlite3.Error as error:
+                raise _unavailable(self.path, error) from error
+
+    def _check_file(self) -> None:
+        """The file at the path is the one open, still an SQLite database, and writable."""
+        if self._identity is None:
+            raise CatalogueUnavailable(f"the catalogue {self.path} was closed (another experiment was set)")
+        try:
+            if _identity(self.path) != self._identity:
+                raise CatalogueGone(f"the catalogue {self.path} was replaced by another file")
+            header = _READERS.header(self._identity)
+        except FileNotFoundError:
+            raise CatalogueGone(f"the catalogue {self.path} was deleted") from None
+        except OSError as error:
+            raise CatalogueUnavailable(f"the catalogue {self.path} cannot be read: {error}") from None
+        if header != SQLITE_HEADER:
+            raise CatalogueCorrupt(f"the catalogue {self.path} is corrupt (not an SQLite database: its header was "
+                                   "overwritten)")
+        check_writable(self.path)
+
+    def _update(self, run: int, column: str, value: str) -> None:
+        with self._session(write=True) as db:
+            changed = db.execute(f"UPDATE runs SET {column} = ? WHERE run = ? AND {column} != ?", (value, run, value))
+            if changed.rowcount:
+                self._changed(db)
+            elif db.execute("SELECT 1 FROM runs WHERE run = ?", (run,)).fetchone() is None:
+                raise self._unknown(run)
 
     def _changed(self, db: sqlite3.Connection) -> None:
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'version'")
@@ -276,7 +430,7 @@ class Catalogue:
         db.execute(f"CREATE VIEW runs_table AS SELECT {', '.join(f'r.{c}' for c in RUN_COLUMNS)}{pivots} "
                    "FROM runs r LEFT JOIN run_variables v ON v.run = r.run GROUP BY r.run ORDER BY r.run")
 
-    def _checked(self, record: RunRecord) -> dict:
+    def _checked(self, record: RunRecord, numbered: bool = True) -> dict:
         if record.proposal != self.proposal:
             raise ConfigurationError(f"run {record.run} belongs to proposal {record.proposal!r}, not to this "
                                      f"catalogue's {self.proposal!r}")
@@ -289,7 +443,7 @@ class Catalogue:
             if wanted is str and not isinstance(value, str):
                 raise ConfigurationError(f"run {record.run}: {name} must be text, got {value!r}")
             values[name] = wanted(value)
-        if values["run"] < 1:
+        if numbered and values["run"] < 1:
             raise ConfigurationError(f"run numbers start at 1, got {values['run']}")
         return values
 
@@ -316,19 +470,57 @@ class Catalogue:
         return removed
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): the write lock is taken at once,
-    so a second writer waits for it instead of failing halfway."""
+def _run_of_file(db: sqlite3.Connection, raw_file: str) -> int | None:
+    (run,) = db.execute("SELECT MIN(run) FROM runs WHERE raw_file = ?", (raw_file,)).fetchone()
+    return None if run is None else int(run)
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
 
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
+def _identity(path: Path) -> tuple[int, int]:
+    """Which file is at ``path`` (device and inode): another file there is another catalogue."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
-    def __exit__(self, kind, error, traceback) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+class _HeaderReaders:
+    """One read-only descriptor per catalogue file in this process, shared by its Catalogues and closed
+    with the last of them: closing a descriptor of a database file drops every lock SQLite holds on
+    it in this process (POSIX locks), so none is closed while a connection to it is open."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: dict[tuple[int, int], list[int]] = {}  # (device, inode) -> [descriptor, users]
+
+    def take(self, path: Path) -> tuple[int, int]:
+        """The identity of the file at ``path``, whose descriptor this caller now shares."""
+        with self._lock:
+            identity = _identity(path)
+            if identity in self._open:
+                self._open[identity][1] += 1
+                return identity
+            descriptor = os.open(path, os.O_RDONLY)
+            stat = os.fstat(descriptor)
+            identity = stat.st_dev, stat.st_ino  # the file opened, even if another took the path meanwhile
+            if identity in self._open:  # that rare race: a second descriptor stays open rather than drop locks
+                self._open[identity][1] += 1
+                return identity
+            self._open[identity] = [descriptor, 1]
+            return identity
+
+    def header(self, identity: tuple[int, int]) -> bytes:
+        with self._lock:
+            return os.pread(self._open[identity][0], len(SQLITE_HEADER), 0)
+
+    def give_back(self, identity: tuple[int, int]) -> None:
+        """Once the caller's connection is closed."""
+        with self._lock:
+            entry = self._open[identity]
+            entry[1] -= 1
+            if entry[1] == 0:
+                os.close(entry[0])
+                del self._open[identity]
+
+
+_READERS = _HeaderReaders()
 
 
 def _storable(run: int, name: str, value, summary: str | None) -> tuple[object, str | None, dict]:

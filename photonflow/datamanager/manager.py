@@ -25,10 +25,21 @@ from typing import Protocol, TypeVar
 
 from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
-from photonflow.datamanager.catalogue import Catalogue, RunRecord, send_to_icat
+from photonflow.datamanager.catalogue import (
+    BUSY_TIMEOUT_S,
+    Catalogue,
+    CatalogueCorrupt,
+    CatalogueGone,
+    CatalogueUnavailable,
+    RunRecord,
+    check_writable,
+    send_to_icat,
+    set_aside,
+)
 from photonflow.datamanager.jobs import JobEngineLost
 from photonflow.datamanager.policy import DataPolicy, check_name
 from photonflow.datamanager.structure import ROLES, AcquisitionNode, StructureRun, load_structure
+from photonflow.datamanager.waiting import WaitingRuns, waiting_proposals
 from photonflow.errors import ConfigurationError, StateError
 from photonflow.standardizing.standard_files import same_series, standardized_candidates
 
@@ -82,11 +93,12 @@ class DataManager(StatefulCore):
     def __init__(self, data_root: str | Path, beamline: str, catalogue_directory: str | Path,
                  listener: CoreListener | None = None, variables: VariablesLauncher | None = None,
                  publish: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.time,
-                 jobs=None, icat: dict | None = None):
+                 jobs=None, icat: dict | None = None, catalogue_timeout: float = BUSY_TIMEOUT_S):
         super().__init__(listener, states.ON, "Ready: set the experiment (SetExperiment), then load a structure")
         self.policy = DataPolicy(Path(data_root), beamline)
         self.beamline = beamline
         self.catalogue_directory = Path(catalogue_directory)
+        self.catalogue_timeout = catalogue_timeout  # how long a write waits for another process's lock
         self.variables = variables
         self.jobs = jobs  # a JobBoard on the Dask engine; None: no built-in processing
         self.icat = icat or {}  # a facility's ICAT (pyicat-plus) settings; empty: JSON export only
@@ -102,7 +114,12 @@ class DataManager(StatefulCore):
         self._current: AcquisitionNode | None = None
         self._current_started = ""
         self.standing_role = ""  # what series recorded outside a structure mean (SetRole); empty: nothing said
-        self._pending_nexus: dict[str, int] = {}  # Recorder file still waiting for its standardized file -> run
+        self._pending_nexus: set[str] = set()  # Recorder files of runs still waiting for their standardized file
+        # runs not catalogued yet, per proposal (a previous process's too), and why the catalogue refused
+        self._waiting = {proposal: WaitingRuns(self.catalogue_directory, proposal)
+                         for proposal in waiting_proposals(self.catalogue_directory)}
+        self._catalogue_problem = ""  # why the last write failed; empty once one succeeds
+        self._catalogue_notice = ""  # a catalogue begun again (deleted, corrupt): said until the next SetExperiment
         self._lock = threading.RLock()
         self._jobs: queue.Queue = queue.Queue()
         self._idle = threading.Event()
@@ -123,13 +140,18 @@ class DataManager(StatefulCore):
                 raise StateError(f"acquisition {self._current.path} is under way; end it (or EndSequence) first")
             previous = self.catalogue
             same = previous is not None and previous.proposal == proposal
-            catalogue = previous if same and previous is not None else Catalogue(self.catalogue_directory, proposal)
+            self._catalogue_notice = ""  # the operator acted: a new experiment, or the same again
+            if same and previous is not None:
+                check_writable(previous.path)
+                catalogue = previous
+            else:
+                catalogue = self._open_catalogue(proposal)
             self.proposal, self.session, self.sample = proposal, session, sample
             self.catalogue = catalogue
             if previous is not None and not same:
                 previous.close()  # its connection's files (database, -wal, -shm) would stay open otherwise
             self.counters.proposal, self.counters.sample = proposal, sample
-            self.counters.runs = len(catalogue.runs())
+            self.counters.runs = catalogue.count()
             self.counters.run_table_version = catalogue.version()
             kept = self.structure_run
             if kept is not None and (kept.proposal, kept.session, kept.sample) != (proposal, session, sample):
@@ -197,21 +219,30 @@ class DataManager(StatefulCore):
     def catch_up(self) -> int:
         """Catalogue the Recorder files of this experiment's folders that no run names yet (series
         that ended while the DataManager was down); returns how many."""
-        catalogue = self._need_catalogue()
-        known = {record.raw_file for record in catalogue.runs()}
-        session = self.policy.session_directory(self.proposal, self.session)
-        found = 0
-        for raw in sorted(session.glob("RAW_DATA/*/*/*.h5")):
-            if str(raw) in known:
-                continue
-            accounting = _accounting(raw)
-            if accounting is None:
-                continue
+        found = self._uncatalogued(self._need_catalogue(), self.policy.session_directory(self.proposal, self.session))
+        for raw, accounting in found:
             self.series_ended(SeriesResult(accounting["series_id"], str(raw), accounting["frames_requested"],
                                            accounting["frames_written"], accounting["missing_frames"],
                                            accounting["end_reason"]))
-            found += 1
-        return found
+        return len(found)
+
+    def _uncatalogued(self, catalogue: Catalogue, folder: Path) -> list[tuple[Path, dict]]:
+        """The Recorder files under ``folder`` (a session, or ``*`` sessions) that neither the catalogue
+        nor the runs waiting for it name, with their accounting, oldest first."""
+        known = catalogue.raw_files() | self._queue(catalogue.proposal).raw_files()
+        found = [(raw, accounting) for raw in sorted(folder.parent.glob(f"{folder.name}/RAW_DATA/*/*/*.h5"))
+                 if str(raw) not in known and (accounting := _accounting(raw)) is not None]
+        return sorted(found, key=lambda item: (_recorded_time(str(item[0])), str(item[0])))
+
+    def _open_catalogue(self, proposal: str) -> Catalogue:
+        """The proposal's catalogue; a corrupt one is set aside, a new one begun and rebuilt from the files."""
+        try:
+            return Catalogue(self.catalogue_directory, proposal, timeout=self.catalogue_timeout)
+        except CatalogueCorrupt as error:
+            fresh, said = self._begin_again(self.catalogue_directory / f"{proposal}.sqlite", proposal, error)
+            self._idle.clear()
+            self._jobs.put((self._rebuild, (fresh, said)))
+            return fresh
 
     def _need_catalogue(self) -> Catalogue:
         """The experiment's catalogue; refused before SetExperiment."""
@@ -362,38 +393,140 @@ class DataManager(StatefulCore):
 
     def _record(self, result: SeriesResult, standing_role: str = "") -> None:
         if self.catalogue is None:  # nobody said which experiment: a catalogue of its own
-            self.set_experiment("unassigned", "default", "unknown")
+            try:
+                self.set_experiment("unassigned", "default", "unknown")
+            except CatalogueUnavailable:  # the run waits for that catalogue like any other
+                self.proposal, self.session, self.sample = "unassigned", "default", "unknown"
         with self._lock:
-            catalogue = self._need_catalogue()  # under the lock: SetExperiment closes the one it replaces
             node, structure_run = self._current, self.structure_run
             # the structure's acquisition under way when this is the file it was given; else a series of its own
             planned = node if (node is not None and structure_run is not None
                                and Path(result.raw_file) == getattr(self, "_expected_file", None)) else None
             record = RunRecord(
-                run=catalogue.next_run_number(), proposal=self.proposal, session=self.session,
+                run=0, proposal=self.proposal, session=self.session,
                 sample=self.sample, beamline=self.beamline,
-                start=self._current_started if planned else _start_time(result.raw_file),
+                start=self._current_started if planned else _recorded_time(result.raw_file),
                 end=_now(), node=planned.path if planned else "", role=planned.role if planned else standing_role,
                 raw_file=result.raw_file, nexus_file="", frames_requested=result.frames_requested,
                 frames_written=result.frames_written, missing_frames=result.missing_frames,
                 end_reason=result.end_reason, series_id=result.series_id,
                 dataset=Path(result.raw_file).stem,
             )
-            catalogue.record_run(record)
             if planned is not None and structure_run is not None:
-                structure_run.finish(planned.path, result.end_reason == "completed", record.run)
+                structure_run.finish(planned.path, result.end_reason == "completed")
                 self._current = None
                 self._save_progress(structure_run)
-            self._pending_nexus[result.raw_file] = record.run
-        self._after_change(record, f"Run {record.run} catalogued ({record.role or 'no role'}): {result.raw_file}",
+            self._queue(record.proposal).append(record)  # on disk before the catalogue is tried: never lost
+        self._catalogue_waiting()
+
+    def _queue(self, proposal: str) -> WaitingRuns:
+        waiting = self._waiting.get(proposal)
+        if waiting is None:
+            waiting = self._waiting[proposal] = WaitingRuns(self.catalogue_directory, proposal)
+        return waiting
+
+    def _catalogue_waiting(self) -> None:
+        """The waiting runs into their catalogues, oldest first; one that cannot be written stops its
+        proposal's queue (the order is kept), and the State says how many wait and why."""
+        for waiting in list(self._waiting.values()):
+            while (record := waiting.oldest) is not None:
+                try:
+                    number = self._writing(record.proposal, lambda catalogue, record=record: catalogue.add_run(record))
+                except CatalogueUnavailable:
+                    self._changed(states.ALARM, f"Run of {record.raw_file} not catalogued yet")
+                    break
+                waiting.catalogued(record)
+                if record.proposal == self.proposal and self.catalogue is not None:
+                    self._catalogued(record, number)
+
+    def _catalogued(self, record: RunRecord, number: int) -> None:
+        """The run is in the catalogue as ``number``: its structure acquisition, its standardized file and
+        variables follow (the Standardizer may have been quicker than the Controller's event)."""
+        record.run = number
+        with self._lock:
+            structure_run = self.structure_run
+            if record.node and structure_run is not None and (
+                    structure_run.proposal, structure_run.session, structure_run.sample) == (
+                    record.proposal, record.session, record.sample):
+                structure_run.recorded_as(record.node, number)
+                self._save_progress(structure_run)
+            self._pending_nexus.add(record.raw_file)
+        self._after_change(record, f"Run {number} catalogued ({record.role or 'no role'}): {record.raw_file}",
                            catalogued=True)
-        written = _complete_nexus(result.raw_file)
-        if written:  # the Standardizer was quicker than the Controller's event
+        written = _complete_nexus(record.raw_file)
+        if written:
             self._attach_nexus(written)
 
+    def _writing(self, proposal: str, write: Callable[[Catalogue], _T]) -> _T:
+        """``write(catalogue)`` on the proposal's catalogue (the open one, else one of its own, closed
+        after); the open one found deleted, replaced or corrupt is begun again at its path and rebuilt
+        from the files first. Why a write failed stays in the State until one succeeds."""
+        try:
+            catalogue = self.catalogue
+            if catalogue is None or catalogue.proposal != proposal:
+                with Catalogue(self.catalogue_directory, proposal, timeout=self.catalogue_timeout) as own:
+                    result = write(own)
+            else:
+                try:
+                    result = write(catalogue)
+                except (CatalogueGone, CatalogueCorrupt) as error:
+                    result = write(self._catalogue_begun_again(catalogue, error))
+        except CatalogueUnavailable as error:
+            self._catalogue_problem = str(error)
+            raise
+        self._catalogue_problem = ""
+        return result
+
+    def _catalogue_begun_again(self, broken: Catalogue, error: CatalogueUnavailable) -> Catalogue:
+        """The open catalogue was deleted, replaced or corrupted: a new one at its path takes its place,
+        rebuilt from the Recorder files' own accounting, and the State says so."""
+        fresh, said = self._begin_again(broken.path, broken.proposal, error, broken)
+        with self._lock:
+            if self.catalogue is broken:
+                self.catalogue = fresh
+        self._rebuild(fresh, said)
+        return fresh
+
+    def _begin_again(self, path: Path, proposal: str, error: CatalogueUnavailable,
+                     broken: Catalogue | None = None) -> tuple[Catalogue, str]:
+        """A new catalogue at ``path`` (a corrupt one set aside first: renamed, never deleted), and what
+        happened, in words. ``broken``, still open, is closed after the renaming: what SQLite writes
+        as it closes (its last consistent pages) goes into the file set aside, not into the new one."""
+        said = str(error)
+        if isinstance(error, CatalogueCorrupt):
+            said += f"; set aside as {set_aside(path, self.clock)}"
+        if broken is not None:
+            broken.close()
+        return Catalogue(self.catalogue_directory, proposal, timeout=self.catalogue_timeout), said
+
+    def _rebuild(self, catalogue: Catalogue, what: str) -> None:
+        """The runs of the Recorder files in every session of the proposal (the runs waiting for the
+        catalogue left to their queue, which knows their roles), numbered in the order they began."""
+        folder = self.policy.root / catalogue.proposal / self.beamline / "*"
+        rebuilt = 0
+        for raw, accounting in self._uncatalogued(catalogue, folder):
+            catalogue.add_run(RunRecord(
+                run=0, proposal=catalogue.proposal, session=raw.parts[-5], sample=raw.parts[-3],
+                beamline=self.beamline, start=_recorded_time(str(raw)), end=_recorded_time(str(raw), "end_time"),
+                node="", role="", raw_file=str(raw), nexus_file=_complete_nexus(str(raw)),
+                frames_requested=accounting["frames_requested"], frames_written=accounting["frames_written"],
+                missing_frames=accounting["missing_frames"], end_reason=accounting["end_reason"],
+                series_id=accounting["series_id"], dataset=raw.stem))
+            rebuilt += 1
+        self._catalogue_notice = f"{what}; rebuilt {rebuilt} run(s) from the files"
+        with self._lock:  # SetExperiment may be installing it now
+            current = catalogue is self.catalogue
+        if current:
+            self.counters.runs = catalogue.count()
+            self.counters.run_table_version = catalogue.version()
+        self._changed(states.ALARM, f"Catalogue {catalogue.path} rebuilt")
+
     def _sweep_pending(self) -> None:
-        """Runs whose standardized file is complete though no event said so (an event missed while
-        the Standardizer restarted): attach them now. Processing jobs that ended go into the run table."""
+        """Runs waiting for the catalogue are tried again. Runs whose standardized file is complete
+        though no event said so (an event missed while the Standardizer restarted): attach them now.
+        Processing jobs that ended go into the run table."""
+        if any(self._waiting.values()):
+            self._catalogue_waiting()
         # a lost engine is tried again only when a client asks (Jobs, Process): never here, in the way of runs
         if self._processing and self.jobs is not None and (self.jobs.connected or not self._job_engine_lost):
             try:
@@ -409,18 +542,30 @@ class DataManager(StatefulCore):
                     log.exception("could not attach %s", written)
 
     def _attach_nexus(self, nexus_file: str) -> None:
-        """The Standardizer's file to the run of its Recorder file (whatever the suffix its definition takes)."""
+        """The Standardizer's file to the run of its Recorder file (whatever the suffix its definition
+        takes); kept for the next sweep while the catalogue cannot be written."""
         with self._lock:
             raw_file = next((raw for raw in self._pending_nexus if same_series(raw, nexus_file)), None)
-            run = self._pending_nexus.pop(raw_file, None) if raw_file is not None else None
-            catalogue = self.catalogue
-            if run is None or catalogue is None:
-                return
-            record = catalogue.run(run)
-            if record is None:  # another proposal's catalogue is open now
-                return
-            record.nexus_file = nexus_file
-            catalogue.record_run(record)
+        if raw_file is None or self.catalogue is None:
+            return
+
+        def attach(catalogue: Catalogue) -> RunRecord | None:
+            run = catalogue.run_of_file(raw_file)
+            if run is not None:
+                catalogue.set_nexus_file(run, nexus_file)
+                return catalogue.run(run)
+            return None  # another proposal's catalogue is open now
+
+        try:
+            record = self._writing(self.proposal, attach)
+        except CatalogueUnavailable:
+            self._changed(states.ALARM, f"Standardized file {nexus_file} not in the catalogue yet")
+            return
+        with self._lock:
+            self._pending_nexus.discard(raw_file)
+        if record is None:
+            return
+        run = record.run
         self._after_change(record, f"Run {run}: standardized file {nexus_file}")
         self._register(record)
         if self.variables is not None:
@@ -547,7 +692,7 @@ class DataManager(StatefulCore):
         if catalogued:
             self.counters.last_run = record.run
         catalogue = self._need_catalogue()
-        self.counters.runs = len(catalogue.runs())
+        self.counters.runs = catalogue.count()
         self.counters.run_table_version = catalogue.version()
         if self.structure_run is not None:
             self.counters.progress = self.structure_run.progress
@@ -567,8 +712,24 @@ class DataManager(StatefulCore):
         except Exception as error:  # noqa: BLE001 - the run is catalogued: a bus problem is only logged
             log.warning("message %s not published: %s", kind, error)
 
+    def _standing_alarms(self) -> list[str]:
+        """What keeps the DataManager in ALARM whatever else happens meanwhile: said in every Status
+        until it is resolved, never overwritten by a later run's news."""
+        reasons = [self._catalogue_notice] if self._catalogue_notice else []
+        waiting = sum(len(runs) for runs in self._waiting.values())
+        if waiting:
+            reasons.append(f"{waiting} run(s) waiting to be catalogued: {self._catalogue_problem or 'to be retried'}")
+        elif self._catalogue_problem:
+            reasons.append(f"catalogue not written: {self._catalogue_problem}")
+        if self._job_engine_lost:
+            reasons.append(f"Job engine lost: {self._job_engine_lost}")
+        return reasons
+
     def _changed(self, state: str, status: str) -> None:
         self.listener.counters_changed(self.counters)
+        standing = [reason for reason in self._standing_alarms() if reason not in status]
+        if standing and state != states.FAULT:
+            state, status = states.ALARM, "; ".join([status, *standing])
         self._set_state(state, status)
 
 
@@ -618,13 +779,14 @@ def _definition(nexus_file: str) -> str:
         return ""
 
 
-def _start_time(raw_file: str) -> str:
-    """When a series nobody announced began: the Recorder's file says."""
+def _recorded_time(raw_file: str, which: str = "start_time") -> str:
+    """When a series began (or ``which="end_time"``: ended), as its Recorder file says: for a series
+    nobody announced, and for runs rebuilt from the files."""
     try:
         import h5py
 
         with h5py.File(raw_file, "r") as f:
-            value = f["entry/start_time"][()]
+            value = f[f"entry/{which}"][()]
         return value.decode() if isinstance(value, bytes) else str(value)
     except (OSError, KeyError):
         return ""

@@ -590,6 +590,13 @@ class StructureRun:
             if run is not None:
                 self._runs[path] = int(run)
 
+    def recorded_as(self, path: str, run: int) -> None:
+        """The finished acquisition at ``path`` was catalogued as ``run`` (later than its series ended
+        when the catalogue could not be written then); an unknown path is another structure's."""
+        with self._lock:
+            if self._states.get(path) in (DONE, FAILED):
+                self._runs[path] = int(run)
+
     def retry(self, path: str) -> None:
         """A failed acquisition becomes pending again, to be taken next."""
         self.node(path)

@@ -55,11 +55,13 @@ def test_the_catalogue_is_sqlite_in_wal_mode_with_runs_and_run_variables(catalog
         db.close()
 
 
-def test_run_numbers_follow_the_last_recorded_run(catalogue):
-    assert catalogue.next_run_number() == 1
-    catalogue.record_run(record(1))
+def test_a_new_run_is_numbered_after_the_last_and_a_recorder_file_is_catalogued_once(catalogue):
+    assert catalogue.add_run(record(0)) == 1
     catalogue.record_run(record(5))
-    assert catalogue.next_run_number() == 6
+    assert catalogue.add_run(record(0, raw_file="/data/b.h5")) == 6
+    assert catalogue.add_run(record(0, raw_file="/data/b.h5", sample="other")) == 6  # the same file: its run back
+    assert [(run.run, run.raw_file, run.sample) for run in catalogue.runs()] == [
+        (1, record(0).raw_file, "fe_foil"), (5, record(5).raw_file, "fe_foil"), (6, "/data/b.h5", "fe_foil")]
 
 
 def test_recording_a_run_again_updates_it_and_keeps_the_operators_comment(catalogue):
