@@ -277,7 +277,7 @@ class Catalogue:
         """Store one variable of one run (DAMNIT's run_variables row): numbers and text as they are,
         arrays summarised with ``summary`` (mean, max...) or kept whole when small; ``error`` is
         what replaced the value when computing it failed."""
-        if not isinstance(name, str) or not VARIABLE_NAME.match(name):
+        if not isinstance(name, str) or not VARIABLE_NAME.fullmatch(name):
             raise ConfigurationError(f"the variable name {name!r} is not a Python identifier")
         if name in RUN_COLUMNS:
             raise ConfigurationError(f"the variable name {name!r} is a column of the runs table; rename it")
@@ -453,13 +453,13 @@ class Catalogue:
 
     def variable_names(self) -> list[str]:
         """The variables some run has: the run table's variable columns."""
-        with self._lock:
-            return [name for (name,) in self._db.execute("SELECT DISTINCT name FROM run_variables ORDER BY name")]
+        with self._session() as db:
+            return [name for (name,) in db.execute("SELECT DISTINCT name FROM run_variables ORDER BY name")]
 
     def remove_variables_except(self, run: int, kept: list[str]) -> list[str]:
         """Deletes the run's cells of variables not in ``kept`` (those its context no longer has);
         ``runs_table`` loses a column no run has any more. Returns the names removed."""
-        with self._lock, self._write() as db:
+        with self._session(write=True) as db:
             names = [name for (name,) in db.execute("SELECT name FROM run_variables WHERE run = ?", (int(run),))]
             removed = sorted(set(names) - set(kept))
             if not removed:

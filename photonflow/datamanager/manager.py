@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import methodcaller
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -431,7 +432,7 @@ class DataManager(StatefulCore):
         for waiting in list(self._waiting.values()):
             while (record := waiting.oldest) is not None:
                 try:
-                    number = self._writing(record.proposal, lambda catalogue, record=record: catalogue.add_run(record))
+                    number = self._writing(record.proposal, methodcaller("add_run", record))
                 except CatalogueUnavailable:
                     self._changed(states.ALARM, f"Run of {record.raw_file} not catalogued yet")
                     break
@@ -655,9 +656,13 @@ class DataManager(StatefulCore):
         """The runner stored the run's variables in the catalogue: the table changed. A runner that
         failed as a whole (a context that does not load, a crash, the run's timeout) is an ALARM
         saying why and where; the next run computed ends it."""
-        with self._catalogue_of(record.proposal) as catalogue:
-            self.counters.run_table_version = catalogue.version()
-            values = catalogue.variables(record.run)
+        try:
+            with self._catalogue_of(record.proposal) as catalogue:
+                self.counters.run_table_version = catalogue.version()
+                values = catalogue.variables(record.run)
+        except CatalogueUnavailable as error:  # the runs waiting on disk say the rest
+            self._changed(states.ALARM, f"Run {record.run}: variables not read back: {error}")
+            return
         self._message("run_values_updated", {"run": record.run, "proposal": record.proposal, "values": values})
         if results.get("failed"):
             self._variables_failed = results["failed"]

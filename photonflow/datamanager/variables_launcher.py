@@ -75,7 +75,10 @@ class VariablesInProcess:
             finally:
                 self.running, self._runner = None, None
             if not self._closed.is_set():
-                self.on_done(record, results)
+                try:
+                    self.on_done(record, results)
+                except Exception:  # the DataManager's news of one run must not stop the next runs' variables
+                    log.exception("after the variables of run %s", record.run)
 
     def _follow(self, runner: SupervisedRunner) -> None:
         self._runner = runner
