@@ -451,16 +451,21 @@ class Catalogue:
         return ConfigurationError(f"run {run} is not in the catalogue of proposal {self.proposal}",
                                   reason="UnknownRun")
 
-    def variable_names(self) -> list[str]:
-        """The variables some run has: the run table's variable columns."""
+    def variable_names(self, *, of_context: bool = False) -> list[str]:
+        """The variables some run has: the run table's variable columns; ``of_context``: only those a
+        context computed, not the outputs of processing jobs (``integration_file``...)."""
         with self._session() as db:
-            return [name for (name,) in db.execute("SELECT DISTINCT name FROM run_variables ORDER BY name")]
+            rows = db.execute("SELECT name, attributes FROM run_variables ORDER BY name").fetchall()
+        return list(dict.fromkeys(name for name, attributes in rows
+                                  if not (of_context and _from_processing(attributes))))
 
     def remove_variables_except(self, run: int, kept: list[str]) -> list[str]:
-        """Deletes the run's cells of variables not in ``kept`` (those its context no longer has);
-        ``runs_table`` loses a column no run has any more. Returns the names removed."""
+        """Deletes the run's cells of variables not in ``kept`` (those its context no longer has), never
+        a processing job's output; ``runs_table`` loses a column no run has any more. Returns the
+        names removed."""
         with self._session(write=True) as db:
-            names = [name for (name,) in db.execute("SELECT name FROM run_variables WHERE run = ?", (int(run),))]
+            rows = db.execute("SELECT name, attributes FROM run_variables WHERE run = ?", (int(run),)).fetchall()
+            names = [name for name, attributes in rows if not _from_processing(attributes)]
             removed = sorted(set(names) - set(kept))
             if not removed:
                 return []
@@ -468,6 +473,13 @@ class Catalogue:
             self._refresh_view(db)
             self._changed(db)
         return removed
+
+
+PROCESSING_ORIGIN = {"origin": "processing"}  # the attributes of a processing job's output cell
+
+
+def _from_processing(attributes: str | None) -> bool:
+    return attributes is not None and json.loads(attributes).get("origin") == PROCESSING_ORIGIN["origin"]
 
 
 def _run_of_file(db: sqlite3.Connection, raw_file: str) -> int | None:

@@ -28,6 +28,7 @@ from photonflow import states
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.datamanager.catalogue import (
     BUSY_TIMEOUT_S,
+    PROCESSING_ORIGIN,
     Catalogue,
     CatalogueCorrupt,
     CatalogueGone,
@@ -615,9 +616,10 @@ class DataManager(StatefulCore):
                     self._processing.pop(job["id"], None)
                 with self._catalogue_of(self.proposal) as catalogue:
                     if job["state"] == "done":
-                        catalogue.set_variable(run, f"{kind}_file", output)
+                        catalogue.set_variable(run, f"{kind}_file", output, attributes=PROCESSING_ORIGIN)
                     else:
-                        catalogue.set_variable(run, f"{kind}_file", None, error=job.get("error") or "failed")
+                        catalogue.set_variable(run, f"{kind}_file", None, error=job.get("error") or "failed",
+                                               attributes=PROCESSING_ORIGIN)
                     self.counters.run_table_version = catalogue.version()
                 self.listener.counters_changed(self.counters)
         return states_now

@@ -522,7 +522,7 @@ def _mark_not_computed(summary: dict[str, Any], arguments: dict[str, Any]) -> li
         names = summary.get("variables")
         if names is None:
             known = getattr(sink, "variable_names", None)
-            names = arguments.get("only") or (known() if callable(known) else [])
+            names = arguments.get("only") or (known(of_context=True) if callable(known) else [])
         names = [name for name in names if name not in stored]
         state = "timeout" if summary["failed"].startswith("timed out") else "failed"
         for name in names:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from photonflow import states
-from photonflow.datamanager.catalogue import Catalogue, RunRecord
+from photonflow.datamanager.catalogue import PROCESSING_ORIGIN, Catalogue, RunRecord
 from photonflow.datamanager.manager import DataManager
 from photonflow.datamanager.variables_launcher import VariablesInProcess
 from photonflow.errors import ConfigurationError
@@ -266,6 +266,8 @@ def test_reprocessing_uses_the_context_as_it_is_now_and_removed_variables_leave_
     s = setup()
     s.compute(1, 2)
     assert "label" in runs_table_columns(s.manager.catalogue)
+    # what a processing job made of run 1 is not a variable of the context: it stays
+    s.manager.catalogue.set_variable(1, "integration_file", "/data/r1_integrated.h5", attributes=PROCESSING_ORIGIN)
     s.write("""
         @Variable(title="Twice the run")
         def twice(run, number: "meta#run_number"):
@@ -276,7 +278,8 @@ def test_reprocessing_uses_the_context_as_it_is_now_and_removed_variables_leave_
             return number ** 2
         """)
     s.compute(1)
-    assert s.manager.catalogue.variables(1) == {"twice": 3, "square": 1}  # label gone from run 1
+    assert s.manager.catalogue.variables(1) == {"twice": 3, "square": 1,  # label gone from run 1
+                                                "integration_file": "/data/r1_integrated.h5"}
     assert s.manager.catalogue.variables(2) == {"twice": 4, "label": "ceo2 ok"}  # run 2 not recomputed yet
     assert "label" in runs_table_columns(s.manager.catalogue)
     s.compute(2)
