@@ -12,7 +12,9 @@ thread of its own: the catalogue and the variables never delay the frames.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -42,7 +44,7 @@ from photonflow.datamanager.jobs import JobEngineLost
 from photonflow.datamanager.policy import DataPolicy, check_name
 from photonflow.datamanager.structure import ROLES, AcquisitionNode, StructureRun, load_structure
 from photonflow.datamanager.waiting import WaitingRuns, waiting_proposals
-from photonflow.errors import ConfigurationError, StateError
+from photonflow.errors import ConfigurationError, PhotonflowError, StateError
 from photonflow.standardizing.standard_files import same_series, standardized_candidates
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ PROCESSING = {"integration": "integrate_azimuthally", "normalization": "normaliz
 # what a run's role starts by itself once its standardized file is written, by the file's
 # definition: a diffraction run is integrated, a tomography's projections normalized by its flats
 AUTOMATIC_PROCESSING = {("data", "NXmx"): "integration", ("data", "NXtomo"): "normalization"}
+EXPERIMENT_FILE = "experiment.json"  # in the catalogue directory: the experiment last set, resumed at start
 SWEEP_INTERVAL = 1.0  # seconds: how often runs still waiting for their standardized file are looked at
 
 
@@ -130,6 +133,7 @@ class DataManager(StatefulCore):
         self._worker.start()
         if variables is not None:
             variables.on_done = self._variables_done
+        self._resume_experiment()
 
     # -- the experiment ------------------------------------------------------------------------
     def set_experiment(self, proposal: str, session: str, sample: str) -> None:
@@ -155,6 +159,7 @@ class DataManager(StatefulCore):
             self.counters.proposal, self.counters.sample = proposal, sample
             self.counters.runs = catalogue.count()
             self.counters.run_table_version = catalogue.version()
+            self._remember_experiment()
             kept = self.structure_run
             if kept is not None and (kept.proposal, kept.session, kept.sample) != (proposal, session, sample):
                 self.structure_run = None  # another experiment's structure is never taken for this one
@@ -163,6 +168,45 @@ class DataManager(StatefulCore):
         self._changed(states.ON, f"Experiment {proposal}/{session}, sample {sample}; catalogue "
                       f"{catalogue.path}{resumed}")
         self.catch_up()
+
+    def _experiment_file(self) -> Path:
+        return self.catalogue_directory / EXPERIMENT_FILE
+
+    def _remember_experiment(self) -> None:
+        """The experiment, written whole beside its catalogue: an Init or a restart resumes it, so
+        the next runs never go to ``unassigned`` because the server was restarted."""
+        names = {"proposal": self.proposal, "session": self.session, "sample": self.sample}
+        try:
+            _write_whole(self._experiment_file(), json.dumps(names) + "\n")
+        except OSError as error:  # the catalogue was written: only a restart would forget it, said
+            log.warning("the experiment %s will not be resumed after a restart: %s", names, error)
+
+    def _resume_experiment(self) -> None:
+        """The experiment of before the Init or restart, as SetExperiment would set it; one whose
+        catalogue cannot be written now is kept all the same (its runs wait for the catalogue)."""
+        path = self._experiment_file()
+        if not path.exists():
+            return
+        try:
+            names = json.loads(path.read_text(encoding="utf-8"))
+            proposal, session, sample = (str(names[key]) for key in ("proposal", "session", "sample"))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            self._changed(states.ALARM, f"The experiment of before the restart was not resumed ({path} is "
+                          f"unreadable: {error}): SetExperiment")
+            return
+        try:
+            self.set_experiment(proposal, session, sample)
+        except CatalogueUnavailable as error:
+            for what, value in (("proposal", proposal), ("session", session), ("sample", sample)):
+                check_name(value, what)
+            self.proposal, self.session, self.sample = proposal, session, sample
+            self.counters.proposal, self.counters.sample = proposal, sample
+            self._catalogue_problem = str(error)
+            self._changed(states.ALARM, f"Experiment {proposal}/{session}, sample {sample} resumed, but its "
+                          f"catalogue cannot be written: {error}; runs wait until it can")
+        except PhotonflowError as error:  # a name edited into the file, a structure under way...
+            self._changed(states.ALARM, f"The experiment of before the restart ({proposal}/{session}, sample "
+                          f"{sample}, from {path}) was not resumed: {error}. SetExperiment")
 
     def set_sample(self, sample: str) -> None:
         self._need_catalogue()
@@ -330,10 +374,7 @@ class DataManager(StatefulCore):
 
     def _save_progress(self, structure_run: StructureRun) -> None:
         """The structure's progress beside the catalogue, written whole: a restart resumes it."""
-        path = self._progress_file()
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(structure_run.to_json())
-        partial.replace(path)
+        _write_whole(self._progress_file(), structure_run.to_json())
 
     def _restore_progress(self) -> None:
         path = self._progress_file()
@@ -394,11 +435,13 @@ class DataManager(StatefulCore):
                     self._idle.set()
 
     def _record(self, result: SeriesResult, standing_role: str = "") -> None:
-        if self.catalogue is None:  # nobody said which experiment: a catalogue of its own
+        if self.catalogue is None:  # its catalogue refused at resumption, or nobody said: one of its own
+            names = (self.proposal, self.session, self.sample) if self.proposal else ("unassigned", "default",
+                                                                                       "unknown")
             try:
-                self.set_experiment("unassigned", "default", "unknown")
+                self.set_experiment(*names)
             except CatalogueUnavailable:  # the run waits for that catalogue like any other
-                self.proposal, self.session, self.sample = "unassigned", "default", "unknown"
+                self.proposal, self.session, self.sample = names
         with self._lock:
             node, structure_run = self._current, self.structure_run
             # the structure's acquisition under way when this is the file it was given; else a series of its own
@@ -438,8 +481,24 @@ class DataManager(StatefulCore):
                     self._changed(states.ALARM, f"Run of {record.raw_file} not catalogued yet")
                     break
                 waiting.catalogued(record)
+                if record.proposal == self.proposal and self.catalogue is None:
+                    self._open_waited_for()
                 if record.proposal == self.proposal and self.catalogue is not None:
                     self._catalogued(record, number)
+
+    def _open_waited_for(self) -> None:
+        """The experiment's catalogue, refused when it was set (resumed after a restart, or the
+        ``unassigned`` one), opened once a run could be written into it: its runs follow as usual."""
+        try:
+            catalogue = Catalogue(self.catalogue_directory, self.proposal, timeout=self.catalogue_timeout)
+        except CatalogueUnavailable:
+            return  # tried again with the next run written
+        with self._lock:
+            if self.catalogue is None:
+                self.catalogue = catalogue
+                self.counters.runs, self.counters.run_table_version = catalogue.count(), catalogue.version()
+                return
+        catalogue.close()  # SetExperiment was quicker
 
     def _catalogued(self, record: RunRecord, number: int) -> None:
         """The run is in the catalogue as ``number``: its structure acquisition, its standardized file and
@@ -738,6 +797,16 @@ class DataManager(StatefulCore):
         if standing and state != states.FAULT:
             state, status = states.ALARM, "; ".join([status, *standing])
         self._set_state(state, status)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` as ``path``'s content, whole or not at all (a crash mid-write leaves the old one)."""
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
 
 
 def _now() -> str:
