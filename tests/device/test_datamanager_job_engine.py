@@ -3,17 +3,12 @@ first use), and reading Jobs answers at once with the reason and what to do, the
 
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
 import tango
-from tango.test_context import DeviceTestContext
 
-from photonflow.devices.datamanager import PhotonflowDataManager
-from tests.helpers.devices import preserved_environment
-
-DOWN_CONTROLLER = "tango://127.0.0.1:1/test/down/controller#dbase=no"  # a valid name; nothing serves it
+from tests.helpers.datamanager_server import datamanager_server
 
 
 def closed_port() -> int:
@@ -25,15 +20,11 @@ def closed_port() -> int:
 
 def test_jobs_of_an_engine_that_does_not_answer_are_a_clear_error_and_an_alarm(tmp_path):
     engine = f"tcp://127.0.0.1:{closed_port()}"
-    properties = {"Controller": DOWN_CONTROLLER, "DataRoot": str(tmp_path / "data"), "JobEngine": engine}
-    with preserved_environment("PHOTONFLOW_EVENT_BUS"):
-        os.environ.pop("PHOTONFLOW_EVENT_BUS", None)
-        with DeviceTestContext(PhotonflowDataManager, properties=properties, host="127.0.0.1",
-                               process=True) as device:
-            assert device.state() == tango.DevState.ON
-            with pytest.raises(tango.DevFailed) as refused:
-                _ = device.Jobs
-            error = refused.value.args[0]
-            assert error.reason == "JobEngineLost"
-            assert engine in error.desc and "start it again" in error.desc
-            assert device.state() == tango.DevState.ALARM and error.desc in device.status()
+    with datamanager_server(tmp_path, JobEngine=engine) as device:
+        assert device.state() == tango.DevState.ON
+        with pytest.raises(tango.DevFailed) as refused:
+            _ = device.Jobs
+        error = refused.value.args[0]
+        assert error.reason == "JobEngineLost"
+        assert engine in error.desc and "start it again" in error.desc
+        assert device.state() == tango.DevState.ALARM and error.desc in device.status()
