@@ -21,7 +21,10 @@ def wait_for_state(proxy: tango.DeviceProxy, wanted: set[str], timeout: float) -
         state = str(proxy.state())
         return state if state in wanted else None
 
-    return wait_for(reached, timeout, f"{proxy.dev_name()} in {'/'.join(sorted(wanted))}", interval=0.1)
+    try:
+        return wait_for(reached, timeout, f"{proxy.dev_name()} in {'/'.join(sorted(wanted))}", interval=0.1)
+    except TimeoutError as error:  # what it was in instead says what went wrong
+        raise TimeoutError(f"{error}; it is {proxy.state()}: {proxy.status()}") from None
 
 
 class ProgressBar:
