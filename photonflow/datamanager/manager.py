@@ -196,9 +196,7 @@ class DataManager(StatefulCore):
             return
         try:
             self.set_experiment(proposal, session, sample)
-        except CatalogueUnavailable as error:
-            for what, value in (("proposal", proposal), ("session", session), ("sample", sample)):
-                check_name(value, what)
+        except CatalogueUnavailable as error:  # its names were checked before the catalogue was tried
             self.proposal, self.session, self.sample = proposal, session, sample
             self.counters.proposal, self.counters.sample = proposal, sample
             self._catalogue_problem = str(error)
