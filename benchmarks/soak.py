@@ -16,8 +16,9 @@ What it measures
     ``bound_mb``: the memory the design allows frames to pin while they wait,
     ``min(queue_frames * frame_bytes, queue_megabytes) + zmq_rcvhwm * frame_bytes``: the
     Recorder's queue (``queue_frames``, default 256 messages, and ``queue_megabytes``,
-    default 512 MB, whichever is reached first) plus ZeroMQ's receive high-water mark (16
-    messages, ``RECEIVE_HIGH_WATER_MARK`` in ``photonflow/stream/transport.py``). This
+    default 512 MB, whichever is reached first) plus ZeroMQ's receive high-water mark (as
+    many messages as fit in 64 MB, at least 16: ``receive_high_water_mark`` in
+    ``photonflow/stream/transport.py``; 488 of these frames). This
     process is set up as the Recorder's server sets up its own (``photonflow.allocator``).
     ``ratio`` = growth / bound; ``met`` when ratio <= 1.2 and nothing is lost or missing
     (the Recorder's counters and the file's ``/entry/accounting`` both checked).
@@ -63,7 +64,7 @@ from photonflow.recording.config import DEFAULT_QUEUE_FRAMES, DEFAULT_QUEUE_MEGA
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.stins import StinsEncoder
-from photonflow.stream.transport import RECEIVE_HIGH_WATER_MARK, StreamSender
+from photonflow.stream.transport import StreamSender, receive_high_water_mark
 
 SHAPE = (256, 256)
 DTYPE = "uint16"
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = int(samples[:, 1].max())
         growth = peak - baseline
         queue_bytes = min(args.queue_frames * frame_bytes, DEFAULT_QUEUE_MEGABYTES * 1_000_000)
-        bound = queue_bytes + RECEIVE_HIGH_WATER_MARK * frame_bytes
+        bound = queue_bytes + receive_high_water_mark(frame_bytes) * frame_bytes
         growth_at = {p: growth_by_fraction(samples, baseline, frames, p / 100) for p in (25, 50, 100)}
         slope = slope_bytes_per_frame(samples, frames)
         bookkeeping = bookkeeping_bytes(frames, recorder)
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             "growth_mb": round(growth / MB, 1),
             "bound_mb": round(bound / MB, 1),
             "bound": f"min({args.queue_frames} x {frame_bytes} B, {DEFAULT_QUEUE_MEGABYTES} MB) queue"
-                     f" + {RECEIVE_HIGH_WATER_MARK} zmq rcvhwm x {frame_bytes} B",
+                     f" + {receive_high_water_mark(frame_bytes)} zmq rcvhwm x {frame_bytes} B",
             "ratio": round(ratio, 3),
             "growth_at_25pct_mb": round(growth_at[25] / MB, 1),
             "growth_at_50pct_mb": round(growth_at[50] / MB, 1),

@@ -182,13 +182,13 @@ class PhotonflowRecorder(PhotonflowDevice):
     DuplicateFrames = counter("duplicate_frames", int, "Frames received twice and dropped")
     MessagesRejected = counter("messages_rejected", int, "Malformed stream messages rejected")
     FramesLost = counter("frames_lost", int, "Frames received but never written (dropped on Abort or a disk fault)")
-    QueueDepth = counter("queue_depth", int, "Messages waiting between receiving and writing")
+    QueueDepth = counter("queue_depth", int, "Messages received and not yet written (queued, or being written)")
 
     @attribute(dtype=int, doc="Messages the queue can hold before the sender must wait")
     def QueueCapacity(self):
         return self._core().queue_frames
 
-    QueueDepthMegabytes = counter("queue_megabytes", float, "Megabytes of frames waiting between receiving and writing",
+    QueueDepthMegabytes = counter("queue_megabytes", float, "Megabytes of frames received and not yet written",
                                   unit="MB", format="%.1f")
 
     @attribute(dtype=int, unit="MB", doc="Megabytes the queue can hold before the sender must wait")

@@ -10,14 +10,19 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
+
 from photonflow.errors import StreamMessageError
 from photonflow.recording.frame_queue import FrameQueue, QueueFull
 
 REJECTED = "rejected"  # queue item tag: a message the receiver could not decode
+BATCH_MESSAGES = 64  # the most messages the receiving thread queues at once
 
 
 class Receiver(Protocol):
     def receive(self, timeout_ms: int) -> list | None: ...
+
+    def fit_to_frames(self, frame_bytes: int) -> int: ...
 
     def wake(self) -> None: ...
 
@@ -33,6 +38,7 @@ class StreamIntake:
         self._queue = queue
         self._wall_clock = wall_clock
         self._stop = threading.Event()
+        self._sized = False  # the receive buffer is fitted to the frames once a message says what they are
         self.thread = threading.Thread(target=self._run, name="recorder-receive", daemon=True)
 
     @property
@@ -44,23 +50,52 @@ class StreamIntake:
         self._receiver.wake()
 
     def _run(self) -> None:
-        receiver, decoder, queue, stop = self._receiver, self._decoder, self._queue, self._stop
+        receiver, stop = self._receiver, self._stop
         try:
             while not stop.is_set():
                 parts = receiver.receive(100)
                 if parts is None:
                     continue
-                nbytes = sum(len(part) for part in parts)
-                item: tuple[object, float | str]  # (message, arrival) or (REJECTED, why)
-                try:
-                    item = (decoder(parts), self._wall_clock())
-                except StreamMessageError as error:
-                    item = (REJECTED, str(error))
+                batch = self._batch(parts)
                 while not stop.is_set():
                     try:
-                        queue.put(item, nbytes, timeout=0.1)
+                        self._queue.put_many(batch, timeout=0.1)
                         break
                     except QueueFull:
                         continue
         finally:
             receiver.close()
+
+    def _batch(self, parts: list | None) -> list[tuple[tuple[object, float | str], int]]:
+        """The message just received and those already waiting behind it, decoded, up to half
+        the queue's bounds: ((message, arrival) or (REJECTED, why), bytes) each. A batch ends
+        when nothing more is there, so it never holds a frame back waiting for the next."""
+        decoder, wall_clock, receiver = self._decoder, self._wall_clock, self._receiver
+        max_items = max(1, min(BATCH_MESSAGES, self._queue.max_items // 2))
+        max_bytes = self._queue.max_bytes // 2
+        batch: list[tuple[tuple[object, float | str], int]] = []
+        batch_bytes = 0
+        while parts is not None:
+            nbytes = sum(map(len, parts))
+            item: tuple[object, float | str]  # (message, arrival) or (REJECTED, why)
+            try:
+                item = (decoder(parts), wall_clock())
+            except StreamMessageError as error:
+                item = (REJECTED, str(error))
+            if not self._sized:
+                self._sized = self._fit_receiver(item[0])
+            batch.append((item, nbytes))
+            batch_bytes += nbytes
+            if len(batch) >= max_items or batch_bytes >= max_bytes:
+                break
+            parts = receiver.receive(0)
+        return batch
+
+    def _fit_receiver(self, message) -> bool:
+        """Fit the receive buffer to the frame size once a message gives it (a series_start,
+        or the first frame where the protocol's start does not say); True once done."""
+        shape, dtype = getattr(message, "shape", None), getattr(message, "dtype", None)
+        if shape is None or dtype is None:
+            return False
+        self._receiver.fit_to_frames(shape[0] * shape[1] * np.dtype(dtype).itemsize)
+        return True

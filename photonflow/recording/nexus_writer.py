@@ -322,8 +322,8 @@ class NexusFrameWriter:
         self._receive_times = np.full(0, np.nan)
         self._timestamps = np.full(0, np.nan)
         self._frame_metadata: dict[str, np.ndarray] = {}  # per-frame values by name, NaN where never sent
-        # lowest and highest frame index whose bookkeeping is not yet in the file
-        self._dirty: tuple[int | None, int] = (None, -1)
+        # (frame number, receive time, timestamp, metadata) of each frame written since the last flush
+        self._unbooked: list[tuple[int, float, float, dict[str, float] | None]] = []
         self._data_files: dict[int, DataFile] = {}
         self.data_file_paths: list[Path] = []
         self._stack: FrameStack | None = None
@@ -424,25 +424,36 @@ class NexusFrameWriter:
 
         ``metadata``: the frame's own values, by names series_start announced
         (``frame_metadata``); each is a per-frame dataset in ``<detector>/frame_metadata``.
+        The per-frame values wait in a list until the next flush, which stores them in blocks
+        (``_book``): never an HDF5 call, nor a numpy store, per frame and value.
         """
-        if frame_number >= self._capacity:
-            self._grow(frame_number)
         if self._stack is not None:
             self._stack.write(frame_number, payload)
         else:
             data_file = self._data_file(frame_number // self.frames_per_file)
             data_file.frames.write(frame_number - data_file.first, payload)
-        self._receive_times[frame_number] = receive_time
-        self._timestamps[frame_number] = timestamp
-        if metadata:
-            for name, value in metadata.items():
-                values = self._frame_metadata.get(name)
-                if values is not None:  # the Recorder rejects a frame with names series_start did not announce
-                    values[frame_number] = value
-        low, high = self._dirty
-        self._dirty = (frame_number if low is None else min(low, frame_number), max(high, frame_number))
+        self._unbooked.append((frame_number, receive_time, timestamp, metadata))
         if frame_number > self.highest_frame:
             self.highest_frame = frame_number
+
+    def _book(self) -> tuple[int, int] | None:
+        """Put the per-frame values of the frames written since the last call into their arrays,
+        one numpy store per value name for all of them; the lowest and highest frame they cover
+        (None: no frame)."""
+        if not self._unbooked:
+            return None
+        numbers, receive_times, timestamps, metadata = zip(*self._unbooked, strict=True)
+        self._unbooked = []
+        low, high = min(numbers), max(numbers)
+        if high >= self._capacity:
+            self._grow(high)
+        index = np.fromiter(numbers, np.int64, len(numbers))
+        self._receive_times[index] = receive_times
+        self._timestamps[index] = timestamps
+        if any(metadata):  # names series_start did not announce never get here: the Recorder rejects them
+            for name, values in self._frame_metadata.items():
+                values[index] = [frame.get(name, np.nan) if frame else np.nan for frame in metadata]
+        return low, high
 
     def _data_file(self, index: int) -> DataFile:
         """The data file for frames of file ``index``, created on first use.
@@ -494,15 +505,15 @@ class NexusFrameWriter:
             self._accounting[name][()] = value
 
     def _write_bookkeeping(self) -> None:
-        low, high = self._dirty
-        if low is None:
+        booked = self._book()
+        if booked is None:
             return
+        low, high = booked
         extent = (self.highest_frame // GROWTH_FRAMES + 1) * GROWTH_FRAMES
         for dataset, values in self._bookkeeping_datasets():
             if dataset.shape[0] < extent:
                 dataset.resize(extent, axis=0)
             dataset[low : high + 1] = values[low : high + 1]
-        self._dirty = (None, -1)
 
     def _bookkeeping_datasets(self) -> Iterator[tuple[h5py.Dataset, np.ndarray]]:
         """Each per-frame dataset with the values behind it."""

@@ -33,6 +33,32 @@ class Series:
 
     def __post_init__(self):
         self.numbered_by_detector = self.request.protocol in DETECTOR_NUMBERED_PROTOCOLS
+        self._fitting: tuple = (None,)  # (start, series ids, shape, dtype, encoding, frame limit, names)
+
+    def fits(self, message: DataMessage) -> bool:
+        """True when none of the checks of ``id_refusal``, ``frame_disagreement`` and
+        ``numbering_refusal`` has anything to say about this frame: the usual case, decided in
+        one expression per frame; False sends the frame through them, which say why."""
+        start = self.start
+        if start is None:
+            return False
+        if self._fitting[0] is not start:
+            self._fitting = self._fitting_for(start)
+        _, ids, shape, dtype, encoding, limit, names = self._fitting
+        metadata = message.metadata
+        return (
+            message.series_id in ids and message.frame_number < limit and message.shape == shape
+            and message.dtype == dtype and message.encoding == encoding
+            and (not metadata or metadata.keys() <= names)
+        )
+
+    def _fitting_for(self, start: SeriesStart) -> tuple:
+        expected = start.series_id if self.numbered_by_detector else self.request.series_id
+        limit = self.request.frame_count
+        if start.frame_count > 0:
+            limit = min(limit, start.frame_count)
+        names = frozenset(start.frame_metadata)
+        return start, {expected, UNKNOWN}, start.shape, start.dtype, start.encoding, limit, names
 
     def accept(self, frame_number: int) -> bool:
         """Mark a frame as taken; False if it already was (a duplicate)."""

@@ -21,12 +21,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
+import msgspec
 import numpy as np
 
 from photonflow.errors import StreamMessageError
 from photonflow.stream import bslz4
+from photonflow.stream.buffers import as_bytes
 
 STINS_VERSION = 1
 SERIES_START = "series_start"
@@ -360,11 +362,57 @@ def check_frame_payload(payload: memoryview, shape: Sequence[int], dtype: str, e
         _fail(f"{where}: raw frame has {payload.nbytes} bytes; {list(shape)} of {dtype} needs {expected}")
 
 
+# The fast path of a data message, once per frame. msgspec decodes the JSON header into
+# this typed record and checks it in one call to compiled code: every key present and no
+# other, integers >= 0 (no booleans, no fractions), a pixel type and an encoding STINS knows,
+# a finite timestamp (JSON has no infinities; a number too large for a float is refused),
+# metadata of at most 64 numbers under valid names. ~0.4 us against ~8 us for json.loads and
+# the checks below (~1 us against ~12 us with 10 metadata values). Whatever it refuses, or
+# any other message, takes the general path, which accepts it or names what is wrong: the
+# fast path only ever accepts what the general path accepts.
+_NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+_Positive = Annotated[int, msgspec.Meta(gt=0)]
+_MetadataName = Annotated[str, msgspec.Meta(pattern=f"^{_METADATA_NAME.pattern}$")]
+
+
+class _DataHeader(msgspec.Struct, forbid_unknown_fields=True):
+    version: Literal[1]
+    message_type: Literal["data"]
+    message_id: _NonNegative
+    series_id: _NonNegative
+    frame_number: _NonNegative
+    shape: tuple[_Positive, _Positive]
+    dtype: Literal[PIXEL_TYPES]  # type: ignore[valid-type]  # Literal of a tuple: of its items
+    encoding: Literal[ENCODINGS]  # type: ignore[valid-type]
+    timestamp: float
+    metadata: Annotated[dict[_MetadataName, float], msgspec.Meta(max_length=METADATA_MAX_KEYS)] | None = None
+
+
+_decode_data_header = msgspec.json.Decoder(_DataHeader).decode
+
+
+def _payload_view(part: Any) -> memoryview:
+    """A frame part as a view, never a copy (a ZeroMQ frame's buffer, or the bytes' own)."""
+    return part.buffer if hasattr(part, "buffer") else memoryview(part)
+
+
 def decode(parts: Sequence[Any]) -> StinsMessage:
     """Validate and decode the ZeroMQ parts of one message.
 
     Raises StreamMessageError naming what is wrong; the caller counts and reports it.
     """
+    if len(parts) == 2:
+        try:
+            typed = _decode_data_header(as_bytes(parts[0]))
+        except msgspec.MsgspecError:
+            pass  # the general path says why, or accepts what the typed record is stricter about
+        else:
+            payload = _payload_view(parts[1])
+            check_frame_payload(payload, typed.shape, typed.dtype, typed.encoding, "frame")
+            return DataMessage(
+                typed.message_id, typed.series_id, typed.frame_number, typed.shape, typed.dtype,
+                typed.encoding, typed.timestamp, payload, typed.metadata,
+            )
     if not parts:
         _fail("empty message")
     header = _parse_header(parts[0])
@@ -406,8 +454,7 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
         timestamp
     ):
         _fail(f"'timestamp' must be a number of seconds, got {timestamp!r}")
-    payload = parts[1]
-    payload = payload.buffer if hasattr(payload, "buffer") else memoryview(payload)
+    payload = _payload_view(parts[1])
     check_frame_payload(payload, shape, dtype, encoding, "frame")
     return DataMessage(
         frame_number=_integer(header, "frame_number"),

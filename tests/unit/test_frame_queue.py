@@ -99,3 +99,48 @@ def test_a_full_queue_lets_its_producer_go_only_once_drained_to_half():
     assert done.wait(5)
     thread.join()
     assert [q.get() for _ in range(3)] == [2, 3, "next"]
+
+
+def test_batches_go_in_whole_and_come_out_in_order_up_to_the_limit():
+    q = FrameQueue(max_items=10, max_bytes=1000)
+    q.put_many([(n, 10) for n in range(5)], timeout=0.1)
+    q.put_many([(n, 10) for n in range(5, 7)], timeout=0.1)
+    assert q.qsize() == 7 and q.bytes_queued == 70
+    assert q.get_many(limit=4) == [0, 1, 2, 3]
+    assert q.get_many(timeout=0.1) == [4, 5, 6]
+
+
+def test_a_batch_waits_for_room_for_all_of_it():
+    q = FrameQueue(max_items=4, max_bytes=10**6)
+    q.put_many([("a", 1), ("b", 1)], timeout=0.1)
+    with pytest.raises(QueueFull):
+        q.put_many([("c", 1), ("d", 1), ("e", 1)], timeout=0.05)  # 2 + 3 > 4: none of it goes in
+    assert q.qsize() == 2
+    q.put_many([("c", 1), ("d", 1)], timeout=0.1)
+    assert q.get_many() == ["a", "b", "c", "d"]
+
+
+def test_a_batch_handed_to_the_writer_counts_against_the_bounds_until_it_comes_back():
+    q = FrameQueue(max_items=100, max_bytes=1000)
+    q.put_many([("first", 400), ("second", 400)], timeout=0.1)
+    assert q.get_many(limit=1) == ["first"]  # being written: its 400 bytes are still taken
+    assert (q.qsize(), q.bytes_queued) == (2, 800)  # received and not yet written
+    with pytest.raises(QueueFull):
+        q.put("third", 400, timeout=0.05)  # 400 queued + 400 in the writer's hands + 400 > 1000
+    assert q.get_many() == ["second"]  # the first is written now: its room is free
+    q.put("third", 400, timeout=0.1)
+    assert q.get_many() == ["third"]
+
+
+def test_a_producer_waiting_for_room_is_woken_when_the_writer_comes_back_for_more():
+    q = FrameQueue(max_items=2, max_bytes=10**6)
+    q.put_many([("a", 1), ("b", 1)], timeout=0.1)
+    assert q.get_many() == ["a", "b"]  # both in the writer's hands: the queue is empty, but full
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (q.put_many([("c", 1), ("d", 1)], timeout=5), done.set()))
+    thread.start()
+    with pytest.raises(QueueEmpty):
+        q.get_many()  # the writer is back: a and b are written, their room is free
+    assert done.wait(2)
+    thread.join()
+    assert q.get_many() == ["c", "d"]

@@ -12,6 +12,7 @@ from photonflow.recording.config import RecorderConfig
 from photonflow.recording.recorder import Recorder
 from photonflow.recording.request import RecordingRequest, parse_recording_request
 from photonflow.stream.stins import StinsEncoder
+from photonflow.stream.transport import RECEIVE_BUFFER_BYTES, StreamReceiver
 from tests.helpers.fakes import EventLog
 from tests.helpers.recording import DETECTOR, SHAPE, arm, frame, send_series
 
@@ -205,3 +206,30 @@ def test_arm_requests_are_validated(text, complaint):
     with pytest.raises(ConfigurationError) as caught:
         parse_recording_request(text)
     assert complaint in str(caught.value)
+
+
+class WatchedReceiver(StreamReceiver):
+    """The real receiver, keeping what its receive buffer was fitted to."""
+
+    fitted: list[int] = []
+
+    def fit_to_frames(self, frame_bytes: int) -> int:
+        messages = super().fit_to_frames(frame_bytes)
+        self.fitted.append((frame_bytes, messages))
+        return messages
+
+
+def test_the_receive_buffer_is_fitted_in_bytes_to_the_frames_the_series_announces(tmp_path, stream):
+    WatchedReceiver.fitted = []
+    recorder = Recorder(RecorderConfig(tmp_path / "data"), receiver_factory=WatchedReceiver)
+    shape, big = (1000, 1000), np.full((1000, 1000), 7, np.uint32)  # 4 MB frames: 16 of them in 64 MB
+    path = recorder.arm(RecordingRequest(2, 1, stream.endpoint, "big.h5"))
+    encoder = StinsEncoder()
+    stream.send(encoder.series_start(1, 2, shape, "uint32", DETECTOR))
+    for n in range(2):
+        stream.send(encoder.data(1, n, big + n, 0.0))
+    stream.send(encoder.series_end(1, 2, 2))
+    assert recorder.wait(10) and recorder.state == states.ON
+    assert WatchedReceiver.fitted == [(4_000_000, RECEIVE_BUFFER_BYTES // 4_000_000)]
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["entry/data/data"][1], big + 1)

@@ -2,10 +2,12 @@
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 
 from photonflow.errors import StreamMessageError
+from photonflow.stream import stins
 from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, StinsEncoder, decode
 
 
@@ -71,6 +73,16 @@ def good_data_header(**changes):
         ([good_data_header(metadata={"gated": True}), bytes(8)], "value of 'gated' must be a finite number"),
         ([good_data_header(metadata={"flux": float("nan")}), bytes(8)], "value of 'flux' must be a finite number"),
         ([good_data_header(metadata={f"v{n}": n for n in range(65)}), bytes(8)], "65 entries; at most 64"),
+        ([good_data_header(metadata={"v" * 65: 1.0}), bytes(8)], "up to 64 characters"),
+        ([good_data_header(frame_number=True), bytes(8)], "'frame_number' must be an integer >= 0"),
+        ([good_data_header(frame_number=1.5), bytes(8)], "'frame_number' must be an integer >= 0"),
+        ([good_data_header(series_id=-2), bytes(8)], "'series_id' must be an integer >= 0"),
+        ([good_data_header(shape=[2, 0]), bytes(8)], "'shape' must be [rows, columns]"),
+        ([good_data_header(shape=[2, True]), bytes(8)], "'shape' must be [rows, columns]"),
+        ([good_data_header(encoding="zstd"), bytes(8)], "'encoding' must be one of"),
+        ([good_data_header(timestamp=True), bytes(8)], "'timestamp' must be a number"),
+        ([good_data_header(timestamp=float("inf")), bytes(8)], "'timestamp' must be a number"),
+        ([good_data_header(message_type="series_end"), bytes(8)], "lacks end_reason"),
         ([b'{"version": 1, "message_type": "series_end", "message_id": 1, "series_id": 1}'], "lacks end_reason"),
         ([], "empty message"),
     ],
@@ -84,6 +96,23 @@ def test_malformed_messages_are_refused_with_the_reason(parts, complaint):
 def test_a_well_formed_data_header_is_accepted():
     message = decode([good_data_header(), bytes(8)])
     assert message.shape == (2, 2)
+
+
+def refuse_every_header(_header):
+    raise msgspec.ValidationError("refused, so that the general path decodes it")
+
+
+@pytest.mark.parametrize("header", [
+    good_data_header(),
+    good_data_header(metadata={"start_angle": 10.25, "counter": 3}),
+    good_data_header(timestamp=7, message_id=2**40, dtype="float32", shape=[1, 2]),
+])
+def test_the_fast_path_decodes_a_data_message_as_the_general_path_does(header, monkeypatch):
+    fast = decode([header, bytes(8)])
+    monkeypatch.setattr(stins, "_decode_data_header", refuse_every_header)
+    general = decode([header, bytes(8)])
+    assert fast == general
+    assert bytes(fast.payload) == bytes(general.payload) == bytes(8)
 
 
 def good_start_header(**changes):
