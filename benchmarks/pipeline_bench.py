@@ -1,10 +1,11 @@
 """Whole-pipeline throughput: small frames through the real Tango servers, end to end.
 
 What it measures
-    ``pipeline_<H>x<W>_uint16``: a pytango-db database and the three device servers
-    (``PhotonflowAcquirer``, ``PhotonflowRecorder``, ``PhotonflowController``), each its
-    own process, started with ``photonflow.clients.launcher.Suite`` exactly as ``make demo``
-    starts them, into a temporary var directory (removed at the end). The deployment is
+    ``pipeline_<H>x<W>_uint16``: a pytango-db database, the embedded event bus (Redis, on
+    which the Recorder publishes every series as a blissdata scan) and every device server of
+    the demo (Acquirer, Recorder, Controller, Standardizer, DataManager, the simulated
+    beamline), each its own process, started with ``photonflow.clients.launcher.Suite`` as
+    ``make demo`` starts them, into a temporary var directory (removed at the end). The deployment is
     derived at run time from ``config/demo.yaml``: the same servers and devices, with the
     simulated detector's ``ImageWidth``/``ImageHeight`` set to the frame shape (256x256),
     the Recorder's ``FanOutAddress`` empty (no second output) and its ``DataRoot`` in the
@@ -37,6 +38,11 @@ What it measures
     its NXmx file written (event, post-exposure capture, writing, checked by polling LastFile
     every 5 ms); the ``standardize_after_1000_*`` case measures it after 1000-frame series
     (target: under 1 s).
+
+    The DataManager runs as in the demo too: it catalogues every run and computes its
+    variables while the next series streams. ``runs_catalogued_after_s``: seconds from the
+    series' end until its catalogue lists the Recorder's file (None: never, which fails
+    ``met``), read from the catalogue (SQLite) the DataManager's ``CataloguePath`` names.
 
     ``cpu_seconds`` is the CPU time (user + system) each process used during the run
     (``/proc/<pid>/stat``), ``cpu_busy`` the same divided by the wall time (1.0 = one core);
@@ -73,6 +79,7 @@ import tango
 import yaml
 
 from photonflow.clients.launcher import Suite, wait_for
+from photonflow.datamanager.catalogue import Catalogue
 from photonflow.deployment import load_deployment_file
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -89,7 +96,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def derive_deployment(var_dir: Path, data_root: Path, shape: tuple[int, int]) -> Path:
-    """config/demo.yaml with the frame shape, no fan-out and a data root in ``var_dir``."""
+    """config/demo.yaml with the frame shape, no fan-out and every data root in ``var_dir``."""
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     seen = set()
     for classes in config["servers"].values():
@@ -107,8 +114,12 @@ def derive_deployment(var_dir: Path, data_root: Path, shape: tuple[int, int]) ->
                     properties["DataRoot"] = str(data_root)
                     properties["MappingFile"] = str(derive_mapping(var_dir))
                     seen.add("standardizer")
-    if seen != {"acquirer", "recorder", "standardizer"}:
-        raise RuntimeError(f"{DEMO_CONFIG} lacks a SimulatorAcquirer, a PhotonflowRecorder or a PhotonflowStandardizer")
+                elif tango_class == "PhotonflowDataManager":
+                    properties["DataRoot"] = str(data_root)  # its catalogue too: never the repository's var/
+                    seen.add("datamanager")
+    if seen != {"acquirer", "recorder", "standardizer", "datamanager"}:
+        raise RuntimeError(f"{DEMO_CONFIG} lacks a SimulatorAcquirer, PhotonflowRecorder, PhotonflowStandardizer "
+                           "or PhotonflowDataManager")
     path = var_dir / "pipeline_bench.yaml"
     path.write_text(
         f"# Derived by {Path(__file__).name} from {DEMO_CONFIG}\n" + yaml.safe_dump(config, sort_keys=False)
@@ -326,9 +337,24 @@ def wait_standardized(standardizer: tango.DeviceProxy, recorder_file: str, serie
     return round(time.perf_counter() - series_end, 3)
 
 
+def wait_catalogued(datamanager: tango.DeviceProxy, recorder_file: str, series_end: float) -> float | None:
+    """Seconds from the series' end until the DataManager's catalogue lists a run of the
+    Recorder's file (None if it never did): the DataManager at work beside the frames. Its
+    CataloguePath is asked each time: it opens the catalogue at its first run."""
+    def catalogued() -> bool:
+        catalogue_path = Path(datamanager.CataloguePath)
+        with Catalogue(catalogue_path.parent, catalogue_path.stem) as catalogue:
+            return catalogue.run_of_file(str(Path(recorder_file).resolve())) is not None
+    try:
+        wait_for(catalogued, 60, f"{recorder_file} catalogued", interval=0.05)
+    except TimeoutError:
+        return None
+    return round(time.perf_counter() - series_end, 3)
+
+
 def run_case(
     case: str, controller: tango.DeviceProxy, recorder: tango.DeviceProxy, standardizer: tango.DeviceProxy,
-    pids: dict[str, int],
+    datamanager: tango.DeviceProxy, pids: dict[str, int],
     frames: int, exposure: float, period: float, repeats: int, threads: bool, settle: float,
 ) -> dict:
     """``repeats`` checked series; the JSON line of the best (highest sustained rate) run."""
@@ -346,6 +372,7 @@ def run_case(
         cpu = {name: round(process_cpu(pid) - cpu_before[name], 2) for name, pid in pids.items()}
         check = check_run(controller, recorder, frames, state)
         standardized_after = wait_standardized(standardizer, check["path"], ended)
+        catalogued_after = wait_catalogued(datamanager, check["path"], ended)
         runs.append({
             "seconds": seconds,
             "frames_per_s": (frames - 1) / check["receive_span_s"],
@@ -356,6 +383,7 @@ def run_case(
             "threads": thread_rows,
             "gaps": gaps(check["receive"], check["timestamps"]),
             "standardized_after_s": standardized_after,
+            "catalogued_after_s": catalogued_after,
         })
         Path(check["path"]).unlink(missing_ok=True)  # 2.6 GB per 20000 frames: keep the disk free
         Path(check["path"]).with_suffix(".nxs").unlink(missing_ok=True)
@@ -391,6 +419,7 @@ def run_case(
         "runs_complete": [not r["check"]["problems"] for r in runs],
         "logged_attributes": f"{LOGGED_ATTRIBUTES} at {LOGGED_RATE:g} Hz",
         "runs_standardized_after_s": [r["standardized_after_s"] for r in runs],
+        "runs_catalogued_after_s": [r["catalogued_after_s"] for r in runs],
     }
     problems = [p for r in runs for p in r["check"]["problems"]]
     if problems:
@@ -438,6 +467,7 @@ def bench_suite(name: str, folder: str | None, keep: bool):
     os.environ["PHOTONFLOW_VAR"] = str(var_dir)
     suite = Suite("", var_dir)
     try:
+        suite.start_event_bus()  # as make demo: the Recorder publishes each series on it (blissdata)
         deployment = load_deployment_file(derive_deployment(var_dir, data_root, SHAPE))
         suite.start_deployment(deployment, var_dir / "tango" / f"{name}.db")
         yield suite, deployment
@@ -458,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         controller = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowController").name))
         recorder = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowRecorder").name))
         standardizer = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowStandardizer").name))
+        datamanager = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowDataManager").name))
+        datamanager.set_timeout_millis(15000)
         acquirer = tango.DeviceProxy(suite.device_url(deployment.device("SimulatorAcquirer").name))
         for proxy in (controller, recorder, acquirer, standardizer):
             proxy.set_timeout_millis(15000)
@@ -472,15 +504,17 @@ def main(argv: list[str] | None = None) -> int:
             cases.append((f"pipeline_{label}_unthrottled", args.exposure))
         lines = []
         for case, period in cases:
-            line = run_case(case, controller, recorder, standardizer, pids, args.frames, args.exposure, period,
-                            args.repeats, args.threads, args.settle)
+            line = run_case(case, controller, recorder, standardizer, datamanager, pids, args.frames,
+                            args.exposure, period, args.repeats, args.threads, args.settle)
             emit(line)
             lines.append(line)
-        standardize = run_case(f"standardize_after_1000_{label}", controller, recorder, standardizer, pids, 1000,
-                               args.exposure, args.period, args.repeats, False, args.settle)
+        standardize = run_case(f"standardize_after_1000_{label}", controller, recorder, standardizer,
+                               datamanager, pids, 1000, args.exposure, args.period, args.repeats, False,
+                               args.settle)
         emit(standardize)
         main_line = lines[0]
         complete = all(all(line["runs_complete"]) for line in lines)
+        catalogued = all(t is not None for line in (*lines, standardize) for t in line["runs_catalogued_after_s"])
         emit({
             "case": "summary",
             "frame_shape": list(SHAPE),
@@ -491,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
             "ratio": main_line["ratio"],
             "headroom_frames_per_s": lines[1]["frames_per_s"] if len(lines) > 1 else None,
             "all_runs_complete": complete,
-            "met": complete and main_line["frames_per_s"] >= TARGET_FRAMES_PER_S,
+            "every_run_catalogued": catalogued,
+            "met": complete and catalogued and main_line["frames_per_s"] >= TARGET_FRAMES_PER_S,
             "logged_attributes": main_line["logged_attributes"],
             "standardized_after_1000_frames_s": min(
                 (t for t in standardize["runs_standardized_after_s"] if t is not None), default=None),

@@ -783,6 +783,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dir", type=Path, default=None, help="directory to write into (a temporary directory is made inside it)"
     )
+    parser.add_argument("--markdown", type=Path, help="also write the results as the README's table into this file")
     args = parser.parse_args(argv)
     if args.frames < 0 or args.big_frames < 0 or args.bslz4_frames < 0 or args.small_frames < 0:
         parser.error("frame counts must be >= 0 (0 skips the case)")
@@ -797,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = make_cases(args)
     scratch = ScratchDirectory(args.dir)
     cache: dict = {}
-    targets, informational = [], {}
+    targets, informational, rows = [], {}, []
     try:
         for index, case in enumerate(cases):
             memory_loop, bare, recorder = benchmark_case(case, args.repeats, scratch, 1000 * (index + 1), cache)
@@ -805,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
                 emit(side.line(bare, memory_loop))
             line = recorder.line(bare, memory_loop)
             emit(line)
+            rows.append(table_row(case, memory_loop.line(bare, memory_loop), bare.line(bare, memory_loop), line))
             if case.targets:
                 targets += [{"case": line["case"], "ratio": line["ratio"], **target} for target in line["targets"]]
             else:
@@ -826,7 +828,24 @@ def main(argv: list[str] | None = None) -> int:
         for frames in cache.values():
             frames.producer.close()
         scratch.remove()
+    if args.markdown:
+        args.markdown.write_text(MARKDOWN_HEADER + "".join(rows))
     return 0
+
+
+MARKDOWN_HEADER = (
+    "| case | memory loop frames/s | bare stream frames/s | Recorder frames/s | Recorder GB/s | "
+    "**Recorder / bare stream** | target |\n|---|---|---|---|---|---|---|\n"
+)
+
+
+def table_row(case: Case, memory_loop: dict, bare: dict, recorder: dict) -> str:
+    """The case as a row of the README's performance table (``--markdown``)."""
+    target = f"≥ {case.target_ratio:g}" + (" ✓" if recorder["met"] else " ✗") if case.targets else "–"
+    return (
+        f"| {case.name} | {memory_loop['frames_per_s']:.0f} | {bare['frames_per_s']:.0f} | "
+        f"{recorder['frames_per_s']:.0f} | {recorder['gb_per_s']:.2f} | **{recorder['ratio']:.3f}** | {target} |\n"
+    )
 
 
 if __name__ == "__main__":

@@ -370,18 +370,18 @@ def check_frame_payload(payload: memoryview, shape: Sequence[int], dtype: str, e
 # the checks below (~1 us against ~12 us with 10 metadata values). Whatever it refuses, or
 # any other message, takes the general path, which accepts it or names what is wrong: the
 # fast path only ever accepts what the general path accepts.
-_NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-_Positive = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]  # for msgspec's typed records (no booleans, no fractions)
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 _MetadataName = Annotated[str, msgspec.Meta(pattern=f"^{_METADATA_NAME.pattern}$")]
 
 
 class _DataHeader(msgspec.Struct, forbid_unknown_fields=True):
     version: Literal[1]
     message_type: Literal["data"]
-    message_id: _NonNegative
-    series_id: _NonNegative
-    frame_number: _NonNegative
-    shape: tuple[_Positive, _Positive]
+    message_id: NonNegativeInt
+    series_id: NonNegativeInt
+    frame_number: NonNegativeInt
+    shape: tuple[PositiveInt, PositiveInt]
     dtype: Literal[PIXEL_TYPES]  # type: ignore[valid-type]  # Literal of a tuple: of its items
     encoding: Literal[ENCODINGS]  # type: ignore[valid-type]
     timestamp: float

@@ -4,6 +4,7 @@ Also the registry through which a Recorder input picks its protocol."""
 import json
 import random
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -55,6 +56,23 @@ def test_senders_may_add_keys_to_an_image_header():
     assert maxiv.decode([json.dumps(header).encode(), FRAME.tobytes()]).frame_number == 2
 
 
+def refuse_every_header(_header):
+    raise msgspec.ValidationError("refused, so that the general path decodes it")
+
+
+@pytest.mark.parametrize("changes", [{}, {"exposure_time": 0.1}, {"compression": "bslz4"}])
+def test_the_fast_path_decodes_an_image_as_the_general_path_does(changes, monkeypatch):
+    payload = bslz4.compress(FRAME) if changes.get("compression") == "bslz4" else None
+    parts = image_parts(payload, **changes)
+    fast = maxiv.decode(parts)
+    monkeypatch.setattr(maxiv, "_decode_image_header", refuse_every_header)
+    general = maxiv.decode(parts)
+    assert (fast.frame_number, fast.message_id, fast.series_id, fast.shape, fast.dtype, fast.encoding) == (
+        general.frame_number, general.message_id, general.series_id, general.shape, general.dtype, general.encoding)
+    np.testing.assert_array_equal(fast.to_array(), FRAME)
+    np.testing.assert_array_equal(general.to_array(), FRAME)
+
+
 def test_a_precompressed_chunk_is_sent_as_it_is():
     chunk = bslz4.compress(FRAME)
     parts = maxiv.encode_image(1, 0, chunk, "bslz4", shape=(9, 14), dtype="uint32")
@@ -78,6 +96,8 @@ def image_parts(payload=None, **changes):
         (image_parts(msg_number=None), "image 0 lacks 'msg_number'"),
         (image_parts(msg_number=-4), "'msg_number' must be an integer >= 0, got -4"),
         (image_parts(frame=None), "image lacks 'frame'"),
+        (image_parts(frame=True), "'frame' must be an integer >= 0, got True"),
+        (image_parts(frame=2.5), "'frame' must be an integer >= 0, got 2.5"),
         (image_parts(compression=None), "image 0 lacks 'compression'"),
         (image_parts(shape=[9, 14, 2]), "is not [rows, columns]; photonflow records one 2-D frame per message"),
         (image_parts(shape=[9, 0]), "'shape' must be [rows, columns] of positive integers"),
