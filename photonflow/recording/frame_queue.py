@@ -91,9 +91,7 @@ class FrameQueue:
         """Up to ``limit`` items, oldest first; waits up to ``timeout`` (None: don't wait)
         for the first. With ``keep_counted`` they count against the bounds until the next call."""
         with self._not_empty:
-            if self._taken != (0, 0):  # the last batch is written: its room is free
-                self._taken = (0, 0)
-                self._wake_producer()
+            self._release_taken()
             if not self._items:
                 if timeout is None:
                     raise QueueEmpty()
@@ -111,6 +109,16 @@ class FrameQueue:
                 self._taken = (len(batch), nbytes)
             self._wake_producer()
             return [item for item, _ in batch]
+
+    def written(self) -> None:
+        """The batch ``get_many`` handed out last is written (or given up): its room is free."""
+        with self._lock:
+            self._release_taken()
+
+    def _release_taken(self) -> None:
+        if self._taken != (0, 0):
+            self._taken = (0, 0)
+            self._wake_producer()
 
     def _wake_producer(self) -> None:
         """At the low-water mark: the producer refills in one burst (see the class)."""

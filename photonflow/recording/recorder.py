@@ -346,6 +346,7 @@ class Recorder:
 
     def _finish(self, series: Series, end_reason: str, ends: list[SeriesEnd] | None) -> None:
         """Close the file with the final accounting and return to ON (or ALARM if frames are missing)."""
+        self._queue.written()  # the writer takes nothing more: what it held is not waiting any longer
         file = series.file
         file.drain()
         missing, final_counts = series.final_accounting(ends, file.writer.highest_frame if file.writer else None)
@@ -417,6 +418,7 @@ class Recorder:
         """Count as lost what the writer held or the queue still holds: received, never written."""
         for message, _ in self._in_hand:
             self._count_lost(message)
+        self._queue.written()
         while True:
             try:
                 message, _ = self._queue.get()

@@ -144,3 +144,11 @@ def test_a_producer_waiting_for_room_is_woken_when_the_writer_comes_back_for_mor
     assert done.wait(2)
     thread.join()
     assert q.get_many() == ["c", "d"]
+
+
+def test_once_the_writer_says_its_batch_is_written_nothing_counts_as_waiting():
+    q = FrameQueue(max_items=10, max_bytes=1000)
+    q.put_many([("end", 10)], timeout=0.1)
+    assert q.get_many() == ["end"] and (q.qsize(), q.bytes_queued) == (1, 10)  # in the writer's hands
+    q.written()
+    assert (q.qsize(), q.bytes_queued) == (0, 0)

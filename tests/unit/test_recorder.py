@@ -233,3 +233,10 @@ def test_the_receive_buffer_is_fitted_in_bytes_to_the_frames_the_series_announce
     assert WatchedReceiver.fitted == [(4_000_000, RECEIVE_BUFFER_BYTES // 4_000_000)]
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["entry/data/data"][1], big + 1)
+
+
+def test_after_a_series_nothing_counts_as_waiting_for_the_disk(recorder, stream):
+    arm(recorder, stream, 5)
+    send_series(stream, range(5))
+    assert recorder.wait(10) and recorder.state == states.ON
+    assert (recorder.counters.queue_depth, recorder.counters.queue_megabytes) == (0, 0.0)
