@@ -14,9 +14,11 @@ What it measures
     ``baseline_rss_mb``: RSS when the series starts (armed, just before the go);
     ``peak_rss_mb``: the highest sample; ``growth_mb`` = peak - baseline.
     ``bound_mb``: the memory the design allows frames to pin while they wait,
-    ``min(queue_frames * frame_bytes, queue_megabytes) + zmq_rcvhwm * frame_bytes``: the
-    Recorder's queue (``queue_frames``, default 256 messages, and ``queue_megabytes``,
-    default 512 MB, whichever is reached first) plus ZeroMQ's receive high-water mark (as
+    ``min(queue_frames * frame_bytes, queue_megabytes) + batch * frame_bytes + zmq_rcvhwm *
+    frame_bytes``: the Recorder's queue (``queue_frames``, default 256 messages, and
+    ``queue_megabytes``, default 512 MB, whichever is reached first; the batch its writer holds
+    counts in it), the batch its receiving thread decodes while it waits for room (at most
+    ``BATCH_MESSAGES``, 64, and half the queue), plus ZeroMQ's receive high-water mark (as
     many messages as fit in 64 MB, at least 16: ``receive_high_water_mark`` in
     ``photonflow/stream/transport.py``; 488 of these frames). This
     process is set up as the Recorder's server sets up its own (``photonflow.allocator``).
@@ -61,6 +63,7 @@ import psutil
 from photonflow import states
 from photonflow.allocator import reuse_frame_buffers
 from photonflow.recording.config import DEFAULT_QUEUE_FRAMES, DEFAULT_QUEUE_MEGABYTES, RecorderConfig
+from photonflow.recording.intake import BATCH_MESSAGES
 from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings
 from photonflow.stream.stins import StinsEncoder
@@ -265,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         peak = int(samples[:, 1].max())
         growth = peak - baseline
         queue_bytes = min(args.queue_frames * frame_bytes, DEFAULT_QUEUE_MEGABYTES * 1_000_000)
-        bound = queue_bytes + receive_high_water_mark(frame_bytes) * frame_bytes
+        batch_frames = min(BATCH_MESSAGES, max(1, args.queue_frames // 2))
+        bound = queue_bytes + (batch_frames + receive_high_water_mark(frame_bytes)) * frame_bytes
         growth_at = {p: growth_by_fraction(samples, baseline, frames, p / 100) for p in (25, 50, 100)}
         slope = slope_bytes_per_frame(samples, frames)
         bookkeeping = bookkeeping_bytes(frames, recorder)
@@ -293,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             "growth_mb": round(growth / MB, 1),
             "bound_mb": round(bound / MB, 1),
             "bound": f"min({args.queue_frames} x {frame_bytes} B, {DEFAULT_QUEUE_MEGABYTES} MB) queue"
+                     f" + {batch_frames} being queued x {frame_bytes} B"
                      f" + {receive_high_water_mark(frame_bytes)} zmq rcvhwm x {frame_bytes} B",
             "ratio": round(ratio, 3),
             "growth_at_25pct_mb": round(growth_at[25] / MB, 1),
