@@ -287,13 +287,7 @@ class Recorder:
         keep this path free of any work the checks and the write do not need."""
         writer = series.file.writer
         if writer is not None and series.fits(message):  # the usual frame: every check in one test
-            self.counters.frames_received += 1
-            if not series.accept(message.frame_number):
-                self.counters.duplicate_frames += 1
-            elif series.file.compressor is not None:
-                series.file.compressor.submit(message, received)
-            else:
-                self._store(writer, message, received, message.payload)
+            self._take(series, writer, message, received)
             return False
         refusal = series.id_refusal(message)
         start = series.start
@@ -311,6 +305,12 @@ class Recorder:
         if refusal:
             self._reject(series, refusal)
             return False
+        self._take(series, writer, message, received)
+        return False
+
+    def _take(self, series: Series, writer: NexusFrameWriter, message: DataMessage, received: float) -> None:
+        """A frame of the series, checked: received; stored (through the compressor, if any)
+        unless it already was."""
         self.counters.frames_received += 1
         compressor = series.file.compressor
         if not series.accept(message.frame_number):
@@ -319,7 +319,6 @@ class Recorder:
             compressor.submit(message, received)
         else:
             self._store(writer, message, received, message.payload)
-        return False
 
     def _store(self, writer: NexusFrameWriter, message: DataMessage, received: float, payload) -> None:
         writer.write_frame(message.frame_number, payload, message.timestamp, received, message.metadata)
