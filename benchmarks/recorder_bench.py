@@ -217,6 +217,12 @@ def scalar_values(frame_number: int, names: tuple[str, ...]) -> dict[str, float]
     return {name: frame_number + k / 16 for k, name in enumerate(names)}
 
 
+def series_values(case: Case) -> dict[str, np.ndarray]:
+    """Every frame's per-frame values of a series of ``case``, by name (what the files must hold)."""
+    frames = np.arange(case.frames, dtype=np.float64)
+    return {name: frames + k / 16 for k, name in enumerate(case.scalar_names)}
+
+
 def make_cases(args: argparse.Namespace) -> list[Case]:
     detector_1m, eiger_1m, eiger_4m, small = (1065, 1030), (1062, 1028), (2162, 2068), (256, 256)
     every_case = Target(0.95, 21)  # issue 21: the bare stream loop's speed, whatever the frames
@@ -596,8 +602,7 @@ def run_bare(case: Case, frames: FrameSet, scratch: ScratchDirectory, run: int) 
     path = scratch.directory / f"bare_{case.name}_{run}.h5"
     chunks = frames.chunks
     filters = hdf5plugin.Bitshuffle(nelems=0, cname="lz4") if case.encoding == BSLZ4 else {}
-    sent = [scalar_values(n, case.scalar_names) for n in range(case.frames)] if case.scalars else []
-    values = {name: np.array([frame[name] for frame in sent]) for name in case.scalar_names}
+    values = series_values(case)
     scratch.start_run(path)
     before = cpu_times("self")
     start = time.perf_counter()
@@ -638,9 +643,8 @@ def verify_file(path: Path, dataset: str, case: Case, frames: FrameSet, values_g
     problems = []
     count = case.frames
     with h5py.File(path, "r") as f:
-        sent = [scalar_values(n, case.scalar_names) for n in range(count)] if case.scalars else []
-        for name in case.scalar_names:
-            if not np.array_equal(f[f"{values_group}/{name}"][()], [values[name] for values in sent]):
+        for name, sent in series_values(case).items():
+            if not np.array_equal(f[f"{values_group}/{name}"][()], sent):
                 problems.append(f"per-frame values {name} differ from those sent")
         data = f[dataset]
         if data.shape != (count, *case.shape):

@@ -39,6 +39,9 @@ class StreamIntake:
         self._wall_clock = wall_clock
         self._stop = threading.Event()
         self._sized = False  # the receive buffer is fitted to the frames once a message says what they are
+        # a batch: at most half the queue's bounds, so it fits once the writer has taken half
+        self._batch_items = max(1, min(BATCH_MESSAGES, queue.max_items // 2))
+        self._batch_bytes = queue.max_bytes // 2
         self.thread = threading.Thread(target=self._run, name="recorder-receive", daemon=True)
 
     @property
@@ -71,8 +74,7 @@ class StreamIntake:
         the queue's bounds: ((message, arrival) or (REJECTED, why), bytes) each. A batch ends
         when nothing more is there, so it never holds a frame back waiting for the next."""
         decoder, wall_clock, receiver = self._decoder, self._wall_clock, self._receiver
-        max_items = max(1, min(BATCH_MESSAGES, self._queue.max_items // 2))
-        max_bytes = self._queue.max_bytes // 2
+        max_items, max_bytes = self._batch_items, self._batch_bytes
         batch: list[tuple[tuple[object, float | str], int]] = []
         batch_bytes = 0
         while parts is not None:

@@ -191,8 +191,6 @@ _HANDLERS: dict[str, Callable[[dict, Sequence[Any]], StinsMessage]] = {
 # The fast path of an image message, once per frame, as STINS has it (``stins._DataHeader``):
 # msgspec decodes and checks the header in one call; keys a sender adds are ignored, as the
 # general path ignores them; anything refused takes the general path, which says why.
-
-
 class _ImageHeader(msgspec.Struct):
     htype: Literal["image"]
     msg_number: NonNegativeInt

@@ -391,11 +391,6 @@ class _DataHeader(msgspec.Struct, forbid_unknown_fields=True):
 _decode_data_header = msgspec.json.Decoder(_DataHeader).decode
 
 
-def _payload_view(part: Any) -> memoryview:
-    """A frame part as a view, never a copy (a ZeroMQ frame's buffer, or the bytes' own)."""
-    return part.buffer if hasattr(part, "buffer") else memoryview(part)
-
-
 def decode(parts: Sequence[Any]) -> StinsMessage:
     """Validate and decode the ZeroMQ parts of one message.
 
@@ -407,7 +402,7 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
         except msgspec.MsgspecError:
             pass  # the general path says why, or accepts what the typed record is stricter about
         else:
-            payload = _payload_view(parts[1])
+            payload = as_bytes(parts[1])
             check_frame_payload(payload, typed.shape, typed.dtype, typed.encoding, "frame")
             return DataMessage(
                 typed.message_id, typed.series_id, typed.frame_number, typed.shape, typed.dtype,
@@ -454,7 +449,7 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
         timestamp
     ):
         _fail(f"'timestamp' must be a number of seconds, got {timestamp!r}")
-    payload = _payload_view(parts[1])
+    payload = as_bytes(parts[1])
     check_frame_payload(payload, shape, dtype, encoding, "frame")
     return DataMessage(
         frame_number=_integer(header, "frame_number"),
