@@ -155,6 +155,7 @@ class BlissdataSink:
         self._closing = False
         self._urgent = False  # a series starts or ends: publish without waiting for a batch
         self._busy = False
+        self._sleeping = False  # the publishing thread waits for an event: the next one wakes it
         self._store = None
         self._series: _Published | None = None
         self._writer: StreamWriter | None = None  # the streams open in Redis, given up if Redis fails
@@ -211,12 +212,14 @@ class BlissdataSink:
         self._queue(("flushed", None), len(self._events))
 
     def _queue(self, event, queued: int) -> None:
-        """Queue a frame or a flush for the publishing thread, waking it when a batch begins (the
-        queue held ``queued`` = 0) or is full. A flush wakes it too: a frame is sent once its file
-        is flushed, and a flush left waiting for the next event kept a slow series (0.4 s a frame)
-        1.5 s behind at the median, 13 ms now."""
+        """Queue a frame or a flush for the publishing thread, waking it if it sleeps (a batch
+        begins) or when the batch is full. A flush wakes it too: a frame is sent once its file is
+        flushed, and a flush left waiting for the next event kept a slow series (0.4 s a frame)
+        1.5 s behind at the median, 13 ms now. Whether it sleeps is its own flag, read after the
+        append: a queue length read before it can be stale by the time the event is in, and a
+        publisher that had just emptied the queue would then sleep until the batch was full."""
         self._events.append(event)
-        if queued == 0 or queued + 1 == self.batch_frames:
+        if self._sleeping or queued + 1 == self.batch_frames:
             with self._wake:
                 self._wake.notify()
 
@@ -265,8 +268,10 @@ class BlissdataSink:
             log.warning("%s", self.last_error)
         while True:
             with self._wake:
+                self._sleeping = True  # before the check that lets it wait: an event put after it wakes it
                 while not self._events and not self._closing:
                     self._wake.wait()  # idle: woken by the first event
+                self._sleeping = False
                 # let a batch gather for batch_interval, unless it is full or a series starts/ends
                 deadline = time.monotonic() + self.batch_interval
                 while not (self._closing or self._urgent or len(self._events) >= self.batch_frames):

@@ -50,6 +50,7 @@ READER = textwrap.dedent("""
     _, key = store.get_next_scan(timeout=30)
     scan = store.load_scan(key)
     states = [scan.state.name]
+    state_times = {scan.state.name: time.time()}
     seen = {}          # frame number -> time its reference was seen
     readable = {}      # frame number -> time its pixels could be read from the file
     sums = {}
@@ -57,6 +58,7 @@ READER = textwrap.dedent("""
         scan.update(timeout=0.005)  # returns at once on a state change
         if scan.state.name != states[-1]:
             states.append(scan.state.name)
+            state_times[scan.state.name] = time.time()
         if scan.state >= ScanState.PREPARED:
             det = scan.info["photonflow"]["detector"]
             if det + ":image" not in scan.streams:
@@ -96,6 +98,7 @@ READER = textwrap.dedent("""
         "refs": [[r.file_path, r.data_path, r.index] for r in refs],
         "numbers": numbers.tolist(), "timestamps": scan.streams[det + ":timestamp"][:].tolist(),
         "seen_latency": [seen[n] - written[n] for n in written if n in seen],
+        "seen_before_stopped": [seen[n] < state_times.get("STOPPED", float("inf")) for n in sorted(written)],
         "read_latency": [readable[n] - written[n] for n in written if n in readable],
     }), flush=True)
 """)
@@ -199,6 +202,25 @@ def test_a_reader_in_another_process_follows_a_series_and_reads_its_frames_by_re
           f"max {seen_ms.max():.1f} ms; -> pixels readable from the file: median {np.median(read_ms):.1f} ms, "
           f"max {read_ms.max():.1f} ms")
     assert sink.publish_errors == 0 and sink.frames_published == 40
+
+
+def test_a_slow_series_is_published_live_frame_by_frame(tmp_path, redis_url):
+    """A frame every 0.25 s: each reference reaches a reader while the series runs, not in one
+    jump at its end (a lost wake-up of the publisher once held them all back)."""
+    sink = BlissdataSink(redis_url)
+    reader = start_reader(redis_url)
+    try:
+        run_series(tmp_path, sink, 45, 8, "bd/slow.h5", period=0.25)
+        assert sink.wait_idle(10)
+        seen = reader_result(reader)
+    finally:
+        sink.close()
+    assert sorted(seen["numbers"]) == list(range(8))
+    # every frame but the last was seen by the reader before the scan stopped
+    assert all(seen["seen_before_stopped"][:-1]), seen["seen_before_stopped"]
+    seen_ms = 1000 * np.array(seen["seen_latency"])
+    print(f"\nblissdata latency of a slow series (0.25 s a frame), frame written -> reference seen by the reader: "
+          f"median {np.median(seen_ms):.1f} ms, max {seen_ms.max():.1f} ms")
 
 
 def test_a_split_series_is_referenced_in_its_data_files(tmp_path, redis_url):
