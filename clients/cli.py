@@ -1,6 +1,6 @@
 """The ``photonflow`` command: deploy configuration, run the demo, start/stop the suite.
 
-    photonflow config apply FILE [--dry-run]   write a deployment (YAML or dsconfig JSON) to the database
+    photonflow config apply FILE [--dry-run] [--prune]   write a deployment (YAML or dsconfig JSON) to the database
     photonflow config export --dsconfig FILE   a deployment YAML as dsconfig JSON (for json2tango)
     photonflow demo [--frames N]               one acquisition end to end, then SUMMARY {...}
     photonflow up [--starter] / photonflow down  the whole suite, for Jive, Astor, Taurus or Sardana
@@ -96,7 +96,7 @@ def command_config_apply(args) -> int:
     if deployment.tango_host and deployment.tango_host.lower() != tango_host.lower():
         print(f"{args.file} names tango_host {deployment.tango_host}; writing to TANGO_HOST={tango_host}",
               file=sys.stderr)
-    changes = apply_deployment(_database(tango_host), deployment, dry_run=args.dry_run)
+    changes = apply_deployment(_database(tango_host), deployment, dry_run=args.dry_run, prune=args.prune)
     verb = "would change" if args.dry_run else "changed"
     print(f"{args.file}: {verb} {len(changes)} item(s) in the Tango database at {tango_host}")
     for change in changes:
@@ -691,6 +691,10 @@ def parser() -> argparse.ArgumentParser:
                       "(a .json file, or one starting with '{')")
     apply.add_argument("file")
     apply.add_argument("--dry-run", action="store_true", help="only print what would change")
+    apply.add_argument(
+        "--prune", action="store_true",
+        help="also delete what the file no longer has, as json2tango does: devices of its servers and "
+             "properties of its devices and classes (not polled_attr, logging_*, nor names starting with _)")
     apply.set_defaults(handler=command_config_apply)
     export = config_commands.add_parser(
         "export", help="write a deployment YAML as dsconfig JSON (json2tango applies it)")

@@ -10,7 +10,9 @@ dsconfig JSON of a deployment (photonflow.dsconfig_json), and ``config apply`` r
         <TangoClass>:
           <domain/family/member>:
             alias: name                      # optional
-            properties: {Name: value, ...}
+            properties: {Name: value, ...}   # a value [] removes the property
+            attribute_properties:            # optional: {attribute: {unit: mm, rel_change: 0.1, ...}}
+              <Attribute>: {Name: value, ...}
     classes:                                 # optional: class properties
       <TangoClass>:
         properties: {Name: value, ...}
@@ -57,6 +59,18 @@ class DeviceSpec:
     tango_class: str
     properties: dict[str, list[str]] = field(default_factory=dict)
     alias: str = ""
+    # {attribute: {property: values}}: units, labels, event thresholds, memorized values (__value)
+    attribute_properties: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+
+# What a prune leaves alone though the file does not name it, as json2tango does: properties Tango
+# itself keeps (polling, logging, and every name starting with "_", such as the __SubDevices a
+# server writes); a file removes one by giving it as an empty list.
+PROTECTED_PROPERTIES = ("polled_attr", "logging_level", "logging_target")
+
+
+def protected_property(name: str) -> bool:
+    return name.startswith("_") or name in PROTECTED_PROPERTIES
 
 
 @dataclass(frozen=True)
@@ -120,28 +134,37 @@ class Deployment:
 class Change:
     """One write to the Tango database, described for the operator."""
 
-    kind: str  # "add_device", "put_property", "put_alias", "put_class_property" or "put_server_info"
+    # "add_device", "put_property", "put_attribute_property", "put_alias", "put_class_property",
+    # "put_server_info"; a prune or an empty value: "delete_device", "delete_property",
+    # "delete_attribute_property", "delete_class_property"
+    kind: str
     server: str
     device: str  # the class, for put_class_property
     tango_class: str = ""
     property_name: str = ""
     old: list[str] | None = None
     new: list[str] | None = None
+    attribute: str = ""
 
     def describe(self) -> str:
+        before = "unset" if not self.old else ", ".join(self.old)
+        after = ", ".join(self.new or [])
         if self.kind == "add_device":
             return f"add device {self.device} (class {self.tango_class}) to server {self.server}"
+        if self.kind == "delete_device":
+            return f"delete device {self.device} (class {self.tango_class}) from server {self.server}"
         if self.kind == "put_alias":
-            before, after = ", ".join(self.old or []) or "none", ", ".join(self.new or [])
-            return f"set alias of {self.device}: {before} -> {after}"
+            return f"set alias of {self.device}: {', '.join(self.old or []) or 'none'} -> {after}"
         if self.kind == "put_server_info":
-            before, after = ", ".join(self.old or []) or "none", ", ".join(self.new or [])
-            return f"set Starter info of {self.server}: {before} -> {after}"
-        if self.kind == "put_class_property":
-            old = "unset" if not self.old else ", ".join(self.old)
-            return f"set class {self.device}->{self.property_name}: {old} -> {', '.join(self.new or [])}"
-        old = "unset" if not self.old else ", ".join(self.old)
-        return f"set {self.device}->{self.property_name}: {old} -> {', '.join(self.new or [])}"
+            return f"set Starter info of {self.server}: {', '.join(self.old or []) or 'none'} -> {after}"
+        owner = {
+            "put_class_property": f"class {self.device}", "delete_class_property": f"class {self.device}",
+            "put_attribute_property": f"{self.device}/{self.attribute}",
+            "delete_attribute_property": f"{self.device}/{self.attribute}",
+        }.get(self.kind, self.device)
+        if self.kind.startswith("delete_"):
+            return f"delete {owner}->{self.property_name} (was {before})"
+        return f"set {owner}->{self.property_name}: {before} -> {after}"
 
 
 def load_deployment(
@@ -201,29 +224,36 @@ def load_deployment(
                 if name.lower() in devices_seen:
                     raise source.error(device_key, f"device {name} is already defined in {devices_seen[name.lower()]}")
                 devices_seen[name.lower()] = server_key.value
-                properties, alias = _device_sections(source, device_node, name)
-                devices.append(DeviceSpec(name, class_key.value, properties, alias))
+                properties, alias, attribute_properties = _device_sections(source, device_node, name)
+                devices.append(DeviceSpec(name, class_key.value, properties, alias, attribute_properties))
         servers.append(ServerSpec(executable, instance, tuple(devices)))
     class_properties = _classes(source, top["classes"][1]) if "classes" in top else {}
     starter = _starter(source, top["starter"][1], {s.name for s in servers}) if "starter" in top else ()
     return Deployment(tuple(servers), simulators, demo, event_bus, class_properties, starter)
 
 
-def _device_sections(source: YamlSource, node: yaml.Node, name: str) -> tuple[dict[str, list[str]], str]:
-    """A device's properties and alias; an empty entry (``name:``) has neither."""
+def _device_sections(
+    source: YamlSource, node: yaml.Node, name: str
+) -> tuple[dict[str, list[str]], str, dict[str, dict[str, list[str]]]]:
+    """A device's properties, alias and attribute properties; an empty entry (``name:``) has none."""
     properties: dict[str, list[str]] = {}
+    attribute_properties: dict[str, dict[str, list[str]]] = {}
     alias = ""
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "null", "~"):
-        return properties, alias
+        return properties, alias, attribute_properties
     for section_key, section_node in source.mapping(node, name):
         if section_key.value == "alias":
             alias = source.scalar_text(section_node, f"{name} alias")
-            continue
-        if section_key.value != "properties":
-            raise source.error(
-                section_key, f"{name}: unknown key '{section_key.value}'; expected 'properties' or 'alias'")
-        properties.update(_properties(source, section_node, name))
-    return properties, alias
+        elif section_key.value == "properties":
+            properties.update(_properties(source, section_node, name))
+        elif section_key.value == "attribute_properties":
+            for attribute_key, attribute_node in source.mapping(section_node, f"{name} attribute_properties"):
+                attribute_properties[attribute_key.value] = _properties(
+                    source, attribute_node, f"{name}/{attribute_key.value}")
+        else:
+            raise source.error(section_key, f"{name}: unknown key '{section_key.value}'; expected 'properties', "
+                                            "'attribute_properties' or 'alias'")
+    return properties, alias, attribute_properties
 
 
 def _properties(source: YamlSource, node: yaml.Node, owner: str) -> dict[str, list[str]]:
@@ -358,40 +388,39 @@ class DatabaseView:
 
     device_servers: dict[str, tuple[str, str]] = field(default_factory=dict)  # device -> (server, class)
     properties: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # device (lower case) -> {attribute: {property: values}}, for the attributes the deployment names
+    attribute_properties: dict[str, dict[str, dict[str, list[str]]]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # device (lower case) -> alias
     class_properties: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     server_info: dict[str, tuple[str, int]] = field(default_factory=dict)  # server (lower) -> (host, level)
+    # read for a prune only: every device of the deployment's servers (server lower -> [(device, class)])
+    # and every property name of its devices and classes, not only those the deployment names
+    server_devices: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    property_names: dict[str, list[str]] = field(default_factory=dict)  # device (lower case) -> names
+    class_property_names: dict[str, list[str]] = field(default_factory=dict)
 
 
-def plan_changes(deployment: Deployment, current: DatabaseView) -> list[Change]:
-    """The writes that bring the database to the deployment; empty when it already matches."""
+def plan_changes(deployment: Deployment, current: DatabaseView, prune: bool = False) -> list[Change]:
+    """The writes that bring the database to the deployment; empty when it already matches.
+
+    A property or attribute property given as an empty list is deleted. With ``prune`` (as
+    json2tango does by default): devices of the deployment's servers that it does not list, and
+    the properties of its devices and classes that it does not give, are deleted too, except
+    the ones Tango keeps itself (``protected_property``)."""
     changes: list[Change] = []
     for server in deployment.servers:
+        listed = {device.name.lower() for device in server.devices}
+        if prune:
+            for name, tango_class in current.server_devices.get(server.name.lower(), []):
+                if name.lower() not in listed:
+                    changes.append(Change("delete_device", server.name, name, tango_class=tango_class))
         for device in server.devices:
-            registered = current.device_servers.get(device.name.lower())
-            if (
-                registered is None
-                or registered[0].lower() != server.name.lower()
-                or registered[1] != device.tango_class
-            ):
-                changes.append(Change("add_device", server.name, device.name, tango_class=device.tango_class))
-            existing = current.properties.get(device.name.lower(), {})
-            for name, value in device.properties.items():
-                if existing.get(name) != value:
-                    changes.append(
-                        Change("put_property", server.name, device.name, property_name=name,
-                               old=existing.get(name), new=value)
-                    )
-            if device.alias and current.aliases.get(device.name.lower()) != device.alias:
-                old_alias = current.aliases.get(device.name.lower())
-                changes.append(Change("put_alias", server.name, device.name, old=[old_alias] if old_alias else None,
-                                      new=[device.alias]))
+            changes += _device_changes(server, device, current, prune)
     for tango_class, properties in deployment.class_properties.items():
         existing = current.class_properties.get(tango_class, {})
-        for name, value in properties.items():
-            if existing.get(name) != value:
-                changes.append(Change("put_class_property", "", tango_class, property_name=name,
-                                      old=existing.get(name), new=value))
+        changes += _property_changes(
+            "class_property", "", tango_class, properties, existing,
+            current.class_property_names.get(tango_class, []) if prune else [])
     for entry in deployment.starter:
         wanted = (entry.host, entry.level)
         if current.server_info.get(entry.server.lower()) != wanted:
@@ -399,4 +428,42 @@ def plan_changes(deployment: Deployment, current: DatabaseView) -> list[Change]:
             changes.append(Change("put_server_info", entry.server, "",
                                   old=[f"host {old[0]}", f"level {old[1]}"] if old else None,
                                   new=[f"host {entry.host}", f"level {entry.level}"]))
+    return changes
+
+
+def _device_changes(server: ServerSpec, device: DeviceSpec, current: DatabaseView, prune: bool) -> list[Change]:
+    changes: list[Change] = []
+    key = device.name.lower()
+    registered = current.device_servers.get(key)
+    if registered is None or registered[0].lower() != server.name.lower() or registered[1] != device.tango_class:
+        changes.append(Change("add_device", server.name, device.name, tango_class=device.tango_class))
+    changes += _property_changes("property", server.name, device.name, device.properties,
+                                 current.properties.get(key, {}), current.property_names.get(key, []) if prune else [])
+    stored_attributes = current.attribute_properties.get(key, {})
+    for attribute, properties in device.attribute_properties.items():
+        changes += _property_changes("attribute_property", server.name, device.name, properties,
+                                     stored_attributes.get(attribute, {}), [], attribute)
+    if device.alias and current.aliases.get(key) != device.alias:
+        old_alias = current.aliases.get(key)
+        changes.append(Change("put_alias", server.name, device.name, old=[old_alias] if old_alias else None,
+                              new=[device.alias]))
+    return changes
+
+
+def _property_changes(kind: str, server: str, owner: str, wanted: Mapping[str, list[str]],
+                      existing: Mapping[str, list[str]], stored_names: list[str], attribute: str = "") -> list[Change]:
+    """Put what differs, delete what is given as [] and (``stored_names``: a prune) what is not given."""
+    changes = []
+    for name, value in wanted.items():
+        old = existing.get(name)
+        if value == [] and old:
+            changes.append(Change(f"delete_{kind}", server, owner, property_name=name, old=old, attribute=attribute))
+        elif value and old != value:
+            changes.append(Change(f"put_{kind}", server, owner, property_name=name, old=old, new=value,
+                                  attribute=attribute))
+    given = {name.lower() for name in wanted}
+    for name in stored_names:
+        if name.lower() not in given and not protected_property(name):
+            changes.append(Change(f"delete_{kind}", server, owner, property_name=name,
+                                  old=existing.get(name), attribute=attribute))
     return changes

@@ -1,10 +1,12 @@
 """dsconfig JSON (MAX IV's Tango configuration format, applied with ``json2tango``) both ways.
 
 - :func:`to_dsconfig`: a deployment as the dsconfig document ``json2tango`` applies unchanged
-  ("v2" nesting: server, instance, class, device; every property value a list of strings).
+  ("v2" nesting: server, instance, class, device; every property value a list of strings;
+  device aliases and attribute properties).
 - :func:`load_dsconfig`: a dsconfig document as a deployment, for ``photonflow config apply``:
   ``tango_host``, ``servers`` in v1 (``"Executable/instance"``) or v2 nesting, ``classes``,
-  device ``alias``; ``_title``/``_date``/``_source`` are ignored, as json2tango does.
+  device ``alias`` and ``attribute_properties`` (a tango2json dump of a running suite: units,
+  event thresholds, memorized values); ``_title``/``_date``/``_source`` are ignored, as json2tango does.
 
 A document is checked against the schema the installed dsconfig package ships, then against what
 photonflow runs; every problem is reported with its JSON path before anything is written.
@@ -34,6 +36,11 @@ def to_dsconfig(deployment: Deployment, source: str = "") -> dict:
             entry: dict = {"properties": {name: [str(v) for v in values] for name, values in device.properties.items()}}
             if device.alias:
                 entry["alias"] = device.alias
+            if device.attribute_properties:
+                entry["attribute_properties"] = {
+                    attribute: {name: [str(v) for v in values] for name, values in properties.items()}
+                    for attribute, properties in device.attribute_properties.items()
+                }
             instance.setdefault(device.tango_class, {})[device.name] = entry
     document: dict = {"_title": "photonflow deployment", "_source": source,
                       "_date": datetime.now(UTC).isoformat(timespec="seconds"), "servers": servers}
@@ -143,15 +150,17 @@ def _deployment(normalized: dict, v1_keys, problems: list[str], tango_host: str)
                                     f"{executable}; known: {', '.join(SERVER_CLASSES[executable])}")
                     continue
                 for name, entry in class_devices.items():
-                    if "attribute_properties" in entry:
-                        problems.append(f"{json_path([*where, tango_class, name, 'attribute_properties'])}: "
-                                        "photonflow does not apply attribute properties; use json2tango")
                     if name.lower() in seen:
                         problems.append(f"{json_path([*where, tango_class, name])}: device {name} is already "
                                         f"defined in {seen[name.lower()]}")
                     seen[name.lower()] = f"{executable}/{instance}"
                     properties = {key: list(values) for key, values in entry.get("properties", {}).items()}
-                    devices.append(DeviceSpec(name, tango_class, properties, entry.get("alias", "")))
+                    attribute_properties = {
+                        attribute: {key: list(values) for key, values in attribute_entry.items()}
+                        for attribute, attribute_entry in entry.get("attribute_properties", {}).items()
+                    }
+                    devices.append(DeviceSpec(name, tango_class, properties, entry.get("alias", ""),
+                                              attribute_properties))
             servers.append(ServerSpec(executable, instance, tuple(devices)))
     known = {tango_class for classes in SERVER_CLASSES.values() for tango_class in classes}
     class_properties = {}

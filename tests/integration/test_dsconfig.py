@@ -87,14 +87,93 @@ def test_json2tango_applies_the_export_and_photonflow_then_sees_nothing_to_chang
 def test_photonflow_applies_what_tango2json_dumps(database, tmp_path):
     first = run(database, "photonflow", "config", "apply", str(DEMO_CONFIG))
     assert first.returncode == 0, first.stderr
-    dumped = run(database, "tango2json", "server:Photonflow.*")
+    dumped = run(database, "tango2json", "server:Photonflow*")  # tango2json's wildcard is Tango's "*"
     assert dumped.returncode == 0, dumped.stderr
     dump = tmp_path / "dump.json"
     dump.write_text(dumped.stdout)
-    assert json.loads(dumped.stdout)["tango_host"]
+    document = json.loads(dumped.stdout)
+    assert document["tango_host"]
+    assert sorted(document["servers"]) == sorted({server.executable for server in demo_servers()})
     again = run(database, "photonflow", "config", "apply", str(dump), "--dry-run")
     assert again.returncode == 0, again.stderr
     assert f"{dump}: would change 0 item(s)" in again.stdout
+
+
+def demo_servers():
+    from photonflow.deployment import load_deployment_file
+
+    return load_deployment_file(DEMO_CONFIG, {"PHOTONFLOW_DATA_ROOT": "/data/bl1"}).servers
+
+
+def without_volatile(document: dict) -> dict:
+    return {key: value for key, value in document.items() if key not in ("_date", "tango_host")}
+
+
+def test_a_running_suites_dump_with_attribute_properties_applies_back_unchanged_and_elsewhere_the_same(
+        running_suite, database, tmp_path):
+    """What an operator set on a running suite (a label, a unit, an event threshold: attribute
+    properties in the database) survives tango2json -> photonflow config apply, both onto the same
+    database (0 changes) and onto another one (which then dumps the same)."""
+    recorder = tango.DeviceProxy(running_suite.recorder)
+    original = recorder.get_attribute_config("QueueDepth")
+    changed = recorder.get_attribute_config("QueueDepth")
+    changed.label, changed.unit = "Frames waiting", "frame"
+    changed.events.arch_event.archive_abs_change = "5"
+    recorder.set_attribute_config(changed)
+    try:
+        dumped = run(running_suite.tango_host, "tango2json", "-c", "server:Photonflow*")
+        assert dumped.returncode == 0, dumped.stderr
+        dump_path = tmp_path / "running.json"
+        dump_path.write_text(dumped.stdout)
+        document = json.loads(dumped.stdout)
+        name = running_suite.deployment.device("PhotonflowRecorder").name
+        instance = next(server.instance for server in running_suite.deployment.servers if server.executable ==
+                        "PhotonflowRecorder")
+        stored = document["servers"]["PhotonflowRecorder"][instance]["PhotonflowRecorder"][name]
+        assert stored["attribute_properties"]["QueueDepth"] == {
+            "label": ["Frames waiting"], "unit": ["frame"], "archive_abs_change": ["-5", "5"]}  # Tango stores both bounds
+
+        same = run(running_suite.tango_host, "photonflow", "config", "apply", str(dump_path))
+        assert same.returncode == 0, same.stderr
+        assert f"{dump_path}: changed 0 item(s)" in same.stdout
+
+        elsewhere = run(database, "photonflow", "config", "apply", str(dump_path))
+        assert elsewhere.returncode == 0, elsewhere.stderr
+        assert f"set {name}/QueueDepth->unit: unset -> frame" in elsewhere.stdout
+        redumped = run(database, "tango2json", "-c", "server:Photonflow*")
+        assert without_volatile(json.loads(redumped.stdout)) == without_volatile(document)
+    finally:
+        recorder.set_attribute_config(original)
+
+
+def test_a_prune_shows_then_deletes_what_the_file_no_longer_has(database, tmp_path):
+    config = tmp_path / "prune.json"
+    servers = {"PhotonflowRecorder": {"prn1": {"PhotonflowRecorder": {
+        "prn/pf/recorder": {"properties": {"DataRoot": ["/data/prn"], "FanOutMode": ["off"]}},
+        "prn/pf/recorder2": {"properties": {"DataRoot": ["/data/prn2"]}}}}}}
+    config.write_text(json.dumps({"servers": servers}))
+    assert run(database, "photonflow", "config", "apply", str(config)).returncode == 0
+    db(database).put_device_property("prn/pf/recorder", {"polled_attr": ["state", "3000"]})  # Tango's own
+    del servers["PhotonflowRecorder"]["prn1"]["PhotonflowRecorder"]["prn/pf/recorder2"]
+    del servers["PhotonflowRecorder"]["prn1"]["PhotonflowRecorder"]["prn/pf/recorder"]["properties"]["FanOutMode"]
+    config.write_text(json.dumps({"servers": servers}))
+
+    assert "would change 0 item(s)" in run(database, "photonflow", "config", "apply", str(config), "--dry-run").stdout
+    preview = run(database, "photonflow", "config", "apply", str(config), "--dry-run", "--prune")
+    assert preview.returncode == 0, preview.stderr
+    assert preview.stdout.splitlines()[1:] == [
+        "  delete device prn/pf/recorder2 (class PhotonflowRecorder) from server PhotonflowRecorder/prn1",
+        "  delete prn/pf/recorder->FanOutMode (was off)",
+    ]
+    assert "FanOutMode" in db(database).get_device_property_list("prn/pf/recorder", "*")  # a dry run writes nothing
+
+    pruned = run(database, "photonflow", "config", "apply", str(config), "--prune")
+    assert "changed 2 item(s)" in pruned.stdout, pruned.stdout + pruned.stderr
+    assert list(db(database).get_device_property_list("prn/pf/recorder", "*")) == ["DataRoot", "polled_attr"]
+    with pytest.raises(tango.DevFailed):
+        db(database).get_device_info("prn/pf/recorder2")
+    # dsconfig's own tool agrees there is nothing left to remove
+    assert run(database, "json2tango", str(config)).returncode == 0
 
 
 V1_WITH_CLASSES = {

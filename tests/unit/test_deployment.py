@@ -122,6 +122,54 @@ def test_plan_adds_a_device_registered_elsewhere():
     assert changes[0].describe() == "add device bl1/pf/recorder (class PhotonflowRecorder) to server PhotonflowRecorder/bl1"
 
 
+WITH_ATTRIBUTES = GOOD + """\
+        attribute_properties:
+          QueueDepth: {unit: frames, rel_change: "0.1"}
+          Comment: {__value: []}
+"""
+
+
+def test_attribute_properties_are_read_and_planned_and_an_empty_value_deletes():
+    deployment = load_deployment(WITH_ATTRIBUTES, "bl1.yaml", {"ROOT": "/x"})
+    device = deployment.device("PhotonflowRecorder")
+    assert device.attribute_properties == {"QueueDepth": {"unit": ["frames"], "rel_change": ["0.1"]},
+                                           "Comment": {"__value": []}}
+    current = DatabaseView(
+        device_servers={"bl1/pf/recorder": ("PhotonflowRecorder/bl1", "PhotonflowRecorder")},
+        properties={"bl1/pf/recorder": {"DataRoot": ["/x"], "Extra": ["a", "b"]}},
+        attribute_properties={"bl1/pf/recorder": {"QueueDepth": {"unit": ["frames"]}, "Comment": {"__value": ["hi"]}}},
+    )
+    assert [change.describe() for change in plan_changes(deployment, current)] == [
+        "set bl1/pf/recorder/QueueDepth->rel_change: unset -> 0.1",
+        "delete bl1/pf/recorder/Comment->__value (was hi)",
+    ]
+
+
+def test_a_prune_deletes_devices_and_properties_the_file_no_longer_has_but_not_tangos_own():
+    deployment = load_deployment(GOOD, "bl1.yaml", {"ROOT": "/x"})
+    stored = {"DataRoot": ["/x"], "Extra": ["a", "b"], "Old": ["1"], "polled_attr": ["state", "3000"],
+              "__SubDevices": ["bl1/pf/acq"]}
+    current = DatabaseView(
+        device_servers={"bl1/pf/recorder": ("PhotonflowRecorder/bl1", "PhotonflowRecorder")},
+        properties={"bl1/pf/recorder": stored},
+        server_devices={"photonflowrecorder/bl1": [("bl1/pf/recorder", "PhotonflowRecorder"),
+                                                   ("bl1/pf/recorder2", "PhotonflowRecorder")]},
+        property_names={"bl1/pf/recorder": list(stored)},
+    )
+    assert plan_changes(deployment, current) == []  # no prune: what the file does not name stays
+    assert [change.describe() for change in plan_changes(deployment, current, prune=True)] == [
+        "delete device bl1/pf/recorder2 (class PhotonflowRecorder) from server PhotonflowRecorder/bl1",
+        "delete bl1/pf/recorder->Old (was 1)",
+    ]
+
+
+def test_an_unknown_device_section_is_named():
+    text = GOOD + "        attributes: {}\n"
+    with pytest.raises(ConfigurationError, match="unknown key 'attributes'; expected 'properties', "
+                                                  "'attribute_properties' or 'alias'"):
+        load_deployment(text, "bl1.yaml", {"ROOT": "/x"})
+
+
 EIGER = """
 simulators:
   dcu:
