@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from photonflow.deployment import Deployment
 from photonflow.publishing.blissdata_scan import blissdata_url
 
 PLUGINS = Path(__file__).resolve().parent / "sardana"
+BIN = Path(sys.executable).parent  # spock and the other tools are in the suite's environment, not on PATH
 # what a facility adds to its Pool's and MacroServer's properties
 SARDANA_PATHS = {
     "Pool": {"PoolPath": [str(PLUGINS / "controllers")]},
@@ -46,6 +48,10 @@ class SardanaDevices:
     triggers: dict[str, str] = field(default_factory=dict)
     # measurement group -> its hardware-synchronised continuous scan: {"channel", "motor", "trigger"}
     continuous: dict[str, dict[str, str]] = field(default_factory=dict)
+    # measurement group -> its channel, for step scans and ct (value references on)
+    groups: dict[str, str] = field(default_factory=dict)
+    # the MacroServer environment photonflow set (its macros' devices, the active measurement group)
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 def register_sardana(database: tango.Database, instance: str) -> dict[str, str]:
@@ -93,8 +99,83 @@ def start_sardana(suite: Suite, deployment: Deployment, instance: str = "photonf
     channels, motors, triggers = create_elements(pool, deployment)
     limit_motors(pool, deployment, suite.device_url)
     continuous = create_continuous_groups(pool, deployment, channels, triggers)
+    groups = create_step_groups(pool, channels)
+    macroserver = tango.DeviceProxy(suite.device_url(devices["MacroServer"]))
+    environment = set_macro_environment(macroserver, macro_environment(deployment, groups))
     return SardanaDevices(instance, devices["Pool"], devices["MacroServer"], devices["Door"], channels, motors,
-                          triggers, continuous)
+                          triggers, continuous, groups, environment)
+
+
+def step_group_name(channel: str) -> str:
+    return f"mg_{channel}"
+
+
+def create_step_groups(pool: tango.DeviceProxy, channels: dict[str, str]) -> dict[str, str]:
+    """A measurement group ``mg_<channel>`` per photonflow channel for ct and step scans, with
+    value references on: each point records where its frame is in photonflow's file (Sardana's
+    own default, values, copies every frame into its scan file as float64)."""
+    groups = {}
+    for channel in channels:
+        name = step_group_name(channel)
+        _group(pool, name, channel, {"value_ref_enabled": True})
+        groups[name] = channel
+    return groups
+
+
+def _group(pool: tango.DeviceProxy, name: str, channel: str, channel_settings: dict,
+           controller_settings: dict | None = None) -> None:
+    """Create measurement group ``name`` of ``channel`` unless it exists, then set
+    ``channel_settings`` on its channels and ``controller_settings`` on its controllers."""
+    elements = _elements(pool)
+    if name not in elements:
+        pool.CreateMeasurementGroup([name, channel])
+        wait_for(lambda: name in _existing(pool), 10, f"the measurement group {name}", interval=0.1)
+        elements = _elements(pool)
+    group = tango.DeviceProxy(elements[name]["full_name"])
+    configuration = json.loads(group.read_attribute("Configuration").value)
+    for controller in configuration["controllers"].values():
+        controller.update(controller_settings or {})
+        for settings in controller["channels"].values():
+            settings.update(channel_settings)
+    group.write_attribute("Configuration", json.dumps(configuration))
+
+
+# macro environment variable -> the Tango class of the deployment's device it names
+MACRO_DEVICES = {
+    "PhotonflowController": "PhotonflowController",
+    "PhotonflowDataManager": "PhotonflowDataManager",
+    "PhotonflowStandardizer": "PhotonflowStandardizer",
+}
+
+
+def macro_environment(deployment: Deployment, groups: dict[str, str]) -> dict[str, str]:
+    """What photonflow's macros and Sardana's scans need in the MacroServer's environment, from the
+    deployment (not the demo's names): its Controller, DataManager, Standardizer, the simulated
+    beamline's prefix (its shutter's domain/family) and the first step-scan measurement group."""
+    first = {}
+    for server in deployment.servers:
+        for device in server.devices:
+            first.setdefault(device.tango_class, device.name)
+    environment = {variable: first[tango_class] for variable, tango_class in MACRO_DEVICES.items()
+                   if tango_class in first}
+    if "SimulatedShutter" in first:
+        environment["PhotonflowBeamline"] = first["SimulatedShutter"].rsplit("/", 1)[0]
+    if groups:
+        environment["ActiveMntGrp"] = next(iter(groups))
+    return environment
+
+
+def set_macro_environment(macroserver: tango.DeviceProxy, wanted: dict[str, str]) -> dict[str, str]:
+    """Put ``wanted`` into the MacroServer's environment, as spock's senv does; an ActiveMntGrp the
+    scientist chose already is kept. Returns the environment photonflow's variables now have."""
+    from taurus.core.util.codecs import CodecFactory
+
+    codec = CodecFactory().getCodec("pickle")
+    current = codec.decode(macroserver.read_attribute("Environment").value)[1].get("new", {})
+    if current.get("ActiveMntGrp"):
+        wanted = {**wanted, "ActiveMntGrp": current["ActiveMntGrp"]}
+    macroserver.write_attribute("Environment", codec.encode(("", {"new": wanted})))
+    return wanted
 
 
 def _elements(pool: tango.DeviceProxy) -> dict[str, dict]:
@@ -188,40 +269,28 @@ def create_continuous_groups(pool: tango.DeviceProxy, deployment: Deployment, ch
         axis = element_name(motors_of.get(device, "")) or trigger
         for channel in channels:
             name = continuous_group_name(channel, axis)
-            if name not in elements:
-                pool.CreateMeasurementGroup([name, channel])
-                wait_for(lambda name=name: name in _existing(pool), 10, f"the measurement group {name}", interval=0.1)
-                elements = _elements(pool)
-            group = tango.DeviceProxy(elements[name]["full_name"])
-            configuration = json.loads(group.read_attribute("Configuration").value)
-            for controller in configuration["controllers"].values():
-                controller["synchronizer"] = elements[trigger]["full_name"]
-                controller["synchronization"] = HARDWARE_TRIGGER
-                for settings in controller["channels"].values():
-                    settings["value_ref_enabled"] = True
-            group.write_attribute("Configuration", json.dumps(configuration))
+            _group(pool, name, channel, {"value_ref_enabled": True},
+                   {"synchronizer": elements[trigger]["full_name"], "synchronization": HARDWARE_TRIGGER})
             groups[name] = {"channel": channel, "motor": axis, "trigger": trigger}
     return groups
 
 
 def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
-    channel = next(iter(sardana.channels), "pf_controller")
     motor = next(iter(sardana.motors), "omega")
     blissdata = blissdata_url(event_bus) or "redis://<host>:<port>"
     continuous = "".join(
         f"  Door> senv ActiveMntGrp {group} ; ascanct {scan['motor']} 0 18 180 0.01    "
         f"(hardware-synchronised by {scan['trigger']})\n"
         for group, scan in sardana.continuous.items())
+    environment = " ".join(f"{name}={value}" for name, value in sardana.environment.items())
     return (
         f"Sardana '{sardana.instance}' is up: Pool {sardana.pool}, MacroServer {sardana.macroserver}, "
         f"Door {sardana.door}\n"
+        f"  environment set: {environment}\n"
+        f"  measurement groups (value references on): {', '.join(sardana.groups) or 'none'}\n"
         f"  export TANGO_HOST={tango_host}\n"
-        f"  spock --profile=photonflow            (answer the Door question with {sardana.door})\n"
-        f"  Door> defmeas mg_pf {channel}\n"
-        "  Door> senv ActiveMntGrp mg_pf\n"
+        f"  {BIN / 'spock'} --profile=photonflow            (answer the Door question with {sardana.door})\n"
         f"  Door> senv ScanDir /tmp/scans ; senv ScanFile scan.h5 ; senv ScanRecorder {SCAN_RECORDER}\n"
-        "  Door> senv PhotonflowController demo/photonflow/controller ; "
-        "senv PhotonflowDataManager demo/photonflow/datamanager ; senv PhotonflowBeamline demo/beamline\n"
         f"  Door> senv DataRecorder {BLISSDATA_RECORDER} ; "
         f"senv BlissdataURL {blissdata}    (every scan also a blissdata scan)\n"
         f"  Door> ct 0.1 ; ascan {motor} 0 10 20 0.1 ; pf_set_sample mx0001 ceo2 ; pf_darks 10 0.1\n"

@@ -193,6 +193,12 @@ class PhotonflowDataManager(PhotonflowDevice):
     def SetRole(self, role):
         self._core().set_role(role)
 
+    @command(dtype_in=str, dtype_out=str, doc_in="The dataset's name, e.g. dark (letters, digits, - _ .)",
+             doc_out="The data policy's file for one acquisition outside a structure: a new numbered dataset")
+    @operator_errors
+    def DatasetFile(self, name):
+        return self._core().dataset_file(name)
+
     @command(dtype_in=str, dtype_out=int, doc_in="A data structure description (YAML)", doc_out="Its acquisitions")
     @operator_errors
     def LoadStructure(self, path):

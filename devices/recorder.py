@@ -177,6 +177,8 @@ class PhotonflowRecorder(PhotonflowDevice):
 
     FramesReceived = counter("frames_received", int, "Data messages received in this series")
     FramesWritten = counter("frames_written", int, "Frames written to the file in this series")
+    FramesFlushed = counter("frames_flushed", int,
+                            "Frames a reader of the file sees: written before its last flush (~0.2 s behind)")
     MissingFrames = counter("missing_frames", int,
                             "Frames the sender sent that never reached the file (known at series end)")
     DuplicateFrames = counter("duplicate_frames", int, "Frames received twice and dropped")

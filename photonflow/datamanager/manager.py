@@ -219,6 +219,16 @@ class DataManager(StatefulCore):
             self.standing_role = role
         self._changed(self.state, f"Series outside a structure: {role or 'no role'} from now on")
 
+    def dataset_file(self, name: str) -> str:
+        """The data policy's file for one acquisition of this experiment outside a structure (a
+        macro's darks or flats): a new dataset ``NNNN_<name>`` of the sample, numbered after those
+        already there, ``.../RAW_DATA/<sample>/<sample>_NNNN_<name>/NNNN_<name>.h5``."""
+        self._need_catalogue()
+        with self._lock:
+            dataset = self.policy.next_dataset(self.proposal, self.session, self.sample, name)
+            folder = self.policy.raw_dataset(self.proposal, self.session, self.sample, dataset)
+        return str(folder / f"{dataset}.h5")
+
     def set_comment(self, run: int, text: str) -> None:
         catalogue = self._need_catalogue()
         if catalogue.run(run) is None:

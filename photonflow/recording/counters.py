@@ -17,6 +17,8 @@ class RecorderCounters:
 
     frames_received: int = 0
     frames_written: int = 0
+    # frames a reader of the file can see: written before the last flush (all of them once closed)
+    frames_flushed: int = 0
     missing_frames: int = 0
     duplicate_frames: int = 0
     messages_rejected: int = 0

@@ -51,6 +51,7 @@ from photonflow.throttle import Throttle
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2  # seconds between making progress visible to SWMR readers
+PAUSE = 0.02  # s without a message: the stream pauses (what was written is flushed at once)
 COMPLETED_WITHOUT_END = "completed_without_end"
 
 
@@ -222,7 +223,7 @@ class Recorder:
         try:
             while True:
                 try:
-                    batch = self._queue.get_many(timeout=0.1)
+                    batch = self._queue.get_many(timeout=PAUSE)
                 except QueueEmpty:
                     if intake.stopped and not intake.thread.is_alive():
                         break
@@ -230,7 +231,7 @@ class Recorder:
                         intake.stop()
                         self._finish(series, COMPLETED_WITHOUT_END, None)
                         return
-                    self._flush_if_due(series)  # a pause in the stream: show readers where we are
+                    self._flush_if_due(series, pause=True)  # a pause in the stream: show readers where we are
                     continue
                 series.last_message = self._clock()
                 # What a batch costs once (the clock, the flush, the counters) is not paid per frame.
@@ -352,6 +353,7 @@ class Recorder:
         self.counters.missing_frames = len(missing)
         file.close(utc_now_iso(), end_reason, {**self.counters.accounting(), **final_counts}, missing,
                    durable=self.config.durable)
+        self.counters.frames_flushed = self.counters.frames_written
         self._tell_sinks("series_ended", ends[-1] if ends else None, end_reason)
         self.last_file = str(file.path) if file.writer is not None else ""
         self.current_file = ""
@@ -369,7 +371,7 @@ class Recorder:
         c.frames_lost = c.frames_received - c.duplicate_frames - c.frames_written  # queued, in flight, compressing
         if kept is not None:
             c.frames_lost += c.frames_written - kept  # written after the file's last bookkeeping
-            c.frames_written = kept
+            c.frames_written = c.frames_flushed = kept
             self.last_file = str(series.file.path)
         if series.file.writer is not None:  # the sinks were told it started: tell them it ended
             self._tell_sinks("series_ended", None, "failed")
@@ -402,9 +404,15 @@ class Recorder:
             and self._clock() - series.last_message >= self.config.end_timeout
         )
 
-    def _flush_if_due(self, series: Series) -> None:
-        if series.file.writer is not None and self._flush_throttle.ready():
+    def _flush_if_due(self, series: Series, pause: bool = False) -> None:
+        """Flush every FLUSH_INTERVAL while frames stream in; at a pause, at once if frames were
+        written since the last flush: a step scan's frame (one per point, Sardana reading its
+        value from the file) is readable ~PAUSE after it is written, not up to FLUSH_INTERVAL."""
+        if series.file.writer is None:
+            return
+        if (pause and self.counters.frames_written > self.counters.frames_flushed) or self._flush_throttle.ready():
             series.file.writer.flush(self.counters.accounting())
+            self.counters.frames_flushed = self.counters.frames_written
             self._tell_sinks("frames_flushed", optional=True)  # what a file reader can see now
 
     def _count_lost(self, message) -> None:

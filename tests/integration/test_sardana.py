@@ -23,6 +23,7 @@ from tests.helpers.devices import demo_frames, wait_until
 
 EXPOSURE = 0.01
 POINTS = 20
+VALUE_POINTS = 10
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +44,15 @@ def sardana(running_suite):
         door.runMacro(name, list(parameters), synch=True)
         return str(door.getAttribute("State").read().value).split(".")[-1], door.getAttribute("Error").read().value
 
+    # photonflow made the channel's measurement group, references on, and made it the active one;
+    # its macros' devices are the deployment's
+    deployment = running_suite.deployment
+    assert devices.groups == {f"mg_{channel}": channel}
+    assert door.macro_server.getEnvironment("ActiveMntGrp") == f"mg_{channel}"
+    assert door.macro_server.getEnvironment("PhotonflowController") == deployment.device("PhotonflowController").name
+    assert door.macro_server.getEnvironment("PhotonflowBeamline") == "demo/beamline"
     for macro in (["senv", "ScanDir", [str(scans)]], ["senv", "ScanFile", ["scan.h5"]],
-                  ["senv", "ScanRecorder", [SCAN_RECORDER]], ["defmeas", "mg_pf", [channel]],
-                  ["senv", "ActiveMntGrp", ["mg_pf"]], ["set_meas_conf", "ValueRefEnabled", "True", [channel]]):
+                  ["senv", "ScanRecorder", [SCAN_RECORDER]]):
         state, error = run(*macro)
         assert state == "ON", (macro, error)
     return devices, run, door, scans, channel
@@ -87,6 +94,41 @@ def test_an_ascan_writes_one_photonflow_file_that_the_scan_file_links(sardana, r
     print(f"\nSardana ascan of {POINTS} points, exposure {EXPOSURE} s: {elapsed:.2f} s, "
           f"{overhead * 1000:.0f} ms per point beyond the exposure, Sardana's step scan and the motor moves "
           "included (photonflow's own share: make bench-sardana)")
+
+
+def test_an_ascan_in_value_mode_records_every_frame_never_an_empty_one(sardana, running_suite):
+    """References off (Sardana's own default for a group a scientist makes with defmeas): each
+    point's value is read from photonflow's file once the Recorder says the frame is flushed, so
+    Sardana's scan file holds copies equal to photonflow's frames (it once held 18-19 zero frames
+    of 20: the point was read before the frame reached the file)."""
+    _, run, _, scans, channel = sardana
+    for macro in (["defmeas", "mg_pf_values", [channel]], ["set_meas_conf", "ValueRefEnabled", "False", [channel],
+                                                            "mg_pf_values"],
+                  ["senv", "ActiveMntGrp", ["mg_pf_values"]]):
+        state, error = run(*macro)
+        assert state == "ON", (macro, error)
+    try:
+        before = set(glob.glob(str(running_suite.data_root / "**" / "series_*.h5"), recursive=True))
+        started = time.monotonic()
+        state, error = run("ascan", "samx", "0", "0.09", str(VALUE_POINTS - 1), str(EXPOSURE))
+        elapsed = time.monotonic() - started
+        assert state == "ON", error
+    finally:
+        assert run("senv", "ActiveMntGrp", [f"mg_{channel}"])[0] == "ON"
+    (new,) = sorted(set(glob.glob(str(running_suite.data_root / "**" / "series_*.h5"), recursive=True)) - before)
+    with h5py.File(new, "r") as f:
+        frames = f["entry/data/data"][()]
+    assert frames.shape[0] == VALUE_POINTS
+    with h5py.File(scans / "scan.h5", "r") as f:
+        measurement = f[sorted(f, key=lambda name: int(name[5:]))[-1]]["measurement"]
+        copies = measurement[channel][()]
+        assert not measurement[channel].is_virtual  # values: Sardana's own copies
+    assert copies.shape == frames.shape
+    for index in range(VALUE_POINTS):
+        assert frames[index].any()  # the simulator's frames are never blank
+        np.testing.assert_array_equal(copies[index], frames[index])
+    print(f"\nSardana ascan of {VALUE_POINTS} points in value mode, exposure {EXPOSURE} s: {elapsed:.2f} s, "
+          f"{(elapsed - VALUE_POINTS * EXPOSURE) / VALUE_POINTS * 1000:.0f} ms per point beyond the exposure")
 
 
 def test_a_timescan_that_skips_points_still_ends_with_a_scan_file_linking_the_frames_taken(sardana, running_suite):
@@ -160,6 +202,11 @@ def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters
     wait_until(lambda: datamanager.Runs >= 1, what="the darks catalogued")
     catalogue = Catalogue(Path(datamanager.CataloguePath).parent, "sd0001")
     dark = catalogue.runs()[-1]
+    # in the data policy's folders, a dataset of its own, with its role in the catalogue
+    raw = Path(dark.raw_file)
+    assert raw.parent.parent == running_suite.data_root / "sd0001" / json.loads(datamanager.DataPolicy)["beamline"] \
+        / "s1" / "RAW_DATA" / "ceo2", raw
+    assert raw.parent.name == "ceo2_0001_dark" and raw.name == "0001_dark.h5" and dark.role == "dark"
     with h5py.File(dark.raw_file, "r") as f:
         assert f["entry/data/data"].shape[0] == 3 and f["entry/data/data"][()].max() == 0  # shutter closed
     assert str(tango.DeviceProxy(url("demo/beamline/shutter")).state()) == "OPEN"  # opened again after
@@ -170,7 +217,7 @@ def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters
     darks = next(scan for scan in scans if scan.info["filename"] == str(dark.raw_file))
     assert (darks.proposal, darks.collection, darks.session) == ("sd0001", "ceo2", "s1")
     policy = json.loads(datamanager.DataPolicy)
-    assert policy["proposal"] == "sd0001" and policy["role"] == ""  # darks taken outside a structure
+    assert policy["proposal"] == "sd0001" and policy["role"] == ""  # the role set back after the darks
     assert darks.info["data_policy"] == "ESRF" and darks.info["beamline"] == policy["beamline"]
     state, error = run("pf_darks", "0", str(EXPOSURE))
     assert state != "ON" and "frames must be at least 1" in " ".join(error or [])
@@ -303,7 +350,7 @@ def continuous(sardana, running_suite):
     missing = _missing_part(running_suite)
     if missing:
         pytest.skip(f"needs the continuous scan's other parts merged: {missing}")
-    devices, run, _, _, _ = sardana
+    devices, run, _, _, channel = sardana
     deployment = running_suite.deployment
     url = running_suite.suite.device_url
     for variable, value in (("PhotonflowController", url(deployment.device("PhotonflowController").name)),
@@ -342,7 +389,7 @@ def test_an_ascanct_is_hardware_synchronised_one_frame_per_position_the_encoder_
     try:
         state, error = run("ascanct", "omega", "0", "18", "180", "0.01")
     finally:
-        restored, restore_error = run("senv", "ActiveMntGrp", ["mg_pf"])
+        restored, restore_error = run("senv", "ActiveMntGrp", [f"mg_{channel}"])
         assert restored == "ON", restore_error
     assert state == "ON", error
     positions = _captured(continuous)
@@ -366,7 +413,7 @@ def test_an_ascanct_is_hardware_synchronised_one_frame_per_position_the_encoder_
 
 def test_an_ascanct_faster_than_the_motor_can_go_is_refused_before_anything_moves(sardana, running_suite, continuous):
     """0.1 deg per 0.001 s is 100 deg/s, above omega's maximum 90 deg/s (its Sardana Velocity range)."""
-    devices, run, _, _, _ = sardana
+    devices, run, _, _, channel = sardana
     group = next(name for name, scan in devices.continuous.items() if scan["motor"] == "omega")
     omega = tango.DeviceProxy(running_suite.suite.device_url("demo/beamline/omega"))
     where, pulses = omega.Position, continuous.read_attribute("PulsesSent").value
@@ -375,7 +422,7 @@ def test_an_ascanct_faster_than_the_motor_can_go_is_refused_before_anything_move
     try:
         state, error = run("ascanct", "omega", "0", "18", "180", "0.001")
     finally:
-        restored, restore_error = run("senv", "ActiveMntGrp", ["mg_pf"])
+        restored, restore_error = run("senv", "ActiveMntGrp", [f"mg_{channel}"])
         assert restored == "ON", restore_error
     assert state != "ON"
     assert "scan velocity of motor omega (100" in " ".join(error) and "90" in " ".join(error), error
@@ -388,14 +435,14 @@ def test_a_ct_with_the_position_compare_as_synchronizer_is_refused_naming_the_sc
     """A count has no positions for the position-compare to fire on. Sardana has started the
     hardware-triggered channel before it loads the synchronizer, and leaves it armed: stopping the
     measurement group ends photonflow's series, and the next count works."""
-    devices, run, _, _, _ = sardana
+    devices, run, _, _, channel = sardana
     group = next(name for name, scan in devices.continuous.items() if scan["motor"] == "omega")
     state, error = run("senv", "ActiveMntGrp", [group])
     assert state == "ON", error
     try:
         state, error = run("ct", "0.01")
     finally:
-        restored, restore_error = run("senv", "ActiveMntGrp", ["mg_pf"])
+        restored, restore_error = run("senv", "ActiveMntGrp", [f"mg_{channel}"])
         assert restored == "ON", restore_error
     assert state != "ON" and "fires on its motor's positions" in " ".join(error) and "ascanct" in " ".join(error)
     pool = tango.DeviceProxy(running_suite.suite.device_url(devices.pool))

@@ -63,6 +63,26 @@ def test_a_structure_runs_acquisition_by_acquisition_with_roles_and_policy_paths
     assert kinds == {"run_values_updated"}
 
 
+def test_a_single_acquisition_gets_a_dataset_of_its_own_in_the_policy_folders(manager, tmp_path):
+    with pytest.raises(StateError, match="SetExperiment"):
+        manager.dataset_file("dark")
+    manager.set_experiment("mx0001", "20261127", "fe_foil")
+    raw = tmp_path / "data" / "mx0001" / "demo" / "20261127" / "RAW_DATA" / "fe_foil"
+    first = Path(manager.dataset_file("dark"))
+    assert first == raw / "fe_foil_0001_dark" / "0001_dark.h5"
+    manager.set_role("dark")
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"")  # the Recorder wrote it
+    manager.series_ended(SeriesResult(1, str(first), 3, 3, 0, "completed"))
+    assert manager.wait_idle(10)
+    (run,) = Catalogue(tmp_path / "catalogue", "mx0001").runs()
+    assert (run.role, run.raw_file) == ("dark", str(first))
+    # the next one never meets the first's files
+    assert Path(manager.dataset_file("flat")) == raw / "fe_foil_0002_flat" / "0002_flat.h5"
+    with pytest.raises(FilePathError):
+        manager.dataset_file("../elsewhere")
+
+
 def test_the_data_policy_names_the_acquisition_under_way_for_live_consumers(manager):
     assert manager.data_policy() == {}  # no experiment yet
     manager.set_experiment("mx0001", "20261127", "fe_foil")

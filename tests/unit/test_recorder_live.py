@@ -14,7 +14,7 @@ from photonflow.recording.recorder import Recorder, RecordingRequest
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
 from tests.helpers.fakes import EventLog
-from tests.helpers.recording import DETECTOR, SHAPE, Flushes, frame
+from tests.helpers.recording import DETECTOR, SHAPE, Flushes, arm, frame, send_series
 from tests.helpers.waiting import wait_until
 
 
@@ -236,3 +236,33 @@ def test_the_queue_holds_no_more_bytes_than_its_budget_however_many_frames_it_ma
     with h5py.File(path, "r") as f:
         for n in (0, 31, 59):
             np.testing.assert_array_equal(f["entry/data/data"][n], frames[n])
+
+
+def read_frames(path, count, result):
+    """In another process, as Sardana's value mode reads: the first ``count`` frames, SWMR."""
+    with h5py.File(path, "r", swmr=True) as f:
+        result.put(f["entry/data/data"][:count])
+
+
+def test_the_frames_counted_flushed_are_the_ones_another_process_reads_as_sent(tmp_path, senders):
+    """FramesFlushed is what a file reader may rely on: a frame written but not yet flushed reads
+    as zeros (the fill value) from another process; one counted flushed reads as sent."""
+    sender = senders()
+    recorder = Recorder(RecorderConfig(tmp_path, counter_interval=0.0))
+    path = arm(recorder, sender, 10, "flushed.h5")
+    encoder = send_series(sender, range(5), frame_count=10, end=False)
+    wait_until(lambda: recorder.counters.frames_flushed >= 5, 30, what="5 frames flushed")
+    assert recorder.counters.frames_flushed == recorder.counters.frames_written == 5
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    reader = context.Process(target=read_frames, args=(str(path), 5, results))
+    reader.start()
+    seen = results.get(timeout=60)
+    reader.join(30)
+    for n in range(5):
+        np.testing.assert_array_equal(seen[n], frame(n))
+    for n in range(5, 10):
+        sender.send(encoder.data(1, n, frame(n), 0.0))
+    sender.send(encoder.series_end(1, 10, 10))
+    assert recorder.wait(10)
+    assert recorder.counters.frames_flushed == 10  # the file is closed: every frame can be read

@@ -7,6 +7,9 @@ triggers one frame (trigger mode ``client``: the Acquirer's
 ``h5file:///<file>::/entry/data/data[<index>]`` (silx's DataUrl syntax); the photonflow scan
 recorder (``../recorders``) links those frames into Sardana's NXscan file as a virtual dataset.
 Without ``PrepareOne`` (a plain ``ct``), ``LoadOne`` configures a series of one frame.
+With references off (value mode) a point waits until its frame is flushed to the file (the
+Recorder's ``FramesFlushed``) and reads it from there: never the zeros an unflushed chunk
+reads as.
 
 The measurement group's synchronization picks photonflow's trigger mode: software trigger (a
 step scan) ``client``, one frame per point; software start (``set_meas_conf Synchronization
@@ -115,12 +118,20 @@ class PhotonflowTwoDController(TwoDController, Referable):
             return STATES.get(state, State.Unknown), self.controller.status()
         if self._triggered == 0:  # started at PrepareOne: armed, or arming, for the first point
             return State.On, f"Series of {self._frames} frames started: waiting for the first point"
-        written = self.recorder.read_attribute("FramesWritten").value
-        if written < self._triggered:
-            return State.Moving, f"Frame {self._triggered - 1}: {written} of {self._frames} frames written"
+        ready, done = self._ready()
+        if ready < self._triggered:
+            return State.Moving, f"Frame {self._triggered - 1}: {ready} of {self._frames} frames {done}"
         if self._triggered >= self._frames and state == tango.DevState.RUNNING:
-            return State.Moving, "Last frame written; closing the file"
-        return State.On, f"{written} of {self._frames} frames written to {self._file}"
+            return State.Moving, f"Last frame {done}; closing the file"
+        return State.On, f"{ready} of {self._frames} frames {done} in {self._file}"
+
+    def _ready(self):
+        """(frames a read may take, what they are): with references, the frames written; for
+        values, those a reader of the file sees (FramesFlushed): one written but not yet flushed
+        reads as zeros from another process, and a point must never record that."""
+        if self._value_ref_enabled:
+            return self.recorder.read_attribute("FramesWritten").value, "written"
+        return self.recorder.read_attribute("FramesFlushed").value, "readable"
 
     # -- configuration --------------------------------------------------------------------------
     def SetCtrlPar(self, parameter, value):
@@ -192,16 +203,24 @@ class PhotonflowTwoDController(TwoDController, Referable):
             time.sleep(0.005)
 
     def _new_frames(self):
-        """Frames written since the last read (trigger modes but client), and marks them read."""
-        first, self._reported = self._reported, self.recorder.read_attribute("FramesWritten").value
+        """Frames ready since the last read (trigger modes but client), and marks them read."""
+        first, self._reported = self._reported, self._ready()[0]
         return range(first, self._reported)
 
     def ReadOne(self, axis):
-        with h5py.File(self._file, "r", swmr=True) as f:
-            if self._trigger_mode == "client":
-                return numpy.array(f[DATASET][self._triggered - 1])
+        if self._trigger_mode == "client":
+            index = self._triggered - 1
+            self._wait(lambda: self._ready()[0] > index, f"frame {index} to be readable in {self._file}")
+            frames = [index]
+        else:
             frames = self._new_frames()
-            return [numpy.array(f[DATASET][index]) for index in frames]
+        with h5py.File(self._file, "r", swmr=True) as f:
+            dataset = f[DATASET]
+            if frames and dataset.shape[0] <= frames[-1]:  # never a frame that is not there yet
+                raise RuntimeError(f"photonflow: frame {frames[-1]} is not in {self._file} yet "
+                                   f"({dataset.shape[0]} frames visible)")
+            values = [numpy.array(dataset[index]) for index in frames]
+        return values[0] if self._trigger_mode == "client" else values
 
     def RefOne(self, axis):
         if self._trigger_mode == "client":

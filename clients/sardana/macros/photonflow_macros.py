@@ -1,13 +1,17 @@
 """Sardana macros for photonflow (add this folder to the MacroServer's MacroPath).
 
 They drive photonflow's own devices by their Tango names, held in MacroServer environment
-variables so that one MacroServer can serve any beamline:
+variables so that one MacroServer can serve any beamline (``make up SARDANA=1`` sets them from
+the deployment; by hand:)
 
     senv PhotonflowController demo/photonflow/controller
     senv PhotonflowDataManager demo/photonflow/datamanager
     senv PhotonflowStandardizer tomo/photonflow/standardizer    (pf_tomo: it writes the NXtomo)
     senv PhotonflowBeamline demo/beamline                       (shutter, omega, samx)
     senv PhotonflowTomography /path/to/tomography.yaml          (pf_tomo; default: the shipped one)
+
+pf_darks and pf_flats write into the data policy's folders (a new dataset ``NNNN_dark`` or
+``NNNN_flat`` of the DataManager's sample) with the role set, so the catalogue knows what they are.
 
 A photonflow device that refuses (busy, FAULT, a bad value) stops the macro with the device's own
 reason and description.
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import tango
@@ -86,6 +92,18 @@ class _PhotonflowMacro(Macro):
             raise RuntimeError(f"the series ended {state}: {controller.status()}")
         return controller.LastFile
 
+    @contextmanager
+    def single_acquisition(self, role: str) -> Iterator[str]:
+        """The data policy's file for one acquisition of ``role`` (dark, flat...), the DataManager's
+        role set to it meanwhile (its catalogue records the run so) and set back after."""
+        datamanager = self.device("PhotonflowDataManager")
+        previous = datamanager.CurrentRole
+        self.call(datamanager, "SetRole", role)
+        try:
+            yield self.call(datamanager, "DatasetFile", role)
+        finally:
+            self.call(datamanager, "SetRole", previous)
+
     def on_abort(self):
         """Ctrl-C in spock: the series (and its scan: motor, trigger generator) aborted too."""
         controller = self._running
@@ -131,11 +149,12 @@ class pf_darks(_PhotonflowMacro):
 
     def run(self, frames, exposure):
         _check_counts(frames, exposure)
-        self.shutter(False)
-        try:
-            file = self.series(frames, exposure, exposure)
-        finally:
-            self.shutter(True)
+        with self.single_acquisition("dark") as planned:
+            self.shutter(False)
+            try:
+                file = self.series(frames, exposure, exposure, planned)
+            finally:
+                self.shutter(True)
         self.output(f"{frames} darks in {file}")
 
 
@@ -152,11 +171,12 @@ class pf_flats(_PhotonflowMacro):
     def run(self, frames, exposure, motor, out_position):
         _check_counts(frames, exposure)
         back = motor.getPosition()
-        self.mv(motor, out_position)
-        try:
-            file = self.series(frames, exposure, exposure)
-        finally:
-            self.mv(motor, back)
+        with self.single_acquisition("flat") as planned:
+            self.mv(motor, out_position)
+            try:
+                file = self.series(frames, exposure, exposure, planned)
+            finally:
+                self.mv(motor, back)
         self.output(f"{frames} flats in {file} ({motor.getName()} at {out_position})")
 
 
