@@ -60,11 +60,12 @@ up: $(INSTALLED)
 down: $(INSTALLED)
 	$(BIN)/photonflow down
 
+# the panels of the suite `make up` started (same DETECTOR): its devices, its database
 panel: $(INSTALLED)
-	$(BIN)/photonflow-panel
+	$(BIN)/photonflow-panel --config $(DEMO_CONFIG)
 
 beamline-panel: $(INSTALLED)
-	$(BIN)/photonflow-beamline
+	$(BIN)/photonflow-beamline --config $(DEMO_CONFIG)
 
 # the run table of a proposal's catalogue: make runs CATALOGUE=var/data/catalogue/demo0001.sqlite
 runs: $(INSTALLED)

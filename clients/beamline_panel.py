@@ -299,16 +299,27 @@ def _property(device: str, name: str, tango_host: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     """Open the beamline panel (TANGO_HOST says which database) and run the Qt loop."""
     parser = argparse.ArgumentParser(prog="photonflow-beamline", description=__doc__.splitlines()[0])
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX,
-                        help=f"the beamline devices' domain/family (default {DEFAULT_PREFIX})")
+    parser.add_argument("--prefix", default="",
+                        help=f"the beamline devices' domain/family (default: the deployment's motors', else "
+                             f"{DEFAULT_PREFIX})")
+    parser.add_argument("--config", default="",
+                        help="the deployment make up was given (make beamline-panel passes it)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from photonflow.clients.launcher import panel_deployment
+
+    deployment = panel_deployment(args.config)  # and TANGO_HOST: the running suite's, when not set
+    if not args.prefix:
+        motors = [d.name for s in deployment.servers for d in s.devices
+                  if d.tango_class == "SimulatedMotor"] if deployment else []
+        args.prefix = motors[0].rsplit("/", 1)[0] if motors else DEFAULT_PREFIX
 
     from taurus.qt.qtgui.application import TaurusApplication
 
     app = TaurusApplication(sys.argv[:1], cmd_line_parser=None, app_name="photonflow-beamline")
     panel = BeamlinePanel(args.prefix)
-    panel.show()
-    return app.exec_()
+    from photonflow.clients.qt_exit import run_until_closed
+
+    return run_until_closed(app, panel, ready=f"photonflow-beamline: showing {args.prefix}")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ from photonflow.clients.launcher import (
     JOB_ENGINE_VARIABLE,
     STARTER_BINARY,
     Suite,
+    prepare_environment,
     register_starter,
+    running_suite,
     starter_binary,
+    var_directory,
 )
 from photonflow.clients.tango_database import apply_deployment
 from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
@@ -49,21 +52,6 @@ from photonflow.standardizing.mapping import check_mappings
 
 DEMO_DEFAULTS = {"frames": 1000, "exposure": 0.001, "period": 0.002, "step": 0.0, "sample": ""}
 TOMOGRAPHY_STRUCTURE = "structures/tomography.yaml"  # beside the deployment (config/)
-
-
-def var_directory() -> Path:
-    """The suite's folder (PHOTONFLOW_VAR, else ./var), made absolute in this process's environment
-    too: a deployment's ${PHOTONFLOW_VAR} (its trigger lines, ipc://.../run/omega.trigger) then names
-    the same folder for every server whatever its working directory, and two suites never share one."""
-    folder = Path(os.environ.get("PHOTONFLOW_VAR", "var")).resolve()
-    os.environ["PHOTONFLOW_VAR"] = str(folder)
-    return folder
-
-
-def _prepare_environment(var_dir: Path, config: str | None = None) -> None:
-    os.environ.setdefault("PHOTONFLOW_DATA_ROOT", str(var_dir / "data"))
-    if config:  # files a deployment names (e.g. a Standardizer's mapping) sit beside it
-        os.environ.setdefault("PHOTONFLOW_CONFIG_DIR", str(Path(config).resolve().parent))
 
 
 def _database(tango_host: str) -> tango.Database:
@@ -89,7 +77,7 @@ def _load_any(path: str):
 
 
 def command_config_apply(args) -> int:
-    _prepare_environment(var_directory(), args.file)
+    prepare_environment(var_directory(), args.file)
     deployment = _load_any(args.file)
     check_mappings(deployment)
     tango_host = os.environ.get("TANGO_HOST") or deployment.tango_host
@@ -105,7 +93,7 @@ def command_config_apply(args) -> int:
 
 
 def command_config_export(args) -> int:
-    _prepare_environment(var_directory(), args.config)
+    prepare_environment(var_directory(), args.config)
     deployment = load_deployment_file(args.config)
     document = to_dsconfig(deployment, source=str(Path(args.config).resolve()))
     text = json.dumps(document, indent=2) + "\n"
@@ -125,7 +113,7 @@ def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool =
                  own_database: bool = False) -> tuple[Suite, object]:
     """Event bus and database (each embedded unless configured), configuration, then every server.
     ``own_database``: always an embedded database of its own (the demo), never TANGO_HOST's."""
-    _prepare_environment(var_dir, config)
+    prepare_environment(var_dir, config)
     suite = Suite("" if own_database else os.environ.get("TANGO_HOST", ""), var_dir)
     try:
         simulators = load_deployment_file(config, simulators_only=True)
@@ -421,13 +409,16 @@ def _device_of(suite: Suite, deployment, tango_class: str, suffix: str = "") -> 
 
 
 def _panel_commands(deployment, controller: str) -> str:
-    """How to open the operator panels on this deployment, one command a line."""
-    lines = [f"  photonflow-panel {controller}      (Controller: state, counters, the Configure form, "
-             "the live image, the run table)"]
+    """How to open the operator panels on this deployment, one command a line, each runnable as
+    printed (the tools are in the suite's environment, not on PATH)."""
+    bin_directory = Path(sys.executable).parent
+    lines = [f"  {bin_directory / 'photonflow-panel'} {controller}      (Controller: state, counters, the Configure "
+             "form, the live image, the run table)"]
     motors = [d.name for s in deployment.servers for d in s.devices if d.tango_class == "SimulatedMotor"]
     if motors:
         prefix = motors[0].rsplit("/", 1)[0]
-        lines.append(f"  photonflow-beamline --prefix {prefix}   (motors, monochromator, shutter, ring current trend)")
+        lines.append(f"  {bin_directory / 'photonflow-beamline'} --prefix {prefix}   (motors, monochromator, "
+                     "shutter, ring current trend)")
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -537,10 +528,10 @@ def command_tomo(args) -> int:
 
     tango_host = os.environ.get("TANGO_HOST")
     if not tango_host:
-        state_file = var_directory() / "run" / "suite.json"
-        if not state_file.exists():
+        suite = running_suite()
+        if suite is None:
             raise ConfigurationError("TANGO_HOST is not set and no suite is up: run 'make up DETECTOR=tomo' first")
-        tango_host = Suite.load(state_file, var_directory()).tango_host
+        tango_host = suite.tango_host
 
     def url(name: str) -> str:
         return name if "://" in name else f"tango://{tango_host}/{name}"
@@ -569,11 +560,9 @@ def _event_bus_url(args) -> str:
         return args.url
     if os.environ.get(EVENT_BUS_VARIABLE):
         return os.environ[EVENT_BUS_VARIABLE]
-    state_file = var_directory() / "run" / "suite.json"
-    if state_file.exists():
-        url = Suite.load(state_file, var_directory()).event_bus
-        if url:
-            return url
+    suite = running_suite()
+    if suite is not None and suite.event_bus:
+        return suite.event_bus
     raise ConfigurationError(
         f"which event bus? Give --url redis://host:port, set {EVENT_BUS_VARIABLE}, or start the suite (make up)"
     )
@@ -603,7 +592,7 @@ def command_events_tail(args) -> int:
 def _variables_settings(args) -> tuple[Path, Path, str]:
     """The catalogue folder, the context file and the job engine for ``reprocess``: as given, else
     the deployment's DataManager's (its CatalogueDirectory or <DataRoot>/catalogue, its ContextFile)."""
-    _prepare_environment(var_directory(), args.config)
+    prepare_environment(var_directory(), args.config)
     properties: dict[str, list[str]] = {}
     if not (args.catalogue and args.context):
         properties = load_deployment_file(args.config).device("PhotonflowDataManager").properties

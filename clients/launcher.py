@@ -372,6 +372,43 @@ class Suite:
                    event_bus=data.get("event_bus", ""))
 
 
+def var_directory() -> Path:
+    """The suite's folder (PHOTONFLOW_VAR, else ./var), made absolute in this process's environment
+    too: a deployment's ${PHOTONFLOW_VAR} (its trigger lines, ipc://.../run/omega.trigger) then names
+    the same folder for every server whatever its working directory, and two suites never share one."""
+    folder = Path(os.environ.get("PHOTONFLOW_VAR", "var")).resolve()
+    os.environ["PHOTONFLOW_VAR"] = str(folder)
+    return folder
+
+
+def prepare_environment(var_dir: Path, config: str | None = None) -> None:
+    """The variables a deployment file may use, defaulted as ``make up`` does."""
+    os.environ.setdefault("PHOTONFLOW_DATA_ROOT", str(var_dir / "data"))
+    if config:  # files a deployment names (e.g. a Standardizer's mapping) sit beside it
+        os.environ.setdefault("PHOTONFLOW_CONFIG_DIR", str(Path(config).resolve().parent))
+
+
+def panel_deployment(config: str | None) -> Deployment | None:
+    """For a panel: the deployment ``config`` names (as ``make up`` was given it), and TANGO_HOST
+    set to the database of the suite ``make up`` started when it is not set already."""
+    if not os.environ.get("TANGO_HOST"):
+        suite = running_suite()
+        if suite is not None:
+            os.environ["TANGO_HOST"] = suite.tango_host
+    if not config:
+        return None
+    from photonflow.deployment import load_deployment_file
+
+    prepare_environment(var_directory(), config)
+    return load_deployment_file(config)
+
+
+def running_suite() -> Suite | None:
+    """The suite ``photonflow up`` started in this folder (``var/run/suite.json``), or None."""
+    state_file = var_directory() / "run" / "suite.json"
+    return Suite.load(state_file, var_directory()) if state_file.exists() else None
+
+
 def _answers(server: ServerSpec, device_url: Callable[[str], str]) -> bool:
     """True when every device of the server is exported and answers a ping."""
     try:

@@ -532,19 +532,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="photonflow-panel", description="Taurus operator panel for a photonflow Controller."
     )
-    parser.add_argument("controller", nargs="?", default=DEFAULT_CONTROLLER,
-                        help=f"Tango name of the Controller device (default {DEFAULT_CONTROLLER})")
+    parser.add_argument("controller", nargs="?", default="",
+                        help=f"Tango name of the Controller device (default: the deployment's, else "
+                             f"{DEFAULT_CONTROLLER})")
+    parser.add_argument("--config", default="",
+                        help="the deployment make up was given (make panel passes it): its Controller")
     parser.add_argument("--datamanager", default="",
                         help=f"the DataManager whose run table the panel opens (default: the {DATAMANAGER_CLASS} "
                              "in the database whose Controller property names this Controller)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from photonflow.clients.launcher import panel_deployment
+
+    deployment = panel_deployment(args.config)  # and TANGO_HOST: the running suite's, when not set
+    if not args.controller:
+        args.controller = deployment.device("PhotonflowController").name if deployment else DEFAULT_CONTROLLER
 
     from taurus.qt.qtgui.application import TaurusApplication
 
     app = TaurusApplication(sys.argv[:1], cmd_line_parser=None, app_name="photonflow-panel")
     panel = ControllerPanel(args.controller, datamanager=args.datamanager)
-    panel.show()
-    return app.exec_()
+    from photonflow.clients.qt_exit import run_until_closed
+
+    return run_until_closed(app, panel, ready=f"photonflow-panel: showing {args.controller}")
 
 
 if __name__ == "__main__":

@@ -259,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
     app = TaurusApplication(sys.argv[:1], cmd_line_parser=None)
     window = RunTableWindow(args.catalogue, args.datamanager)
-    window.show()
-    return app.exec_()
+    from photonflow.clients.qt_exit import run_until_closed
+
+    return run_until_closed(app, window, ready=f"photonflow-runs: showing {args.catalogue}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ class AcquirerDevice(PhotonflowDevice):
     )
 
     followed_beamline: Beamline | None = None  # the beamline port the camera reads, if it follows one
+    # the settings a panel shows, pushed when written (a Controller's Configure writes them too)
+    extra_events = ("Exposure", "Period", "FrameCount", "TriggerMode")
 
     def create_camera(self):
         """The vendor's camera: a class declaring its capabilities (photonflow.camera)."""
@@ -81,7 +83,7 @@ class AcquirerDevice(PhotonflowDevice):
     @Exposure.write
     @operator_errors
     def Exposure(self, value):
-        self._core().update_settings(exposure=value)
+        self._update_settings('Exposure', exposure=value)
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="s", format="%.6f",
                min_value=0, max_value=86400, doc="Time from one frame's start to the next")
@@ -91,7 +93,7 @@ class AcquirerDevice(PhotonflowDevice):
     @Period.write
     @operator_errors
     def Period(self, value):
-        self._core().update_settings(period=value)
+        self._update_settings('Period', period=value)
 
     @attribute(dtype=int, access=AttrWriteType.READ_WRITE, min_value=1, max_value=2**31 - 1,
                doc="Frames in the next series")
@@ -101,7 +103,7 @@ class AcquirerDevice(PhotonflowDevice):
     @FrameCount.write
     @operator_errors
     def FrameCount(self, value):
-        self._core().update_settings(frame_count=int(value))
+        self._update_settings('FrameCount', frame_count=int(value))
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE, doc="How frames are triggered (e.g. internal)")
     def TriggerMode(self):
@@ -110,7 +112,7 @@ class AcquirerDevice(PhotonflowDevice):
     @TriggerMode.write
     @operator_errors
     def TriggerMode(self, value):
-        self._core().update_settings(trigger_mode=value)
+        self._update_settings('TriggerMode', trigger_mode=value)
 
     @attribute(dtype=int, access=AttrWriteType.READ_WRITE, doc="Series id the next series carries on the stream")
     def SeriesId(self):
@@ -132,6 +134,11 @@ class AcquirerDevice(PhotonflowDevice):
     @operator_errors
     def Rotation(self, value):
         self._core().update_settings(rotation=parse_rotation(value))
+
+    def _update_settings(self, name: str, **change) -> None:
+        core = self._core()
+        core.update_settings(**change)
+        self.publish_value(name, getattr(core.settings, next(iter(change))))
 
     # -- readings -----------------------------------------------------------------------
     FramesAcquired = counter("frames_acquired", int, "Frames acquired in the current or last series")

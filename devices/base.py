@@ -10,6 +10,7 @@ line is the Tango attribute, its read method and its change events.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,18 @@ from photonflow.devices.common import EventPushingMixin
 log = logging.getLogger(__name__)
 
 _EMPTY = {int: 0, float: 0.0, str: "", bool: False}
+
+
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def label_for(name: str) -> str:
+    """An attribute's label for people, from its CamelCase name: FramesWritten -> "Frames written",
+    ROISum -> "ROI sum" (acronyms stay as they are)."""
+    words = _WORD.findall(name)
+    if not words or "".join(words) != name:
+        return name
+    return " ".join([words[0], *(word if word.isupper() else word.lower() for word in words[1:])])
 
 
 def counter(field: str, dtype: Any = int, doc: str = "", convert: Callable[[Any], Any] | None = None,
@@ -76,8 +89,14 @@ class PhotonflowDevice(EventPushingMixin, Device):
         super().__init_subclass__(**kwargs)
         fields = dict(cls.COUNTER_FIELDS)
         for name, member in vars(cls).items():
-            if isinstance(member, attribute) and hasattr(member, "counter_value"):
+            if not isinstance(member, attribute):
+                continue
+            if hasattr(member, "counter_value"):
                 fields[name] = member.counter_value
+            if "label" not in member._kwargs:  # a panel shows "Frames written", not FramesWritten
+                if member.att_prop is None:  # an attribute declared with no unit, format, range...
+                    member.att_prop = tango.UserDefaultAttrProp()
+                member.att_prop.set_label(label_for(member.attr_name or name))
         cls.COUNTER_FIELDS = fields
 
     @property

@@ -168,7 +168,7 @@ class _SimulatedDevice(PhotonflowDevice):
 class SimulatedMotor(_SimulatedDevice):
     """One simulated axis moving along a trapezoidal velocity profile; writing Position moves it."""
 
-    extra_events = ("Position", "Target")
+    extra_events = ("Position", "Target", "Velocity")
 
     InitialPosition = device_property(dtype=float, default_value=0.0, doc="Position at start-up")
     InitialVelocity = device_property(dtype=float, default_value=1.0, doc="Velocity at start-up, unit/s")
@@ -191,7 +191,7 @@ class SimulatedMotor(_SimulatedDevice):
         )
         self.set_attribute_unit(self.Unit, "Position", "Target", "SoftLimitLow", "SoftLimitHigh")
         self.set_attribute_unit(f"{self.Unit}/s", "Velocity", "MaximumVelocity")
-        self.set_attribute_unit(f"{self.Unit}/s2", "Acceleration")
+        self.set_attribute_unit(f"{self.Unit}/s^2", "Acceleration")  # pint (Taurus) knows s^2, not s2
         _MOTORS[_registry_key(self.get_name())] = motor
         return motor
 
@@ -227,6 +227,7 @@ class SimulatedMotor(_SimulatedDevice):
     @operator_errors
     def Velocity(self, value):
         self._core().velocity = value
+        self.publish_value("Velocity", self._core().velocity)
 
     @attribute(name="MaximumVelocity", dtype=float, format="%.4f",
                doc="Fastest Velocity the axis may be set to (property MaximumVelocity)")

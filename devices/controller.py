@@ -228,6 +228,8 @@ def parse_scan_axes(entries: list[str]) -> dict[str, tuple[str, str]]:
 class PhotonflowController(PhotonflowDevice):
     """Drives an Acquirer and a Recorder and checks acquired = received = written."""
 
+    extra_events = ("Configuration",)  # pushed at each Configure
+
     Acquirer = device_property(dtype=str, mandatory=True, doc="Mandatory. Tango name of the Acquirer device")
     Recorder = device_property(dtype=str, mandatory=True, doc="Mandatory. Tango name of the Recorder device")
     FinishTimeout = device_property(
@@ -293,6 +295,9 @@ class PhotonflowController(PhotonflowDevice):
 
     @attribute(dtype=str, doc="The configuration the next Start uses, as JSON (with a scan: its plan too)")
     def Configuration(self):
+        return self._configuration_text()
+
+    def _configuration_text(self) -> str:
         configuration = self._core().configuration()
         return json.dumps(configuration) if configuration else ""
 
@@ -303,6 +308,7 @@ class PhotonflowController(PhotonflowDevice):
     @operator_errors
     def Configure(self, text):
         self._core().configure(text)
+        self.publish_value("Configuration", self._configuration_text())
 
     @command(doc_in="Arm the Recorder, then prepare and start the Acquirer; with a scan, run the scan")
     @operator_errors

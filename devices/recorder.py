@@ -235,7 +235,7 @@ class PhotonflowRecorder(PhotonflowDevice):
     def BlissdataLastError(self):
         return self.blissdata.last_error if self.blissdata else ""
 
-    WriteRate = counter("write_rate", float, "Recent write rate", unit="frames/s", format="%.1f")
+    WriteRate = counter("write_rate", float, "Recent write rate, frames per second", unit="Hz", format="%.1f")
     DataRate = counter("data_rate", float, "Recent write rate in megabytes", unit="MB/s", format="%.1f")
 
     @command(dtype_in=str, dtype_out=str,
