@@ -36,6 +36,7 @@ from photonflow.clients.launcher import (
     JOB_ENGINE_VARIABLE,
     STARTER_BINARY,
     Suite,
+    executable,
     prepare_environment,
     register_starter,
     running_suite,
@@ -411,13 +412,12 @@ def _device_of(suite: Suite, deployment, tango_class: str, suffix: str = "") -> 
 def _panel_commands(deployment, controller: str) -> str:
     """How to open the operator panels on this deployment, one command a line, each runnable as
     printed (the tools are in the suite's environment, not on PATH)."""
-    bin_directory = Path(sys.executable).parent
-    lines = [f"  {bin_directory / 'photonflow-panel'} {controller}      (Controller: state, counters, the Configure "
+    lines = [f"  {executable('photonflow-panel')} {controller}      (Controller: state, counters, the Configure "
              "form, the live image, the run table)"]
     motors = [d.name for s in deployment.servers for d in s.devices if d.tango_class == "SimulatedMotor"]
     if motors:
         prefix = motors[0].rsplit("/", 1)[0]
-        lines.append(f"  {bin_directory / 'photonflow-beamline'} --prefix {prefix}   (motors, monochromator, "
+        lines.append(f"  {executable('photonflow-beamline')} --prefix {prefix}   (motors, monochromator, "
                      "shutter, ring current trend)")
     return "".join(f"{line}\n" for line in lines)
 

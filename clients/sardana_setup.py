@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from photonflow.deployment import Deployment
 from photonflow.publishing.blissdata_scan import blissdata_url
 
 PLUGINS = Path(__file__).resolve().parent / "sardana"
-BIN = Path(sys.executable).parent  # spock and the other tools are in the suite's environment, not on PATH
 # what a facility adds to its Pool's and MacroServer's properties
 SARDANA_PATHS = {
     "Pool": {"PoolPath": [str(PLUGINS / "controllers")]},
@@ -289,7 +287,7 @@ def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
         f"  environment set: {environment}\n"
         f"  measurement groups (value references on): {', '.join(sardana.groups) or 'none'}\n"
         f"  export TANGO_HOST={tango_host}\n"
-        f"  {BIN / 'spock'} --profile=photonflow            (answer the Door question with {sardana.door})\n"
+        f"  {executable('spock')} --profile=photonflow            (answer the Door question with {sardana.door})\n"
         f"  Door> senv ScanDir /tmp/scans ; senv ScanFile scan.h5 ; senv ScanRecorder {SCAN_RECORDER}\n"
         f"  Door> senv DataRecorder {BLISSDATA_RECORDER} ; "
         f"senv BlissdataURL {blissdata}    (every scan also a blissdata scan)\n"
