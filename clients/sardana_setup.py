@@ -10,6 +10,7 @@ Sardana is an optional extra (``pip install -e ".[sardana]"``); nothing here imp
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
@@ -23,9 +24,20 @@ from photonflow.deployment import Deployment
 from photonflow.publishing.blissdata_scan import blissdata_url
 
 PLUGINS = Path(__file__).resolve().parent / "sardana"
+
+
+def limaccd_controllers() -> list[str]:
+    """sardana-limaccd's controller folder (Lima2DCtrl: LimaCCDCtrl.py), when it is installed: its
+    LimaCCDTwoDController drives photonflow's LimaCCDs face as it drives LImA."""
+    spec = importlib.util.find_spec("sardana_limaccd")
+    if spec is None or spec.origin is None:
+        return []
+    return [str(Path(spec.origin).parent / "ctrl")]
+
+
 # what a facility adds to its Pool's and MacroServer's properties
 SARDANA_PATHS = {
-    "Pool": {"PoolPath": [str(PLUGINS / "controllers")]},
+    "Pool": {"PoolPath": [str(PLUGINS / "controllers"), *limaccd_controllers()]},
     "MacroServer": {"MacroPath": [str(PLUGINS / "macros")], "RecorderPath": [str(PLUGINS / "recorders")]},
 }
 SCAN_RECORDER = "PhotonflowNXscanH5_FileRecorder"
@@ -73,8 +85,9 @@ def element_name(device: str) -> str:
 
 def start_sardana(suite: Suite, deployment: Deployment, instance: str = "photonflow",
                   timeout: float = 60) -> SardanaDevices:
-    """Register and start ``Sardana <instance>`` as a process of the suite, then create the
-    controllers and elements of the deployment (those that exist already are kept)."""
+    """Register and start ``Sardana <instance>`` as a process of the suite (one that answers
+    already is used as it is), then create the controllers and elements of the deployment (those
+    that exist already are kept)."""
     database = suite.database()
     devices = register_sardana(database, instance)
     # the MacroServer's environment (senv) in the suite's own folder: by default it is a file under
@@ -82,16 +95,20 @@ def start_sardana(suite: Suite, deployment: Deployment, instance: str = "photonf
     environment = suite.var_dir / "sardana" / instance / "macroserver.properties"
     environment.parent.mkdir(parents=True, exist_ok=True)
     database.put_device_property(devices["MacroServer"], {"EnvironmentDb": [str(environment)]})
-    process = suite._spawn(f"Sardana/{instance}", [executable("Sardana"), instance, *orb_endpoint_arguments()],
-                           suite.environment())
 
-    def answering():
-        suite._check_alive(process, f"Sardana {instance}")
+    def answering(process=None):
+        if process is not None:
+            suite._check_alive(process, f"Sardana {instance}")
         for name in (devices["Pool"], devices["MacroServer"], devices["Door"]):
             tango.DeviceProxy(suite.device_url(name)).ping()
         return True
 
-    wait_for(answering, timeout, f"Sardana {instance}", interval=0.2)
+    try:
+        answering()  # already running (started earlier in this suite): used as it is, never started twice
+    except tango.DevFailed:
+        process = suite._spawn(f"Sardana/{instance}", [executable("Sardana"), instance, *orb_endpoint_arguments()],
+                               suite.environment())
+        wait_for(lambda: answering(process), timeout, f"Sardana {instance}", interval=0.2)
     pool = tango.DeviceProxy(suite.device_url(devices["Pool"]))
     pool.set_timeout_millis(30000)
     channels, motors, triggers = create_elements(pool, deployment)

@@ -12,7 +12,10 @@ SERVERS: dict[str, dict[str, str]] = {
         "TucsenAcquirer": "photonflow.devices.tucsen_acquirer",
     },
     "PhotonflowRecorder": {"PhotonflowRecorder": "photonflow.devices.recorder"},
-    "PhotonflowController": {"PhotonflowController": "photonflow.devices.controller"},
+    "PhotonflowController": {
+        "PhotonflowController": "photonflow.devices.controller",
+        "LimaCCDs": "photonflow.devices.lima",  # LImA's interface over a Controller of the same server
+    },
     "PhotonflowStandardizer": {"PhotonflowStandardizer": "photonflow.devices.standardizer"},
     "PhotonflowDataManager": {"PhotonflowDataManager": "photonflow.devices.datamanager"},
     "PhotonflowBeamline": {

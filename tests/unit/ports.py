@@ -7,6 +7,7 @@ type-checked; its peers of these ports are exercised by the integration tests.""
 from photonflow.acquisition.acquirer import Sender
 from photonflow.control.continuous_scan import MotorPort, ScanDetectors, TriggerGeneratorPort
 from photonflow.control.controller import AcquirerPort, RecorderPort, _SeriesDetectors
+from photonflow.control.lima_face import PipelinePort
 from photonflow.datamanager.catalogue import Catalogue
 from photonflow.datamanager.manager import VariablesLauncher
 from photonflow.datamanager.runner import ResultSink
@@ -18,6 +19,7 @@ from photonflow.standardizing.standardizer import EventPublisher
 from photonflow.stream.transport import StreamReceiver, StreamSender
 from tests.helpers.controller import FakeAcquirer, FakeRecorder
 from tests.helpers.fakes import RecordingSender
+from tests.helpers.lima import FakePipeline
 from tests.helpers.scan import JournalingRecorder, PortDetectors, PortGenerator, PortMotor, TriggeredAcquirer
 from tests.helpers.standardizing import BeamlineReader
 
@@ -26,6 +28,11 @@ def controller_peers(fake_acquirer: FakeAcquirer, fake_recorder: FakeRecorder) -
     acquirer: AcquirerPort = fake_acquirer
     recorder: RecorderPort = fake_recorder
     del acquirer, recorder
+
+
+def lima_face_peers(fake_pipeline: FakePipeline) -> None:
+    pipeline: PipelinePort = fake_pipeline
+    del pipeline
 
 
 def scan_peers(port_motor: PortMotor, port_generator: PortGenerator, port_detectors: PortDetectors,
