@@ -11,6 +11,9 @@ FRAMES ?=
 EXPOSURE ?=
 PERIOD ?=
 STEP ?=
+# `make up INSTANCE=b`: a second suite on this host, its servers run as Executable/b, its folder var/b
+INSTANCE ?=
+SUITE_VAR = $(if $(INSTANCE),PHOTONFLOW_VAR=$${PHOTONFLOW_VAR:-var/$(INSTANCE)})
 
 .PHONY: demo test bench bench-pipeline bench-soak bench-chain bench-run-table bench-sardana up down panel beamline-panel runs venv clean
 
@@ -55,17 +58,18 @@ bench-run-table: $(INSTALLED)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/run_table_bench.py
 
 up: $(INSTALLED)
-	$(BIN)/photonflow up --config $(DEMO_CONFIG) $(if $(SARDANA),--sardana) $(if $(STARTER),--starter)
+	$(BIN)/photonflow up --config $(DEMO_CONFIG) $(if $(SARDANA),--sardana) $(if $(STARTER),--starter) \
+		$(if $(INSTANCE),--instance $(INSTANCE))
 
 down: $(INSTALLED)
-	$(BIN)/photonflow down
+	$(BIN)/photonflow down $(if $(INSTANCE),--instance $(INSTANCE))
 
 # the panels of the suite `make up` started (same DETECTOR): its devices, its database
 panel: $(INSTALLED)
-	$(BIN)/photonflow-panel --config $(DEMO_CONFIG)
+	$(SUITE_VAR) $(BIN)/photonflow-panel --config $(DEMO_CONFIG)
 
 beamline-panel: $(INSTALLED)
-	$(BIN)/photonflow-beamline --config $(DEMO_CONFIG)
+	$(SUITE_VAR) $(BIN)/photonflow-beamline --config $(DEMO_CONFIG)
 
 # the run table of a proposal's catalogue: make runs CATALOGUE=var/data/catalogue/demo0001.sqlite
 runs: $(INSTALLED)

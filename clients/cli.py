@@ -40,11 +40,12 @@ from photonflow.clients.launcher import (
     prepare_environment,
     register_starter,
     running_suite,
+    servers_running_on_this_host,
     starter_binary,
     var_directory,
 )
 from photonflow.clients.tango_database import apply_deployment
-from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file
+from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file, with_instance
 from photonflow.dsconfig_json import is_dsconfig, load_dsconfig, to_dsconfig
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
@@ -110,11 +111,19 @@ def command_config_export(args) -> int:
     return 0
 
 
+def _deployment(config: str, instance: str | None = None):
+    """The configuration's deployment, its servers run as ``instance`` when one is given."""
+    deployment = load_deployment_file(config)
+    return with_instance(deployment, instance) if instance else deployment
+
+
 def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool = False,
-                 own_database: bool = False) -> tuple[Suite, object]:
+                 own_database: bool = False, instance: str | None = None) -> tuple[Suite, object]:
     """Event bus and database (each embedded unless configured), configuration, then every server.
     ``own_database``: always an embedded database of its own (the demo), never TANGO_HOST's."""
     prepare_environment(var_dir, config)
+    if starter:  # before anything starts: a Starter would take another suite's processes for ours
+        _refuse_servers_running_elsewhere(_deployment(config, instance))
     suite = Suite("" if own_database else os.environ.get("TANGO_HOST", ""), var_dir)
     try:
         simulators = load_deployment_file(config, simulators_only=True)
@@ -126,12 +135,12 @@ def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool =
             print(f"Using the event bus at {EVENT_BUS_VARIABLE}={suite.event_bus}")
         for name, value in suite.start_simulators(simulators).items():
             print(f"Simulated hardware up: {name}={value}")
-        deployment = load_deployment_file(config)
+        deployment = _deployment(config, instance)
         check_mappings(deployment)  # a mapping's mistake is named before any server starts
         if any(d.tango_class == "PhotonflowDataManager" for s in deployment.servers for d in s.devices):
             address = suite.start_job_engine()
             print(f"Started the job engine (Dask scheduler and 2 workers) at {JOB_ENGINE_VARIABLE}={address}")
-            deployment = load_deployment_file(config)  # its properties may name the engine
+            deployment = _deployment(config, instance)  # its properties may name the engine
         if not suite.tango_host:
             suite.start_database(var_dir / "tango" / database_name)
             print(f"Started an embedded Tango database (pytango-db, SQLite) at TANGO_HOST={suite.tango_host}")
@@ -156,6 +165,18 @@ def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool =
         suite.stop()
         raise
     return suite, deployment
+
+
+def _refuse_servers_running_elsewhere(deployment) -> None:
+    """A Tango Starter finds its servers by ``<executable> <instance>`` in the host's process table: a
+    server of that name another suite runs here would be taken for ours ("running but not responding")."""
+    running = servers_running_on_this_host(deployment.servers)
+    if running:
+        names = ", ".join(f"{name} (pid {pid})" for name, pid in running.items())
+        raise ConfigurationError(
+            f"{names} already run(s) on this computer, started by another suite or by hand: the Tango Starter "
+            "would take them for this suite's. Give this suite an instance of its own: make up STARTER=1 "
+            "INSTANCE=<name> (photonflow up --starter --instance <name>), or stop the other suite")
 
 
 def _start_with_starter(suite: Suite, deployment):
@@ -409,11 +430,12 @@ def _device_of(suite: Suite, deployment, tango_class: str, suffix: str = "") -> 
     return None
 
 
-def _panel_commands(deployment, controller: str) -> str:
+def _panel_commands(deployment) -> str:
     """How to open the operator panels on this deployment, one command a line, each runnable as
     printed (the tools are in the suite's environment, not on PATH)."""
+    controllers = [d.name for s in deployment.servers for d in s.devices if d.tango_class == "PhotonflowController"]
     lines = [f"  {executable('photonflow-panel')} {controller}      (Controller: state, counters, the Configure "
-             "form, the live image, the run table)"]
+             "form, the live image, the run table)" for controller in controllers[:1]]
     motors = [d.name for s in deployment.servers for d in s.devices if d.tango_class == "SimulatedMotor"]
     if motors:
         prefix = motors[0].rsplit("/", 1)[0]
@@ -423,15 +445,16 @@ def _panel_commands(deployment, controller: str) -> str:
 
 
 def command_up(args) -> int:
-    var_dir = var_directory()
+    var_dir = var_directory(args.instance)
     state_file = var_dir / "run" / "suite.json"
     if state_file.exists():
-        raise ConfigurationError(f"the suite seems to be up already ({state_file}); run 'make down' first")
-    suite, deployment = _start_suite(args.config, var_dir, "suite.db", starter=args.starter)
+        down = f"make down INSTANCE={args.instance}" if args.instance else "make down"
+        raise ConfigurationError(f"the suite seems to be up already ({state_file}); run '{down}' first")
+    suite, deployment = _start_suite(args.config, var_dir, "suite.db", starter=args.starter, instance=args.instance)
     sardana_text = "  Sardana: make down, then make up SARDANA=1 (a Pool and a MacroServer with a Door, "\
         "photonflow's controllers, motors and macros)\n"
     try:
-        deployment = load_deployment_file(args.config)  # every server, also those the Starter started
+        deployment = _deployment(args.config, args.instance)  # every server, also those the Starter started
         if args.sardana:
             from photonflow.clients.sardana_setup import start_sardana, usage
 
@@ -439,18 +462,18 @@ def command_up(args) -> int:
             sardana_text = usage(sardana, suite.tango_host, suite.event_bus) + "\n"
     finally:
         suite.save(state_file)  # whatever started is stopped by make down
-    controller = deployment.device("PhotonflowController").name
+    down = f"make down INSTANCE={args.instance}" if args.instance else "make down"
     print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
-          f"{_panel_commands(deployment, controller)}"
+          f"{_panel_commands(deployment)}"
           f"  photonflow events tail --follow     (the experiment-done events on {redacted(suite.event_bus)})\n"
           f"{sardana_text}"
           "  (or jive, or a Taurus form on any device)\n"
-          "Stop it with: make down")
+          f"Stop it with: {down}")
     return 0
 
 
 def command_down(args) -> int:
-    var_dir = var_directory()
+    var_dir = var_directory(args.instance)
     state_file = var_dir / "run" / "suite.json"
     if not state_file.exists():
         print("Nothing to stop: the suite is not up.")
@@ -710,8 +733,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--starter", action="store_true",
                     help="register this computer's Tango Starter (Astor) and let it start the servers of the "
                          "configuration's starter: section, level by level")
+    instance_help = ("the servers' instance (Executable/<instance>) instead of the configuration's, and the "
+                     "suite's folder var/<instance> unless PHOTONFLOW_VAR says: two suites on one host")
+    up.add_argument("--instance", help=instance_help)
     up.set_defaults(handler=command_up)
     down = commands.add_parser("down", help="stop what 'up' started")
+    down.add_argument("--instance", help="the instance 'up' was given (its folder var/<instance>)")
     down.set_defaults(handler=command_down)
 
     events = commands.add_parser("events", help="the event bus")

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,11 +319,13 @@ class Suite:
             # DevStart, one server after the other: a Starter lists (and DevStartAll starts) only servers
             # that already ran on its host once; DevStart starts any server its StartDsPath holds
             for server in levels[level]:
-                starter.command_inout("DevStart", server.name)
+                try:
+                    starter.command_inout("DevStart", server.name)
+                except tango.DevFailed as error:
+                    raise RuntimeError(f"the Tango Starter cannot start {server.name} (level {level}): "
+                                       f"{error.args[0].desc.strip()}") from None
             for server in levels[level]:
-                for device in server.devices:
-                    wait_for(lambda name=device.name: tango.DeviceProxy(self.device_url(name)).ping() is not None,
-                             timeout, f"device {device.name} of {server.name} (Starter level {level})", interval=0.2)
+                self._wait_for_started(starter, server, level, timeout)
                 pid = wait_for(lambda name=server.name: self.database().get_device_info(f"dserver/{name}").pid or None,
                                timeout, f"the process id of {server.name} in the database")
                 # stopped right after the Starter (which stop() ends first, so it restarts nothing)
@@ -333,6 +335,22 @@ class Suite:
             if on_level is not None:
                 on_level(level, [server.name for server in levels[level]])
         self.wait_until_ready([server for servers in levels.values() for server in servers], timeout)
+
+    def _wait_for_started(self, starter: tango.DeviceProxy, server: ServerSpec, level: int, timeout: float) -> None:
+        """Until every device of a server the Starter started answers; a server that ended, or never
+        answered, fails with the Starter's own record of it (what the server wrote where the Starter
+        keeps its output), not only a timeout."""
+        deadline = time.monotonic() + timeout
+        seen_running = False
+        while not _answers(server, self.device_url):
+            running = server.name in servers_running_on_this_host([server])
+            seen_running = seen_running or running
+            ended = seen_running and not running
+            if ended or time.monotonic() > deadline:
+                what = "ended" if ended else f"did not answer within {timeout:g} s"
+                raise RuntimeError(f"{server.name}, started by the Tango Starter (level {level}), {what}; "
+                                   f"the Starter's log of it: {_starter_log(starter, server.name)}")
+            time.sleep(0.2)
 
     def kill(self, server_name: str) -> None:
         """SIGKILL a server, as a crash would (for tests of recovery)."""
@@ -372,11 +390,12 @@ class Suite:
                    event_bus=data.get("event_bus", ""))
 
 
-def var_directory() -> Path:
-    """The suite's folder (PHOTONFLOW_VAR, else ./var), made absolute in this process's environment
-    too: a deployment's ${PHOTONFLOW_VAR} (its trigger lines, ipc://.../run/omega.trigger) then names
-    the same folder for every server whatever its working directory, and two suites never share one."""
-    folder = Path(os.environ.get("PHOTONFLOW_VAR", "var")).resolve()
+def var_directory(instance: str | None = None) -> Path:
+    """The suite's folder (PHOTONFLOW_VAR, else ./var, or ./var/<instance> for a suite of its own
+    instance), made absolute in this process's environment too: a deployment's ${PHOTONFLOW_VAR} (its
+    trigger lines, ipc://.../run/omega.trigger) then names the same folder for every server whatever
+    its working directory, and two suites never share one."""
+    folder = Path(os.environ.get("PHOTONFLOW_VAR", f"var/{instance}" if instance else "var")).resolve()
     os.environ["PHOTONFLOW_VAR"] = str(folder)
     return folder
 
@@ -407,6 +426,39 @@ def running_suite() -> Suite | None:
     """The suite ``photonflow up`` started in this folder (``var/run/suite.json``), or None."""
     state_file = var_directory() / "run" / "suite.json"
     return Suite.load(state_file, var_directory()) if state_file.exists() else None
+
+
+def servers_running_on_this_host(servers: Iterable[ServerSpec]) -> dict[str, int]:
+    """Which of these servers some process of this computer runs, found as a Tango Starter finds them:
+    ``<executable> <instance>`` at the start of its command line (after the Python that runs a console
+    script). Returns {server name: pid}."""
+    wanted = {(server.executable, server.instance): server.name for server in servers}
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = [part.decode(errors="replace") for part in (entry / "cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        for position in range(min(2, len(arguments) - 1)):
+            name = wanted.get((Path(arguments[position]).name, arguments[position + 1]))
+            if name is not None:
+                found.setdefault(name, int(entry.name))
+                break
+    return found
+
+
+def _starter_log(starter: tango.DeviceProxy, server_name: str, limit: int = 1500) -> str:
+    """The end of what a server wrote to the log its Starter keeps (DevReadLog: the file's path, the
+    start's date, then the server's output)."""
+    try:
+        text = starter.command_inout("DevReadLog", server_name)
+    except tango.DevFailed as error:
+        return f"(the Starter could not read it: {error.args[0].desc.strip()})"
+    path, _, output = text.partition("\n")
+    output = " ".join(line.strip() for line in output.splitlines()[1:] if line.strip())  # after the date
+    return f"{output[-limit:] or '(empty)'} ({path})"
 
 
 def _answers(server: ServerSpec, device_url: Callable[[str], str]) -> bool:

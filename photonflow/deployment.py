@@ -35,7 +35,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -374,6 +374,24 @@ def load_deployment_file(
     except OSError as error:
         raise ConfigurationError(f"cannot read {path}: {error.strerror}") from None
     return load_deployment(text, str(path), environment, simulators_only)
+
+
+def with_instance(deployment: Deployment, instance: str) -> Deployment:
+    """The deployment with every server run as ``<Executable>/<instance>``, and its Starter entries
+    renamed alike: two suites on one host need instances of their own, since a Tango Starter finds
+    its servers by ``<executable> <instance>`` in the host's process table."""
+    if not _INSTANCE.match(instance):
+        raise ConfigurationError(f"instance '{instance}': use letters, digits, '_', '-' or '.' only")
+    renamed = {server.name: f"{server.executable}/{instance}" for server in deployment.servers}
+    merged = sorted({name for name in renamed.values() if list(renamed.values()).count(name) > 1})
+    if merged:
+        raise ConfigurationError(f"instance '{instance}' would merge servers of this configuration into "
+                                 f"{', '.join(merged)}: it runs an executable under several instances")
+    return replace(
+        deployment,
+        servers=tuple(replace(server, instance=instance) for server in deployment.servers),
+        starter=tuple(replace(entry, server=renamed.get(entry.server, entry.server)) for entry in deployment.starter),
+    )
 
 
 def simulator_environment(name: str, announced: Mapping[str, object]) -> dict[str, str]:

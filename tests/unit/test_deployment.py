@@ -9,6 +9,7 @@ from photonflow.deployment import (
     load_deployment_file,
     plan_changes,
     simulator_environment,
+    with_instance,
 )
 from photonflow.errors import ConfigurationError
 from tests.helpers.paths import DEMO_CONFIG
@@ -258,3 +259,28 @@ def test_every_server_in_the_table_is_installed_and_every_class_exists():
         for tango_class, module in classes.items():
             source = REPOSITORY / "devices" / (module.rsplit(".", 1)[1] + ".py")
             assert re.search(rf"^class {tango_class}\(", source.read_text(), re.M), (tango_class, module)
+
+
+def test_an_instance_renames_every_server_and_its_starter_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv("PHOTONFLOW_DATA_ROOT", str(tmp_path))
+    deployment = load_deployment_file(DEMO_CONFIG)
+    renamed = with_instance(deployment, "b2")
+    assert [server.name for server in renamed.servers] == [f"{s.executable}/b2" for s in deployment.servers]
+    assert [(entry.server, entry.level) for entry in renamed.starter] == [
+        (entry.server.replace("/demo", "/b2"), entry.level) for entry in deployment.starter]
+    # the devices are the same: each suite has a database of its own
+    assert [s.devices for s in renamed.servers] == [s.devices for s in deployment.servers]
+
+
+@pytest.mark.parametrize("instance, complaint", [
+    ("b 2", "instance 'b 2': use letters, digits"),
+    ("b1", "instance 'b1' would merge servers of this configuration into PhotonflowBeamline/b1"),
+])
+def test_an_instance_is_refused_when_it_is_malformed_or_would_merge_servers(instance, complaint):
+    two_of_one_executable = load_deployment(
+        "servers:\n"
+        "  PhotonflowBeamline/ring:\n    SimulatedStorageRing:\n      x/beamline/ring: {}\n"
+        "  PhotonflowBeamline/motors:\n    SimulatedMotor:\n      x/beamline/omega: {}\n")
+    with pytest.raises(ConfigurationError, match=complaint):
+        with_instance(two_of_one_executable, instance)
+

@@ -52,7 +52,7 @@ def test_make_up_says_how_to_open_both_panels(monkeypatch, tmp_path):
 
     monkeypatch.setenv("PHOTONFLOW_DATA_ROOT", str(tmp_path))
     deployment = load_deployment_file(DEMO_CONFIG)
-    lines = _panel_commands(deployment, "demo/photonflow/controller").splitlines()
+    lines = _panel_commands(deployment).splitlines()
     # each runnable as printed: the tools are in the suite's environment, not on PATH
     bin_directory = str(Path(sys.executable).parent)
     assert lines[0].split()[:2] == [f"{bin_directory}/photonflow-panel", "demo/photonflow/controller"]
