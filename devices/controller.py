@@ -119,8 +119,10 @@ class TangoRecorder:
     def check_file(self, file: str) -> str:
         return self.proxy.command_inout("CheckFile", file)
 
-    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str) -> str:
-        request = {"frames": frames, "series_id": series_id, "endpoint": endpoint, "protocol": protocol}
+    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str,
+            blissdata_scan: bool = True) -> str:
+        request = {"frames": frames, "series_id": series_id, "endpoint": endpoint, "protocol": protocol,
+                   "blissdata_scan": blissdata_scan}
         if file is not None:
             request["file"] = file
         return self.proxy.command_inout("Arm", json.dumps(request))

@@ -72,6 +72,9 @@ class AcquisitionRequest(Request):
     file: str | None = value(None, doc="the file under the Recorder's data root; none: its FilePathTemplate")
     scan: ScanRequest | None = value(
         None, doc="a continuous scan: the axis turns at constant velocity and triggers a frame every step")
+    blissdata_scan: bool = value(
+        True, doc="the Recorder publishes the series as a blissdata scan of its own; false when a scan engine "
+                  "publishes its frames in its own scan (Sardana's PhotonflowTwoDCtrl with references on)")
 
     def check(self) -> None:
         if self.period < self.exposure:
@@ -103,7 +106,8 @@ class AcquisitionRequest(Request):
         """The request as JSON, every default filled in."""
         return {"frames": self.frames, "exposure": self.exposure, "period": self.period,
                 "trigger_mode": self.trigger_mode, "file": self.file,
-                "scan": None if self.scan is None else dataclasses.asdict(self.scan)}
+                "scan": None if self.scan is None else dataclasses.asdict(self.scan),
+                "blissdata_scan": self.blissdata_scan}
 
 
 def parse_request(text: str) -> AcquisitionRequest:
@@ -129,7 +133,8 @@ class RecorderPort(Protocol):
     def state(self) -> str: ...
     def status(self) -> str: ...
     def check_file(self, file: str) -> str: ...
-    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str) -> str: ...
+    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str,
+            blissdata_scan: bool = True) -> str: ...
     def stop(self) -> None: ...
     def abort(self) -> None: ...
     def counters(self) -> dict[str, int]: ...
@@ -314,7 +319,7 @@ class Controller(StatefulCore):
         """Arm the Recorder, then configure the Acquirer; the Recorder is disarmed if that fails."""
         path = self.recorder.arm(
             request.frames, series_id, self.acquirer.stream_endpoint(), request.file,
-            self.acquirer.stream_protocol(),
+            self.acquirer.stream_protocol(), blissdata_scan=request.blissdata_scan,
         )
         try:
             self.acquirer.configure(request, series_id)

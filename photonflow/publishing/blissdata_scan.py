@@ -6,6 +6,10 @@ Sardana scan look alike to blissdata's consumers (Flint, the ESRF NeXus writer, 
 - the description: ``ScanDescription`` turns what a publisher knows of its scan into blissdata's
   identity and the ``scan_info`` keys its consumers read (one timer as top master, devices and
   channels named ``<device>:<channel>``, data policy, saving);
+- the NeXus dataset: ``h5maps``, the layout ESRF's NeXus writer (``blisswriter``) writes into the
+  scan's ``nexus_file`` (``<stem>_bliss.h5`` beside the data, never photonflow's own open file):
+  an entry ``<number>.1`` with the image streams in ``instrument/<device>/data`` (a virtual dataset
+  of the frames in photonflow's file) and every stream in ``measurement``;
 - the frames: a Lima stream that references them in photonflow's HDF5 files, never sends pixels;
 - the entries: ``StreamWriter`` sends batches of points through blissdata's own stream writers
   and waits, bounded, until Redis has them;
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 1.0  # seconds: a dead Redis is found out within this
 TIMER = "timer"  # the top master of every photonflow scan
+NEXUS_WRITER = "nexus"  # scan_info's data_writer when ESRF's NeXus writer (blisswriter) saves the scan
+NEXUS_FILE_SUFFIX = "_bliss.h5"
 
 
 def is_redis_url(url: str) -> bool:
@@ -99,6 +105,16 @@ def now_iso() -> str:
 def iso(text: str) -> str:
     """An ISO 8601 time with its offset, as blissdata's consumers parse it ('Z' spelled +00:00)."""
     return text[:-1] + "+00:00" if text.endswith("Z") else text
+
+
+def nexus_file_beside(file: str) -> str:
+    """Where ESRF's NeXus writer saves the scan whose data are in ``file``: ``<stem>_bliss.h5`` in
+    the same folder ("" without a file). Never ``file`` itself: its writer (the Recorder, Sardana)
+    has it open, and blisswriter writes only files of its own."""
+    if not file:
+        return ""
+    path = Path(file)
+    return str(path.with_name(path.stem + NEXUS_FILE_SUFFIX))
 
 
 @dataclass(frozen=True)
@@ -169,16 +185,48 @@ class ScanDescription:
     positioners: Mapping[str, Any] = field(default_factory=dict)
     images_path: str = ""  # default: the file
     publisher: str = "photonflow"
-    data_writer: str = "photonflow"
+    data_writer: str = "photonflow"  # who saves the scan when blisswriter does not (no nexus_file)
     sections: Mapping[str, Any] = field(default_factory=dict)  # the publisher's own, e.g. "photonflow"
+    nexus_file: str = ""  # where blisswriter writes the scan's NeXus entry ("": not saved by it)
+
+    @property
+    def entry(self) -> str:
+        """The scan's NeXus entry, as BLISS names it."""
+        return f"{self.number}.1"
 
     def identity(self) -> dict[str, Any]:
         policy = self.policy
         return {
             "name": self.name, "number": self.number, "data_policy": policy.policy, "session": policy.session,
             "proposal": policy.proposal, "collection": policy.collection, "dataset": policy.dataset,
-            "path": self.file,
+            "path": self.nexus_file or None,  # blisswriter saves a scan with a path, into its h5maps
         }
+
+    def h5maps(self) -> dict[str, Any]:
+        """blissdata's h5maps: the NeXus layout blisswriter writes into ``nexus_file``, as BLISS
+        lays a scan out (``<number>.1``: title, start_time, instrument, measurement); each channel a
+        stream dataset with its unit, an image's in ``instrument/<device>/data`` and linked from
+        ``measurement/<device>``. ``end_scan`` adds end_time."""
+        if not self.nexus_file:
+            return {}
+        instrument: dict[str, Any] = {}
+        measurement: dict[str, Any] = {}
+        shorts = [c.display_name or c.name.split(":", 1)[-1] for c in self.channels]
+        for channel, short in zip(self.channels, shorts, strict=True):
+            data = _stream_dataset(channel)
+            if channel.dim == 2:
+                instrument[channel.device] = _group("NXdetector", {"data": data})
+                measurement[channel.device] = {"type": "soft_link",
+                                               "target_path": f"/{self.entry}/instrument/{channel.device}/data"}
+            else:  # by its display name (else short name); one two channels share is spelt <device>_<name>
+                measurement[short if shorts.count(short) == 1 else channel.name.replace(":", "_")] = data
+        entry = _group("NXentry", {
+            "title": self.title, "start_time": self.start_time,
+            "instrument": _group("NXinstrument", {"name": self.policy.beamline, **instrument}),
+            "measurement": _group("NXcollection", measurement),
+        })
+        root = _group("NXroot", {self.entry: entry}, creator=f"{self.publisher} {photonflow.__version__}")
+        return {self.nexus_file: root}
 
     def scan_info(self) -> dict[str, Any]:
         policy = self.policy
@@ -226,12 +274,13 @@ class ScanDescription:
             },
             "channels": {c.name: c.info() for c in self.channels},
             "display_extra": {"plotselect": [], "displayed_channels": displayed},
-            "save": bool(self.file),
-            "filename": self.file,
+            "save": bool(self.nexus_file),
+            "filename": self.nexus_file,
             "images_path": self.images_path or self.file,
+            "h5maps": self.h5maps(),
             "publisher": self.publisher,
             "publisher_version": photonflow.__version__,
-            "data_writer": self.data_writer,
+            "data_writer": NEXUS_WRITER if self.nexus_file else self.data_writer,
             "writer_options": {"chunk_options": {}, "separate_scan_files": False},
             "scan_meta_categories": ["positioners", "instrument", "technique"],
             "positioners": dict(self.positioners),
@@ -239,6 +288,17 @@ class ScanDescription:
             "technique": {},
             **self.sections,
         }
+
+
+def _group(nx_class: str, children: Mapping[str, Any], **attributes: str) -> dict[str, Any]:
+    return {"type": "group", "attributes": {"NX_class": nx_class, **attributes}, "children": dict(children)}
+
+
+def _stream_dataset(channel: Channel) -> dict[str, Any]:
+    stream = {"type": "stream", "stream": channel.name}
+    if not channel.unit:
+        return stream
+    return {"type": "dataset", "attributes": {"units": channel.unit}, "value": stream}
 
 
 def numeric(name: str, dtype, shape: Sequence[int] = ()):
@@ -381,8 +441,11 @@ def end_scan(scan, end_reason: str, sections: Mapping[str, Mapping[str, Any]] | 
     def end():
         if scan.state == ScanState.STARTED:
             scan.stop()  # seals every stream
-        scan.info["end_time"] = now_iso()
+        scan.info["end_time"] = end_time = now_iso()
         scan.info["end_reason"] = end_reason
+        for root in scan.info.get("h5maps", {}).values():  # blisswriter adds what is new at the end
+            for entry in root.get("children", {}).values():
+                entry.setdefault("children", {})["end_time"] = end_time
         for section, values in (sections or {}).items():
             scan.info.setdefault(section, {}).update(values)
         scan.close()

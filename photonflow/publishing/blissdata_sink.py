@@ -14,11 +14,13 @@ afresh with the next one.
 What a series becomes (names ``<det>`` = the detector's NeXus group name, as in the file):
 
 - identity: ``name`` (``photonflow_series``), ``number`` (the series id), ``data_policy``,
-  ``session``, ``proposal``, ``collection`` (the sample), ``dataset``, ``path`` (the file);
+  ``session``, ``proposal``, ``collection`` (the sample), ``dataset``, ``path`` (the NeXus file
+  ESRF's blisswriter writes, ``<stem>_bliss.h5`` beside the series' file, see ``h5maps``);
   data-policy fields come from ``context()`` when given, else defaults.
 - ``scan_info``: the keys blissdata's consumers read (``acquisition_chain``, ``channels``,
   ``devices``, ``start_time``, ``end_time``, ``scan_nb``, ``type``, ``title``, ``npoints``,
-  ``count_time``, ``data_policy``, ``save``, ``filename``, ``images_path``, ``end_reason``...)
+  ``count_time``, ``data_policy``, ``save``, ``filename``, ``images_path`` (the series' file),
+  ``h5maps``, ``end_reason``...)
   plus a ``photonflow`` section (series id, frames armed, photonflow's own end reason, counts).
 - streams: ``<det>:image`` a Lima-style stream (blissdata's ``lima`` plugin): the frames by
   reference to the HDF5 file, dataset and index, never the pixels (``last_index``: frames
@@ -54,6 +56,7 @@ from photonflow.publishing.blissdata_scan import (
     frames_by_reference,
     is_redis_url,
     iso,
+    nexus_file_beside,
     numeric,
     open_data_store,
     with_timeouts,
@@ -160,6 +163,8 @@ class BlissdataSink:
         self._series: _Published | None = None
         self._writer: StreamWriter | None = None  # the streams open in Redis, given up if Redis fails
         self._broken = False  # the current series failed to publish: its remaining events are dropped
+        self._left_to_engine = False  # the Recorder's thread: this series is a scan engine's to publish
+        self.series_left_to_engine = 0
         self.scans_published = 0
         self.frames_published = 0
         self.frames_unpublished = 0  # written by the Recorder, never published (Redis failed)
@@ -180,6 +185,12 @@ class BlissdataSink:
     def series_started(self, start: SeriesStart) -> None:
         recorder = self._recorder
         request = recorder.current_request if recorder is not None else None
+        # a scan engine's series (Sardana's, armed with blissdata_scan false) is in the engine's scan:
+        # one blissdata scan per scan, not a second one for its frames
+        self._left_to_engine = request is not None and not request.blissdata_scan
+        if self._left_to_engine:
+            self.series_left_to_engine += 1
+            return
         frames = request.frame_count if request is not None else start.frame_count
         series_id = start.series_id
         if series_id == UNKNOWN and request is not None:
@@ -202,6 +213,8 @@ class BlissdataSink:
         self._put(("start", record))
 
     def frame_written(self, message: DataMessage) -> None:
+        if self._left_to_engine:
+            return
         queued = len(self._events)
         if queued >= self.max_pending:
             self.frames_dropped += 1  # the publisher is that far behind: drop, never grow without bound
@@ -209,6 +222,8 @@ class BlissdataSink:
         self._queue(("frame", (message.frame_number, message.timestamp, time.time(), message.metadata)), queued)
 
     def frames_flushed(self) -> None:
+        if self._left_to_engine:
+            return
         self._queue(("flushed", None), len(self._events))
 
     def _queue(self, event, queued: int) -> None:
@@ -224,6 +239,9 @@ class BlissdataSink:
                 self._wake.notify()
 
     def series_ended(self, end: SeriesEnd | None, end_reason: str) -> None:
+        if self._left_to_engine:
+            self._left_to_engine = False
+            return
         counts = None
         recorder = self._recorder
         if recorder is not None:
@@ -377,7 +395,7 @@ class BlissdataSink:
             npoints=record.frames, count_time=record.count_time, start_time=iso(record.start_time), file=file,
             policy=policy, channels=channels,
             device_info={det: {"type": "lima", "metadata": record.detector_info}},
-            publisher=self.publisher,
+            publisher=self.publisher, nexus_file=nexus_file_beside(file),
             sections={"photonflow": {
                 "series_id": record.series_id, "frames_armed": record.frames, "file": file, "data_path": DATA_PATH,
                 "frames_per_file": record.frames_per_file, "detector": det,

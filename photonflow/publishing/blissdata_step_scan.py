@@ -39,6 +39,7 @@ from photonflow.publishing.blissdata_scan import (
     StreamWriter,
     end_scan,
     frames_by_reference,
+    nexus_file_beside,
     numeric,
     open_data_store,
     with_timeouts,
@@ -52,8 +53,10 @@ MOTOR, SCALAR, ARRAY, FRAMES = "motor", "scalar", "array", "frames"
 ELAPSED, EPOCH = f"{TIMER}:elapsed_time", f"{TIMER}:epoch"
 AXIS = "axis"  # the device of the scanned motors' streams, as in BLISS
 # The Recorder makes what it wrote readable to SWMR readers at most every FLUSH_INTERVAL, at the
-# latest one queue poll (0.1 s) later: a frame is told readable once that much has passed.
+# latest one queue poll (0.1 s) later: without the Recorder's own count (``frames_flushed``) a frame
+# is told readable once that much has passed.
 READABLE_AFTER = FLUSH_INTERVAL + 0.2
+FLUSHED_POLL = 0.02  # s between reads of the Recorder's count while frames wait to be told readable
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class StepScan:
             device_info={c.channel().device: {"type": "lima"} for c in columns if c.kind == FRAMES},
             positioners={"positioners_start": dict(self.positioners), "positioners_units": dict(self.units)},
             images_path=files[0] if len(files) == 1 else self.file, data_writer=self.data_writer,
-            sections={"photonflow": {"frame_files": files}} if files else {},
+            nexus_file=nexus_file_beside(self.file),
+            sections={"photonflow": {"scan_file": self.file, **({"frame_files": files} if files else {})}},
         )
 
     def values(self, point: Mapping[str, Any]) -> dict[str, np.ndarray | np.float64]:
@@ -161,16 +165,22 @@ class StepScanPublisher:
     """Publishes one step scan on the Redis at ``url``; ``point`` and ``end`` only queue.
 
     ``context()`` (called in the publishing thread, may be slow or fail) gives data-policy fields:
-    proposal, session, sample, dataset...
+    proposal, session, sample, dataset... ``frames_flushed()`` (same thread) is how many frames of
+    the scan's photonflow series a reader of the file sees (the Recorder's FramesFlushed): a frame
+    is told readable once it is, within FLUSHED_POLL; without it (or while it fails), READABLE_AFTER
+    after its point.
     """
 
     def __init__(self, url: str, scan: StepScan, context: Callable[[], Mapping[str, Any]] | None = None,
-                 health: PublishHealth | None = None, timeout: float = REDIS_TIMEOUT):
+                 health: PublishHealth | None = None, timeout: float = REDIS_TIMEOUT,
+                 frames_flushed: Callable[[], int] | None = None):
         self.url = url
         self.step_scan = scan
         self.context = context
         self.health = health or PublishHealth()
         self.timeout = timeout
+        self.frames_flushed = frames_flushed
+        self.flushed_error = ""  # why frames_flushed could not be read, the first time it could not
         self.scan_key = ""
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._scan: Any = None  # blissdata's Scan, once _start made it
@@ -201,7 +211,8 @@ class StepScanPublisher:
         while True:
             try:
                 waiting = any(self._written.values())  # frames to tell readable once flushed
-                kind, first, second = self._events.get(timeout=READABLE_AFTER / 2 if waiting else None)
+                poll = FLUSHED_POLL if self.frames_flushed is not None else READABLE_AFTER / 2
+                kind, first, second = self._events.get(timeout=poll if waiting else None)
             except queue.Empty:
                 self._guard(self._tell_readable, False)
                 continue
@@ -316,17 +327,34 @@ class StepScanPublisher:
         """Each Lima stream's last frame written and last one readable (once the Recorder flushed
         it, or all of them at the end: the photonflow file is closed before the scan ends)."""
         now = time.monotonic()
+        flushed = None if final else self._flushed()
         for stream, written in self._written.items():
             if not written:
                 continue
             last = written[-1][1]
-            readable = [index for when, index in written if final or now - when >= READABLE_AFTER]
+            if final:
+                readable = [index for _, index in written]
+            elif flushed is not None:
+                readable = [index for _, index in written if index < flushed]
+            else:
+                readable = [index for when, index in written if now - when >= READABLE_AFTER]
             told_saved = streams.told(stream)[1]
             streams.image_status(stream, last, max(readable, default=told_saved))
-            if final:
-                written.clear()
-            else:
-                written[:] = [(when, index) for when, index in written if now - when < READABLE_AFTER]
+            told_readable = set(readable)
+            written[:] = [entry for entry in written if entry[1] not in told_readable]
+
+    def _flushed(self) -> int | None:
+        """The Recorder's count of frames readable in the file; None without one or when it fails."""
+        if self.frames_flushed is None:
+            return None
+        try:
+            return int(self.frames_flushed())
+        except Exception as error:  # noqa: BLE001 - the Recorder unreachable: the time rule instead
+            if not self.flushed_error:
+                self.flushed_error = f"{type(error).__name__}: {error}"
+                log.warning("blissdata: the Recorder's flushed frames unknown (%s): frames told readable "
+                            "%.1f s after their point instead", error, READABLE_AFTER)
+            return None
 
     def _tell_readable(self, final: bool) -> None:
         _, streams, _ = self._opened()

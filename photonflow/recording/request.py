@@ -31,6 +31,9 @@ class RecordingRequest(Request):
         None, doc="the file, relative to the data root or absolute under it; none: the FilePathTemplate",
     )
     protocol: str = value("stins", choices=tuple(PROTOCOLS), doc="how the stream's messages are encoded")
+    blissdata_scan: bool = value(
+        True, doc="publish the series as a blissdata scan of its own (Blissdata property); false: a scan engine "
+                  "publishes its frames in its scan")
 
     def __post_init__(self):
         if isinstance(self.endpoints, str):  # one input, given as its endpoint

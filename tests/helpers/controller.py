@@ -75,6 +75,7 @@ class FakeRecorder:
         self.current_state = states.ON
         self.calls = []
         self.numbers = {"frames_received": 0, "frames_written": 0, "missing_frames": 0}
+        self.blissdata_scan = True
         self.file = ""
 
     def state(self) -> str:
@@ -91,8 +92,10 @@ class FakeRecorder:
             raise FilePathError(f"{file} is outside the data root")
         return "/data/" + file
 
-    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str) -> str:
+    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str,
+            blissdata_scan: bool = True) -> str:
         self.calls.append(("arm", frames, series_id, endpoint, file, protocol))
+        self.blissdata_scan = blissdata_scan
         self.current_state = states.RUNNING
         return "/data/" + (file or "auto.h5")
 

@@ -192,9 +192,10 @@ class JournalingRecorder(FakeRecorder):
         super().__init__()
         self.journal = journal
 
-    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str) -> str:
+    def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str,
+            blissdata_scan: bool = True) -> str:
         self.journal.append(("recorder.arm", frames))
-        return super().arm(frames, series_id, endpoint, file, protocol)
+        return super().arm(frames, series_id, endpoint, file, protocol, blissdata_scan)
 
     def abort(self) -> None:
         self.journal.append("recorder.abort")

@@ -19,6 +19,7 @@ import tango
 
 from photonflow.datamanager.catalogue import Catalogue
 from photonflow.publishing.blissdata_scan import blissdata_url, open_data_store
+from tests.helpers.blisswriter import BlissWriter
 from tests.helpers.devices import demo_frames, wait_until
 
 EXPOSURE = 0.01
@@ -214,7 +215,7 @@ def test_photonflow_macros_record_into_the_datamanager_and_refuse_bad_parameters
     store = open_data_store(blissdata_url(running_suite.suite.event_bus))
     _, keys = store.search_existing_scans(name="photonflow_series", proposal="sd0001")
     scans = [store.load_scan(key) for key in keys]
-    darks = next(scan for scan in scans if scan.info["filename"] == str(dark.raw_file))
+    darks = next(scan for scan in scans if scan.info["images_path"] == str(dark.raw_file))
     assert (darks.proposal, darks.collection, darks.session) == ("sd0001", "ceo2", "s1")
     policy = json.loads(datamanager.DataPolicy)
     assert policy["proposal"] == "sd0001" and policy["role"] == ""  # the role set back after the darks
@@ -270,13 +271,18 @@ def test_an_ascan_is_published_on_blissdata_with_its_frames_by_reference(sardana
         state, error = run(*macro)
         assert state == "ON", (macro, error)
     before = set(glob.glob(str(running_suite.data_root / "**" / "series_*.h5"), recursive=True))
+    store = open_data_store(url)
+    series_before = set(store.search_existing_scans(name="photonflow_series")[1])
     reader = subprocess.Popen([sys.executable, "-c", BLISSDATA_READER, url, "ascan", channel,
                                str(tmp_path / "frames.npy")], stdout=subprocess.PIPE, text=True)
     try:
         assert reader.stdout.readline().strip() == "ready"
-        state, error = run("ascan", "samx", "0", "0.19", str(POINTS - 1), str(EXPOSURE))
-        assert state == "ON", error
-        out, _ = reader.communicate(timeout=60)
+        with BlissWriter(url) as writer:  # ESRF's NeXus writer, following the Redis as at a BLISS site
+            state, error = run("ascan", "samx", "0", "0.19", str(POINTS - 1), str(EXPOSURE))
+            assert state == "ON", error
+            out, _ = reader.communicate(timeout=60)
+            writer.wait_saved(1)
+        warnings = " ".join(door.getAttribute("Warning").read().value or [])
     finally:
         if reader.poll() is None:
             reader.kill()
@@ -296,7 +302,23 @@ def test_an_ascan_is_published_on_blissdata_with_its_frames_by_reference(sardana
     np.testing.assert_allclose(seen["samx"], np.linspace(0, 0.19, POINTS), atol=1e-6)
     assert seen["refs"][3] == [new[0], "entry/data/data", 3]
     with h5py.File(new[0], "r") as f:
-        np.testing.assert_array_equal(np.load(tmp_path / "frames.npy"), f["entry/data/data"][()])
+        frames = f["entry/data/data"][()]
+    np.testing.assert_array_equal(np.load(tmp_path / "frames.npy"), frames)
+    # its frames told readable when the Recorder's FramesFlushed said so, not by time
+    assert "FramesFlushed could not be read" not in warnings, warnings
+    # one blissdata scan for the Sardana scan: the Recorder published no photonflow_series of its own
+    assert set(store.search_existing_scans(name="photonflow_series")[1]) == series_before
+    # blisswriter's NeXus dataset beside Sardana's scan file: the motor's positions, the frames linked
+    nexus = Path(seen["info"]["filename"])
+    assert nexus == sardana[3] / "scan_bliss.h5" and seen["info"]["h5maps"] and seen["info"]["save"] is True
+    with h5py.File(nexus, "r") as f:
+        entry = f[f"{serial}.1"]
+        assert entry["title"][()].decode() == seen["info"]["title"]
+        np.testing.assert_allclose(entry["measurement/samx"][()], np.linspace(0, 0.19, POINTS), atol=1e-6)
+        linked = entry[f"instrument/{channel}/data"]
+        assert linked.is_virtual
+        np.testing.assert_array_equal(linked[()], frames)
+        np.testing.assert_array_equal(entry[f"measurement/{channel}"][()], frames)
 
 
 def test_a_scan_whose_blissdata_publishing_fails_goes_on_and_warns_the_scientist(sardana, running_suite):

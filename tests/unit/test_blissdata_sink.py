@@ -130,7 +130,8 @@ def reader_result(reader: subprocess.Popen) -> dict:
 
 def run_series(tmp_path: Path, sink: BlissdataSink, series_id: int, frames: int, file: str,
                period: float = 0.01, stop_after: int | None = None, abort: bool = False,
-               during=None, frames_per_file: int = 0, stop_acquirer: bool = True) -> tuple[Recorder, Path]:
+               during=None, frames_per_file: int = 0, stop_acquirer: bool = True,
+               blissdata_scan: bool = True) -> tuple[Recorder, Path]:
     sender = StreamSender("tcp://127.0.0.1:*")
     camera = SimulatedCamera(SimulatedSensor(height=32, width=40, seed=series_id, serial_number="SIM-B"))
     acquirer = Acquirer(camera, sender)
@@ -139,7 +140,8 @@ def run_series(tmp_path: Path, sink: BlissdataSink, series_id: int, frames: int,
     recorder = Recorder(RecorderConfig(tmp_path, frames_per_file=frames_per_file), sinks=[sink])
     sink.attach(recorder)
     try:
-        path = recorder.arm(RecordingRequest(frames, series_id, acquirer.stream_endpoint, file))
+        path = recorder.arm(RecordingRequest(frames, series_id, acquirer.stream_endpoint, file,
+                                             blissdata_scan=blissdata_scan))
         acquirer.prepare()
         acquirer.start()
         if stop_after is not None:
@@ -181,13 +183,14 @@ def test_a_reader_in_another_process_follows_a_series_and_reads_its_frames_by_re
     info = seen["info"]
     missing = [key for key in REQUIRED_SCAN_INFO if key not in info]
     assert not missing
-    assert info["scan_nb"] == 41 and info["npoints"] == 40 and info["filename"] == str(path) and info["save"] is True
+    assert info["scan_nb"] == 41 and info["npoints"] == 40 and info["save"] is True
+    assert info["filename"] == str(path.with_name("series_bliss.h5")) and info["images_path"] == str(path)
     assert info["end_reason"] == "SUCCESS" and info["photonflow"]["end_reason"] == "completed"
     assert info["proposal"] == "mx1234" and info["sample_name"] == "ceo2" and info["beamline"] == "id00"
     assert info["acquisition_chain"]["timer"]["top_master"] == "timer"
     assert info["channels"]["simulator:image"]["dim"] == 2
     assert seen["identity"] == {"name": "photonflow_series", "number": 41, "data_policy": "ESRF",
-                                "dataset": "series_41", "path": str(path)}
+                                "dataset": "series_41", "path": str(path.with_name("series_bliss.h5"))}
     assert set(seen["streams"]) == {"timer:epoch", "simulator:image", "simulator:frame_number",
                                     "simulator:timestamp"}
     assert sorted(seen["numbers"]) == list(range(40))
@@ -316,3 +319,47 @@ def test_a_database_shared_with_the_event_bus_is_refused_with_what_to_do(tmp_pat
             bus.publish(experiment_done_event("id00", "/data/series_1.nxs", "NXmx", 1, {}))
             with pytest.raises(ConfigurationError, match=r"put the event bus on another one \(redis://host:port/1\)"):
                 open_data_store(blissdata_url(server.url))
+
+
+def test_a_series_a_scan_engine_publishes_is_no_scan_of_its_own(tmp_path, redis_url):
+    """Sardana's series (armed with blissdata_scan false) are frames of Sardana's blissdata scan:
+    the Recorder publishes nothing of them, and the next series is published as ever."""
+    sink = BlissdataSink(redis_url)
+    store = open_data_store(redis_url)
+    try:
+        run_series(tmp_path, sink, 47, 5, "bd/engine.h5", period=0.005, blissdata_scan=False)
+        run_series(tmp_path, sink, 48, 5, "bd/own.h5", period=0.005)
+        assert sink.wait_idle(10)
+    finally:
+        sink.close()
+    numbers = {store.load_scan(key).number for key in store.search_existing_scans(name="photonflow_series")[1]}
+    assert 48 in numbers and 47 not in numbers
+    assert (sink.series_left_to_engine, sink.frames_published, sink.publish_errors) == (1, 5, 0)
+
+
+def test_blisswriter_writes_a_series_as_a_nexus_dataset_linking_its_frames(tmp_path, redis_url):
+    """ESRF's own NeXus writer (blisswriter 3, PyPI), following the Redis as at a BLISS site, writes
+    the series into <stem>_bliss.h5: its frames a virtual dataset of photonflow's file."""
+    from tests.helpers.blisswriter import BlissWriter
+
+    sink = BlissdataSink(redis_url, beamline="id00", context=lambda: {"title": "loopscan 12 0.01"})
+    try:
+        with BlissWriter(redis_url) as writer:
+            recorder, path = run_series(tmp_path, sink, 46, 12, "bw/series.h5", period=0.01)
+            assert sink.wait_idle(10)
+            writer.wait_saved(1)
+    finally:
+        sink.close()
+    nexus = path.with_name("series_bliss.h5")
+    with h5py.File(nexus, "r") as f, h5py.File(path, "r") as ours:
+        entry = f["46.1"]
+        assert entry.attrs["NX_class"] == "NXentry" and entry["title"][()].decode() == "loopscan 12 0.01"
+        assert entry["start_time"][()].decode() <= entry["end_time"][()].decode()
+        frames = entry["instrument/simulator/data"]
+        assert frames.is_virtual and {source.file_name for source in frames.virtual_sources()} == {"series.h5"}
+        np.testing.assert_array_equal(frames[()], ours["entry/data/data"][()])
+        np.testing.assert_array_equal(entry["measurement/simulator"][()], ours["entry/data/data"][()])
+        assert entry["measurement/frame_number"][()].tolist() == list(range(12))
+        np.testing.assert_allclose(entry["measurement/timestamp"][()], ours["entry/accounting/timestamp"][:12])
+        assert entry["measurement/epoch"].attrs["units"] == "s"
+        assert entry["instrument/name"][()].decode() == "id00"

@@ -63,8 +63,18 @@ def test_scan_info_says_what_blissdata_consumers_read():
                 "npoints", "count_time", "data_policy", "save", "filename", "positioners"):
         assert key in info, key
     assert (info["scan_nb"], info["type"], info["title"], info["npoints"]) == (17, "ascan", "ascan samx 0 0.5 5 0.01", 6)
-    assert info["filename"] == "/data/scans/scan.h5" and info["save"] is True
+    # blisswriter saves the scan beside Sardana's file, the frames' stream linking photonflow's
+    assert info["filename"] == "/data/scans/scan_bliss.h5" and info["save"] is True and info["data_writer"] == "nexus"
+    assert info["photonflow"]["scan_file"] == "/data/scans/scan.h5"
     assert info["images_path"] == "/data/series_3.h5" and info["photonflow"]["frame_files"] == ["/data/series_3.h5"]
+    entry = info["h5maps"]["/data/scans/scan_bliss.h5"]["children"]["17.1"]
+    assert entry["children"]["instrument"]["children"]["pf_controller"]["children"]["data"] == {
+        "type": "stream", "stream": "pf_controller:image"}
+    measurement = entry["children"]["measurement"]["children"]
+    assert measurement["samx"] == {"type": "dataset", "attributes": {"units": "mm"},
+                                   "value": {"type": "stream", "stream": "axis:samx"}}
+    assert measurement["pf_controller"] == {"type": "soft_link", "target_path": "/17.1/instrument/pf_controller/data"}
+    assert set(measurement) == {"elapsed_time", "epoch", "samx", "ct01", "pf_controller"}
     chain = info["acquisition_chain"]["timer"]
     assert chain["top_master"] == "timer" and chain["images"] == ["pf_controller:image"]
     assert chain["master"]["scalars"] == ["timer:elapsed_time", "timer:epoch", "axis:samx"]
@@ -77,7 +87,15 @@ def test_scan_info_says_what_blissdata_consumers_read():
     assert info["start_time"].startswith("2027-01-15T")  # 1.8e9 s, with its offset
     assert description.identity() == {"name": "ascan", "number": 17, "data_policy": "ESRF", "session": "s1",
                                       "proposal": "mx1234", "collection": "ceo2", "dataset": "ascan_17",
-                                      "path": "/data/scans/scan.h5"}
+                                      "path": "/data/scans/scan_bliss.h5"}
+
+
+def test_a_scan_sardana_saves_no_file_of_is_not_saved_by_blisswriter_either():
+    policy = DataPolicy.from_context({}, session="demo_ms", dataset="ascan_17", beamline="id00")
+    description = step_scan(file="").description(policy, frames={})
+    info = description.scan_info()
+    assert (info["save"], info["filename"], info["h5maps"], info["data_writer"]) == (False, "", {}, "sardana")
+    assert description.identity()["path"] is None
 
 
 def test_a_2d_channel_without_photonflow_references_is_left_out_once_the_first_point_tells():
@@ -167,3 +185,40 @@ def test_a_redis_that_is_down_costs_the_scan_nothing_and_is_warned_about_once(ca
             assert publisher.failure.startswith(f"blissdata publishing of ascan 17 to {url} failed")
     assert health.errors == 2 and health.scans_published == 0 and "Timeout" in health.last_error
     assert len([r for r in caplog.records if "blissdata publishing" in r.getMessage()]) == 1
+
+
+def test_a_frame_is_told_readable_once_the_recorder_says_it_is_flushed_never_before(tmp_path, redis_url):
+    """With the Recorder's FramesFlushed, readers are told a frame is in the file as soon as it is
+    (within FLUSHED_POLL), and never sooner: read before, it would be zeros."""
+    photonflow_file(tmp_path / "series_4.h5")
+    flushed = {"frames": 0}
+    publisher = StepScanPublisher(redis_url, step_scan(str(tmp_path / "scan.h5")),
+                                  frames_flushed=lambda: flushed["frames"])
+    for point in range(3):
+        publisher.point(point, {"timestamp": 0.1 * point, "samx": 0.0, "tango://h:1/expchan/ct01/value": 1.0,
+                                "tango://h:1/expchan/pf_controller/value":
+                                    frame_reference(str(tmp_path / "series_4.h5"), point)})
+    store = open_data_store(redis_url)
+    wait_until(lambda: publisher.scan_key, 30, what="the scan created")
+    wait_until(lambda: "pf_controller:image" in store.load_scan(publisher.scan_key).streams, 30,
+               what="the image stream")
+    scan = store.load_scan(publisher.scan_key)
+    from blissdata.streams.default import Stream
+
+    # the Lima stream's own entries, as a reader's Lima client takes them: last frame written, last readable
+    entries = Stream(scan.streams["pf_controller:image"].event_stream)
+    told = []
+
+    def readable(frames: int) -> bool:
+        count = len(entries)
+        if count:
+            told.append(int(entries[count - 1]["last_index_saved"]) + 1)
+        return bool(told) and told[-1] >= frames
+
+    flushed["frames"] = 2
+    wait_until(lambda: readable(2), 30, what="2 frames told readable")
+    assert max(told) == 2  # the third is written, not flushed: never told readable
+    flushed["frames"] = 3
+    wait_until(lambda: readable(3), 30, what="3 frames told readable")
+    publisher.end("SUCCESS")
+    assert publisher.wait(10) and publisher.health.errors == 0

@@ -121,6 +121,17 @@ def test_abort_stops_both_peers(rig):
     assert controller.combined_state()[0] in (states.ON, states.ALARM)
 
 
+@pytest.mark.parametrize("given, armed", [({}, True), ({"blissdata_scan": False}, False)])
+def test_a_scan_engines_series_is_armed_to_be_left_out_of_blissdata(rig, given, armed):
+    """Sardana's controller says its series are in its own blissdata scan: the Recorder is told."""
+    controller, acquirer, recorder, _, _ = rig
+    controller.configure(json.dumps({"frames": 2, "exposure": 0.001, "period": 0.002, **given}))
+    controller.start()
+    assert acquirer.started.wait(5)
+    assert recorder.blissdata_scan is armed
+    assert json.loads(json.dumps(controller.request.describe()))["blissdata_scan"] is armed
+
+
 def test_configure_checks_the_file_with_the_recorder(rig):
     controller, *_ = rig
     with pytest.raises(FilePathError, match="outside the data root"):

@@ -9,7 +9,8 @@ recorder (``../recorders``) links those frames into Sardana's NXscan file as a v
 Without ``PrepareOne`` (a plain ``ct``), ``LoadOne`` configures a series of one frame.
 With references off (value mode) a point waits until its frame is flushed to the file (the
 Recorder's ``FramesFlushed``) and reads it from there: never the zeros an unflushed chunk
-reads as.
+reads as. The series are armed with ``blissdata_scan`` false: a Sardana scan is one blissdata scan
+(``PhotonflowBlissdataRecorder``'s, the frames its image stream), not two (``SeriesOnBlissdata``).
 
 The measurement group's synchronization picks photonflow's trigger mode: software trigger (a
 step scan) ``client``, one frame per point; software start (``set_meas_conf Synchronization
@@ -70,6 +71,10 @@ class PhotonflowTwoDController(TwoDController, Referable):
                     Description: "Seconds added to the exposure to make each frame's period"},
         "Timeout": {Type: float, DefaultValue: 30.0,
                     Description: "Seconds a call to photonflow, or its arming, may take"},
+        "SeriesOnBlissdata": {Type: bool, DefaultValue: False,
+                              Description: "Also publish each series as a blissdata scan of its own (the "
+                                           "Recorder's photonflow_series); off: its frames reach blissdata in "
+                                           "the Sardana scan (PhotonflowBlissdataRecorder), one scan per scan"},
     }
 
     def __init__(self, inst, props, *args, **kwargs):
@@ -150,7 +155,7 @@ class PhotonflowTwoDController(TwoDController, Referable):
         self.controller.Configure(json.dumps({
             "frames": int(frames), "exposure": float(exposure),
             "period": float(exposure) + max(float(self.Latency), float(latency)),
-            "trigger_mode": self._trigger_mode,
+            "trigger_mode": self._trigger_mode, "blissdata_scan": bool(self.SeriesOnBlissdata),
         }))
         self._frames, self._triggered, self._exposure = int(frames), 0, float(exposure)
         self._reported = 0

@@ -9,6 +9,8 @@ the MacroServer's RecorderPath, then
 ``PHOTONFLOW_EVENT_BUS`` of the MacroServer's environment when it is a redis:// URL, else nothing is
 published. ``PhotonflowDataManager`` set: the scan belongs to
 that DataManager's proposal, session and sample (data policy ESRF), else to none (no_policy).
+``PhotonflowController`` set (``start_sardana`` sets it): a frame is told readable once its
+Recorder's ``FramesFlushed`` says a reader of the file sees it (else 0.4 s after its point).
 
 Sardana pairs each ``ScanRecorder`` entry with the ``ScanFile`` entry of the same rank, so as a
 scan recorder (``senv ScanRecorder "['PhotonflowNXscanH5_FileRecorder', 'PhotonflowBlissdataRecorder']"``)
@@ -46,7 +48,7 @@ from photonflow.publishing.blissdata_step_scan import (
 END_REASONS = {"Normal": "SUCCESS", "Stop": "USER_ABORT", "Abort": "USER_ABORT", "Exception": "FAILURE"}
 NOT_CHANNELS = ("point_nb", "timestamp")  # Sardana's own columns: the point number and the elapsed time
 NEXUS_EXTENSIONS = (".h5", ".hdf5", ".nxs", ".nx5")
-DATAMANAGER_TIMEOUT_MS = 1000
+DEVICE_TIMEOUT_MS = 1000
 END_WAIT = 5.0  # seconds the scan's end waits for its publishing to end, to report how it went
 HEALTH = PublishHealth()  # across the scans of this MacroServer: warned once per Redis outage
 
@@ -131,7 +133,9 @@ class PhotonflowBlissdataRecorder(DataRecorder):
         )
         datamanager = self._env("PhotonflowDataManager")
         context = (lambda: data_policy_context(datamanager)) if datamanager else None
-        self.publisher = StepScanPublisher(self.url, scan, context=context, health=HEALTH)
+        controller = self._env("PhotonflowController")
+        flushed = recorder_frames_flushed(controller) if controller else None
+        self.publisher = StepScanPublisher(self.url, scan, context=context, health=HEALTH, frames_flushed=flushed)
 
     def _session(self):
         try:
@@ -157,15 +161,34 @@ class PhotonflowBlissdataRecorder(DataRecorder):
                                f"{END_WAIT:.0f} s")
         elif publisher.failure:
             self.macro.warning(f"{publisher.failure}. The scan itself went on: only blissdata readers missed it.")
+        if publisher.flushed_error:
+            self.macro.warning(f"blissdata: the Recorder's FramesFlushed could not be read "
+                               f"({publisher.flushed_error}): readers of {scan.name} {scan.number} were told "
+                               "its frames readable by time, not when they were")
 
 
 def data_policy_context(datamanager):
     """The DataManager's data policy: proposal, beamline, session, sample (called in the
     publishing thread)."""
     proxy = tango.DeviceProxy(datamanager)
-    proxy.set_timeout_millis(DATAMANAGER_TIMEOUT_MS)
+    proxy.set_timeout_millis(DEVICE_TIMEOUT_MS)
     policy = json.loads(proxy.read_attribute("DataPolicy").value or "{}")
     return {key: policy[key] for key in ("data_policy", "proposal", "beamline", "session", "sample") if key in policy}
+
+
+def recorder_frames_flushed(controller):
+    """A reader of the Recorder's FramesFlushed (its Recorder found from the Controller's property
+    when first called, in the publishing thread): the frames a reader of the file sees."""
+    proxies = []
+
+    def frames_flushed():
+        if not proxies:
+            recorder = tango.DeviceProxy(controller).get_property("Recorder")["Recorder"][0]
+            proxies.append(tango.DeviceProxy(recorder))
+            proxies[0].set_timeout_millis(DEVICE_TIMEOUT_MS)
+        return proxies[0].read_attribute("FramesFlushed").value
+
+    return frames_flushed
 
 
 def _position(desc):
