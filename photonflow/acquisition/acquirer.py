@@ -52,9 +52,12 @@ MAX_PERIOD = 86400.0
 
 
 class Sender(Protocol):
-    endpoint: str
+    endpoint: str  # where Recorders connect (several, comma-separated, one per Recorder sharing it)
 
     def send(self, parts: list, stop: threading.Event | None = None) -> None: ...
+
+    def announce(self, parts: list, stop: threading.Event | None = None) -> None:
+        """A series' start or end: to every Recorder sharing the stream."""
 
     def close(self) -> None: ...
 
@@ -354,7 +357,7 @@ class Acquirer(StatefulCore):
         sent = 0
         end_reason = "completed"
         try:
-            sender.send(
+            sender.announce(
                 self._encoder.series_start(
                     series_id,
                     settings.frame_count,
@@ -436,7 +439,7 @@ class Acquirer(StatefulCore):
         timer = threading.Timer(2.0, give_up.set)
         timer.start()
         try:
-            sender.send(self._encoder.series_end(series_id, self.frames_acquired, sent, end_reason), give_up)
+            sender.announce(self._encoder.series_end(series_id, self.frames_acquired, sent, end_reason), give_up)
         except (SendInterrupted, ReceiverGone):
             log.warning("series_end of series %s not delivered: no receiver", series_id)
         finally:

@@ -31,6 +31,9 @@ class RecordingRequest(Request):
         None, doc="the file, relative to the data root or absolute under it; none: the FilePathTemplate",
     )
     protocol: str = value("stins", choices=tuple(PROTOCOLS), doc="how the stream's messages are encoded")
+    share: bool = value(
+        False, doc="one of several Recorders sharing the stream: the frames it did not receive went to the "
+                   "others and are not missing here (the Controller counts the series across them)")
     blissdata_scan: bool = value(
         True, doc="publish the series as a blissdata scan of its own (Blissdata property); false: a scan engine "
                   "publishes its frames in its scan")

@@ -119,7 +119,12 @@ class Series:
         """
         frames_sent = frames_acquired = -1
         armed = self.request.frame_count
-        if highest_written is None:
+        if self.request.share:
+            missing = np.zeros(0, dtype=np.int64)  # absent here: another Recorder's (the Controller judges)
+            if ends:
+                frames_sent = _total(end.frames_sent for end in ends)
+                frames_acquired = _total(end.frames_acquired for end in ends)
+        elif highest_written is None:
             missing = self.missing_below(armed)  # no file: every armed frame is lost
         elif ends:
             frames_sent = _total(end.frames_sent for end in ends)

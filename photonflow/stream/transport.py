@@ -85,8 +85,76 @@ class StreamSender:
                     )
             self._socket.send_multipart(parts, copy=False)
 
+    def announce(self, parts: Sequence, stop: threading.Event | None = None) -> None:
+        """A series' start or end: with one output, a message like any other."""
+        self.send(parts, stop)
+
     def close(self) -> None:
         self._socket.close()
+
+
+class StreamDistributor:
+    """One PUSH socket per Recorder sharing the stream (``outputs`` of them), frames dealt out as a
+    DECTRIS DCU's stream v2 deals them to several receivers: each data message to exactly one, the
+    next in turn that has room, so a slow or dead Recorder gets fewer frames and stalls the others
+    no longer than its own ZeroMQ buffer; a series' start and end to every one (``announce``), in
+    order with its frames. ``endpoint`` names the outputs, comma-separated, in Recorder order.
+
+    Why not one PUSH socket that several Recorders connect to: ZeroMQ would deal out the start and
+    the end like any message, to one Recorder only."""
+
+    def __init__(self, bind_address: str, outputs: int, high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
+                 send_timeout: float = DEFAULT_SEND_TIMEOUT):
+        if outputs < 1:
+            raise ValueError(f"a stream has at least one output, not {outputs}")
+        self.send_timeout = send_timeout
+        self._outputs = [StreamSender(bind_address, high_water_mark, send_timeout) for _ in range(outputs)]
+        self.endpoints = [output.endpoint for output in self._outputs]
+        self.endpoint = ",".join(self.endpoints)
+        self._next = 0
+        self._poller = zmq.Poller()
+        for output in self._outputs:
+            self._poller.register(output._socket, zmq.POLLOUT)
+
+    def send(self, parts: Sequence, stop: threading.Event | None = None, poll_ms: int = 100) -> None:
+        """One data message to one output: the next in turn with room, else the first to have
+        room; SendInterrupted on ``stop``, ReceiverGone once none took it for ``send_timeout`` s."""
+        deadline = None
+        while True:
+            count = len(self._outputs)
+            for offset in range(count):
+                index = (self._next + offset) % count
+                try:
+                    self._outputs[index]._socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
+                except zmq.Again:  # full, or its Recorder is gone
+                    continue
+                self._next = (index + 1) % count
+                return
+            if stop is not None and stop.is_set():
+                raise SendInterrupted()
+            deadline = deadline or time.monotonic() + self.send_timeout
+            if time.monotonic() > deadline:
+                raise ReceiverGone(f"no receiver took the stream {self.endpoint} for {self.send_timeout:g} s")
+            self._poller.poll(poll_ms)
+
+    def announce(self, parts: Sequence, stop: threading.Event | None = None) -> None:
+        """A series' start or end to every output: each Recorder learns of the series and of its
+        end. An output that takes nothing (its Recorder gone) is skipped once ``stop`` is set or
+        its ``send_timeout`` passed; ReceiverGone only when no output took it."""
+        gone = []
+        for output in self._outputs:
+            try:
+                output.send(list(parts), stop)
+            except ReceiverGone as error:
+                gone.append(error)
+            except SendInterrupted:
+                gone.append(ReceiverGone(f"{output.endpoint}: given up"))
+        if len(gone) == len(self._outputs):
+            raise gone[0]
+
+    def close(self) -> None:
+        for output in self._outputs:
+            output.close()
 
 
 class StreamReceiver:

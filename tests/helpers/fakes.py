@@ -23,6 +23,9 @@ class RecordingSender:
         self.messages.append(decode(raw))
         self.sent.set()
 
+    def announce(self, parts: list, stop: threading.Event | None = None) -> None:
+        self.send(parts, stop)
+
     def close(self) -> None:
         """Nothing to let go: no socket."""
 
