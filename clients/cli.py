@@ -45,7 +45,7 @@ from photonflow.clients.launcher import (
     var_directory,
 )
 from photonflow.clients.tango_database import apply_deployment
-from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file, with_instance
+from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file, with_instance, with_recorders
 from photonflow.dsconfig_json import is_dsconfig, load_dsconfig, to_dsconfig
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
@@ -111,19 +111,22 @@ def command_config_export(args) -> int:
     return 0
 
 
-def _deployment(config: str, instance: str | None = None):
-    """The configuration's deployment, its servers run as ``instance`` when one is given."""
+def _deployment(config: str, instance: str | None = None, recorders: int = 1):
+    """The configuration's deployment, its servers run as ``instance`` when one is given, with
+    ``recorders`` Recorders sharing the Controller's stream."""
     deployment = load_deployment_file(config)
-    return with_instance(deployment, instance) if instance else deployment
+    deployment = with_instance(deployment, instance) if instance else deployment
+    return with_recorders(deployment, recorders)
 
 
 def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool = False,
-                 own_database: bool = False, instance: str | None = None) -> tuple[Suite, object]:
+                 own_database: bool = False, instance: str | None = None,
+                 recorders: int = 1) -> tuple[Suite, object]:
     """Event bus and database (each embedded unless configured), configuration, then every server.
     ``own_database``: always an embedded database of its own (the demo), never TANGO_HOST's."""
     prepare_environment(var_dir, config)
     if starter:  # before anything starts: a Starter would take another suite's processes for ours
-        _refuse_servers_running_elsewhere(_deployment(config, instance))
+        _refuse_servers_running_elsewhere(_deployment(config, instance, recorders))
     suite = Suite("" if own_database else os.environ.get("TANGO_HOST", ""), var_dir)
     try:
         simulators = load_deployment_file(config, simulators_only=True)
@@ -135,12 +138,12 @@ def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool =
             print(f"Using the event bus at {EVENT_BUS_VARIABLE}={suite.event_bus}")
         for name, value in suite.start_simulators(simulators).items():
             print(f"Simulated hardware up: {name}={value}")
-        deployment = _deployment(config, instance)
+        deployment = _deployment(config, instance, recorders)
         check_mappings(deployment)  # a mapping's mistake is named before any server starts
         if any(d.tango_class == "PhotonflowDataManager" for s in deployment.servers for d in s.devices):
             address = suite.start_job_engine()
             print(f"Started the job engine (Dask scheduler and 2 workers) at {JOB_ENGINE_VARIABLE}={address}")
-            deployment = _deployment(config, instance)  # its properties may name the engine
+            deployment = _deployment(config, instance, recorders)  # its properties may name the engine
         if not suite.tango_host:
             suite.start_database(var_dir / "tango" / database_name)
             print(f"Started an embedded Tango database (pytango-db, SQLite) at TANGO_HOST={suite.tango_host}")
@@ -272,7 +275,7 @@ def _run_demo(args, var_dir: Path) -> dict:
     suite's, whose properties it must never change), run it, stop everything it started."""
     if os.environ.get("TANGO_HOST"):
         print(f"TANGO_HOST={os.environ['TANGO_HOST']} is left alone: the demo runs on an embedded database of its own")
-    suite, deployment = _start_suite(args.config, var_dir, "demo.db", own_database=True)
+    suite, deployment = _start_suite(args.config, var_dir, "demo.db", own_database=True, recorders=args.recorders)
     try:
         controller = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowController").name))
         controller.set_timeout_millis(15000)
@@ -306,6 +309,7 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
     print(f"Acquiring {what} through {controller.dev_name()} ...")
     summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
                               args.file or default_file_name(), args.timeout, scan=scan)
+    summary["recorders"] = len(deployment.device("PhotonflowController").properties.get("Recorder") or [])
     if summary["file"] and Path(summary["file"]).exists():
         print("File written:")
         for line in describe_file(summary["file"]):
@@ -450,11 +454,12 @@ def command_up(args) -> int:
     if state_file.exists():
         down = f"make down INSTANCE={args.instance}" if args.instance else "make down"
         raise ConfigurationError(f"the suite seems to be up already ({state_file}); run '{down}' first")
-    suite, deployment = _start_suite(args.config, var_dir, "suite.db", starter=args.starter, instance=args.instance)
+    suite, deployment = _start_suite(args.config, var_dir, "suite.db", starter=args.starter, instance=args.instance,
+                                     recorders=args.recorders)
     sardana_text = "  Sardana: make down, then make up SARDANA=1 (a Pool and a MacroServer with a Door, "\
         "photonflow's controllers, motors and macros)\n"
     try:
-        deployment = _deployment(args.config, args.instance)  # every server, also those the Starter started
+        deployment = _deployment(args.config, args.instance, args.recorders)  # every server, also the Starter's
         if args.sardana:
             from photonflow.clients.sardana_setup import start_sardana, usage
 
@@ -723,6 +728,9 @@ def parser() -> argparse.ArgumentParser:
                           + (" (what is in the beam: the DataManager's Sample, the NeXus /entry/sample/name)"
                              if name == "sample" else ""))
     demo.add_argument("--file", help="data file, relative to the data root")
+    recorders_help = ("Recorders sharing the detector's stream, each frame to one of them, each writing its part "
+                      "file, the Controller a master joining them in frame order (default 1)")
+    demo.add_argument("--recorders", type=int, default=1, help=recorders_help)
     demo.add_argument("--timeout", type=float, default=600)
     demo.set_defaults(handler=command_demo)
 
@@ -736,6 +744,7 @@ def parser() -> argparse.ArgumentParser:
     instance_help = ("the servers' instance (Executable/<instance>) instead of the configuration's, and the "
                      "suite's folder var/<instance> unless PHOTONFLOW_VAR says: two suites on one host")
     up.add_argument("--instance", help=instance_help)
+    up.add_argument("--recorders", type=int, default=1, help=recorders_help)
     up.set_defaults(handler=command_up)
     down = commands.add_parser("down", help="stop what 'up' started")
     down.add_argument("--instance", help="the instance 'up' was given (its folder var/<instance>)")

@@ -18,7 +18,8 @@ from photonflow.acquisition.beamline import Beamline
 from photonflow.camera import SelfStreamingDetector
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import operator_errors
-from photonflow.stream.transport import DEFAULT_SEND_TIMEOUT, StreamSender
+from photonflow.errors import ConfigurationError
+from photonflow.stream.transport import DEFAULT_SEND_TIMEOUT, StreamDistributor, StreamSender
 
 
 def simulation_trigger_input() -> device_property:
@@ -41,6 +42,11 @@ class AcquirerDevice(PhotonflowDevice):
     )
     EventInterval = device_property(
         dtype=float, default_value=0.1, doc="Minimum seconds between counter change events"
+    )
+    StreamOutputs = device_property(
+        dtype=int, default_value=1,
+        doc="Recorders sharing the frame stream: as many outputs (each on a free port of StreamBindAddress), "
+            "each frame to one of them, the series' start and end to all",
     )
     SendTimeout = device_property(
         dtype=float, default_value=DEFAULT_SEND_TIMEOUT,
@@ -68,9 +74,14 @@ class AcquirerDevice(PhotonflowDevice):
     def create_core(self, listener) -> Acquirer:
         camera = self.create_camera()
         # A detector that streams its frames itself (a DECTRIS DCU) needs no sender of ours.
-        sender = None if isinstance(camera, SelfStreamingDetector) else StreamSender(
-            self.StreamBindAddress, send_timeout=self.SendTimeout
-        )
+        if self.StreamOutputs < 1:
+            raise ConfigurationError(f"property StreamOutputs must be at least 1, got {self.StreamOutputs}")
+        if isinstance(camera, SelfStreamingDetector):
+            sender = None
+        elif self.StreamOutputs > 1:
+            sender = StreamDistributor(self.StreamBindAddress, self.StreamOutputs, send_timeout=self.SendTimeout)
+        else:
+            sender = StreamSender(self.StreamBindAddress, send_timeout=self.SendTimeout)
         return Acquirer(camera, sender, listener, counter_interval=self.EventInterval,
                         capture_problems=self.capture_problems)
 

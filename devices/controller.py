@@ -20,6 +20,7 @@ import tango
 from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import ACQUIRER, RECORDER, AcquisitionRequest, Controller, ScanAxis
+from photonflow.control.recorder_group import RecorderGroup
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import follow_events, operator_errors
 from photonflow.errors import ConfigurationError
@@ -120,9 +121,12 @@ class TangoRecorder:
         return self.proxy.command_inout("CheckFile", file)
 
     def arm(self, frames: int, series_id: int, endpoint: str, file: str | None, protocol: str,
-            blissdata_scan: bool = True) -> str:
-        request = {"frames": frames, "series_id": series_id, "endpoint": endpoint, "protocol": protocol,
-                   "blissdata_scan": blissdata_scan}
+            blissdata_scan: bool = True, share: bool = False) -> str:
+        # several outputs (a stream dealt to several Recorders, connected to one): a list of endpoints
+        endpoints = endpoint.split(",")
+        request = {"frames": frames, "series_id": series_id, "protocol": protocol,
+                   "endpoint": endpoints[0] if len(endpoints) == 1 else endpoints,
+                   "blissdata_scan": blissdata_scan, "share": share}
         if file is not None:
             request["file"] = file
         return self.proxy.command_inout("Arm", json.dumps(request))
@@ -233,7 +237,10 @@ class PhotonflowController(PhotonflowDevice):
     extra_events = ("Configuration",)  # pushed at each Configure
 
     Acquirer = device_property(dtype=str, mandatory=True, doc="Mandatory. Tango name of the Acquirer device")
-    Recorder = device_property(dtype=str, mandatory=True, doc="Mandatory. Tango name of the Recorder device")
+    Recorder = device_property(
+        dtype=(str,), mandatory=True,
+        doc="Mandatory. Tango name of the Recorder device; several: Recorders sharing the Acquirer's stream "
+            "(its StreamOutputs as many), each writing its part, the Controller the master joining them")
     FinishTimeout = device_property(
         dtype=float, default_value=30.0,
         doc="Seconds to wait, after the Acquirer finished, for the Recorder to see the series end",
@@ -252,7 +259,9 @@ class PhotonflowController(PhotonflowDevice):
     def create_core(self, listener) -> Controller:
         self._stop = threading.Event()
         self.acquirer_port = TangoAcquirer(self.Acquirer, self.PeerTimeout)
-        self.recorder_port = TangoRecorder(self.Recorder, self.PeerTimeout)
+        self.part_ports = [TangoRecorder(name, self.PeerTimeout) for name in self.Recorder]
+        self.recorder_group = RecorderGroup(self.part_ports) if len(self.part_ports) > 1 else None
+        self.recorder_port = self.recorder_group or self.part_ports[0]
         scan_axes = {
             axis: ScanAxis(TangoMotor(motor, self.PeerTimeout), TangoPositionCompare(pcomp, self.PeerTimeout))
             for axis, (motor, pcomp) in parse_scan_axes(list(self.ScanAxes)).items()
@@ -261,8 +270,15 @@ class PhotonflowController(PhotonflowDevice):
                           scan_axes=scan_axes)
 
     def core_ready(self, core: Controller) -> None:
-        for peer, port in ((ACQUIRER, self.acquirer_port), (RECORDER, self.recorder_port)):
-            wanted = [(port.proxy, name, _peer_callback(core, peer, name)) for name in PEER_EVENTS[peer]]
+        followed = [(ACQUIRER, self.acquirer_port, None)]
+        if self.recorder_group is None:
+            followed.append((RECORDER, self.part_ports[0], None))
+        else:
+            self.recorder_group.on_change = _group_listener(core)
+            followed += [(RECORDER, port, index) for index, port in enumerate(self.part_ports)]
+        for peer, port, index in followed:
+            wanted = [(port.proxy, name, _peer_callback(core, peer, name) if index is None
+                       else _part_callback(self.recorder_group, index, name)) for name in PEER_EVENTS[peer]]
             threading.Thread(
                 target=follow_events, args=(self._stop, port.proxy, lambda wanted=wanted: wanted),
                 kwargs={"wait_at_most": self.PeerStartupWait}, name=f"controller-follow-{peer}", daemon=True,
@@ -326,6 +342,37 @@ class PhotonflowController(PhotonflowDevice):
     @operator_errors
     def Abort(self):
         self._core().abort()
+
+
+def _group_listener(core: Controller):
+    """The group's combined view, told to the core as one Recorder's events."""
+    def on_change(state: str, status: str, counters: dict[str, int]) -> None:
+        for name, value in counters.items():
+            core.peer_counter_changed(name, value)
+        core.peer_state_changed(RECORDER, state, status)
+
+    return on_change
+
+
+def _part_callback(group: RecorderGroup, index: int, attribute_name: str):
+    """What one event of a grouped Recorder tells its group."""
+    counter_name = PEER_EVENTS[RECORDER][attribute_name]
+
+    def on_event(event):
+        if event.err:
+            if attribute_name == "State":
+                error = event.errors[0]
+                group.part_unreachable(index, f"{error.reason}: {error.desc}")
+            return
+        value = event.attr_value.value
+        if attribute_name == "State":
+            group.part_state_changed(index, str(value))
+        elif attribute_name == "Status":
+            group.part_status_changed(index, value)
+        else:
+            group.part_counter_changed(index, counter_name, int(value))
+
+    return on_event
 
 
 def _peer_callback(core: Controller, peer: str, attribute_name: str):

@@ -394,6 +394,45 @@ def with_instance(deployment: Deployment, instance: str) -> Deployment:
     )
 
 
+MAX_RECORDERS = 16
+
+
+def with_recorders(deployment: Deployment, count: int) -> Deployment:
+    """The deployment with ``count`` Recorders sharing the Controller's stream: the Recorder it names
+    and ``count - 1`` copies (``<name>_2``...; each in a server of its own, ``<instance>_r2``..., the
+    Starter's level of the first), the Controller naming them all and the Acquirer dealing its frames
+    to as many outputs (``StreamOutputs``)."""
+    if not 1 <= count <= MAX_RECORDERS:
+        raise ConfigurationError(f"recorders: {count}; give 1 to {MAX_RECORDERS}")
+    if count == 1:
+        return deployment
+    controller = deployment.device("PhotonflowController")
+    recorders = controller.properties.get("Recorder") or []
+    if len(recorders) != 1:
+        raise ConfigurationError(f"{controller.name} names {len(recorders)} Recorders: recorders={count} copies one")
+    acquirer_name = (controller.properties.get("Acquirer") or [""])[0]
+    server, recorder = next(((s, d) for s in deployment.servers for d in s.devices
+                             if d.name.lower() == recorders[0].lower()), (None, None))
+    if server is None or recorder is None:
+        raise ConfigurationError(f"{controller.name}'s Recorder {recorders[0]} is not in the configuration")
+    copies = [ServerSpec(server.executable, f"{server.instance}_r{n}",
+                         (replace(recorder, name=f"{recorder.name}_{n}", alias=""),)) for n in range(2, count + 1)]
+    names = [recorder.name, *(copy.devices[0].name for copy in copies)]
+
+    def changed(device: DeviceSpec) -> DeviceSpec:
+        if device.name == controller.name:
+            return replace(device, properties={**device.properties, "Recorder": names})
+        if device.name.lower() == acquirer_name.lower():
+            return replace(device, properties={**device.properties, "StreamOutputs": [str(count)]})
+        return device
+
+    servers = tuple(replace(s, devices=tuple(changed(d) for d in s.devices)) for s in deployment.servers)
+    level = next((entry for entry in deployment.starter if entry.server == server.name), None)
+    starter = deployment.starter + tuple(StarterEntry(copy.name, level.host, level.level) for copy in copies
+                                         if level is not None)
+    return replace(deployment, servers=servers + tuple(copies), starter=starter)
+
+
 def simulator_environment(name: str, announced: Mapping[str, object]) -> dict[str, str]:
     """The variables a started simulator's announcement defines: PHOTONFLOW_SIM_<NAME>_<KEY>."""
     prefix = "PHOTONFLOW_SIM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()

@@ -582,7 +582,9 @@ class Controller(StatefulCore):
                 return states.ALARM, (f"Scan problems in {report.describe()}: {'; '.join(report.scan_problems)}. "
                                       f"File: {report.file}")
             if report is not None and not report.complete:
-                return states.ALARM, f"Frames lost in {report.describe()}. File: {report.file}"
+                recorder = self._peers[RECORDER]  # its own account names the frames: "missing: 3-7, 12"
+                told = f" The recorder: {recorder.status}" if recorder.state == states.ALARM and recorder.status else ""
+                return states.ALARM, f"Frames lost in {report.describe()}. File: {report.file}.{told}"
             if report is not None:
                 return states.ON, f"Last {report.describe()}; all accounted for. File: {report.file}"
             if self.request is None:

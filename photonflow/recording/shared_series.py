@@ -47,6 +47,7 @@ class MasterSummary:
     frames: int  # the frames the master spans
     owners: np.ndarray  # part index of each frame, -1 for none
     missing: np.ndarray  # frame numbers no part holds, below the frames expected
+    unreadable: tuple[str, ...] = ()  # parts that could not be read (a Recorder killed: until its repair)
 
     @property
     def frames_written(self) -> int:
@@ -75,11 +76,21 @@ def strided_runs(frames: np.ndarray) -> Iterator[tuple[int, int, int]]:
 
 
 def write_master(master: Path, parts: Sequence[Path], expected: int) -> MasterSummary:
-    """Write ``master`` (a new file) joining ``parts`` (files that exist; a part that does not,
-    e.g. of a Recorder killed before its first frame, holds nothing), ``expected`` frames."""
-    opened = [(index, h5py.File(path, "r", locking=False)) for index, path in enumerate(parts) if Path(path).is_file()]
+    """Write ``master`` (a new file) joining ``parts``, ``expected`` frames. A part that does not
+    exist (a Recorder gone before its first frame) holds nothing; one that cannot be read (a
+    Recorder killed mid-series leaves its file marked open until its repair) is named in
+    ``unreadable`` and holds nothing either."""
+    opened, unreadable = [], []
+    for index, path in enumerate(parts):
+        if not Path(path).is_file():
+            continue
+        try:
+            opened.append((index, h5py.File(path, "r", locking=False)))
+        except OSError as error:
+            unreadable.append(f"{path}: {error}")
     if not opened:
-        raise RecordingError(f"no part of {master.name} exists: {', '.join(str(p) for p in parts)}")
+        raise RecordingError(f"no part of {master.name} can be read: {', '.join(str(p) for p in parts)}"
+                             + (f" ({'; '.join(unreadable)})" if unreadable else ""))
     try:
         holdings = {index: frames_held(f) for index, f in opened}
         frames = max([expected, *(int(held[-1]) + 1 for held in holdings.values() if held.size)])
@@ -91,7 +102,7 @@ def write_master(master: Path, parts: Sequence[Path], expected: int) -> MasterSu
     finally:
         for _, f in opened:
             f.close()
-    return MasterSummary(master, frames, owners, missing)
+    return MasterSummary(master, frames, owners, missing, tuple(unreadable))
 
 
 def _write(master: Path, parts: Sequence[Path], opened: dict[int, h5py.File], owners: np.ndarray,

@@ -8,6 +8,7 @@ from photonflow.acquisition.acquirer import Sender
 from photonflow.control.continuous_scan import MotorPort, ScanDetectors, TriggerGeneratorPort
 from photonflow.control.controller import AcquirerPort, RecorderPort, _SeriesDetectors
 from photonflow.control.lima_face import PipelinePort
+from photonflow.control.recorder_group import RecorderGroup
 from photonflow.datamanager.catalogue import Catalogue
 from photonflow.datamanager.manager import VariablesLauncher
 from photonflow.datamanager.runner import ResultSink
@@ -16,7 +17,7 @@ from photonflow.events.bus import EventBus
 from photonflow.recording.intake import Receiver
 from photonflow.standardizing.capture import AttributeReader
 from photonflow.standardizing.standardizer import EventPublisher
-from photonflow.stream.transport import StreamReceiver, StreamSender
+from photonflow.stream.transport import StreamDistributor, StreamReceiver, StreamSender
 from tests.helpers.controller import FakeAcquirer, FakeRecorder
 from tests.helpers.fakes import RecordingSender
 from tests.helpers.lima import FakePipeline
@@ -47,10 +48,17 @@ def scan_peers(port_motor: PortMotor, port_generator: PortGenerator, port_detect
     del motor, generator, detectors, acquirer, recorder
 
 
-def acquisition_senders(stream_sender: StreamSender, recording_sender: RecordingSender) -> None:
+def acquisition_senders(stream_sender: StreamSender, recording_sender: RecordingSender,
+                        distributor: StreamDistributor) -> None:
     sender: Sender = stream_sender
     sender = recording_sender
+    sender = distributor
     del sender
+
+
+def recorder_group(group: RecorderGroup) -> None:
+    recorder: RecorderPort = group
+    del recorder
 
 
 def recorder_receivers(stream_receiver: StreamReceiver) -> None:

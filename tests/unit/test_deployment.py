@@ -284,3 +284,30 @@ def test_an_instance_is_refused_when_it_is_malformed_or_would_merge_servers(inst
     with pytest.raises(ConfigurationError, match=complaint):
         with_instance(two_of_one_executable, instance)
 
+
+
+def test_recorders_copy_the_controllers_recorder_into_servers_of_their_own(monkeypatch, tmp_path):
+    from photonflow.deployment import with_recorders
+
+    monkeypatch.setenv("PHOTONFLOW_DATA_ROOT", str(tmp_path))
+    deployment = load_deployment_file(DEMO_CONFIG)
+    shared = with_recorders(deployment, 3)
+    assert shared.device("PhotonflowController").properties["Recorder"] == [
+        "demo/photonflow/recorder", "demo/photonflow/recorder_2", "demo/photonflow/recorder_3"]
+    assert shared.device("SimulatorAcquirer").properties["StreamOutputs"] == ["3"]
+    copies = [s for s in shared.servers if s.executable == "PhotonflowRecorder"]
+    assert [s.name for s in copies] == ["PhotonflowRecorder/demo", "PhotonflowRecorder/demo_r2",
+                                        "PhotonflowRecorder/demo_r3"]
+    original = deployment.device("PhotonflowRecorder")
+    assert all(s.devices[0].properties == original.properties for s in copies)  # same data root, same settings
+    levels = {entry.server: entry.level for entry in shared.starter}
+    assert levels["PhotonflowRecorder/demo_r3"] == levels["PhotonflowRecorder/demo"]
+    assert with_recorders(deployment, 1) == deployment
+
+
+@pytest.mark.parametrize("count", [0, 17])
+def test_a_number_of_recorders_out_of_range_is_refused(count):
+    from photonflow.deployment import with_recorders
+
+    with pytest.raises(ConfigurationError, match=f"recorders: {count}; give 1 to 16"):
+        with_recorders(load_deployment_file(DEMO_CONFIG), count)

@@ -134,3 +134,36 @@ def test_a_distributor_nobody_takes_gives_up_after_its_timeout():
             distributor.send([b"x"])
     finally:
         distributor.close()
+
+
+class _Part:
+    """A Recorder port that only answers check_file and remembers arms (the group's arithmetic)."""
+
+    def __init__(self, name):
+        self.name, self.armed = name, []
+
+    def check_file(self, file):
+        return f"/data/{file}"
+
+    def arm(self, frames, series_id, endpoint, file, protocol, blissdata_scan=True, share=False):
+        self.armed.append((endpoint, file, blissdata_scan, share))
+        return f"/data/{file}"
+
+
+def test_a_group_arms_each_recorder_on_its_own_output_with_its_part_file():
+    from photonflow.control.recorder_group import RecorderGroup
+
+    parts = [_Part("r1"), _Part("r2")]
+    group = RecorderGroup(parts)
+    assert group.arm(10, 7, "tcp://h:1,tcp://h:2", None, "stins") == "/data/series_000007.h5"
+    assert [part.armed for part in parts] == [[("tcp://h:1", "series_000007_r1.h5", False, True)],
+                                              [("tcp://h:2", "series_000007_r2.h5", False, True)]]
+
+
+def test_a_group_refuses_a_stream_with_other_than_one_output_per_recorder():
+    from photonflow.control.recorder_group import RecorderGroup
+    from photonflow.errors import ConfigurationError
+
+    group = RecorderGroup([_Part("r1"), _Part("r2"), _Part("r3")])
+    with pytest.raises(ConfigurationError, match="2 output\\(s\\) for 3 Recorders: set the Acquirer's StreamOutputs"):
+        group.arm(10, 1, "tcp://h:1,tcp://h:2", "x.h5", "stins")
