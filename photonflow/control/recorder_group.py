@@ -16,6 +16,7 @@ Events: the device hands each part's State and counters to ``part_state_changed`
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,6 +68,7 @@ class RecorderGroup:
         self._frames = 0
         self._summary: MasterSummary | None = None
         self._problem = ""  # why the master could not be written, or parts that were gone
+        self._gone: set[int] = set()  # parts gone during the last series: a return rejoins their file
 
     # -- the Recorder port ------------------------------------------------------------------
     def state(self) -> str:
@@ -137,6 +139,7 @@ class RecorderGroup:
             self._states[index] = state
             if status is not None:
                 self._statuses[index] = status
+            self._rejoin_if_back(index)
         self._tell()
 
     def part_status_changed(self, index: int, status: str) -> None:
@@ -165,6 +168,7 @@ class RecorderGroup:
         with self._lock:
             self._states[index], self._statuses[index] = state, status
             self._counters[index] = {name: int(counters[name]) for name in COUNTERS}
+            self._rejoin_if_back(index)
 
     def _sums(self) -> dict[str, int]:
         with self._lock:
@@ -197,13 +201,44 @@ class RecorderGroup:
     def _finish(self) -> None:
         """No part runs any longer: join what they wrote (a gone part's file as it left it)."""
         assert self._master is not None
-        gone = [self.parts[i].name for i, s in enumerate(self._states) if s in (GONE, states.UNKNOWN)]
+        self._gone = {i for i, s in enumerate(self._states) if s in (GONE, states.UNKNOWN)}
         try:
             self._summary = write_master(self._master, self._part_paths, self._frames)
         except (OSError, PhotonflowError) as error:
             self._problem = f"the master {self._master} could not be written: {error}"
             log.error("%s", self._problem)
             return
+        self._describe_problem()
+
+    def _rejoin_if_back(self, index: int) -> None:
+        """A part gone during the last series answers again, its Recorder restarted: it repaired its
+        file at start-up, so the master is written anew with it (a new file put in the old one's
+        place in one rename: a reader never sees half a master)."""
+        if index not in self._gone or self._states[index] in (GONE, states.UNKNOWN, states.RUNNING):
+            return
+        if self._summary is None or self._master is None:
+            return
+        self._gone.discard(index)
+        rewritten = self._master.with_name(f".{self._master.name}.rejoin")
+        try:
+            rewritten.unlink(missing_ok=True)
+            summary = write_master(rewritten, self._part_paths, self._frames)
+            os.replace(rewritten, self._master)
+        except (OSError, PhotonflowError) as error:
+            log.warning("the master %s keeps its parts: %s rejoins not (%s)", self._master, self.parts[index].name,
+                        error)
+            return
+        self._summary = MasterSummary(self._master, summary.frames, summary.owners, summary.missing,
+                                      summary.unreadable)
+        log.info("%s rejoined the master %s: %d frames, %d missing", self.parts[index].name, self._master,
+                 summary.frames_written, summary.missing.size)
+        self._describe_problem()
+
+    def _describe_problem(self) -> None:
+        """The Status of a series with parts gone or unreadable (empty once all rejoined)."""
+        assert self._summary is not None
+        gone = [self.parts[i].name for i in sorted(self._gone)]
+        self._problem = ""
         if gone or self._summary.unreadable:
             missing = self._summary.missing
             unreadable = f" (unreadable until repaired: {'; '.join(self._summary.unreadable)})" \

@@ -98,7 +98,7 @@ def test_a_recorder_killed_mid_series_leaves_a_valid_master_and_the_exact_missin
     controller.Configure(json.dumps({"frames": 300, "exposure": 0.001, "period": 0.02, "file": "killed.h5"}))
     controller.Start()
     second = proxy(suite.device_url(RECORDERS[1]))
-    wait_until(lambda: second.FramesWritten >= 10, what="the second Recorder writing")
+    wait_until(lambda: second.FramesFlushed >= 10, what="the second Recorder writing (and flushing)")
     suite.kill("PhotonflowRecorder/shared_r2")
     # the others finish the series: the Controller ends, nothing hangs
     wait_until(lambda: str(controller.state()) not in ("RUNNING", "MOVING"), 120, what="the series' end")
@@ -122,6 +122,24 @@ def test_a_recorder_killed_mid_series_leaves_a_valid_master_and_the_exact_missin
     assert ranges is not None, controller.status()
     first = ranges.group(1).split(",")[0].strip()
     assert int(first.split("-")[0]) == missing[0]
+
+    # restarted, the Recorder repairs its part at start-up, and the part rejoins the master
+    suite.start_server(next(s for s in suite.deployment.servers if s.name == "PhotonflowRecorder/shared_r2"))
+
+    def rejoined():
+        with h5py.File(master, "r") as f:
+            return 1 in f["entry/accounting/recorder_of_frame"][()].tolist()
+
+    wait_until(rejoined, 90, what="the repaired part in the master")
+    with h5py.File(master, "r") as f:
+        data = f["entry/data/data"][()]
+        owners = f["entry/accounting/recorder_of_frame"][()]
+        still_missing = f["entry/accounting/missing_frame_numbers"][()]
+    held = owners >= 0
+    np.testing.assert_array_equal(data[held], expected[held])
+    assert not data[~held].any() and still_missing.tolist() == np.flatnonzero(~held).tolist()
+    assert set(still_missing.tolist()) < set(missing.tolist())  # the repaired part's frames are back
+    wait_until(lambda: controller.MissingFrames == still_missing.size, 30, what="the Controller following the master")
 
 
 def test_the_demo_with_three_recorders_ends_on_with_every_frame_in_order_and_its_nxmx_on_the_master(tmp_path):
