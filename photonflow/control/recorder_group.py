@@ -181,10 +181,12 @@ class RecorderGroup:
     def _combined(self) -> tuple[str, str]:
         with self._lock:
             part_states = list(self._states)
-            if states.RUNNING in part_states:
+            if states.RUNNING in part_states:  # each part's count: one that lags shows
                 running = part_states.count(states.RUNNING)
-                return states.RUNNING, (f"{running} of {len(self.parts)} Recorders recording "
-                                        f"{self._sums()['frames_written']} frames written")
+                each = ", ".join(f"{part.name} {counts['frames_written']}" for part, counts
+                                 in zip(self.parts, self._counters, strict=True))
+                return states.RUNNING, (f"{running} of {len(self.parts)} Recorders recording; frames written: "
+                                        f"{each}")
             if self._master is not None and self._summary is None and not self._problem:
                 self._finish()
             if self._problem:

@@ -167,3 +167,34 @@ def test_a_group_refuses_a_stream_with_other_than_one_output_per_recorder():
     group = RecorderGroup([_Part("r1"), _Part("r2"), _Part("r3")])
     with pytest.raises(ConfigurationError, match="2 output\\(s\\) for 3 Recorders: set the Acquirer's StreamOutputs"):
         group.arm(10, 1, "tcp://h:1,tcp://h:2", "x.h5", "stins")
+
+
+def test_a_recorder_that_takes_nothing_holds_the_others_up_no_longer_than_its_buffer():
+    """One output never read (a Recorder stuck on its disk): the sends go on to the other, never
+    waiting out the timeout; read at last, each message arrived exactly once."""
+    distributor = StreamDistributor("tcp://127.0.0.1:*", 2, high_water_mark=16, send_timeout=1)
+    stuck, reading = StreamReceiver(distributor.endpoints[0], 16), StreamReceiver(distributor.endpoints[1], 16)
+    got: dict[str, list[int]] = {"stuck": [], "reading": []}
+    done = threading.Event()
+
+    def read():
+        while (message := reading.receive(200)) is not None or not done.is_set():
+            if message is not None:
+                got["reading"].append(int(bytes(message[0])))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(3000):
+            distributor.send([str(n).encode(), bytes(4096)])  # ReceiverGone here would be a stall
+        done.set()
+        reader.join(30)
+        while (message := stuck.receive(500)) is not None:
+            got["stuck"].append(int(bytes(message[0])))
+    finally:
+        done.set()
+        for receiver in (stuck, reading):
+            receiver.close()
+        distributor.close()
+    assert sorted(got["stuck"] + got["reading"]) == list(range(3000))
+    assert len(got["reading"]) > len(got["stuck"])  # the one that reads took the most
