@@ -15,7 +15,7 @@ STEP ?=
 INSTANCE ?=
 SUITE_VAR = $(if $(INSTANCE),PHOTONFLOW_VAR=$${PHOTONFLOW_VAR:-var/$(INSTANCE)})
 
-.PHONY: demo test bench bench-pipeline bench-soak bench-chain bench-run-table bench-sardana up down panel beamline-panel runs venv clean
+.PHONY: demo test bench bench-pipeline bench-soak bench-chain bench-run-table bench-sardana bench-scale up down panel beamline-panel runs venv clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-soak: $(INSTALLED)
 
 bench-chain: $(INSTALLED)
 	$(BIN)/python benchmarks/chain_soak.py
+
+bench-scale: $(INSTALLED)
+	$(BIN)/python benchmarks/scale_bench.py
 
 bench-sardana: $(INSTALLED)
 	$(BIN)/python benchmarks/sardana_bench.py
