@@ -1,0 +1,198 @@
+"""The live analysis: a worker that takes frames as they stream (a Recorder's push fan-out, or an
+output of the Acquirer), never by re-reading files, analyses each one (``frame_analysis``) and
+hands the result to its sinks (a results file, the event bus, a device's events).
+
+Frames flow through ZeroMQ, one worker per stream; the job engine (Dask) keeps the per-run jobs:
+a per-frame task on Dask would cost its scheduler a round trip per frame (milliseconds at
+hundreds of frames a second), where a worker on the stream costs nothing between frames.
+
+``ResultsFile`` keeps a series' results in HDF5 by frame number, as the Standardizer puts them
+under an NXprocess (Jungfraujoch writes its per-image results into its NXmx files alike):
+``entry/process/spots``, ``entry/process/roi/<name>``, ``entry/process/integration/{q, I}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import h5py
+import numpy as np
+
+import photonflow
+from photonflow.analysis.frame_analysis import AnalysisSettings, FrameAnalyzer, FrameResult
+from photonflow.errors import PhotonflowError
+from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, decode
+from photonflow.stream.transport import StreamReceiver
+
+log = logging.getLogger(__name__)
+
+RECEIVE_POLL_MS = 100
+
+
+class ResultSink(Protocol):
+    def series_started(self, start: SeriesStart, analyzer: FrameAnalyzer) -> None: ...
+    def frame_analysed(self, result: FrameResult) -> None: ...
+    def series_ended(self, end: SeriesEnd | None) -> None: ...
+
+
+class LiveAnalysis:
+    """Analyses every frame of the stream(s) at ``endpoints`` on a thread of its own (``start``).
+
+    ``latencies``: seconds from each frame's timestamp (when the detector made it) to its result
+    handed to every sink, the last 100 000."""
+
+    def __init__(self, endpoints: str | Sequence[str], settings: AnalysisSettings, sinks: Sequence[ResultSink],
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.sinks = list(sinks)
+        self.clock = clock
+        self._receiver = StreamReceiver(endpoints)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._analyzer: FrameAnalyzer | None = None
+        self._series_id: int | None = None
+        self.frames_analysed = 0
+        self.messages_rejected = 0
+        self.last_error = ""
+        self.series_ended = 0
+        self.latencies: deque[float] = deque(maxlen=100_000)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="live-analysis", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._receiver.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._receiver.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            parts = self._receiver.receive(RECEIVE_POLL_MS)
+            if parts is None:
+                continue
+            try:
+                self.handle(decode(parts))
+            except (PhotonflowError, ValueError) as error:  # a malformed message is counted, never a crash
+                self.messages_rejected += 1
+                self.last_error = f"message rejected: {error}"
+                log.warning("%s", self.last_error)
+
+    def handle(self, message) -> None:
+        """One decoded stream message (the receiving thread, or a test)."""
+        if isinstance(message, SeriesStart):
+            if message.shape is None:
+                raise ValueError("a series_start without the frame shape cannot be analysed")
+            self._end_series(None)
+            self._analyzer = FrameAnalyzer(self.settings, message.shape, message.detector)
+            self._series_id = message.series_id
+            if self._analyzer.missing_geometry:
+                log.warning("series %s: no I(q), the series gives no %s", message.series_id,
+                            ", ".join(self._analyzer.missing_geometry))
+            for sink in self.sinks:
+                sink.series_started(message, self._analyzer)
+        elif isinstance(message, DataMessage):
+            if self._analyzer is None or message.series_id != self._series_id:
+                raise ValueError(f"frame {message.frame_number} of series {message.series_id} came without "
+                                 "its series_start")
+            result = self._analyzer.analyse(message.frame_number, message.to_array())
+            for sink in self.sinks:
+                sink.frame_analysed(result)
+            self.frames_analysed += 1
+            self.latencies.append(self.clock() - message.timestamp)
+        elif isinstance(message, SeriesEnd):
+            self._end_series(message)
+
+    def _end_series(self, end: SeriesEnd | None) -> None:
+        if self._analyzer is None:
+            return
+        for sink in self.sinks:
+            sink.series_ended(end)
+        self._analyzer, self._series_id = None, None
+        self.series_ended += 1
+
+
+class ResultsFile:
+    """A series' results in an HDF5 file of their own, by frame number (a frame not analysed:
+    spots -1, sums and I(q) NaN). ``path_for(start)`` names the file (None: not kept)."""
+
+    def __init__(self, path_for: Callable[[SeriesStart], Path | None]):
+        self.path_for = path_for
+        self.last_path: Path | None = None
+        self._file: h5py.File | None = None
+        self._analyzer: FrameAnalyzer | None = None
+        self._frames = 0
+
+    def series_started(self, start: SeriesStart, analyzer: FrameAnalyzer) -> None:
+        self.series_ended(None)
+        path = self.path_for(start)
+        if path is None:
+            return
+        frames = max(start.frame_count, 1)
+        f = h5py.File(path, "w-", libver="v110")
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        process = entry.create_group("process")
+        process.attrs["NX_class"] = "NXprocess"
+        process["program"] = "photonflow live analysis"
+        process["version"] = photonflow.__version__
+        settings = analyzer.settings
+        parameters = process.create_group("parameters")
+        parameters.attrs["NX_class"] = "NXcollection"
+        parameters["spot_sigma"], parameters["spot_min_pixels"] = settings.spot_sigma, settings.spot_min_pixels
+        parameters["npt"] = settings.npt
+        parameters["missing_geometry"] = ", ".join(analyzer.missing_geometry)
+        process.create_dataset("spots", shape=(frames,), maxshape=(None,), dtype=np.int64, fillvalue=-1)
+        process["spots"].attrs["description"] = "spots found in each frame, by frame number; -1: not analysed"
+        rois = process.create_group("roi")
+        rois.attrs["NX_class"] = "NXcollection"
+        for roi in settings.rois:
+            rois.create_dataset(roi.name, shape=(frames,), maxshape=(None,), dtype=np.float64, fillvalue=np.nan)
+            rois[roi.name].attrs["region"] = [roi.top, roi.left, roi.height, roi.width]
+        if analyzer.geometry is not None and settings.npt:
+            integration = process.create_group("integration")
+            integration.attrs["NX_class"] = "NXdata"
+            integration.attrs["signal"] = "I"
+            integration.create_dataset("I", shape=(frames, settings.npt), maxshape=(None, settings.npt),
+                                       dtype=np.float64, fillvalue=np.nan, chunks=(1, settings.npt))
+        self._file, self._frames, self.last_path, self._analyzer = f, frames, path, analyzer
+
+    def frame_analysed(self, result: FrameResult) -> None:
+        f = self._file
+        if f is None:
+            return
+        process = f["entry/process"]
+        if result.frame_number >= self._frames:
+            self._frames = result.frame_number + 1
+            for dataset in _per_frame(process):
+                dataset.resize(self._frames, axis=0)
+        process["spots"][result.frame_number] = result.spots
+        for name, total in result.roi_sums.items():
+            process["roi"][name][result.frame_number] = total
+        if result.intensity is not None and "integration" in process:
+            integration = process["integration"]
+            if "q" not in integration and self._analyzer is not None and self._analyzer.q is not None:
+                integration["q"] = self._analyzer.q
+                integration["q"].attrs["units"] = "1/nm"
+                integration.attrs["axes"] = [".", "q"]
+            integration["I"][result.frame_number] = result.intensity
+
+    def series_ended(self, end: SeriesEnd | None) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _per_frame(process: h5py.Group):
+    yield process["spots"]
+    yield from process["roi"].values()
+    if "integration" in process:
+        yield process["integration/I"]

@@ -1,0 +1,60 @@
+"""The live analysis on a real ZeroMQ stream: each frame's spots, ROI sums and I(q) are kept by
+frame number, equal to an offline run of the same functions on the same frames; a malformed
+message is counted and the series goes on."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+from photonflow.analysis.frame_analysis import AnalysisSettings, FrameAnalyzer, parse_rois
+from photonflow.analysis.live import LiveAnalysis, ResultsFile
+from photonflow.simulators.diffraction import DiffractionFrames
+from photonflow.stream.stins import StinsEncoder
+from photonflow.stream.transport import StreamSender
+from tests.helpers.waiting import wait_until
+from tests.unit.test_frame_analysis import DESCRIPTION, GEOMETRY
+
+SETTINGS = AnalysisSettings(npt=400, rois=parse_rois(["beam 240 280 40 40"]))
+
+
+def test_every_frame_is_analysed_as_an_offline_run_of_the_same_functions_would(tmp_path):
+    frames = DiffractionFrames(GEOMETRY)
+    sender = StreamSender("tcp://127.0.0.1:*")
+    results = ResultsFile(lambda start: tmp_path / f"series_{start.series_id}_live.h5")
+    live = LiveAnalysis(sender.endpoint, SETTINGS, [results])
+    live.start()
+    encoder = StinsEncoder()
+    try:
+        sender.send(encoder.series_start(4, 12, (GEOMETRY.height, GEOMETRY.width), "uint16", DESCRIPTION))
+        sender.send([b"not a STINS header"])  # counted, never a crash, never the end of the series
+        for n in range(12):
+            sender.send(encoder.data(4, n, frames.frame(n), 1000.0 + n))
+        sender.send(encoder.series_end(4, 12, 12))
+        wait_until(lambda: live.series_ended == 1, 60, what="the series analysed")
+    finally:
+        live.close()
+        sender.close()
+    assert live.frames_analysed == 12 and live.messages_rejected == 1
+    offline = FrameAnalyzer(SETTINGS, (GEOMETRY.height, GEOMETRY.width), DESCRIPTION)
+    expected = [offline.analyse(n, frames.frame(n)) for n in range(12)]
+    with h5py.File(tmp_path / "series_4_live.h5", "r") as f:
+        process = f["entry/process"]
+        assert process["spots"][()].tolist() == [result.spots for result in expected]
+        np.testing.assert_array_equal(process["roi/beam"][()], [result.roi_sums["beam"] for result in expected])
+        np.testing.assert_array_equal(process["integration/q"][()], offline.q)
+        np.testing.assert_array_equal(process["integration/I"][()], np.stack([r.intensity for r in expected]))
+    assert max(live.latencies) > 0  # frame timestamps are in the past: what the latency figure measures
+
+
+def test_a_frame_without_its_series_start_is_rejected_and_counted(tmp_path):
+    sender = StreamSender("tcp://127.0.0.1:*")
+    live = LiveAnalysis(sender.endpoint, SETTINGS, [])
+    live.start()
+    try:
+        sender.send(StinsEncoder().data(9, 0, np.zeros((4, 4), np.uint16), 0.0))
+        wait_until(lambda: live.messages_rejected == 1, 30, what="the frame rejected")
+    finally:
+        live.close()
+        sender.close()
+    assert "came without its series_start" in live.last_error and live.frames_analysed == 0
