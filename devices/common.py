@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 DEV_STATES = {
     name: getattr(tango.DevState, name)
-    for name in ("ON", "STANDBY", "RUNNING", "ALARM", "FAULT", "UNKNOWN", "MOVING", "OPEN", "CLOSE")
+    for name in ("ON", "STANDBY", "RUNNING", "ALARM", "FAULT", "UNKNOWN", "MOVING", "OPEN", "CLOSE", "INIT")
 }
 
 

@@ -49,3 +49,7 @@ def run_beamline_server() -> None:
 
 def run_datamanager_server() -> None:
     run_server("PhotonflowDataManager")
+
+
+def run_analysis_server() -> None:
+    run_server("PhotonflowAnalysis")

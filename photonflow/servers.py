@@ -18,6 +18,7 @@ SERVERS: dict[str, dict[str, str]] = {
     },
     "PhotonflowStandardizer": {"PhotonflowStandardizer": "photonflow.devices.standardizer"},
     "PhotonflowDataManager": {"PhotonflowDataManager": "photonflow.devices.datamanager"},
+    "PhotonflowAnalysis": {"PhotonflowAnalysis": "photonflow.devices.analysis"},
     "PhotonflowBeamline": {
         tango_class: "photonflow.devices.beamline"
         for tango_class in (

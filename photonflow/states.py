@@ -9,3 +9,4 @@ RUNNING = "RUNNING"  # acquiring, or recording a series
 ALARM = "ALARM"  # idle, but the last series did not account for every frame
 FAULT = "FAULT"  # needs the operator: read Status, fix, then Init or retry
 UNKNOWN = "UNKNOWN"
+INIT = "INIT"  # starting: waiting for what it needs (a peer still starting)

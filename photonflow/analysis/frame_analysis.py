@@ -135,6 +135,10 @@ class FrameAnalyzer:
             from photonflow.analysis.azimuthal import azimuthal_integrator
 
             self._integrator = azimuthal_integrator(self.geometry)
+            # pyFAI builds its pixel-to-bin table at the first integration: at the series' start, not its first frame
+            mask = np.zeros(shape, bool) if math.isfinite(self.saturation) else None  # as analyse() masks
+            self._integrator.integrate1d(np.zeros(shape, np.float32), settings.npt, unit="q_nm^-1", mask=mask,
+                                         correctSolidAngle=False)
 
     def analyse(self, frame_number: int, frame: np.ndarray) -> FrameResult:
         result = FrameResult(frame_number, count_spots(frame, self.settings, self.saturation),

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -25,10 +26,13 @@ import h5py
 import numpy as np
 
 import photonflow
+from photonflow import states
 from photonflow.analysis.frame_analysis import AnalysisSettings, FrameAnalyzer, FrameResult
+from photonflow.core import CoreListener, StatefulCore
 from photonflow.errors import PhotonflowError
 from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, decode
 from photonflow.stream.transport import StreamReceiver
+from photonflow.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +45,38 @@ class ResultSink(Protocol):
     def series_ended(self, end: SeriesEnd | None) -> None: ...
 
 
-class LiveAnalysis:
-    """Analyses every frame of the stream(s) at ``endpoints`` on a thread of its own (``start``).
+@dataclass
+class AnalysisCounters:
+    series_id: int = 0
+    frames_analysed: int = 0  # in the current or last series
+    messages_rejected: int = 0
+    last_spots: int = -1
+    latency_median_ms: float = 0.0  # frame timestamp -> result handed to every sink, this series
+    latency_p99_ms: float = 0.0
+
+
+class LiveAnalysis(StatefulCore):
+    """Analyses every frame of the stream(s) at ``endpoints`` on a thread of its own (``start``):
+    ON waiting for a series, RUNNING during one, ALARM after a series with rejected messages.
 
     ``latencies``: seconds from each frame's timestamp (when the detector made it) to its result
     handed to every sink, the last 100 000."""
 
-    def __init__(self, endpoints: str | Sequence[str], settings: AnalysisSettings, sinks: Sequence[ResultSink],
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, endpoints: str | Sequence[str] | Callable[[], str], settings: AnalysisSettings,
+                 sinks: Sequence[ResultSink],
+                 clock: Callable[[], float] = time.time, listener: CoreListener | None = None,
+                 counter_interval: float = 0.1):
+        super().__init__(listener, states.ON, "Waiting for a series on the stream.")
+        self.counters = AnalysisCounters()
+        self._counter_throttle = Throttle(counter_interval, time.monotonic)
         self.settings = settings
         self.sinks = list(sinks)
         self.clock = clock
-        self._receiver = StreamReceiver(endpoints)
+        # a function: the stream's address, asked (again until it answers) by the analysis thread,
+        # e.g. from a Recorder that is still starting
+        self._endpoints = endpoints
+        self._receiver: StreamReceiver | None = None if callable(endpoints) else StreamReceiver(endpoints)
+        self._receiver_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._analyzer: FrameAnalyzer | None = None
@@ -69,22 +93,61 @@ class LiveAnalysis:
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._receiver.wake()
+        with self._receiver_lock:
+            if self._receiver is not None:
+                self._receiver.wake()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._receiver.close()
+        with self._receiver_lock:
+            if self._receiver is not None:
+                self._receiver.close()
+
+    def _connect(self) -> StreamReceiver | None:
+        """The receiver, once the stream's address is known (None when stopped first)."""
+        source = self._endpoints
+        said = ""
+        while not self._stop.is_set():
+            reason = "no address yet"
+            try:
+                endpoint = source() if callable(source) else source
+            except PhotonflowError as error:  # a setting to fix (e.g. no fan-out): said, asked again
+                endpoint, reason = "", str(error)
+            except Exception as error:  # noqa: BLE001 - the source (a Tango peer) not answering yet
+                endpoint, reason = "", f"{type(error).__name__}: {error}"
+            if endpoint:
+                with self._receiver_lock:
+                    if not self._stop.is_set():
+                        self._receiver = StreamReceiver(endpoint)
+                    return self._receiver
+            if reason != said:
+                said = reason
+                self._set_state(states.INIT, f"Waiting for the stream's address: {reason}")
+            self._stop.wait(1.0)
+        return None
 
     def _run(self) -> None:
+        _warm_up()
+        receiver = self._receiver or self._connect()
+        if receiver is None:
+            return
+        if self.state == states.INIT:
+            self._set_state(states.ON, "Waiting for a series on the stream.")
         while not self._stop.is_set():
-            parts = self._receiver.receive(RECEIVE_POLL_MS)
+            parts = receiver.receive(RECEIVE_POLL_MS)
             if parts is None:
                 continue
             try:
                 self.handle(decode(parts))
             except (PhotonflowError, ValueError) as error:  # a malformed message is counted, never a crash
                 self.messages_rejected += 1
+                self.counters.messages_rejected += 1
                 self.last_error = f"message rejected: {error}"
                 log.warning("%s", self.last_error)
+            except Exception as error:  # an analysis that fails (pyFAI, a sink): said, and the next series may do
+                log.exception("live analysis failed")
+                self._analyzer = None
+                self._set_state(states.FAULT, f"The analysis failed: {type(error).__name__}: {error}. "
+                                              "It takes the next series.")
 
     def handle(self, message) -> None:
         """One decoded stream message (the receiving thread, or a test)."""
@@ -99,6 +162,13 @@ class LiveAnalysis:
                             ", ".join(self._analyzer.missing_geometry))
             for sink in self.sinks:
                 sink.series_started(message, self._analyzer)
+            self.latencies.clear()
+            self.counters = AnalysisCounters(series_id=message.series_id,
+                                             messages_rejected=self.counters.messages_rejected)
+            missing = (f"; no I(q): the series gives no {', '.join(self._analyzer.missing_geometry)}"
+                       if self._analyzer.missing_geometry else "")
+            self._set_state(states.RUNNING, f"Analysing series {message.series_id}{missing}.")
+            self._report(force=True)
         elif isinstance(message, DataMessage):
             if self._analyzer is None or message.series_id != self._series_id:
                 raise ValueError(f"frame {message.frame_number} of series {message.series_id} came without "
@@ -108,6 +178,9 @@ class LiveAnalysis:
                 sink.frame_analysed(result)
             self.frames_analysed += 1
             self.latencies.append(self.clock() - message.timestamp)
+            self.counters.frames_analysed += 1
+            self.counters.last_spots = result.spots
+            self._report()
         elif isinstance(message, SeriesEnd):
             self._end_series(message)
 
@@ -118,6 +191,32 @@ class LiveAnalysis:
             sink.series_ended(end)
         self._analyzer, self._series_id = None, None
         self.series_ended += 1
+        self._report(force=True)
+        counters = self.counters
+        summary = (f"Series {counters.series_id}: {counters.frames_analysed} frames analysed, latency median "
+                   f"{counters.latency_median_ms:.1f} ms, p99 {counters.latency_p99_ms:.1f} ms")
+        if end is not None and counters.frames_analysed < end.frames_sent:
+            summary += f"; {end.frames_sent - counters.frames_analysed} of the {end.frames_sent} sent not analysed"
+        if counters.messages_rejected:
+            self._set_state(states.ALARM, f"{summary}; {counters.messages_rejected} message(s) rejected, "
+                                          f"last: {self.last_error}.")
+        else:
+            self._set_state(states.ON, summary + ".")
+
+    def _report(self, force: bool = False) -> None:
+        if not (force or self._counter_throttle.ready()):
+            return
+        if self.latencies:
+            milliseconds = 1000 * np.asarray(self.latencies)
+            self.counters.latency_median_ms = float(np.median(milliseconds))
+            self.counters.latency_p99_ms = float(np.percentile(milliseconds, 99))
+        self.listener.counters_changed(replace(self.counters))
+
+
+def _warm_up() -> None:
+    """Import pyFAI and scipy before the first series (~1 s): its frames are not kept waiting."""
+    import pyFAI.integrator.azimuthal  # noqa: F401
+    import scipy.ndimage  # noqa: F401
 
 
 class ResultsFile:

@@ -279,7 +279,8 @@ class Recorder:
             key: value for key, value in start.detector.items() if not isinstance(value, np.ndarray | list)
         })
         self.current_file = str(series.file.path)
-        self._tell_sinks("series_started", start)
+        # the sinks (a fan-out's consumers among them) learn where the series is written
+        self._tell_sinks("series_started", replace(start, file=self.current_file))
         self._set_state(states.RUNNING, self._recording_status(series))
         return writer
 

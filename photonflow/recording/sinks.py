@@ -219,6 +219,7 @@ class StinsRelayEncoder(StinsEncoder):
                 encoding=start.encoding,
                 detector=start.detector,
                 start_time=start.start_time,
+                **({"file": start.file} if start.file else {}),  # where the Recorder writes them
             )
         ]
 

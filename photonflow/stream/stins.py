@@ -54,7 +54,7 @@ _REQUIRED_KEYS = {
     DATA: _COMMON_KEYS | _FRAME_KEYS | {"frame_number", "timestamp"},
     SERIES_END: _COMMON_KEYS | {"frames_acquired", "frames_sent", "end_reason", "end_time"},
 }
-_OPTIONAL_KEYS = {SERIES_START: {"frame_metadata"}, DATA: {"metadata"}, SERIES_END: set()}
+_OPTIONAL_KEYS = {SERIES_START: {"frame_metadata", "file"}, DATA: {"metadata"}, SERIES_END: set()}
 # Per-frame values: series_start announces their names (``frame_metadata``), each data
 # message may carry numbers under them (``metadata``). Bounded, because every name becomes
 # a dataset in the file.
@@ -80,6 +80,7 @@ class SeriesStart:
     detector: dict[str, Any]
     start_time: str
     frame_metadata: tuple[str, ...] = ()  # names of the per-frame values data messages may carry
+    file: str = ""  # a Recorder's relay: the file it writes the series to ("" if not said)
 
 
 @dataclass(frozen=True)
@@ -431,6 +432,7 @@ def decode(parts: Sequence[Any]) -> StinsMessage:
             detector=detector,
             start_time=_text(header, "start_time"),
             frame_metadata=_metadata_names(header),
+            file=_text(header, "file") if "file" in header else "",
             **common,
         )
     if message_type == SERIES_END:
