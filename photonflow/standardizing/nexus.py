@@ -110,6 +110,20 @@ def link_frames(parent: h5py.Group, name: str, output: Path, recorded: RecordedS
     parent[name] = h5py.ExternalLink(relative, recorded.data_path)
 
 
+LIVE_RESULTS_SUFFIX = "_live.h5"  # the live analysis' per-frame results, beside the Recorder's file
+
+
+def link_live_analysis(entry: h5py.Group, output: Path, recorded: RecordedSeries) -> bool:
+    """``entry/live_analysis``: the live analysis' per-frame results (an NXprocess: spots, ROI sums,
+    I(q) by frame number) when it analysed this series, by a link relative to the output's folder,
+    as Jungfraujoch puts its per-image results in its NXmx files. False when there are none."""
+    results = Path(recorded.path).with_name(Path(recorded.path).stem + LIVE_RESULTS_SUFFIX)
+    if not results.is_file():
+        return False
+    entry["live_analysis"] = h5py.ExternalLink(os.path.relpath(results, output.parent), "entry/process")
+    return True
+
+
 def transformation(parent: h5py.Group, name: str, value, unit: str, kind: str, vector, depends_on: str,
                    offset=(0.0, 0.0, 0.0), offset_unit: str = "m", source: str | None = None) -> str:
     dataset = write(parent, name, value, unit, source)

@@ -30,6 +30,7 @@ from photonflow.standardizing.nexus import (
     distance_and_source,
     group,
     link_frames,
+    link_live_analysis,
     open_new,
     transformation,
     wavelength_and_source,
@@ -95,6 +96,7 @@ def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, r
         data = group(entry, "data", "NXdata")
         data.attrs["signal"] = "data"
         link_frames(data, "data", output, recorded)
+        link_live_analysis(entry, output, recorded)
         write_snapshots(entry, capture)
         write_failures(entry, capture, missing)
     return output

@@ -58,3 +58,23 @@ def test_a_frame_without_its_series_start_is_rejected_and_counted(tmp_path):
         live.close()
         sender.close()
     assert "came without its series_start" in live.last_error and live.frames_analysed == 0
+
+
+def test_the_nxmx_links_the_live_results_of_its_series_when_there_are_some(tmp_path):
+    from types import SimpleNamespace
+
+    from photonflow.standardizing.nexus import link_live_analysis
+
+    raw = tmp_path / "raw" / "scan_001.h5"
+    raw.parent.mkdir()
+    recorded = SimpleNamespace(path=raw)
+    output = tmp_path / "scan_001.nxs"
+    with h5py.File(output, "w") as f:
+        assert not link_live_analysis(f.create_group("entry"), output, recorded)  # no analysis: no link
+    with h5py.File(raw.with_name("scan_001_live.h5"), "w") as results:
+        results["entry/process/spots"] = np.array([3, 1, 4])
+    with h5py.File(tmp_path / "again.nxs", "w") as f:
+        assert link_live_analysis(f.create_group("entry"), tmp_path / "again.nxs", recorded)
+    with h5py.File(tmp_path / "again.nxs", "r") as f:
+        assert f["entry/live_analysis/spots"][()].tolist() == [3, 1, 4]
+        assert f["entry"].get("live_analysis", getlink=True).filename == "raw/scan_001_live.h5"  # moves with the folder
