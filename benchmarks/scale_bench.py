@@ -14,9 +14,17 @@ What it measures
 
     frames/s = FRAMES / seconds; ``ratio_to_1`` = frames/s with N / frames/s with 1, the same run.
 
-    Not yet: the live per-frame analysis each Recorder should also do (issue 23, part 3); these
-    are the recording figures alone. On this 2-core machine the producer (the detector's side)
-    takes a core's share too: N Recorders share what it leaves.
+    **With the live analysis** (``--analysis`` runs, in the same run): each Recorder also relays
+    its frames on its push fan-out (``FanOutEvery`` 1) to a ``LiveAnalysis`` process of its own
+    (spot count, I(q) with pyFAI at ``NPT`` bins, one ROI sum; one thread each: the workers are
+    the parallelism, as they would be one per Recorder host). The fan-out never slows a
+    Recorder: a worker that is behind misses frames (counted). The producer is paced at
+    ``ANALYSIS_RATE`` frames/s, above what one worker analyses, so the figure is the frames
+    *analysed* per second across the workers (all frames are recorded): the analysis capacity
+    that N Recorders, each with its worker, give, as the ratio to one.
+
+    On this 2-core machine the producer (the detector's side) takes a share of the CPU too:
+    N Recorders (and workers) share what it leaves.
 
 The model for N hosts (README, "Several Recorders"): each host records what one Recorder does
 here, until the network (a 10 GbE link takes ~1.1 GB/s) or the shared file system's write rate
@@ -41,6 +49,12 @@ sys.path.insert(0, str(REPOSITORY))
 FRAMES = int(os.environ.get("BENCH_SCALE_FRAMES", 4000))
 SHAPE = (512, 512)
 RECORDERS = (1, 2, 3)
+ANALYSIS_FRAMES = int(os.environ.get("BENCH_SCALE_ANALYSIS_FRAMES", 1500))
+ANALYSIS_RATE = 200.0  # frames/s the producer sends at with the analysis on
+NPT = 500
+DESCRIPTION = {"name": "bench", "model": "bench", "x_pixel_size": 75e-6, "y_pixel_size": 75e-6, "count_time": 0.001,
+               "beam_center_x": 256.5, "beam_center_y": 240.5, "distance": 0.1, "incident_wavelength": 0.7e-10,
+               "saturation_value": 65534}
 
 
 def frames() -> list[np.ndarray]:
@@ -48,7 +62,7 @@ def frames() -> list[np.ndarray]:
     return [rng.poisson(3.0, SHAPE).astype(np.uint16) for _ in range(16)]
 
 
-def producer_main(conn, outputs: int) -> None:
+def producer_main(conn, outputs: int, frames_total: int, rate: float) -> None:
     from photonflow.allocator import reuse_frame_buffers
     from photonflow.stream.stins import StinsEncoder
     from photonflow.stream.transport import StreamDistributor
@@ -60,73 +74,128 @@ def producer_main(conn, outputs: int) -> None:
     if conn.recv() != "go":
         return
     encoder = StinsEncoder()
-    detector = {"name": "bench", "model": "bench", "x_pixel_size": 75e-6, "y_pixel_size": 75e-6, "count_time": 0.001}
-    distributor.announce(encoder.series_start(1, FRAMES, SHAPE, "uint16", detector))
-    for n in range(FRAMES):
+    distributor.announce(encoder.series_start(1, frames_total, SHAPE, "uint16", DESCRIPTION))
+    start = time.perf_counter()
+    for n in range(frames_total):
+        if rate:  # paced: frame n leaves at n / rate
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
         distributor.send(encoder.data(1, n, made[n % 16], time.time()))
-    distributor.announce(encoder.series_end(1, FRAMES, FRAMES))
+    distributor.announce(encoder.series_end(1, frames_total, frames_total))
     conn.send("sent")
     conn.recv()  # open until the Recorders are done: ZeroMQ delivers what is queued
     distributor.close()
 
 
-def recorder_main(conn, folder: str, endpoint: str, index: int) -> None:
+def recorder_main(conn, folder: str, endpoint: str, index: int, frames_total: int, fan_out: bool) -> None:
     from photonflow.allocator import reuse_frame_buffers
     from photonflow.recording.config import RecorderConfig
     from photonflow.recording.recorder import Recorder, RecordingRequest
     from photonflow.recording.shared_series import part_file
+    from photonflow.recording.sinks import StreamFanOut
 
     reuse_frame_buffers()
-    recorder = Recorder(RecorderConfig(folder, durable=False, journal_name=f"bench{index}"))
-    path = recorder.arm(RecordingRequest(FRAMES, 1, endpoint, part_file("scale.h5", index), share=True))
+    sinks = [StreamFanOut("push", 1, "tcp://127.0.0.1:*")] if fan_out else []
+    recorder = Recorder(RecorderConfig(folder, durable=False, journal_name=f"bench{index}"), sinks=sinks)
+    conn.send(sinks[0].endpoint if sinks else "")
+    conn.recv()  # its worker is connected
+    path = recorder.arm(RecordingRequest(frames_total, 1, endpoint, part_file("scale.h5", index), share=True))
     conn.send(str(path))
     assert recorder.wait(600)
     conn.send((time.perf_counter(), recorder.counters.frames_written, recorder.state))
+    conn.recv()
 
 
-def run(recorders: int) -> dict:
+def analysis_main(conn, endpoint: str) -> None:
+    """One live analysis worker on a Recorder's fan-out: every frame it gets, analysed, on one
+    core (pyFAI's OpenMP held to one thread): the workers, one per Recorder, are the parallelism."""
+    os.environ["OMP_NUM_THREADS"] = "1"  # before pyFAI is imported
+    from photonflow.analysis.frame_analysis import AnalysisSettings, parse_rois
+    from photonflow.analysis.live import LiveAnalysis
+
+    live = LiveAnalysis(endpoint, AnalysisSettings(npt=NPT, rois=parse_rois(["centre 192 192 128 128"])), [])
+    live.start()
+    while live.state != "ON":  # pyFAI imported, connected
+        time.sleep(0.05)
+    conn.send("ready")
+    while live.series_ended < 1:
+        time.sleep(0.01)
+    latencies = np.asarray(live.latencies) * 1000
+    conn.send((time.perf_counter(), live.frames_analysed, float(np.median(latencies)) if latencies.size else 0.0,
+               float(np.percentile(latencies, 99)) if latencies.size else 0.0))
+    live.close()
+
+
+def run(recorders: int, analysis: bool = False) -> dict:
     from photonflow.recording.shared_series import write_master
 
+    frames_total = ANALYSIS_FRAMES if analysis else FRAMES
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="scale_bench_") as folder:
         producer_end, producer_conn = context.Pipe()
-        producer = context.Process(target=producer_main, args=(producer_conn, recorders))
+        producer = context.Process(target=producer_main, args=(producer_conn, recorders, frames_total,
+                                                                ANALYSIS_RATE if analysis else 0.0))
         producer.start()
         endpoints = producer_end.recv()
-        pipes, processes, parts = [], [], []
+        pipes, processes, workers = [], [], []
         for index, endpoint in enumerate(endpoints):
             mine, theirs = context.Pipe()
-            process = context.Process(target=recorder_main, args=(theirs, folder, endpoint, index))
+            process = context.Process(target=recorder_main, args=(theirs, folder, endpoint, index, frames_total,
+                                                                  analysis))
             process.start()
             pipes.append(mine)
             processes.append(process)
+        for pipe in pipes:
+            fan_out = pipe.recv()
+            if analysis:
+                mine, theirs = context.Pipe()
+                worker = context.Process(target=analysis_main, args=(theirs, fan_out))
+                worker.start()
+                assert mine.recv() == "ready"
+                workers.append((mine, worker))
+            pipe.send("go")
         parts = [Path(pipe.recv()) for pipe in pipes]
         start = time.perf_counter()
         producer_end.send("go")
         ends = [pipe.recv() for pipe in pipes]
         seconds = max(end for end, _, _ in ends) - start
+        analysed = [pipe.recv() for pipe, _ in workers]
         producer_end.recv()
         producer_end.send("release")
-        for process in (producer, *processes):
+        for pipe in pipes:
+            pipe.send("done")
+        for process in (producer, *processes, *(worker for _, worker in workers)):
             process.join(30)
         written = [count for _, count, _ in ends]
         started = time.perf_counter()
-        summary = write_master(Path(folder) / "scale.h5", parts, FRAMES)
+        summary = write_master(Path(folder) / "scale.h5", parts, frames_total)
         master_seconds = time.perf_counter() - started
-        assert summary.missing.size == 0 and summary.frames_written == FRAMES, (summary.missing, written)
-    return {"recorders": recorders, "seconds": round(seconds, 3), "frames_per_s": round(FRAMES / seconds, 1),
-            "frames_each": written, "states": [state for _, _, state in ends],
-            "master_seconds": round(master_seconds, 3)}
+        assert summary.missing.size == 0 and summary.frames_written == frames_total, (summary.missing, written)
+    result = {"recorders": recorders, "frames": frames_total, "seconds": round(seconds, 3),
+              "frames_per_s": round(frames_total / seconds, 1), "frames_each": written,
+              "states": [state for _, _, state in ends], "master_seconds": round(master_seconds, 3)}
+    if analysis:
+        analysis_seconds = max(end for end, _, _, _ in analysed) - start
+        total = sum(count for _, count, _, _ in analysed)
+        result.update(analysed_each=[count for _, count, _, _ in analysed], analysed=total,
+                      analysed_per_s=round(total / analysis_seconds, 1),
+                      latency_median_ms=[round(median, 1) for _, _, median, _ in analysed],
+                      latency_p99_ms=[round(p99, 1) for _, _, _, p99 in analysed])
+    return result
 
 
 def main() -> None:
-    results = [run(n) for n in RECORDERS]
-    one = results[0]["frames_per_s"]
-    for result in results:
-        result["ratio_to_1"] = round(result["frames_per_s"] / one, 2)
+    recording = [run(n) for n in RECORDERS]
+    for result in recording:
+        result["ratio_to_1"] = round(result["frames_per_s"] / recording[0]["frames_per_s"], 2)
+    analysing = [run(n, analysis=True) for n in RECORDERS]
+    for result in analysing:
+        result["analysed_ratio_to_1"] = round(result["analysed_per_s"] / analysing[0]["analysed_per_s"], 2)
     megabytes = SHAPE[0] * SHAPE[1] * 2 / 1e6
-    print(json.dumps({"frames": FRAMES, "frame_shape": SHAPE, "frame_megabytes": megabytes,
-                      "cores": os.cpu_count(), "runs": results}, indent=2))
+    print(json.dumps({"frame_shape": SHAPE, "frame_megabytes": megabytes, "cores": os.cpu_count(),
+                      "recording": recording, "with_live_analysis": {"paced_at_frames_per_s": ANALYSIS_RATE,
+                                                                      "runs": analysing}}, indent=2))
 
 
 if __name__ == "__main__":

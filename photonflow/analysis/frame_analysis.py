@@ -157,20 +157,40 @@ def count_spots(frame: np.ndarray, settings: AnalysisSettings, saturation: float
     """The spots of a frame (see the module's description)."""
     from scipy import ndimage
 
-    values = np.asarray(frame, dtype=np.float32)
-    usable = values < saturation
-    counted = values[usable] if not usable.all() else values.ravel()
+    usable = frame < saturation
+    counted = frame[usable] if not usable.all() else frame.ravel()
     if counted.size == 0:
         return 0
-    median = float(np.median(counted))
-    mad = float(np.median(np.abs(counted - median)))
+    median, mad = _median_and_mad(counted)
     sigma = max(ROBUST_SIGMA * mad, math.sqrt(max(median, 1.0)))
-    bright = (values > median + settings.spot_sigma * sigma) & usable
+    bright = (frame > median + settings.spot_sigma * sigma) & usable
     labels, found = ndimage.label(bright, structure=np.ones((3, 3), dtype=bool))
     if found == 0:
         return 0
     sizes = np.bincount(labels.ravel())[1:]
     return int(np.count_nonzero(sizes >= settings.spot_min_pixels))
+
+
+def _median_and_mad(values: np.ndarray) -> tuple[float, float]:
+    """The median and the median absolute deviation, as numpy's ``median`` gives them; for the
+    unsigned counts of a detector from their histogram (O(n), ~10x faster than sorting twice)."""
+    if values.dtype.kind != "u" or values.dtype.itemsize > 2:
+        median = float(np.median(values))
+        return median, float(np.median(np.abs(values.astype(np.float64) - median)))
+    histogram = np.bincount(values)
+    median = _histogram_median(histogram, values.size)
+    # |x - median| in half-counts, so a median between two counts stays an integer
+    deviations = np.abs(2 * np.arange(histogram.size, dtype=np.int64) - int(round(2 * median)))
+    return median, _histogram_median(np.bincount(deviations, weights=histogram), values.size) / 2
+
+
+def _histogram_median(histogram: np.ndarray, total: int) -> float:
+    """The median of ``total`` values whose histogram over 0, 1, 2... is ``histogram`` (the mean
+    of the two middle ones for an even count, as numpy)."""
+    cumulative = np.cumsum(histogram)
+    low = int(np.searchsorted(cumulative, (total - 1) // 2 + 1))
+    high = int(np.searchsorted(cumulative, total // 2 + 1))
+    return (low + high) / 2
 
 
 def parse_rois(lines: Sequence[str]) -> tuple[Roi, ...]:

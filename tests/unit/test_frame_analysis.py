@@ -91,3 +91,15 @@ def test_a_malformed_roi_is_refused_with_what_to_write(text, complaint):
 def test_a_roi_outside_the_frame_is_refused_naming_it():
     with pytest.raises(ConfigurationError, match="ROI edge .* is outside the 100x120 frame"):
         FrameAnalyzer(AnalysisSettings(rois=(Roi("edge", 90, 0, 20, 5),)), (100, 120), {})
+
+
+@pytest.mark.parametrize("values", [
+    np.array([3, 1, 4, 1, 5, 9, 2, 6], np.uint16), np.array([7], np.uint16), np.array([2, 2, 2, 9, 9], np.uint16),
+    np.random.default_rng(3).poisson(2.5, 10_001).astype(np.uint16),
+    np.random.default_rng(4).poisson(40.0, 10_000).astype(np.uint8),
+])
+def test_the_median_and_mad_of_counts_are_numpys(values):
+    from photonflow.analysis.frame_analysis import _median_and_mad
+
+    median = float(np.median(values))
+    assert _median_and_mad(values) == (median, float(np.median(np.abs(values.astype(float) - median))))
