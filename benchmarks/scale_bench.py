@@ -50,7 +50,7 @@ FRAMES = int(os.environ.get("BENCH_SCALE_FRAMES", 4000))
 SHAPE = (512, 512)
 RECORDERS = (1, 2, 3)
 ANALYSIS_FRAMES = int(os.environ.get("BENCH_SCALE_ANALYSIS_FRAMES", 1500))
-ANALYSIS_RATE = 200.0  # frames/s the producer sends at with the analysis on
+ANALYSIS_RATE = 500.0  # frames/s the producer sends at with the analysis on
 NPT = 500
 DESCRIPTION = {"name": "bench", "model": "bench", "x_pixel_size": 75e-6, "y_pixel_size": 75e-6, "count_time": 0.001,
                "beam_center_x": 256.5, "beam_center_y": 240.5, "distance": 0.1, "incident_wavelength": 0.7e-10,
@@ -74,6 +74,7 @@ def producer_main(conn, outputs: int, frames_total: int, rate: float) -> None:
     if conn.recv() != "go":
         return
     encoder = StinsEncoder()
+    idle_cpu = time.process_time()  # what the series costs, not the imports before it
     distributor.announce(encoder.series_start(1, frames_total, SHAPE, "uint16", DESCRIPTION))
     start = time.perf_counter()
     for n in range(frames_total):
@@ -83,7 +84,7 @@ def producer_main(conn, outputs: int, frames_total: int, rate: float) -> None:
                 time.sleep(delay)
         distributor.send(encoder.data(1, n, made[n % 16], time.time()))
     distributor.announce(encoder.series_end(1, frames_total, frames_total))
-    conn.send("sent")
+    conn.send(("sent", time.process_time() - idle_cpu))
     conn.recv()  # open until the Recorders are done: ZeroMQ delivers what is queued
     distributor.close()
 
@@ -101,9 +102,10 @@ def recorder_main(conn, folder: str, endpoint: str, index: int, frames_total: in
     conn.send(sinks[0].endpoint if sinks else "")
     conn.recv()  # its worker is connected
     path = recorder.arm(RecordingRequest(frames_total, 1, endpoint, part_file("scale.h5", index), share=True))
+    idle_cpu = time.process_time()
     conn.send(str(path))
     assert recorder.wait(600)
-    conn.send((time.perf_counter(), recorder.counters.frames_written, recorder.state))
+    conn.send((time.perf_counter(), recorder.counters.frames_written, recorder.state, time.process_time() - idle_cpu))
     conn.recv()
 
 
@@ -118,12 +120,16 @@ def analysis_main(conn, endpoint: str) -> None:
     live.start()
     while live.state != "ON":  # pyFAI imported, connected
         time.sleep(0.05)
+    idle_cpu = time.process_time()
     conn.send("ready")
-    while live.series_ended < 1:
-        time.sleep(0.01)
+    analysed, last_frame_at = 0, time.perf_counter()
+    while live.series_ended < 1:  # (a series_end the fan-out dropped: closed END_IDLE s after its last frame)
+        time.sleep(0.005)
+        if live.frames_analysed != analysed:
+            analysed, last_frame_at = live.frames_analysed, time.perf_counter()
     latencies = np.asarray(live.latencies) * 1000
-    conn.send((time.perf_counter(), live.frames_analysed, float(np.median(latencies)) if latencies.size else 0.0,
-               float(np.percentile(latencies, 99)) if latencies.size else 0.0))
+    conn.send((last_frame_at, live.frames_analysed, float(np.median(latencies)) if latencies.size else 0.0,
+               float(np.percentile(latencies, 99)) if latencies.size else 0.0, time.process_time() - idle_cpu))
     live.close()
 
 
@@ -159,29 +165,31 @@ def run(recorders: int, analysis: bool = False) -> dict:
         start = time.perf_counter()
         producer_end.send("go")
         ends = [pipe.recv() for pipe in pipes]
-        seconds = max(end for end, _, _ in ends) - start
+        seconds = max(end[0] for end in ends) - start
         analysed = [pipe.recv() for pipe, _ in workers]
-        producer_end.recv()
+        _, producer_cpu = producer_end.recv()
         producer_end.send("release")
         for pipe in pipes:
             pipe.send("done")
         for process in (producer, *processes, *(worker for _, worker in workers)):
             process.join(30)
-        written = [count for _, count, _ in ends]
+        written = [end[1] for end in ends]
         started = time.perf_counter()
         summary = write_master(Path(folder) / "scale.h5", parts, frames_total)
         master_seconds = time.perf_counter() - started
         assert summary.missing.size == 0 and summary.frames_written == frames_total, (summary.missing, written)
     result = {"recorders": recorders, "frames": frames_total, "seconds": round(seconds, 3),
               "frames_per_s": round(frames_total / seconds, 1), "frames_each": written,
-              "states": [state for _, _, state in ends], "master_seconds": round(master_seconds, 3)}
+              "states": [end[2] for end in ends], "master_seconds": round(master_seconds, 3),
+              "cpu_s": {"producer": round(producer_cpu, 2), "recorders": [round(end[3], 2) for end in ends]}}
     if analysis:
-        analysis_seconds = max(end for end, _, _, _ in analysed) - start
-        total = sum(count for _, count, _, _ in analysed)
-        result.update(analysed_each=[count for _, count, _, _ in analysed], analysed=total,
+        analysis_seconds = max(done[0] for done in analysed) - start
+        total = sum(done[1] for done in analysed)
+        result.update(analysed_each=[done[1] for done in analysed], analysed=total,
                       analysed_per_s=round(total / analysis_seconds, 1),
-                      latency_median_ms=[round(median, 1) for _, _, median, _ in analysed],
-                      latency_p99_ms=[round(p99, 1) for _, _, _, p99 in analysed])
+                      latency_median_ms=[round(done[2], 1) for done in analysed],
+                      latency_p99_ms=[round(done[3], 1) for done in analysed])
+        result["cpu_s"]["workers"] = [round(done[4], 2) for done in analysed]
     return result
 
 

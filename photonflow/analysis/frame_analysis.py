@@ -7,7 +7,8 @@ description, so that an offline run over the written frames gives exactly the li
   and the MAD is 0); a spot is a group of at least ``spot_min_pixels`` 8-connected pixels above
   ``m + spot_sigma × s``, saturated pixels (the detector's ``saturation_value`` and above)
   left out. Rings of a powder count as many spots: it is a hit finder, not an indexer.
-- **I(q)** — pyFAI's ``integrate1d`` (``npt`` bins of q in 1/nm, mean counts per pixel) at the
+- **I(q)** — pyFAI's ``integrate1d`` (``npt`` bins of q in 1/nm, mean counts per pixel; no pixel
+  splitting, CSR: 3 ms for a 512x512 frame on one core, where pixel splitting costs 10) at the
   geometry the series announced: pixel sizes, beam centre, distance, wavelength (or photon
   energy). A geometry the series does not give is not guessed: the integration is left out and
   ``missing_geometry`` names what was missing.
@@ -26,6 +27,7 @@ import numpy as np
 
 from photonflow.errors import ConfigurationError
 
+INTEGRATION_METHOD = ("no", "csr", "cython")  # pyFAI: pixel splitting, algorithm, implementation
 HC_EV_METRE = 1.239841984e-6  # h c in eV m: wavelength = HC / photon energy
 ROBUST_SIGMA = 1.4826  # MAD to standard deviation, for normal noise
 _ROI_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -138,7 +140,7 @@ class FrameAnalyzer:
             # pyFAI builds its pixel-to-bin table at the first integration: at the series' start, not its first frame
             mask = np.zeros(shape, bool) if math.isfinite(self.saturation) else None  # as analyse() masks
             self._integrator.integrate1d(np.zeros(shape, np.float32), settings.npt, unit="q_nm^-1", mask=mask,
-                                         correctSolidAngle=False)
+                                         correctSolidAngle=False, method=INTEGRATION_METHOD)
 
     def analyse(self, frame_number: int, frame: np.ndarray) -> FrameResult:
         result = FrameResult(frame_number, count_spots(frame, self.settings, self.saturation),
@@ -146,7 +148,7 @@ class FrameAnalyzer:
         if self._integrator is not None:
             mask = frame >= self.saturation if math.isfinite(self.saturation) else None
             integrated = self._integrator.integrate1d(frame, self.settings.npt, unit="q_nm^-1", mask=mask,
-                                                      correctSolidAngle=False)
+                                                      correctSolidAngle=False, method=INTEGRATION_METHOD)
             if self.q is None:
                 self.q = np.asarray(integrated.radial, dtype=np.float64)
             result.intensity = np.asarray(integrated.intensity, dtype=np.float64)

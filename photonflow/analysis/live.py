@@ -37,6 +37,9 @@ from photonflow.throttle import Throttle
 log = logging.getLogger(__name__)
 
 RECEIVE_POLL_MS = 100
+# A fan-out drops what a worker that is behind has no room for, a series' end too: a series whose
+# stream has been silent this long after a frame is closed for its sinks as cut off.
+END_IDLE = 2.0
 
 
 class ResultSink(Protocol):
@@ -65,13 +68,15 @@ class LiveAnalysis(StatefulCore):
     def __init__(self, endpoints: str | Sequence[str] | Callable[[], str], settings: AnalysisSettings,
                  sinks: Sequence[ResultSink],
                  clock: Callable[[], float] = time.time, listener: CoreListener | None = None,
-                 counter_interval: float = 0.1):
+                 counter_interval: float = 0.1, monotonic: Callable[[], float] = time.monotonic):
         super().__init__(listener, states.ON, "Waiting for a series on the stream.")
         self.counters = AnalysisCounters()
         self._counter_throttle = Throttle(counter_interval, time.monotonic)
         self.settings = settings
         self.sinks = list(sinks)
         self.clock = clock
+        self.monotonic = monotonic
+        self._last_message = 0.0
         # a function: the stream's address, asked (again until it answers) by the analysis thread,
         # e.g. from a Recorder that is still starting
         self._endpoints = endpoints
@@ -135,6 +140,7 @@ class LiveAnalysis(StatefulCore):
         while not self._stop.is_set():
             parts = receiver.receive(RECEIVE_POLL_MS)
             if parts is None:
+                self.end_if_silent()
                 continue
             try:
                 self.handle(decode(parts))
@@ -151,6 +157,7 @@ class LiveAnalysis(StatefulCore):
 
     def handle(self, message) -> None:
         """One decoded stream message (the receiving thread, or a test)."""
+        self._last_message = self.monotonic()
         if isinstance(message, SeriesStart):
             if message.shape is None:
                 raise ValueError("a series_start without the frame shape cannot be analysed")
@@ -183,6 +190,14 @@ class LiveAnalysis(StatefulCore):
             self._report()
         elif isinstance(message, SeriesEnd):
             self._end_series(message)
+
+    def end_if_silent(self) -> None:
+        """A series whose end never came (dropped by a fan-out) is closed once the stream has been
+        silent END_IDLE seconds: its results file is complete, not left open until the next."""
+        if self._analyzer is not None and self.monotonic() - self._last_message >= END_IDLE:
+            log.warning("series %s: no end came %.0f s after its last message: closed as cut off", self._series_id,
+                        END_IDLE)
+            self._end_series(None)
 
     def _end_series(self, end: SeriesEnd | None) -> None:
         if self._analyzer is None:

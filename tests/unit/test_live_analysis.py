@@ -78,3 +78,27 @@ def test_the_nxmx_links_the_live_results_of_its_series_when_there_are_some(tmp_p
     with h5py.File(tmp_path / "again.nxs", "r") as f:
         assert f["entry/live_analysis/spots"][()].tolist() == [3, 1, 4]
         assert f["entry"].get("live_analysis", getlink=True).filename == "raw/scan_001_live.h5"  # moves with the folder
+
+
+def test_a_series_whose_end_never_comes_is_closed_once_the_stream_is_silent(tmp_path):
+    """A fan-out drops what a worker that is behind cannot take, the series' end too: the results
+    file is closed anyway, not left open until the next series."""
+    from photonflow.analysis.live import END_IDLE
+    from photonflow.stream.stins import decode
+    from tests.helpers.waiting import ManualClock
+
+    clock = ManualClock(100.0)
+    results = ResultsFile(lambda start: tmp_path / "cut.h5")
+    live = LiveAnalysis("tcp://127.0.0.1:1", SETTINGS, [results], monotonic=clock)
+    encoder = StinsEncoder()
+    live.handle(decode(encoder.series_start(5, 3, (GEOMETRY.height, GEOMETRY.width), "uint16", DESCRIPTION)))
+    live.handle(decode(encoder.data(5, 0, DiffractionFrames(GEOMETRY).frame(0), 0.0)))
+    clock.now += END_IDLE - 0.1
+    live.end_if_silent()
+    assert live.series_ended == 0  # still within the silence a series may have
+    clock.now += 0.2
+    live.end_if_silent()
+    assert live.series_ended == 1 and live.state == "ON"
+    with h5py.File(tmp_path / "cut.h5", "r") as f:  # closed: readable
+        assert f["entry/process/spots"][()].tolist()[0] >= 0 and f["entry/process/spots"][1] == -1
+    live.close()
