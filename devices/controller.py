@@ -277,8 +277,8 @@ class PhotonflowController(PhotonflowDevice):
             self.recorder_group.on_change = _group_listener(core)
             followed += [(RECORDER, port, index) for index, port in enumerate(self.part_ports)]
         for peer, port, index in followed:
-            wanted = [(port.proxy, name, _peer_callback(core, peer, name) if index is None
-                       else _part_callback(self.recorder_group, index, name)) for name in PEER_EVENTS[peer]]
+            told = core if index is None else _PartEvents(self.recorder_group, index)
+            wanted = [(port.proxy, name, _peer_callback(told, peer, name)) for name in PEER_EVENTS[peer]]
             threading.Thread(
                 target=follow_events, args=(self._stop, port.proxy, lambda wanted=wanted: wanted),
                 kwargs={"wait_at_most": self.PeerStartupWait}, name=f"controller-follow-{peer}", daemon=True,
@@ -354,29 +354,28 @@ def _group_listener(core: Controller):
     return on_change
 
 
-def _part_callback(group: RecorderGroup, index: int, attribute_name: str):
-    """What one event of a grouped Recorder tells its group."""
-    counter_name = PEER_EVENTS[RECORDER][attribute_name]
+class _PartEvents:
+    """A grouped Recorder's events, told to its group as a peer's are told to the core."""
 
-    def on_event(event):
-        if event.err:
-            if attribute_name == "State":
-                error = event.errors[0]
-                group.part_unreachable(index, f"{error.reason}: {error.desc}")
-            return
-        value = event.attr_value.value
-        if attribute_name == "State":
-            group.part_state_changed(index, str(value))
-        elif attribute_name == "Status":
-            group.part_status_changed(index, value)
-        else:
-            group.part_counter_changed(index, counter_name, int(value))
+    def __init__(self, group: RecorderGroup, index: int):
+        self.group, self.index = group, index
 
-    return on_event
+    def peer_unreachable(self, _peer: str, reason: str) -> None:
+        self.group.part_unreachable(self.index, reason)
+
+    def peer_state_changed(self, _peer: str, state: str) -> None:
+        self.group.part_state_changed(self.index, state)
+
+    def peer_status_changed(self, _peer: str, status: str) -> None:
+        self.group.part_status_changed(self.index, status)
+
+    def peer_counter_changed(self, name: str, value: int) -> None:
+        self.group.part_counter_changed(self.index, name, value)
 
 
-def _peer_callback(core: Controller, peer: str, attribute_name: str):
-    """What one peer event tells the core; an error event on State says the peer is unreachable."""
+def _peer_callback(core: Controller | _PartEvents, peer: str, attribute_name: str):
+    """What one peer event tells the core (or a Recorder's group); an error event on State says the
+    peer is unreachable."""
     counter_name = PEER_EVENTS[peer][attribute_name]
 
     def on_event(event):
