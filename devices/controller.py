@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import tango
 from tango.server import attribute, command, device_property
@@ -149,13 +150,42 @@ class TangoRecorder:
         }
 
 
+RECONNECT_DELAY = 1.1  # s: Tango refuses a reconnection within 1 s of a failed one, without trying
+
+
+class _PatientProxy:
+    """A DeviceProxy whose calls are tried again once when Tango refused them only because its last
+    connection attempt failed less than a second ago ("The connection request was delayed"): a
+    beamline server that was still starting when the Controller first reached it must not fail the
+    first scan after it is up."""
+
+    def __init__(self, proxy: tango.DeviceProxy):
+        self._proxy = proxy
+
+    def __getattr__(self, name: str):
+        member = getattr(self._proxy, name)
+        if not callable(member):
+            return member
+
+        def patient(*args, **kwargs):
+            try:
+                return member(*args, **kwargs)
+            except tango.DevFailed as error:
+                if not any(e.reason == "API_CantConnectToDevice" and "delayed" in e.desc for e in error.args):
+                    raise
+            time.sleep(RECONNECT_DELAY)
+            return member(*args, **kwargs)
+
+        return patient
+
+
 class TangoMotor:
     """The scan axis' motor (a SimulatedMotor's interface) over DeviceProxy: the MotorPort of
     photonflow.control.continuous_scan."""
 
     def __init__(self, name: str, timeout_s: float):
         self.name = name
-        self.proxy = _proxy(name, timeout_s, "ScanAxes")
+        self.proxy = _PatientProxy(_proxy(name, timeout_s, "ScanAxes"))
 
     def _read(self, name: str) -> float:
         return self.proxy.read_attribute(name).value
@@ -199,7 +229,7 @@ class TangoPositionCompare:
 
     def __init__(self, name: str, timeout_s: float):
         self.name = name
-        self.proxy = _proxy(name, timeout_s, "ScanAxes")
+        self.proxy = _PatientProxy(_proxy(name, timeout_s, "ScanAxes"))
 
     def arm(self, start: float, step: float, count: int, width: float) -> None:
         self.proxy.command_inout("Arm", json.dumps({"start": start, "step": step, "count": count, "width": width}))

@@ -19,13 +19,8 @@ from photonflow.analysis.frame_analysis import (
     parse_rois,
 )
 from photonflow.errors import ConfigurationError
-from photonflow.simulators.diffraction import DiffractionFrames, PatternSettings, calibrant_d_spacings
-
-GEOMETRY = PatternSettings(height=600, width=640, seed=5, exposure=0.05, calibrant="CeO2",
-                           wavelength=0.7e-10, distance=0.1, pixel_size=100e-6, beam_centre=(260.0, 300.0))
-# what the simulated detector announces in its series_start (SI units, beam centre in pixels)
-DESCRIPTION = {"x_pixel_size": 100e-6, "y_pixel_size": 100e-6, "beam_center_x": 300.0, "beam_center_y": 260.0,
-               "distance": 0.1, "incident_wavelength": 0.7e-10, "saturation_value": 65534}
+from photonflow.simulators.diffraction import DiffractionFrames, calibrant_d_spacings
+from tests.helpers.analysis import DESCRIPTION, GEOMETRY
 
 
 def test_the_rings_of_a_frame_sit_at_the_calibrants_q():

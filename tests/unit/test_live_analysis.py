@@ -12,8 +12,8 @@ from photonflow.analysis.live import LiveAnalysis, ResultsFile
 from photonflow.simulators.diffraction import DiffractionFrames
 from photonflow.stream.stins import StinsEncoder
 from photonflow.stream.transport import StreamSender
+from tests.helpers.analysis import DESCRIPTION, GEOMETRY
 from tests.helpers.waiting import wait_until
-from tests.unit.test_frame_analysis import DESCRIPTION, GEOMETRY
 
 SETTINGS = AnalysisSettings(npt=400, rois=parse_rois(["beam 240 280 40 40"]))
 
