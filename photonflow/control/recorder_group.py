@@ -112,7 +112,7 @@ class RecorderGroup:
             raise
         with self._lock:
             self._master, self._part_paths, self._frames = master, paths, frames
-            self._summary, self._problem = None, ""
+            self._summary, self._problem, self._gone = None, "", set()
             self._states = [states.RUNNING] * len(self.parts)
             self._counters = [dict.fromkeys(COUNTERS, 0) for _ in self.parts]
         return str(master)
