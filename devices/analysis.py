@@ -67,10 +67,14 @@ class PhotonflowAnalysis(PhotonflowDevice):
         core.start()
 
     def _fan_out(self) -> str:
+        """The Recorder's fan-out, when it deals frames to workers: a viewers' one (FanOutMode pub, the
+        default) would give a worker's PULL socket nothing, and say nothing."""
         endpoint = self.recorder.read_attribute("FanOutEndpoint").value
-        if not endpoint:
-            raise ConfigurationError(f"the Recorder {self.Recorder} has no fan-out: set its FanOutAddress "
-                                     "(and FanOutMode push, FanOutEvery 1), then Init it")
+        mode = (self.recorder.get_property("FanOutMode")["FanOutMode"] or ["pub"])[0]
+        if not endpoint or mode != "push":
+            raise ConfigurationError(
+                f"the Recorder {self.Recorder} has {'no fan-out' if not endpoint else f'a {mode} fan-out (viewers)'}:"
+                " set its FanOutAddress (e.g. tcp://127.0.0.1:*), FanOutMode push and FanOutEvery 1, then Init it")
         return endpoint
 
     def _results_path(self, start: SeriesStart) -> Path | None:

@@ -112,13 +112,13 @@ class LiveAnalysis(StatefulCore):
         source = self._endpoints
         said = ""
         while not self._stop.is_set():
-            reason = "no address yet"
+            state, reason = states.INIT, "no address yet"
             try:
                 endpoint = source() if callable(source) else source
-            except PhotonflowError as error:  # a setting to fix (e.g. no fan-out): said, asked again
-                endpoint, reason = "", str(error)
+            except PhotonflowError as error:  # a setting to fix (e.g. no fan-out): FAULT, asked again
+                endpoint, state, reason = "", states.FAULT, f"{error} (asked again every second)"
             except Exception as error:  # noqa: BLE001 - the source (a Tango peer) not answering yet
-                endpoint, reason = "", f"{type(error).__name__}: {error}"
+                endpoint, reason = "", f"waiting for the stream's address: {type(error).__name__}: {error}"
             if endpoint:
                 with self._receiver_lock:
                     if not self._stop.is_set():
@@ -126,7 +126,7 @@ class LiveAnalysis(StatefulCore):
                     return self._receiver
             if reason != said:
                 said = reason
-                self._set_state(states.INIT, f"Waiting for the stream's address: {reason}")
+                self._set_state(state, reason[0].upper() + reason[1:])
             self._stop.wait(1.0)
         return None
 
@@ -135,7 +135,7 @@ class LiveAnalysis(StatefulCore):
         receiver = self._receiver or self._connect()
         if receiver is None:
             return
-        if self.state == states.INIT:
+        if self.state in (states.INIT, states.FAULT):
             self._set_state(states.ON, "Waiting for a series on the stream.")
         while not self._stop.is_set():
             parts = receiver.receive(RECEIVE_POLL_MS)

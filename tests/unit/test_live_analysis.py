@@ -102,3 +102,28 @@ def test_a_series_whose_end_never_comes_is_closed_once_the_stream_is_silent(tmp_
     with h5py.File(tmp_path / "cut.h5", "r") as f:  # closed: readable
         assert f["entry/process/spots"][()].tolist()[0] >= 0 and f["entry/process/spots"][1] == -1
     live.close()
+
+
+def test_a_stream_address_to_fix_is_a_fault_that_clears_once_fixed():
+    """A Recorder whose fan-out serves viewers (pub, its default) gives a worker nothing: the worker
+    says so in FAULT, asks again, and takes the stream once the Recorder is set right."""
+    from photonflow.errors import ConfigurationError
+
+    sender = StreamSender("tcp://127.0.0.1:*")
+    fixed = {"now": False}
+
+    def fan_out():
+        if not fixed["now"]:
+            raise ConfigurationError("the Recorder r has a pub fan-out (viewers): set its FanOutMode push")
+        return sender.endpoint
+
+    live = LiveAnalysis(fan_out, SETTINGS, [])
+    live.start()
+    try:
+        wait_until(lambda: live.state == "FAULT", 30, what="the FAULT")
+        assert "set its FanOutMode push (asked again every second)" in live.status
+        fixed["now"] = True
+        wait_until(lambda: live.state == "ON", 30, what="the stream taken")
+    finally:
+        live.close()
+        sender.close()
