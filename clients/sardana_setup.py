@@ -116,7 +116,7 @@ def start_sardana(suite: Suite, deployment: Deployment, instance: str = "photonf
     continuous = create_continuous_groups(pool, deployment, channels, triggers)
     groups = create_step_groups(pool, channels)
     macroserver = tango.DeviceProxy(suite.device_url(devices["MacroServer"]))
-    environment = set_macro_environment(macroserver, macro_environment(deployment, groups))
+    environment = set_macro_environment(macroserver, macro_environment(deployment, groups, suite.event_bus))
     return SardanaDevices(instance, devices["Pool"], devices["MacroServer"], devices["Door"], channels, motors,
                           triggers, continuous, groups, environment)
 
@@ -163,10 +163,11 @@ MACRO_DEVICES = {
 }
 
 
-def macro_environment(deployment: Deployment, groups: dict[str, str]) -> dict[str, str]:
+def macro_environment(deployment: Deployment, groups: dict[str, str], event_bus: str = "") -> dict[str, str]:
     """What photonflow's macros and Sardana's scans need in the MacroServer's environment, from the
     deployment (not the demo's names): its Controller, DataManager, Standardizer, the simulated
-    beamline's prefix (its shutter's domain/family) and the first step-scan measurement group."""
+    beamline's prefix (its shutter's domain/family), the first step-scan measurement group and, with
+    a Redis event bus, the blissdata recorder (every scan a blissdata scan, on that server)."""
     first = {}
     for server in deployment.servers:
         for device in server.devices:
@@ -177,18 +178,20 @@ def macro_environment(deployment: Deployment, groups: dict[str, str]) -> dict[st
         environment["PhotonflowBeamline"] = first["SimulatedShutter"].rsplit("/", 1)[0]
     if groups:
         environment["ActiveMntGrp"] = next(iter(groups))
+    if blissdata_url(event_bus):
+        environment["DataRecorder"] = BLISSDATA_RECORDER
     return environment
 
 
 def set_macro_environment(macroserver: tango.DeviceProxy, wanted: dict[str, str]) -> dict[str, str]:
-    """Put ``wanted`` into the MacroServer's environment, as spock's senv does; an ActiveMntGrp the
-    scientist chose already is kept. Returns the environment photonflow's variables now have."""
+    """Put ``wanted`` into the MacroServer's environment, as spock's senv does; an ActiveMntGrp or
+    DataRecorder the scientist chose already is kept. Returns the environment photonflow's variables
+    now have."""
     from taurus.core.util.codecs import CodecFactory
 
     codec = CodecFactory().getCodec("pickle")
     current = codec.decode(macroserver.read_attribute("Environment").value)[1].get("new", {})
-    if current.get("ActiveMntGrp"):
-        wanted = {**wanted, "ActiveMntGrp": current["ActiveMntGrp"]}
+    wanted = {**wanted, **{name: current[name] for name in ("ActiveMntGrp", "DataRecorder") if current.get(name)}}
     macroserver.write_attribute("Environment", codec.encode(("", {"new": wanted})))
     return wanted
 
@@ -306,8 +309,8 @@ def usage(sardana: SardanaDevices, tango_host: str, event_bus: str = "") -> str:
         f"  export TANGO_HOST={tango_host}\n"
         f"  {executable('spock')} --profile=photonflow            (answer the Door question with {sardana.door})\n"
         f"  Door> senv ScanDir /tmp/scans ; senv ScanFile scan.h5 ; senv ScanRecorder {SCAN_RECORDER}\n"
-        f"  Door> senv DataRecorder {BLISSDATA_RECORDER} ; "
-        f"senv BlissdataURL {blissdata}    (every scan also a blissdata scan)\n"
+        f"  (every scan is also a blissdata scan on {blissdata}: DataRecorder {BLISSDATA_RECORDER}; "
+        "senv BlissdataURL redis://host:port for another Redis)\n"
         f"  Door> ct 0.1 ; ascan {motor} 0 10 20 0.1 ; pf_set_sample mx0001 ceo2 ; pf_darks 10 0.1\n"
         f"{continuous}"
         f"  channels {', '.join(sardana.channels)}; motors {', '.join(sardana.motors)}"

@@ -52,6 +52,8 @@ def sardana(running_suite):
     assert door.macro_server.getEnvironment("ActiveMntGrp") == f"mg_{channel}"
     assert door.macro_server.getEnvironment("PhotonflowController") == deployment.device("PhotonflowController").name
     assert door.macro_server.getEnvironment("PhotonflowBeamline") == "demo/beamline"
+    # every scan a blissdata scan out of the box: the suite's event bus is Redis
+    assert door.macro_server.getEnvironment("DataRecorder") == "PhotonflowBlissdataRecorder"
     for macro in (["senv", "ScanDir", [str(scans)]], ["senv", "ScanFile", ["scan.h5"]],
                   ["senv", "ScanRecorder", [SCAN_RECORDER]]):
         state, error = run(*macro)

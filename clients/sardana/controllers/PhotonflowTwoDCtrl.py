@@ -9,8 +9,10 @@ recorder (``../recorders``) links those frames into Sardana's NXscan file as a v
 Without ``PrepareOne`` (a plain ``ct``), ``LoadOne`` configures a series of one frame.
 With references off (value mode) a point waits until its frame is flushed to the file (the
 Recorder's ``FramesFlushed``) and reads it from there: never the zeros an unflushed chunk
-reads as. The series are armed with ``blissdata_scan`` false: a Sardana scan is one blissdata scan
-(``PhotonflowBlissdataRecorder``'s, the frames its image stream), not two (``SeriesOnBlissdata``).
+reads as. With references on, the series are armed with ``blissdata_scan`` false: a Sardana scan is
+one blissdata scan (``PhotonflowBlissdataRecorder``'s, the frames by reference its image stream), not
+two (``SeriesOnBlissdata``); in value mode the Recorder publishes the series' frames itself (never
+pixels through Redis).
 
 The measurement group's synchronization picks photonflow's trigger mode: software trigger (a
 step scan) ``client``, one frame per point; software start (``set_meas_conf Synchronization
@@ -155,7 +157,9 @@ class PhotonflowTwoDController(TwoDController, Referable):
         self.controller.Configure(json.dumps({
             "frames": int(frames), "exposure": float(exposure),
             "period": float(exposure) + max(float(self.Latency), float(latency)),
-            "trigger_mode": self._trigger_mode, "blissdata_scan": bool(self.SeriesOnBlissdata),
+            "trigger_mode": self._trigger_mode,
+            # with references on, Sardana's blissdata scan carries the frames; in value mode the Recorder's does
+            "blissdata_scan": bool(self.SeriesOnBlissdata) or not self._value_ref_enabled,
         }))
         self._frames, self._triggered, self._exposure = int(frames), 0, float(exposure)
         self._reported = 0

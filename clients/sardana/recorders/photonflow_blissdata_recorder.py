@@ -72,7 +72,9 @@ def scan_file(scan_dir, scan_files):
 
 def columns(datadesc):
     """The stream each of Sardana's columns becomes; a 2D channel with value references enabled
-    is a photonflow frame per point."""
+    is a photonflow frame per point. A 2D channel without (value mode) is left out: frames go to
+    blissdata by reference, never as pixels through Redis (photonflow's Recorder publishes that
+    series' frames itself)."""
     found = []
     for desc in datadesc:
         if desc.name in NOT_CHANNELS:
@@ -83,6 +85,8 @@ def columns(datadesc):
             found.append(Column(desc.name, f"{AXIS}:{label}", MOTOR, label, unit=_unit(desc)))
         elif len(shape) == 2 and getattr(desc, "value_ref_enabled", False):
             found.append(Column(desc.name, f"{label}:image", FRAMES, label, str(desc.dtype), shape))
+        elif len(shape) == 2:
+            continue
         elif shape:
             found.append(Column(desc.name, f"{label}:value", ARRAY, label, "float64", shape, _unit(desc)))
         else:
