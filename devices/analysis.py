@@ -94,7 +94,8 @@ class PhotonflowAnalysis(PhotonflowDevice):
     # -- attributes ---------------------------------------------------------------------
     SeriesId = counter("series_id", int, "The series analysed now or last")
     FramesAnalysed = counter("frames_analysed", int, "Frames analysed in the current or last series")
-    MessagesRejected = counter("messages_rejected", int, "Malformed stream messages rejected")
+    MessagesRejected = counter("messages_rejected", int,
+                               "Malformed stream messages rejected in the current or last series")
     LastSpots = counter("last_spots", int, "Spots in the last frame analysed (-1: none yet)")
     LatencyMedian = counter("latency_median_ms", float, "Frame made -> its result, median of the series",
                             unit="ms", format="%.1f")

@@ -52,7 +52,7 @@ class ResultSink(Protocol):
 class AnalysisCounters:
     series_id: int = 0
     frames_analysed: int = 0  # in the current or last series
-    messages_rejected: int = 0
+    messages_rejected: int = 0  # in the current or last series (a series with any ends ALARM)
     last_spots: int = -1
     latency_median_ms: float = 0.0  # frame timestamp -> result handed to every sink, this series
     latency_p99_ms: float = 0.0
@@ -141,19 +141,23 @@ class LiveAnalysis(StatefulCore):
             parts = receiver.receive(RECEIVE_POLL_MS)
             if parts is None:
                 self.end_if_silent()
-                continue
-            try:
-                self.handle(decode(parts))
-            except (PhotonflowError, ValueError) as error:  # a malformed message is counted, never a crash
-                self.messages_rejected += 1
-                self.counters.messages_rejected += 1
-                self.last_error = f"message rejected: {error}"
-                log.warning("%s", self.last_error)
-            except Exception as error:  # an analysis that fails (pyFAI, a sink): said, and the next series may do
-                log.exception("live analysis failed")
-                self._analyzer = None
-                self._set_state(states.FAULT, f"The analysis failed: {type(error).__name__}: {error}. "
-                                              "It takes the next series.")
+            else:
+                self.take(parts)
+
+    def take(self, parts) -> None:
+        """One message as it came off the stream: a malformed one is counted, never a crash."""
+        try:
+            self.handle(decode(parts))
+        except (PhotonflowError, ValueError) as error:
+            self.messages_rejected += 1
+            self.counters.messages_rejected += 1
+            self.last_error = f"message rejected: {error}"
+            log.warning("%s", self.last_error)
+        except Exception as error:  # an analysis that fails (pyFAI, a sink): said, and the next series may do
+            log.exception("live analysis failed")
+            self._analyzer = None
+            self._set_state(states.FAULT, f"The analysis failed: {type(error).__name__}: {error}. "
+                                          "It takes the next series.")
 
     def handle(self, message) -> None:
         """One decoded stream message (the receiving thread, or a test)."""
@@ -170,8 +174,7 @@ class LiveAnalysis(StatefulCore):
             for sink in self.sinks:
                 sink.series_started(message, self._analyzer)
             self.latencies.clear()
-            self.counters = AnalysisCounters(series_id=message.series_id,
-                                             messages_rejected=self.counters.messages_rejected)
+            self.counters = AnalysisCounters(series_id=message.series_id)
             missing = (f"; no I(q): the series gives no {', '.join(self._analyzer.missing_geometry)}"
                        if self._analyzer.missing_geometry else "")
             self._set_state(states.RUNNING, f"Analysing series {message.series_id}{missing}.")

@@ -127,3 +127,18 @@ def test_a_stream_address_to_fix_is_a_fault_that_clears_once_fixed():
     finally:
         live.close()
         sender.close()
+
+
+def test_a_series_ends_alarm_for_its_own_rejected_messages_only():
+    live = LiveAnalysis("tcp://127.0.0.1:1", AnalysisSettings(npt=0), [])
+    encoder = StinsEncoder()
+    frame = np.zeros((8, 8), np.uint16)
+    for series, rejected in ((1, True), (2, False)):
+        live.take(encoder.series_start(series, 1, (8, 8), "uint16", {}))
+        if rejected:
+            live.take([b"not a STINS header"])
+        live.take(encoder.data(series, 0, frame, 0.0))
+        live.take(encoder.series_end(series, 1, 1))
+        assert live.state == ("ALARM" if rejected else "ON"), live.status
+    assert live.messages_rejected == 1 and live.counters.messages_rejected == 0
+    live.close()
