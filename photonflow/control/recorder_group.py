@@ -73,7 +73,7 @@ class RecorderGroup:
     # -- the Recorder port ------------------------------------------------------------------
     def state(self) -> str:
         for index, part in enumerate(self.parts):
-            self._poll(index, part)
+            self._poll(index, part, with_counters=False)  # polled every watchdog tick: one call a part
         return self._combined()[0]
 
     def status(self) -> str:
@@ -125,7 +125,7 @@ class RecorderGroup:
 
     def counters(self) -> dict[str, int]:
         for index, part in enumerate(self.parts):
-            self._poll(index, part)
+            self._poll(index, part, with_counters=True)
         self._combined()  # writes the master once no part runs: its missing count is the series'
         return self._sums()
 
@@ -156,9 +156,12 @@ class RecorderGroup:
         self._tell()
 
     # -- the combined view ----------------------------------------------------------------------
-    def _poll(self, index: int, part: PartPort) -> None:
+    def _poll(self, index: int, part: PartPort, with_counters: bool) -> None:
+        """A part's state (and counters), asked: its events may have stopped with it. Its Status
+        comes with its events."""
         try:
-            state, status, counters = part.state(), part.status(), part.counters()
+            state = part.state()
+            counters = part.counters() if with_counters else None
         except Exception as error:  # noqa: BLE001 - the port's error (a Tango one): the part is gone
             with self._lock:
                 if self._states[index] != GONE:
@@ -166,8 +169,9 @@ class RecorderGroup:
                 self._states[index] = GONE
             return
         with self._lock:
-            self._states[index], self._statuses[index] = state, status
-            self._counters[index] = {name: int(counters[name]) for name in COUNTERS}
+            self._states[index] = state
+            if counters is not None:
+                self._counters[index] = {name: int(counters[name]) for name in COUNTERS}
             self._rejoin_if_back(index)
 
     def _sums(self) -> dict[str, int]:
