@@ -70,11 +70,8 @@ class StreamSender:
         ``send_timeout`` seconds (a Recorder killed or restarted mid-series takes nothing more).
         """
         with self._lock:
-            try:  # usually there is room: no poll, one system call less per frame
-                self._socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
+            if self._offer(parts):  # usually there is room: no poll, one system call less per frame
                 return
-            except zmq.Again:  # full (ZeroMQ takes a message whole or not at all)
-                pass
             deadline = time.monotonic() + self.send_timeout
             while not self._socket.poll(poll_ms, zmq.POLLOUT):
                 if stop is not None and stop.is_set():
@@ -84,6 +81,18 @@ class StreamSender:
                         f"no receiver took the stream {self.endpoint} for {self.send_timeout:g} s"
                     )
             self._socket.send_multipart(parts, copy=False)
+
+    def offer(self, parts: Sequence) -> bool:
+        """Send at once if a receiver has room; False if none has (full, or none connected)."""
+        with self._lock:
+            return self._offer(parts)
+
+    def _offer(self, parts: Sequence) -> bool:
+        try:
+            self._socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:  # full (ZeroMQ takes a message whole or not at all)
+            return False
 
     def announce(self, parts: Sequence, stop: threading.Event | None = None) -> None:
         """A series' start or end: with one output, a message like any other."""
@@ -124,12 +133,9 @@ class StreamDistributor:
             count = len(self._outputs)
             for offset in range(count):
                 index = (self._next + offset) % count
-                try:
-                    self._outputs[index]._socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
-                except zmq.Again:  # full, or its Recorder is gone
-                    continue
-                self._next = (index + 1) % count
-                return
+                if self._outputs[index].offer(parts):  # else full, or its Recorder is gone
+                    self._next = (index + 1) % count
+                    return
             if stop is not None and stop.is_set():
                 raise SendInterrupted()
             deadline = deadline or time.monotonic() + self.send_timeout
