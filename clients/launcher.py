@@ -255,18 +255,18 @@ class Suite:
         return running
 
     def wait_until_ready(self, servers: list[ServerSpec], timeout: float = 60) -> None:
-        """Until no device of these servers is in FAULT, UNKNOWN or INIT (a Controller has contacted its
-        peers, a Recorder opened its data root, a DataManager follows its Controller...): a suite is
-        handed over ready, or with the reason it is not."""
+        """Until no device of these servers is in FAULT or UNKNOWN (a Controller has contacted its
+        peers, a Recorder opened its data root...): a suite is handed over ready, or with the reason
+        it is not."""
         for server in servers:
             for device in server.devices:
                 proxy = tango.DeviceProxy(self.device_url(device.name))
 
                 def ready(proxy=proxy):
-                    return proxy.state() not in (tango.DevState.FAULT, tango.DevState.UNKNOWN, tango.DevState.INIT)
+                    return proxy.state() not in (tango.DevState.FAULT, tango.DevState.UNKNOWN)
 
                 try:
-                    wait_for(ready, timeout, f"device {device.name} to leave FAULT and INIT", interval=0.1)
+                    wait_for(ready, timeout, f"device {device.name} to leave FAULT", interval=0.1)
                 except TimeoutError:
                     raise RuntimeError(
                         f"{device.name} is still {proxy.state()} after {timeout:g} s: {proxy.status()}"

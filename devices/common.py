@@ -145,8 +145,7 @@ def wait_unlocked(device, wait: Callable[[float], bool], timeout: float) -> bool
         return wait(seconds)
 
 
-def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted, wait_at_most: float | None = None,
-                  subscribed: threading.Event | None = None) -> None:
+def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted, wait_at_most: float | None = None) -> None:
     """Subscribe to change events once ``first`` answers (it may start after this server), hold the
     subscriptions until ``stop`` is set, then end them. ``wanted()`` gives (proxy, attribute,
     callback) triples once ``first`` answers, or once ``wait_at_most`` seconds passed without an
@@ -154,8 +153,7 @@ def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted, wait_
     peer still down reports it through the callbacks. Runs on a thread of its own, which a failed
     subscription never ends: it is logged and tried again, since a device that follows nothing
     loses every series. Ending the subscriptions here, never under a device's monitor, keeps an
-    Init from waiting for an event callback that waits for that monitor. ``subscribed`` is set once
-    the subscriptions are made."""
+    Init from waiting for an event callback that waits for that monitor."""
     subscriptions: list = []
     deadline = None if wait_at_most is None else time.monotonic() + wait_at_most
     while not stop.is_set() and not subscriptions:
@@ -174,8 +172,6 @@ def follow_events(stop: threading.Event, first: tango.DeviceProxy, wanted, wait_
             unsubscribe(subscriptions)
             subscriptions = []
             stop.wait(5)
-    if subscriptions and subscribed is not None:
-        subscribed.set()
     stop.wait()
     unsubscribe(subscriptions)
 

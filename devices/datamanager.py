@@ -15,7 +15,6 @@ import threading
 import tango
 from tango.server import attribute, command, device_property
 
-from photonflow import states
 from photonflow.control.controller import BUSY_STATES
 from photonflow.datamanager.manager import DataManager, SeriesResult
 from photonflow.datamanager.policy import Experiment
@@ -103,25 +102,8 @@ class PhotonflowDataManager(PhotonflowDevice):
                            catalogue_timeout=self.CatalogueTimeout)
 
     def core_ready(self, core) -> None:
-        self._following = threading.Event()
         threading.Thread(target=follow_events, args=(self._stop, self.controller, self._wanted_events),
-                         kwargs={"subscribed": self._following}, name="datamanager-follow", daemon=True).start()
-        threading.Thread(target=self._ready_once_following, args=(core,), name="datamanager-following",
-                         daemon=True).start()
-
-    def core_state(self, core) -> tuple[str, str]:
-        """INIT until it follows the Controller's events: a series that ended before would be lost to
-        the catalogue (a suite waits for its devices to leave INIT before it is handed over)."""
-        if not self._following.is_set():
-            return states.INIT, f"Subscribing to the events of {self.Controller} (its series end: a run)."
-        return super().core_state(core)
-
-    def _ready_once_following(self, core) -> None:
-        while not self._stop.is_set():
-            if self._following.wait(0.5):
-                if self.core is core:
-                    self.publish_state(*self.core_state(core))
-                return
+                         name="datamanager-follow", daemon=True).start()
 
     def release_core(self, core) -> None:
         self._stop.set()
