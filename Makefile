@@ -32,7 +32,7 @@ venv: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/photonflow demo --config $(DEMO_CONFIG) $(if $(FRAMES),--frames $(FRAMES)) \
 		$(if $(EXPOSURE),--exposure $(EXPOSURE)) $(if $(PERIOD),--period $(PERIOD)) \
-		$(if $(STEP),--step $(STEP)) $(if $(RECORDERS),--recorders $(RECORDERS))
+		$(if $(STEP),--step $(STEP)) $(if $(RECORDERS),--recorders $(RECORDERS)) $(if $(filter 1 yes true,$(ANALYSIS)),--analysis)
 
 test: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -62,7 +62,7 @@ bench-run-table: $(INSTALLED)
 
 up: $(INSTALLED)
 	$(BIN)/photonflow up --config $(DEMO_CONFIG) $(if $(SARDANA),--sardana) $(if $(STARTER),--starter) \
-		$(if $(INSTANCE),--instance $(INSTANCE)) $(if $(RECORDERS),--recorders $(RECORDERS))
+		$(if $(INSTANCE),--instance $(INSTANCE)) $(if $(RECORDERS),--recorders $(RECORDERS)) $(if $(filter 1 yes true,$(ANALYSIS)),--analysis)
 
 down: $(INSTALLED)
 	$(BIN)/photonflow down $(if $(INSTANCE),--instance $(INSTANCE))

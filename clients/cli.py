@@ -45,7 +45,13 @@ from photonflow.clients.launcher import (
     var_directory,
 )
 from photonflow.clients.tango_database import apply_deployment
-from photonflow.deployment import EMBEDDED_EVENT_BUS, load_deployment_file, with_instance, with_recorders
+from photonflow.deployment import (
+    EMBEDDED_EVENT_BUS,
+    load_deployment_file,
+    with_instance,
+    with_live_analysis,
+    with_recorders,
+)
 from photonflow.dsconfig_json import is_dsconfig, load_dsconfig, to_dsconfig
 from photonflow.errors import ConfigurationError, EventBusError, EventServerError, FilePathError
 from photonflow.events.bus import DEFAULT_STREAM, RedisStreamBus, parse_bus_url
@@ -111,22 +117,24 @@ def command_config_export(args) -> int:
     return 0
 
 
-def _deployment(config: str, instance: str | None = None, recorders: int = 1):
+def _deployment(config: str, instance: str | None = None, recorders: int = 1, analysis: bool = False):
     """The configuration's deployment, its servers run as ``instance`` when one is given, with
-    ``recorders`` Recorders sharing the Controller's stream."""
+    ``recorders`` Recorders sharing the Controller's stream, each with a live-analysis worker
+    when ``analysis``."""
     deployment = load_deployment_file(config)
     deployment = with_instance(deployment, instance) if instance else deployment
-    return with_recorders(deployment, recorders)
+    deployment = with_recorders(deployment, recorders)
+    return with_live_analysis(deployment) if analysis else deployment
 
 
 def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool = False,
                  own_database: bool = False, instance: str | None = None,
-                 recorders: int = 1) -> tuple[Suite, object]:
+                 recorders: int = 1, analysis: bool = False) -> tuple[Suite, object]:
     """Event bus and database (each embedded unless configured), configuration, then every server.
     ``own_database``: always an embedded database of its own (the demo), never TANGO_HOST's."""
     prepare_environment(var_dir, config)
     if starter:  # before anything starts: a Starter would take another suite's processes for ours
-        _refuse_servers_running_elsewhere(_deployment(config, instance, recorders))
+        _refuse_servers_running_elsewhere(_deployment(config, instance, recorders, analysis))
     suite = Suite("" if own_database else os.environ.get("TANGO_HOST", ""), var_dir)
     try:
         simulators = load_deployment_file(config, simulators_only=True)
@@ -138,12 +146,12 @@ def _start_suite(config: str, var_dir: Path, database_name: str, starter: bool =
             print(f"Using the event bus at {EVENT_BUS_VARIABLE}={suite.event_bus}")
         for name, value in suite.start_simulators(simulators).items():
             print(f"Simulated hardware up: {name}={value}")
-        deployment = _deployment(config, instance, recorders)
+        deployment = _deployment(config, instance, recorders, analysis)
         check_mappings(deployment)  # a mapping's mistake is named before any server starts
         if any(d.tango_class == "PhotonflowDataManager" for s in deployment.servers for d in s.devices):
             address = suite.start_job_engine()
             print(f"Started the job engine (Dask scheduler and 2 workers) at {JOB_ENGINE_VARIABLE}={address}")
-            deployment = _deployment(config, instance, recorders)  # its properties may name the engine
+            deployment = _deployment(config, instance, recorders, analysis)  # its properties may name the engine
         if not suite.tango_host:
             suite.start_database(var_dir / "tango" / database_name)
             print(f"Started an embedded Tango database (pytango-db, SQLite) at TANGO_HOST={suite.tango_host}")
@@ -275,7 +283,8 @@ def _run_demo(args, var_dir: Path) -> dict:
     suite's, whose properties it must never change), run it, stop everything it started."""
     if os.environ.get("TANGO_HOST"):
         print(f"TANGO_HOST={os.environ['TANGO_HOST']} is left alone: the demo runs on an embedded database of its own")
-    suite, deployment = _start_suite(args.config, var_dir, "demo.db", own_database=True, recorders=args.recorders)
+    suite, deployment = _start_suite(args.config, var_dir, "demo.db", own_database=True, recorders=args.recorders,
+                                    analysis=args.analysis)
     try:
         controller = tango.DeviceProxy(suite.device_url(deployment.device("PhotonflowController").name))
         controller.set_timeout_millis(15000)
@@ -321,6 +330,31 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
         print(f"Standardizer: {standardizer.status()}")
     if datamanager is not None and summary["file"]:
         summary.update(_catalogued(datamanager, summary["file"]))
+    workers = _devices_of(suite, deployment, "PhotonflowAnalysis")
+    if workers and summary["file"]:
+        summary["live_analysis"] = _live_analysis_summary(workers, args.timeout)
+    return summary
+
+
+def _live_analysis_summary(workers: list, timeout: float) -> dict:
+    """What the live-analysis workers did with the series: frames analysed, where the results
+    are, and the latency from each frame made to its result (handed on; in Redis)."""
+    deadline = time.monotonic() + min(timeout, 60)
+    while time.monotonic() < deadline and any(str(w.state()) in ("RUNNING", "INIT") for w in workers):
+        time.sleep(0.1)  # a worker ends its series once it has analysed the last frame it got
+    summary = {
+        "frames_analysed": sum(w.FramesAnalysed for w in workers),
+        "results": [w.ResultsFile for w in workers],
+        "latency_median_ms": [round(w.LatencyMedian, 1) for w in workers],
+        "latency_p99_ms": [round(w.LatencyP99, 1) for w in workers],
+        "results_in_redis": sum(w.BlissdataResultsPublished for w in workers),
+        "to_redis_ms": [[round(v, 1) for v in (w.BlissdataLatency if w.BlissdataLatency is not None else [])]
+                        for w in workers],
+        "states": [str(w.state()) for w in workers],
+    }
+    print(f"Live analysis: {summary['frames_analysed']} frames analysed by {len(workers)} worker(s); "
+          f"frame made -> result median {summary['latency_median_ms']} ms, p99 {summary['latency_p99_ms']} ms; "
+          f"-> in Redis (median, p99) {summary['to_redis_ms']} ms")
     return summary
 
 
@@ -425,13 +459,18 @@ def _show_standardized(summary: dict) -> None:
 
 def _device_of(suite: Suite, deployment, tango_class: str, suffix: str = "") -> tango.DeviceProxy | None:
     """A proxy to the deployment's first device of ``tango_class`` (whose name ends in ``suffix``)."""
+    return next(iter(_devices_of(suite, deployment, tango_class, suffix)), None)
+
+
+def _devices_of(suite: Suite, deployment, tango_class: str, suffix: str = "") -> list[tango.DeviceProxy]:
+    """Proxies to every device of ``tango_class`` (whose name ends in ``suffix``) the deployment has."""
+    proxies = []
     for server in deployment.servers:
         for device in server.devices:
             if device.tango_class == tango_class and device.name.endswith(suffix):
-                proxy = tango.DeviceProxy(suite.device_url(device.name))
-                proxy.set_timeout_millis(15000)
-                return proxy
-    return None
+                proxies.append(tango.DeviceProxy(suite.device_url(device.name)))
+                proxies[-1].set_timeout_millis(15000)
+    return proxies
 
 
 def _panel_commands(deployment) -> str:
@@ -455,11 +494,12 @@ def command_up(args) -> int:
         down = f"make down INSTANCE={args.instance}" if args.instance else "make down"
         raise ConfigurationError(f"the suite seems to be up already ({state_file}); run '{down}' first")
     suite, deployment = _start_suite(args.config, var_dir, "suite.db", starter=args.starter, instance=args.instance,
-                                     recorders=args.recorders)
+                                     recorders=args.recorders, analysis=args.analysis)
     sardana_text = "  Sardana: make down, then make up SARDANA=1 (a Pool and a MacroServer with a Door, "\
         "photonflow's controllers, motors and macros)\n"
     try:
-        deployment = _deployment(args.config, args.instance, args.recorders)  # every server, also the Starter's
+        # every server, also the Starter's
+        deployment = _deployment(args.config, args.instance, args.recorders, args.analysis)
         if args.sardana:
             from photonflow.clients.sardana_setup import start_sardana, usage
 
@@ -731,6 +771,9 @@ def parser() -> argparse.ArgumentParser:
     recorders_help = ("Recorders sharing the detector's stream, each frame to one of them, each writing its part "
                       "file, the Controller a master joining them in frame order (default 1)")
     demo.add_argument("--recorders", type=int, default=1, help=recorders_help)
+    analysis_help = ("a live-analysis worker beside each Recorder: spot count, I(q) (pyFAI) and ROI sums of every "
+                     "frame, into <file>_live.h5, the NXmx (entry/live_analysis) and the series' blissdata scan")
+    demo.add_argument("--analysis", action="store_true", help=analysis_help)
     demo.add_argument("--timeout", type=float, default=600)
     demo.set_defaults(handler=command_demo)
 
@@ -745,6 +788,7 @@ def parser() -> argparse.ArgumentParser:
                      "suite's folder var/<instance> unless PHOTONFLOW_VAR says: two suites on one host")
     up.add_argument("--instance", help=instance_help)
     up.add_argument("--recorders", type=int, default=1, help=recorders_help)
+    up.add_argument("--analysis", action="store_true", help=analysis_help)
     up.set_defaults(handler=command_up)
     down = commands.add_parser("down", help="stop what 'up' started")
     down.add_argument("--instance", help="the instance 'up' was given (its folder var/<instance>)")

@@ -1,7 +1,8 @@
 """The live analysis device: a thin Tango face on ``photonflow.analysis.live.LiveAnalysis``. It takes
 the frames of its Recorder's fan-out (``FanOutMode push``: each frame once, never slowing the
 Recorder) or of a stream endpoint, and keeps each series' results beside the Recorder's file
-(``<stem>_live.h5``), where the Standardizer finds them.
+(``<stem>_live.h5``), where the Standardizer finds them, and publishes them into the series'
+blissdata scan (streams ``live:*``, see ``photonflow.publishing.blissdata_results``).
 
 Events: the counters (frames analysed, last spot count, latency) at most every ``EventInterval``
 seconds, and the last frame's I(q) and ROI sums as spectra at the same pace: a panel plots them
@@ -20,15 +21,15 @@ import tango
 from tango.server import attribute, device_property
 
 from photonflow.analysis.frame_analysis import AnalysisSettings, FrameAnalyzer, FrameResult, parse_rois
-from photonflow.analysis.live import LiveAnalysis, ResultsFile
+from photonflow.analysis.live import LiveAnalysis, ResultsFile, results_beside
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.errors import ConfigurationError
+from photonflow.publishing.blissdata_results import BlissdataResults, ResultChannels
+from photonflow.publishing.blissdata_scan import url_from_property
 from photonflow.stream.stins import SeriesEnd, SeriesStart
 from photonflow.throttle import Throttle
 
 log = logging.getLogger(__name__)
-
-RESULTS_SUFFIX = "_live.h5"
 
 
 class PhotonflowAnalysis(PhotonflowDevice):
@@ -46,6 +47,10 @@ class PhotonflowAnalysis(PhotonflowDevice):
     ROIs = device_property(dtype=(str,), default_value=[],
                            doc="Regions summed per frame, each 'name top left height width' in pixels")
     EventInterval = device_property(dtype=float, default_value=0.2, doc="Minimum seconds between events")
+    Blissdata = device_property(
+        dtype=str, default_value="${PHOTONFLOW_EVENT_BUS}",
+        doc="Redis URL of the blissdata scans the Recorder publishes; each series' results go into its scan as "
+            "streams live:*; default: blissdata's database on the event bus's server; empty: none")
 
     def create_core(self, listener) -> LiveAnalysis:
         settings = AnalysisSettings(spot_sigma=self.SpotSigma, spot_min_pixels=self.SpotMinPixels,
@@ -59,9 +64,19 @@ class PhotonflowAnalysis(PhotonflowDevice):
             raise ConfigurationError("set Recorder (its fan-out is analysed) or StreamEndpoint")
         self.last = _LastResult(Throttle(self.EventInterval, time.monotonic), self._push_spectra)
         self.results = ResultsFile(self._results_path)
-        core = LiveAnalysis(endpoint, settings, [self.results, self.last], listener=listener,
-                            counter_interval=self.EventInterval)
-        return core
+        sinks = [self.results, self.last]
+        url = url_from_property(self.Blissdata) if self.Recorder else ""
+        self.blissdata = None
+        if url:  # the scans are the Recorder's: a stream of the Acquirer has none to publish into
+            self.blissdata = BlissdataResults(url, self.Recorder,
+                                              ResultChannels(settings.npt, tuple(r.name for r in settings.rois)))
+            sinks.append(self.blissdata)
+        return LiveAnalysis(endpoint, settings, sinks, listener=listener, counter_interval=self.EventInterval)
+
+    def release_core(self, core: LiveAnalysis) -> None:
+        core.close()
+        if self.blissdata is not None:
+            self.blissdata.close()
 
     def core_ready(self, core: LiveAnalysis) -> None:
         core.start()
@@ -83,8 +98,7 @@ class PhotonflowAnalysis(PhotonflowDevice):
             log.warning("series %s: the stream does not say where the series is written: no results file",
                         start.series_id)
             return None
-        path = Path(start.file)
-        return path.with_name(path.stem + RESULTS_SUFFIX)
+        return results_beside(start.file)
 
     def _push_spectra(self) -> None:
         self.publish_value("Intensity", self.last.intensity)
@@ -121,6 +135,30 @@ class PhotonflowAnalysis(PhotonflowDevice):
     @attribute(dtype=str, doc="The results file of the current or last series")
     def ResultsFile(self):
         return str(self.results.last_path or "")
+
+    @attribute(dtype=str, doc="Redis URL the results are published on, in each series' blissdata scan; empty: none")
+    def BlissdataUrl(self):
+        return self.blissdata.url if self.blissdata else ""
+
+    @attribute(dtype=int, doc="Frames whose results are in Redis, all series")
+    def BlissdataResultsPublished(self):
+        return self.blissdata.results_published if self.blissdata else 0
+
+    @attribute(dtype=int, doc="Series whose results are not on Redis (no scan of the Recorder's to put them in)")
+    def BlissdataSeriesUnpublished(self):
+        return self.blissdata.series_unpublished if self.blissdata else 0
+
+    @attribute(dtype=str, doc="Why results last failed to reach Redis; empty: never")
+    def BlissdataLastError(self):
+        return self.blissdata.last_error if self.blissdata else ""
+
+    @attribute(dtype=(float,), max_dim_x=2, unit="ms", format="%.1f",
+               doc="Frame made -> its result acknowledged by Redis: median and 99th percentile of the last series")
+    def BlissdataLatency(self):
+        if self.blissdata is None or not self.blissdata.latencies:
+            return []
+        milliseconds = 1000 * np.asarray(self.blissdata.latencies)
+        return [float(np.median(milliseconds)), float(np.percentile(milliseconds, 99))]
 
     @property
     def event_attributes(self) -> tuple[str, ...]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import partial
 
 import numpy as np
@@ -13,7 +12,7 @@ from tango.server import attribute, command, device_property
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import TangoReader, operator_errors
 from photonflow.publishing import blissdata_scan
-from photonflow.publishing.blissdata_sink import BlissdataSink, is_redis_url
+from photonflow.publishing.blissdata_sink import BlissdataSink
 from photonflow.recording.config import (
     DEFAULT_END_TIMEOUT,
     DEFAULT_MAX_FRAMES,
@@ -103,12 +102,13 @@ class PhotonflowRecorder(PhotonflowDevice):
             self.fan_out = StreamFanOut(self.FanOutMode, self.FanOutEvery, self.FanOutAddress)
             sinks.append(self.fan_out)
         self.blissdata = None
-        url = blissdata_url(self.Blissdata)
+        url = blissdata_scan.url_from_property(self.Blissdata)
         if url:
             # the DataManager's data policy, read by the publisher at each series start (its thread)
             context = partial(_json_attribute, TangoReader(timeout_s=1.0), self.DataManager, "DataPolicy")
             self.blissdata = BlissdataSink(url, beamline=self.get_name().split("/")[0], session=self.get_name(),
-                                           context=context if self.DataManager else None)
+                                           context=context if self.DataManager else None,
+                                           live_results_of=self.get_name())
             sinks.append(self.blissdata)
         config = RecorderConfig(
             self.DataRoot, self.DefaultFilePathTemplate, frames_per_file=self.DefaultFramesPerFile,
@@ -260,15 +260,3 @@ class PhotonflowRecorder(PhotonflowDevice):
     @operator_errors
     def Abort(self):
         self._core().abort()
-
-
-def blissdata_url(value: str) -> str:
-    """The Blissdata property as a URL: ``${PHOTONFLOW_EVENT_BUS}`` (the default) is blissdata's
-    database on that variable's server when it names a Redis server, else nothing; empty disables;
-    any other value must be a Redis URL."""
-    value = (value or "").strip()
-    if value in ("${PHOTONFLOW_EVENT_BUS}", "$PHOTONFLOW_EVENT_BUS"):
-        return blissdata_scan.blissdata_url(os.environ.get("PHOTONFLOW_EVENT_BUS", ""))
-    if value and not is_redis_url(value):
-        raise ValueError(f"Blissdata must be a Redis URL such as redis://127.0.0.1:6379 (or empty), got {value!r}")
-    return value

@@ -433,6 +433,39 @@ def with_recorders(deployment: Deployment, count: int) -> Deployment:
     return replace(deployment, servers=servers + tuple(copies), starter=starter)
 
 
+def with_live_analysis(deployment: Deployment, properties: Mapping[str, list[str]] | None = None) -> Deployment:
+    """The deployment with a live-analysis worker (``PhotonflowAnalysis``) beside each Recorder the
+    Controller names: the Recorder deals every frame to it on a push fan-out (``FanOutMode push``,
+    ``FanOutEvery 1``: a viewers' pub fan-out gives way), the worker, in a server of its own
+    (``PhotonflowAnalysis/<the Recorder server's instance>``) on the Recorder's Starter host and
+    level, keeps its results beside the Recorder's file and publishes them into its blissdata
+    scan. ``properties``: the workers' (AzimuthalPoints, ROIs...)."""
+    controller = deployment.device("PhotonflowController")
+    recorders = {name.lower() for name in controller.properties.get("Recorder") or []}
+    if not recorders:
+        raise ConfigurationError(f"{controller.name} names no Recorder: the live analysis takes a Recorder's frames")
+    if any(d.tango_class == "PhotonflowAnalysis" for s in deployment.servers for d in s.devices):
+        return deployment  # the file deploys its own workers
+    fan_out = {"FanOutMode": ["push"], "FanOutEvery": ["1"]}
+    servers, workers, starter = [], [], list(deployment.starter)
+    for server in deployment.servers:
+        devices = []
+        for device in server.devices:
+            if device.name.lower() in recorders:
+                address = device.properties.get("FanOutAddress") or ["tcp://127.0.0.1:*"]
+                device = replace(device, properties={**device.properties, **fan_out, "FanOutAddress": address})
+                worker = ServerSpec("PhotonflowAnalysis", server.instance, (DeviceSpec(
+                    f"{device.name}_analysis", "PhotonflowAnalysis",
+                    {**dict(properties or {}), "Recorder": [device.name]}),))
+                workers.append(worker)
+                level = next((entry for entry in deployment.starter if entry.server == server.name), None)
+                if level is not None:
+                    starter.append(StarterEntry(worker.name, level.host, level.level))
+            devices.append(device)
+        servers.append(replace(server, devices=tuple(devices)))
+    return replace(deployment, servers=tuple(servers) + tuple(workers), starter=tuple(starter))
+
+
 def simulator_environment(name: str, announced: Mapping[str, object]) -> dict[str, str]:
     """The variables a started simulator's announcement defines: PHOTONFLOW_SIM_<NAME>_<KEY>."""
     prefix = "PHOTONFLOW_SIM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()

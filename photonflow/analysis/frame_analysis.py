@@ -90,6 +90,7 @@ class FrameResult:
     spots: int
     roi_sums: dict[str, float] = field(default_factory=dict)
     intensity: np.ndarray | None = None  # I(q), on the analyzer's q
+    timestamp: float = math.nan  # when the detector made the frame (the stream's timestamp), if known
 
 
 def geometry_from_description(detector: Mapping[str, Any]) -> tuple[dict[str, float] | None, tuple[str, ...]]:
@@ -139,8 +140,9 @@ class FrameAnalyzer:
             self._integrator = azimuthal_integrator(self.geometry)
             # pyFAI builds its pixel-to-bin table at the first integration: at the series' start, not its first frame
             mask = np.zeros(shape, bool) if math.isfinite(self.saturation) else None  # as analyse() masks
-            self._integrator.integrate1d(np.zeros(shape, np.float32), settings.npt, unit="q_nm^-1", mask=mask,
-                                         correctSolidAngle=False, method=INTEGRATION_METHOD)
+            warm = self._integrator.integrate1d(np.zeros(shape, np.float32), settings.npt, unit="q_nm^-1", mask=mask,
+                                                correctSolidAngle=False, method=INTEGRATION_METHOD)
+            self.q = np.asarray(warm.radial, dtype=np.float64)  # the bins, known before the first frame
 
     def analyse(self, frame_number: int, frame: np.ndarray) -> FrameResult:
         result = FrameResult(frame_number, count_spots(frame, self.settings, self.saturation),

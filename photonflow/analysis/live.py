@@ -8,12 +8,14 @@ hundreds of frames a second), where a worker on the stream costs nothing between
 
 ``ResultsFile`` keeps a series' results in HDF5 by frame number, as the Standardizer puts them
 under an NXprocess (Jungfraujoch writes its per-image results into its NXmx files alike):
-``entry/process/spots``, ``entry/process/roi/<name>``, ``entry/process/integration/{q, I}``.
+``entry/process/spot_finding/spots`` (an NXdata: silx plots it), ``entry/process/roi/<name>``,
+``entry/process/integration/{q, I}``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -27,7 +29,12 @@ import numpy as np
 
 import photonflow
 from photonflow import states
-from photonflow.analysis.frame_analysis import AnalysisSettings, FrameAnalyzer, FrameResult
+from photonflow.analysis.frame_analysis import (
+    AnalysisSettings,
+    FrameAnalyzer,
+    FrameResult,
+    geometry_from_description,
+)
 from photonflow.core import CoreListener, StatefulCore
 from photonflow.errors import PhotonflowError
 from photonflow.stream.stins import DataMessage, SeriesEnd, SeriesStart, decode
@@ -36,6 +43,8 @@ from photonflow.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
+SPOTS = "spot_finding/spots"  # in a results file's NXprocess
+SPOTS_LONG_NAME = "spots found in each frame, by frame number (-1: not analysed)"
 RECEIVE_POLL_MS = 100
 # A fan-out drops what a worker that is behind has no room for, a series' end too: a series whose
 # stream has been silent this long after a frame is closed for its sinks as cut off.
@@ -60,7 +69,8 @@ class AnalysisCounters:
 
 class LiveAnalysis(StatefulCore):
     """Analyses every frame of the stream(s) at ``endpoints`` on a thread of its own (``start``):
-    ON waiting for a series, RUNNING during one, ALARM after a series with rejected messages.
+    INIT until it can analyse (libraries loaded, stream connected), ON waiting for a series,
+    RUNNING during one, ALARM after a series with rejected messages.
 
     ``latencies``: seconds from each frame's timestamp (when the detector made it) to its result
     handed to every sink, the last 100 000."""
@@ -69,7 +79,8 @@ class LiveAnalysis(StatefulCore):
                  sinks: Sequence[ResultSink],
                  clock: Callable[[], float] = time.time, listener: CoreListener | None = None,
                  counter_interval: float = 0.1, monotonic: Callable[[], float] = time.monotonic):
-        super().__init__(listener, states.ON, "Waiting for a series on the stream.")
+        # INIT until pyFAI is loaded (~1 s) and the stream connected: frames sent before would wait
+        super().__init__(listener, states.INIT, "Loading the analysis (pyFAI) and connecting to the stream.")
         self.counters = AnalysisCounters()
         self._counter_throttle = Throttle(counter_interval, time.monotonic)
         self.settings = settings
@@ -85,6 +96,7 @@ class LiveAnalysis(StatefulCore):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._analyzer: FrameAnalyzer | None = None
+        self._last_analyzer: tuple[tuple, FrameAnalyzer] | None = None
         self._series_id: int | None = None
         self.frames_analysed = 0
         self.messages_rejected = 0
@@ -166,7 +178,7 @@ class LiveAnalysis(StatefulCore):
             if message.shape is None:
                 raise ValueError("a series_start without the frame shape cannot be analysed")
             self._end_series(None)
-            self._analyzer = FrameAnalyzer(self.settings, message.shape, message.detector)
+            self._analyzer = self._analyzer_for(message)
             self._series_id = message.series_id
             if self._analyzer.missing_geometry:
                 log.warning("series %s: no I(q), the series gives no %s", message.series_id,
@@ -184,6 +196,7 @@ class LiveAnalysis(StatefulCore):
                 raise ValueError(f"frame {message.frame_number} of series {message.series_id} came without "
                                  "its series_start")
             result = self._analyzer.analyse(message.frame_number, message.to_array())
+            result.timestamp = message.timestamp
             for sink in self.sinks:
                 sink.frame_analysed(result)
             self.frames_analysed += 1
@@ -193,6 +206,18 @@ class LiveAnalysis(StatefulCore):
             self._report()
         elif isinstance(message, SeriesEnd):
             self._end_series(message)
+
+    def _analyzer_for(self, start: SeriesStart) -> FrameAnalyzer:
+        """The series' analyzer: the last one when the frame shape, geometry and saturation are the
+        same (pyFAI's tables take 40 ms to build, 200 ms on a busy host: the frames of a series
+        would wait for them), else a new one."""
+        assert start.shape is not None  # handle() refuses a series_start without it
+        geometry, missing = geometry_from_description(start.detector)
+        key = (tuple(start.shape), start.detector.get("saturation_value"), missing,
+               tuple(sorted((geometry or {}).items())))
+        if self._last_analyzer is None or self._last_analyzer[0] != key:
+            self._last_analyzer = (key, FrameAnalyzer(self.settings, start.shape, start.detector))
+        return self._last_analyzer[1]
 
     def end_if_silent(self) -> None:
         """A series whose end never came (dropped by a fan-out) is closed once the stream has been
@@ -267,8 +292,10 @@ class ResultsFile:
         parameters["spot_sigma"], parameters["spot_min_pixels"] = settings.spot_sigma, settings.spot_min_pixels
         parameters["npt"] = settings.npt
         parameters["missing_geometry"] = ", ".join(analyzer.missing_geometry)
-        process.create_dataset("spots", shape=(frames,), maxshape=(None,), dtype=np.int64, fillvalue=-1)
-        process["spots"].attrs["description"] = "spots found in each frame, by frame number; -1: not analysed"
+        spot_finding = process.create_group("spot_finding")
+        spot_finding.attrs.update({"NX_class": "NXdata", "signal": "spots"})
+        spot_finding.create_dataset("spots", shape=(frames,), maxshape=(None,), dtype=np.int64, fillvalue=-1)
+        spot_finding["spots"].attrs["long_name"] = SPOTS_LONG_NAME
         rois = process.create_group("roi")
         rois.attrs["NX_class"] = "NXcollection"
         for roi in settings.rois:
@@ -291,7 +318,7 @@ class ResultsFile:
             self._frames = result.frame_number + 1
             for dataset in _per_frame(process):
                 dataset.resize(self._frames, axis=0)
-        process["spots"][result.frame_number] = result.spots
+        process[SPOTS][result.frame_number] = result.spots
         for name, total in result.roi_sums.items():
             process["roi"][name][result.frame_number] = total
         if result.intensity is not None and "integration" in process:
@@ -309,7 +336,99 @@ class ResultsFile:
 
 
 def _per_frame(process: h5py.Group):
-    yield process["spots"]
+    yield process[SPOTS]
     yield from process["roi"].values()
     if "integration" in process:
         yield process["integration/I"]
+
+
+RESULTS_SUFFIX = "_live.h5"  # a series' results file, beside the file its Recorder writes
+
+
+def results_beside(data_file: str | Path) -> Path:
+    """Where the live analysis of the series written to ``data_file`` keeps its results."""
+    path = Path(data_file)
+    return path.with_name(path.stem + RESULTS_SUFFIX)
+
+
+def merge_part_results(target: h5py.Group, name: str, master: h5py.File, master_path: Path, output: Path,
+                       wait: float = 5.0, monotonic: Callable[[], float] = time.monotonic) -> tuple[str, ...]:
+    """``target/name``: one NXprocess of the results of a series several Recorders shared, in
+    frame order, as ``write_master`` presents their frames: each per-frame dataset a virtual
+    dataset mapping every frame to the results of the part that holds it (a frame no part holds,
+    or its worker did not analyse, reads as the fill: spots -1, sums and I(q) NaN). A part's
+    results are waited for up to ``wait`` s until their worker has closed them. Returns what
+    could not be merged (empty: all)."""
+    from photonflow.recording.shared_series import strided_runs
+
+    accounting = master["entry/accounting"]
+    owners = accounting["recorder_of_frame"][()]
+    parts = [master_path.parent / p.decode() if isinstance(p, bytes) else master_path.parent / str(p)
+             for p in accounting["part_files"][()]]
+    problems, layouts = [], {}
+    deadline = monotonic() + wait
+    for index, part in enumerate(parts):
+        results = results_beside(part)
+        if not results.is_file():
+            problems.append(f"no live results for part {index + 1} ({part.name})")
+            continue
+        while True:
+            try:
+                with h5py.File(results, "r") as f:  # opens once its worker closed it (HDF5's file lock)
+                    layouts[index] = _results_layout(f["entry/process"])
+                break
+            except OSError as error:
+                if monotonic() >= deadline:
+                    problems.append(f"the live results of part {index + 1} ({results.name}) are still being "
+                                    f"written: {error}")
+                    break
+                time.sleep(0.05)
+    if not layouts:
+        return tuple(problems)
+    first = min(layouts)
+    reference = layouts[first]
+    process = target.create_group(name)
+    process.attrs["NX_class"] = "NXprocess"
+    process["program"] = "photonflow live analysis"
+    process["version"] = photonflow.__version__
+    with h5py.File(results_beside(parts[first]), "r") as f:
+        f.copy(f["entry/process/parameters"], process, "parameters")
+        if "integration/q" in f["entry/process"]:
+            process.create_group("integration").attrs.update({"NX_class": "NXdata", "signal": "I",
+                                                               "axes": [".", "q"]})
+            process["integration/q"] = f["entry/process/integration/q"][()]
+            process["integration/q"].attrs["units"] = "1/nm"
+    frames = owners.size
+    if reference["rois"]:
+        process.create_group("roi").attrs["NX_class"] = "NXcollection"
+    process.create_group("spot_finding").attrs.update({"NX_class": "NXdata", "signal": "spots"})
+    datasets = {SPOTS: (np.int64, -1)} | {f"roi/{roi}": (np.float64, np.nan) for roi in reference["rois"]}
+    if "integration" in process and reference["npt"]:
+        datasets["integration/I"] = (np.float64, np.nan)
+    for path, (dtype, fill) in datasets.items():
+        shape = (frames, reference["npt"]) if path == "integration/I" else (frames,)
+        layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+        for index, described in layouts.items():
+            if path not in described["lengths"]:
+                continue
+            length = described["lengths"][path]
+            source = h5py.VirtualSource(os.path.relpath(results_beside(parts[index]), output.parent),
+                                        f"entry/process/{path}", shape=(length, *shape[1:]))
+            held = np.flatnonzero(owners == index)
+            for start, step, count in strided_runs(held[held < length]):
+                stop = start + step * (count - 1) + 1
+                layout[start:stop:step] = source[start:stop:step]
+        process.create_virtual_dataset(path, layout, fillvalue=fill)
+    process[SPOTS].attrs["long_name"] = SPOTS_LONG_NAME
+    return tuple(problems)
+
+
+def _results_layout(process: h5py.Group) -> dict:
+    """What a results file holds: its ROI names, I(q) bins, and each per-frame dataset's length."""
+    lengths = {SPOTS: process[SPOTS].shape[0]}
+    lengths.update({f"roi/{roi}": process[f"roi/{roi}"].shape[0] for roi in process["roi"]})
+    npt = 0
+    if "integration/I" in process:
+        lengths["integration/I"] = process["integration/I"].shape[0]
+        npt = process["integration/I"].shape[1]
+    return {"rois": list(process["roi"]), "npt": npt, "lengths": lengths}

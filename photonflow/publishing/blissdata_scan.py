@@ -22,6 +22,7 @@ Publishers: the Recorder's ``BlissdataSink`` (blissdata_sink.py) and Sardana's
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -67,6 +68,18 @@ def blissdata_url(event_bus: str) -> str:
     if parts.scheme == "unix":  # unix:///path/to/socket?db=N
         return f"unix://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
     return urlunsplit(parts._replace(path="", query=query))
+
+
+def url_from_property(value: str) -> str:
+    """A device's Blissdata property as a URL: ``${PHOTONFLOW_EVENT_BUS}`` (the default) is blissdata's
+    database on that variable's server when it names a Redis server, else nothing; empty disables;
+    any other value must be a Redis URL."""
+    value = (value or "").strip()
+    if value in ("${PHOTONFLOW_EVENT_BUS}", "$PHOTONFLOW_EVENT_BUS"):
+        return blissdata_url(os.environ.get("PHOTONFLOW_EVENT_BUS", ""))
+    if value and not is_redis_url(value):
+        raise ValueError(f"Blissdata must be a Redis URL such as redis://127.0.0.1:6379 (or empty), got {value!r}")
+    return value
 
 
 def open_data_store(url: str):
@@ -359,6 +372,11 @@ class StreamWriter:
         """Create the stream ``definition`` describes in ``scan`` (still CREATED)."""
         self._streams[definition.name] = scan.create_stream(definition)
 
+    def attach(self, scan, name: str) -> None:
+        """Write the stream ``name`` of a prepared scan another process created (one writer per
+        stream: blissdata's indices allow no second)."""
+        self._streams[name] = scan.get_writer_stream(name)
+
     def send(self, name: str, data) -> None:
         """Queue one batch of points (a numpy array, first axis the points) for the stream."""
         self._streams[name].send(data)
@@ -395,6 +413,15 @@ class StreamWriter:
             client.ping()
         finally:
             client.close()
+
+    def seal(self) -> None:
+        """Seal every stream (what was sent first reaches Redis); raise if Redis took too long."""
+        def seal_all():
+            for stream in self._streams.values():
+                stream.seal()
+
+        _bounded(seal_all, 3 * self.timeout, "seal the streams")
+        self._streams = {}
 
     def abandon(self) -> None:
         """After a failure: stop blissdata's writers (sealing what Redis still takes) without

@@ -27,7 +27,9 @@ What a series becomes (names ``<det>`` = the detector's NeXus group name, as in 
   written; ``last_index_saved``: frames flushed to the file, readable by an SWMR reader);
   ``timer:epoch`` (when the Recorder wrote each frame), ``<det>:frame_number``,
   ``<det>:timestamp`` (the detector's) and one stream per per-frame metadata value the
-  detector announced (``<det>:<name>``), one entry per frame in the order written.
+  detector announced (``<det>:<name>``), one entry per frame in the order written; and the
+  ``live:*`` streams a live-analysis worker registered for this Recorder (``live_results_of``),
+  written and sealed by that worker (``blissdata_results.py``), waited for at the end.
 - states CREATED -> PREPARED -> STARTED at series_start, STOPPED -> CLOSED at series_end, with
   ``end_reason`` in blissdata's vocabulary (SUCCESS, USER_ABORT, FAILURE) and photonflow's in
   ``scan_info["photonflow"]["end_reason"]`` (completed, aborted, stopped, failed, interrupted).
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from photonflow.errors import ConfigurationError
+from photonflow.publishing.blissdata_results import SEAL_WAIT, declared_results, wait_sealed
 from photonflow.publishing.blissdata_scan import (
     REDIS_TIMEOUT,
     Channel,
@@ -107,6 +110,7 @@ class _Published:
     scan: Any
     streams: StreamWriter
     image: str  # the Lima stream's name
+    results: list = field(default_factory=list)  # streams a live-analysis worker writes and seals
     written: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     prefix: int = 0  # frames 0 .. prefix-1 all written
     saved: int = 0  # frames 0 .. saved-1 flushed to the file when last told
@@ -137,6 +141,8 @@ class BlissdataSink:
         batch_frames: int = DEFAULT_BATCH_FRAMES,
         max_pending: int = DEFAULT_MAX_PENDING,
         timeout: float = REDIS_TIMEOUT,
+        live_results_of: str = "",
+        results_wait: float = SEAL_WAIT,
     ):
         if not is_redis_url(url):
             raise ConfigurationError(f"blissdata needs a Redis URL such as redis://127.0.0.1:6379, got {url!r}")
@@ -152,6 +158,10 @@ class BlissdataSink:
         self.batch_frames = batch_frames
         self.max_pending = max_pending
         self.timeout = timeout
+        # the Recorder whose live-analysis worker's registered results each scan declares ("": none)
+        self.live_results_of = live_results_of
+        self.results_wait = results_wait
+        self.results_cut_off = 0  # series whose results were not sealed within results_wait
         self._recorder = None
         self._events: deque = deque()
         self._wake = threading.Condition()
@@ -279,6 +289,10 @@ class BlissdataSink:
 
     # -- the publishing thread ------------------------------------------------------------------
     def _run(self) -> None:
+        # blissdata's Lima stream plugin takes 0.15 s to import (0.5 s on a busy host): before the
+        # first series, not while its scan, which live workers wait for, is being made
+        import blissdata.streams.lima  # noqa: F401
+
         try:  # set blissdata up at once, so readers can wait for the first scan before it comes
             self._data_store()
         except Exception as error:  # noqa: BLE001 - not a publishing error yet: the next series tries again
@@ -387,8 +401,10 @@ class BlissdataSink:
             "timer:epoch": (np.float64, "s"), f"{det}:frame_number": (np.int64, None),
             f"{det}:timestamp": (np.float64, "s"), **{f"{det}:{m}": (np.float64, None) for m in record.frame_metadata},
         }
+        results = declared_results(self._store_url, self.live_results_of) if self.live_results_of else None
         channels = [Channel("timer:epoch", unit="s", display_name="epoch"), Channel(image, dim=2),
-                    *(Channel(name, unit=unit) for name, (_, unit) in numbers.items() if name != "timer:epoch")]
+                    *(Channel(name, unit=unit) for name, (_, unit) in numbers.items() if name != "timer:epoch"),
+                    *(results.channels() if results is not None else ())]
         description = ScanDescription(
             name=SCAN_NAME, number=record.series_id,
             title=str(context.get("title", "")) or f"{SCAN_NAME} {record.series_id} {record.frames} frames",
@@ -409,11 +425,13 @@ class BlissdataSink:
                                               record.frames_per_file))
         for name, (dtype, _) in numbers.items():
             streams.add(scan, numeric(name, dtype))
+        # declared for the live-analysis worker, which writes and seals them from its own process
+        result_streams = [scan.create_stream(d) for d in results.definitions()] if results is not None else []
         scan.prepare()
         scan.start()
         self._series = _Published(
             record=record, scan=scan, streams=streams, image=image,
-            written=np.zeros(max(record.frames, 1), dtype=bool),
+            written=np.zeros(max(record.frames, 1), dtype=bool), results=result_streams,
         )
         self.scans_published += 1
         self.last_scan_key = scan.key
@@ -471,6 +489,10 @@ class BlissdataSink:
         self._add_image_status(series, final=True)
         series.streams.flush()
         ours = {"end_reason": end_reason, "frames_published": series.frames_published}
+        if series.results:  # the worker ends after the frames: its results are waited for, bounded
+            unsealed = wait_sealed(series.results, self.results_wait)
+            ours["live_results"] = "complete" if not unsealed else f"cut off after {self.results_wait:g} s"
+            self.results_cut_off += bool(unsealed)
         if counts is not None:
             ours["counts"] = counts
         end_scan(series.scan, BLISS_END_REASONS.get(end_reason, "FAILURE"), {"photonflow": ours}, self.timeout)

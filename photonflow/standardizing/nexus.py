@@ -110,18 +110,33 @@ def link_frames(parent: h5py.Group, name: str, output: Path, recorded: RecordedS
     parent[name] = h5py.ExternalLink(relative, recorded.data_path)
 
 
-LIVE_RESULTS_SUFFIX = "_live.h5"  # the live analysis' per-frame results, beside the Recorder's file
-
-
-def link_live_analysis(entry: h5py.Group, output: Path, recorded: RecordedSeries) -> bool:
+def link_live_analysis(entry: h5py.Group, output: Path, recorded: RecordedSeries,
+                       problems: list[str] | None = None) -> bool:
     """``entry/live_analysis``: the live analysis' per-frame results (an NXprocess: spots, ROI sums,
-    I(q) by frame number) when it analysed this series, by a link relative to the output's folder,
-    as Jungfraujoch puts its per-image results in its NXmx files. False when there are none."""
-    results = Path(recorded.path).with_name(Path(recorded.path).stem + LIVE_RESULTS_SUFFIX)
-    if not results.is_file():
+    I(q) by frame number) when it analysed this series, as Jungfraujoch puts its per-image results
+    in its NXmx files: a link, relative to the output's folder, to the results beside the
+    Recorder's file; for a series several Recorders shared, the results of every part merged in
+    frame order (``merge_part_results``; what could not be merged is added to ``problems``).
+    False when there are none."""
+    from photonflow.analysis.live import merge_part_results, results_beside
+
+    results = results_beside(recorded.path)
+    if results.is_file():
+        entry["live_analysis"] = h5py.ExternalLink(os.path.relpath(results, output.parent), "entry/process")
+        return True
+    master_path = Path(recorded.path)
+    if not master_path.is_file():
         return False
-    entry["live_analysis"] = h5py.ExternalLink(os.path.relpath(results, output.parent), "entry/process")
-    return True
+    with h5py.File(master_path, "r", locking=False) as master:
+        if "entry/accounting/part_files" not in master:
+            return False
+        parts = [p.decode() if isinstance(p, bytes) else str(p) for p in master["entry/accounting/part_files"][()]]
+        if not any(results_beside(master_path.parent / part).is_file() for part in parts):
+            return False
+        unmerged = merge_part_results(entry, "live_analysis", master, master_path, output)
+    if problems is not None:
+        problems.extend(unmerged)
+    return "live_analysis" in entry
 
 
 def transformation(parent: h5py.Group, name: str, value, unit: str, kind: str, vector, depends_on: str,

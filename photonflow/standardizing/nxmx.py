@@ -96,7 +96,9 @@ def write_nxmx(output: Path, mapping: BeamlineMapping, capture: SeriesCapture, r
         data = group(entry, "data", "NXdata")
         data.attrs["signal"] = "data"
         link_frames(data, "data", output, recorded)
-        link_live_analysis(entry, output, recorded)
+        unmerged: list[str] = []
+        link_live_analysis(entry, output, recorded, unmerged)
+        capture.problems["live_analysis"] = tuple(unmerged)
         write_snapshots(entry, capture)
         write_failures(entry, capture, missing)
     return output

@@ -92,6 +92,43 @@ def test_two_suites_share_a_host_each_with_its_instance_and_its_starter(tmp_path
         assert servers_running_on_this_host(deployment.servers) == {}
 
 
+def test_the_starter_runs_several_recorders_and_their_live_workers_from_one_deployment(tmp_path):
+    """Beyond one machine, as far as one machine shows it: one deployment file, two Recorders and a
+    live-analysis worker beside each, every server started by the Starter at its Recorder's level;
+    a series through them is in one master and every frame is analysed by one worker."""
+    import json
+
+    from photonflow.deployment import with_live_analysis, with_recorders
+
+    name = f"pfs{os.getpid()}"
+    deployment = with_live_analysis(with_recorders(with_instance(load_deployment_file(DEMO_CONFIG), name), 2))
+    ours = {server.name for server in deployment.servers}
+    assert {f"PhotonflowRecorder/{name}_r2", f"PhotonflowAnalysis/{name}", f"PhotonflowAnalysis/{name}_r2"} <= ours
+    levels = {entry.server: entry.level for entry in deployment.starter}
+    assert levels[f"PhotonflowAnalysis/{name}_r2"] == levels[f"PhotonflowRecorder/{name}"]
+    try:
+        up = run_photonflow(tmp_path, "up", "--config", str(DEMO_CONFIG), "--starter", "--instance", name,
+                            "--recorders", "2", "--analysis")
+        assert up.returncode == 0, up.stdout + up.stderr
+        host = _tango_host(up.stdout)
+        _wait_until_the_starter_runs(host, ours)
+        controller = tango.DeviceProxy(f"tango://{host}/demo/photonflow/controller")
+        workers = [tango.DeviceProxy(f"tango://{host}/{recorder}_analysis")
+                   for recorder in ("demo/photonflow/recorder", "demo/photonflow/recorder_2")]
+        wait_until(lambda: all(str(w.state()) == "ON" for w in workers), 60,
+                   what=lambda: f"the workers ready ({[w.status() for w in workers]})")
+        controller.Configure(json.dumps({"frames": 20, "exposure": 0.01, "period": 0.05, "file": "starter.h5"}))
+        controller.Start()
+        wait_until(lambda: str(controller.state()) != "RUNNING", 120, what="the series' end")
+        assert str(controller.state()) == "ON", controller.status()
+        wait_until(lambda: sum(w.FramesAnalysed for w in workers) == 20, 60,
+                   what=lambda: f"20 frames analysed ({[w.FramesAnalysed for w in workers]})")
+        assert all(w.FramesAnalysed > 0 for w in workers)  # each worker analysed its Recorder's share
+    finally:
+        run_photonflow(tmp_path, "down", "--instance", name)
+    assert servers_running_on_this_host(deployment.servers) == {}
+
+
 def _failing_server(folder: Path, message: str) -> Path:
     """A server executable that cannot open its hardware: it says why and exits, as a real one would."""
     folder.mkdir(parents=True, exist_ok=True)

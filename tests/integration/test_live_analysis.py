@@ -82,7 +82,7 @@ def test_every_frame_is_analysed_live_and_equals_an_offline_run_on_the_written_f
     assert offline.missing_geometry == ()
     with h5py.File(results, "r") as f:
         process = f["entry/process"]
-        assert process["spots"][()].tolist() == [r.spots for r in expected]
+        assert process["spot_finding/spots"][()].tolist() == [r.spots for r in expected]
         for name in ("centre", "corner"):
             np.testing.assert_array_equal(process[f"roi/{name}"][()], [r.roi_sums[name] for r in expected])
         np.testing.assert_allclose(process["integration/q"][()], offline.q)
@@ -91,3 +91,34 @@ def test_every_frame_is_analysed_live_and_equals_an_offline_run_on_the_written_f
     np.testing.assert_allclose(analysis.Intensity, expected[-1].intensity)
     print(f"\nlive analysis latency, frame made -> result: median {analysis.LatencyMedian:.1f} ms, "
           f"p99 {analysis.LatencyP99:.1f} ms")
+
+
+@pytest.mark.parametrize("recorders", [1, 2])
+def test_the_demo_with_live_analysis_puts_results_equal_to_an_offline_run_into_its_nxmx(tmp_path, recorders):
+    """`make demo ANALYSIS=1` (and RECORDERS=2): a worker beside each Recorder, every frame's spots
+    and I(q) in the standardized NXmx (one Recorder: linked; two: their parts merged in frame
+    order) equal to the same functions run offline on the frames the master presents."""
+    from tests.helpers.cli import run_photonflow, summary_of
+    from tests.helpers.paths import DEMO_CONFIG
+
+    demo = run_photonflow(tmp_path, "demo", "--config", str(DEMO_CONFIG), "--analysis", "--recorders", str(recorders),
+                          "--frames", "30", "--exposure", "0.01", "--period", "0.1",
+                          PHOTONFLOW_DATA_ROOT=str(tmp_path / "data"))
+    summary = summary_of(demo)
+    assert summary["state"] == "ON" and summary["recorders"] == recorders, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert summary["nexus_problems"] == 0, demo.stdout[-3000:]
+    live = summary["live_analysis"]
+    assert live["frames_analysed"] == 30 and live["states"] == ["ON"] * recorders, live
+    if recorders == 1:  # its results also went into the series' blissdata scan, frame by frame
+        assert live["results_in_redis"] == 30, live
+    master = summary["file"]
+    with h5py.File(master, "r") as f:
+        frames = f["entry/data/data"][()]
+    offline = FrameAnalyzer(AnalysisSettings(npt=500), frames.shape[1:], description_in(master))
+    expected = [offline.analyse(n, frame) for n, frame in enumerate(frames)]
+    with h5py.File(summary["nexus"], "r") as nxmx:
+        results = nxmx["entry/live_analysis"]
+        assert results["spot_finding/spots"][()].tolist() == [r.spots for r in expected]
+        assert any(r.spots > 0 for r in expected)  # the powder rings' bright pixels: not an all-zero comparison
+        np.testing.assert_allclose(results["integration/q"][()], offline.q)
+        np.testing.assert_allclose(results["integration/I"][()], np.stack([r.intensity for r in expected]))

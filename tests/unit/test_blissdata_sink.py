@@ -280,7 +280,7 @@ def test_redis_stopped_mid_series_costs_no_frame_and_is_counted(tmp_path):
 
 
 def test_the_recorder_property_defaults_to_the_event_bus_only_when_it_is_redis(monkeypatch):
-    from photonflow.devices.recorder import blissdata_url
+    from photonflow.publishing.blissdata_scan import url_from_property as blissdata_url
 
     monkeypatch.setenv("PHOTONFLOW_EVENT_BUS", "kafka://127.0.0.1:9092/events")
     assert blissdata_url("${PHOTONFLOW_EVENT_BUS}") == ""

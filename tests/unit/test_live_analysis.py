@@ -40,7 +40,7 @@ def test_every_frame_is_analysed_as_an_offline_run_of_the_same_functions_would(t
     expected = [offline.analyse(n, frames.frame(n)) for n in range(12)]
     with h5py.File(tmp_path / "series_4_live.h5", "r") as f:
         process = f["entry/process"]
-        assert process["spots"][()].tolist() == [result.spots for result in expected]
+        assert process["spot_finding/spots"][()].tolist() == [result.spots for result in expected]
         np.testing.assert_array_equal(process["roi/beam"][()], [result.roi_sums["beam"] for result in expected])
         np.testing.assert_array_equal(process["integration/q"][()], offline.q)
         np.testing.assert_array_equal(process["integration/I"][()], np.stack([r.intensity for r in expected]))
@@ -72,11 +72,11 @@ def test_the_nxmx_links_the_live_results_of_its_series_when_there_are_some(tmp_p
     with h5py.File(output, "w") as f:
         assert not link_live_analysis(f.create_group("entry"), output, recorded)  # no analysis: no link
     with h5py.File(raw.with_name("scan_001_live.h5"), "w") as results:
-        results["entry/process/spots"] = np.array([3, 1, 4])
+        results["entry/process/spot_finding/spots"] = np.array([3, 1, 4])
     with h5py.File(tmp_path / "again.nxs", "w") as f:
         assert link_live_analysis(f.create_group("entry"), tmp_path / "again.nxs", recorded)
     with h5py.File(tmp_path / "again.nxs", "r") as f:
-        assert f["entry/live_analysis/spots"][()].tolist() == [3, 1, 4]
+        assert f["entry/live_analysis/spot_finding/spots"][()].tolist() == [3, 1, 4]
         assert f["entry"].get("live_analysis", getlink=True).filename == "raw/scan_001_live.h5"  # moves with the folder
 
 
@@ -100,7 +100,7 @@ def test_a_series_whose_end_never_comes_is_closed_once_the_stream_is_silent(tmp_
     live.end_if_silent()
     assert live.series_ended == 1 and live.state == "ON"
     with h5py.File(tmp_path / "cut.h5", "r") as f:  # closed: readable
-        assert f["entry/process/spots"][()].tolist()[0] >= 0 and f["entry/process/spots"][1] == -1
+        assert f["entry/process/spot_finding/spots"][()].tolist()[0] >= 0 and f["entry/process/spot_finding/spots"][1] == -1
     live.close()
 
 
@@ -142,3 +142,19 @@ def test_a_series_ends_alarm_for_its_own_rejected_messages_only():
         assert live.state == ("ALARM" if rejected else "ON"), live.status
     assert live.messages_rejected == 1 and live.counters.messages_rejected == 0
     live.close()
+
+
+def test_a_series_of_the_same_geometry_reuses_the_analyzer_and_a_new_geometry_gets_its_own():
+    from photonflow.stream.stins import decode
+
+    live = LiveAnalysis("tcp://127.0.0.1:1", SETTINGS, [])  # fed by hand: never started
+    encoder = StinsEncoder()
+    shape = (GEOMETRY.height, GEOMETRY.width)
+    analyzers = []
+    for series, distance in ((1, 0.1), (2, 0.1), (3, 0.2)):
+        live.handle(decode(encoder.series_start(series, 1, shape, "uint16", {**DESCRIPTION, "distance": distance})))
+        analyzers.append(live._analyzer)
+        live.handle(decode(encoder.series_end(series, 0, 0)))
+    live.close()
+    assert analyzers[1] is analyzers[0]  # pyFAI's tables are not built again for the same geometry
+    assert analyzers[2] is not analyzers[0] and analyzers[2].geometry["distance"] == 0.2
