@@ -311,3 +311,21 @@ def test_a_number_of_recorders_out_of_range_is_refused(count):
 
     with pytest.raises(ConfigurationError, match=f"recorders: {count}; give 1 to 16"):
         with_recorders(load_deployment_file(DEMO_CONFIG), count)
+
+
+def test_live_analysis_puts_a_worker_beside_each_recorder_dealt_every_frame(monkeypatch, tmp_path):
+    from photonflow.deployment import with_live_analysis, with_recorders
+
+    monkeypatch.setenv("PHOTONFLOW_DATA_ROOT", str(tmp_path))
+    analysed = with_live_analysis(with_recorders(load_deployment_file(DEMO_CONFIG), 2), {"AzimuthalPoints": ["300"]})
+    workers = {s.name: s.devices[0] for s in analysed.servers if s.executable == "PhotonflowAnalysis"}
+    assert {name: (w.name, w.properties["Recorder"]) for name, w in workers.items()} == {
+        "PhotonflowAnalysis/demo": ("demo/photonflow/recorder_analysis", ["demo/photonflow/recorder"]),
+        "PhotonflowAnalysis/demo_r2": ("demo/photonflow/recorder_2_analysis", ["demo/photonflow/recorder_2"])}
+    assert all(w.properties["AzimuthalPoints"] == ["300"] for w in workers.values())
+    recorders = [d for s in analysed.servers for d in s.devices if d.tango_class == "PhotonflowRecorder"]
+    # the demo's viewers' fan-out (pub, every 10th frame) gives way to one dealing every frame to the worker
+    assert all((r.properties["FanOutMode"], r.properties["FanOutEvery"]) == (["push"], ["1"]) for r in recorders)
+    levels = {entry.server: (entry.host, entry.level) for entry in analysed.starter}
+    assert levels["PhotonflowAnalysis/demo_r2"] == levels["PhotonflowRecorder/demo_r2"]
+    assert with_live_analysis(analysed) == analysed  # a deployment with its own workers is left as it is
