@@ -31,7 +31,7 @@ What it measures
     Redis, median, 99th percentile and maximum over ``LATENCY_FRAMES`` frames, and the first
     frames' apart: a series' first results wait for its scan, which the Recorder makes at the
     series' start, and a worker's first series for pyFAI's tables (later series of the same
-    geometry reuse them).
+    geometry reuse them); so the 99th percentile from a second into the series too.
 
     On this 2-core machine the producer (the detector's side) takes a share of the CPU too:
     N Recorders (and workers) share what it leaves.
@@ -163,7 +163,9 @@ def analysis_main(conn, endpoint: str, redis_url: str = "", index: int = 0) -> N
     conn.send((last_frame_at, live.frames_analysed, float(np.median(latencies)) if latencies.size else 0.0,
                float(np.percentile(latencies, 99)) if latencies.size else 0.0, time.process_time() - idle_cpu,
                results.results_published if results is not None else 0,
-               float(latencies.max()) if latencies.size else 0.0, latencies[:5].round(1).tolist()))
+               float(latencies.max()) if latencies.size else 0.0, latencies[:5].round(1).tolist(),
+               # a second into the series (each worker gets LATENCY_RATE frames a second): past its start
+               float(np.percentile(latencies[int(LATENCY_RATE):], 99)) if latencies.size > LATENCY_RATE else 0.0))
     live.close()
     if results is not None:
         results.close()
@@ -229,7 +231,8 @@ def run(recorders: int, analysis: bool = False, redis_url: str = "") -> dict:
         if redis_url:
             result.update(paced_at_frames_per_s=rate, results_in_redis=sum(done[5] for done in analysed),
                           latency_max_ms=[round(done[6], 1) for done in analysed],
-                          first_5_frames_ms=[done[7] for done in analysed])
+                          first_5_frames_ms=[done[7] for done in analysed],
+                          latency_p99_after_1s_ms=[round(done[8], 1) for done in analysed])
     return result
 
 

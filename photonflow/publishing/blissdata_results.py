@@ -35,6 +35,7 @@ from photonflow.errors import ConfigurationError
 from photonflow.publishing.blissdata_scan import (
     REDIS_TIMEOUT,
     Channel,
+    QueuedPublisher,
     StreamWriter,
     is_redis_url,
     numeric,
@@ -119,7 +120,7 @@ def wait_sealed(streams: Sequence[Any], timeout: float) -> list[str]:
     return unsealed
 
 
-class BlissdataResults:
+class BlissdataResults(QueuedPublisher):
     """A ``LiveAnalysis`` sink publishing each series' results into the series' blissdata scan on
     ``url``, the scan the Recorder ``recorder`` publishes. The analysis thread only queues; a
     publishing thread of its own talks to Redis, so a slow or absent Redis never holds a frame's
@@ -142,10 +143,7 @@ class BlissdataResults:
         self.results = channels
         self.timeout = timeout
         self.clock = clock
-        self._events: deque = deque()
-        self._wake = threading.Condition()
-        self._closing = False
-        self._busy = False
+        super().__init__()
         self._store = None
         self._writer: StreamWriter | None = None
         self._analyzer = None  # the series' analyzer until its q is sent
@@ -174,23 +172,6 @@ class BlissdataResults:
         with self._wake:
             self._events.append(event)
             self._wake.notify()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Publish what is queued (a series still open is sealed), withdraw the registration, stop."""
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
-        self._thread.join(timeout)
-
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued so far is published (or given up); True if it is."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._wake:
-                if not self._events and not self._busy:
-                    return True
-            time.sleep(0.005)
-        return False
 
     # -- the publishing thread ----------------------------------------------------------------------
     def _run(self) -> None:

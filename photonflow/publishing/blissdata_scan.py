@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import warnings
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -352,6 +354,38 @@ class PublishingTimeout(PhotonflowError):
     """Redis did not acknowledge what blissdata's writers sent in time: slow, or gone."""
 
     reason = "BlissdataTimeout"
+
+
+class QueuedPublisher:
+    """What a publisher whose own thread talks to Redis shares with its callers: the events queued
+    for that thread (``_events``), the condition that wakes it (``_wake``), ``close`` and
+    ``wait_idle``. The subclass starts ``_thread``, which sets ``_busy`` while it publishes."""
+
+    def __init__(self) -> None:
+        self._events: deque = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Publish what is queued (what is still open is ended), then stop."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is published (or given up); True if it is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._wake:
+                if not self._events and not self._busy:
+                    return True
+                self._wake.notify()
+            time.sleep(0.005)
+        return False
 
 
 class StreamWriter:

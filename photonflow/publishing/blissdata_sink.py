@@ -53,6 +53,7 @@ from photonflow.publishing.blissdata_scan import (
     REDIS_TIMEOUT,
     Channel,
     DataPolicy,
+    QueuedPublisher,
     ScanDescription,
     StreamWriter,
     end_scan,
@@ -118,7 +119,7 @@ class _Published:
     frames_published: int = 0
 
 
-class BlissdataSink:
+class BlissdataSink(QueuedPublisher):
     """Publishes every series the Recorder writes as a blissdata 2 scan on ``url``.
 
         sink = BlissdataSink("redis://127.0.0.1:6379", beamline="id00")
@@ -163,11 +164,8 @@ class BlissdataSink:
         self.results_wait = results_wait
         self.results_cut_off = 0  # series whose results were not sealed within results_wait
         self._recorder = None
-        self._events: deque = deque()
-        self._wake = threading.Condition()
-        self._closing = False
+        super().__init__()
         self._urgent = False  # a series starts or ends: publish without waiting for a batch
-        self._busy = False
         self._sleeping = False  # the publishing thread waits for an event: the next one wakes it
         self._store = None
         self._series: _Published | None = None
@@ -262,24 +260,6 @@ class BlissdataSink:
                 "messages_rejected": c.messages_rejected, "frames_lost": c.frames_lost,
             }
         self._put(("end", (end_reason, counts)))
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Publish what is queued (a series still open ends as interrupted), then stop."""
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
-        self._thread.join(timeout)
-
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued so far is published (or given up); True if it is."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._wake:
-                if not self._events and not self._busy:
-                    return True
-                self._wake.notify()
-            time.sleep(0.005)
-        return False
 
     def _put(self, event) -> None:
         with self._wake:
