@@ -180,6 +180,8 @@ class LiveAnalysis(StatefulCore):
             self._end_series(None)
             self._analyzer = self._analyzer_for(message)
             self._series_id = message.series_id
+            if self._receiver is not None:  # a worker behind holds RECEIVE_BUFFER_BYTES of frames, not 1000
+                self._receiver.fit_to_frames(int(np.prod(message.shape)) * np.dtype(message.dtype or "uint16").itemsize)
             if self._analyzer.missing_geometry:
                 log.warning("series %s: no I(q), the series gives no %s", message.series_id,
                             ", ".join(self._analyzer.missing_geometry))

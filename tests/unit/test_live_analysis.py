@@ -158,3 +158,23 @@ def test_a_series_of_the_same_geometry_reuses_the_analyzer_and_a_new_geometry_ge
     live.close()
     assert analyzers[1] is analyzers[0]  # pyFAI's tables are not built again for the same geometry
     assert analyzers[2] is not analyzers[0] and analyzers[2].geometry["distance"] == 0.2
+
+
+def test_a_worker_behind_holds_a_bounded_buffer_of_frames_not_zeromqs_thousand():
+    from photonflow.stream.transport import RECEIVE_BUFFER_BYTES
+
+    frames = DiffractionFrames(GEOMETRY)
+    sender = StreamSender("tcp://127.0.0.1:*")
+    live = LiveAnalysis(sender.endpoint, SETTINGS, [])
+    live.start()
+    encoder = StinsEncoder()
+    try:
+        sender.send(encoder.series_start(6, 2, (GEOMETRY.height, GEOMETRY.width), "uint16", DESCRIPTION))
+        sender.send(encoder.data(6, 0, frames.frame(0), 0.0))
+        wait_until(lambda: live.frames_analysed == 1, 60, what="the first frame analysed")
+        held = live._receiver.high_water_mark
+    finally:
+        live.close()
+        sender.close()
+    frame_bytes = GEOMETRY.height * GEOMETRY.width * 2
+    assert held == RECEIVE_BUFFER_BYTES // frame_bytes  # 83 frames of 600x640 uint16, 64 MB
