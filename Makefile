@@ -15,7 +15,7 @@ STEP ?=
 INSTANCE ?=
 SUITE_VAR = $(if $(INSTANCE),PHOTONFLOW_VAR=$${PHOTONFLOW_VAR:-var/$(INSTANCE)})
 
-.PHONY: demo test bench bench-pipeline bench-soak bench-chain bench-run-table bench-sardana bench-scale up down panel beamline-panel runs venv clean
+.PHONY: demo test bench bench-pipeline bench-soak bench-chain bench-run-table bench-sardana bench-scale bench-web up down panel beamline-panel runs venv clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-scale: $(INSTALLED)
 
 bench-sardana: $(INSTALLED)
 	$(BIN)/python benchmarks/sardana_bench.py
+
+bench-web: $(INSTALLED)
+	$(BIN)/python benchmarks/web_bench.py
 
 bench-run-table: $(INSTALLED)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/run_table_bench.py

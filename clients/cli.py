@@ -500,6 +500,7 @@ def command_up(args) -> int:
     try:
         # every server, also the Starter's
         deployment = _deployment(args.config, args.instance, args.recorders, args.analysis)
+        web_text = _start_web(suite, deployment)
         if args.sardana:
             from photonflow.clients.sardana_setup import start_sardana, usage
 
@@ -509,7 +510,7 @@ def command_up(args) -> int:
         suite.save(state_file)  # whatever started is stopped by make down
     down = f"make down INSTANCE={args.instance}" if args.instance else "make down"
     print(f"\nThe suite is up. Use it with:\n  export TANGO_HOST={suite.tango_host}\n"
-          f"{_panel_commands(deployment)}"
+          f"{web_text}{_panel_commands(deployment)}"
           f"  photonflow events tail --follow     (the experiment-done events on {redacted(suite.event_bus)})\n"
           f"{sardana_text}"
           "  (or jive, or a Taurus form on any device)\n"
@@ -657,6 +658,30 @@ def command_events_tail(args) -> int:
             return 0
 
 
+def catalogue_folder(datamanager_properties: dict[str, list[str]]) -> str:
+    """Where a DataManager keeps its proposals' catalogues: its CatalogueDirectory, else
+    <DataRoot>/catalogue ("" when it says neither)."""
+    def first(name: str) -> str:
+        return (datamanager_properties.get(name) or [""])[0]
+
+    return first("CatalogueDirectory") or (str(Path(first("DataRoot")) / "catalogue") if first("DataRoot") else "")
+
+
+def _start_web(suite: Suite, deployment) -> str:
+    """The web page beside the suite, following its DataManager's catalogues, its Controller and
+    first Recorder; a line saying where it is (empty without a DataManager)."""
+    devices = {d.tango_class: d for s in deployment.servers for d in s.devices}
+    datamanager = devices.get("PhotonflowDataManager")
+    if datamanager is None:
+        return ""
+    folder = Path(catalogue_folder(datamanager.properties) or "var/data/catalogue").resolve()
+    controller = devices.get("PhotonflowController")
+    recorders = (controller.properties.get("Recorder") or [""]) if controller else [""]
+    address = suite.start_web(folder, controller.name if controller else "", recorders[0], datamanager.name)
+    return (f"  {address}     (the web page: run tables, the series under way; a comment needs the token in "
+            f"{suite.web_token_file})\n")
+
+
 def _variables_settings(args) -> tuple[Path, Path, str]:
     """The catalogue folder, the context file and the job engine for ``reprocess``: as given, else
     the deployment's DataManager's (its CatalogueDirectory or <DataRoot>/catalogue, its ContextFile)."""
@@ -668,8 +693,7 @@ def _variables_settings(args) -> tuple[Path, Path, str]:
     def first(name: str) -> str:
         return (properties.get(name) or [""])[0]
 
-    catalogue = args.catalogue or first("CatalogueDirectory") or (
-        str(Path(first("DataRoot")) / "catalogue") if first("DataRoot") else "")
+    catalogue = args.catalogue or catalogue_folder(properties)
     context = args.context or first("ContextFile")
     if not context:
         raise ConfigurationError(f"which context file? Give --context FILE ({args.config}'s DataManager has no "

@@ -185,6 +185,32 @@ class Suite:
         os.environ[JOB_ENGINE_VARIABLE] = address
         return address
 
+    def start_web(self, catalogues: Path, controller: str = "", recorder: str = "", datamanager: str = "",
+                  timeout: float = 30) -> str:
+        """The web page (``photonflow-web``) beside the suite, on ``bind_host()`` and a free port, as a
+        process of the suite; writing needs the token it keeps in ``<var>/run/web.token`` (mode
+        0600). Returns its address."""
+        host = bind_host()
+        port = free_port(host)
+        command = [executable("photonflow-web"), "--catalogues", str(catalogues), "--bind", host, "--port", str(port),
+                   "--token-file", str(self.web_token_file), "--controller", controller, "--recorder", recorder,
+                   "--datamanager", datamanager,
+                   "--event-bus", self.event_bus if self.event_bus.startswith("redis") else ""]
+        process = self._spawn("photonflow-web", command, self.environment())
+
+        def answering():
+            self._check_alive(process, "photonflow-web")
+            with socket.socket() as probe:
+                probe.settimeout(0.5)
+                return probe.connect_ex((host, port)) == 0
+
+        wait_for(answering, timeout, "the web page")
+        return f"http://{host}:{port}/"
+
+    @property
+    def web_token_file(self) -> Path:
+        return self.var_dir / "run" / "web.token"
+
     def start_database(self, database_file: Path, port: int | None = None) -> None:
         """Start pytango-db's DataBaseds on ``bind_host()`` (loopback unless configured); its content
         persists in ``database_file``."""

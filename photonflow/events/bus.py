@@ -210,6 +210,14 @@ class RedisStreamBus:
         return [BusMessage(entry_id.decode(), _decode_entry(fields))
                 for _stream, entries in answer or [] for entry_id, fields in entries]
 
+    def last_id(self) -> str:
+        """The id of the newest event kept ("0-0": none): read after it, a reader misses nothing new."""
+        try:
+            newest = self._client.xrevrange(self.stream, count=1)
+        except self._redis_error as error:
+            raise EventBusError(f"cannot read {self.url} (stream {self.stream}): {error}") from error
+        return newest[0][0].decode() if newest else "0-0"
+
     def close(self) -> None:
         self._client.close()
 
