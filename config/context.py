@@ -59,6 +59,15 @@ def summed_image(run):
     return total
 
 
+@Variable(title="Summary image", summary="max", units="counts", tags=["detector"])
+def summary_image(run, image: "var#summed_image"):
+    """The summed frames binned to at most 256 pixels a side (sums of square blocks): what the run
+    saw, small enough for a plot in the run table (the web page draws it)."""
+    factor = max(1, -(-max(image.shape) // 256))
+    height, width = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    return image[:height, :width].reshape(height // factor, factor, width // factor, factor).sum(axis=(1, 3))
+
+
 @Variable(title="I(q)", summary="max", units="counts", cluster=True, tags=["analysis"])
 def azimuthal_integration(run, image: "var#summed_image"):
     """The summed frames integrated azimuthally with pyFAI, using only the NXmx geometry

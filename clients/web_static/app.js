@@ -8,6 +8,7 @@ const api = "/api/p/" + encodeURIComponent(proposal);
 let columns = [];
 let rows = new Map();     // run -> values
 let errors = {};          // run -> variable -> reason
+let plots = {};           // run -> the variables that are arrays to plot
 let sortKey = "run", sortDescending = true;
 let previewVersion = -1;
 
@@ -30,7 +31,7 @@ function cellHtml(run, column, value) {
   if (column.key === "comment") {
     return `<td class="comment" data-run="${run}" title="click to edit">${escapeHtml(shown(value))}</td>`;
   }
-  if (value && typeof value === "object" && value.array) {
+  if ((value && typeof value === "object" && value.array) || (plots[run] || []).includes(column.key)) {
     return `<td class="array" data-run="${run}" data-key="${escapeHtml(column.key)}" title="plot it">${escapeHtml(shown(value))}</td>`;
   }
   const numeric = typeof value === "number" ? ' class="number"' : "";
@@ -100,6 +101,7 @@ async function loadTable() {
   const data = await (await fetch(api + "/table")).json();
   columns = data.columns;
   errors = data.errors;
+  plots = data.plots;
   rows = new Map(data.rows.map(values => [values.run, values]));
   renderHead();
   renderBody();
@@ -114,6 +116,7 @@ function takeRow(update) {
     return;
   }
   errors[update.run] = update.errors;
+  plots[update.run] = update.plots;
   rows.set(update.run, {...(rows.get(update.run) || {}), ...update.values});
   renderBody();
   const row = document.querySelector(`#runs tbody tr[data-run="${update.run}"]`);

@@ -5,9 +5,9 @@ without a server, served by ``photonflow.clients.web``.
   ``<data root>/catalogue``). A proposal named by a browser is looked up in that folder's listing,
   never joined to a path as given, and a page reads only its own proposal's catalogue.
 - ``table``: every run with its fixed fields and one column per variable, each column with its
-  title, units and group (a variable's first tag: detector, beam, analysis...), and each cell
-  whose variable failed with the reason in ``errors``; array values are summarised (their shape),
-  the arrays themselves come from ``plot``.
+  title, units and group (a variable's first tag: detector, beam, analysis...), each cell whose
+  variable failed with the reason in ``errors``, and in ``plots`` the cells that are arrays (I(q),
+  an image: the table shows their summary or shape, ``plot`` gives the array).
 - ``row``: one run, for the live update a change on the catalogue's stream brings.
 - ``csv_text``: the table as a spreadsheet opens it.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -117,10 +118,11 @@ def table(catalogue: Catalogue) -> dict[str, Any]:
     (run -> variable -> why it has no value) and the catalogue's ``version``."""
     rows = catalogue.table()
     layout = columns(catalogue, rows)
+    errors, plots = _errors_and_plots(catalogue)
     return {"proposal": catalogue.proposal, "version": catalogue.version(),
             "columns": [c.as_json() for c in layout],
             "rows": [{c.key: cell(row.get(c.key)) for c in layout} for row in rows],
-            "errors": _errors(catalogue)}
+            "errors": errors, "plots": plots}
 
 
 def row(catalogue: Catalogue, run: int) -> dict[str, Any] | None:
@@ -132,16 +134,30 @@ def row(catalogue: Catalogue, run: int) -> dict[str, Any] | None:
     records = catalogue.variable_records(run)
     values.update({name: cell(r["value"]) for name, r in records.items()})
     return {"run": run, "values": values, "errors": {name: r["error"] for name, r in records.items() if r["error"]},
+            "plots": sorted(name for name, r in records.items() if _plottable(r["attributes"])),
             "version": catalogue.version()}
 
 
-def _errors(catalogue: Catalogue) -> dict[str, dict[str, str]]:
-    with catalogue._session() as db:  # one query for every failed cell, not one per run
-        failed = db.execute("SELECT run, name, error FROM run_variables WHERE error IS NOT NULL").fetchall()
+def _plottable(attributes: dict) -> bool:
+    """An array variable (kept whole, or summarised to one value in the table): its shape says so."""
+    shape = attributes.get("shape") or []
+    return bool(shape) and int(np.prod(shape)) > 1
+
+
+def _errors_and_plots(catalogue: Catalogue) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    """Why each failed cell has no value, and which cells are arrays to plot: one query for the
+    whole table, not one per run."""
+    with catalogue._session() as db:
+        cells = db.execute("SELECT run, name, error, attributes FROM run_variables "
+                           "WHERE error IS NOT NULL OR attributes LIKE '%\"shape\"%' ORDER BY run, name").fetchall()
     errors: dict[str, dict[str, str]] = {}
-    for run, name, error in failed:
-        errors.setdefault(str(run), {})[name] = error
-    return errors
+    plots: dict[str, list[str]] = {}
+    for run, name, error, attributes in cells:
+        if error is not None:
+            errors.setdefault(str(run), {})[name] = error
+        if attributes and _plottable(json.loads(attributes)):
+            plots.setdefault(str(run), []).append(name)
+    return errors, plots
 
 
 def csv_text(data: dict[str, Any]) -> str:

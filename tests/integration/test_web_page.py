@@ -105,6 +105,19 @@ def test_the_run_table_in_a_browser_is_live_filters_and_writes_comments_with_the
         assert groups[0] == "run" and "source" in groups  # column groups: the run's fields, then by tag
         screenshot(page, "live")
 
+        # a run's I(q) and its summary image, plotted in the page by plotly.js
+        page.wait_for_selector("#runs tbody tr[data-run='2'] td.array", timeout=120000)
+        key = "azimuthal_integration"
+        page.wait_for_selector(f"#runs tbody tr[data-run='2'] td.array[data-key='{key}']", timeout=120000)
+        page.click(f"#runs tbody tr[data-run='2'] td.array[data-key='{key}']")
+        page.wait_for_selector("#plot .main-svg .scatterlayer path.js-line", timeout=30000)
+        assert page.inner_text("#plot-title") == "run 2: I(q)"
+        screenshot(page, "plot")
+        page.wait_for_selector("#runs tbody tr[data-run='2'] td.array[data-key='summary_image']", timeout=120000)
+        page.click("#runs tbody tr[data-run='2'] td.array[data-key='summary_image']")
+        page.wait_for_selector("#plot .main-svg .heatmaplayer image, #plot .main-svg .hm", timeout=30000)
+        screenshot(page, "image")
+
         # a filter
         page.fill("#filter", "sample:thaum")
         assert page.locator("#runs tbody tr").count() == 1

@@ -41,6 +41,8 @@ def catalogues(tmp_path):
                                attributes={"title": "Peaks q", "units": "nm^-1", "tags": ["analysis"]})
         catalogue.set_variable(2, "profile", np.array([[1.0, 2.0, 3.0], [10.0, 20.0, 15.0]]),
                                attributes={"title": "I(q)", "tags": ["analysis"]})
+        catalogue.set_variable(2, "image", np.arange(12.0).reshape(3, 4), summary="max",
+                               attributes={"title": "Summary image", "tags": ["detector"]})
     Catalogue(tmp_path, "other").close()
     return run_table.Catalogues(tmp_path)
 
@@ -57,6 +59,8 @@ def test_the_table_gives_titles_units_groups_failed_reasons_and_arrays_to_plot(c
     assert rows[1]["role"] == "dark" and rows[2]["ring_current"] == 198.0
     assert rows[2]["profile"] == {"array": [2, 3]} and rows[2]["peaks"] is None
     assert data["errors"] == {"2": {"peaks": "ValueError: no ring found"}}
+    assert rows[2]["image"] == 11.0  # an image summarised in the table...
+    assert data["plots"] == {"2": ["image", "profile"]}  # ...and plotted from its file, as I(q) is
     assert plotted == {"x": [1.0, 2.0, 3.0], "y": [10.0, 20.0, 15.0]}
     csv_lines = run_table.csv_text(data).splitlines()
     assert "Ring current [mA]" in csv_lines[0] and "Peaks q [nm^-1]" in csv_lines[0]
