@@ -160,7 +160,10 @@ async function plot(run, key) {
   document.getElementById("plot-title").textContent = `run ${run}: ${column.title}`;
   const trace = data.z ? {z: data.z, type: "heatmap", colorscale: "Viridis"}
                        : {x: data.x || undefined, y: data.y, type: "scatter", mode: "lines"};
-  Plotly.newPlot("plot", [trace], {margin: {t: 20}, yaxis: {title: column.units || ""}}, {displaylogo: false});
+  const layout = data.z
+    ? {margin: {t: 20}, yaxis: {scaleanchor: "x", autorange: "reversed"}}  // an image: square pixels, row 0 on top
+    : {margin: {t: 20}, yaxis: {title: {text: column.units || ""}}};
+  Plotly.newPlot("plot", [trace], layout, {displaylogo: false});
 }
 
 function editComment(cell) {

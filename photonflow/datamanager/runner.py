@@ -290,6 +290,8 @@ def report_cell(results: Results, context: ContextFile, sink: ResultSink, name: 
             summary = f"{summary.dtype}: {summary.shape}"
         attributes["units"] = cell.units
         attributes["type"] = _kind(summary)
+        if isinstance(cell.data, np.ndarray) and cell.data.size > 1:  # the whole array is in the run's file:
+            attributes["shape"] = list(cell.data.shape)  # a run table can plot it (I(q), an image)
         if cell.bold is not None:
             attributes["bold"] = bool(cell.bold)
         if cell.background is not None:

@@ -346,6 +346,7 @@ def test_the_demo_context_finds_the_ceo2_rings_from_the_nxmx_geometry(series, tm
     assert cells[(12, "ring_current")]["value"] == pytest.approx(current.mean())
     assert cells[(12, "hot_pixels")]["value"] == int((frames >= 60000).any(axis=0).sum())
     assert cells[(12, "azimuthal_integration")]["attributes"]["where"] == "local"
+    assert cells[(12, "azimuthal_integration")]["attributes"]["shape"] == [2, 2000]  # a run table plots it
     expected = [2 * math.pi / (d / 10.0) for d in calibrant_d_spacings("CeO2")[:3]]  # nm^-1
     with h5py.File(summary["file"]) as f:
         peaks = f["peak_positions/data"][()]
