@@ -105,7 +105,8 @@ async function loadTable() {
   rows = new Map(data.rows.map(values => [values.run, values]));
   renderHead();
   renderBody();
-  document.body.dataset.renderedMs = String(Math.round(performance.now() - started));
+  document.body.dataset.renderedMs = String(Math.round(performance.now() - started));  // the table's request and draw
+  document.body.dataset.readyAt = String(Math.round(performance.now()));  // since the page was asked for
   document.body.dataset.ready = "1";
 }
 
@@ -115,10 +116,18 @@ function takeRow(update) {
     loadTable();  // a new variable: a new column, titled and grouped by the server
     return;
   }
+  const before = rows.get(update.run);
   errors[update.run] = update.errors;
   plots[update.run] = update.plots;
-  rows.set(update.run, {...(rows.get(update.run) || {}), ...update.values});
-  renderBody();
+  const values = {...(before || {}), ...update.values};
+  rows.set(update.run, values);
+  const shownRow = document.querySelector(`#runs tbody tr[data-run="${update.run}"]`);
+  const keep = filterOf(document.getElementById("filter").value);
+  if (shownRow && before && before[sortKey] === values[sortKey] && keep(values)) {
+    shownRow.outerHTML = rowHtml(values);  // in place: the other rows stay as they are
+  } else {
+    renderBody();  // a new run, or one that moves in the order or the filter
+  }
   const row = document.querySelector(`#runs tbody tr[data-run="${update.run}"]`);
   if (row) row.classList.add("fresh");
 }
@@ -151,6 +160,19 @@ function listen() {
   source.addEventListener("series", event => showSeries(JSON.parse(event.data)));
 }
 
+let plotly = null;
+function loadPlotly() {
+  // plotly.js (4.6 MB) only once a plot is asked for: the table does not wait for it
+  plotly = plotly || new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = "/static/plotly/plotly.min.js";
+    script.onload = () => resolve(window.Plotly);
+    script.onerror = () => reject(new Error("plotly.js did not load"));
+    document.head.appendChild(script);
+  });
+  return plotly;
+}
+
 async function plot(run, key) {
   const response = await fetch(`${api}/runs/${run}/plot/${encodeURIComponent(key)}`);
   if (!response.ok) { say(`run ${run}: ${key} has no array to plot`, "error"); return; }
@@ -163,7 +185,7 @@ async function plot(run, key) {
   const layout = data.z
     ? {margin: {t: 20}, yaxis: {scaleanchor: "x", autorange: "reversed"}}  // an image: square pixels, row 0 on top
     : {margin: {t: 20}, yaxis: {title: {text: column.units || ""}}};
-  Plotly.newPlot("plot", [trace], layout, {displaylogo: false});
+  (await loadPlotly()).newPlot("plot", [trace], layout, {displaylogo: false});
 }
 
 function editComment(cell) {
