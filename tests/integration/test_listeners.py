@@ -47,7 +47,8 @@ def test_every_port_of_the_suite_listens_on_the_bind_host_only(bind_host, tmp_pa
         down = run_photonflow(tmp_path, "down", **environment)
     assert down.returncode == 0, down.stdout + down.stderr
     names = {p["name"] for p in state["processes"]}
-    assert {"event_bus", "dask-scheduler", "DataBaseds", "PhotonflowRecorder/demo"} <= names
+    assert {"event_bus", "dask-scheduler", "DataBaseds", "PhotonflowRecorder/demo", "photonflow-web"} <= names
+    assert any("photonflow-web" in command for command in ports), ports  # the web page's port was seen
     assert any("dask scheduler" in command for command in ports), ports  # the engine's ports were seen
     assert any("PyDatabaseds" in command for command in ports), ports
     expected = bind_host or "127.0.0.1"
