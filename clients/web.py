@@ -347,7 +347,10 @@ def serve(args) -> int:
         while True:
             await asyncio.sleep(SERIES_TICK_S)
             if series.due():
-                state.tell(None, "series", series.snapshot())
+                try:
+                    state.tell(None, "series", series.snapshot())
+                except (TypeError, ValueError) as error:  # a value JSON cannot carry: said, the page goes on
+                    log.warning("series not told: %s", error)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

@@ -57,9 +57,9 @@ class PhotonflowStandardizer(PhotonflowDevice):
         mapping = load_mapping(self.MappingFile, {"PREFIX": self.DevicePrefix, "DATAMANAGER": self.DataManager})
         url = self.EventBus or os.environ.get("PHOTONFLOW_EVENT_BUS", "")
         self.bus = event_bus_from_url(url) if url else None
-        self._edges = SeriesEdges(BUSY_STATES)
         self._stop = threading.Event()
         self.controller = tango.DeviceProxy(self.Controller)
+        self._edges = SeriesEdges(BUSY_STATES, _series_id_or_none(self.controller))
         return Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus,
                             datamanager=self.DataManager)
 
@@ -95,10 +95,11 @@ class PhotonflowStandardizer(PhotonflowDevice):
     def _on_controller_state(self, event) -> None:
         if event.err or self.core is None:
             return
-        edge = self._edges.edge(str(event.attr_value.value))
-        if edge is None:
-            return
         try:
+            edge = self._edges.edge(str(event.attr_value.value),
+                                    lambda: int(self.controller.read_attribute("SeriesId").value))
+            if edge is None:
+                return
             series_id = int(self.controller.read_attribute("SeriesId").value)
             if edge == "started":
                 self.core.series_started(series_id)
@@ -134,3 +135,11 @@ class PhotonflowStandardizer(PhotonflowDevice):
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every series is written")
     def WaitIdle(self, timeout):
         return wait_unlocked(self, self._core().wait_idle, timeout)
+
+
+def _series_id_or_none(controller: tango.DeviceProxy) -> int | None:
+    """The Controller's SeriesId now; None when it does not answer yet (it may start after this server)."""
+    try:
+        return int(controller.read_attribute("SeriesId").value)
+    except tango.DevFailed:
+        return None

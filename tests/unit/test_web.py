@@ -11,21 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photonflow.datamanager.catalogue import Catalogue, RunRecord
+from photonflow.datamanager.catalogue import Catalogue
 from photonflow.errors import ConfigurationError
 from photonflow.events.bus import RedisStreamBus
 from photonflow.events.redis_server import EmbeddedRedis
 from photonflow.web import run_table
 from photonflow.web.access import Access, ensure_token, is_loopback
 from photonflow.web.live import RUN_STREAM, RunFeed, SeriesView, preview_png
+from tests.helpers.runs import run_record as record
 from tests.helpers.waiting import wait_until
-
-
-def record(run: int, role: str = "data") -> RunRecord:
-    return RunRecord(run=run, proposal="mx1234", session="s1", sample="ceo2", beamline="id00",
-                     start=f"2026-12-06T10:0{run}:00.000Z", end=f"2026-12-06T10:0{run}:30.000Z", node="scan",
-                     role=role, raw_file=f"/data/mx1234/run{run}.h5", nexus_file="", frames_requested=10,
-                     frames_written=10, missing_frames=0, end_reason="completed")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from photonflow.datamanager.catalogue import Catalogue
 from photonflow.web import run_table
 from photonflow.web.access import Access
 from photonflow.web.live import SeriesView
-from tests.unit.test_web import record
+from tests.helpers.runs import run_record as record
 
 TOKEN = "s3cret-token"
 
