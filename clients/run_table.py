@@ -18,11 +18,11 @@ import csv
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 from taurus.external.qt import Qt, QtCore, QtWidgets
 
 from photonflow.datamanager.catalogue import Catalogue
+from photonflow.web.run_table import plot
 
 FIXED_COLUMNS = ("run", "start", "sample", "node", "role", "frames_written", "missing_frames", "end_reason", "comment")
 REFRESH_MS = 250  # how often the catalogue's version is looked at
@@ -218,24 +218,12 @@ class RunTableWindow(QtWidgets.QMainWindow):
         self.plot_variable(run, column)
 
     def plot_variable(self, run: int, name: str) -> bool:
-        """Plot the run's full data of an array variable (the per-run HDF5 the runner wrote)."""
-        data_file = self.catalogue.directory / f"{self.catalogue.proposal}_variables" / \
-            f"p{self.catalogue.proposal}_r{run}.h5"
-        if not data_file.exists():
+        """Plot the run's full data of an array variable (the per-run HDF5 the runner wrote): a curve."""
+        found = plot(self.catalogue, run, name)
+        if found is None or "y" not in found:
             return False
-        with h5py.File(data_file, "r") as f:
-            if name not in f or not isinstance(f[name], h5py.Group | h5py.Dataset):
-                return False
-            item = f[name]
-            data = item["data"][()] if isinstance(item, h5py.Group) and "data" in item else item[()]
-        array = np.asarray(data)
-        if array.ndim == 2 and 2 in array.shape:  # (x, y) pairs such as I(q)
-            x, y = (array[0], array[1]) if array.shape[0] == 2 else (array[:, 0], array[:, 1])
-        elif array.ndim == 1 and array.size > 1:
-            x, y = None, array
-        else:
-            return False
-        self.plot.show_array(f"run {run}: {name}", x, y)
+        x = None if found["x"] is None else np.asarray(found["x"], dtype=np.float64)
+        self.plot.show_array(f"run {run}: {name}", x, np.asarray(found["y"], dtype=np.float64))
         return True
 
 

@@ -124,26 +124,28 @@ class SeriesEdges:
     """Turns a Controller's State events into series edges: "started" when it becomes busy,
     "ended" when it no longer is, None otherwise (a repeated or same-kind state).
 
-    ``series_at_start``: the Controller's SeriesId when the follower started (None: unknown). A
-    subscription made late (a loaded host) may first see the Controller idle after a whole series
-    ran: if its first state is idle and ``series_now()`` is no longer that id, that series'
-    "ended" is not lost."""
+    The first event is what the subscription found. A subscription made late (a loaded host) may
+    first see the Controller idle after a whole series ran: when ``missed_end()`` says so (each
+    follower knows how: a series id that moved on, a file it awaited), that series' "ended" is
+    not lost."""
 
-    def __init__(self, busy_states: tuple[str, ...], series_at_start: int | None = None):
+    def __init__(self, busy_states: tuple[str, ...]):
         self.busy_states = busy_states
-        self.series_at_start = series_at_start
         self._state: str | None = None
 
-    def edge(self, state: str, series_now: Callable[[], int] | None = None) -> str | None:
+    def edge(self, state: str, missed_end: Callable[[], bool] | None = None) -> str | None:
         first = self._state is None
         was_busy, busy = self._state in self.busy_states, state in self.busy_states
         self._state = state
         if busy == was_busy:
-            if first and not busy and self.series_at_start is not None and series_now is not None \
-                    and series_now() != self.series_at_start:
-                return "ended"  # a series began and ended before the subscription was live
-            return None
+            return "ended" if first and not busy and missed_end is not None and missed_end() else None
         return "started" if busy else "ended"
+
+
+def series_ran_since(series_at_start: int | None, series_now: Callable[[], int]) -> Callable[[], bool]:
+    """A ``missed_end`` for a follower that read the Controller's SeriesId when it started (None:
+    it could not, and nothing is assumed): a series ran if the id moved on since."""
+    return lambda: series_at_start is not None and series_now() != series_at_start
 
 
 def wait_unlocked(device, wait: Callable[[float], bool], timeout: float) -> bool:

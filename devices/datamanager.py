@@ -88,9 +88,6 @@ class PhotonflowDataManager(PhotonflowDevice):
                                            run_timeout_s=self.VariablesTimeout)
         self._stop = threading.Event()
         self._edges = SeriesEdges(BUSY_STATES)
-        # the first State event is what the subscription found: a structure's acquisition whose series
-        # ended before the subscription was live (0.12 s of darks right after start-up) is caught there
-        self._followed = False
         self.controller = tango.DeviceProxy(self.Controller)
         jobs = None
         if self.JobEngine.startswith("tcp://"):
@@ -128,23 +125,24 @@ class PhotonflowDataManager(PhotonflowDevice):
         if event.err or self.core is None:
             return
         state = str(event.attr_value.value)
-        ended = self._edges.edge(state) == "ended"
-        first, self._followed = not self._followed, True
-        if not ended and not (first and state not in BUSY_STATES):
-            return
         try:
+            # a structure's acquisition whose series ended before the subscription was live (0.12 s of
+            # darks right after start-up) ended for the state the subscription found, if it was awaited
+            if self._edges.edge(state, self._awaited_file_written) != "ended":
+                return
             values = {reading.name: reading.value for reading in self.controller.read_attributes(
                 ["SeriesId", "LastFile", "FramesRequested", "FramesWritten", "MissingFrames"])}
             reason = "completed" if state == "ON" else f"{state}: {self.controller.status()}"
         except tango.DevFailed as error:
             log.warning("could not read the Controller's report: %s", error.args[0].desc)
             return
-        if not ended and not self.core.awaits(values["LastFile"]):
-            return  # the state the subscription found: a series ended before it only if it was awaited
         if values["LastFile"]:
             self.core.series_ended(SeriesResult(
                 int(values["SeriesId"]), values["LastFile"], int(values["FramesRequested"]),
                 int(values["FramesWritten"]), int(values["MissingFrames"]), reason))
+
+    def _awaited_file_written(self) -> bool:
+        return self.core.awaits(self.controller.read_attribute("LastFile").value)
 
     def _on_standardized(self, event) -> None:
         if event.err or self.core is None or not event.attr_value.value:

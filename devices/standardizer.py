@@ -17,7 +17,14 @@ from tango.server import attribute, command, device_property
 
 from photonflow.control.controller import BUSY_STATES
 from photonflow.devices.base import PhotonflowDevice, counter
-from photonflow.devices.common import SeriesEdges, TangoReader, follow_events, operator_errors, wait_unlocked
+from photonflow.devices.common import (
+    SeriesEdges,
+    TangoReader,
+    follow_events,
+    operator_errors,
+    series_ran_since,
+    wait_unlocked,
+)
 from photonflow.events.bus import event_bus_from_url
 from photonflow.standardizing.mapping import load_mapping
 from photonflow.standardizing.standardizer import Standardizer
@@ -59,7 +66,8 @@ class PhotonflowStandardizer(PhotonflowDevice):
         self.bus = event_bus_from_url(url) if url else None
         self._stop = threading.Event()
         self.controller = tango.DeviceProxy(self.Controller)
-        self._edges = SeriesEdges(BUSY_STATES, _series_id_or_none(self.controller))
+        self._edges = SeriesEdges(BUSY_STATES)
+        self._missed_end = series_ran_since(_series_id_or_none(self.controller), self._series_id)
         return Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus,
                             datamanager=self.DataManager)
 
@@ -96,11 +104,10 @@ class PhotonflowStandardizer(PhotonflowDevice):
         if event.err or self.core is None:
             return
         try:
-            edge = self._edges.edge(str(event.attr_value.value),
-                                    lambda: int(self.controller.read_attribute("SeriesId").value))
+            edge = self._edges.edge(str(event.attr_value.value), self._missed_end)
             if edge is None:
                 return
-            series_id = int(self.controller.read_attribute("SeriesId").value)
+            series_id = self._series_id()
             if edge == "started":
                 self.core.series_started(series_id)
             else:
@@ -131,6 +138,9 @@ class PhotonflowStandardizer(PhotonflowDevice):
             tango.Except.throw_exception("InvalidArgument", "Give the path of a Recorder file (.h5) under the data "
                                          "root", "PhotonflowStandardizer.Standardize")
         return str(self._core().standardize(master_file.strip()))
+
+    def _series_id(self) -> int:
+        return int(self.controller.read_attribute("SeriesId").value)
 
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every series is written")
     def WaitIdle(self, timeout):

@@ -361,12 +361,10 @@ def merge_part_results(target: h5py.Group, name: str, master: h5py.File, master_
     or its worker did not analyse, reads as the fill: spots -1, sums and I(q) NaN). A part's
     results are waited for up to ``wait`` s until their worker has closed them. Returns what
     could not be merged (empty: all)."""
-    from photonflow.recording.shared_series import strided_runs
+    from photonflow.recording.shared_series import part_paths, strided_runs
 
-    accounting = master["entry/accounting"]
-    owners = accounting["recorder_of_frame"][()]
-    parts = [master_path.parent / p.decode() if isinstance(p, bytes) else master_path.parent / str(p)
-             for p in accounting["part_files"][()]]
+    owners = master["entry/accounting/recorder_of_frame"][()]
+    parts = part_paths(master, master_path)
     problems, layouts = [], {}
     deadline = monotonic() + wait
     for index, part in enumerate(parts):

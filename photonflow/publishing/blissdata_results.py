@@ -37,7 +37,7 @@ from photonflow.publishing.blissdata_scan import (
     Channel,
     QueuedPublisher,
     StreamWriter,
-    is_redis_url,
+    check_redis_url,
     numeric,
     open_data_store,
     with_timeouts,
@@ -134,8 +134,7 @@ class BlissdataResults(QueuedPublisher):
 
     def __init__(self, url: str, recorder: str, channels: ResultChannels, timeout: float = REDIS_TIMEOUT,
                  clock: Callable[[], float] = time.time):
-        if not is_redis_url(url):
-            raise ConfigurationError(f"blissdata needs a Redis URL such as redis://127.0.0.1:6379, got {url!r}")
+        check_redis_url(url)
         if not recorder:
             raise ConfigurationError("live results go into the scan of a Recorder: name the Recorder")
         self.url = with_timeouts(url, timeout)

@@ -49,6 +49,12 @@ def is_redis_url(url: str) -> bool:
     return urlsplit(url).scheme in ("redis", "rediss", "unix")
 
 
+def check_redis_url(url: str) -> None:
+    """A publisher's Redis URL, or a ConfigurationError saying what one looks like."""
+    if not is_redis_url(url):
+        raise ConfigurationError(f"blissdata needs a Redis URL such as redis://127.0.0.1:6379, got {url!r}")
+
+
 def with_timeouts(url: str, timeout: float = REDIS_TIMEOUT) -> str:
     """The URL with socket timeouts (unless it sets its own), so no Redis call waits forever."""
     parts = urlsplit(url)

@@ -56,9 +56,9 @@ from photonflow.publishing.blissdata_scan import (
     QueuedPublisher,
     ScanDescription,
     StreamWriter,
+    check_redis_url,
     end_scan,
     frames_by_reference,
-    is_redis_url,
     iso,
     nexus_file_beside,
     numeric,
@@ -145,8 +145,7 @@ class BlissdataSink(QueuedPublisher):
         live_results_of: str = "",
         results_wait: float = SEAL_WAIT,
     ):
-        if not is_redis_url(url):
-            raise ConfigurationError(f"blissdata needs a Redis URL such as redis://127.0.0.1:6379, got {url!r}")
+        check_redis_url(url)
         if not batch_interval > 0 or batch_frames < 1:
             raise ConfigurationError("the batch interval must be > 0 s and the batch at least 1 frame")
         self.url = url

@@ -60,6 +60,15 @@ def frames_held(part: h5py.File) -> np.ndarray:
     return np.flatnonzero(np.isfinite(received))
 
 
+def part_paths(master: h5py.File, master_path: Path) -> list[Path]:
+    """Where a master's parts are, in part order (``accounting/part_files``, relative to the
+    master's folder when beside it); empty for a file that is no shared series' master."""
+    if "entry/accounting/part_files" not in master:
+        return []
+    return [master_path.parent / (p.decode() if isinstance(p, bytes) else str(p))
+            for p in master["entry/accounting/part_files"][()]]
+
+
 def strided_runs(frames: np.ndarray) -> Iterator[tuple[int, int, int]]:
     """(first, step, count) runs covering sorted ``frames``: round-robin frames 0, 2, 4... are one run."""
     index, total = 0, len(frames)

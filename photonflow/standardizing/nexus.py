@@ -119,6 +119,7 @@ def link_live_analysis(entry: h5py.Group, output: Path, recorded: RecordedSeries
     frame order (``merge_part_results``; what could not be merged is added to ``problems``).
     False when there are none."""
     from photonflow.analysis.live import merge_part_results, results_beside
+    from photonflow.recording.shared_series import part_paths
 
     results = results_beside(recorded.path)
     if results.is_file():
@@ -128,11 +129,8 @@ def link_live_analysis(entry: h5py.Group, output: Path, recorded: RecordedSeries
     if not master_path.is_file():
         return False
     with h5py.File(master_path, "r", locking=False) as master:
-        if "entry/accounting/part_files" not in master:
-            return False
-        parts = [p.decode() if isinstance(p, bytes) else str(p) for p in master["entry/accounting/part_files"][()]]
-        if not any(results_beside(master_path.parent / part).is_file() for part in parts):
-            return False
+        if not any(results_beside(part).is_file() for part in part_paths(master, master_path)):
+            return False  # not a shared series' master, or none of its parts was analysed
         unmerged = merge_part_results(entry, "live_analysis", master, master_path, output)
     if problems is not None:
         problems.extend(unmerged)

@@ -192,7 +192,8 @@ def check_comment(run: Any, text: Any) -> tuple[int, str]:
 def plot(catalogue: Catalogue, run: int, name: str) -> dict[str, Any] | None:
     """A run's array variable to plot: ``{"x", "y"}`` for a curve such as I(q) (x None for an
     index), ``{"z"}`` for an image (the summary image); None when the run has no such array. Read
-    from the catalogue, else from the per-run HDF5 file the runner wrote beside it."""
+    from the catalogue, else from the per-run HDF5 file the runner wrote beside it. The web page
+    and the Qt run table both plot what this gives."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name or ""):
         return None
     value = catalogue.variable_records(run).get(name, {}).get("value")
@@ -208,7 +209,7 @@ def plot(catalogue: Catalogue, run: int, name: str) -> dict[str, Any] | None:
         value = np.asarray(value)
     if value.dtype.kind not in "biuf":
         return None
-    if value.ndim == 2 and 2 in value.shape and min(value.shape) == 2 and max(value.shape) > 2:
+    if value.ndim == 2 and 2 in value.shape:  # (x, y) pairs such as I(q)
         x, y = (value[0], value[1]) if value.shape[0] == 2 else (value[:, 0], value[:, 1])
         return {"x": _finite(x), "y": _finite(y)}
     if value.ndim == 2:
