@@ -348,7 +348,7 @@ def _live_analysis_summary(workers: list, timeout: float) -> dict:
         "latency_median_ms": [round(w.LatencyMedian, 1) for w in workers],
         "latency_p99_ms": [round(w.LatencyP99, 1) for w in workers],
         "results_in_redis": sum(w.BlissdataResultsPublished for w in workers),
-        "to_redis_ms": [[round(v, 1) for v in (w.BlissdataLatency if w.BlissdataLatency is not None else [])]
+        "to_redis_ms": [[round(float(v), 1) for v in (w.BlissdataLatency if w.BlissdataLatency is not None else [])]
                         for w in workers],
         "states": [str(w.state()) for w in workers],
     }

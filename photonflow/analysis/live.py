@@ -345,6 +345,11 @@ def _per_frame(process: h5py.Group):
 
 
 RESULTS_SUFFIX = "_live.h5"  # a series' results file, beside the file its Recorder writes
+# how long the standardized file waits for a worker to close a series' results: one far behind
+# (the demo's 1000 frames of 1M pixels) ends its series 4-8 s after the Recorder (its buffer, then
+# END_IDLE when the fan-out dropped the end); a file still being written cannot be opened by
+# the readers of the NXmx (HDF5's lock), so its link would read as broken
+RESULTS_WAIT = 10.0
 
 
 def results_beside(data_file: str | Path) -> Path:
@@ -353,8 +358,21 @@ def results_beside(data_file: str | Path) -> Path:
     return path.with_name(path.stem + RESULTS_SUFFIX)
 
 
+def closed_results(path: Path, deadline: float, monotonic: Callable[[], float] = time.monotonic) -> str:
+    """Wait until the worker has closed ``path`` (until then HDF5's lock keeps readers out), at
+    most until ``deadline``; "" once it is closed, else why it cannot be read."""
+    while True:
+        try:
+            with h5py.File(path, "r"):
+                return ""
+        except OSError as error:
+            if monotonic() >= deadline:
+                return str(error)
+            time.sleep(0.05)
+
+
 def merge_part_results(target: h5py.Group, name: str, master: h5py.File, master_path: Path, output: Path,
-                       wait: float = 5.0, monotonic: Callable[[], float] = time.monotonic) -> tuple[str, ...]:
+                       wait: float = RESULTS_WAIT, monotonic: Callable[[], float] = time.monotonic) -> tuple[str, ...]:
     """``target/name``: one NXprocess of the results of a series several Recorders shared, in
     frame order, as ``write_master`` presents their frames: each per-frame dataset a virtual
     dataset mapping every frame to the results of the part that holds it (a frame no part holds,
@@ -372,17 +390,12 @@ def merge_part_results(target: h5py.Group, name: str, master: h5py.File, master_
         if not results.is_file():
             problems.append(f"no live results for part {index + 1} ({part.name})")
             continue
-        while True:
-            try:
-                with h5py.File(results, "r") as f:  # opens once its worker closed it (HDF5's file lock)
-                    layouts[index] = _results_layout(f["entry/process"])
-                break
-            except OSError as error:
-                if monotonic() >= deadline:
-                    problems.append(f"the live results of part {index + 1} ({results.name}) are still being "
-                                    f"written: {error}")
-                    break
-                time.sleep(0.05)
+        why = closed_results(results, deadline, monotonic)
+        if why:
+            problems.append(f"the live results of part {index + 1} ({results.name}) are still being written: {why}")
+            continue
+        with h5py.File(results, "r") as f:
+            layouts[index] = _results_layout(f["entry/process"])
     if not layouts:
         return tuple(problems)
     first = min(layouts)

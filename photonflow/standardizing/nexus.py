@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -111,18 +112,23 @@ def link_frames(parent: h5py.Group, name: str, output: Path, recorded: RecordedS
 
 
 def link_live_analysis(entry: h5py.Group, output: Path, recorded: RecordedSeries,
-                       problems: list[str] | None = None) -> bool:
+                       problems: list[str] | None = None, wait: float | None = None) -> bool:
     """``entry/live_analysis``: the live analysis' per-frame results (an NXprocess: spots, ROI sums,
     I(q) by frame number) when it analysed this series, as Jungfraujoch puts its per-image results
     in its NXmx files: a link, relative to the output's folder, to the results beside the
     Recorder's file; for a series several Recorders shared, the results of every part merged in
-    frame order (``merge_part_results``; what could not be merged is added to ``problems``).
-    False when there are none."""
-    from photonflow.analysis.live import merge_part_results, results_beside
+    frame order (``merge_part_results``; what could not be merged is added to ``problems``). A
+    worker still writing them is waited for, ``wait`` s at most (default RESULTS_WAIT). False
+    when there are none."""
+    from photonflow.analysis.live import RESULTS_WAIT, closed_results, merge_part_results, results_beside
     from photonflow.recording.shared_series import part_paths
 
+    wait = RESULTS_WAIT if wait is None else wait
     results = results_beside(recorded.path)
     if results.is_file():
+        why = closed_results(results, time.monotonic() + wait)  # linked once readable: never a broken link
+        if why and problems is not None:
+            problems.append(f"the live results {results.name} are still being written: {why}")
         entry["live_analysis"] = h5py.ExternalLink(os.path.relpath(results, output.parent), "entry/process")
         return True
     master_path = Path(recorded.path)
@@ -131,7 +137,7 @@ def link_live_analysis(entry: h5py.Group, output: Path, recorded: RecordedSeries
     with h5py.File(master_path, "r", locking=False) as master:
         if not any(results_beside(part).is_file() for part in part_paths(master, master_path)):
             return False  # not a shared series' master, or none of its parts was analysed
-        unmerged = merge_part_results(entry, "live_analysis", master, master_path, output)
+        unmerged = merge_part_results(entry, "live_analysis", master, master_path, output, wait)
     if problems is not None:
         problems.extend(unmerged)
     return "live_analysis" in entry

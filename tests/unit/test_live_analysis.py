@@ -178,3 +178,38 @@ def test_a_worker_behind_holds_a_bounded_buffer_of_frames_not_zeromqs_thousand()
         sender.close()
     frame_bytes = GEOMETRY.height * GEOMETRY.width * 2
     assert held == RECEIVE_BUFFER_BYTES // frame_bytes  # 83 frames of 600x640 uint16, 64 MB
+
+
+def test_the_nxmx_links_live_results_once_their_worker_closed_them_and_says_when_it_did_not(tmp_path):
+    """A worker still writing a series' results keeps every other reader out (HDF5's lock): the
+    link is made once it closed them, never while the NXmx's readers would find it broken."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from photonflow.standardizing.nexus import link_live_analysis
+
+    raw = tmp_path / "scan_002.h5"
+    results = tmp_path / "scan_002_live.h5"
+    with h5py.File(results, "w") as f:
+        f["entry/process/spot_finding/spots"] = np.array([2, 7])
+    hold = ("import h5py, sys, time\nf = h5py.File(sys.argv[1], 'a')\nprint('open', flush=True)\n"
+            "time.sleep(float(sys.argv[2]))\nf.close()\n")
+    for seconds, wait, expect_problem in ((1.0, 20.0, False), (30.0, 0.3, True)):
+        worker = subprocess.Popen([sys.executable, "-c", hold, str(results), str(seconds)], stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert worker.stdout.readline().strip() == "open"
+            problems: list[str] = []
+            output = tmp_path / f"waited_{seconds:g}.nxs"
+            with h5py.File(output, "w") as f:
+                assert link_live_analysis(f.create_group("entry"), output, SimpleNamespace(path=raw), problems, wait)
+            assert bool(problems) == expect_problem, problems
+            if not expect_problem:
+                with h5py.File(output, "r") as f:  # the worker had closed them: the link reads
+                    assert f["entry/live_analysis/spot_finding/spots"][()].tolist() == [2, 7]
+            else:
+                assert "still being written" in problems[0]
+        finally:
+            worker.kill()
+            worker.communicate()
