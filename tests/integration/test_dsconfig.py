@@ -34,6 +34,12 @@ def photonflow(env: dict[str, str], *command: str) -> subprocess.CompletedProces
                           env={**inherited, **env}, timeout=60)
 
 
+@pytest.fixture(autouse=True)
+def backups_in_the_tests_folder(monkeypatch, tmp_path):
+    """json2tango keeps a dump of the database it changes in $TMPDIR: the test's folder, not /tmp."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def database(tmp_path_factory):
     """A pytango-db database of this module's own; yields its TANGO_HOST."""

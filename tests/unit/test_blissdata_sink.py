@@ -44,6 +44,7 @@ READER = textwrap.dedent("""
     import numpy as np
     from blissdata.redis_engine.store import DataStore
     from blissdata.redis_engine.scan import ScanState
+    import blissdata.streams.lima  # the Lima stream plugin loaded before the scan, as a running Flint has it
 
     store = DataStore(sys.argv[1])
     print("ready", flush=True)
