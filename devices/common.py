@@ -142,10 +142,26 @@ class SeriesEdges:
         return "started" if busy else "ended"
 
 
-def series_ran_since(series_at_start: int | None, series_now: Callable[[], int]) -> Callable[[], bool]:
-    """A ``missed_end`` for a follower that read the Controller's SeriesId when it started (None:
-    it could not, and nothing is assumed): a series ran if the id moved on since."""
-    return lambda: series_at_start is not None and series_now() != series_at_start
+class SeriesRanSince:
+    """A ``missed_end`` for a follower of the Controller: a series ran since the follower first
+    read the Controller's SeriesId (``series_now``), when it started or, if the Controller did not
+    answer then (a suite's servers start together), when it first answered (``note``, called
+    before subscribing). Until then nothing is assumed."""
+
+    def __init__(self, series_now: Callable[[], int]):
+        self._series_now = series_now
+        self.at_start: int | None = None
+        self.note()
+
+    def note(self) -> None:
+        if self.at_start is None:
+            try:
+                self.at_start = int(self._series_now())
+            except tango.DevFailed:
+                pass  # not answering yet: the next note reads it
+
+    def __call__(self) -> bool:
+        return self.at_start is not None and int(self._series_now()) != self.at_start
 
 
 def wait_unlocked(device, wait: Callable[[float], bool], timeout: float) -> bool:

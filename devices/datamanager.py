@@ -19,7 +19,7 @@ from photonflow.control.controller import BUSY_STATES
 from photonflow.datamanager.manager import DataManager, SeriesResult
 from photonflow.datamanager.policy import Experiment
 from photonflow.devices.base import PhotonflowDevice, counter
-from photonflow.devices.common import SeriesEdges, follow_events, operator_errors, wait_unlocked
+from photonflow.devices.common import SeriesEdges, SeriesRanSince, follow_events, operator_errors, wait_unlocked
 from photonflow.errors import ConfigurationError
 from photonflow.events.bus import event_bus_from_url
 from photonflow.requests import json_object
@@ -89,6 +89,7 @@ class PhotonflowDataManager(PhotonflowDevice):
         self._stop = threading.Event()
         self._edges = SeriesEdges(BUSY_STATES)
         self.controller = tango.DeviceProxy(self.Controller)
+        self._series_ran = SeriesRanSince(lambda: self.controller.read_attribute("SeriesId").value)
         jobs = None
         if self.JobEngine.startswith("tcp://"):
             from photonflow.datamanager.jobs import JobBoard
@@ -116,6 +117,7 @@ class PhotonflowDataManager(PhotonflowDevice):
 
     # -- following the Controller and the Standardizer -----------------------------------------
     def _wanted_events(self) -> list:
+        self._series_ran.note()
         wanted = [(self.controller, "State", self._on_controller_state)]
         if self.Standardizer:
             wanted.append((tango.DeviceProxy(self.Standardizer), "LastFile", self._on_standardized))
@@ -126,9 +128,9 @@ class PhotonflowDataManager(PhotonflowDevice):
             return
         state = str(event.attr_value.value)
         try:
-            # a structure's acquisition whose series ended before the subscription was live (0.12 s of
-            # darks right after start-up) ended for the state the subscription found, if it was awaited
-            if self._edges.edge(state, self._awaited_file_written) != "ended":
+            # a series that ended before the subscription was live (0.12 s of darks, or a first series
+            # right after start-up) ended for the state the subscription found
+            if self._edges.edge(state, self._missed_end) != "ended":
                 return
             values = {reading.name: reading.value for reading in self.controller.read_attributes(
                 ["SeriesId", "LastFile", "FramesRequested", "FramesWritten", "MissingFrames"])}
@@ -141,8 +143,10 @@ class PhotonflowDataManager(PhotonflowDevice):
                 int(values["SeriesId"]), values["LastFile"], int(values["FramesRequested"]),
                 int(values["FramesWritten"]), int(values["MissingFrames"]), reason))
 
-    def _awaited_file_written(self) -> bool:
-        return self.core.awaits(self.controller.read_attribute("LastFile").value)
+    def _missed_end(self) -> bool:
+        """A series ran since this server started, or the file of the structure's acquisition under
+        way was written (what the Controller's SeriesId could not say: it answered late)."""
+        return self._series_ran() or self.core.awaits(self.controller.read_attribute("LastFile").value)
 
     def _on_standardized(self, event) -> None:
         if event.err or self.core is None or not event.attr_value.value:

@@ -19,10 +19,10 @@ from photonflow.control.controller import BUSY_STATES
 from photonflow.devices.base import PhotonflowDevice, counter
 from photonflow.devices.common import (
     SeriesEdges,
+    SeriesRanSince,
     TangoReader,
     follow_events,
     operator_errors,
-    series_ran_since,
     wait_unlocked,
 )
 from photonflow.events.bus import event_bus_from_url
@@ -67,7 +67,7 @@ class PhotonflowStandardizer(PhotonflowDevice):
         self._stop = threading.Event()
         self.controller = tango.DeviceProxy(self.Controller)
         self._edges = SeriesEdges(BUSY_STATES)
-        self._missed_end = series_ran_since(_series_id_or_none(self.controller), self._series_id)
+        self._missed_end = SeriesRanSince(self._series_id)
         return Standardizer(mapping, TangoReader(self.ReadTimeout), self.DataRoot, listener, self.bus,
                             datamanager=self.DataManager)
 
@@ -85,6 +85,7 @@ class PhotonflowStandardizer(PhotonflowDevice):
 
     def _wanted_events(self, core: Standardizer) -> list:
         """The Controller's State, and the attributes the mapping takes from change events."""
+        self._missed_end.note()
         wanted = [(self.controller, "State", self._on_controller_state)]
         for capture in core.mapping.evented():
             wanted.append((core.reader.proxy(capture.device), capture.attribute,
@@ -145,11 +146,3 @@ class PhotonflowStandardizer(PhotonflowDevice):
     @command(dtype_in=float, dtype_out=bool, doc_in="Seconds to wait", doc_out="True once every series is written")
     def WaitIdle(self, timeout):
         return wait_unlocked(self, self._core().wait_idle, timeout)
-
-
-def _series_id_or_none(controller: tango.DeviceProxy) -> int | None:
-    """The Controller's SeriesId now; None when it does not answer yet (it may start after this server)."""
-    try:
-        return int(controller.read_attribute("SeriesId").value)
-    except tango.DevFailed:
-        return None

@@ -3,25 +3,61 @@ series edges, and a subscription made late, after a whole series ran, still sees
 
 from __future__ import annotations
 
-from photonflow.devices.common import SeriesEdges, series_ran_since
+import tango
+
+from photonflow.devices.common import SeriesEdges, SeriesRanSince
 
 BUSY = ("RUNNING", "STANDBY")
 
 
+class ControllerSeries:
+    """The Controller's SeriesId as a follower reads it: a number, or a DevFailed while its
+    server is not up."""
+
+    def __init__(self, value: int | None):
+        self.value = value
+
+    def __call__(self) -> int:
+        if self.value is None:
+            tango.Except.throw_exception("API_CantConnectToDevice", "not running yet", "test")
+        return self.value
+
+
 def test_busy_then_idle_is_a_series_started_then_ended():
     edges = SeriesEdges(BUSY)
-    series = {"ON": 4, "RUNNING": 5}
-    assert [edges.edge(state, series_ran_since(4, lambda state=state: series[state]))
-            for state in ("ON", "RUNNING", "RUNNING", "ON")] == [None, "started", None, "ended"]
+    controller = ControllerSeries(4)
+    missed = SeriesRanSince(controller)
+    seen = []
+    for state, series in (("ON", 4), ("RUNNING", 5), ("RUNNING", 5), ("ON", 5)):
+        controller.value = series
+        seen.append(edges.edge(state, missed))
+    assert seen == [None, "started", None, "ended"]
 
 
 def test_a_subscription_that_first_sees_idle_after_a_whole_series_still_sees_it_end():
     edges = SeriesEdges(BUSY)
-    assert edges.edge("ON", series_ran_since(4, lambda: 5)) == "ended"  # series 5 began and ended before
-    assert edges.edge("ON", series_ran_since(4, lambda: 6)) is None  # only the first event looks back
+    controller = ControllerSeries(4)
+    missed = SeriesRanSince(controller)
+    controller.value = 5  # series 5 began and ended before the subscription was live
+    assert edges.edge("ON", missed) == "ended"
+    controller.value = 6
+    assert edges.edge("ON", missed) is None  # only the first event looks back
+
+
+def test_a_controller_that_answers_only_after_the_follower_started_is_read_when_it_first_answers():
+    controller = ControllerSeries(None)  # the suite's servers start together
+    missed = SeriesRanSince(controller)
+    assert missed.at_start is None
+    controller.value = 7
+    missed.note()  # the follower's subscription begins: the Controller answers now
+    controller.value = 8  # and a series ran before the subscription was live
+    assert SeriesEdges(BUSY).edge("ON", missed) == "ended"
+    missed.note()  # a second note keeps the first reading
+    assert missed.at_start == 7
 
 
 def test_no_series_since_the_start_or_an_unknown_start_is_no_edge():
-    assert SeriesEdges(BUSY).edge("ON", series_ran_since(4, lambda: 4)) is None
-    assert SeriesEdges(BUSY).edge("ON", series_ran_since(None, lambda: 9)) is None
+    assert SeriesEdges(BUSY).edge("ON", SeriesRanSince(ControllerSeries(4))) is None
+    never_answered = SeriesRanSince(ControllerSeries(None))
+    assert SeriesEdges(BUSY).edge("ON", never_answered) is None
     assert SeriesEdges(BUSY).edge("ALARM", None) is None
