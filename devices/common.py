@@ -143,25 +143,21 @@ class SeriesEdges:
 
 
 class SeriesRanSince:
-    """A ``missed_end`` for a follower of the Controller: a series ran since the follower first
-    read the Controller's SeriesId (``series_now``), when it started or, if the Controller did not
-    answer then (a suite's servers start together), when it first answered (``note``, called
-    before subscribing). Until then nothing is assumed."""
+    """A ``missed_end`` for a follower of the Controller: a series ran since the follower started,
+    i.e. the Controller's SeriesId (``series_now``) moved on since. A Controller that did not
+    answer then (a suite's servers start together) started after the follower, and it numbers its
+    series from 1 (0: none yet): the follower then starts from 0, so the suite's first series,
+    run before the follower's subscription was live, is not lost."""
 
     def __init__(self, series_now: Callable[[], int]):
         self._series_now = series_now
-        self.at_start: int | None = None
-        self.note()
-
-    def note(self) -> None:
-        if self.at_start is None:
-            try:
-                self.at_start = int(self._series_now())
-            except tango.DevFailed:
-                pass  # not answering yet: the next note reads it
+        try:
+            self.at_start = int(series_now())
+        except tango.DevFailed:
+            self.at_start = 0
 
     def __call__(self) -> bool:
-        return self.at_start is not None and int(self._series_now()) != self.at_start
+        return int(self._series_now()) != self.at_start
 
 
 def wait_unlocked(device, wait: Callable[[float], bool], timeout: float) -> bool:

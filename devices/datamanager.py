@@ -117,7 +117,6 @@ class PhotonflowDataManager(PhotonflowDevice):
 
     # -- following the Controller and the Standardizer -----------------------------------------
     def _wanted_events(self) -> list:
-        self._series_ran.note()
         wanted = [(self.controller, "State", self._on_controller_state)]
         if self.Standardizer:
             wanted.append((tango.DeviceProxy(self.Standardizer), "LastFile", self._on_standardized))

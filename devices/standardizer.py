@@ -85,7 +85,6 @@ class PhotonflowStandardizer(PhotonflowDevice):
 
     def _wanted_events(self, core: Standardizer) -> list:
         """The Controller's State, and the attributes the mapping takes from change events."""
-        self._missed_end.note()
         wanted = [(self.controller, "State", self._on_controller_state)]
         for capture in core.mapping.evented():
             wanted.append((core.reader.proxy(capture.device), capture.attribute,
