@@ -43,7 +43,20 @@ def sardana(running_suite):
 
     def run(name, *parameters):
         door.runMacro(name, list(parameters), synch=True)
-        return str(door.getAttribute("State").read().value).split(".")[-1], door.getAttribute("Error").read().value
+        state = str(door.getAttribute("State").read().value).split(".")[-1]
+        error = door.getAttribute("Error").read().value
+        if state != "ON":  # the Door says "ended with Fault state": say whose, and why
+            error = (*(error or ()), *said_by(channel, f"mg_{channel}"),
+                     f"photonflow Controller: {tango.DeviceProxy(running_suite.controller).status()}")
+        return state, error
+
+    def said_by(*elements):
+        database = tango.Database(*running_suite.tango_host.split(":"))
+        for alias in elements:
+            try:
+                yield f"{alias}: {tango.DeviceProxy(running_suite.suite.device_url(database.get_device_alias(alias))).status()}"
+            except tango.DevFailed as failure:
+                yield f"{alias}: {failure.args[0].desc}"
 
     # photonflow made the channel's measurement group, references on, and made it the active one;
     # its macros' devices are the deployment's
