@@ -8,6 +8,7 @@ Both sides wait with a timeout and a stop flag, so Stop/Abort are never stuck in
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -163,6 +164,9 @@ class StreamDistributor:
             output.close()
 
 
+_WAKE_NUMBERS = itertools.count()  # one inproc name per receiver of this process
+
+
 class StreamReceiver:
     """Connects one PULL socket to one or several senders and hands out raw message parts.
 
@@ -183,7 +187,9 @@ class StreamReceiver:
         # A socket pair only to interrupt the poll: ZeroMQ sockets have no other way.
         self._wake_in = context.socket(zmq.PAIR)
         self._wake_in.setsockopt(zmq.LINGER, 0)
-        self._wake_in.bind(f"inproc://photonflow-receiver-wake-{id(self):x}")
+        # a name of its own: id(self) is reused once a receiver is collected, and one never closed
+        # still holds its name in the shared context (a later bind failed: "Address already in use")
+        self._wake_in.bind(f"inproc://photonflow-receiver-wake-{next(_WAKE_NUMBERS)}")
         self._wake_out = context.socket(zmq.PAIR)
         self._wake_out.setsockopt(zmq.LINGER, 0)
         self._wake_out.connect(self._wake_in.getsockopt_string(zmq.LAST_ENDPOINT))

@@ -186,6 +186,15 @@ class PhotonflowTwoDController(TwoDController, Referable):
         self._started = True
 
     def StartOne(self, axis, value):
+        try:
+            self._start_one()
+        except Exception as error:
+            # Sardana turns the channel Fault and logs why at debug level only: "ended acquisition
+            # with Fault state" would be all a scientist sees
+            self._log.error("photonflow could not start the point: %s", error)
+            raise
+
+    def _start_one(self):
         if not self._started:
             self._start_series()
         if self._triggered == 0:
