@@ -30,6 +30,7 @@ from photonflow.clients.demo import (
     describe_file,
     run_acquisition,
     wait_for_standardized,
+    wait_for_state,
 )
 from photonflow.clients.launcher import (
     EVENT_BUS_VARIABLE,
@@ -315,6 +316,9 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
         datamanager.SetExperiment(json.dumps(_demo_experiment(chosen)))
         datamanager.SetRole("data")  # the demo's rotation is the experiment's data, not a dark or a flat
         print(f"Sample: {chosen['sample']}, role data ({datamanager.dev_name()} SetExperiment, SetRole)")
+    workers = _devices_of(suite, deployment, "PhotonflowAnalysis")
+    for worker in workers:  # INIT while pyFAI loads and its stream connects: a series' start sent then is lost to it
+        wait_for_state(worker, {"ON"}, 60)
     print(f"Acquiring {what} through {controller.dev_name()} ...")
     summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
                               args.file or default_file_name(), args.timeout, scan=scan)
@@ -330,7 +334,6 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
         print(f"Standardizer: {standardizer.status()}")
     if datamanager is not None and summary["file"]:
         summary.update(_catalogued(datamanager, summary["file"]))
-    workers = _devices_of(suite, deployment, "PhotonflowAnalysis")
     if workers and summary["file"]:
         summary["live_analysis"] = _live_analysis_summary(workers, args.timeout)
     return summary
