@@ -316,9 +316,7 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
         datamanager.SetExperiment(json.dumps(_demo_experiment(chosen)))
         datamanager.SetRole("data")  # the demo's rotation is the experiment's data, not a dark or a flat
         print(f"Sample: {chosen['sample']}, role data ({datamanager.dev_name()} SetExperiment, SetRole)")
-    workers = _devices_of(suite, deployment, "PhotonflowAnalysis")
-    for worker in workers:  # INIT while pyFAI loads and its stream connects: a series' start sent then is lost to it
-        wait_for_state(worker, {"ON"}, 60)
+    workers = _analysis_workers_ready(suite, deployment)
     print(f"Acquiring {what} through {controller.dev_name()} ...")
     summary = run_acquisition(controller, chosen["frames"], chosen["exposure"], chosen["period"],
                               args.file or default_file_name(), args.timeout, scan=scan)
@@ -337,6 +335,15 @@ def _demo_series(args, suite: Suite, deployment, controller, standardizer, chose
     if workers and summary["file"]:
         summary["live_analysis"] = _live_analysis_summary(workers, args.timeout)
     return summary
+
+
+def _analysis_workers_ready(suite: Suite, deployment, timeout: float = 60) -> list[tango.DeviceProxy]:
+    """The deployment's live-analysis workers, once each is ON: INIT while pyFAI loads and its
+    stream connects, when the start of a series sent to it would be lost."""
+    workers = _devices_of(suite, deployment, "PhotonflowAnalysis")
+    for worker in workers:
+        wait_for_state(worker, {"ON"}, timeout)
+    return workers
 
 
 def _live_analysis_summary(workers: list, timeout: float) -> dict:
@@ -504,6 +511,7 @@ def command_up(args) -> int:
         # every server, also the Starter's
         deployment = _deployment(args.config, args.instance, args.recorders, args.analysis)
         web_text = _start_web(suite, deployment)
+        _analysis_workers_ready(suite, deployment)
         if args.sardana:
             from photonflow.clients.sardana_setup import start_sardana, usage
 
