@@ -129,7 +129,7 @@ class PhotonflowDataManager(PhotonflowDevice):
         try:
             # a series that ended before the subscription was live (0.12 s of darks, or a first series
             # right after start-up) ended for the state the subscription found
-            if self._edges.edge(state, self._missed_end) != "ended":
+            if self._edges.edge(state, self._series_ran) != "ended":
                 return
             values = {reading.name: reading.value for reading in self.controller.read_attributes(
                 ["SeriesId", "LastFile", "FramesRequested", "FramesWritten", "MissingFrames"])}
@@ -141,11 +141,6 @@ class PhotonflowDataManager(PhotonflowDevice):
             self.core.series_ended(SeriesResult(
                 int(values["SeriesId"]), values["LastFile"], int(values["FramesRequested"]),
                 int(values["FramesWritten"]), int(values["MissingFrames"]), reason))
-
-    def _missed_end(self) -> bool:
-        """A series ran since this server started, or the file of the structure's acquisition under
-        way was written (what the Controller's SeriesId could not say: it answered late)."""
-        return self._series_ran() or self.core.awaits(self.controller.read_attribute("LastFile").value)
 
     def _on_standardized(self, event) -> None:
         if event.err or self.core is None or not event.attr_value.value:

@@ -405,13 +405,6 @@ class DataManager(StatefulCore):
         return self.structure_run
 
     # -- what the device tells it ----------------------------------------------------------------
-    def awaits(self, raw_file: str) -> bool:
-        """Whether the structure's acquisition under way is to be written to ``raw_file`` (and so
-        still waits for its series' end)."""
-        with self._lock:
-            return (self._current is not None and bool(raw_file)
-                    and Path(raw_file) == getattr(self, "_expected_file", None))
-
     def series_ended(self, result: SeriesResult) -> None:
         self._idle.clear()
         self._jobs.put((self._record, (result, self.standing_role)))  # the role said when it ended, not later

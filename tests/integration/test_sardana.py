@@ -45,9 +45,10 @@ def sardana(running_suite):
         door.runMacro(name, list(parameters), synch=True)
         state = str(door.getAttribute("State").read().value).split(".")[-1]
         error = door.getAttribute("Error").read().value
-        if state != "ON":  # the Door says "ended with Fault state": say whose, and why
+        if state != "ON":  # the Door says "ended with Fault state": say whose, and why (whole, in the output)
             error = (*(error or ()), *said_by(channel, f"mg_{channel}"),
                      f"photonflow Controller: {tango.DeviceProxy(running_suite.controller).status()}")
+            print(f"{name} {parameters} ended {state}:", *error, sep="\n")
         return state, error
 
     def said_by(*elements):

@@ -50,6 +50,10 @@ STATES = {
     tango.DevState.FAULT: State.Fault,
 }
 
+# a device that did not answer in time because a command of another client held it (Tango's
+# serialization monitor, 3.2 s) or the call timed out: busy, not broken; Sardana asks again
+BUSY_REASONS = {"API_CommandTimedOut", "API_DeviceTimedOut"}
+
 TRIGGER_MODES = {  # Sardana's synchronization -> photonflow's trigger mode
     AcqSynch.SoftwareTrigger: "client",
     AcqSynch.SoftwareStart: "internal",
@@ -88,6 +92,7 @@ class PhotonflowTwoDController(TwoDController, Referable):
         self.recorder = self._proxy(peers["Recorder"][0])
         self._value_ref_enabled = False
         self._value_ref_pattern = ""
+        self._busy_since = None  # since when photonflow's state could not be read (a device busy)
         self._frames = 0  # frames of the armed series
         self._triggered = 0  # frames triggered so far
         self._exposure = 0.0
@@ -114,6 +119,23 @@ class PhotonflowTwoDController(TwoDController, Referable):
 
     # -- state ------------------------------------------------------------------------------
     def StateOne(self, axis):
+        try:
+            answer = self._state_one()
+        except tango.DevFailed as error:
+            said = "; ".join(f"{e.reason}: {e.desc}" for e in error.args)
+            now = time.monotonic()
+            if self._busy_since is None:
+                self._busy_since = now
+            # a long command (the Recorder arming) held it: asked again, for Timeout seconds at most
+            if BUSY_REASONS & {e.reason for e in error.args} and now - self._busy_since < self.Timeout:
+                return State.Moving, f"photonflow busy, asked again: {said}"
+            self._busy_since = None
+            self._log.error("photonflow's state could not be read: %s", said)
+            raise
+        self._busy_since = None
+        return answer
+
+    def _state_one(self):
         state = self.controller.state()
         if state == tango.DevState.FAULT:
             return State.Fault, self.controller.status()
