@@ -138,7 +138,10 @@ class PhotonflowTwoDController(TwoDController, Referable):
     def _state_one(self):
         state = self.controller.state()
         if state == tango.DevState.FAULT:
-            return State.Fault, self.controller.status()
+            status = self.controller.status()
+            if self._started and not self._stopped:  # a scan's point ends Fault: say why in Sardana's log
+                self._log.error("photonflow's Controller is FAULT: %s", status)
+            return State.Fault, status
         if self._stopped or not self._started:
             return STATES.get(state, State.Unknown), self.controller.status()
         if self._trigger_mode != "client":  # the frames come by themselves: busy until the file is closed
