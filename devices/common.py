@@ -126,7 +126,7 @@ class SeriesEdges:
 
     The first event is what the subscription found. A subscription made late (a loaded host) may
     first see the Controller idle after a whole series ran: when ``missed_end()`` says so (each
-    follower knows how: a series id that moved on, a file it awaited), that series' "ended" is
+    follower asks its SeriesRanSince: the Controller's series id moved on), that series' "ended" is
     not lost."""
 
     def __init__(self, busy_states: tuple[str, ...]):

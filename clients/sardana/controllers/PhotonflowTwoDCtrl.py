@@ -123,12 +123,11 @@ class PhotonflowTwoDController(TwoDController, Referable):
             answer = self._state_one()
         except tango.DevFailed as error:
             said = "; ".join(f"{e.reason}: {e.desc}" for e in error.args)
-            now = time.monotonic()
-            if self._busy_since is None:
-                self._busy_since = now
-            # a long command (the Recorder arming) held it: asked again, for Timeout seconds at most
-            if BUSY_REASONS & {e.reason for e in error.args} and now - self._busy_since < self.Timeout:
-                return State.Moving, f"photonflow busy, asked again: {said}"
+            if BUSY_REASONS & {e.reason for e in error.args}:  # a long command (the Recorder arming) held it
+                now = time.monotonic()
+                self._busy_since = self._busy_since if self._busy_since is not None else now
+                if now - self._busy_since < self.Timeout:  # asked again, for Timeout seconds at most
+                    return State.Moving, f"photonflow busy, asked again: {said}"
             self._busy_since = None
             self._log.error("photonflow's state could not be read: %s", said)
             raise
